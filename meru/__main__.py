@@ -1,0 +1,3 @@
+from meru.cli import main
+
+raise SystemExit(main())

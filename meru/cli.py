@@ -1,0 +1,51 @@
+"""Command-line entry `meru <command> ...` (also `python -m meru <command> ...`).
+
+Each command lives in the module that owns its concept; that module defines
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported lazily so
+``meru info`` does not pay for importing evaluation or workflow code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("meru.models.registry", "list registered model sizes and their parameter counts"),
+    "synth": ("meru.data.synthhier", "generate the SynthHier dataset (train shards, eval sets, taxonomy)"),
+    "contact-sheet": ("meru.data.contact_sheet", "render a PNG grid of samples with their captions"),
+    "download": ("meru.data.download", "download RedCaps / CC3M / CC12M into webdataset shards"),
+    "evalsets": ("meru.data.evalsets", "list or prepare evaluation datasets (clip-benchmark)"),
+    "train": ("meru.training.train", "train MERU or CLIP from a YAML config"),
+    "embed": ("meru.evaluation.embed", "compute and cache embeddings of an evaluation set"),
+    "evaluate": ("meru.evaluation.run", "compute metrics from cached embeddings"),
+    "imagenet-tree": ("meru.evaluation.wordnet_tree", "build the ImageNet-1k WordNet is-a tree"),
+    "tables": ("meru.reporting.tables", "build CSV/Markdown/LaTeX tables from metric JSON"),
+    "plots": ("meru.reporting.plots", "draw the PNG plots from metric JSON and training logs"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meru", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser = build_parser()
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.error(f"unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)}")
+        parser.print_help()
+        return 0 if argv else 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"meru {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    return int(module.run(args) or 0)

@@ -1,0 +1,115 @@
+"""Shard-set manifests: the record that makes a directory of webdataset shards a dataset.
+
+A shard directory is complete only when ``manifest.json`` exists and says ``"complete": true``.
+The manifest is written last and atomically (temp file + rename), so a crash leaves either no
+manifest or a previous complete one, never a half-written file that looks finished.
+
+Schema (``"format": "meru-bench/shards/1"``)::
+
+    {"format", "name", "source", "complete": bool, "num_samples": int,
+     "shards": [{"path": str (relative), "num_samples": int, "sha256": str}],
+     "counts": {str: int},   # e.g. attempted / succeeded / failed_<reason>
+     "created": ISO-8601 UTC, "command": str, ...extra}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+FORMAT = "meru-bench/shards/1"
+MANIFEST_NAME = "manifest.json"
+
+
+class IncompleteDatasetError(RuntimeError):
+    """A shard directory has no complete manifest (missing, unfinished, or corrupt)."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_manifest(
+    directory: str | os.PathLike,
+    name: str,
+    source: str,
+    shards: list[tuple[str | os.PathLike, int]],
+    counts: dict[str, int] | None = None,
+    complete: bool = True,
+    **extra,
+) -> dict:
+    """Checksum ``shards`` ([(path, num_samples)], paths inside ``directory``) and write the manifest."""
+    directory = Path(directory)
+    entries = []
+    for path, n in shards:
+        path = Path(path)
+        full = path if path.is_absolute() else directory / path
+        entries.append({"path": str(full.relative_to(directory)), "num_samples": int(n), "sha256": sha256_file(full)})
+    manifest = {
+        "format": FORMAT,
+        "name": name,
+        "source": source,
+        "complete": bool(complete),
+        "num_samples": int(sum(e["num_samples"] for e in entries)),
+        "shards": entries,
+        "counts": {k: int(v) for k, v in (counts or {}).items()},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        **extra,
+    }
+    atomic_write_text(directory / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return manifest
+
+
+def read_manifest(directory: str | os.PathLike, verify: bool = False) -> dict:
+    """Load and check a shard directory's manifest; raise :class:`IncompleteDatasetError` with the fix."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    if not path.exists():
+        raise IncompleteDatasetError(
+            f"{path}: no manifest, so {directory} is not a finished dataset. "
+            "Re-run the command that creates it (`meru synth` or `meru download`); it resumes where it stopped."
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise IncompleteDatasetError(f"{path}: not valid JSON ({e}). Delete it and re-run the command that creates it.") from e
+    if manifest.get("format") != FORMAT:
+        raise IncompleteDatasetError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}.")
+    if not manifest.get("complete", False):
+        raise IncompleteDatasetError(
+            f"{path}: marked incomplete (the run that wrote it stopped early). Re-run it to finish the dataset."
+        )
+    for entry in manifest["shards"]:
+        shard = directory / entry["path"]
+        if not shard.exists():
+            raise IncompleteDatasetError(f"{shard}: listed in {path} but missing. Re-run the command that creates it.")
+        if verify and sha256_file(shard) != entry["sha256"]:
+            raise IncompleteDatasetError(f"{shard}: checksum differs from {path}; the shard is corrupt. Delete it and re-run.")
+    return manifest
+
+
+def shard_paths(directory: str | os.PathLike) -> list[str]:
+    """Absolute paths of the shards of a complete shard directory, in manifest order."""
+    directory = Path(directory)
+    return [str(directory / e["path"]) for e in read_manifest(directory)["shards"]]
