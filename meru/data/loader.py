@@ -1,0 +1,467 @@
+"""Training loader: an infinite, exactly resumable webdataset stream of (image, caption-token) batches.
+
+Pipeline (per logical stream, see below)::
+
+    shard list (manifest) --epoch e: shard order shuffled from (seed, e)--> split by rank and stream
+    --> webdataset tar reading --> shuffle buffer (rng from (seed, e, rank, stream))
+    --> decode + check (corrupt samples are skipped and counted)
+    --> caption choice (rng from (seed, e, key)) --> RandomResizedCrop (rng from (seed, e, key))
+    --> ToTensor --> batch of ``batch_size`` --> tokenise (inside the worker)
+
+Determinism and exact resume. Each rank's data is split into ``S = max(num_workers, 1)`` logical
+streams; stream ``j`` produces the global batches ``g`` with ``g % S == j`` (which is the order in
+which ``torch.utils.data.DataLoader`` yields from its workers). Every random choice is a function of
+(seed, epoch, rank, stream, sample key), never of global RNG state, so a stream is a pure function of
+its position. Every batch carries its stream's position after it (epoch, samples drawn from the
+shuffle buffer in that epoch, skipped count); :meth:`TrainLoader.state_dict` records these and
+:meth:`TrainLoader.load_state_dict` restarts worker ``i`` as stream ``(k + i) % S`` and fast-forwards
+it by re-reading the tar members and replaying the shuffle buffer without decoding images. (If only
+``{"batch": k}`` is given, streams are replayed with image decoding so corrupt samples are
+re-detected; slower, same result.) Batches therefore depend on ``num_workers`` (it sets ``S``) but
+never on timing, and a resumed loader yields bit-identical batches to an uninterrupted one.
+
+Rank split: per epoch the shard order is the same on all ranks; partition ``p = rank * S + j`` of
+``P = world_size * S`` takes shards ``p, p + P, ...`` when the shards divide evenly (a multiple of ``P``,
+or at least ``8 P``), otherwise it reads all shards and keeps samples ``p, p + P, ...`` of the epoch's
+sample sequence (balanced, at the cost of reading every shard ``P`` times). Ranks and streams
+therefore see disjoint samples.
+
+Augmentation follows MERU's training transform: RandomResizedCrop(image_size, scale=(0.5, 1.0),
+ratio=(3/4, 4/3), bicubic) then ToTensor, values in [0, 1] (the model normalises).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision.transforms.functional as TF
+import webdataset as wds
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+
+from meru.data.manifest import read_manifest
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "meru-bench/loader-state/1"
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
+RATIO = (3.0 / 4.0, 4.0 / 3.0)
+_WARNED: set[str] = set()  # damaged shards already reported by this process
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit integer seed that depends only on ``parts`` (stable across processes and platforms)."""
+    digest = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def resolve_shards(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[tuple[str, int | None]]:
+    """``[(shard path, samples promised by the manifest or None)]`` of ``source``: a shard directory
+    (read via its manifest; a SynthHier output directory means its ``train/``) or a list of
+    directories / ``.tar`` files."""
+    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    shards: list[tuple[str, int | None]] = []
+    for item in items:
+        path = Path(item)
+        if path.suffix == ".tar":
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: shard not found")
+            shards.append((str(path), None))
+        else:
+            if not (path / "manifest.json").exists() and (path / "train" / "manifest.json").exists():
+                path = path / "train"  # a SynthHier output directory: its training shards
+            manifest = read_manifest(path)  # raises IncompleteDatasetError with the fix
+            shards.extend((str(path / e["path"]), int(e["num_samples"])) for e in manifest["shards"])
+    if not shards:
+        raise ValueError(f"{source}: no shards (the manifest lists none); regenerate the dataset")
+    return shards
+
+
+def random_resized_crop_params(
+    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], rng: random.Random
+) -> tuple[int, int, int, int]:
+    """Inception-style crop box ``(top, left, h, w)``: area fraction ~ U(scale), log aspect ~ U(log ratio).
+
+    Up to 10 tries for a box that fits, then the largest central box with aspect ratio clamped to ``ratio``
+    (the same rule as torchvision's RandomResizedCrop, but driven by an explicit ``rng``).
+    """
+    area = height * width
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+class CorruptSample(ValueError):
+    """A sample that cannot be used (undecodable image, missing caption, bad json)."""
+
+
+@dataclass
+class StreamState:
+    """Position of one logical stream: next sample is number ``pos`` (0-based) of epoch ``epoch``."""
+
+    epoch: int = 0
+    pos: int = 0
+    skipped: int = 0
+
+    def as_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos, "skipped": self.skipped}
+
+
+@dataclass
+class _Spec:
+    shards: list[str]
+    batch_size: int
+    image_size: int
+    context_length: int
+    seed: int
+    rank: int
+    world_size: int
+    num_streams: int
+    shuffle_buffer: int
+    augment: bool
+    scale: tuple[float, float]
+    sample_captions: bool
+    log_skips: int = 5  # corrupt samples logged individually per stream
+
+
+def _make_tokenizer(context_length: int):
+    """``meru.models.get_tokenizer`` when available, else open_clip's BPE tokenizer (offline, bundled vocab)."""
+    try:
+        from meru.models import get_tokenizer  # type: ignore[attr-defined]
+
+        return get_tokenizer(context_length)
+    except ImportError:
+        import open_clip
+
+        return lambda texts: open_clip.tokenizer.tokenize(texts, context_length=context_length)
+
+
+class _StreamDataset(torch.utils.data.IterableDataset):
+    """Yields batch dicts for the logical streams assigned to this worker (see module docstring)."""
+
+    def __init__(self, spec: _Spec, start_batch: int, states: list[dict | None]):
+        super().__init__()
+        self.spec = spec
+        self.start_batch = start_batch
+        self.states = states
+
+    # -- raw sample stream -------------------------------------------------------------------------
+
+    def _epoch_raw(self, stream: int, epoch: int, errors: list[int]) -> Iterator[dict]:
+        """Undecoded samples of ``epoch`` for logical stream ``stream``, shuffled.
+
+        Samples missing from damaged shards (fewer than the manifest promised) are added to ``errors[0]``.
+        """
+        s = self.spec
+        order = list(range(len(s.shards)))
+        random.Random(derive_seed(s.seed, "shards", epoch)).shuffle(order)
+        parts = s.world_size * s.num_streams
+        part = s.rank * s.num_streams + stream
+        by_shard = len(order) % parts == 0 or len(order) >= 8 * parts  # balanced enough to split by shard
+        mine = order[part::parts] if by_shard else order
+
+        def handler(exn: Exception) -> bool:
+            log.warning("unreadable tar data, rest of the shard skipped: %s", exn)
+            return True
+
+        def read(index: int) -> Iterator[dict]:
+            url, expected = s.shards[index]
+            got = 0
+            for sample in wds.tarfile_to_samples(handler=handler)(iter([{"url": url}])):
+                got += 1
+                yield sample
+            if expected is None and got == 0:
+                errors[0] += 1
+            elif expected is not None and got < expected and (by_shard or index % parts == part):
+                # samples the manifest promised but the shard no longer holds (truncated / damaged),
+                # counted once: by the partition that owns the shard index
+                errors[0] += expected - got
+                if url not in _WARNED:
+                    _WARNED.add(url)
+                    log.warning("%s: only %d of the %d samples in its manifest are readable", url, got, expected)
+
+        samples = (x for i in mine for x in read(i))
+        if not by_shard:
+            samples = (x for n, x in enumerate(samples) if n % parts == part)
+        if s.shuffle_buffer > 1:
+            rng = random.Random(derive_seed(s.seed, "buffer", epoch, s.rank, stream))
+            samples = wds.shuffle(s.shuffle_buffer, initial=s.shuffle_buffer, rng=rng)(iter(samples))
+        return iter(samples)
+
+    # -- per-sample work ---------------------------------------------------------------------------
+
+    def _parse(self, sample: dict, epoch: int) -> tuple[str, Image.Image, str]:
+        """Decode the image and choose the caption; raise :class:`CorruptSample` if unusable."""
+        key = sample.get("__key__", "?")
+        ext = next((e for e in IMAGE_EXTS if e in sample), None)
+        if ext is None:
+            raise CorruptSample(f"{key}: no image member (.{'/.'.join(IMAGE_EXTS)})")
+        try:
+            with Image.open(io.BytesIO(sample[ext])) as im:
+                image = im.convert("RGB")
+        except Exception as e:  # PIL raises many types for bad bytes
+            raise CorruptSample(f"{key}.{ext}: cannot decode image ({e})") from e
+        text = None
+        if self.spec.sample_captions and "json" in sample:
+            try:
+                captions = json.loads(sample["json"]).get("captions")
+            except Exception as e:
+                raise CorruptSample(f"{key}.json: invalid JSON ({e})") from e
+            if captions:
+                rng = random.Random(derive_seed(self.spec.seed, "caption", epoch, key))
+                text = captions[rng.randrange(len(captions))]["text"]
+        if text is None:
+            if "txt" not in sample:
+                raise CorruptSample(f"{key}: no caption (.txt or json captions)")
+            text = sample["txt"].decode("utf-8", errors="replace").strip()
+        if not text:
+            raise CorruptSample(f"{key}: empty caption")
+        return key, image, text
+
+    def _transform(self, image: Image.Image, key: str, epoch: int) -> torch.Tensor:
+        """[3, S, S] float in [0, 1]: random resized crop (augment) or resize + centre crop."""
+        s = self.spec
+        size = [s.image_size, s.image_size]
+        if s.augment:
+            rng = random.Random(derive_seed(s.seed, "crop", epoch, key))
+            top, left, h, w = random_resized_crop_params(image.height, image.width, s.scale, RATIO, rng)
+            image = TF.resized_crop(image, top, left, h, w, size, interpolation=InterpolationMode.BICUBIC)
+        else:
+            image = TF.resize(image, s.image_size, interpolation=InterpolationMode.BICUBIC)
+            image = TF.center_crop(image, size)
+        return TF.to_tensor(image)
+
+    # -- stream --------------------------------------------------------------------------------------
+
+    def _run_stream(self, stream: int, state: StreamState | None, replay_batches: int) -> Iterator[dict]:
+        """Infinite batches of logical stream ``stream``.
+
+        ``state`` given: resume there (fast-forward without decoding). ``state`` None: start at epoch 0
+        and first consume ``replay_batches`` batches with decoding but without transforms or yielding.
+        """
+        s = self.spec
+        tokenizer = _make_tokenizer(s.context_length)
+        st = state or StreamState()
+        errors = [0]
+        buf: list[tuple[str, torch.Tensor, str]] = []
+        n_light = 0  # samples counted towards replayed batches
+        while True:
+            epoch, start = st.epoch, st.pos
+            raw = self._epoch_raw(stream, epoch, errors)
+            for _ in range(start):  # fast-forward: tar reading + shuffle replay, no decode
+                if next(raw, None) is None:
+                    raise RuntimeError(
+                        f"loader state says stream {stream} is at sample {start} of epoch {epoch}, but that epoch "
+                        f"has fewer samples; the shards changed since the state was saved ({s.shards[0][0]} ...)"
+                    )
+            errors[0] = 0  # damage met while fast-forwarding is already in st.skipped
+            pos, valid = start, 0
+            for sample in raw:
+                pos += 1
+                light = n_light < replay_batches * s.batch_size
+                try:
+                    key, image, text = self._parse(sample, epoch)
+                except CorruptSample as e:
+                    st.skipped += 1
+                    if st.skipped <= s.log_skips:
+                        log.warning("skipping corrupt sample (%d so far in stream %d): %s", st.skipped, stream, e)
+                    continue
+                finally:
+                    st.skipped += errors[0]
+                    errors[0] = 0
+                valid += 1
+                if light:
+                    n_light += 1
+                    continue
+                buf.append((key, self._transform(image, key, epoch), text))
+                if len(buf) == s.batch_size:
+                    keys, images, texts = zip(*buf)
+                    buf = []
+                    yield {
+                        "images": torch.stack(images),
+                        "tokens": tokenizer(list(texts)).long(),
+                        "keys": list(keys),
+                        "texts": list(texts),
+                        "skipped": st.skipped,
+                        "_stream": stream,
+                        "_state": StreamState(epoch, pos, st.skipped).as_dict(),
+                    }
+            st.skipped += errors[0]
+            errors[0] = 0
+            if start == 0 and valid == 0:
+                raise RuntimeError(
+                    f"epoch {epoch} of stream {stream} (rank {s.rank}) produced no usable sample from "
+                    f"{len(s.shards)} shard(s) starting {s.shards[0][0]}; check the shards (all corrupt or empty?)"
+                )
+            st = StreamState(epoch + 1, 0, st.skipped)
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        if num_workers != self.spec.num_streams:
+            raise RuntimeError(f"{num_workers} workers for {self.spec.num_streams} logical streams")
+        stream = (self.start_batch + worker) % self.spec.num_streams
+        saved = self.states[stream]
+        if saved is not None:
+            return self._run_stream(stream, StreamState(**saved), 0)
+        # batches g < start_batch with g % S == stream
+        done = max(0, (self.start_batch - stream + self.spec.num_streams - 1) // self.spec.num_streams)
+        return self._run_stream(stream, None, done)
+
+
+def _worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
+class TrainLoader:
+    """Infinite, exactly resumable training batches from webdataset shards.
+
+    Each batch: ``images`` FloatTensor[B, 3, image_size, image_size] in [0, 1]; ``tokens``
+    LongTensor[B, context_length]; ``keys`` list[str]; ``texts`` list[str] (the chosen captions);
+    ``skipped`` int (corrupt samples skipped so far by the stream that made the batch);
+    ``skipped_total`` int (all streams of this rank, as known to the loader).
+
+    Args:
+        source: shard directory with a complete manifest (a SynthHier output directory means its
+            ``train/``), or a list of directories / ``.tar`` paths.
+        sample_captions: draw a fresh caption from ``json["captions"]`` per draw (SynthHier); else use ``txt``.
+        num_workers: DataLoader worker processes; also the number of logical streams (batches depend on it).
+    """
+
+    def __init__(
+        self,
+        source,
+        batch_size: int,
+        image_size: int,
+        context_length: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        shuffle_buffer: int = 1000,
+        augment: bool = True,
+        scale: tuple[float, float] = (0.5, 1.0),
+        sample_captions: bool = True,
+    ):
+        if batch_size < 1 or image_size < 1 or context_length < 2:
+            raise ValueError(f"bad loader sizes: batch_size={batch_size}, image_size={image_size}, context_length={context_length}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}")
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"crop scale {scale} must satisfy 0 < lo <= hi <= 1")
+        self.num_workers = int(num_workers)
+        self.spec = _Spec(
+            shards=resolve_shards(source),  # [(path, expected samples)]
+            batch_size=int(batch_size),
+            image_size=int(image_size),
+            context_length=int(context_length),
+            seed=int(seed),
+            rank=int(rank),
+            world_size=int(world_size),
+            num_streams=max(1, self.num_workers),
+            shuffle_buffer=int(shuffle_buffer),
+            augment=bool(augment),
+            scale=(float(scale[0]), float(scale[1])),
+            sample_captions=bool(sample_captions),
+        )
+        self._batch = 0
+        self._streams: list[dict | None] = [None] * self.spec.num_streams
+        self._last_epoch = 0
+
+    @property
+    def num_samples(self) -> int | None:
+        """Samples in the whole shard set (all ranks) per the manifests; None if a bare ``.tar`` was given."""
+        counts = [n for _, n in self.spec.shards]
+        return None if any(n is None for n in counts) else int(sum(counts))
+
+    @property
+    def skipped_total(self) -> int:
+        """Corrupt samples skipped so far, summed over this rank's streams (as of the last yielded batch)."""
+        return int(sum(s["skipped"] for s in self._streams if s is not None))
+
+    def __iter__(self) -> Iterator[dict]:
+        """Batches from the current position on (a new ``iter`` continues after the last yielded batch)."""
+        ds = _StreamDataset(self.spec, self._batch, list(self._streams))
+        if self.num_workers == 0:
+            it = iter(ds)
+        else:
+            it = iter(
+                torch.utils.data.DataLoader(
+                    ds, batch_size=None, num_workers=self.num_workers, worker_init_fn=_worker_init
+                )
+            )
+        S = self.spec.num_streams
+        for batch in it:
+            stream, state = batch.pop("_stream"), batch.pop("_state")
+            if stream != self._batch % S:
+                raise RuntimeError(f"batch {self._batch} came from stream {stream}, expected {self._batch % S}")
+            self._streams[stream] = state
+            self._last_epoch = state["epoch"]
+            self._batch += 1
+            batch["skipped_total"] = self.skipped_total
+            yield batch
+
+    def state_dict(self) -> dict:
+        """Position of the next batch: ``{"batch": k, "epoch": e, "streams": [...], ...}`` (JSON-safe)."""
+        s = self.spec
+        return {
+            "format": STATE_FORMAT,
+            "batch": self._batch,
+            "epoch": self._last_epoch,
+            "streams": [dict(x) if x is not None else None for x in self._streams],
+            "num_streams": s.num_streams,
+            "batch_size": s.batch_size,
+            "seed": s.seed,
+            "rank": s.rank,
+            "world_size": s.world_size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly after the batch where ``state`` was taken.
+
+        ``state`` from :meth:`state_dict` of a loader with the same settings; a dict with only ``"batch"``
+        is accepted too, as is the state of another rank (streams are then replayed from the start,
+        decoding images to re-detect skips).
+        """
+        if "batch" not in state:
+            raise ValueError(f"loader state has no 'batch' entry (keys: {sorted(state)})")
+        s = self.spec
+        for key, mine in (("num_streams", s.num_streams), ("batch_size", s.batch_size), ("seed", s.seed),
+                          ("world_size", s.world_size)):
+            if key in state and state[key] != mine:
+                raise ValueError(
+                    f"loader state has {key}={state[key]} but this loader has {mine}; resume with the same "
+                    "batch size, seed, num_workers (logical streams) and world size"
+                )
+        streams = state.get("streams")
+        if streams is None or state.get("rank", s.rank) != s.rank:
+            # another rank's state (e.g. DDP checkpoints saved by rank 0): same batch index, replay our streams
+            streams = [None] * s.num_streams
+        if len(streams) != s.num_streams:
+            raise ValueError(f"loader state has {len(streams)} streams, this loader {s.num_streams}")
+        self._batch = int(state["batch"])
+        self._streams = [dict(x) if x is not None else None for x in streams]
+        self._last_epoch = int(state.get("epoch", 0))

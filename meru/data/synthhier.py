@@ -1,0 +1,506 @@
+"""SynthHier: a generated image-caption dataset with a known concept hierarchy (``meru synth``).
+
+Each image shows 1-3 copies of one shape (a taxonomy leaf) in the cells of a 2x2 grid, with a size,
+a colour and a background texture. Concepts form a 4-level taxonomy::
+
+    object -> category (shape, sign) -> family (polygon, curve, mark, letter) -> 12 shapes
+
+A caption names one taxonomy node on the image's root-to-leaf path (depth ``L`` = 0 root .. 3 leaf)
+plus a subset ``A`` of the attributes (count, size, colour, texture); its specificity is
+``L + |A|`` in 0..7. "an object." is true of every image; "two small red triangles on stripes." of
+few. Without a count the caption is existential ("a red triangle" is true of an image with two).
+Training samples store 3 captions per specificity level (random node/attribute subsets and prefixes
+such as "a photo of "), from which the loader draws one fresh caption per step; zero-shot templates
+use the same prefixes, so prompts are in-distribution.
+
+Output layout (``docs/ARCHITECTURE.md``)::
+
+    DIR/train/                 webdataset shards + manifest.json (png, txt, json)
+    DIR/eval/zeroshot_{level}/ clip-benchmark wds layout, level in category/family/shape (cls, png, json)
+    DIR/eval/retrieval/        clip-benchmark wds layout (png, txt, json): test images with a unique
+                               most-specific caption (first occurrence in the test set)
+    DIR/eval/captions.jsonl    caption pool: every node x attribute assignment, unique texts
+    DIR/eval/caption_matches.json  retrieval image -> pool indices of its true captions
+    DIR/taxonomy.txt, DIR/taxonomy_names.json, DIR/info.json
+
+Everything is a function of the arguments (byte-identical shards on re-runs) and is written into
+``DIR.tmp-<pid>`` and renamed to ``DIR`` when complete.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import shutil
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+from PIL import Image, ImageDraw
+
+from meru.data.manifest import atomic_write_text, write_manifest
+from meru.data.shards import FIXED_MTIME, replace_dir, write_shards
+
+GENERATOR = "meru-bench/synthhier"
+GENERATOR_VERSION = 1
+SUPERSAMPLE = 4  # shapes are drawn at 4x resolution and box-filtered down (anti-aliasing)
+
+ROOT = "object"
+# category -> family -> leaves (names: singular, plural)
+TREE: dict[str, dict[str, list[str]]] = {
+    "shape": {"polygon": ["triangle", "square", "hexagon"], "curve": ["circle", "ring", "crescent"]},
+    "sign": {"mark": ["cross", "star", "chevron"], "letter": ["letter T", "letter L", "letter H"]},
+}
+PLURALS = {"cross": "crosses", "letter T": "letter Ts", "letter L": "letter Ls", "letter H": "letter Hs"}
+LEVELS = ("category", "family", "shape")  # taxonomy levels below the root, depth 1..3
+
+COUNTS = (1, 2, 3)
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
+SIZES = ("small", "large")
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 40, 40),
+    "green": (40, 175, 60),
+    "blue": (55, 95, 235),
+    "yellow": (235, 215, 40),
+    "purple": (155, 60, 205),
+    "white": (240, 240, 240),
+}
+TEXTURES = ("plain", "stripes", "dots")
+TEXTURE_PHRASES = {"plain": "on a plain background", "stripes": "on stripes", "dots": "on dots"}
+ATTRIBUTES = ("count", "size", "colour", "texture")
+ATTRIBUTE_VALUES = {"count": COUNTS, "size": SIZES, "colour": tuple(COLOURS), "texture": TEXTURES}
+CELL_NAMES = ("top left", "top right", "bottom left", "bottom right")
+
+# Caption prefixes; zero-shot templates are prefix + "a {c}." (all class names start with a consonant).
+PREFIXES = ("", "a photo of ", "a picture of ", "an image of ", "a drawing of ", "a rendering of ")
+TEMPLATES = tuple(p + "a {c}." for p in PREFIXES)
+CAPTIONS_PER_SPECIFICITY = 3
+MAX_SPECIFICITY = len(LEVELS) + len(ATTRIBUTES)  # 7
+
+
+# ---------------------------------------------------------------------------------------------------
+# taxonomy
+
+
+def node_id(level: str, name: str) -> str:
+    """Node id without spaces, e.g. ``shape.letter_T``; the root is ``object``."""
+    return ROOT if level == "root" else f"{level}.{name.replace(' ', '_')}"
+
+
+@lru_cache(maxsize=1)
+def taxonomy() -> dict:
+    """Nodes in a fixed order: ``ids`` per level, ``names``, ``parent``, ``path`` (root..leaf) per leaf."""
+    levels = {lvl: [] for lvl in LEVELS}
+    names = {ROOT: ROOT}
+    parent: dict[str, str | None] = {ROOT: None}
+    for cat, families in TREE.items():
+        c = node_id("category", cat)
+        levels["category"].append(c)
+        names[c], parent[c] = cat, ROOT
+        for fam, leaves in families.items():
+            f = node_id("family", fam)
+            levels["family"].append(f)
+            names[f], parent[f] = fam, c
+            for leaf in leaves:
+                s = node_id("shape", leaf)
+                levels["shape"].append(s)
+                names[s], parent[s] = leaf, f
+    paths = {}
+    for leaf in levels["shape"]:
+        path, n = [], leaf
+        while n is not None:
+            path.append(n)
+            n = parent[n]
+        paths[leaf] = path[::-1]
+    depth = {ROOT: 0, **{n: d + 1 for d, lvl in enumerate(LEVELS) for n in levels[lvl]}}
+    return {"levels": levels, "names": names, "parent": parent, "paths": paths, "depth": depth}
+
+
+def _check_names() -> None:
+    for name in taxonomy()["names"].values():
+        if name != ROOT and name[0].lower() in "aeiou":
+            raise AssertionError(f"class name {name!r} starts with a vowel; templates use the article 'a'")
+
+
+_check_names()
+
+
+def phrase(node: str, attrs: dict) -> str:
+    """Noun phrase for ``node`` with the attribute values in ``attrs`` (any subset of ATTRIBUTES).
+
+    >>> phrase("shape.triangle", {"count": 2, "size": "small", "colour": "red", "texture": "stripes"})
+    'two small red triangles on stripes'
+    >>> phrase("object", {"colour": "white"})
+    'a white object'
+    """
+    name = taxonomy()["names"][node]
+    count = attrs.get("count")
+    noun = PLURALS.get(name, name + "s") if count and count > 1 else name
+    words = [NUMBER_WORDS[count]] if count else []
+    words += [attrs[a] for a in ("size", "colour") if a in attrs]
+    words.append(noun)
+    text = " ".join(words)
+    if not count:
+        text = ("an " if text[0] in "aeiou" else "a ") + text
+    if "texture" in attrs:
+        text += " " + TEXTURE_PHRASES[attrs["texture"]]
+    return text
+
+
+def _subsets() -> list[tuple[str, ...]]:
+    return [c for k in range(len(ATTRIBUTES) + 1) for c in itertools.combinations(ATTRIBUTES, k)]
+
+
+@lru_cache(maxsize=1)
+def caption_pool() -> tuple[list[dict], dict]:
+    """Every (node, attribute assignment) caption, and the index ``(node, ((attr, value), ...)) -> row``.
+
+    Rows: ``{"text", "specificity" (depth + #attributes), "depth" (0 root .. 3 leaf), "node", "attributes"}``.
+    """
+    tax = taxonomy()
+    nodes = [ROOT] + [n for lvl in LEVELS for n in tax["levels"][lvl]]
+    rows, index = [], {}
+    for node in nodes:
+        for subset in _subsets():
+            for values in itertools.product(*(ATTRIBUTE_VALUES[a] for a in subset)):
+                attrs = dict(zip(subset, values))
+                key = (node, tuple(sorted(attrs.items())))
+                index[key] = len(rows)
+                rows.append({
+                    "text": phrase(node, attrs) + ".",
+                    "specificity": tax["depth"][node] + len(attrs),
+                    "depth": tax["depth"][node],
+                    "node": node,
+                    "attributes": attrs,
+                })
+    texts = [r["text"] for r in rows]
+    if len(set(texts)) != len(texts):
+        raise AssertionError("caption pool has duplicate texts")
+    return rows, index
+
+
+def true_captions(leaf: str, attrs: dict) -> list[int]:
+    """Pool indices of all captions true of an image: ancestor-or-self node x any attribute subset."""
+    _, index = caption_pool()
+    out = []
+    for node in taxonomy()["paths"][leaf]:
+        for subset in _subsets():
+            out.append(index[(node, tuple(sorted((a, attrs[a]) for a in subset)))])
+    return sorted(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# sampling and rendering
+
+
+def sample_spec(rng: np.random.Generator) -> dict:
+    """Random image content: leaf id, count, size, colour, texture."""
+    leaves = taxonomy()["levels"]["shape"]
+    return {
+        "leaf": leaves[rng.integers(len(leaves))],
+        "count": int(COUNTS[rng.integers(len(COUNTS))]),
+        "size": SIZES[rng.integers(len(SIZES))],
+        "colour": tuple(COLOURS)[rng.integers(len(COLOURS))],
+        "texture": TEXTURES[rng.integers(len(TEXTURES))],
+    }
+
+
+def _regular(n: int, phase: float = -np.pi / 2) -> np.ndarray:
+    a = phase + 2 * np.pi * np.arange(n) / n
+    return np.stack([np.cos(a), np.sin(a)], 1)
+
+
+def _rect(x0, x1, y0, y1) -> np.ndarray:
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
+
+
+_STAR = np.array([(r * np.cos(a), r * np.sin(a)) for k in range(10)
+                  for r, a in [((1.0 if k % 2 == 0 else 0.42), -np.pi / 2 + k * np.pi / 5)]])
+_CROSS = np.array([(-0.3, -1), (0.3, -1), (0.3, -0.3), (1, -0.3), (1, 0.3), (0.3, 0.3), (0.3, 1), (-0.3, 1),
+                   (-0.3, 0.3), (-1, 0.3), (-1, -0.3), (-0.3, -0.3)], float)
+_CHEVRON = np.array([(-1, 0.55), (0, -0.65), (1, 0.55), (0.55, 0.55), (0, -0.05), (-0.55, 0.55)], float)
+_T = 0.36  # letter stroke width (unit radius 1)
+# shape -> list of (polygon in unit coordinates, fill 255|0); circles as ("circle", cx, cy, r, fill)
+_GEOMETRY = {
+    "triangle": [(_regular(3), 255)],
+    "square": [(_regular(4, np.pi / 4), 255)],
+    "hexagon": [(_regular(6), 255)],
+    "circle": [(("circle", 0.0, 0.0, 0.9), 255)],
+    "ring": [(("circle", 0.0, 0.0, 0.95), 255), (("circle", 0.0, 0.0, 0.5), 0)],
+    "crescent": [(("circle", 0.0, 0.0, 0.95), 255), (("circle", 0.45, -0.2, 0.8), 0)],
+    "cross": [(_CROSS, 255)],
+    "star": [(_STAR, 255)],
+    "chevron": [(_CHEVRON, 255)],
+    "letter T": [(_rect(-0.8, 0.8, -1, -1 + _T), 255), (_rect(-_T / 2, _T / 2, -1, 1), 255)],
+    "letter L": [(_rect(-0.65, -0.65 + _T, -1, 1), 255), (_rect(-0.65, 0.65, 1 - _T, 1), 255)],
+    "letter H": [(_rect(-0.75, -0.75 + _T, -1, 1), 255), (_rect(0.75 - _T, 0.75, -1, 1), 255),
+                 (_rect(-0.75, 0.75, -_T / 2, _T / 2), 255)],
+}
+_UPRIGHT = {"chevron", "letter T", "letter L", "letter H"}  # rotated by at most +-25 degrees
+
+
+@lru_cache(maxsize=4)
+def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
+    y, x = np.mgrid[0:n, 0:n].astype(np.float32)
+    return x + 0.5, y + 0.5
+
+
+def _background(rng: np.random.Generator, texture: str, n: int) -> Image.Image:
+    """n x n RGB grey background with a lighter texture (n = canvas side in supersampled px)."""
+    base = rng.uniform(35, 75)
+    light = base + rng.uniform(30, 50)
+    tint = rng.uniform(-6, 6, 3)
+    image = Image.new("RGB", (n, n), tuple(int(round(base + t)) for t in tint))
+    if texture == "plain":
+        return image
+    x, y = _grid(n)
+    if texture == "stripes":
+        period = rng.uniform(5, 8) * SUPERSAMPLE
+        theta = (np.pi / 4) * rng.integers(4)
+        u = x * np.cos(theta) + y * np.sin(theta) + rng.uniform(0, period)
+        on = np.mod(u, period) < period / 2
+    else:  # dots
+        period = rng.uniform(5, 7) * SUPERSAMPLE
+        ox, oy = rng.uniform(0, period, 2)
+        dx = np.mod(x + ox, period) - period / 2
+        dy = np.mod(y + oy, period) - period / 2
+        on = dx * dx + dy * dy < (0.28 * period) ** 2
+    image.paste(tuple(int(round(light + t)) for t in tint), mask=Image.fromarray(on.astype(np.uint8) * 255, "L"))
+    return image
+
+
+def render(spec: dict, rng: np.random.Generator, image_size: int) -> tuple[np.ndarray, list[int]]:
+    """Draw ``spec`` into a uint8 [image_size, image_size, 3] array; returns it and the occupied cells (0..3).
+
+    Objects sit in distinct cells of a 2x2 grid; radius small ~ U(0.5, 0.6), large ~ U(0.82, 0.92) of
+    the half cell, centre jittered inside the cell, random rotation (upright shapes +-25 degrees).
+    """
+    n = image_size * SUPERSAMPLE
+    half = n / 4  # half of a cell side
+    cells = sorted(int(c) for c in rng.choice(4, size=spec["count"], replace=False))
+    mask = Image.new("L", (n, n), 0)
+    draw = ImageDraw.Draw(mask)
+    name = taxonomy()["names"][spec["leaf"]]
+    lo, hi = (0.5, 0.6) if spec["size"] == "small" else (0.82, 0.92)
+    for cell in cells:
+        r = half * rng.uniform(lo, hi)
+        slack = max(half - r, 0.0) * 0.9
+        cx = (2 * (cell % 2) + 1) * half + rng.uniform(-slack, slack)
+        cy = (2 * (cell // 2) + 1) * half + rng.uniform(-slack, slack)
+        angle = rng.uniform(-25, 25) * np.pi / 180 if name in _UPRIGHT else rng.uniform(0, 2 * np.pi)
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        for part, fill in _GEOMETRY[name]:
+            if isinstance(part, tuple):  # circle
+                _, px, py, pr = part
+                ccx, ccy = rot @ np.array([px, py]) * r + (cx, cy)
+                draw.ellipse([ccx - pr * r, ccy - pr * r, ccx + pr * r, ccy + pr * r], fill=fill)
+            else:
+                pts = part @ rot.T * r + (cx, cy)
+                draw.polygon([tuple(p) for p in pts.tolist()], fill=fill)
+    colour = np.clip(np.array(COLOURS[spec["colour"]], float) + rng.uniform(-18, 18, 3), 0, 255)
+    canvas = _background(rng, spec["texture"], n)
+    canvas.paste(tuple(int(round(c)) for c in colour), mask=mask)
+    return np.asarray(canvas.reduce(SUPERSAMPLE)), cells  # box filter: mean of each 4x4 block
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def _attrs(spec: dict) -> dict:
+    return {a: spec[a] for a in ATTRIBUTES}
+
+
+def training_captions(spec: dict, rng: np.random.Generator) -> list[dict]:
+    """``CAPTIONS_PER_SPECIFICITY`` captions per specificity 0..7: random (node, attribute subset), prefix."""
+    path = taxonomy()["paths"][spec["leaf"]]
+    attrs = _attrs(spec)
+    combos = _combos_by_specificity()
+    out = []
+    for s in range(MAX_SPECIFICITY + 1):
+        options = combos[s]
+        picks = rng.choice(len(options), size=CAPTIONS_PER_SPECIFICITY, replace=len(options) < CAPTIONS_PER_SPECIFICITY)
+        for p in picks:
+            depth, subset = options[p]
+            prefix = PREFIXES[rng.integers(len(PREFIXES))]
+            text = prefix + phrase(path[depth], {a: attrs[a] for a in subset}) + "."
+            out.append({"text": text, "specificity": s})
+    return out
+
+
+@lru_cache(maxsize=1)
+def _combos_by_specificity() -> dict[int, list[tuple[int, tuple[str, ...]]]]:
+    combos: dict[int, list] = {s: [] for s in range(MAX_SPECIFICITY + 1)}
+    for depth in range(len(LEVELS) + 1):
+        for subset in _subsets():
+            combos[depth + len(subset)].append((depth, subset))
+    return combos
+
+
+def _metadata(spec: dict, cells: list[int]) -> dict:
+    tax = taxonomy()
+    path = tax["paths"][spec["leaf"]]
+    labels = {lvl: tax["levels"][lvl].index(path[d + 1]) for d, lvl in enumerate(LEVELS)}
+    return {
+        "node": spec["leaf"],
+        "path": path,
+        "labels": labels,
+        "attributes": {**_attrs(spec), "cells": cells, "positions": [CELL_NAMES[c] for c in cells]},
+        "description": phrase(spec["leaf"], _attrs(spec)) + ".",
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# writing
+
+
+def _train_samples(size: int, seed: int, image_size: int):
+    rng = np.random.default_rng([seed, 0])
+    for i in range(size):
+        spec = sample_spec(rng)
+        image, cells = render(spec, rng, image_size)
+        meta = _metadata(spec, cells)
+        meta["captions"] = training_captions(spec, rng)
+        yield {"__key__": f"train-{i:06d}", "png": png_bytes(image), "txt": meta["description"], "json": meta}
+
+
+def _test_items(size: int, seed: int, image_size: int) -> list[dict]:
+    rng = np.random.default_rng([seed, 1])
+    items = []
+    for i in range(size):
+        spec = sample_spec(rng)
+        image, cells = render(spec, rng, image_size)
+        meta = _metadata(spec, cells)
+        meta["true_captions"] = true_captions(spec["leaf"], _attrs(spec))
+        items.append({"key": f"test-{i:06d}", "png": png_bytes(image), "meta": meta})
+    return items
+
+
+def _write_wds_eval(directory: Path, samples: list[dict], shard_size: int, dataset_type: str,
+                    classnames: list[str] | None = None, templates: tuple[str, ...] | None = None) -> None:
+    """clip-benchmark wds layout: ``test/{0..N-1}.tar`` + ``test/nshards.txt`` (+ a manifest) and metadata."""
+    test = directory / "test"
+    test.mkdir(parents=True)
+    shards = []
+    for k, start in enumerate(range(0, len(samples), shard_size)):
+        chunk = samples[start:start + shard_size]
+        path = test / f"{k}.tar"
+        with wds.TarWriter(str(path), mtime=FIXED_MTIME) as writer:
+            for sample in chunk:
+                writer.write(sample)
+        shards.append((path.name, len(chunk)))
+    (test / "nshards.txt").write_text(f"{len(shards)}\n")
+    write_manifest(test, name=directory.name, source="synthhier", shards=shards)
+    (directory / "dataset_type.txt").write_text(dataset_type + "\n")
+    if classnames is not None:
+        (directory / "classnames.txt").write_text("".join(c + "\n" for c in classnames))
+    if templates is not None:
+        (directory / "zeroshot_classification_templates.txt").write_text("".join(t + "\n" for t in templates))
+
+
+def generate(out: str | os.PathLike, train_size: int = 20000, test_size: int = 2000, image_size: int = 32,
+             seed: int = 0, shard_size: int = 5000) -> dict:
+    """Generate the dataset into ``out`` (atomically, see module docstring); returns ``info.json``'s dict."""
+    if image_size < 16 or image_size % 2:
+        raise ValueError(f"--image-size must be an even number >= 16 (got {image_size})")
+    if train_size < 1 or test_size < 1 or shard_size < 1:
+        raise ValueError(f"sizes must be >= 1 (train {train_size}, test {test_size}, shard {shard_size})")
+    out = Path(out)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    t0 = time.time()
+    try:
+        tax = taxonomy()
+        write_shards(_train_samples(train_size, seed, image_size), tmp / "train", "train", shard_size,
+                     source="synthhier", counts={"generated": train_size}, seed=seed, image_size=image_size)
+        items = _test_items(test_size, seed, image_size)
+        ev = tmp / "eval"
+        for d, level in enumerate(LEVELS):
+            nodes = tax["levels"][level]
+            samples = [{"__key__": it["key"], "png": it["png"], "cls": it["meta"]["labels"][level], "json": it["meta"]}
+                       for it in items]
+            zdir = ev / f"zeroshot_{level}"
+            _write_wds_eval(zdir, samples, shard_size, "classification", [tax["names"][n] for n in nodes], TEMPLATES)
+            atomic_write_text(zdir / "class_nodes.json", json.dumps(nodes) + "\n")
+        # retrieval: first test image of each distinct most-specific description (unique captions)
+        seen, retrieval = set(), []
+        for it in items:
+            if it["meta"]["description"] not in seen:
+                seen.add(it["meta"]["description"])
+                retrieval.append(it)
+        _write_wds_eval(ev / "retrieval", [{"__key__": it["key"], "png": it["png"], "txt": it["meta"]["description"],
+                                            "json": it["meta"]} for it in retrieval], shard_size, "retrieval")
+        pool, _ = caption_pool()
+        (ev / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pool))
+        matches = {"pool": "captions.jsonl", "keys": [it["key"] for it in retrieval],
+                   "captions": [_pool_index(it["meta"]) for it in retrieval],
+                   "true_captions": [it["meta"]["true_captions"] for it in retrieval]}
+        (ev / "caption_matches.json").write_text(json.dumps(matches) + "\n")
+        edges = [f"{tax['parent'][n]} {n}" for n in tax["names"] if tax["parent"][n] is not None]
+        (tmp / "taxonomy.txt").write_text("".join(e + "\n" for e in edges))
+        (tmp / "taxonomy_names.json").write_text(json.dumps(tax["names"], indent=1) + "\n")
+        info = {
+            "generator": GENERATOR,
+            "version": GENERATOR_VERSION,
+            "seed": seed,
+            "image_size": image_size,
+            "train_size": train_size,
+            "test_size": test_size,
+            "retrieval_size": len(retrieval),
+            "shard_size": shard_size,
+            "root": ROOT,
+            "levels": list(LEVELS),
+            "class_counts": {lvl: len(tax["levels"][lvl]) for lvl in LEVELS},
+            "attributes": {a: list(v) for a, v in ATTRIBUTE_VALUES.items()},
+            "max_specificity": MAX_SPECIFICITY,
+            "captions_per_sample": CAPTIONS_PER_SPECIFICITY * (MAX_SPECIFICITY + 1),
+            "caption_pool_size": len(pool),
+            "prefixes": list(PREFIXES),
+            "templates": list(TEMPLATES),
+        }
+        (tmp / "info.json").write_text(json.dumps(info, indent=1) + "\n")
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {**info, "seconds": round(time.time() - t0, 2)}
+
+
+def _pool_index(meta: dict) -> int:
+    _, index = caption_pool()
+    attrs = {a: meta["attributes"][a] for a in ATTRIBUTES}
+    return index[(meta["node"], tuple(sorted(attrs.items())))]
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", required=True, help="output directory (replaced atomically when complete)")
+    parser.add_argument("--train-size", type=int, default=20000, help="training images (default 20000)")
+    parser.add_argument("--test-size", type=int, default=2000, help="test images for the eval sets (default 2000)")
+    parser.add_argument("--image-size", type=int, default=32, help="image side in pixels, even, >= 16 (default 32)")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    parser.add_argument("--shard-size", type=int, default=5000, help="samples per shard (default 5000)")
+
+
+def run(args) -> int:
+    try:
+        info = generate(args.out, args.train_size, args.test_size, args.image_size, args.seed, args.shard_size)
+    except ValueError as e:
+        print(f"meru synth: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"out": str(args.out), "train": info["train_size"], "test": info["test_size"],
+                      "retrieval": info["retrieval_size"], "caption_pool": info["caption_pool_size"],
+                      "seconds": info["seconds"]}))
+    return 0
