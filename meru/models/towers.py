@@ -1,0 +1,93 @@
+"""Image and text towers, built from open_clip (and timm through open_clip).
+
+Image: open_clip's ``TimmModel`` wrapping a timm ``VisionTransformer`` trunk with [CLS] pooling, a
+fixed 2-D sin-cos position embedding (MoCo-v3) and LayerNorm eps 1e-5, and a bias-free linear head
+(the image projection). Our ViT variants are registered in timm's model registry so open_clip builds
+them by name. Text: open_clip's ``TextTransformer`` (pre-LN, causal, [EOT]/argmax pooling, bias-free
+projection).
+"""
+
+from __future__ import annotations
+
+import torch
+import timm
+from open_clip.timm_model import TimmModel
+from open_clip.transformer import TextTransformer
+from timm.models.vision_transformer import _create_vision_transformer
+from torch import nn
+
+# name -> (image size, patch, width, depth, heads)
+VIT_VARIANTS: dict[str, tuple[int, int, int, int, int]] = {
+    "meru_vit_tiny_p8_32": (32, 8, 32, 1, 2),
+    "meru_vit_smallcpu_p8_32": (32, 8, 64, 2, 2),
+    "vit_small_mocov3_patch16_224": (224, 16, 384, 12, 12),  # MoCo-v3 ViT-S: 12 heads instead of timm's 6
+    "meru_vit_base_patch16_224": (224, 16, 768, 12, 12),
+    "meru_vit_large_patch16_224": (224, 16, 1024, 24, 16),
+}
+
+
+def _register(name: str, img_size: int, patch: int, width: int, depth: int, heads: int) -> None:
+    if name in timm.list_models(name):
+        return
+
+    def factory(pretrained: bool = False, **kwargs):
+        kwargs.setdefault("norm_layer", nn.LayerNorm)
+        kwargs.setdefault("img_size", img_size)  # eps 1e-5 (timm's ViT default is 1e-6)
+        return _create_vision_transformer(
+            "vit_small_patch16_224", pretrained=False, patch_size=patch, embed_dim=width, depth=depth,
+            num_heads=heads, **kwargs,
+        )
+
+    factory.__name__ = name
+    factory.__module__ = __name__
+    timm.models.register_model(factory)
+
+
+for _name, _cfg in VIT_VARIANTS.items():
+    _register(_name, *_cfg)
+
+
+def sincos_2d_position_embedding(grid_h: int, grid_w: int, width: int, cls_token: bool = True) -> torch.Tensor:
+    """MoCo-v3 fixed 2-D sin-cos position embedding, ``[1, (1 +) grid_h*grid_w, width]``.
+
+    With ``omega_k = 10000^(-k / (width/4))``, positions ordered by ``(w, h)`` with ``w`` outermost::
+
+        pe = [sin(w * omega), cos(w * omega), sin(h * omega), cos(h * omega)]
+
+    and a zero vector for the [CLS] token.
+    """
+    if width % 4:
+        raise ValueError(f"ViT width {width} must be divisible by 4 for the 2-D sin-cos position embedding")
+    gw, gh = torch.meshgrid(torch.arange(grid_w, dtype=torch.float32), torch.arange(grid_h, dtype=torch.float32), indexing="ij")
+    pos_dim = width // 4
+    omega = 1.0 / (10000.0 ** (torch.arange(pos_dim, dtype=torch.float32) / pos_dim))
+    out_w = gw.flatten()[:, None] * omega[None]
+    out_h = gh.flatten()[:, None] * omega[None]
+    pe = torch.cat([out_w.sin(), out_w.cos(), out_h.sin(), out_h.cos()], dim=1)[None]
+    if cls_token:
+        pe = torch.cat([torch.zeros(1, 1, width), pe], dim=1)
+    return pe
+
+
+def build_image_tower(vit: str, image_size: int, embed_dim: int) -> TimmModel:
+    """open_clip ``TimmModel``: ``.trunk`` (timm ViT, [CLS] output of width W) and ``.head.proj`` (W -> embed_dim)."""
+    if vit not in VIT_VARIANTS:
+        raise ValueError(f"unknown ViT variant {vit!r}; known: {sorted(VIT_VARIANTS)}")
+    if VIT_VARIANTS[vit][0] != image_size:
+        raise ValueError(f"ViT variant {vit!r} is registered for {VIT_VARIANTS[vit][0]} px, not {image_size}")
+    tower = TimmModel(vit, embed_dim=embed_dim, image_size=image_size, pool="token", proj="linear", proj_bias=False)
+    trunk = tower.trunk
+    width = trunk.embed_dim
+    nn.init.normal_(tower.head.proj.weight, std=width**-0.5)  # CLIP-style projection init
+    h, w = trunk.patch_embed.grid_size
+    trunk.pos_embed.data.copy_(sincos_2d_position_embedding(h, w, width))
+    trunk.pos_embed.requires_grad = False
+    return tower
+
+
+def build_text_tower(layers: int, width: int, heads: int, context_length: int, vocab_size: int, embed_dim: int) -> TextTransformer:
+    """open_clip ``TextTransformer`` (causal, argmax/[EOT] pooling) with a bias-free projection to ``embed_dim``."""
+    return TextTransformer(
+        context_length=context_length, vocab_size=vocab_size, width=width, heads=heads, layers=layers,
+        output_dim=embed_dim, pool_type="argmax", proj_type="linear", proj_bias=False,
+    )
