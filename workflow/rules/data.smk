@@ -1,0 +1,107 @@
+"""Data: SynthHier generation, web-dataset download, evaluation sets, ImageNet tree, released checkpoints."""
+
+
+rule synthhier:
+    output:
+        directory(f"{DATA}/synthhier"),
+    log:
+        f"{RESULTS}/logs/data/synthhier.log",
+    conda:
+        "../../envs/data.yaml"
+    params:
+        train=SYNTH.get("train_size", 20000),
+        test=SYNTH.get("test_size", 2000),
+        image=SYNTH.get("image_size", 32),
+        seed=SYNTH.get("seed", 0),
+        shard=SYNTH.get("shard_size", 5000),
+    shell:
+        "meru synth --out {output} --train-size {params.train} --test-size {params.test} "
+        "--image-size {params.image} --seed {params.seed} --shard-size {params.shard} > {log} 2>&1"
+
+
+rule synthhier_probe:
+    """A second, independently seeded SynthHier draw whose labelled test images train the linear probes."""
+    output:
+        directory(f"{DATA}/synthhier-probe"),
+    log:
+        f"{RESULTS}/logs/data/synthhier-probe.log",
+    conda:
+        "../../envs/data.yaml"
+    params:
+        test=SYNTH.get("probe_train_size", 2000),
+        image=SYNTH.get("image_size", 32),
+        seed=SYNTH.get("probe_seed", 1000),
+        shard=SYNTH.get("shard_size", 5000),
+    shell:
+        "meru synth --out {output} --train-size 1 --test-size {params.test} "
+        "--image-size {params.image} --seed {params.seed} --shard-size {params.shard} > {log} 2>&1"
+
+
+rule download:
+    output:
+        directory(f"{DATA}/{{source}}"),
+    log:
+        f"{RESULTS}/logs/data/download-{{source}}.log",
+    wildcard_constraints:
+        source="redcaps|cc3m|cc12m",
+    conda:
+        "../../envs/data.yaml"
+    params:
+        ann=lambda w: config["data"]["download"]["annotations"],
+        extra=lambda w: " ".join(
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in config["data"]["download"].items()
+            if k != "annotations" and v is not None
+        ),
+    resources:
+        mem_mb=res("download", "mem_mb", 16000),
+        runtime=res("download", "runtime", 2880),
+    threads: res("download", "threads", 2)
+    shell:
+        "meru download --source {wildcards.source} --annotations {params.ann} --out {output} {params.extra} > {log} 2>&1"
+
+
+rule evalset:
+    output:
+        directory(f"{EVAL.get('evalsets_root', 'data/evalsets')}/{{dataset}}"),
+    log:
+        f"{RESULTS}/logs/evalsets/{{dataset}}.log",
+    wildcard_constraints:
+        dataset=r"[a-z0-9_]+",
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "meru evalsets prepare --dataset {wildcards.dataset} --root {output} > {log} 2>&1"
+
+
+rule imagenet_tree:
+    output:
+        f"{DATA}/imagenet_tree.txt",
+    log:
+        f"{RESULTS}/logs/data/imagenet_tree.log",
+    conda:
+        "../../envs/eval.yaml"
+    params:
+        wordnet=f"--wordnet-dir {EVAL['wordnet_dir']}" if EVAL.get("wordnet_dir") else "",
+    shell:
+        "meru imagenet-tree --out {output} {params.wordnet} > {log} 2>&1"
+
+
+rule released_checkpoint:
+    """Download a released checkpoint; check its sha256 when the config gives one, record it always."""
+    output:
+        ckpt=f"{RUNS}/released/{{label}}.pth",
+        sha=f"{RUNS}/released/{{label}}.sha256",
+    log:
+        f"{RESULTS}/logs/released/{{label}}.log",
+    conda:
+        "../../envs/data.yaml"
+    params:
+        url=lambda w: released(w.label)["url"],
+        sha=lambda w: released(w.label).get("sha256") or "",
+    shell:
+        "(curl -fsSL -o {output.ckpt}.part {params.url} && "
+        "sum=$(sha256sum {output.ckpt}.part | cut -d' ' -f1) && "
+        'if [ -n "{params.sha}" ] && [ "$sum" != "{params.sha}" ]; then '
+        'echo "sha256 mismatch for {params.url}: got $sum, config says {params.sha}"; exit 1; fi && '
+        'echo "$sum  {wildcards.label}.pth" > {output.sha} && mv {output.ckpt}.part {output.ckpt}) > {log} 2>&1'

@@ -1,0 +1,132 @@
+"""Evaluation: cache embeddings per (checkpoint, eval set), then one metric JSON per (run, evaluation)."""
+
+rule embed:
+    input:
+        ckpt=lambda w: checkpoint_path(w.label),
+        data=lambda w: evalset_source(w.evalset)[0],
+    output:
+        f"{RESULTS}/embeddings/{{label}}/{{evalset}}.pt",
+    log:
+        f"{RESULTS}/logs/embed/{{label}}/{{evalset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/embed/{{label}}/{{evalset}}.tsv"
+    wildcard_constraints:
+        evalset=r"(?!textpool-)[a-z0-9_-]+",
+    conda:
+        "../../envs/eval.yaml"
+    threads: res("embed", "threads", 2)
+    resources:
+        cpu_jobs=1,
+        gpu=res("embed", "gpu", 0),
+        mem_mb=res("embed", "mem_mb", 4000),
+        runtime=res("embed", "runtime", 30),
+    params:
+        path=lambda w: evalset_source(w.evalset)[1],
+        bs=EVAL.get("batch_size", 256),
+        workers=EVAL.get("num_workers", 0),
+    shell:
+        "meru embed --checkpoint {input.ckpt} --evalset {params.path} --out {output} "
+        "--batch-size {params.bs} --num-workers {params.workers} > {log} 2>&1"
+
+
+rule embed_text_pool:
+    input:
+        ckpt=lambda w: checkpoint_path(w.label),
+        data=f"{DATA}/synthhier",
+    output:
+        f"{RESULTS}/embeddings/{{label}}/textpool-synthhier.pt",
+    log:
+        f"{RESULTS}/logs/embed/{{label}}/textpool-synthhier.log",
+    conda:
+        "../../envs/eval.yaml"
+    threads: res("embed", "threads", 2)
+    resources:
+        cpu_jobs=1,
+    params:
+        pool=f"{DATA}/synthhier/eval/captions.jsonl",
+    shell:
+        "meru embed --checkpoint {input.ckpt} --text-pool {params.pool} --out {output} > {log} 2>&1"
+
+
+rule evaluate_zeroshot:
+    input:
+        unpack(zeroshot_inputs),
+    output:
+        f"{RESULTS}/metrics/{{label}}/zeroshot-{{name}}.json",
+    log:
+        f"{RESULTS}/logs/evaluate/{{label}}/zeroshot-{{name}}.log",
+    conda:
+        "../../envs/eval.yaml"
+    resources:
+        cpu_jobs=1,
+    params:
+        tree=zeroshot_tree_args,
+        seed=lambda w: seed_of(w.label),
+    shell:
+        "meru evaluate --task zeroshot --embeddings {input.emb} {params.tree} --out {output} "
+        "--label {wildcards.label} --seed {params.seed} > {log} 2>&1"
+
+
+rule evaluate_retrieval:
+    input:
+        emb=lambda w: emb(w.label, "synthhier-retrieval" if w.name == "synthhier" else w.name),
+    output:
+        f"{RESULTS}/metrics/{{label}}/retrieval-{{name}}.json",
+    log:
+        f"{RESULTS}/logs/evaluate/{{label}}/retrieval-{{name}}.log",
+    conda:
+        "../../envs/eval.yaml"
+    resources:
+        cpu_jobs=1,
+    shell:
+        "meru evaluate --task retrieval --embeddings {input.emb} --out {output} > {log} 2>&1"
+
+
+rule evaluate_linear_probe:
+    input:
+        train=lambda w: emb(w.label, probe_sets(w.name)[0]),
+        test=lambda w: emb(w.label, probe_sets(w.name)[1]),
+    output:
+        f"{RESULTS}/metrics/{{label}}/linear-probe-{{name}}.json",
+    log:
+        f"{RESULTS}/logs/evaluate/{{label}}/linear-probe-{{name}}.log",
+    conda:
+        "../../envs/eval.yaml"
+    threads: res("embed", "threads", 2)
+    resources:
+        cpu_jobs=1,
+    shell:
+        "meru evaluate --task linear-probe --train-embeddings {input.train} --embeddings {input.test} "
+        "--out {output} > {log} 2>&1"
+
+
+rule evaluate_structure:
+    input:
+        emb=lambda w: emb(w.label, leaf_set()),
+        pool=f"{RESULTS}/embeddings/{{label}}/textpool-synthhier.pt",
+    output:
+        f"{RESULTS}/metrics/{{label}}/structure-synthhier.json",
+    log:
+        f"{RESULTS}/logs/evaluate/{{label}}/structure-synthhier.log",
+    conda:
+        "../../envs/eval.yaml"
+    resources:
+        cpu_jobs=1,
+    shell:
+        "meru evaluate --task structure --embeddings {input.emb} --text-pool {input.pool} --out {output} > {log} 2>&1"
+
+
+rule evaluate_traversal:
+    input:
+        emb=lambda w: emb(w.label, leaf_set()),
+        pool=f"{RESULTS}/embeddings/{{label}}/textpool-synthhier.pt",
+    output:
+        f"{RESULTS}/metrics/{{label}}/traversal-synthhier.json",
+    log:
+        f"{RESULTS}/logs/evaluate/{{label}}/traversal-synthhier.log",
+    conda:
+        "../../envs/eval.yaml"
+    resources:
+        cpu_jobs=1,
+    shell:
+        "meru evaluate --task traversal --embeddings {input.emb} --text-pool {input.pool} --out {output} > {log} 2>&1"
