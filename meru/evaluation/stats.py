@@ -1,0 +1,196 @@
+"""Statistics for comparing runs: bootstrap intervals, paired tests, seed aggregation.
+
+All functions take plain per-item arrays (one value per test image / query) and return
+JSON-safe Python floats; an undefined quantity is ``None`` (never NaN), so results can go
+straight into strict metric JSON. Definitions are stated in docs/METRICS.md.
+
+* :func:`bootstrap_ci` — percentile bootstrap over items (Efron & Tibshirani 1993, ch. 13).
+* :func:`paired_bootstrap` — the same resampling applied jointly to two models' per-item
+  values on the same items; CI of ``stat(a) - stat(b)`` and a two-sided p-value.
+* :func:`mcnemar` — McNemar's test on paired 0/1 correctness (exact binomial for few
+  discordant pairs, continuity-corrected chi-square otherwise).
+* :func:`aggregate_seeds` — mean, sample std and Student-t interval across training seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping
+
+import numpy as np
+from scipy import stats as _sps
+
+Statistic = Callable[[np.ndarray], float]
+
+
+def _as_items(values, name: str = "values") -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 0:
+        raise ValueError(f"{name}: expected a 1-D per-item array, got a scalar")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name}: empty per-item array; nothing to resample")
+    return arr
+
+
+def _finite_or_none(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _resample_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, n] item indices drawn uniformly with replacement (numpy PCG64, ``seed``)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n, size=(n_boot, n))
+
+
+def _apply(statistic: Statistic, arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """statistic over each bootstrap replicate; vectorised for np.mean / np.median."""
+    if statistic is np.mean and arr.ndim == 1:
+        return arr[idx].mean(axis=1)
+    if statistic is np.median and arr.ndim == 1:
+        return np.median(arr[idx], axis=1)
+    return np.array([float(statistic(arr[row])) for row in idx])
+
+
+def bootstrap_ci(
+    values,
+    statistic: Statistic = np.mean,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap ``(1 - alpha)`` interval of ``statistic(values)``.
+
+    values: per-item array ``[N]`` (or ``[N, ...]``; rows are resampled). Draw ``n_boot``
+    samples of N rows with replacement, evaluate the statistic on each, and return the
+    ``alpha/2`` and ``1 - alpha/2`` quantiles (numpy's linear interpolation). NaN items are
+    the caller's business: pass ``np.nanmean`` as the statistic to ignore them.
+    """
+    arr = _as_items(values)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    reps = _apply(statistic, arr, _resample_indices(arr.shape[0], n_boot, seed))
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def bootstrap_ci_multi(
+    values: Mapping[str, object] | np.ndarray,
+    statistic: Statistic = np.mean,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, list[float | None]] | list[list[float | None]]:
+    """:func:`bootstrap_ci` for several per-item metrics on the same items.
+
+    values: ``{name: [N] array}`` -> ``{name: [lo, hi]}``; or a 2-D array ``[N, K]`` ->
+    ``[[lo, hi]] * K``. The same resampled item sets are used for every metric (one
+    ``seed``), so the intervals are jointly consistent. Non-finite bounds become ``None``.
+    """
+    if isinstance(values, Mapping):
+        arrays = {k: _as_items(v, k) for k, v in values.items()}
+        sizes = {a.shape[0] for a in arrays.values()}
+        if len(sizes) > 1:
+            raise ValueError(f"bootstrap_ci_multi: metrics have different item counts {sorted(sizes)}")
+        if not arrays:
+            return {}
+        idx = _resample_indices(sizes.pop(), n_boot, seed)
+        out = {}
+        for k, a in arrays.items():
+            lo, hi = np.quantile(_apply(statistic, a, idx), [alpha / 2, 1 - alpha / 2])
+            out[k] = [_finite_or_none(lo), _finite_or_none(hi)]
+        return out
+    arr = _as_items(values)
+    if arr.ndim != 2:
+        raise ValueError(f"bootstrap_ci_multi: expected a mapping or a 2-D [N, K] array, got shape {arr.shape}")
+    idx = _resample_indices(arr.shape[0], n_boot, seed)
+    out_list = []
+    for k in range(arr.shape[1]):
+        lo, hi = np.quantile(_apply(statistic, arr[:, k], idx), [alpha / 2, 1 - alpha / 2])
+        out_list.append([_finite_or_none(lo), _finite_or_none(hi)])
+    return out_list
+
+
+def paired_bootstrap(
+    a,
+    b,
+    statistic: Statistic = np.mean,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict:
+    """Paired bootstrap of ``d = statistic(a) - statistic(b)`` over shared items.
+
+    a, b: per-item values ``[N]`` of two models on the *same* N items (same order). Each
+    replicate resamples item indices once and applies them to both arrays, keeping the
+    pairing. Returns ``{"diff": d, "ci": [lo, hi], "p_value": p}`` where ``[lo, hi]`` are
+    the percentile bounds of the replicate differences and
+    ``p = min(1, 2 * min(P*(d* <= 0), P*(d* >= 0)))`` (two-sided, from the bootstrap
+    distribution; with B replicates its resolution is 1/B, and it is floored at 1/B
+    instead of reporting 0).
+    """
+    a = _as_items(a, "a")
+    b = _as_items(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired_bootstrap: a and b must cover the same items, got shapes {a.shape} and {b.shape}")
+    idx = _resample_indices(a.shape[0], n_boot, seed)
+    reps = _apply(statistic, a, idx) - _apply(statistic, b, idx)
+    diff = float(statistic(a)) - float(statistic(b))
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    p = 2.0 * min(np.mean(reps <= 0), np.mean(reps >= 0))
+    p = float(min(1.0, max(p, 1.0 / n_boot)))
+    return {"diff": _finite_or_none(diff), "ci": [_finite_or_none(lo), _finite_or_none(hi)], "p_value": p}
+
+
+def mcnemar(correct_a, correct_b, exact: bool | None = None) -> dict:
+    """McNemar's test for two classifiers' 0/1 correctness on the same items.
+
+    n01 = #(a wrong, b right), n10 = #(a right, b wrong). Exact version: two-sided binomial
+    test of n01 ~ Bin(n01 + n10, 1/2), ``p = min(1, 2 * P(X <= min(n01, n10)))``.
+    Asymptotic version: ``chi2 = (|n01 - n10| - 1)^2 / (n01 + n10)`` (Edwards' continuity
+    correction), p from chi-square with 1 degree of freedom. ``exact=None`` picks the exact
+    test when ``n01 + n10 < 25``. With no discordant pairs p = 1.
+    """
+    ca = np.asarray(correct_a).astype(bool)
+    cb = np.asarray(correct_b).astype(bool)
+    if ca.shape != cb.shape or ca.ndim != 1:
+        raise ValueError(f"mcnemar: need two 1-D 0/1 arrays over the same items, got shapes {ca.shape} and {cb.shape}")
+    n01 = int(np.sum(~ca & cb))
+    n10 = int(np.sum(ca & ~cb))
+    n = n01 + n10
+    if exact is None:
+        exact = n < 25
+    if n == 0:
+        return {"n01": 0, "n10": 0, "statistic": 0.0, "p_value": 1.0,
+                "method": "exact-binomial" if exact else "chi2-continuity"}
+    if exact:
+        k = min(n01, n10)
+        p = min(1.0, 2.0 * float(_sps.binom.cdf(k, n, 0.5)))
+        return {"n01": n01, "n10": n10, "statistic": float(k), "p_value": p, "method": "exact-binomial"}
+    stat = (abs(n01 - n10) - 1.0) ** 2 / n
+    p = float(_sps.chi2.sf(stat, df=1))
+    return {"n01": n01, "n10": n10, "statistic": float(stat), "p_value": p, "method": "chi2-continuity"}
+
+
+def aggregate_seeds(values, alpha: float = 0.05) -> dict:
+    """Mean over training seeds with a Student-t interval.
+
+    values: one metric value per seed (n of them). Returns ``{"mean", "std", "n", "ci"}``:
+    std is the sample standard deviation (ddof=1; ``None`` when n < 2) and
+    ``ci = mean ± t_{1-alpha/2, n-1} * std / sqrt(n)`` (``None`` when n < 2). Non-finite
+    inputs are rejected rather than propagated into the JSON.
+    """
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    n = int(arr.size)
+    if n == 0:
+        return {"mean": None, "std": None, "n": 0, "ci": None}
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"aggregate_seeds: non-finite value among {arr.tolist()}")
+    mean = float(arr.mean())
+    if n < 2:
+        return {"mean": mean, "std": None, "n": n, "ci": None}
+    std = float(arr.std(ddof=1))
+    half = float(_sps.t.ppf(1 - alpha / 2, df=n - 1)) * std / math.sqrt(n)
+    return {"mean": mean, "std": std, "n": n, "ci": [mean - half, mean + half]}
