@@ -163,8 +163,10 @@ def train(cfg: dict, out_dir: str | os.PathLike, resume: str = "auto", loader=No
         for tower in (getattr(model, "visual", None), getattr(model, "text", None)):
             if hasattr(tower, "set_grad_checkpointing"):
                 tower.set_grad_checkpointing(True)
+    # fused AdamW: one kernel over all tensors (on CPU ~20x faster than the per-tensor loop, which
+    # matters because the 49408-row token embedding dominates the tiny models' parameter count)
     optimizer = torch.optim.AdamW(param_groups(model, oc["weight_decay"]), lr=oc["lr"],
-                                  betas=tuple(oc["betas"]), eps=oc["eps"])
+                                  betas=tuple(oc["betas"]), eps=oc["eps"], fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(s, oc["warmup_steps"], oc["total_steps"]))
     if loader is None:
