@@ -1,0 +1,403 @@
+"""Real-data acquisition: RedCaps / CC3M / CC12M into webdataset shards with img2dataset.
+
+``meru download --source redcaps|cc3m|cc12m --annotations PATH --out DIR`` does four things:
+
+1. reads the annotations (URL + caption [+ subreddit ...]) from a local file/directory, or from the
+   Hugging Face hub copy when ``--annotations hf`` (needs network; never used by the tests);
+2. drops repeated URLs (first occurrence kept; the count goes to ``counts["duplicate_url"]``) and writes
+   the URL list to ``DIR/_urls.parquet`` (atomically, identical on every rerun so shard ids are stable);
+3. calls ``img2dataset.download`` (webdataset output, ``incremental_mode="incremental"``: shards whose
+   ``NNNNN_stats.json`` exists are not fetched again, so a rerun resumes), images resized so the short
+   side is ``image_size`` (``resize_mode="keep_ratio"``; MERU crops at training time);
+4. reads img2dataset's per-shard ``NNNNN.parquet`` (one row per attempted URL, ``status`` and
+   ``error_message``), classifies failures with :func:`classify_error`, and writes ``DIR/manifest.json``
+   (:func:`meru.data.manifest.write_manifest`) with the counts, so results can say how much of the web
+   data still existed when it was fetched.
+
+Samples in the shards: ``jpg`` (image), ``txt`` (the caption, *without* any subreddit prefix) and
+``json`` (img2dataset metadata + ``subreddit``/``image_id``/... for RedCaps). The MERU training-time
+prefix ("<subreddit words> : <caption>" with probability p) is :func:`apply_subreddit_prefix`.
+
+img2dataset names its shards ``00000.tar`` (not ``{name}-000000.tar``); the manifest lists them by path,
+which is all the loader uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import io
+import json
+import os
+import random
+import re
+import sys
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from meru.data.manifest import atomic_write_text, write_manifest
+
+SOURCES = ("redcaps", "cc3m", "cc12m")
+HF_DATASETS = {
+    "redcaps": ("kdexd/red_caps", "all"),
+    "cc3m": ("google-research-datasets/conceptual_captions", "unlabeled"),
+    "cc12m": ("google-research-datasets/conceptual_12m", None),
+}
+REDCAPS_COLUMNS = ("image_id", "author", "subreddit", "score", "created_utc", "permalink")
+FAILURE_REASONS = ("http_404", "http_error", "timeout", "truncated", "not_an_image", "other")
+URLS_NAME = "_urls.parquet"
+
+
+# ----------------------------------------------------------------------------- subreddit prefix
+
+# Small wordlist for splitting concatenated subreddit names (RedCaps' 350 subreddits are mostly
+# lower-case compounds like "itookapicture", "earthporn", "birdpics"). Words are plain English;
+# segmentation is the fewest-pieces split into known words; unknown names are kept whole.
+_WORDS = set(
+    """
+    a i am an and any art at ball balls be bird birds blue book books box bread build by cake cakes car cars cat
+    cats city clouds coffee cozy cute day design diy dog dogs dream drone earth eat eating everything fish
+    flower flowers food for forest fountain garden gardening green hands have home house houses how i in
+    interior is it knit knitting life lil look macro made me mildly mushroom mushrooms my
+    nature night of old on one our out pen pic pics picture pictures plant plants pizza porn pot pottery
+    reddit room rose sea shoe shoes sky snake snakes space spider spiders street sun table tea that the
+    these this thrift to took tree trees up view views village water way where wild with wood woodworking
+    work world you your
+    """.split()
+)
+_WORDS |= {"interesting", "photo", "photos", "photography"}
+
+
+def segment_subreddit(name: str, words: set[str] | None = None) -> str:
+    """Split a subreddit name into words: underscores/CamelCase first, then dynamic programming over a
+    wordlist (fewest known words covering the whole lower-cased token). A token with no full cover is kept.
+
+    >>> segment_subreddit("itookapicture")
+    'i took a picture'
+    """
+    words = _WORDS if words is None else words
+    name = name.strip()
+    if name.lower().startswith("r/"):
+        name = name[2:]
+    tokens = [t for part in re.split(r"[_\-\s]+", name) for t in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", part)]
+    out = []
+    for tok in tokens:
+        tok = tok.lower()
+        n = len(tok)
+        best: list[list[str] | None] = [None] * (n + 1)
+        best[0] = []
+        for end in range(1, n + 1):
+            for start in range(end):
+                piece = tok[start:end]
+                if best[start] is not None and (piece in words or piece.isdigit()):
+                    cand = best[start] + [piece]
+                    if best[end] is None or len(cand) < len(best[end]):
+                        best[end] = cand
+        out.extend(best[n] if best[n] is not None else [tok])
+    return " ".join(out)
+
+
+def apply_subreddit_prefix(caption: str, subreddit: str | None, rng: random.Random, prob: float = 0.5) -> str:
+    """MERU's RedCaps caption: with probability ``prob`` return ``"<subreddit words> : <caption>"``.
+
+    One ``rng.random()`` draw per call (so a seeded ``random.Random`` makes it deterministic).
+    No subreddit (CC3M/CC12M) -> the caption unchanged, and still one draw, so streams stay aligned.
+    """
+    draw = rng.random()
+    if not subreddit or draw >= prob:
+        return caption
+    return f"{segment_subreddit(subreddit)} : {caption}"
+
+
+# ----------------------------------------------------------------------------- annotations
+
+
+def _redcaps_from_json(data: dict, origin: str) -> Iterator[dict]:
+    if "annotations" not in data:
+        raise ValueError(f"{origin}: no 'annotations' key; expected a RedCaps annotation file "
+                         "({'info': ..., 'annotations': [...]}).")
+    for ann in data["annotations"]:
+        row = {"url": ann["url"], "caption": ann.get("caption") or ann.get("raw_caption") or ""}
+        for col in REDCAPS_COLUMNS:
+            row[col] = None if ann.get(col) is None else str(ann[col])
+        yield row
+
+
+def read_redcaps(path: str) -> Iterator[dict]:
+    """RedCaps rows from ``redcaps_v1.0_annotations.zip``, an extracted directory (``annotations/*.json``
+    or ``*.json``), a single ``<subreddit>_<year>.json``, or ``"hf"`` (hub copy ``kdexd/red_caps``)."""
+    if path == "hf":
+        yield from _read_hf("redcaps")
+        return
+    p = Path(path)
+    if p.is_file() and zipfile.is_zipfile(p):
+        with zipfile.ZipFile(p) as zf:
+            names = sorted(n for n in zf.namelist() if n.endswith(".json"))
+            if not names:
+                raise ValueError(f"{p}: zip has no annotations/*.json files.")
+            for n in names:
+                yield from _redcaps_from_json(json.loads(zf.read(n)), f"{p}:{n}")
+    elif p.is_dir():
+        files = sorted(glob.glob(str(p / "annotations" / "*.json"))) or sorted(glob.glob(str(p / "*.json")))
+        if not files:
+            raise FileNotFoundError(f"{p}: no annotations/*.json or *.json files; point --annotations at "
+                                    "redcaps_v1.0_annotations.zip or its extracted directory.")
+        for f in files:
+            yield from _redcaps_from_json(json.loads(Path(f).read_text()), f)
+    elif p.is_file():
+        yield from _redcaps_from_json(json.loads(p.read_text()), str(p))
+    else:
+        raise FileNotFoundError(f"{p}: annotations not found (RedCaps: the zip, its extracted directory, or 'hf').")
+
+
+def read_cc_tsv(path: str, source: str) -> Iterator[dict]:
+    """CC3M TSV is ``caption<TAB>url``, CC12M TSV is ``url<TAB>caption`` (no header in either).
+    A first row whose url field does not look like a URL is treated as a header and skipped."""
+    if path == "hf":
+        yield from _read_hf(source)
+        return
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: {source} URL list not found; pass the official TSV with --annotations.")
+    url_idx, cap_idx = (1, 0) if source == "cc3m" else (0, 1)
+    with open(p, newline="", encoding="utf-8") as f:
+        for lineno, fields in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            if not fields:
+                continue
+            if len(fields) < 2:
+                raise ValueError(f"{p}:{lineno}: expected 2 tab-separated fields "
+                                 f"({'caption, url' if source == 'cc3m' else 'url, caption'}), got {len(fields)}.")
+            url = fields[url_idx].strip()
+            if lineno == 1 and not re.match(r"^[a-z]+://", url):
+                continue  # header
+            yield {"url": url, "caption": fields[cap_idx].strip()}
+
+
+def _read_hf(source: str) -> Iterator[dict]:
+    """Annotations from the Hugging Face hub (network). Column names as published on the hub."""
+    import datasets
+
+    repo, config = HF_DATASETS[source]
+    ds = datasets.load_dataset(repo, config, split="train") if config else datasets.load_dataset(repo, split="train")
+    for ex in ds:
+        if source == "redcaps":
+            row = {"url": ex["url"], "caption": ex.get("caption") or ex.get("raw_caption") or ""}
+            for col in REDCAPS_COLUMNS:
+                row[col] = None if ex.get(col) is None else str(ex[col])
+            yield row
+        else:
+            yield {"url": ex.get("image_url") or ex.get("url"), "caption": ex.get("caption", "")}
+
+
+def read_annotations(source: str, path: str) -> Iterator[dict]:
+    if source == "redcaps":
+        return read_redcaps(path)
+    if source in ("cc3m", "cc12m"):
+        return read_cc_tsv(path, source)
+    raise ValueError(f"unknown source {source!r}; choose one of {SOURCES}")
+
+
+def dedupe(rows: Iterable[dict], max_samples: int | None = None) -> tuple[list[dict], int, int]:
+    """Keep the first row of every URL. Returns (rows, number of input rows, number of duplicates dropped).
+    ``max_samples`` caps the unique rows kept (input rows after the cap are not read)."""
+    seen: set[str] = set()
+    out, n_in, dups = [], 0, 0
+    for row in rows:
+        if max_samples is not None and len(out) >= max_samples:
+            break
+        n_in += 1
+        if not row["url"]:
+            continue
+        if row["url"] in seen:
+            dups += 1
+            continue
+        seen.add(row["url"])
+        out.append(row)
+    return out, n_in, dups
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def classify_error(message: str | None) -> str:
+    """Map an img2dataset ``error_message`` (urllib / PIL / cv2 text) to a failure reason."""
+    m = (message or "").lower()
+    if "http error 404" in m:
+        return "http_404"
+    if "http error" in m:
+        return "http_error"
+    if "timed out" in m or "timeout" in m:
+        return "timeout"
+    if "incompleteread" in m or "truncated" in m or "incomplete read" in m:
+        return "truncated"
+    if "identify image" in m or "decod" in m or "not an image" in m:
+        return "not_an_image"
+    return "other"
+
+
+def _write_url_list(rows: list[dict], path: Path, columns: list[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({c: pa.array([r.get(c) for r in rows], type=pa.string()) for c in columns})
+    if path.exists():
+        old = pq.read_table(path)
+        if old.equals(table):
+            return
+        done = glob.glob(str(path.parent / "*_stats.json"))
+        if done:
+            raise RuntimeError(
+                f"{path}: the URL list differs from the one of the earlier run in {path.parent} "
+                f"({len(done)} shards done), so resuming would mix datasets. Use the same --annotations/"
+                "--max-samples, or a new --out directory."
+            )
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def summarize(out: Path) -> tuple[list[tuple[str, int]], Counter, int]:
+    """Per-shard results of img2dataset in ``out``: ([(tar, successes)], failure reasons, attempted)."""
+    import pyarrow.parquet as pq
+
+    shards, reasons, attempted = [], Counter(), 0
+    for stats_file in sorted(out.glob("*_stats.json")):
+        shard_id = stats_file.name.split("_")[0]
+        tar, meta = out / f"{shard_id}.tar", out / f"{shard_id}.parquet"
+        if not tar.exists() or not meta.exists():
+            raise RuntimeError(f"{stats_file}: shard {shard_id} has stats but no {tar.name}/{meta.name}; "
+                               f"delete {stats_file} and re-run to fetch that shard again.")
+        table = pq.read_table(meta, columns=["status", "error_message"]).to_pydict()
+        ok = 0
+        for status, err in zip(table["status"], table["error_message"]):
+            attempted += 1
+            if status == "success":
+                ok += 1
+            else:
+                reasons[classify_error(err)] += 1
+        shards.append((tar.name, ok))
+    return shards, reasons, attempted
+
+
+def download(
+    source: str,
+    annotations: str,
+    out: str | os.PathLike,
+    image_size: int = 224,
+    processes: int = 1,
+    threads: int = 16,
+    max_samples: int | None = None,
+    timeout: int = 10,
+    retries: int = 0,
+    shard_size: int = 10000,
+    subreddit_prefix_prob: float = 0.5,
+) -> dict:
+    """Fetch ``source`` into ``out`` and return the written manifest (see the module docstring)."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations phones home on import
+    import img2dataset
+
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of {SOURCES}")
+    out = Path(out)
+    rows, n_in, dups = dedupe(read_annotations(source, annotations), max_samples)
+    if not rows:
+        raise ValueError(f"{annotations}: no usable (url, caption) rows for {source}.")
+    out.mkdir(parents=True, exist_ok=True)
+    extra = list(REDCAPS_COLUMNS) if source == "redcaps" else []
+    urls = out / URLS_NAME
+    _write_url_list(rows, urls, ["url", "caption", *extra])
+
+    # img2dataset's resume logic reads every *.json in the folder as "<shard>_stats.json"; the manifest
+    # would break it, and while shards are being added the directory is not a finished dataset anyway.
+    (out / "manifest.json").unlink(missing_ok=True)
+    img2dataset.download(
+        url_list=str(urls),
+        input_format="parquet",
+        url_col="url",
+        caption_col="caption",
+        save_additional_columns=extra or None,
+        output_format="webdataset",
+        output_folder=str(out),
+        image_size=image_size,
+        resize_mode="keep_ratio",
+        processes_count=processes,
+        thread_count=threads,
+        number_sample_per_shard=shard_size,
+        timeout=timeout,
+        retries=retries,
+        incremental_mode="incremental",
+        enable_wandb=False,
+        distributor="multiprocessing",
+        compute_hash="sha256",
+    )
+
+    shards, reasons, attempted = summarize(out)
+    succeeded = sum(n for _, n in shards)
+    expected = len(rows)
+    counts = {
+        "input_rows": n_in,
+        "duplicate_url": dups,
+        "attempted": attempted,
+        "succeeded": succeeded,
+        "failed": attempted - succeeded,
+        **{f"failed_{r}": reasons.get(r, 0) for r in FAILURE_REASONS},
+    }
+    complete = attempted == expected
+    manifest = write_manifest(
+        out, name=source, source=source, shards=shards, counts=counts, complete=complete,
+        failed_by_reason={r: reasons.get(r, 0) for r in FAILURE_REASONS},
+        annotations=str(annotations), image_size=image_size,
+        success_rate=(succeeded / attempted) if attempted else 0.0,
+        subreddit_prefix_prob=subreddit_prefix_prob if source == "redcaps" else None,
+    )
+    if not complete:
+        raise RuntimeError(f"{out}: img2dataset attempted {attempted} of {expected} URLs (some shards failed); "
+                           "the manifest is marked incomplete. Re-run the same command to resume.")
+    return manifest
+
+
+def format_summary(manifest: dict) -> str:
+    c = manifest["counts"]
+    att = max(c["attempted"], 1)
+    lines = [
+        f"{manifest['source']}: {c['succeeded']}/{c['attempted']} images downloaded "
+        f"({100.0 * c['succeeded'] / att:.1f}%), {len(manifest['shards'])} shards; "
+        f"{c['duplicate_url']} duplicate URLs dropped of {c['input_rows']} rows",
+    ]
+    for r in FAILURE_REASONS:
+        if c.get(f"failed_{r}"):
+            lines.append(f"  failed {r}: {c[f'failed_{r}']}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, choices=SOURCES)
+    parser.add_argument("--annotations", required=True,
+                        help="RedCaps: annotations zip / extracted dir / json; CC3M/CC12M: the TSV; 'hf': the hub copy")
+    parser.add_argument("--out", required=True, help="output directory (shards + manifest.json); reruns resume")
+    parser.add_argument("--image-size", type=int, default=224, help="short side after resizing (default 224)")
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--subreddit-prefix-prob", type=float, default=0.5,
+                        help="recorded in the manifest; the prefix itself is applied at training time")
+    parser.add_argument("--max-samples", type=int, default=None, help="keep only the first N unique URLs")
+    parser.add_argument("--timeout", type=int, default=10, help="seconds per request")
+    parser.add_argument("--retries", type=int, default=0)
+    parser.add_argument("--shard-size", type=int, default=10000, help="URLs per shard")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        manifest = download(
+            args.source, args.annotations, args.out, image_size=args.image_size, processes=args.processes,
+            threads=args.threads, max_samples=args.max_samples, timeout=args.timeout, retries=args.retries,
+            shard_size=args.shard_size, subreddit_prefix_prob=args.subreddit_prefix_prob,
+        )
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        print(f"meru download: error: {e}", file=sys.stderr)
+        return 1
+    print(format_summary(manifest))
+    return 0
