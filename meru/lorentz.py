@@ -51,13 +51,34 @@ def pairwise_dist(x: Tensor, y: Tensor, curv: float | Tensor = 1.0, eps: float =
     """All-pairs geodesic distance ``acosh(-c <x_i, y_j>_L) / sqrt(c)``. ``[B1, D], [B2, D] -> [B1, B2]``.
 
     The acosh argument is clamped to ``>= 1 + eps`` (official behaviour): finite gradients at ``x == y``.
+    This is the official formula (used by the contrastive loss, for parity); in float32 it cannot resolve
+    distances below about ``sqrt(2 * 1.2e-7) * sqrt(c) * x_t`` (~5e-4 near the origin); use
+    :func:`elementwise_dist` where small distances matter.
     """
     return _acosh_dist(-curv * pairwise_inner(x, y, curv), curv, eps)
 
 
 def elementwise_dist(x: Tensor, y: Tensor, curv: float | Tensor = 1.0, eps: float = 1e-8) -> Tensor:
-    """Row-wise geodesic distance ``d(x_i, y_i)``. ``[B, D], [B, D] -> [B]``."""
-    return _acosh_dist(-curv * elementwise_inner(x, y, curv), curv, eps)
+    """Row-wise geodesic distance ``d(x_i, y_i)``. ``[..., D], [..., D] -> [...]``.
+
+    Same value as ``acosh(-c <x, y>_L) / sqrt(c)``, computed from polar coordinates about the origin
+    so that float32 resolves small distances anywhere (the acosh form bottoms out near
+    ``sqrt(2 * 1.2e-7) * sqrt(c) * x_t``). With ``a = asinh(sqrt(c)||x||)``, ``b = asinh(sqrt(c)||y||)``
+    (``sqrt(c)`` times the distances from the origin) and ``theta`` the angle between ``x`` and ``y``,
+    the hyperbolic law of cosines gives a sum of non-negative terms::
+
+        sinh^2(sqrt(c) d / 2) = sinh^2((a - b) / 2) + c ||x|| ||y|| sin^2(theta / 2),
+        sin(theta / 2) = ||x/||x|| - y/||y|| || / 2.
+
+    The sum is floored at ``eps^2`` so the gradient is finite at ``x == y`` and at the origin.
+    """
+    rc = curv**0.5
+    xn, yn = torch.linalg.vector_norm(x, dim=-1), torch.linalg.vector_norm(y, dim=-1)
+    a, b = torch.asinh(rc * xn), torch.asinh(rc * yn)
+    half_chord = torch.linalg.vector_norm(
+        torch.nn.functional.normalize(x, dim=-1, eps=eps) - torch.nn.functional.normalize(y, dim=-1, eps=eps), dim=-1) / 2
+    s2 = torch.sinh((a - b) / 2) ** 2 + curv * xn * yn * half_chord**2
+    return 2 * torch.asinh(torch.sqrt(torch.clamp(s2, min=eps**2))) / rc
 
 
 def dist0(x: Tensor, curv: float | Tensor = 1.0, eps: float = 1e-8) -> Tensor:

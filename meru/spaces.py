@@ -30,12 +30,14 @@ class EuclideanSphere:
 
     def root_distance(self, x: Tensor, root: Tensor | None = None) -> Tensor:
         """Euclidean analogue of distance from the origin: the angle to ``root`` (a direction ``[D]``;
-        MERU paper's CLIP [ROOT] is the mean text embedding of the pool). ``[N, D] -> [N]``."""
+        MERU paper's CLIP [ROOT] is the mean text embedding of the pool). Default ``root``: the mean
+        direction of ``x`` itself. ``[N, D] -> [N]``."""
         if root is None:
-            raise ValueError("CLIP has no origin: pass root (e.g. the mean text embedding of the caption pool)")
+            root = F.normalize(x.float(), dim=-1).mean(0)
         return self.distance(x, root.reshape(1, -1))[:, 0]
 
     def lift(self, raw: Tensor, alpha: float | Tensor = 1.0) -> Tensor:
+        """Raw projected features ``[N, D]`` -> unit vectors (``alpha`` is ignored)."""
         return F.normalize(raw.float(), dim=-1)
 
     def ensemble(self, raw: Tensor, alpha: float | Tensor = 1.0) -> Tensor:
@@ -68,6 +70,8 @@ class Lorentz:
         return L.dist0(x.float(), self.curv)
 
     def lift(self, raw: Tensor, alpha: float | Tensor = 1.0) -> Tensor:
+        """Raw projected features ``[N, D]`` -> ``exp_map0(alpha * raw)`` (``alpha`` = exp of the model's
+        log-parameter, e.g. ``model.textual_alpha.exp()``)."""
         return L.exp_map0(raw.float() * alpha, self.curv)
 
     def ensemble(self, raw: Tensor, alpha: float | Tensor = 1.0) -> Tensor:

@@ -113,3 +113,54 @@ def test_geodesic_to_origin_endpoints_and_monotone():
         assert torch.all(b < a)
     # distance from the origin falls linearly in t along a geodesic through the origin
     torch.testing.assert_close(d[2], d[0] * 0.5, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("curv", CURVS)
+def test_geoopt_float32_pairwise(curv):
+    g = torch.Generator().manual_seed(3)
+    man = geoopt.manifolds.Lorentz(k=1.0 / curv)
+    x = L.exp_map0(torch.randn(6, 4, generator=g), curv)
+    y = L.exp_map0(torch.randn(7, 4, generator=g), curv)
+    ref = man.dist(full_point(x.double(), curv)[:, None], full_point(y.double(), curv)[None])
+    torch.testing.assert_close(L.pairwise_dist(x, y, curv).double(), ref, rtol=1e-4, atol=1e-3)
+    # -<x, y>_L relates to the distance by cosh(sqrt(c) d) = -c <x, y>_L
+    torch.testing.assert_close(-curv * L.pairwise_inner(x, y, curv).double(), torch.cosh(math.sqrt(curv) * ref),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("curv", CURVS)
+def test_elementwise_dist_accurate_for_nearby_points_float32(curv):
+    # along one line the distance is |r1 - r2| exactly; the float32 result must resolve 1e-6 .. 10
+    for r1, r2 in [(1e-6, 2e-6), (0.5, 0.5 + 1e-4), (3.0, 3.0 + 1e-3), (0.0, 1e-5), (2.0, -1.0)]:
+        x = L.exp_map0(torch.tensor([[r1, 0.0, 0.0]]), curv)
+        y = L.exp_map0(torch.tensor([[r2, 0.0, 0.0]]), curv)
+        got = float(L.elementwise_dist(x, y, curv))
+        assert got == pytest.approx(abs(r1 - r2), rel=2e-3), (r1, r2)
+    # off the line: agrees with the float64 acosh form
+    g = torch.Generator().manual_seed(4)
+    a = L.exp_map0(torch.randn(32, 6, generator=g, dtype=torch.float64), curv)
+    b = L.exp_map0(torch.randn(32, 6, generator=g, dtype=torch.float64), curv)
+    ref = torch.acosh(-curv * L.elementwise_inner(a, b, curv)) / math.sqrt(curv)
+    torch.testing.assert_close(L.elementwise_dist(a.float(), b.float(), curv).double(), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("curv", CURVS)
+def test_dist0_and_small_norms(curv):
+    v = torch.tensor([[1e-6, 0.0], [0.0, 3e-6], [1e-3, 1e-3]])
+    x = L.exp_map0(v, curv)
+    torch.testing.assert_close(L.dist0(x, curv), v.norm(dim=-1), rtol=1e-5, atol=0)
+    torch.testing.assert_close(L.log_map0(x, curv), v, rtol=1e-5, atol=0)
+    # the time component of a tiny point is 1/sqrt(c) to float32 precision
+    torch.testing.assert_close(L.time_component(x, curv), torch.full((3,), 1 / math.sqrt(curv)))
+
+
+def test_exp_map_clamp_and_gradients_everywhere():
+    curv = 1.0
+    v = torch.tensor([[1e3, 0.0], [0.0, 0.0], [1e-7, 0.0]], requires_grad=True)
+    x = L.exp_map0(v, curv)
+    assert torch.isfinite(x).all()
+    assert float(x[0, 0]) == pytest.approx(2.0**15, rel=1e-5)  # sinh(asinh(2^15))
+    loss = (L.elementwise_dist(x, x.flip(0), curv).sum() + L.elementwise_dist(x, x, curv).sum()
+            + L.dist0(x, curv).sum() + L.geodesic_to_origin(x, 0.3, curv).sum())
+    loss.backward()
+    assert torch.isfinite(v.grad).all()

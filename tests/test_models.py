@@ -1,14 +1,16 @@
 """Models: forward/backward at size tiny, clamps, fp32 head, paper parameter counts, checkpoints."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from meru import lorentz as L
 from meru.losses import build_loss
+from meru.models.towers import VIT_VARIANTS
 from meru.models import MODEL_SIZES, build_model
-from meru.models.checkpoints import CheckpointError, convert_official_state_dict, load_model, save_model
 
 torch.set_num_threads(1)
 
@@ -82,70 +84,12 @@ def test_paper_sizes_parameter_counts(size, width, depth):
     assert model.visual.trunk.norm.eps == 1e-5
 
 
-def test_checkpoint_roundtrip_and_strict_errors(tmp_path):
-    model = build_model("meru", "tiny").eval()
-    save_model(model, tmp_path / "m.pt", step=7)
-    loaded = load_model(tmp_path / "m.pt")
-    x = torch.rand(3, 3, 32, 32)
-    torch.testing.assert_close(loaded.encode_image(x), model.encode_image(x))
-    assert loaded.checkpoint_info["step"] == 7
-    blob = torch.load(tmp_path / "m.pt", weights_only=True)
-    blob["state_dict"]["extra.weight"] = torch.zeros(1)
-    torch.save(blob, tmp_path / "bad.pt")
-    with pytest.raises(CheckpointError, match="unexpected keys.*extra.weight"):
-        load_model(tmp_path / "bad.pt")
-    blob["state_dict"].pop("extra.weight")
-    blob["size"] = "small-cpu"
-    torch.save(blob, tmp_path / "wrong_arch.pt")
-    with pytest.raises(CheckpointError, match="wrong_arch.pt.*(does not match|wrong architecture)"):
-        load_model(tmp_path / "wrong_arch.pt")
-
-
-def _official_like_state_dict(model):
-    """Rename our tiny model's keys to the official layout (inverse of convert_official_state_dict)."""
-    out = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("visual.trunk."):
-            out["visual." + k[len("visual.trunk."):]] = v
-        elif k == "visual.head.proj.weight":
-            out["visual_proj.weight"] = v
-        elif k == "text.text_projection":
-            out["textual_proj.weight"] = v.T
-        elif k == "text.token_embedding.weight":
-            out["textual.token_embed.weight"] = v
-        elif k == "text.positional_embedding":
-            out["textual.posit_embed"] = v
-        elif k.startswith("text.transformer."):
-            out["textual." + k[len("text.transformer."):]] = v
-        elif k.startswith("text."):
-            out["textual." + k[len("text."):]] = v
-        else:
-            out[k] = v
-    return out
-
-
-def test_official_key_conversion_is_exact_inverse():
-    model = build_model("meru", "tiny")
-    official = _official_like_state_dict(model)
-    assert "textual.resblocks.0.attn.in_proj_weight" in official and "visual.cls_token" in official
-    converted = convert_official_state_dict(official)
-    assert set(converted) == set(model.state_dict())
-    for k, v in model.state_dict().items():
-        assert torch.equal(converted[k], v)
-
-
-def test_padding_after_eot_does_not_change_text_features():
-    # official code pads to the batch's longest caption; we pad to the full context: same result
-    model = build_model("clip", "tiny").eval()
-    tokens = model.tokenize(["a small red triangle on dots"])
-    n = int(tokens.argmax(-1)) + 1
-    short = torch.zeros_like(tokens)
-    short[:, :n] = tokens[:, :n]
-    garbage = short.clone()
-    garbage[:, n:] = 0
-    torch.testing.assert_close(model.encode_text(tokens), model.encode_text(garbage))
-    garbage[:, n:] = 5  # arbitrary tokens after EOT are masked out by causality + EOT pooling
-    torch.testing.assert_close(model.encode_text(tokens), model.encode_text(garbage))
+def test_vit_s_count_equals_official_state_dict():
+    """The official ViT-S MERU (built with the official classes, shapes recorded in official_parity.json)
+    has exactly as many parameters as ours (official buffers pixel_mean/std and attn_mask excluded)."""
+    shapes = json.loads((Path(__file__).parent / "data" / "core" / "official_parity.json").read_text())["official_shapes"]
+    official = sum(math.prod(v) for k, v in shapes.items() if k not in ("pixel_mean", "pixel_std", "textual.attn_mask"))
+    assert sum(p.numel() for p in build_model("meru", "vit-s16").parameters()) == official
 
 
 def test_sizes_registry_and_info_cli(capsys):
@@ -155,3 +99,54 @@ def test_sizes_registry_and_info_cli(capsys):
     assert main(["info", "--sizes", "tiny"]) == 0
     out = capsys.readouterr().out
     assert "tiny" in out and "meru" in out
+    assert main(["info", "--json", "--sizes", "tiny", "small-cpu"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["size"], r["kind"]) for r in rows} == {(s, k) for s in ("tiny", "small-cpu") for k in ("clip", "meru")}
+    for r in rows:
+        model = build_model(r["kind"], r["size"])
+        assert r["total"] == sum(p.numel() for p in model.parameters())
+        assert r["visual"] + r["text"] + r["other"] == r["total"]
+        assert r["other"] == (4 if r["kind"] == "meru" else 1)  # logit_scale (+ curv, 2 alphas)
+
+
+def test_small_cpu_architecture_and_forward():
+    model = build_model("meru", "small-cpu")
+    spec = MODEL_SIZES["small-cpu"]
+    patch, width, depth, heads = VIT_VARIANTS[spec.vit][1:]
+    assert (model.image_size, model.context_length, model.embed_dim) == (32, spec.context_length, 64)
+    assert model.visual.trunk.patch_embed.patch_size == (patch, patch) and len(model.visual.trunk.blocks) == depth
+    assert model.visual.trunk.embed_dim == width
+    assert model.text.width == spec.text_width and len(model.text.transformer.resblocks) == spec.text_layers
+    images = torch.rand(2, 3, 32, 32)
+    tokens = model.tokenize(["a", "a small red triangle"])
+    assert tokens.shape == (2, spec.context_length)
+    feats = model.image_features(images)
+    assert feats.shape == (2, model.visual.trunk.embed_dim)
+    raw = model.encode_text(tokens, project=False)
+    # project=True is exp_map0(alpha * raw) with the current curvature
+    torch.testing.assert_close(model.encode_text(tokens), L.exp_map0(raw * model.textual_alpha.exp(), model.curv.exp()))
+    torch.testing.assert_close(model.space().lift(raw, model.textual_alpha.exp()), model.encode_text(tokens))
+    with pytest.raises(ValueError, match=f"context length {spec.context_length}"):
+        model.encode_text(torch.ones(1, 30, dtype=torch.long))
+
+
+def test_fp32_head_restores_flags():
+    from meru.models import fp32_head
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16), fp32_head("cpu"):
+            assert not torch.is_autocast_enabled("cpu")
+            assert torch.backends.cuda.matmul.allow_tf32 is False
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_unknown_kind_and_size():
+    with pytest.raises(ValueError, match="unknown model kind"):
+        build_model("blip", "tiny")
+    with pytest.raises(ValueError, match="unknown model size 'huge'.*tiny"):
+        build_model("meru", "huge")

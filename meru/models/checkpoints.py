@@ -14,6 +14,7 @@ keys ``visual.*`` (timm ViT), ``textual.{token_embed,posit_embed,resblocks.N.*,l
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from meru.models.clip_meru import CLIP, build_model
 
 FORMAT = "meru-bench/checkpoint/1"
 OFFICIAL_VIT_WIDTH_TO_SIZE = {384: "vit-s16", 768: "vit-b16", 1024: "vit-l16"}
+OFFICIAL_FILE_NAME = re.compile(r"^(meru|clip)_vit_([sbl])\b")  # meru_vit_s.pth, clip_vit_l.pth, ...
 # Buffers our modules create that official files do not carry (recomputed at build time).
 _NON_OFFICIAL = ("pixel_mean", "pixel_std", "text.attn_mask")
 
@@ -95,12 +97,22 @@ def load_official(path: str | os.PathLike, kind: str | None = None, size: str | 
     if not isinstance(blob, dict) or "model" not in blob:
         raise CheckpointError(f"{path}: not an official MERU/CLIP checkpoint (no 'model' key)")
     sd = blob["model"]
-    kind = kind or ("meru" if "curv" in sd else "clip")
-    if size is None:
-        width = sd.get("visual.cls_token", sd.get("visual.pos_embed")).shape[-1]
-        if width not in OFFICIAL_VIT_WIDTH_TO_SIZE:
-            raise CheckpointError(f"{path}: ViT width {width} is not ViT-S/B/L (384/768/1024)")
-        size = OFFICIAL_VIT_WIDTH_TO_SIZE[width]
+    inferred_kind = "meru" if "curv" in sd else "clip"
+    ref = sd.get("visual.cls_token", sd.get("visual.pos_embed"))
+    if ref is None:
+        raise CheckpointError(f"{path}: no 'visual.cls_token' / 'visual.pos_embed' key: not an official ViT checkpoint")
+    width = ref.shape[-1]
+    if width not in OFFICIAL_VIT_WIDTH_TO_SIZE:
+        raise CheckpointError(f"{path}: ViT width {width} is not ViT-S/B/L (384/768/1024)")
+    inferred_size = OFFICIAL_VIT_WIDTH_TO_SIZE[width]
+    named = OFFICIAL_FILE_NAME.match(Path(path).name)
+    if named:  # the released names say what the file is; contents must agree
+        name_kind, name_size = named.group(1), f"vit-{named.group(2)}16"
+        if (name_kind, name_size) != (inferred_kind, inferred_size):
+            raise CheckpointError(
+                f"{path}: the file name says {name_kind}/{name_size} but its contents are {inferred_kind}/"
+                f"{inferred_size} (MERU files have a 'curv' key; ViT width {width}); rename or re-download it.")
+    kind, size = kind or inferred_kind, size or inferred_size
     return _load_strict(build_model(kind, size), convert_official_state_dict(sd), str(path))
 
 

@@ -86,7 +86,15 @@ class CLIP(nn.Module):
         return self.visual.head(self.image_features(images))
 
     def _text_raw(self, tokens: Tensor) -> Tensor:
-        return self.text(tokens.to(self.device))
+        """Tokens ``[B, L]`` with ``L <= context_length``; shorter rows are right-padded with 0 (the result
+        does not depend on padding: causal attention + [EOT]/argmax pooling)."""
+        tokens = tokens.to(self.device)
+        if tokens.shape[-1] > self.context_length:
+            raise ValueError(f"tokens have length {tokens.shape[-1]} > context length {self.context_length} of "
+                             f"{self.kind}/{self.size}; tokenize with model.tokenize()")
+        if tokens.shape[-1] < self.context_length:
+            tokens = F.pad(tokens, (0, self.context_length - tokens.shape[-1]))
+        return self.text(tokens)
 
     def encode_image(self, images: Tensor, project: bool = True) -> Tensor:
         """``[B, 3, H, W] -> [B, D]``; ``project=True`` L2-normalises."""
