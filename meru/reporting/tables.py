@@ -34,6 +34,7 @@ from scipy import stats as sstats
 
 TABLES = ("zeroshot", "retrieval", "hierarchy", "linear_probe", "structure", "reference")
 ACCURACY_KEYS = ("top1", "acc1", "accuracy", "acc")
+ZEROSHOT_KEYS = ("top1", "top5", "mean_per_class")
 KINDS = ("meru", "clip")
 REFERENCE_CSV = Path(__file__).resolve().parent.parent / "resources" / "reference_values.csv"
 REFERENCE_COLUMNS = ["model", "size", "dataset", "metric", "reported", "source", "ours", "ours_lo", "ours_hi"]
@@ -75,9 +76,9 @@ def _rows(records: list[dict], table: str) -> list[dict]:
         if not metrics:
             continue
         if table == "zeroshot" and task == "zeroshot":
-            keys = [primary_metric(metrics)]
+            keys = [k for k in ZEROSHOT_KEYS if k in metrics] or [primary_metric(metrics)]
         elif table == "hierarchy" and task == "zeroshot":
-            keys = [k for k in sorted(metrics) if k != primary_metric(metrics) and k not in ACCURACY_KEYS]
+            keys = [k for k in sorted(metrics) if k not in ZEROSHOT_KEYS and k not in ACCURACY_KEYS]
         elif table == "retrieval" and task == "retrieval":
             keys = sorted(metrics)
         elif table == "linear_probe" and task == "linear-probe":
@@ -154,8 +155,9 @@ def build_table(records: list[dict], table: str) -> pd.DataFrame:
             common = sorted(set(seeds["meru"].seed) & set(seeds["clip"].seed))
             pm = [seeds["meru"].set_index("seed").per_item.get(s) for s in common]
             pc = [seeds["clip"].set_index("seed").per_item.get(s) for s in common]
-            if common and all(x is not None for x in pm + pc) and len({len(x) for x in pm + pc}) == 1:
-                d, lo, hi, p = paired_bootstrap(np.array(pm), np.array(pc))
+            # per-item outcomes are top-1 correctness (0/1); top-1 is reported in %, so scale by 100
+            if metric == "top1" and common and all(x is not None for x in pm + pc) and len({len(x) for x in pm + pc}) == 1:
+                d, lo, hi, p = paired_bootstrap(100.0 * np.array(pm), 100.0 * np.array(pc))
                 row.update(diff_lo=lo, diff_hi=hi, p_value=p, significant=bool(lo > 0 or hi < 0))
         out.append(row)
     return pd.DataFrame(out, columns=columns)

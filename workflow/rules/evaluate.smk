@@ -129,4 +129,4 @@ rule evaluate_traversal:
     resources:
         cpu_jobs=1,
     shell:
-        "meru evaluate --task traversal --embeddings {input.emb} --text-pool {input.pool} --out {output} > {log} 2>&1"
+        "meru evaluate --task traversal --embeddings {input.emb} --text-pool {input.pool} --max-images 64 --out {output} > {log} 2>&1"

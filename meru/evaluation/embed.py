@@ -1,0 +1,408 @@
+"""`meru embed`: compute embeddings of an evaluation set (or a caption pool) once and cache them.
+
+Every metric (``meru evaluate``) reads this cache, so the towers run once per (checkpoint, eval set).
+
+Cache (``torch.save`` of a plain dict, loads with ``weights_only=True``; all tensors float32 on CPU)::
+
+    {"format": "meru-bench/embeddings/1", "kind": "meru"|"clip", "curv": float|None,
+     "visual_alpha": float|None, "textual_alpha": float|None,          # exp of the learned log-alphas
+     "checkpoint": str, "size": str, "seed": int|None, "step": int|None,
+     "dataset": str, "task": "classification"|"retrieval"|"text-pool",
+     "keys": [N] sample keys, "meta": [N] per-image json dicts or None,
+     "image_emb": [N, D] projected (CLIP: unit vectors; MERU: hyperboloid space components),
+     "image_feats": [N, W] pre-projection image features (linear probe),
+     # classification
+     "labels": [N] long, "classnames": [C], "templates": [T], "class_text_raw": [T, C, D]
+         (raw projected text features of every template x class, before normalisation / alpha / exp map;
+          ensembled at evaluate time with ``space.ensemble``), "class_nodes": [C] taxonomy ids or None,
+     # retrieval
+     "texts": [M], "text_emb": [M, D], "text_to_image": [M] long (image row of each caption),
+     # text pool (no images)
+     "texts", "text_emb", "specificity" [M], "depth" [M], "node" [M], "attributes" [M]}
+
+Preprocessing follows the official MERU evaluation: classification resizes the short side to
+``model.image_size`` (bicubic) and centre-crops; retrieval squeezes to ``image_size x image_size``
+(bicubic); then ``ToTensor`` (values in [0, 1]; the model normalises pixels itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+FORMAT = "meru-bench/embeddings/1"
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
+TASKS = ("classification", "retrieval", "text-pool")
+
+
+# ----------------------------------------------------------------------------- transforms
+
+def image_transform(image_size: int, task: str):
+    """Official MERU evaluation transforms: classification = resize short side + centre crop;
+    retrieval = squeeze to a square. Both bicubic, then ``ToTensor`` ([0, 1], no normalisation)."""
+    import torchvision.transforms as T
+
+    bicubic = T.InterpolationMode.BICUBIC
+    if task == "retrieval":
+        return T.Compose([T.Resize((image_size, image_size), bicubic), T.ToTensor()])
+    return T.Compose([T.Resize(image_size, bicubic), T.CenterCrop(image_size), T.ToTensor()])
+
+
+def _rgb(transform):
+    return lambda im: transform(im.convert("RGB"))
+
+
+# ----------------------------------------------------------------------------- model info
+
+def model_info(model, checkpoint: str | os.PathLike | None = None) -> dict:
+    """kind, size, curvature, alphas, seed and step of a loaded model (cache header)."""
+    info = getattr(model, "checkpoint_info", None) or {}
+    config = info.get("config") or {}
+    seed = (config.get("runtime") or {}).get("seed") if isinstance(config, dict) else None
+    out = {"format": FORMAT, "kind": model.kind, "size": getattr(model, "size", None),
+           "checkpoint": str(checkpoint) if checkpoint is not None else None,
+           "seed": None if seed is None else int(seed), "step": info.get("step"),
+           "curv": None, "visual_alpha": None, "textual_alpha": None}
+    if model.kind == "meru":
+        out["curv"] = float(model.curv.detach().exp())
+        out["visual_alpha"] = float(model.visual_alpha.detach().exp())
+        out["textual_alpha"] = float(model.textual_alpha.detach().exp())
+    return out
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------- encoding
+
+@torch.no_grad()
+def encode_images(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, 3, S, S]`` in [0, 1] -> (pre-projection features ``[B, W]``, embeddings ``[B, D]``), float32 CPU.
+
+    The trunk runs once: the projection head and the space's lift are applied to its output
+    (identical to ``model.encode_image``); models without a ``visual.head`` run twice."""
+    images = images.to(model.device)
+    feats = model.image_features(images)
+    head = getattr(getattr(model, "visual", None), "head", None)
+    if head is not None:
+        raw = head(feats).float()
+        if model.kind == "meru":
+            emb = model.lift(raw, model.visual_alpha)
+        else:
+            emb = torch.nn.functional.normalize(raw, dim=-1)
+    else:  # pragma: no cover - other architectures
+        emb = model.encode_image(images, project=True)
+    return feats.float().cpu(), emb.float().cpu()
+
+
+@torch.no_grad()
+def encode_texts(model, texts: list[str], project: bool = True, batch_size: int = 256) -> torch.Tensor:
+    """``[M]`` strings -> ``[M, D]`` float32 (``project=False``: raw projected features)."""
+    out = []
+    for s in range(0, len(texts), batch_size):
+        tokens = model.tokenize(texts[s:s + batch_size]).to(model.device)
+        out.append(model.encode_text(tokens, project=project).float().cpu())
+    if not out:
+        return torch.zeros(0, model.embed_dim)
+    return torch.cat(out)
+
+
+def fill_template(template: str, classname: str) -> str:
+    """MERU templates use ``{}``, clip-benchmark's ``{c}``; a template without a slot gets the name appended."""
+    if "{" not in template:
+        return f"{template} {classname}"
+    return template.format(classname, c=classname)
+
+
+def class_text_raw(model, classnames: list[str], templates: list[str], batch_size: int = 256) -> torch.Tensor:
+    """Raw projected text features of every prompt ``templates[t].format(classnames[c])`` -> ``[T, C, D]``."""
+    prompts = [fill_template(t, c) for t in templates for c in classnames]
+    raw = encode_texts(model, prompts, project=False, batch_size=batch_size)
+    return raw.view(len(templates), len(classnames), -1)
+
+
+# ----------------------------------------------------------------------------- reading wds eval sets
+
+class _WdsShards(torch.utils.data.IterableDataset):
+    """Samples of a clip-benchmark wds split in file order, tagged (shard, position) so the
+    output can be put back in order when several workers read different shards."""
+
+    def __init__(self, directory: Path, split: str, task: str, transform):
+        n = int((directory / split / "nshards.txt").read_text().strip())
+        self.urls = [str(directory / split / f"{i}.tar") for i in range(n)]
+        missing = [u for u in self.urls if not Path(u).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{directory}/{split}/nshards.txt says {n} shards but {missing[0]} is missing")
+        self.task, self.transform = task, transform
+
+    def __iter__(self):
+        import webdataset as wds
+
+        wi = torch.utils.data.get_worker_info()
+        wid, nw = (wi.id, wi.num_workers) if wi is not None else (0, 1)
+        for si, url in enumerate(self.urls):
+            if si % nw != wid:
+                continue
+            ds = wds.WebDataset(url, shardshuffle=False, empty_check=False, nodesplitter=_all,
+                                 workersplitter=_all).decode("pil")  # shards are split above
+            for pos, s in enumerate(ds):
+                ext = next((e for e in IMAGE_EXTS if e in s), None)
+                if ext is None:
+                    raise KeyError(f"{url}: sample {s.get('__key__')!r} has no image ({'/'.join(IMAGE_EXTS)})")
+                item = {"order": (si, pos), "key": s["__key__"], "image": self.transform(s[ext].convert("RGB")),
+                        "meta": s.get("json")}
+                if self.task == "retrieval":
+                    if "txt" not in s:
+                        raise KeyError(f"{url}: retrieval sample {s['__key__']!r} has no 'txt' captions")
+                    txt = s["txt"]
+                    txt = txt.decode() if isinstance(txt, bytes) else txt
+                    item["captions"] = [c for c in txt.splitlines() if c.strip()]
+                else:
+                    if "cls" not in s:
+                        raise KeyError(f"{url}: classification sample {s['__key__']!r} has no 'cls' label")
+                    item["label"] = int(s["cls"])
+                yield item
+
+
+def _all(src):
+    return src
+
+
+def _collate(items):
+    return items
+
+
+def _iter_batches(dataset, batch_size: int, num_workers: int):
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                                         collate_fn=_collate)
+    yield from loader
+
+
+def _wds_dir_of(evalset: str, root: str | None, split: str) -> Path | None:
+    from meru.data.evalsets import is_wds_dir
+
+    if Path(evalset).is_dir() and is_wds_dir(evalset, split):
+        return Path(evalset)
+    if root is not None and Path(root).is_dir() and is_wds_dir(root, split):
+        return Path(root)
+    return None
+
+
+def _resolve_prompts(evalset: str, prompts: str, local: Path | None) -> str:
+    if prompts != "auto":
+        return prompts
+    from meru.data.evalsets import _meru_name_for, meru_prompts
+
+    name = None if Path(evalset).is_dir() else _meru_name_for(evalset)
+    return "meru" if name is not None and name in meru_prompts()["templates"] else "clip_benchmark"
+
+
+def embed_evalset(model, evalset: str, root: str | None = None, batch_size: int = 256, num_workers: int = 0,
+                  prompts: str = "auto", split: str = "test", checkpoint: str | None = None) -> dict:
+    """Encode a whole evaluation set -> cache dict (see module docstring).
+
+    ``evalset``: a clip-benchmark wds-layout directory, or a MERU / clip-benchmark name read from ``root``.
+    """
+    from meru.data.evalsets import build_eval_dataset
+
+    model = model.eval()
+    local = _wds_dir_of(evalset, root, split)
+    prompts = _resolve_prompts(evalset, prompts, local)
+    out = model_info(model, checkpoint)
+    out["dataset"] = Path(evalset).name if Path(evalset).is_dir() else evalset
+    if local is not None:
+        type_file = local / "dataset_type.txt"
+        task = "retrieval" if type_file.is_file() and type_file.read_text().strip().lower() == "retrieval" else "classification"
+        ds_info = build_eval_dataset(evalset, root if root is not None else local, transform=None, split=split,
+                                     prompts=prompts)
+        data = _WdsShards(local, split, task, image_transform(model.image_size, task))
+        items_iter = _iter_batches(data, batch_size, num_workers)
+    else:
+        if root is None:
+            raise FileNotFoundError(f"--evalset {evalset!r} is not a wds-layout directory (no {evalset}/{split}/"
+                                    "nshards.txt); for a named dataset pass --root DIR where its files are")
+        ds_info = build_eval_dataset(evalset, root, transform=image_transform(model.image_size, "classification"),
+                                     split=split, prompts=prompts)
+        task = "classification" if getattr(ds_info, "classes", None) is not None else "retrieval"
+        if task == "retrieval":
+            ds_info = build_eval_dataset(evalset, root, transform=image_transform(model.image_size, "retrieval"),
+                                         split=split, prompts=prompts)
+        items_iter = _map_style_batches(ds_info, task, batch_size, num_workers)
+    out["task"] = task
+    out["prompt_source"] = getattr(ds_info, "prompt_source", None)
+
+    orders, keys, metas, feats, embs, labels, captions = [], [], [], [], [], [], []
+    for batch in items_iter:
+        f, e = encode_images(model, torch.stack([it["image"] for it in batch]))
+        feats.append(f)
+        embs.append(e)
+        for it in batch:
+            orders.append(it["order"])
+            keys.append(it["key"])
+            metas.append(it.get("meta"))
+            labels.append(it.get("label"))
+            captions.append(it.get("captions"))
+    if not orders:
+        raise ValueError(f"{evalset}: the {split} split has no samples")
+    perm = sorted(range(len(orders)), key=orders.__getitem__)
+    feats, embs = torch.cat(feats)[perm], torch.cat(embs)[perm]
+    keys, metas = [keys[i] for i in perm], [metas[i] for i in perm]
+    out.update(keys=keys, meta=metas if any(m is not None for m in metas) else None,
+               image_feats=feats, image_emb=embs)
+    if task == "classification":
+        classnames, templates = list(ds_info.classes), list(ds_info.templates or ["{}"])
+        out.update(labels=torch.tensor([labels[i] for i in perm], dtype=torch.long), classnames=classnames,
+                   templates=templates, class_text_raw=class_text_raw(model, classnames, templates, batch_size),
+                   class_nodes=_class_nodes(local, evalset, classnames))
+    else:
+        texts, t2i = [], []
+        for row, i in enumerate(perm):
+            texts.extend(captions[i])
+            t2i.extend([row] * len(captions[i]))
+        out.update(texts=texts, text_emb=encode_texts(model, texts, True, batch_size),
+                   text_to_image=torch.tensor(t2i, dtype=torch.long))
+    return out
+
+
+def _map_style_batches(ds, task: str, batch_size: int, num_workers: int):
+    """Batches of item dicts from a map-style (torchvision / clip-benchmark) dataset, in index order."""
+    class _Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(ds)
+
+        def __getitem__(self, i):
+            image, target = ds[i]
+            item = {"order": (0, i), "key": str(i), "image": image}
+            if task == "retrieval":
+                item["captions"] = [target] if isinstance(target, str) else list(target)
+            else:
+                item["label"] = int(target)
+            return item
+
+    loader = torch.utils.data.DataLoader(_Items(), batch_size=batch_size, num_workers=num_workers,
+                                         collate_fn=_collate)
+    yield from loader
+
+
+def _class_nodes(local: Path | None, evalset: str, classnames: list[str]) -> list[str] | None:
+    """Taxonomy node per class: ``class_nodes.json`` beside the eval set, or the ImageNet-1k wnids."""
+    if local is not None and (local / "class_nodes.json").is_file():
+        nodes = json.loads((local / "class_nodes.json").read_text())
+        if isinstance(nodes, dict):
+            nodes = [nodes[str(i)] for i in range(len(nodes))]
+        if len(nodes) != len(classnames):
+            raise ValueError(f"{local}/class_nodes.json has {len(nodes)} nodes but classnames.txt has "
+                             f"{len(classnames)} classes")
+        return [str(n) for n in nodes]
+    if len(classnames) == 1000 and "imagenet" in evalset.lower():
+        from importlib import resources
+
+        wnids = resources.files("meru.resources").joinpath("imagenet_wnids.txt").read_text().split()
+        return wnids if len(wnids) == 1000 else None
+    return None
+
+
+def read_text_pool(path: str | os.PathLike) -> list[dict]:
+    """Rows of a caption pool (``captions.jsonl``: ``text``, ``specificity``, ``depth``, ``node``, ``attributes``)."""
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "text" not in row:
+                raise KeyError(f"{path}: line {i + 1} has no 'text' field")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: empty caption pool")
+    return rows
+
+
+def embed_text_pool(model, pool_path: str | os.PathLike, batch_size: int = 256, checkpoint: str | None = None) -> dict:
+    """Encode a caption pool -> cache dict with ``texts``, ``text_emb`` and the pool's annotations."""
+    rows = read_text_pool(pool_path)
+    out = model_info(model.eval(), checkpoint)
+    texts = [r["text"] for r in rows]
+    nan = float("nan")
+    out.update(task="text-pool", dataset=Path(pool_path).name, texts=texts,
+               text_emb=encode_texts(model, texts, True, batch_size),
+               specificity=torch.tensor([float(r.get("specificity", nan)) for r in rows]),
+               depth=torch.tensor([float(r.get("depth", nan)) for r in rows]),
+               node=[r.get("node") for r in rows], attributes=[r.get("attributes") for r in rows])
+    return out
+
+
+# ----------------------------------------------------------------------------- cache I/O
+
+def save_cache(cache: dict, path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically (temp file in the same directory + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(cache, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_cache(path: str | os.PathLike, task: str | tuple[str, ...] | None = None) -> dict:
+    """Load an embedding cache and check its format (and task, if given)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: embedding cache not found; create it with `meru embed ... --out {path}`")
+    cache = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(cache, dict) or cache.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an embedding cache (expected format {FORMAT!r}); re-run `meru embed`")
+    tasks = (task,) if isinstance(task, str) else task
+    if tasks is not None and cache.get("task") not in tasks:
+        raise ValueError(f"{path}: cache holds a {cache.get('task')!r} set but this evaluation needs "
+                         f"{' or '.join(tasks)}; pass the matching --embeddings file")
+    cache["path"] = str(path)
+    return cache
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="our model.pt or an official MERU/CLIP .pth")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--evalset", help="clip-benchmark wds-layout directory, or a dataset name (with --root)")
+    src.add_argument("--text-pool", help="caption pool JSONL (SynthHier eval/captions.jsonl)")
+    parser.add_argument("--root", help="directory holding the named dataset's files")
+    parser.add_argument("--out", required=True, help="output embedding cache (.pt)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--prompts", choices=("auto", "meru", "clip_benchmark"), default="auto",
+                        help="prompt ensemble: MERU's (where it has one; 'auto') or clip-benchmark's")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+
+
+def run(args: argparse.Namespace) -> int:
+    from meru.models.checkpoints import load_model
+
+    try:
+        model = load_model(args.checkpoint).to(_device(args.device))
+        if args.text_pool:
+            cache = embed_text_pool(model, args.text_pool, args.batch_size, checkpoint=args.checkpoint)
+        else:
+            cache = embed_evalset(model, args.evalset, args.root, args.batch_size, args.num_workers, args.prompts,
+                                  args.split, checkpoint=args.checkpoint)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        print(f"meru embed: {e}", file=sys.stderr)
+        return 2
+    save_cache(cache, args.out)
+    n = cache["image_emb"].shape[0] if "image_emb" in cache else len(cache["texts"])
+    print(f"meru embed: {cache['task']} {cache['dataset']}: {n} items -> {args.out}")
+    return 0

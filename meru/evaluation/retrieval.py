@@ -1,0 +1,65 @@
+"""Zero-shot image-text retrieval from an embedding cache (MERU / CLIP protocol).
+
+Score = ``space.similarity`` (MERU: Lorentzian inner product; CLIP: cosine). For a query q with
+paired (positive) gallery items P(q), its rank is the 0-based position of its best-scoring positive
+in the gallery sorted by decreasing score: ``rank(q) = #{g not in P(q) : s(q, g) > max_{p in P(q)} s(q, p)}``
+(ties resolved in favour of the positive). Recall@K (in %) = ``100 * mean_q 1[rank(q) < K]``: a query is
+correct if any paired item is in its top K (official MERU ``_compute_recall``).
+
+Directions: ``i2t`` = image queries over all captions (positives: the image's captions);
+``t2i`` = caption queries over all images (positive: its image). clip-benchmark calls t2i
+"image_retrieval" and i2t "text_retrieval".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from meru.evaluation.stats import bootstrap_ci
+from meru.spaces import get_space
+
+KS = (1, 5, 10)
+
+
+def best_positive_ranks(scores: torch.Tensor, positive: torch.Tensor) -> np.ndarray:
+    """``scores [Q, G]``, ``positive [Q, G]`` bool (>= 1 True per row) -> ``[Q]`` rank of the best positive."""
+    if not bool(positive.any(1).all()):
+        bad = int((~positive.any(1)).nonzero()[0, 0])
+        raise ValueError(f"retrieval query {bad} has no paired gallery item")
+    best = scores.masked_fill(~positive, float("-inf")).max(1, keepdim=True).values
+    return ((scores > best) & ~positive).sum(1).numpy().astype(np.int64)
+
+
+def retrieval_ranks(space, image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
+                    batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """``{"i2t": [N], "t2i": [M]}`` ranks (see module doc), computed in query chunks."""
+    image_emb, text_emb, t2i = image_emb.float(), text_emb.float(), text_to_image.long()
+    n = image_emb.shape[0]
+    i2t, t2i_r = [], []
+    for s in range(0, n, batch_size):
+        rows = torch.arange(s, min(s + batch_size, n))
+        sc = space.similarity(image_emb[rows], text_emb)
+        i2t.append(best_positive_ranks(sc, t2i.view(1, -1) == rows.view(-1, 1)))
+    for s in range(0, text_emb.shape[0], batch_size):
+        q = t2i[s:s + batch_size]
+        sc = space.similarity(text_emb[s:s + batch_size], image_emb)
+        t2i_r.append(best_positive_ranks(sc, torch.arange(n).view(1, -1) == q.view(-1, 1)))
+    return {"i2t": np.concatenate(i2t), "t2i": np.concatenate(t2i_r)}
+
+
+def evaluate_retrieval(cache: dict, ks=KS, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Recall@K both directions with bootstrap intervals over queries, and per-query ranks."""
+    for key in ("image_emb", "text_emb", "text_to_image"):
+        if key not in cache:
+            raise KeyError(f"{cache.get('path', 'cache')}: no {key!r}; it is not a retrieval embedding cache")
+    space = get_space(cache["kind"], cache.get("curv"))
+    ranks = retrieval_ranks(space, cache["image_emb"], cache["text_emb"], cache["text_to_image"])
+    metrics, intervals = {}, {}
+    for d in ("i2t", "t2i"):
+        for k in ks:
+            hit = (ranks[d] < k).astype(np.float64)
+            metrics[f"{d}_r{k}"] = 100.0 * hit.mean()
+            intervals[f"{d}_r{k}"] = [100.0 * v for v in bootstrap_ci(hit, n_boot=n_boot, seed=seed)]
+    return {"metrics": metrics, "intervals": intervals, "n": int(len(ranks["i2t"])), "n_texts": int(len(ranks["t2i"])),
+            "per_query": {"i2t_rank": ranks["i2t"].tolist(), "t2i_rank": ranks["t2i"].tolist()}}

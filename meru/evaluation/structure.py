@@ -1,0 +1,150 @@
+"""Hierarchy quality of an embedding space (images of an eval set + a caption pool).
+
+Definitions (``x`` image embeddings ``[N, D]``, ``t`` pool caption embeddings ``[M, D]``):
+
+* distance from the root ``r(.)``: MERU — geodesic distance from the hyperboloid origin
+  ``dist0(x) = asinh(sqrt(c) ||x||) / sqrt(c)``; CLIP (no origin) — the Euclidean analogue used here is
+  the angle ``acos(<x, m>)`` to ``m = normalise(mean_j t_j)``, the mean caption direction of the pool
+  (the paper's CLIP [ROOT]). Reported: mean/median for images and captions and a histogram with shared bins.
+* ``spearman_*`` / ``kendall_*`` (tau-b): rank correlation over pool captions between ``r(t_j)`` and the
+  caption's ``specificity`` (depth + #attributes) or concept ``depth`` (HierarCaps-style; positive = more
+  specific captions lie farther from the root).
+* true pairs ``(j, i)``: pool caption j is true of image i (``meta[i]["true_captions"]``); if the images
+  carry no such field but the cache is a retrieval set, the pairs are (caption, its image) instead.
+  ``image_farther_frac`` = fraction of true pairs with ``r(x_i) > r(t_j)``.
+* MERU only: cone violation ``v(j, i) = oxy_angle(t_j, x_i) - half_aperture(t_j)`` (``<= 0``: image i lies in
+  caption j's entailment cone). ``cone_true_frac`` / ``cone_false_frac`` = fraction of true / false pairs
+  inside the cone; ``cone_auc`` = ROC AUC of ``-v`` separating true from false pairs (1 = perfect).
+* ``modality_gap``: distance between the image and caption centroids — CLIP: ``||mean x - mean t||``
+  (Liang et al., NeurIPS 2022); MERU: the same in the tangent space at the origin,
+  ``||mean log_0(x) - mean log_0(t)||`` (the centroid of hyperboloid points is not on the hyperboloid).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from meru import lorentz as L
+from meru.evaluation.stats import bootstrap_ci
+from meru.spaces import get_space
+
+HIST_BINS = 30
+
+
+def root_of(kind: str, pool_emb: torch.Tensor) -> torch.Tensor:
+    """[ROOT] embedding ``[D]``: MERU — the origin (zero space components); CLIP — normalised mean caption."""
+    if kind == "meru":
+        return torch.zeros(pool_emb.shape[1])
+    return torch.nn.functional.normalize(pool_emb.float().mean(0), dim=0)
+
+
+def root_distances(space, x: torch.Tensor, root: torch.Tensor) -> torch.Tensor:
+    return space.root_distance(x.float(), None if space.kind == "meru" else root)
+
+
+def cone_violation_matrix(curv: float, text: torch.Tensor, points: torch.Tensor, chunk_elems: int = 1 << 23) -> torch.Tensor:
+    """``[M, N]``: ``oxy_angle(text_j, points_i) - half_aperture(text_j)`` (<= 0 inside the cone)."""
+    text, points = text.float(), points.float()
+    m, n, d = text.shape[0], points.shape[0], text.shape[1]
+    rows = max(1, chunk_elems // max(1, n * d))
+    aper = L.half_aperture(text, curv)
+    out = []
+    for s in range(0, m, rows):
+        t = text[s:s + rows]
+        ang = L.oxy_angle(t[:, None, :].expand(-1, n, -1), points[None, :, :].expand(t.shape[0], -1, -1), curv)
+        out.append(ang - aper[s:s + rows, None])
+    return torch.cat(out) if out else torch.zeros(0, n)
+
+
+def true_pair_mask(cache: dict, n_pool: int) -> tuple[np.ndarray | None, str | None]:
+    """``[M, N]`` bool of true (pool caption, image) pairs from ``meta[i]["true_captions"]``."""
+    meta = cache.get("meta")
+    n = cache["image_emb"].shape[0]
+    if not meta or not all(isinstance(m, dict) and "true_captions" in m for m in meta):
+        return None, None
+    mask = np.zeros((n_pool, n), dtype=bool)
+    for i, m in enumerate(meta):
+        idx = np.asarray(m["true_captions"], dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_pool):
+            raise ValueError(f"{cache.get('path', 'cache')}: image {i} has true_captions outside the pool "
+                             f"(size {n_pool}); use the caption pool of the same SynthHier directory")
+        mask[idx, i] = True
+    return mask, "pool_true_captions"
+
+
+def _rank_corr(a: np.ndarray, b: np.ndarray) -> dict:
+    from scipy import stats
+
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.unique(a[ok]).size < 2 or np.unique(b[ok]).size < 2:
+        return {"spearman": None, "spearman_p": None, "kendall": None, "kendall_p": None}
+    sp = stats.spearmanr(a[ok], b[ok])
+    kt = stats.kendalltau(a[ok], b[ok])
+    return {"spearman": float(sp.statistic), "spearman_p": float(sp.pvalue),
+            "kendall": float(kt.statistic), "kendall_p": float(kt.pvalue)}
+
+
+def modality_gap(kind: str, curv, images: torch.Tensor, texts: torch.Tensor) -> float:
+    if kind == "meru":
+        images, texts = L.log_map0(images.float(), curv), L.log_map0(texts.float(), curv)
+    return float(torch.linalg.vector_norm(images.float().mean(0) - texts.float().mean(0)))
+
+
+def evaluate_structure(cache: dict, pool: dict, n_boot: int = 1000, seed: int = 0, bins: int = HIST_BINS) -> dict:
+    """Structure metrics (module doc) of ``cache`` (images) against the caption pool ``pool``."""
+    kind = cache["kind"]
+    if pool.get("kind") != kind or (kind == "meru" and abs(float(pool["curv"]) - float(cache["curv"])) > 1e-6 * float(cache["curv"])):
+        raise ValueError(f"{pool.get('path')} and {cache.get('path')} come from different models "
+                         "(kind/curvature differ); embed the pool with the same checkpoint")
+    space = get_space(kind, cache.get("curv"))
+    x, t = cache["image_emb"].float(), pool["text_emb"].float()
+    root = root_of(kind, t)
+    rx, rt = root_distances(space, x, root).numpy(), root_distances(space, t, root).numpy()
+    metrics = {"image_root_mean": rx.mean(), "image_root_median": np.median(rx),
+               "text_root_mean": rt.mean(), "text_root_median": np.median(rt),
+               "modality_gap": modality_gap(kind, cache.get("curv"), x, t)}
+    intervals = {"image_root_mean": list(bootstrap_ci(rx, n_boot=n_boot, seed=seed)),
+                 "text_root_mean": list(bootstrap_ci(rt, n_boot=n_boot, seed=seed))}
+    extra: dict = {}
+    for name in ("specificity", "depth"):
+        if name in pool:
+            c = _rank_corr(pool[name].double().numpy(), rt.astype(np.float64))
+            metrics[f"spearman_{name}"], metrics[f"kendall_{name}"] = c["spearman"], c["kendall"]
+            extra[f"spearman_{name}_p"], extra[f"kendall_{name}_p"] = c["spearman_p"], c["kendall_p"]
+    lo, hi = float(min(rx.min(), rt.min())), float(max(rx.max(), rt.max()))
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    histogram = {"edges": edges.tolist(), "image_counts": np.histogram(rx, edges)[0].tolist(),
+                 "text_counts": np.histogram(rt, edges)[0].tolist()}
+
+    # true / false (caption, image) pairs
+    mask, source = true_pair_mask(cache, t.shape[0])
+    pair_text, pair_rt = t, rt
+    if mask is None and "text_emb" in cache and "text_to_image" in cache:
+        pair_text = cache["text_emb"].float()
+        pair_rt = root_distances(space, pair_text, root).numpy()
+        t2i = cache["text_to_image"].long().numpy()
+        mask = np.zeros((pair_text.shape[0], x.shape[0]), dtype=bool)
+        mask[np.arange(len(t2i)), t2i] = True
+        source = "paired_captions"
+    if mask is not None and mask.any():
+        ti, ii = np.nonzero(mask)
+        farther = (rx[ii] > pair_rt[ti]).astype(np.float64)
+        metrics["image_farther_frac"] = farther.mean()
+        intervals["image_farther_frac"] = list(bootstrap_ci(farther, n_boot=n_boot, seed=seed))
+        if kind == "meru":
+            v = cone_violation_matrix(space.curv, pair_text, x).numpy()
+            inside = v <= 0
+            metrics["cone_true_frac"] = inside[mask].mean()
+            intervals["cone_true_frac"] = list(bootstrap_ci(inside[mask].astype(np.float64), n_boot=n_boot, seed=seed))
+            if (~mask).any():
+                from sklearn.metrics import roc_auc_score
+
+                metrics["cone_false_frac"] = inside[~mask].mean()
+                metrics["cone_auc"] = float(roc_auc_score(mask.ravel(), -v.ravel()))
+        extra["pair_source"] = source
+        extra["n_true_pairs"] = int(mask.sum())
+        extra["n_false_pairs"] = int((~mask).sum())
+    return {"metrics": metrics, "intervals": intervals, "n": int(x.shape[0]), "n_texts": int(t.shape[0]),
+            "histogram": histogram, "root": "origin" if kind == "meru" else "mean pool caption direction",
+            **extra}

@@ -1,0 +1,118 @@
+"""Zero-shot classification from an embedding cache (MERU / CLIP protocol).
+
+Classifier: the T prompt templates of class c give raw projected text features ``r[t, c]``;
+``w_c = space.ensemble(r[:, c], textual_alpha)`` — MERU: ``exp_0(alpha * mean_t r[t, c])`` (mean in the
+tangent space at the origin), CLIP: ``normalise(mean_t normalise(r[t, c]))``. Score of image i for
+class c: ``space.similarity(x_i, w_c)`` (MERU: Lorentzian inner product ``<x, w>_L``; CLIP: cosine).
+
+Metrics (in %): ``top1`` (micro accuracy), ``top5`` (true class among the 5 highest scores; all
+classes if C < 5), ``mean_per_class`` (mean over classes of per-class recall; MERU's reported metric,
+torchmetrics ``MulticlassAccuracy`` with macro averaging). Ties go to the lower class index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from meru.evaluation.stats import bootstrap_ci
+from meru.spaces import get_space
+
+
+def space_of(cache: dict):
+    return get_space(cache["kind"], cache.get("curv"))
+
+
+def classifier_weights(cache: dict) -> torch.Tensor:
+    """``[C, D]`` class embeddings: prompt ensemble of ``class_text_raw [T, C, D]`` (see module doc)."""
+    raw = cache["class_text_raw"].float()
+    if raw.ndim != 3:
+        raise ValueError(f"{cache.get('path', 'cache')}: class_text_raw must be [T, C, D], got {tuple(raw.shape)}")
+    alpha = cache.get("textual_alpha")
+    return space_of(cache).ensemble(raw, 1.0 if alpha is None else float(alpha))
+
+
+def zeroshot_scores(cache: dict, batch_size: int = 4096) -> torch.Tensor:
+    """``[N, C]`` similarity of every image to every class embedding."""
+    space, w = space_of(cache), classifier_weights(cache)
+    x = cache["image_emb"].float()
+    return torch.cat([space.similarity(x[s:s + batch_size], w) for s in range(0, x.shape[0], batch_size)])
+
+
+def mean_per_class(correct: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the classes present in ``labels`` of the fraction of their items that are correct."""
+    labels = np.asarray(labels, dtype=np.int64)
+    correct = np.asarray(correct, dtype=np.float64)
+    counts = np.bincount(labels)
+    hits = np.bincount(labels, weights=correct, minlength=counts.size)
+    present = counts > 0
+    return float(np.mean(hits[present] / counts[present]))
+
+
+def _mpc_rows(rows: np.ndarray) -> float:
+    return mean_per_class(rows[:, 0], rows[:, 1].astype(np.int64))
+
+
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor, k: int) -> np.ndarray:
+    """``[N]`` 0/1: the true class is among the ``min(k, C)`` highest-scoring classes.
+
+    Ties: a class counts as above the true class only if its score is strictly higher, except
+    for equal-scoring lower indices (argmax convention: the lower index wins)."""
+    k = min(k, scores.shape[1])
+    true = scores.gather(1, labels.view(-1, 1))
+    idx = torch.arange(scores.shape[1]).view(1, -1)
+    above = (scores > true) | ((scores == true) & (idx < labels.view(-1, 1)))
+    return (above.sum(1) < k).numpy().astype(np.int64)
+
+
+def evaluate_zeroshot(cache: dict, tree=None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Zero-shot metrics, bootstrap intervals and per-item data for one embedding cache.
+
+    Returns ``{"metrics", "intervals", "n", "per_item", "hierarchical_classes"}``; with ``tree`` (a
+    :class:`meru.evaluation.tree.Tree`) and ``cache["class_nodes"]`` also TIE, LCA, Jaccard, hP, hR and
+    mistake severity from :func:`meru.evaluation.tree.hierarchical_metrics` on the top-1 predictions.
+    """
+    labels = cache["labels"].long()
+    scores = zeroshot_scores(cache)
+    if scores.shape[1] != len(cache["classnames"]):
+        raise ValueError("class_text_raw and classnames disagree on the number of classes")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= scores.shape[1]):
+        raise ValueError(f"{cache.get('path', 'cache')}: labels outside [0, {scores.shape[1]})")
+    pred = scores.argmax(1)
+    c1 = (pred == labels).numpy().astype(np.int64)
+    c5 = topk_correct(scores, labels, 5)
+    lab = labels.numpy()
+    metrics = {"top1": 100.0 * c1.mean(), "top5": 100.0 * c5.mean(), "mean_per_class": 100.0 * mean_per_class(c1, lab)}
+    intervals = {
+        "top1": [100.0 * v for v in bootstrap_ci(c1, n_boot=n_boot, seed=seed)],
+        "top5": [100.0 * v for v in bootstrap_ci(c5, n_boot=n_boot, seed=seed)],
+        "mean_per_class": [100.0 * v for v in bootstrap_ci(np.stack([c1, lab], 1), statistic=_mpc_rows,
+                                                            n_boot=n_boot, seed=seed)],
+    }
+    out = {"metrics": metrics, "intervals": intervals, "n": int(len(c1)),
+           "per_item": {"correct": c1.tolist(), "correct_top5": c5.tolist(), "pred": pred.tolist(), "label": lab.tolist()}}
+    if tree is not None:
+        nodes = cache.get("class_nodes")
+        if not nodes:
+            raise ValueError(f"{cache.get('path', 'cache')}: --tree given but the cache has no class_nodes (the eval "
+                             "set needs class_nodes.json, or ImageNet-1k class order); re-run `meru embed`")
+        out.update(hierarchical(tree, lab, pred.numpy(), nodes, n_boot, seed))
+    return out
+
+
+def hierarchical(tree, labels: np.ndarray, pred: np.ndarray, class_nodes, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Hierarchical metrics of top-1 predictions (means over items; mistake severity over mistakes only)."""
+    from meru.evaluation.tree import hierarchical_metrics, summarize_hierarchical
+
+    per = hierarchical_metrics(tree, labels, pred, classes=list(class_nodes))
+    summary = summarize_hierarchical(per)
+    metrics, intervals = {}, {}
+    for k, v in per.items():
+        if k == "correct" or summary.get(k) is None:
+            continue
+        metrics[k] = summary[k]
+        vals = v[~np.isnan(v)] if k == "mistake_severity" else v   # severity: over mistakes only
+        intervals[k] = list(bootstrap_ci(vals, n_boot=n_boot, seed=seed))
+    metrics["n_mistakes"] = summary.get("n_mistakes", 0)
+    return {"hierarchical_metrics": metrics, "hierarchical_intervals": intervals,
+            "per_item_hierarchical": {"tie": per["tie"].tolist()}}

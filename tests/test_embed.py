@@ -1,0 +1,136 @@
+"""Embedding cache (`meru embed`) and the end-to-end path to strict metric JSON (`meru evaluate`).
+
+Uses a tiny MERU model saved with save_model and tiny clip-benchmark wds sets written at test time
+(tests/data/eval/make_tiny_sets.py).
+"""
+
+import argparse
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from meru.evaluation import embed as E
+from meru.evaluation import run as R
+from meru.evaluation.metric_io import read_json, write_json
+
+_spec = importlib.util.spec_from_file_location("make_tiny_sets", Path(__file__).parent / "data" / "eval" / "make_tiny_sets.py")
+mk = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mk)
+
+
+def cli(module, argv):
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return module.run(parser.parse_args(argv))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("eval")
+    paths = mk.write_sets(d)
+    from meru.models import build_model
+    from meru.models.checkpoints import save_model
+
+    torch.manual_seed(0)
+    save_model(build_model("meru", "tiny"), d / "model.pt", config={"runtime": {"seed": 7}})
+    ck = str(d / "model.pt")
+    assert cli(E, ["--checkpoint", ck, "--evalset", str(paths["zeroshot"]), "--out", str(d / "zs.pt"), "--batch-size", "4"]) == 0
+    assert cli(E, ["--checkpoint", ck, "--evalset", str(paths["retrieval"]), "--out", str(d / "ret.pt"),
+                   "--batch-size", "2", "--num-workers", "2"]) == 0
+    assert cli(E, ["--checkpoint", ck, "--text-pool", str(paths["pool"]), "--out", str(d / "pool.pt")]) == 0
+    return d, paths
+
+
+def test_cache_matches_the_model(setup):
+    d, paths = setup
+    from meru.models.checkpoints import load_model
+
+    model = load_model(d / "model.pt")
+    c = E.load_cache(d / "zs.pt", "classification")
+    assert c["kind"] == "meru" and c["size"] == "tiny" and c["seed"] == 7
+    assert c["keys"] == [f"img{i:04d}" for i in range(6)] and c["labels"].tolist() == [0, 1, 2, 0, 1, 2]
+    assert c["class_nodes"] == mk.CLASSES and c["meta"][0]["true_captions"] == mk.TRUE["cat"]
+    assert c["curv"] == pytest.approx(float(model.curv.exp()))
+    # recompute image 3 independently: decode its PNG, resize short side + centre crop, encode
+    import io
+    import webdataset as wds
+    from PIL import Image
+    import torchvision.transforms.functional as TF
+
+    s = [x for x in wds.WebDataset(str(paths["zeroshot"] / "test" / "0.tar"), shardshuffle=False) if x["__key__"] == "img0003"][0]
+    im = Image.open(io.BytesIO(s["png"])).convert("RGB")
+    im = TF.center_crop(TF.resize(im, 32, TF.InterpolationMode.BICUBIC), 32)
+    with torch.no_grad():
+        x = TF.to_tensor(im)[None]
+        torch.testing.assert_close(c["image_emb"][3], model.encode_image(x)[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(c["image_feats"][3], model.image_features(x)[0], rtol=1e-4, atol=1e-5)
+        tok = model.tokenize(["an image of a dog."])
+        torch.testing.assert_close(c["class_text_raw"][1, 1], model.encode_text(tok, project=False)[0], rtol=1e-4, atol=1e-5)
+    assert c["class_text_raw"].shape == (2, 3, 32)
+
+
+def test_retrieval_cache_keeps_order_with_workers(setup):
+    d, _ = setup
+    c = E.load_cache(d / "ret.pt", "retrieval")
+    assert c["keys"] == [f"img{i:04d}" for i in range(6)]
+    assert c["texts"][:2] == ["a cat 0", "another caption"]
+    assert c["text_to_image"].tolist() == [0, 0, 1, 2, 3, 4, 5]
+    p = E.load_cache(d / "pool.pt", "text-pool")
+    assert p["texts"] == [r["text"] for r in mk.POOL] and p["specificity"].tolist() == [r["specificity"] for r in mk.POOL]
+
+
+def test_wrong_cache_task_is_a_clear_error(setup):
+    d, _ = setup
+    with pytest.raises(ValueError, match="retrieval"):
+        E.load_cache(d / "zs.pt", "retrieval")
+    with pytest.raises(FileNotFoundError, match="meru embed"):
+        E.load_cache(d / "missing.pt")
+
+
+@pytest.mark.parametrize("task", ["zeroshot", "retrieval", "linear-probe", "structure", "traversal"])
+def test_evaluate_writes_strict_json(setup, task):
+    d, paths = setup
+    emb = d / ("ret.pt" if task == "retrieval" else "zs.pt")
+    out = d / f"{task}.json"
+    argv = ["--task", task, "--embeddings", str(emb), "--out", str(out), "--n-boot", "50", "--label", "meru-tiny-s7"]
+    if task == "zeroshot":
+        argv += ["--tree", str(paths["taxonomy"])]
+    if task == "linear-probe":
+        argv += ["--train-embeddings", str(emb)]
+    if task in ("structure", "traversal"):
+        argv += ["--text-pool", str(d / "pool.pt")]
+    assert cli(R, argv) == 0
+    rec = read_json(out)
+    assert rec["task"] == task and rec["kind"] == "meru" and rec["size"] == "tiny" and rec["seed"] == 7
+    assert rec["label"] == "meru-tiny-s7" and rec["dataset"] in ("zeroshot_leaf", "retrieval")
+    assert rec["metrics"] and all(v is None or math.isfinite(v) for v in rec["metrics"].values())
+    if task == "zeroshot":
+        assert len(rec["per_item"]["correct"]) == 6 and "tie" in rec["metrics"]
+        cb = read_json(d / "zeroshot.clip_benchmark.json")
+        assert cb["metrics"]["acc1"] == pytest.approx(rec["metrics"]["top1"] / 100)
+        assert cb["model"] not in ("meru", "clip")   # tables skip the side file
+    if task == "retrieval":
+        cb = read_json(d / "retrieval.clip_benchmark.json")
+        assert cb["metrics"]["image_retrieval_recall@1"] == pytest.approx(rec["metrics"]["t2i_r1"] / 100)
+        assert len(rec["per_query"]["t2i_rank"]) == 7
+    if task == "traversal":
+        assert rec["images"][0]["key"] == "img0000" and rec["images"][0]["steps"][0]["t"] == 0.0
+
+
+def test_evaluate_missing_input_fails_without_output(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert cli(R, ["--task", "zeroshot", "--embeddings", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
+    assert not out.exists() and "meru embed" in capsys.readouterr().err
+
+
+def test_strict_json_writer(tmp_path):
+    with pytest.raises(ValueError, match=r"\$\.metrics\.a"):
+        write_json(tmp_path / "x.json", {"metrics": {"a": float("nan")}})
+    assert not (tmp_path / "x.json").exists()
+    write_json(tmp_path / "y.json", {"a": torch.tensor([1.5, float("inf")])}, nonfinite="null")
+    assert json.loads((tmp_path / "y.json").read_text()) == {"a": [1.5, None]}

@@ -1,0 +1,50 @@
+"""Retrieval recall with known ranks, including images with several captions."""
+
+import numpy as np
+import pytest
+import torch
+
+from meru.evaluation.retrieval import best_positive_ranks, evaluate_retrieval
+
+
+def test_best_positive_rank_by_hand():
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.1],
+                           [0.9, 0.8, 0.7, 0.1],
+                           [0.1, 0.2, 0.3, 0.4]])
+    pos = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    assert best_positive_ranks(scores, pos).tolist() == [1, 3, 3]
+
+
+def test_query_without_positive_is_an_error():
+    with pytest.raises(ValueError, match="no paired"):
+        best_positive_ranks(torch.zeros(1, 2), torch.zeros(1, 2, dtype=torch.bool))
+
+
+def test_recall_clip_multi_caption():
+    # 3 images on the axes; 4 captions: img0 has captions 0 and 1, img1 caption 2, img2 caption 3.
+    img = torch.eye(3)
+    txt = torch.tensor([[0.1, 1.0, 0.0],   # caption of img0, but closest to img1
+                        [1.0, 0.2, 0.0],   # caption of img0
+                        [1.0, 0.5, 0.0],   # caption of img1, closest to img0
+                        [0.0, 0.0, 1.0]])  # caption of img2
+    cache = {"kind": "clip", "image_emb": img, "text_emb": txt, "text_to_image": torch.tensor([0, 0, 1, 2])}
+    res = evaluate_retrieval(cache, n_boot=20)
+    # i2t ranks: img0 -> captions sorted by x: c1(1/|.|), c2, c0 ... best positive c1 -> rank 0
+    #            img1 -> by y/|t|: c0 (0.995), c2 (0.447) -> rank 1 ; img2 -> c3 rank 0
+    assert res["per_query"]["i2t_rank"] == [0, 1, 0]
+    # t2i: c0 -> img1 first, img0 second -> rank 1; c1 -> img0 rank 0; c2 -> img0 first -> rank 1; c3 -> 0
+    assert res["per_query"]["t2i_rank"] == [1, 0, 1, 0]
+    m = res["metrics"]
+    assert m["i2t_r1"] == pytest.approx(200 / 3) and m["i2t_r5"] == 100.0
+    assert m["t2i_r1"] == pytest.approx(50.0) and m["t2i_r10"] == 100.0
+    assert res["n"] == 3 and res["n_texts"] == 4
+
+
+def test_meru_uses_lorentzian_inner_product():
+    # same direction, different norms: cosine ties, the Lorentzian inner product prefers the nearest point
+    img = torch.tensor([[1.0, 0.0], [3.0, 0.0]])
+    txt = torch.tensor([[3.1, 0.0], [0.9, 0.0]])
+    cache = {"kind": "meru", "curv": 1.0, "image_emb": img, "text_emb": txt, "text_to_image": torch.tensor([1, 0])}
+    assert evaluate_retrieval(cache, n_boot=5)["metrics"]["i2t_r1"] == 100.0
+    cache["kind"], cache["curv"] = "clip", None
+    assert evaluate_retrieval(cache, n_boot=5)["per_query"]["i2t_rank"] == [0, 0]  # ties favour positives
