@@ -77,6 +77,8 @@ def all_targets():
     out = [f"{RESULTS}/tables/{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
     out += [f"{RESULTS}/plots/{p}.png" for p in PLOTS]
     out += [f"{RESULTS}/PROVENANCE.md"]
+    if config["data"]["source"] == "synthhier":
+        out += [f"{RESULTS}/data/contact_sheet.png"]
     return out
 
 

@@ -105,3 +105,17 @@ rule released_checkpoint:
         'if [ -n "{params.sha}" ] && [ "$sum" != "{params.sha}" ]; then '
         'echo "sha256 mismatch for {params.url}: got $sum, config says {params.sha}"; exit 1; fi && '
         'echo "$sum  {wildcards.label}.pth" > {output.sha} && mv {output.ckpt}.part {output.ckpt}) > {log} 2>&1'
+
+
+rule contact_sheet:
+    """A PNG grid of SynthHier samples with captions at three specificities, so a person can see the data."""
+    input:
+        f"{DATA}/synthhier",
+    output:
+        report(f"{RESULTS}/data/contact_sheet.png", caption="../report/contact_sheet.rst", category="Data"),
+    log:
+        f"{RESULTS}/logs/data/contact_sheet.log",
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "meru contact-sheet --data {input} --out {output} --n 24 > {log} 2>&1"
