@@ -144,6 +144,7 @@ class _Spec:
     augment: bool
     scale: tuple[float, float]
     sample_captions: bool
+    subreddit_prefix_prob: float = 0.0
     log_skips: int = 5  # corrupt samples logged individually per stream
 
 
@@ -239,6 +240,16 @@ class _StreamDataset(torch.utils.data.IterableDataset):
             text = sample["txt"].decode("utf-8", errors="replace").strip()
         if not text:
             raise CorruptSample(f"{key}: empty caption")
+        if self.spec.subreddit_prefix_prob > 0 and "json" in sample:
+            # MERU's RedCaps captions: "<subreddit words> : <caption>" with probability p, drawn per sample
+            from meru.data.download import apply_subreddit_prefix
+
+            try:
+                subreddit = json.loads(sample["json"]).get("subreddit")
+            except Exception as e:
+                raise CorruptSample(f"{key}.json: invalid JSON ({e})") from e
+            rng = random.Random(derive_seed(self.spec.seed, "prefix", epoch, key))
+            text = apply_subreddit_prefix(text, subreddit, rng, self.spec.subreddit_prefix_prob)
         return key, image, text
 
     def _transform(self, image: Image.Image, key: str, epoch: int) -> torch.Tensor:
@@ -365,6 +376,7 @@ class TrainLoader:
         augment: bool = True,
         scale: tuple[float, float] = (0.5, 1.0),
         sample_captions: bool = True,
+        subreddit_prefix_prob: float = 0.0,
     ):
         if batch_size < 1 or image_size < 1 or context_length < 2:
             raise ValueError(f"bad loader sizes: batch_size={batch_size}, image_size={image_size}, context_length={context_length}")
@@ -386,6 +398,7 @@ class TrainLoader:
             augment=bool(augment),
             scale=(float(scale[0]), float(scale[1])),
             sample_captions=bool(sample_captions),
+            subreddit_prefix_prob=float(subreddit_prefix_prob),
         )
         self._batch = 0
         self._streams: list[dict | None] = [None] * self.spec.num_streams
