@@ -106,6 +106,12 @@ def root_distance_hist(records: list[dict], path: Path) -> None:
             _empty(ax, "structure results")
     for ax, what in zip(axes, ("image", "text")):
         for rec in recs:
+            hist = rec.get("histogram") or {}
+            if hist.get("edges") and hist.get(f"{what}_counts"):
+                # binned counts written by `meru evaluate --task structure`
+                ax.stairs(hist[f"{what}_counts"], hist["edges"], fill=True, alpha=0.4,
+                          color=COLORS[rec["kind"]], label=rec.get("label", rec["kind"]))
+                continue
             v = _find_arrays(rec, what, "dist") or _find_arrays(rec, what, "radius")
             if v:
                 ax.hist(v, bins=40, alpha=0.5, color=COLORS[rec["kind"]], label=rec.get("label", rec["kind"]))
@@ -115,19 +121,46 @@ def root_distance_hist(records: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
+def _pool_distances(rec: dict):
+    """(specificity, distance from the root) per pool caption, from the text-pool embedding cache that the
+    structure JSON names (``text_pool``); None if the cache is not on disk."""
+    pool_path = rec.get("text_pool")
+    if not isinstance(pool_path, str) or not Path(pool_path).exists():
+        return None
+    import torch
+
+    from meru.spaces import get_space
+
+    pool = torch.load(pool_path, map_location="cpu", weights_only=True)
+    emb = pool["text_emb"].float()
+    space = get_space(pool["kind"], pool.get("curv"))
+    root = None if pool["kind"] == "meru" else torch.nn.functional.normalize(emb.mean(0), dim=0)
+    return np.asarray(pool["specificity"]), space.root_distance(emb, root).numpy()
+
+
 def depth_vs_distance(records: list[dict], path: Path) -> None:
     recs = _structure(records)
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     plotted = False
     for rec in recs:
+        sd = _pool_distances(rec)
+        if sd is not None:
+            spec, dist = sd
+            levels = np.unique(spec)
+            means = [dist[spec == s].mean() for s in levels]
+            stds = [dist[spec == s].std() for s in levels]
+            ax.errorbar(levels + (0.08 if rec["kind"] == "clip" else -0.08), means, yerr=stds, marker="o", ms=3,
+                        capsize=2, alpha=0.8, color=COLORS[rec["kind"]], label=rec.get("label", rec["kind"]))
+            plotted = True
+            continue
         x = _find_arrays(rec, "specificity") or _find_arrays(rec, "depth")
         y = _find_arrays(rec, "text", "dist") or _find_arrays(rec, "text", "radius")
         if x and y and len(x) == len(y):
             ax.scatter(x, y, s=4, alpha=0.3, color=COLORS[rec["kind"]], label=rec.get("label", rec["kind"]))
             plotted = True
     if plotted:
-        ax.set_xlabel("caption specificity")
-        ax.set_ylabel("distance from origin")
+        ax.set_xlabel("caption specificity (0 = 'an object.')")
+        ax.set_ylabel("distance from [ROOT] (mean ± sd)")
         ax.legend(fontsize=7)
     else:
         _empty(ax, "per-caption structure data")
@@ -151,15 +184,19 @@ def traversal(records: list[dict], path: Path, n_images: int = 4) -> None:
     for r in records:
         if r["task"] == "traversal" and r["kind"] not in recs:
             recs[r["kind"]] = r
-    fig, axes = plt.subplots(1, 2, figsize=(11, 1.2 + 1.3 * n_images))
+    import textwrap
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 1.0 + 1.9 * n_images))
     for ax, kind in zip(axes, KINDS):
         ax.set_axis_off()
-        ax.set_title(f"{kind.upper()}: image -> root")
+        ax.set_title(f"{kind.upper()}: image -> [ROOT]")
         seqs = _traversals(recs[kind])[:n_images] if kind in recs else []
         if not seqs:
             _empty(ax, f"{kind} traversals")
-        text = "\n\n".join(f"image {i}: " + " -> ".join(s) for i, s in enumerate(seqs))
-        ax.text(0, 1, text, va="top", ha="left", fontsize=7, wrap=True, transform=ax.transAxes)
+        blocks = [textwrap.fill(f"image {i}: " + " -> ".join(s), width=78, subsequent_indent="    ")
+                  for i, s in enumerate(seqs)]
+        ax.text(0, 1, "\n\n".join(blocks), va="top", ha="left", fontsize=7, family="monospace",
+                transform=ax.transAxes)
     _save(fig, path)
 
 
