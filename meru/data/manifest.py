@@ -49,6 +49,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
+def fresh_temp_dir(final: str | os.PathLike) -> Path:
+    """An empty sibling directory ``<final>.tmp-<pid>`` to build a dataset in before renaming it to ``final``."""
+    import shutil
+
+    final = Path(final)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
 def write_manifest(
     directory: str | os.PathLike,
     name: str,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import webdataset as wds
 
-from meru.data.manifest import write_manifest
+from meru.data.manifest import fresh_temp_dir, write_manifest
 
 #: Fixed tar member mtime (2000-01-01T00:00:00Z) so shards are reproducible byte for byte.
 FIXED_MTIME = 946684800  # an int: a float mtime makes tarfile add a PAX header to every member
@@ -82,10 +82,7 @@ def write_shards(
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = fresh_temp_dir(out_dir)
     per_shard: dict[str, int] = {}
     try:
         writer = wds.ShardWriter(

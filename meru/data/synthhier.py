@@ -43,7 +43,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image, ImageDraw
 
-from meru.data.manifest import atomic_write_text, write_manifest
+from meru.data.manifest import atomic_write_text, fresh_temp_dir, write_manifest
 from meru.data.shards import FIXED_MTIME, replace_dir, write_shards
 
 GENERATOR = "meru-bench/synthhier"
@@ -413,10 +413,7 @@ def generate(out: str | os.PathLike, train_size: int = 20000, test_size: int = 2
     if train_size < 1 or test_size < 1 or shard_size < 1:
         raise ValueError(f"sizes must be >= 1 (train {train_size}, test {test_size}, shard {shard_size})")
     out = Path(out)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = fresh_temp_dir(out)
     t0 = time.time()
     try:
         tax = taxonomy()
