@@ -34,7 +34,6 @@ TRAIN_SCHEMA: dict = _obj({
         "entail_weight": {"type": "number", "minimum": 0},
         "curv_init": {"type": "number", "exclusiveMinimum": 0},
         "learn_curv": _BOOL,
-        "embed_dim": {"type": ["integer", "null"], "minimum": 1},
     }),
     "data": _obj({
         "train": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
@@ -73,7 +72,7 @@ TRAIN_SCHEMA: dict = _obj({
 })
 
 DEFAULTS: dict = {
-    "model": {"kind": "meru", "size": "small-cpu", "entail_weight": 0.2, "curv_init": 1.0, "learn_curv": True, "embed_dim": None},
+    "model": {"kind": "meru", "size": "small-cpu", "entail_weight": 0.2, "curv_init": 1.0, "learn_curv": True},
     "data": {"train": "data/synthhier/train", "batch_size": 2048, "num_workers": 4, "shuffle_buffer": 4000,
              "augment": True, "sample_captions": True, "subreddit_prefix_prob": 0.0, "scale": [0.5, 1.0]},
     "optim": {"lr": 5.0e-4, "betas": [0.9, 0.98], "weight_decay": 0.2, "eps": 1.0e-8, "warmup_steps": 4000,

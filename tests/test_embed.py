@@ -84,6 +84,25 @@ def test_retrieval_cache_keeps_order_with_workers(setup):
     assert p["texts"] == [r["text"] for r in mk.POOL] and p["specificity"].tolist() == [r["specificity"] for r in mk.POOL]
 
 
+def test_one_process_embeds_several_sources_like_separate_runs(setup, tmp_path):
+    d, paths = setup
+    outs = [tmp_path / "pool.pt", tmp_path / "zs.pt"]   # text pool first: order follows the command line
+    assert cli(E, ["--checkpoint", str(d / "model.pt"), "--text-pool", str(paths["pool"]), "--out", str(outs[0]),
+                   "--evalset", str(paths["zeroshot"]), "--out", str(outs[1]), "--batch-size", "4"]) == 0
+    pool, zs = E.load_cache(outs[0], "text-pool"), E.load_cache(outs[1], "classification")
+    torch.testing.assert_close(pool["text_emb"], E.load_cache(d / "pool.pt")["text_emb"])
+    torch.testing.assert_close(zs["image_emb"], E.load_cache(d / "zs.pt")["image_emb"])
+    assert zs["keys"] == E.load_cache(d / "zs.pt")["keys"]
+
+
+def test_embed_needs_one_out_per_source(setup, tmp_path, capsys):
+    d, paths = setup
+    argv = ["--checkpoint", str(d / "model.pt"), "--evalset", str(paths["zeroshot"]), "--text-pool", str(paths["pool"]),
+            "--out", str(tmp_path / "a.pt")]
+    assert cli(E, argv) == 2
+    assert "2 source(s)" in capsys.readouterr().err and not (tmp_path / "a.pt").exists()
+
+
 def test_wrong_cache_task_is_a_clear_error(setup):
     d, _ = setup
     with pytest.raises(ValueError, match="retrieval"):

@@ -28,6 +28,15 @@ def test_aggregate_single_and_multi_seed():
     assert m == pytest.approx(0.5) and lo == pytest.approx(0.5 - h, rel=1e-4) and hi == pytest.approx(0.5 + h, rel=1e-4)
 
 
+def test_seed_interval_is_clipped_to_the_metric_range():
+    # two seeds far apart: the t(1 df) interval would run past 100 %
+    m, lo, hi = tables.aggregate([90.0, 99.0], [88.0, 98.0], [92.0, 100.0], tables.metric_range("top1"))
+    assert m == pytest.approx(94.5) and hi == 100.0 and 0.0 < lo < 90.0
+    assert tables.aggregate([0.01, 0.2], [0.0, 0.1], [0.02, 0.3], tables.metric_range("cone_true_frac"))[1] == 0.0
+    assert tables.metric_range("t2i_r10") == (0.0, 100.0) and tables.metric_range("spearman_depth") == (-1.0, 1.0)
+    assert tables.metric_range("cone_auc") == (0.0, 1.0) and tables.metric_range("tie")[1] == np.inf
+
+
 def test_paired_bootstrap_sign_and_significance():
     rng = np.random.default_rng(0)
     a = (rng.random((2, 400)) < 0.8).astype(float)
@@ -55,6 +64,7 @@ def test_tables_end_to_end(tmp_path):
     assert z["diff"][0] == pytest.approx(z.meru_mean[0] - z.clip_mean[0])
     assert z["diff"][0] > 0.4 and bool(z.significant[0])
     assert "*" in (out / "zeroshot.md").read_text()
+    assert z.meru_wins[0] == "2/2" and z.meru_hi[0] <= 100.0
     h = frames["hierarchy"]
     assert list(h.metric) == ["mistake_severity"] and h.meru_mean[0] == pytest.approx(1.5)
 

@@ -374,13 +374,24 @@ def load_cache(path: str | os.PathLike, task: str | tuple[str, ...] | None = Non
 
 # ----------------------------------------------------------------------------- CLI
 
+class _AppendSource(argparse.Action):
+    """Collect ``--evalset`` / ``--text-pool`` values in command-line order as (kind, value) pairs."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sources = list(getattr(namespace, "sources", None) or [])
+        sources.append((self.dest, values))
+        namespace.sources = sources
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="our model.pt or an official MERU/CLIP .pth")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--evalset", help="clip-benchmark wds-layout directory, or a dataset name (with --root)")
-    src.add_argument("--text-pool", help="caption pool JSONL (SynthHier eval/captions.jsonl)")
+    parser.add_argument("--evalset", action=_AppendSource,
+                        help="clip-benchmark wds-layout directory, or a dataset name (with --root); repeatable")
+    parser.add_argument("--text-pool", action=_AppendSource,
+                        help="caption pool JSONL (SynthHier eval/captions.jsonl); repeatable")
     parser.add_argument("--root", help="directory holding the named dataset's files")
-    parser.add_argument("--out", required=True, help="output embedding cache (.pt)")
+    parser.add_argument("--out", required=True, action="append",
+                        help="output embedding cache (.pt), one per --evalset/--text-pool, in the same order")
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--num-workers", type=int, default=0)
@@ -390,19 +401,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Load the model once, then embed each source into its ``--out`` (one process for many caches).
+
+    Each cache is written atomically as soon as it is done, so a failure part-way leaves the finished
+    caches complete and the rest absent.
+    """
     from meru.models.checkpoints import load_model
 
+    sources = getattr(args, "sources", None) or []
+    if not sources:
+        print("meru embed: give at least one --evalset DIR or --text-pool POOL.jsonl", file=sys.stderr)
+        return 2
+    if len(sources) != len(args.out):
+        print(f"meru embed: {len(sources)} source(s) (--evalset/--text-pool) but {len(args.out)} --out file(s); "
+              f"give one --out per source, in the same order", file=sys.stderr)
+        return 2
     try:
         model = load_model(args.checkpoint).to(_device(args.device))
-        if args.text_pool:
-            cache = embed_text_pool(model, args.text_pool, args.batch_size, checkpoint=args.checkpoint)
-        else:
-            cache = embed_evalset(model, args.evalset, args.root, args.batch_size, args.num_workers, args.prompts,
-                                  args.split, checkpoint=args.checkpoint)
+        for (kind, source), out in zip(sources, args.out):
+            if kind == "text_pool":
+                cache = embed_text_pool(model, source, args.batch_size, checkpoint=args.checkpoint)
+            else:
+                cache = embed_evalset(model, source, args.root, args.batch_size, args.num_workers, args.prompts,
+                                      args.split, checkpoint=args.checkpoint)
+            save_cache(cache, out)
+            n = cache["image_emb"].shape[0] if "image_emb" in cache else len(cache["texts"])
+            print(f"meru embed: {cache['task']} {cache['dataset']}: {n} items -> {out}")
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"meru embed: {e}", file=sys.stderr)
         return 2
-    save_cache(cache, args.out)
-    n = cache["image_emb"].shape[0] if "image_emb" in cache else len(cache["texts"])
-    print(f"meru embed: {cache['task']} {cache['dataset']}: {n} items -> {args.out}")
     return 0

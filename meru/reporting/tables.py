@@ -11,6 +11,10 @@ Per (dataset, metric, size, kind) the S seeds are aggregated as
 
 where ``hb`` is the mean half-width of the per-seed bootstrap intervals (``"intervals"``) and ``sd``
 the sample standard deviation over seeds; with S = 1 the interval is the seed's bootstrap interval.
+With few seeds ``t_{0.975,S-1}`` is large (12.7 for S = 2), so the interval is then clipped to the
+metric's range (:func:`metric_range`: [0, 100] for accuracies and recalls in %, [0, 1] for fractions,
+AUC and set overlaps, [-1, 1] for rank correlations, [0, inf) for distances and severities).
+``meru_wins`` counts the seeds (paired by seed number) where MERU's value is above CLIP's: "k/S".
 
 MERU - CLIP (same dataset, size, metric) is tested with a paired bootstrap over test items when both
 sides carry ``per_item["correct"]`` (zero-shot) for the same seeds and the same number of items:
@@ -18,6 +22,8 @@ for B resamples of item indices i* (shared by both models and all seeds),
 ``d* = mean_{s,i*} (meru_s[i*] - clip_s[i*])``; the 95% interval is the 2.5/97.5 percentiles of d*,
 the two-sided p-value ``min(1, 2 min(P(d* <= 0), P(d* >= 0)))``, and the difference is significant
 when the interval excludes 0. Without per-item data the difference has no test (empty p-value).
+This test covers the sampling of test items for the trained seeds at hand, not the variation between
+training runs: read it together with the per-model seed intervals and ``meru_wins``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -100,8 +107,25 @@ def _rows(records: list[dict], table: str) -> list[dict]:
     return out
 
 
-def aggregate(values: list[float], los: list[float], his: list[float]) -> tuple[float, float, float]:
-    """Seed mean and 95% interval (module docstring)."""
+_PERCENT = ("top1", "top5", "mean_per_class", "acc1", "acc5", "accuracy", "acc")
+_UNIT = ("cone_auc", "precision", "jaccard", "jaccard_full", "h_precision", "h_recall", "h_f1",
+         "h_precision_full", "h_recall_full", "h_f1_full")
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """Values a metric can take: (low, high), high may be inf (module docstring)."""
+    if metric in _PERCENT or re.fullmatch(r"(i2t|t2i)_r\d+", metric):
+        return 0.0, 100.0
+    if metric in _UNIT or metric.endswith("_frac"):
+        return 0.0, 1.0
+    if metric.startswith(("spearman", "kendall")):
+        return -1.0, 1.0
+    return 0.0, math.inf
+
+
+def aggregate(values: list[float], los: list[float], his: list[float],
+              bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float, float]:
+    """Seed mean and 95% interval clipped to ``bounds`` (module docstring)."""
     v, los, his = (np.asarray(list(x), float) for x in (values, los, his))
     m = float(v.mean())
     hb = float(np.mean((his - los) / 2))
@@ -109,7 +133,7 @@ def aggregate(values: list[float], los: list[float], his: list[float]) -> tuple[
         return m, float(los[0]), float(his[0])
     t = float(sstats.t.ppf(0.975, len(v) - 1))
     h = math.sqrt(hb ** 2 + (t * float(v.std(ddof=1)) / math.sqrt(len(v))) ** 2)
-    return m, m - h, m + h
+    return m, max(m - h, bounds[0]), min(m + h, bounds[1])
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float, float]:
@@ -130,7 +154,7 @@ def build_table(records: list[dict], table: str) -> pd.DataFrame:
     """Wide table: one row per (dataset, metric, size); MERU and CLIP mean/lo/hi, MERU-CLIP with its test."""
     rows = _rows(records, table)
     columns = ["dataset", "metric", "size", "n_seeds"] + [f"{k}_{s}" for k in KINDS for s in ("mean", "lo", "hi")] \
-        + ["diff", "diff_lo", "diff_hi", "p_value", "significant"]
+        + ["diff", "diff_lo", "diff_hi", "p_value", "significant", "meru_wins"]
     if not rows:
         return pd.DataFrame(columns=columns)
     df = pd.DataFrame(rows)
@@ -145,14 +169,18 @@ def build_table(records: list[dict], table: str) -> pd.DataFrame:
                 raise ValueError(f"duplicate metric files for one seed: {dup}; remove the stale one")
             seeds[kind] = gk
             if len(gk):
-                row[f"{kind}_mean"], row[f"{kind}_lo"], row[f"{kind}_hi"] = aggregate(gk.value, gk.lo, gk.hi)
+                row[f"{kind}_mean"], row[f"{kind}_lo"], row[f"{kind}_hi"] = aggregate(gk.value, gk.lo, gk.hi,
+                                                                                      metric_range(metric))
             else:
                 row[f"{kind}_mean"] = row[f"{kind}_lo"] = row[f"{kind}_hi"] = None
         row["n_seeds"] = int(max(len(seeds["meru"]), len(seeds["clip"])))
-        row.update(diff=None, diff_lo=None, diff_hi=None, p_value=None, significant=None)
+        row.update(diff=None, diff_lo=None, diff_hi=None, p_value=None, significant=None, meru_wins=None)
         if len(seeds["meru"]) and len(seeds["clip"]):
             row["diff"] = row["meru_mean"] - row["clip_mean"]
             common = sorted(set(seeds["meru"].seed) & set(seeds["clip"].seed))
+            if common:
+                vm, vc = seeds["meru"].set_index("seed").value, seeds["clip"].set_index("seed").value
+                row["meru_wins"] = f"{sum(vm[s] > vc[s] for s in common)}/{len(common)}"
             pm = [seeds["meru"].set_index("seed").per_item.get(s) for s in common]
             pc = [seeds["clip"].set_index("seed").per_item.get(s) for s in common]
             # per-item outcomes are top-1 correctness (0/1); top-1 is reported in %, so scale by 100
@@ -201,6 +229,7 @@ def pretty(df: pd.DataFrame, table: str) -> pd.DataFrame:
         _fmt(r["diff"], r["diff_lo"], r["diff_hi"]) + ("*" if r["significant"] is True else "")
         for _, r in df.iterrows()
     ]
+    out["MERU wins (seeds)"] = df["meru_wins"].fillna("")
     return out
 
 

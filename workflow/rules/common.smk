@@ -6,6 +6,7 @@ DATA = config.get("data_dir", "data")
 EVAL = config.get("evaluation", {})
 SYNTH = config.get("data", {}).get("synthhier", {})
 PRETRAINED = config.get("pretrained") or {}
+SYNTH_LEVELS = SYNTH.get("levels", ["category", "family", "shape"])  # zero-shot levels, coarse to leaf
 
 
 def _validate_train_sections():
@@ -47,8 +48,7 @@ def synth_evals():
     """(metric name, task) for every SynthHier evaluation."""
     if not EVAL.get("synthhier", False):
         return []
-    levels = SYNTH.get("levels", ["category", "family", "shape"])
-    out = [f"zeroshot-synthhier-{lvl}" for lvl in levels]
+    out = [f"zeroshot-synthhier-{lvl}" for lvl in SYNTH_LEVELS]
     out += ["retrieval-synthhier", "linear-probe-synthhier", "structure-synthhier", "traversal-synthhier"]
     return out
 
@@ -106,13 +106,27 @@ def evalset_source(name):
 def probe_sets(name):
     """(train eval set, test eval set) of a linear-probe evaluation."""
     if name == "synthhier":
-        return "synthhier-probe", f"synthhier-{SYNTH.get('levels', ['category', 'family', 'shape'])[-1]}"
+        return "synthhier-probe", leaf_set()
     entry = EVAL["linear_probe"][name]
     return entry["train"], entry["test"]
 
 
+def synth_embedding_sets():
+    """Names of every SynthHier embedding cache of a run (rule embed_synthhier writes them together)."""
+    if not EVAL.get("synthhier", False):
+        return []
+    return [f"synthhier-{lvl}" for lvl in SYNTH_LEVELS] + ["synthhier-retrieval", "synthhier-probe", "textpool-synthhier"]
+
+
+def synth_embedding_flag(name):
+    """`meru embed` source flag of one SynthHier cache."""
+    if name == "textpool-synthhier":
+        return f"--text-pool {DATA}/synthhier/eval/captions.jsonl"
+    return f"--evalset {evalset_source(name)[1]}"
+
+
 def leaf_set():
-    return f"synthhier-{SYNTH.get('levels', ['category', 'family', 'shape'])[-1]}"
+    return f"synthhier-{SYNTH_LEVELS[-1]}"
 
 
 def emb(label, name):

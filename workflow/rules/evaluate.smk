@@ -11,7 +11,7 @@ rule embed:
     benchmark:
         f"{RESULTS}/benchmarks/embed/{{label}}/{{evalset}}.tsv"
     wildcard_constraints:
-        evalset=r"(?!textpool-)[a-z0-9_-]+",
+        evalset=r"(?!textpool-|synthhier-)[a-z0-9_-]+",
     conda:
         "../../envs/eval.yaml"
     threads: res("embed", "threads", 2)
@@ -29,23 +29,36 @@ rule embed:
         "--batch-size {params.bs} --num-workers {params.workers} > {log} 2>&1"
 
 
-rule embed_text_pool:
+rule embed_synthhier:
+    """All SynthHier caches of one checkpoint in one process (the sets are small; loading the model
+    and importing open_clip cost more than embedding them)."""
     input:
         ckpt=lambda w: checkpoint_path(w.label),
         data=f"{DATA}/synthhier",
+        probe=f"{DATA}/synthhier-probe",
     output:
-        f"{RESULTS}/embeddings/{{label}}/textpool-synthhier.pt",
+        [f"{RESULTS}/embeddings/{{label}}/{name}.pt" for name in synth_embedding_sets()],
     log:
-        f"{RESULTS}/logs/embed/{{label}}/textpool-synthhier.log",
+        f"{RESULTS}/logs/embed/{{label}}/synthhier.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/embed/{{label}}/synthhier.tsv"
     conda:
         "../../envs/eval.yaml"
     threads: res("embed", "threads", 2)
     resources:
         cpu_jobs=1,
+        gpu=res("embed", "gpu", 0),
+        mem_mb=res("embed", "mem_mb", 4000),
+        runtime=res("embed", "runtime", 30),
     params:
-        pool=f"{DATA}/synthhier/eval/captions.jsonl",
+        sources=lambda w, output: " ".join(
+            f"{synth_embedding_flag(name)} --out {out}" for name, out in zip(synth_embedding_sets(), output)
+        ),
+        bs=EVAL.get("batch_size", 256),
+        workers=EVAL.get("num_workers", 0),
     shell:
-        "meru embed --checkpoint {input.ckpt} --text-pool {params.pool} --out {output} > {log} 2>&1"
+        "meru embed --checkpoint {input.ckpt} {params.sources} "
+        "--batch-size {params.bs} --num-workers {params.workers} > {log} 2>&1"
 
 
 rule evaluate_zeroshot:
