@@ -53,5 +53,5 @@ rule provenance:
         "(printf '# Provenance\\n\\n- date: %s\\n- git commit: %s\\n- machine: %s (%s, %s CPUs)\\n- python: %s\\n\\n"
         "## Config\\n\\n```json\\n%s\\n```\\n' "
         "\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" \"$(git rev-parse HEAD 2>/dev/null || echo unknown)\" "
-        "\"$(hostname)\" \"$(uname -sm)\" \"$(nproc)\" \"$(python --version 2>&1)\" {params.cfg:q} "
+        "\"$(hostname)\" \"$(uname -sm)\" \"$(nproc --all)\" \"$(python --version 2>&1)\" {params.cfg:q} "
         "> {output}.tmp && mv {output}.tmp {output}) > {log} 2>&1"
