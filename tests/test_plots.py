@@ -43,3 +43,13 @@ def test_plots_without_data(tmp_path):
     (tmp_path / "metrics").mkdir()
     plots.write_plots(tmp_path / "metrics", tmp_path / "none", tmp_path / "plots")
     _check(tmp_path / "plots")
+
+
+def test_zeroshot_bars_show_one_metric(tmp_path):
+    recs = [{"kind": k, "size": "tiny", "seed": 0, "dataset": f"zeroshot_{d}", "task": "zeroshot", "_path": "x",
+             "metrics": {"top1": 50.0, "top5": 90.0, "mean_per_class": 49.0}, "intervals": {}}
+            for k in ("meru", "clip") for d in ("a", "b")]
+    df = plots.zeroshot_frame(recs)
+    assert list(df.metric) == ["top1", "top1"] and list(df.dataset) == ["zeroshot_a", "zeroshot_b"]
+    assert list(plots.zeroshot_frame(recs, "top5").meru_mean) == [90.0, 90.0]
+    assert list(plots.zeroshot_frame(recs, "absent").metric) == ["mean_per_class"] * 2  # first one present

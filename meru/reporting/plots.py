@@ -43,23 +43,33 @@ def _empty(ax, what: str) -> None:
     ax.set_axis_off()
 
 
-def zeroshot_bars(records: list[dict], path: Path) -> None:
+def zeroshot_frame(records: list[dict], metric: str = "top1"):
+    """Zero-shot table rows of one metric (``metric``, else the first one present): one per dataset x size."""
     df = build_table(records, "zeroshot")
+    if len(df):
+        df = df[df.metric == (metric if metric in set(df.metric) else df.metric.iloc[0])].reset_index(drop=True)
+    return df
+
+
+def zeroshot_bars(records: list[dict], path: Path, metric: str = "top1") -> None:
+    """Bars of :func:`zeroshot_frame` (seed mean, 95% interval), MERU vs CLIP."""
+    df = zeroshot_frame(records, metric)
     fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(df) + 2), 3.5))
     if not len(df):
         _empty(ax, "zero-shot results")
     else:
-        labels = [f"{r.dataset}\n{r.size}" for r in df.itertuples()]
+        labels = [f"{r.dataset.removeprefix('zeroshot_')}\n{r.size}" for r in df.itertuples()]
         x = np.arange(len(df))
         for i, kind in enumerate(KINDS):
             m = df[f"{kind}_mean"].astype(float).to_numpy()
             err = np.vstack([m - df[f"{kind}_lo"].astype(float), df[f"{kind}_hi"].astype(float) - m])
             ax.bar(x + (i - 0.5) * 0.4, m, 0.4, yerr=np.nan_to_num(err), capsize=3, color=COLORS[kind],
                    label=kind.upper())
-        ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
-        ax.set_ylabel(df.metric.iloc[0])
+        ax.set_xticks(x, labels, rotation=45 if len(df) > 4 else 0, ha="right" if len(df) > 4 else "center",
+                      fontsize=8)
+        ax.set_ylabel(f"{df.metric.iloc[0]} (%)")
         ax.legend()
-        ax.set_title("Zero-shot: MERU vs CLIP (95% intervals)")
+        ax.set_title(f"Zero-shot {df.metric.iloc[0]}: MERU vs CLIP (mean over seeds, 95% intervals)", fontsize=10)
     _save(fig, path)
 
 
@@ -180,23 +190,26 @@ def _traversals(rec: dict) -> list[list[str]]:
 
 
 def traversal(records: list[dict], path: Path, n_images: int = 4) -> None:
+    """Captions retrieved along image -> [ROOT] for the first ``n_images`` images, MERU beside CLIP."""
+    import textwrap
+
     recs = {}
     for r in records:
         if r["task"] == "traversal" and r["kind"] not in recs:
             recs[r["kind"]] = r
-    import textwrap
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 1.0 + 1.9 * n_images))
+    text = {}
+    for kind in KINDS:
+        seqs = _traversals(recs[kind])[:n_images] if kind in recs else []
+        text[kind] = "\n\n".join(textwrap.fill(f"image {i}: " + " -> ".join(s), width=78, subsequent_indent="    ")
+                                 for i, s in enumerate(seqs))
+    lines = max([t.count("\n") + 1 for t in text.values() if t] or [4])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.6 + 0.14 * lines))  # height follows the text (7 pt lines)
     for ax, kind in zip(axes, KINDS):
         ax.set_axis_off()
         ax.set_title(f"{kind.upper()}: image -> [ROOT]")
-        seqs = _traversals(recs[kind])[:n_images] if kind in recs else []
-        if not seqs:
+        if not text[kind]:
             _empty(ax, f"{kind} traversals")
-        blocks = [textwrap.fill(f"image {i}: " + " -> ".join(s), width=78, subsequent_indent="    ")
-                  for i, s in enumerate(seqs)]
-        ax.text(0, 1, "\n\n".join(blocks), va="top", ha="left", fontsize=7, family="monospace",
-                transform=ax.transAxes)
+        ax.text(0, 1, text[kind], va="top", ha="left", fontsize=7, family="monospace", transform=ax.transAxes)
     _save(fig, path)
 
 
