@@ -73,3 +73,15 @@ def test_bad_json_names_file(tmp_path):
     (tmp_path / "x.json").write_text("{nope")
     with pytest.raises(ValueError, match="x.json"):
         tables.load_metrics(tmp_path)
+
+
+def test_no_meru_minus_clip_for_distances_in_different_spaces(tmp_path):
+    for kind, gap in (("meru", 0.3), ("clip", 0.7)):
+        p = tmp_path / f"{kind}-tiny-s0" / "structure-synthhier.json"
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps({"kind": kind, "size": "tiny", "seed": 0, "dataset": "synth", "task": "structure",
+                                 "metrics": {"modality_gap": gap, "spearman_specificity": gap}, "intervals": {}}))
+    df = tables.build_table(tables.load_metrics(tmp_path), "structure").set_index("metric")
+    assert df.loc["modality_gap", "meru_mean"] == 0.3 and pd.isna(df.loc["modality_gap", "diff"])
+    assert pd.isna(df.loc["modality_gap", "meru_wins"])
+    assert df.loc["spearman_specificity", "diff"] == pytest.approx(-0.4)

@@ -15,6 +15,7 @@ With few seeds ``t_{0.975,S-1}`` is large (12.7 for S = 2), so the interval is t
 metric's range (:func:`metric_range`: [0, 100] for accuracies and recalls in %, [0, 1] for fractions,
 AUC and set overlaps, [-1, 1] for rank correlations, [0, inf) for distances and severities).
 ``meru_wins`` counts the seeds (paired by seed number) where MERU's value is above CLIP's: "k/S".
+Neither is given for :data:`INCOMPARABLE` metrics (distances in each model's own space).
 
 MERU - CLIP (same dataset, size, metric) is tested with a paired bootstrap over test items when both
 sides carry ``per_item["correct"]`` (zero-shot) for the same seeds and the same number of items:
@@ -107,6 +108,8 @@ def _rows(records: list[dict], table: str) -> list[dict]:
     return out
 
 
+# distances measured in each model's own space (hyperboloid vs sphere): a MERU - CLIP difference means nothing
+INCOMPARABLE = ("modality_gap", "image_root_mean", "image_root_median", "text_root_mean", "text_root_median")
 _PERCENT = ("top1", "top5", "mean_per_class", "acc1", "acc5", "accuracy", "acc")
 _UNIT = ("cone_auc", "precision", "jaccard", "jaccard_full", "h_precision", "h_recall", "h_f1",
          "h_precision_full", "h_recall_full", "h_f1_full")
@@ -175,7 +178,7 @@ def build_table(records: list[dict], table: str) -> pd.DataFrame:
                 row[f"{kind}_mean"] = row[f"{kind}_lo"] = row[f"{kind}_hi"] = None
         row["n_seeds"] = int(max(len(seeds["meru"]), len(seeds["clip"])))
         row.update(diff=None, diff_lo=None, diff_hi=None, p_value=None, significant=None, meru_wins=None)
-        if len(seeds["meru"]) and len(seeds["clip"]):
+        if len(seeds["meru"]) and len(seeds["clip"]) and metric not in INCOMPARABLE:
             row["diff"] = row["meru_mean"] - row["clip_mean"]
             common = sorted(set(seeds["meru"].seed) & set(seeds["clip"].seed))
             if common:
