@@ -85,3 +85,17 @@ def test_no_meru_minus_clip_for_distances_in_different_spaces(tmp_path):
     assert df.loc["modality_gap", "meru_mean"] == 0.3 and pd.isna(df.loc["modality_gap", "diff"])
     assert pd.isna(df.loc["modality_gap", "meru_wins"])
     assert df.loc["spearman_specificity", "diff"] == pytest.approx(-0.4)
+
+
+def test_cli_names_a_missing_metrics_dir(tmp_path, capsys):
+    import argparse
+
+    from meru.reporting import plots
+
+    for module, extra in ((tables, []), (plots, ["--runs", str(tmp_path)])):
+        parser = argparse.ArgumentParser()
+        module.add_arguments(parser)
+        args = parser.parse_args(["--metrics", str(tmp_path / "none"), "--out", str(tmp_path / "out")] + extra)
+        assert module.run(args) == 2
+        assert f"--metrics {tmp_path / 'none'} is not a directory" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -24,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from meru.reporting.tables import KINDS, build_table, load_metrics  # noqa: E402
+from meru.reporting.tables import KINDS, build_table, load_metrics, metrics_dir_missing  # noqa: E402
 
 PLOTS = ("zeroshot_bars", "scaling", "root_distance_hist", "depth_vs_distance", "traversal", "training_curves")
 COLORS = {"meru": "tab:red", "clip": "tab:blue"}
@@ -270,9 +269,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if not Path(args.metrics).is_dir():
-        print(f"meru plots: --metrics {args.metrics} is not a directory; run the evaluation rules first",
-              file=sys.stderr)
+    if metrics_dir_missing(args.metrics, "plots"):
         return 2
     for p in write_plots(args.metrics, args.runs, args.out):
         print(p)

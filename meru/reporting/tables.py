@@ -68,6 +68,14 @@ def load_metrics(directory: str | os.PathLike) -> list[dict]:
     return records
 
 
+def metrics_dir_missing(directory: str | os.PathLike, command: str) -> bool:
+    """True (after printing the fix to stderr) when ``--metrics`` is not a directory; for the CLIs."""
+    if Path(directory).is_dir():
+        return False
+    print(f"meru {command}: --metrics {directory} is not a directory; run the evaluation rules first", file=sys.stderr)
+    return True
+
+
 def primary_metric(metrics: dict) -> str:
     for key in ACCURACY_KEYS:
         if key in metrics:
@@ -265,9 +273,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if not Path(args.metrics).is_dir():
-        print(f"meru tables: --metrics {args.metrics} is not a directory; run the evaluation rules first",
-              file=sys.stderr)
+    if metrics_dir_missing(args.metrics, "tables"):
         return 2
     frames = write_tables(args.metrics, args.out)
     for name, df in frames.items():
