@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from meru.evaluation.stats import (
+from meru.stats import (
     aggregate_seeds,
     bootstrap_ci,
     bootstrap_ci_multi,

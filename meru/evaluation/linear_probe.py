@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from meru.evaluation.stats import bootstrap_ci
+from meru.stats import bootstrap_ci
 from meru.evaluation.zeroshot import _mpc_rows, mean_per_class
 
 FIRST_PASS = (1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4, 1e6)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meru.evaluation.stats import bootstrap_ci
+from meru.stats import bootstrap_ci
 from meru.spaces import get_space
 
 KS = (1, 5, 10)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from meru import lorentz as L
-from meru.evaluation.stats import bootstrap_ci
+from meru.stats import bootstrap_ci
 from meru.spaces import get_space
 
 HIST_BINS = 30
