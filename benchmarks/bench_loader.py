@@ -1,4 +1,5 @@
-"""Training-loader throughput on the default SynthHier set: samples/s for 0, 1 and 2 workers.
+"""Training-loader throughput on the default SynthHier set: samples/s of the shard path for 0, 1 and 2
+workers, and of the pre-decoded in-memory path (``data.in_memory``, the default run's) in-process.
 
     python benchmarks/bench_loader.py [--data data/synthhier] [--batches 40] [--batch-size 128] [--out results/benchmarks/loader.json]
 
@@ -26,10 +27,14 @@ from meru.data.manifest import IncompleteDatasetError, atomic_write_text, read_m
 from meru.data.synthhier import generate
 
 
-def measure(shards: Path, workers: int, batches: int, batch_size: int, image_size: int, context_length: int) -> dict:
-    """Time ``batches`` batches after one warm-up batch (worker start-up and shuffle-buffer fill excluded)."""
+def measure(shards: Path, workers: int, batches: int, batch_size: int, image_size: int, context_length: int,
+            in_memory: bool = False) -> dict:
+    """Time ``batches`` batches after one warm-up batch (worker start-up, shuffle-buffer fill and, in memory,
+    the one-off decoding of every image excluded; the latter is reported as ``setup_s``)."""
+    t0 = time.perf_counter()
     loader = TrainLoader(shards, batch_size=batch_size, image_size=image_size, context_length=context_length,
-                         num_workers=workers)
+                         num_workers=workers, augment=False, in_memory=in_memory)
+    setup = time.perf_counter() - t0
     it = iter(loader)
     t0 = time.perf_counter()
     next(it)
@@ -40,7 +45,8 @@ def measure(shards: Path, workers: int, batches: int, batch_size: int, image_siz
     dt = time.perf_counter() - t0
     del it
     rate = batches * batch_size / dt
-    return {"workers": workers, "samples_per_s": round(rate, 1),
+    return {"path": "in-memory" if in_memory else "shards", "workers": workers, "setup_s": round(setup, 2),
+            "samples_per_s": round(rate, 1),
             "samples_per_s_per_worker": round(rate / max(workers, 1), 1),
             "first_batch_s": round(first, 3), "batches": batches, "batch_size": batch_size}
 
@@ -71,6 +77,8 @@ def main(argv=None) -> int:
     try:
         runs = [measure(shards, w, args.batches, args.batch_size, args.image_size, args.context_length)
                 for w in args.workers]
+        runs.append(measure(shards, 0, args.batches, args.batch_size, args.image_size, args.context_length,
+                            in_memory=True))
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

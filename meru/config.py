@@ -44,6 +44,7 @@ TRAIN_SCHEMA: dict = _obj({
         "sample_captions": _BOOL,
         "subreddit_prefix_prob": {"type": "number", "minimum": 0, "maximum": 1},
         "scale": {"type": "array", "items": _NUM, "minItems": 2, "maxItems": 2},
+        "in_memory": _BOOL,
     }),
     "optim": _obj({
         "lr": {"type": "number", "exclusiveMinimum": 0},
@@ -72,9 +73,10 @@ TRAIN_SCHEMA: dict = _obj({
 })
 
 DEFAULTS: dict = {
-    "model": {"kind": "meru", "size": "small-cpu", "entail_weight": 0.2, "curv_init": 1.0, "learn_curv": True},
+    "model": {"kind": "meru", "size": "cpu-conv", "entail_weight": 0.2, "curv_init": 1.0, "learn_curv": True},
     "data": {"train": "data/synthhier/train", "batch_size": 2048, "num_workers": 4, "shuffle_buffer": 4000,
-             "augment": True, "sample_captions": True, "subreddit_prefix_prob": 0.0, "scale": [0.5, 1.0]},
+             "augment": True, "sample_captions": True, "subreddit_prefix_prob": 0.0, "scale": [0.5, 1.0],
+             "in_memory": False},
     "optim": {"lr": 5.0e-4, "betas": [0.9, 0.98], "weight_decay": 0.2, "eps": 1.0e-8, "warmup_steps": 4000,
               "total_steps": 120000, "grad_clip": None, "grad_accum": 1},
     "precision": {"amp": "auto"},

@@ -112,7 +112,7 @@ def test_sizes_registry_and_info_cli(capsys):
 def test_small_cpu_architecture_and_forward():
     model = build_model("meru", "small-cpu")
     spec = MODEL_SIZES["small-cpu"]
-    patch, width, depth, heads = VIT_VARIANTS[spec.vit][1:]
+    patch, width, depth, heads = VIT_VARIANTS[spec.image_tower][1:]
     assert (model.image_size, model.context_length, model.embed_dim) == (32, spec.context_length, 64)
     assert model.visual.trunk.patch_embed.patch_size == (patch, patch) and len(model.visual.trunk.blocks) == depth
     assert model.visual.trunk.embed_dim == width
@@ -150,3 +150,27 @@ def test_unknown_kind_and_size():
         build_model("blip", "tiny")
     with pytest.raises(ValueError, match="unknown model size 'huge'.*tiny"):
         build_model("meru", "huge")
+
+
+def test_cpu_conv_architecture_and_forward():
+    """The default CPU size: a timm ByobNet conv trunk (BatchNorm, channels-last), average pooled, projected."""
+    from meru.models.towers import CONV_VARIANTS
+
+    model = build_model("clip", "cpu-conv")
+    spec = MODEL_SIZES["cpu-conv"]
+    image_size, stem, stages = CONV_VARIANTS[spec.image_tower]
+    trunk = model.visual.trunk
+    assert image_size == model.image_size == 32
+    assert [s[0].conv2_kxk.conv.out_channels for s in trunk.stages] == [c for c, _ in stages]
+    assert trunk.stem.conv.out_channels == stem and trunk.num_features == stages[-1][0]
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trunk.modules())
+    assert trunk.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(4, 3, 32, 32)
+    assert model.image_features(images).shape == (4, stages[-1][0])
+    out = model(images, model.tokenize(["a", "b", "c", "d"]))
+    out["image"].sum().backward()
+    assert trunk.stem.conv.weight.grad is not None and trunk.stem.conv.weight.grad.abs().sum() > 0
+    # eval mode uses BatchNorm running statistics: a single image embeds the same alone or in a batch
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_image(images[:1]), model.encode_image(images)[:1], rtol=1e-5, atol=1e-6)

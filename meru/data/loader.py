@@ -39,10 +39,12 @@ import logging
 import math
 import os
 import random
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 import webdataset as wds
@@ -118,6 +120,28 @@ class CorruptSample(ValueError):
     """A sample that cannot be used (undecodable image, missing caption, bad json)."""
 
 
+def tar_samples(url: str) -> Iterator[dict]:
+    """Raw (undecoded) samples of one shard in tar order; unreadable tar data ends the shard."""
+
+    def handler(exn: Exception) -> bool:
+        log.warning("unreadable tar data, rest of the shard skipped: %s", exn)
+        return True
+
+    return wds.tarfile_to_samples(handler=handler)(iter([{"url": url}]))
+
+
+def decode_image(sample: dict, key: str) -> Image.Image:
+    """The sample's RGB image; raise :class:`CorruptSample` if there is none or it does not decode."""
+    ext = next((e for e in IMAGE_EXTS if e in sample), None)
+    if ext is None:
+        raise CorruptSample(f"{key}: no image member (.{'/.'.join(IMAGE_EXTS)})")
+    try:
+        with Image.open(io.BytesIO(sample[ext])) as im:
+            return im.convert("RGB")
+    except Exception as e:  # PIL raises many types for bad bytes
+        raise CorruptSample(f"{key}.{ext}: cannot decode image ({e})") from e
+
+
 @dataclass
 class StreamState:
     """Position of one logical stream: next sample is number ``pos`` (0-based) of epoch ``epoch``."""
@@ -184,14 +208,10 @@ class _StreamDataset(torch.utils.data.IterableDataset):
         by_shard = len(order) % parts == 0 or len(order) >= 8 * parts  # balanced enough to split by shard
         mine = order[part::parts] if by_shard else order
 
-        def handler(exn: Exception) -> bool:
-            log.warning("unreadable tar data, rest of the shard skipped: %s", exn)
-            return True
-
         def read(index: int) -> Iterator[dict]:
             url, expected = s.shards[index]
             got = 0
-            for sample in wds.tarfile_to_samples(handler=handler)(iter([{"url": url}])):
+            for sample in self._shard_samples(index):
                 got += 1
                 yield sample
             if expected is None and got == 0:
@@ -212,19 +232,18 @@ class _StreamDataset(torch.utils.data.IterableDataset):
             samples = wds.shuffle(s.shuffle_buffer, initial=s.shuffle_buffer, rng=rng)(iter(samples))
         return iter(samples)
 
+    def _shard_samples(self, index: int) -> Iterator[dict]:
+        return tar_samples(self.spec.shards[index][0])
+
+    def _tokenizer(self):
+        return _make_tokenizer(self.spec.context_length)
+
     # -- per-sample work ---------------------------------------------------------------------------
 
     def _parse(self, sample: dict, epoch: int) -> tuple[str, Image.Image, str]:
         """Decode the image and choose the caption; raise :class:`CorruptSample` if unusable."""
         key = sample.get("__key__", "?")
-        ext = next((e for e in IMAGE_EXTS if e in sample), None)
-        if ext is None:
-            raise CorruptSample(f"{key}: no image member (.{'/.'.join(IMAGE_EXTS)})")
-        try:
-            with Image.open(io.BytesIO(sample[ext])) as im:
-                image = im.convert("RGB")
-        except Exception as e:  # PIL raises many types for bad bytes
-            raise CorruptSample(f"{key}.{ext}: cannot decode image ({e})") from e
+        image = self._decode(sample, key)
         text = None
         if self.spec.sample_captions and "json" in sample:
             try:
@@ -252,6 +271,9 @@ class _StreamDataset(torch.utils.data.IterableDataset):
             text = apply_subreddit_prefix(text, subreddit, rng, self.spec.subreddit_prefix_prob)
         return key, image, text
 
+    def _decode(self, sample: dict, key: str) -> Image.Image:
+        return decode_image(sample, key)
+
     def _transform(self, image: Image.Image, key: str, epoch: int) -> torch.Tensor:
         """[3, S, S] float in [0, 1]: random resized crop (augment) or resize + centre crop."""
         s = self.spec
@@ -274,7 +296,7 @@ class _StreamDataset(torch.utils.data.IterableDataset):
         and first consume ``replay_batches`` batches with decoding but without transforms or yielding.
         """
         s = self.spec
-        tokenizer = _make_tokenizer(s.context_length)
+        tokenizer = self._tokenizer()
         st = state or StreamState()
         errors = [0]
         buf: list[tuple[str, torch.Tensor, str]] = []
@@ -343,6 +365,72 @@ class _StreamDataset(torch.utils.data.IterableDataset):
         return self._run_stream(stream, None, done)
 
 
+class DecodedShards:
+    """Every sample of a shard set, read and decoded once and kept in memory.
+
+    ``images``: uint8 tensor ``[N, 3, H, W]`` when all images share one size (SynthHier: 20k x 3 x 32 x 32
+    = 61 MB), else a list of ``[3, H_i, W_i]`` tensors. ``samples[i]``: shard ``i``'s raw samples in tar
+    order with the image member replaced by ``"__image__": index`` (captions and json kept as bytes), or by
+    ``"__error__": message`` for an image that does not decode.
+    """
+
+    def __init__(self, shards: list[tuple[str, int | None]]):
+        t0 = time.perf_counter()
+        images: list[torch.Tensor] = []
+        self.samples: list[list[dict]] = []
+        for url, _ in shards:
+            light = []
+            for sample in tar_samples(url):
+                key = sample.get("__key__", "?")
+                entry = {k: v for k, v in sample.items() if k not in IMAGE_EXTS}
+                try:
+                    image = decode_image(sample, key)
+                    entry["__image__"] = len(images)
+                    images.append(torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1))
+                except CorruptSample as e:
+                    entry["__error__"] = str(e)
+                light.append(entry)
+            self.samples.append(light)
+        same = len({tuple(x.shape) for x in images}) == 1
+        self.images = torch.stack(images) if same and images else images
+        log.info("decoded %d images from %d shard(s) into memory (%.0f MB) in %.1f s", len(images), len(shards),
+                 sum(x.numel() for x in images) / 1e6, time.perf_counter() - t0)
+
+
+class _InMemoryStreamDataset(_StreamDataset):
+    """:class:`_StreamDataset` over :class:`DecodedShards`: the same sample order, caption choices, skips
+    and transforms (hence bit-identical batches), without tar reading or image decoding per draw."""
+
+    def __init__(self, spec: _Spec, start_batch: int, states: list[dict | None], decoded: DecodedShards):
+        super().__init__(spec, start_batch, states)
+        self.decoded = decoded
+
+    def _shard_samples(self, index: int) -> Iterator[dict]:
+        return iter(self.decoded.samples[index])
+
+    def _decode(self, sample: dict, key: str) -> torch.Tensor:
+        if "__error__" in sample:
+            raise CorruptSample(sample["__error__"])
+        return self.decoded.images[sample["__image__"]]
+
+    def _transform(self, image: torch.Tensor, key: str, epoch: int) -> torch.Tensor:
+        s = self.spec
+        if not s.augment and tuple(image.shape[1:]) == (s.image_size, s.image_size):
+            return image.float().div(255)  # = ToTensor(center_crop(resize(PIL image))): both are identities here
+        return super()._transform(Image.fromarray(image.permute(1, 2, 0).numpy()), key, epoch)
+
+    def _tokenizer(self):
+        base, rows = super()._tokenizer(), {}
+
+        def tokenize(texts: list[str]) -> torch.Tensor:  # captions repeat (SynthHier: a few thousand distinct)
+            missing = [t for t in dict.fromkeys(texts) if t not in rows]
+            if missing:
+                rows.update(zip(missing, base(missing).long()))
+            return torch.stack([rows[t] for t in texts])
+
+        return tokenize
+
+
 def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
@@ -377,6 +465,7 @@ class TrainLoader:
         scale: tuple[float, float] = (0.5, 1.0),
         sample_captions: bool = True,
         subreddit_prefix_prob: float = 0.0,
+        in_memory: bool = False,
     ):
         if batch_size < 1 or image_size < 1 or context_length < 2:
             raise ValueError(f"bad loader sizes: batch_size={batch_size}, image_size={image_size}, context_length={context_length}")
@@ -403,6 +492,7 @@ class TrainLoader:
         self._batch = 0
         self._streams: list[dict | None] = [None] * self.spec.num_streams
         self._last_epoch = 0
+        self.decoded = DecodedShards(self.spec.shards) if in_memory else None
 
     @property
     def num_samples(self) -> int | None:
@@ -417,7 +507,10 @@ class TrainLoader:
 
     def __iter__(self) -> Iterator[dict]:
         """Batches from the current position on (a new ``iter`` continues after the last yielded batch)."""
-        ds = _StreamDataset(self.spec, self._batch, list(self._streams))
+        if self.decoded is None:
+            ds = _StreamDataset(self.spec, self._batch, list(self._streams))
+        else:
+            ds = _InMemoryStreamDataset(self.spec, self._batch, list(self._streams), self.decoded)
         if self.num_workers == 0:
             it = iter(ds)
         else:

@@ -57,7 +57,7 @@ class CLIP(nn.Module):
         super().__init__()
         spec = get_size(size)
         self.size, self.image_size, self.context_length, self.embed_dim = size, spec.image_size, spec.context_length, spec.embed_dim
-        self.visual = build_image_tower(spec.vit, spec.image_size, spec.embed_dim)
+        self.visual = build_image_tower(spec.image_tower, spec.image_size, spec.embed_dim)
         self.text = build_text_tower(spec.text_layers, spec.text_width, spec.text_heads, spec.context_length,
                                      spec.vocab_size, spec.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(1 / 0.07).log())
@@ -80,7 +80,10 @@ class CLIP(nn.Module):
 
     def image_features(self, images: Tensor) -> Tensor:
         """Pre-projection image features (ViT [CLS] output), ``[B, W_vis]`` (linear probe input)."""
-        return self.visual.trunk((images - self.pixel_mean) / self.pixel_std)
+        x = (images - self.pixel_mean) / self.pixel_std
+        if getattr(self.visual, "channels_last", False):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.visual.trunk(x)
 
     def _image_raw(self, images: Tensor) -> Tensor:
         return self.visual.head(self.image_features(images))

@@ -1,10 +1,15 @@
 """Image and text towers, built from open_clip (and timm through open_clip).
 
-Image: open_clip's ``TimmModel`` wrapping a timm ``VisionTransformer`` trunk with [CLS] pooling, a
-fixed 2-D sin-cos position embedding (MoCo-v3) and LayerNorm eps 1e-5, and a bias-free linear head
-(the image projection). Our ViT variants are registered in timm's model registry so open_clip builds
-them by name. Text: open_clip's ``TextTransformer`` (pre-LN, causal, [EOT]/argmax pooling, bias-free
-projection).
+Image: open_clip's ``TimmModel`` wrapping a timm trunk and a bias-free linear head (the image
+projection). Two trunk families, registered in timm's model registry so open_clip builds them by name:
+
+* ViT (:data:`VIT_VARIANTS`, the paper's towers): [CLS] pooling, a fixed 2-D sin-cos position
+  embedding (MoCo-v3) and LayerNorm eps 1e-5.
+* small ResNet-style conv nets (:data:`CONV_VARIANTS`, timm ``ByobNet`` basic blocks with BatchNorm,
+  global average pooling) for the CPU default: a ViT trained from scratch on 32 px images learns
+  slowly, a conv net learns SynthHier in a few thousand CPU steps.
+
+Text: open_clip's ``TextTransformer`` (pre-LN, causal, [EOT]/argmax pooling, bias-free projection).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import torch
 import timm
 from open_clip.timm_model import TimmModel
 from open_clip.transformer import TextTransformer
+from timm.models import build_model_with_cfg
+from timm.models.byobnet import ByobNet, ByoBlockCfg, ByoModelCfg
 from timm.models.vision_transformer import _create_vision_transformer
 from torch import nn
 
@@ -24,6 +31,37 @@ VIT_VARIANTS: dict[str, tuple[int, int, int, int, int]] = {
     "meru_vit_base_patch16_224": (224, 16, 768, 12, 12),
     "meru_vit_large_patch16_224": (224, 16, 1024, 24, 16),
 }
+
+
+# name -> (image size, stem channels, ((channels, stride) per stage)); 3x3 stem conv with stride 2, one
+# basic block (two 3x3 convs, residual; strided stages downsample the shortcut by average pooling) per stage.
+CONV_VARIANTS: dict[str, tuple[int, int, tuple[tuple[int, int], ...]]] = {
+    "meru_convnet_tiny_32": (32, 8, ((8, 2), (16, 2))),
+    "meru_convnet_cpu_32": (32, 32, ((32, 2), (64, 2), (128, 2))),
+}
+
+
+def _register_conv(name: str, img_size: int, stem: int, stages: tuple[tuple[int, int], ...]) -> None:
+    if name in timm.list_models(name):
+        return
+    cfg = ByoModelCfg(
+        blocks=tuple(ByoBlockCfg(type="basic", d=1, c=c, s=s, br=1.0) for c, s in stages),
+        stem_chs=stem, stem_type="3x3", stem_pool="", downsample="avg", act_layer="relu", num_features=0,
+    )
+
+    def factory(pretrained: bool = False, **kwargs):
+        kwargs.pop("img_size", None)
+        if kwargs.get("pretrained_cfg") is None:  # no released weights: a config of our own, no timm warning
+            kwargs["pretrained_cfg"] = {"architecture": name, "input_size": (3, img_size, img_size), "num_classes": 0}
+        return build_model_with_cfg(ByobNet, name, pretrained=False, model_cfg=cfg, **kwargs)
+
+    factory.__name__ = name
+    factory.__module__ = __name__
+    timm.models.register_model(factory)
+
+
+for _name, _cfg in CONV_VARIANTS.items():
+    _register_conv(_name, *_cfg)
 
 
 def _register(name: str, img_size: int, patch: int, width: int, depth: int, heads: int) -> None:
@@ -69,10 +107,20 @@ def sincos_2d_position_embedding(grid_h: int, grid_w: int, width: int, cls_token
     return pe
 
 
-def build_image_tower(vit: str, image_size: int, embed_dim: int) -> TimmModel:
-    """open_clip ``TimmModel``: ``.trunk`` (timm ViT, [CLS] output of width W) and ``.head.proj`` (W -> embed_dim)."""
+def build_image_tower(name: str, image_size: int, embed_dim: int) -> TimmModel:
+    """open_clip ``TimmModel``: ``.trunk`` (timm trunk, pooled output of width W: ViT [CLS] or conv global
+    average) and ``.head.proj`` (W -> embed_dim)."""
+    if name in CONV_VARIANTS:
+        if CONV_VARIANTS[name][0] != image_size:
+            raise ValueError(f"conv variant {name!r} is registered for {CONV_VARIANTS[name][0]} px, not {image_size}")
+        tower = TimmModel(name, embed_dim=embed_dim, image_size=image_size, pool="avg", proj="linear", proj_bias=False)
+        nn.init.normal_(tower.head.proj.weight, std=tower.trunk.num_features**-0.5)
+        tower.trunk.to(memory_format=torch.channels_last)  # measured 1.45x faster fwd+bwd on CPU at 32 px
+        tower.channels_last = True
+        return tower
+    vit = name
     if vit not in VIT_VARIANTS:
-        raise ValueError(f"unknown ViT variant {vit!r}; known: {sorted(VIT_VARIANTS)}")
+        raise ValueError(f"unknown image tower {vit!r}; known: {sorted(VIT_VARIANTS) + sorted(CONV_VARIANTS)}")
     if VIT_VARIANTS[vit][0] != image_size:
         raise ValueError(f"ViT variant {vit!r} is registered for {VIT_VARIANTS[vit][0]} px, not {image_size}")
     tower = TimmModel(vit, embed_dim=embed_dim, image_size=image_size, pool="token", proj="linear", proj_bias=False)

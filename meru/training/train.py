@@ -174,7 +174,7 @@ def train(cfg: dict, out_dir: str | os.PathLike, resume: str = "auto", loader=No
         loader = TrainLoader(dc["train"], micro, model.image_size, model.context_length, seed=seed, rank=rank,
                              world_size=world, num_workers=dc["num_workers"], shuffle_buffer=dc["shuffle_buffer"],
                              augment=dc["augment"], scale=tuple(dc["scale"]), sample_captions=dc["sample_captions"],
-                             subreddit_prefix_prob=dc["subreddit_prefix_prob"])
+                             subreddit_prefix_prob=dc["subreddit_prefix_prob"], in_memory=dc["in_memory"])
 
     step, nonfinite_skips = 0, 0
     ckpt_path = out / "ckpt" / "last.pt"
