@@ -12,6 +12,7 @@ fills defaults, validates, and returns a plain dict.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from typing import Any
 
@@ -58,7 +59,7 @@ TRAIN_SCHEMA: dict = _obj({
     }),
     "precision": _obj({"amp": {"enum": ["auto", "bf16", "fp32"]}}),
     "runtime": _obj({
-        "seed": _INT,
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
         "threads": {"type": ["integer", "null"], "minimum": 1},
         "compile": _BOOL,
         "grad_checkpointing": _BOOL,
@@ -90,11 +91,91 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the file, key and value."""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate mapping keys (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1}); YAML would silently keep "
+                    "only the last one: merge the two entries", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    """Parse a YAML file strictly (no duplicate keys); raise :class:`ConfigError` in one line naming the
+    file, line and problem (missing file, unreadable, syntax error, duplicate key)."""
+    source = str(path)
+    try:
+        with open(path) as f:
+            return yaml.load(f, Loader=_StrictLoader)  # noqa: S506 (SafeLoader subclass)
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source}: is a directory, not a config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{source}: cannot read config file ({e})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        context = getattr(e, "context", None)
+        what = f"{problem} ({context})" if context and context not in problem else problem
+        raise ConfigError(f"{source}{where}: not valid YAML: {' '.join(str(what).split())}") from None
+
+
+def _nonfinite_numbers(obj, path: str = "") -> list[tuple[str, float]]:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return [(path, obj)]
+    if isinstance(obj, dict):
+        return [x for k, v in obj.items() for x in _nonfinite_numbers(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(obj, list):
+        return [x for i, v in enumerate(obj) for x in _nonfinite_numbers(v, f"{path}[{i}]")]
+    return []
+
+
+def _integral_to_int(obj, schema: dict):
+    """Integer-typed keys given as ``5.0`` become ``5`` (jsonschema accepts them as integers)."""
+    if isinstance(obj, dict) and "properties" in schema:
+        return {k: _integral_to_int(v, schema["properties"].get(k, {})) for k, v in obj.items()}
+    t = schema.get("type")
+    if isinstance(obj, float) and obj.is_integer() and (t == "integer" or (isinstance(t, list) and "integer" in t)):
+        return int(obj)
+    return obj
+
+
+def _cross_field_errors(cfg: dict) -> list[str]:
+    """Constraints between keys of a complete config (after defaults)."""
+    out = []
+    lo, hi = cfg["data"]["scale"]
+    if not 0 < lo <= hi <= 1:
+        out.append(f"data.scale = {cfg['data']['scale']!r} must satisfy 0 < lo <= hi <= 1")
+    o = cfg["optim"]
+    if cfg["data"]["batch_size"] % o["grad_accum"]:
+        out.append(f"data.batch_size = {cfg['data']['batch_size']} is not divisible by optim.grad_accum = "
+                   f"{o['grad_accum']}")
+    size = cfg["model"]["size"]
+    from meru.models.registry import MODEL_SIZES
+
+    if size not in MODEL_SIZES:
+        out.append(f"model.size = {size!r} is not a registered size (choose one of: {', '.join(MODEL_SIZES)})")
+    return out
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in (over or {}).items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _describe(err: jsonschema.ValidationError) -> str:
@@ -104,7 +185,8 @@ def _describe(err: jsonschema.ValidationError) -> str:
         allowed = err.schema.get("properties", {})
         extra = [k for k in err.instance if k not in allowed]
         prefix = "" if key == "<top level>" else key + "."
-        return (f"{', '.join(prefix + k for k in extra)}: unknown key (allowed under {key}: {', '.join(sorted(allowed))})")
+        shown = ", ".join(f"{prefix}{k} = {_short(err.instance[k])}" for k in extra)
+        return f"{shown}: unknown key (allowed under {key}: {', '.join(sorted(allowed))})"
     if v == "type":
         want = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
         article = "an" if want[0] in "aeiou" else "a"
@@ -116,10 +198,15 @@ def _describe(err: jsonschema.ValidationError) -> str:
 
 def validate_train_config(cfg: dict, source: str = "<config>") -> dict:
     """Validate a full or partial train config against ``TRAIN_SCHEMA``; raise ``ConfigError`` naming every bad key."""
-    errors = sorted(jsonschema.Draft202012Validator(TRAIN_SCHEMA).iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise ConfigError("\n".join(f"{source}: train.{_describe(e)}" if e.absolute_path else f"{source}: {_describe(e)}"
-                                    for e in errors))
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{source}: train = {cfg!r} must be a mapping of sections ({', '.join(DEFAULTS)})")
+    errors = sorted(jsonschema.Draft202012Validator(TRAIN_SCHEMA).iter_errors(cfg), key=lambda e: [str(p) for p in e.absolute_path])
+    messages = [_describe(e) for e in errors]
+    messages += [f"{k} = {v!r} is not a finite number" for k, v in _nonfinite_numbers(cfg)]
+    if not messages and all(isinstance(cfg.get(k), dict) and set(cfg[k]) == set(DEFAULTS[k]) for k in DEFAULTS):
+        messages = _cross_field_errors(cfg)  # complete config: check keys against each other
+    if messages:  # one line, every bad key
+        raise ConfigError(f"{source}: " + "; ".join(m if m.startswith("<top") else f"train.{m}" for m in messages))
     return cfg
 
 
@@ -167,13 +254,8 @@ def load_train_config(path: str | os.PathLike | None, kind: str | None = None, s
     source = str(path) if path else "<defaults>"
     raw: dict = {}
     if path:
-        try:
-            with open(path) as f:
-                raw = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: config file not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        raw = load_yaml(path)
+        raw = {} if raw is None else raw
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
         raw = _fix_floats(raw)
@@ -183,7 +265,10 @@ def load_train_config(path: str | os.PathLike | None, kind: str | None = None, s
     validate_train_config(cfg, source)
     kind = kind or cfg.get("model", {}).get("kind") or DEFAULTS["model"]["kind"]
     if "train" in raw:
-        over = (raw.get("train_overrides") or {}).get(kind) or {}
+        overrides = raw.get("train_overrides") or {}
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{source}: train_overrides = {overrides!r} must be a mapping of model kind -> train section")
+        over = overrides.get(kind) or {}
         validate_train_config(over, f"{source} (train_overrides.{kind})")
         cfg = _merge(cfg, over)
     cfg = _merge(DEFAULTS, cfg)
@@ -200,5 +285,6 @@ def load_train_config(path: str | os.PathLike | None, kind: str | None = None, s
         cfg["model"]["size"] = size
     if seed is not None:
         cfg["runtime"]["seed"] = int(seed)
+    cfg = _integral_to_int(cfg, TRAIN_SCHEMA)
     validate_train_config(cfg, source + (" with --set overrides" if sets else ""))
     return cfg

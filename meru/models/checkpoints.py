@@ -32,9 +32,61 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be loaded into the requested architecture."""
 
 
+class UnsafeFileError(CheckpointError):
+    """A file is refused: it is not a plain tensor file (its pickle asks for code) or it is unreadable."""
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """A checkpoint (or a state about to be saved) holds NaN or infinite values."""
+
+
+def safe_load(path: str | os.PathLike, map_location="cpu", what: str = "file"):
+    """``torch.load(path, weights_only=True)``; any refusal becomes one line naming the file and the reason.
+
+    ``weights_only=True`` only rebuilds tensors and plain containers/numbers/strings, so a file whose
+    pickle names any other callable (``os.system``, ``builtins.exec``, ...) is refused before anything runs.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # UnpicklingError, RuntimeError (not a zip/pickle), EOFError, ...
+        text = str(e)
+        found = re.search(r"(Unsupported global: [^\n]*|Unsupported operand [^\n]*)", text)
+        reason = found.group(1).strip() if found else (text.strip().splitlines() or [type(e).__name__])[0]
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", reason)[:200]
+        raise UnsafeFileError(f"{path}: refused to load this {what}: it is not a plain tensor file "
+                              f"(weights_only load failed: {reason})") from None
+
+
+def nonfinite_tensors(obj, prefix: str = "") -> list[str]:
+    """Names of the floating tensors in ``obj`` (nested dicts/lists/tuples) that hold NaN or +-inf."""
+    bad = []
+    if torch.is_tensor(obj):
+        if (obj.is_floating_point() or obj.is_complex()) and obj.numel() and not bool(torch.isfinite(obj).all()):
+            bad.append(prefix or "<tensor>")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            bad += nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            bad += nonfinite_tensors(v, f"{prefix}[{i}]")
+    return bad
+
+
+def require_finite(obj, source: str, what: str = "weights") -> None:
+    """Raise :class:`NonFiniteWeightsError` (one line, naming up to 3 tensors) if any tensor is non-finite."""
+    bad = nonfinite_tensors(obj)
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise NonFiniteWeightsError(f"{source}: non-finite (NaN/inf) {what} in {', '.join(bad[:3])}{more}; "
+                                    "a diverged model is refused")
+
+
 def save_model(model: CLIP, path: str | os.PathLike, step: int = 0, config: dict | None = None, **extra) -> None:
     """Write ``model`` in our format atomically (temp file + rename)."""
     path = Path(path)
+    require_finite(model.state_dict(), f"{path} (not written)")
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "kind": model.kind, "size": model.size, "model_kwargs": model.model_kwargs(),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "step": int(step),
@@ -93,10 +145,11 @@ def _load_strict(model: CLIP, sd: dict[str, torch.Tensor], source: str) -> CLIP:
 
 def load_official(path: str | os.PathLike, kind: str | None = None, size: str | None = None, map_location="cpu") -> CLIP:
     """Load a released official checkpoint; ``kind``/``size`` are inferred from keys and shapes if not given."""
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+    blob = safe_load(path, map_location, "checkpoint")
     if not isinstance(blob, dict) or "model" not in blob:
         raise CheckpointError(f"{path}: not an official MERU/CLIP checkpoint (no 'model' key)")
     sd = blob["model"]
+    require_finite(sd, str(path))
     inferred_kind = "meru" if "curv" in sd else "clip"
     ref = sd.get("visual.cls_token", sd.get("visual.pos_embed"))
     if ref is None:
@@ -121,8 +174,9 @@ def load_model(path: str | os.PathLike, map_location="cpu") -> CLIP:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+    blob = safe_load(path, map_location, "checkpoint")
     if isinstance(blob, dict) and blob.get("format") == FORMAT:
+        require_finite(blob["state_dict"], str(path))
         model = build_model(blob["kind"], blob["size"], **blob.get("model_kwargs", {}))
         model = _load_strict(model, blob["state_dict"], str(path))
         model.checkpoint_info = {k: blob.get(k) for k in ("step", "config")}

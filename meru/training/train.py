@@ -58,7 +58,11 @@ def dist_env() -> tuple[int, int, int]:
 
 
 def rng_state() -> dict:
-    s = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """RNG states as tensors and plain types only (so the checkpoint loads with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}
+    s = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         s["cuda"] = torch.cuda.get_rng_state_all()
     return s
@@ -66,7 +70,8 @@ def rng_state() -> dict:
 
 def set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
+    n = s["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     random.setstate(s["python"])
     if "cuda" in s and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
@@ -123,14 +128,152 @@ def train_step(model, loss_fn, micro_batches, optimizer, scheduler, grad_clip=No
     return sums, finite
 
 
+# ------------------------------------------------------------------ run directory: lock, resume, logs
+class RunDirLocked(RuntimeError):
+    """Another ``meru train`` holds the run directory's lock."""
+
+
+class ResumeConfigMismatch(ConfigError):
+    """The config differs from the checkpoint's in keys that change the training trajectory."""
+
+
+# Keys whose change alters the trajectory (model, data, batch, optimiser, schedule, seed) ...
+TRAJECTORY_SECTIONS = ("model", "data", "optim", "precision")
+TRAJECTORY_KEYS = ("runtime.seed",)
+# ... and those of them that a resume can apply (``--apply-config-changes``); the rest need a new run.
+APPLICABLE_ON_RESUME = ("optim.lr", "optim.betas", "optim.eps", "optim.weight_decay", "optim.warmup_steps",
+                        "optim.total_steps", "optim.grad_clip", "model.entail_weight", "precision.amp",
+                        "data.augment", "data.sample_captions", "data.subreddit_prefix_prob", "data.scale")
+
+
+def _flatten(cfg: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def trajectory_changes(saved: dict, cfg: dict) -> dict[str, tuple]:
+    """``{key: (checkpoint value, new value)}`` for every trajectory key that differs."""
+    a, b = _flatten(saved), _flatten(cfg)
+    keys = sorted(k for k in set(a) | set(b) if k.split(".")[0] in TRAJECTORY_SECTIONS or k in TRAJECTORY_KEYS)
+    return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
+
+
+def check_resume_config(saved: dict, cfg: dict, ckpt_path: Path, apply_changes: bool) -> dict[str, tuple]:
+    """Refuse (one line naming the keys) a resume whose config changes the trajectory, unless every
+    change is applicable and ``apply_changes`` is set; returns the changes that will be applied."""
+    changes = trajectory_changes(saved, cfg)
+    if not changes:
+        return {}
+    shown = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+    fixed = [k for k in changes if k not in APPLICABLE_ON_RESUME]
+    if fixed:
+        raise ResumeConfigMismatch(
+            f"{ckpt_path}: cannot resume, the config changes {', '.join(fixed)} ({shown}); these cannot change "
+            "mid-run: restore them, use another --out, or start over with --resume never")
+    if not apply_changes:
+        raise ResumeConfigMismatch(
+            f"{ckpt_path}: cannot resume, the config changes {shown}; restore the old values, or pass "
+            "--apply-config-changes to continue with the new ones (recorded in log.jsonl)")
+    return changes
+
+
+def apply_optim_config(optimizer, scheduler, oc: dict, step: int) -> None:
+    """After loading a checkpoint: set lr, betas, eps and weight decay of the new config (the loaded
+    optimiser state keeps the old ones), so lr(t) = oc.lr * lr_multiplier(t) from ``step`` on."""
+    for i, group in enumerate(optimizer.param_groups):
+        group["initial_lr"] = oc["lr"]
+        group["betas"], group["eps"] = tuple(oc["betas"]), oc["eps"]
+        if i == 0:
+            group["weight_decay"] = oc["weight_decay"]
+        group["lr"] = oc["lr"] * lr_multiplier(step, oc["warmup_steps"], oc["total_steps"])
+    scheduler.base_lrs = [oc["lr"]] * len(optimizer.param_groups)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+
+def acquire_run_lock(out: Path):
+    """Exclusive, non-blocking ``flock`` on ``RUNDIR/.lock`` (released when the file is closed or the
+    process dies); raise :class:`RunDirLocked` naming the holder's pid."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    f = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise RunDirLocked(f"{out}: another meru train (pid {holder}) is writing this run directory; "
+                           "wait for it to finish or use another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def remove_stale_temp_files(out: Path) -> list[Path]:
+    """Delete ``.NAME.tmp-PID`` files left in RUNDIR and RUNDIR/ckpt by killed runs (we hold the lock,
+    so no live writer owns them)."""
+    removed = []
+    for d in (out, out / "ckpt"):
+        for p in d.glob(".*.tmp-*") if d.is_dir() else ():
+            if p.is_file():
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def write_log(path: Path, rows: list[dict]) -> None:
+    """Rewrite ``log.jsonl`` from ``rows`` (strict JSON lines), atomically."""
+    atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
+
+
+def check_finite_state(model, optimizer, step: int, target: Path, ckpt_path: Path) -> None:
+    """Raise ``FloatingPointError`` (nothing written) if a weight or optimiser tensor is NaN/inf."""
+    from meru.models.checkpoints import nonfinite_tensors
+
+    bad = nonfinite_tensors(model.state_dict()) + nonfinite_tensors(optimizer.state_dict()["state"], "optimizer")
+    if bad:
+        raise FloatingPointError(
+            f"non-finite weights after step {step} ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
+            f"{target} not written; last good checkpoint kept at {ckpt_path}; resume from it with a lower "
+            "optim.lr and --apply-config-changes")
+
+
 # --------------------------------------------------------------------------------------------- loop
-def train(cfg: dict, out_dir: str | os.PathLike, resume: str = "auto", loader=None) -> Path | None:
-    """Run the training described by ``cfg`` (from ``load_train_config``); returns RUNDIR/model.pt
-    (or None when stopped early by ``runtime.stop_after``)."""
+def train(cfg: dict, out_dir: str | os.PathLike, resume: str = "auto", loader=None,
+          apply_config_changes: bool = False) -> Path | None:
+    """Run the training described by ``cfg`` (from ``load_train_config``) in run directory ``out_dir``;
+    returns RUNDIR/model.pt (or None when stopped early by ``runtime.stop_after``).
+
+    Rank 0 holds an exclusive lock on the run directory for the whole run and first removes the temp
+    files of killed runs. Resuming (``resume="auto"`` and RUNDIR/ckpt/last.pt exists) refuses a config
+    that changes the trajectory unless ``apply_config_changes`` (see :func:`check_resume_config`)."""
+    out = Path(out_dir)
+    lock = acquire_run_lock(out) if dist_env()[0] == 0 else None
+    try:
+        if lock is not None:
+            remove_stale_temp_files(out)
+        return _train_locked(cfg, out, resume, loader, apply_config_changes)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
+                  apply_config_changes: bool = False) -> Path | None:
+    """The training loop of :func:`train` (run directory already locked)."""
     from meru.losses import build_loss
     from meru.models import build_model
 
-    out = Path(out_dir)
+    out = out_dir
     rt, oc, dc, mc = cfg["runtime"], cfg["optim"], cfg["data"], cfg["model"]
     rank, world, local_rank = dist_env()
     if rt["threads"]:
@@ -178,16 +321,26 @@ def train(cfg: dict, out_dir: str | os.PathLike, resume: str = "auto", loader=No
 
     step, nonfinite_skips = 0, 0
     ckpt_path = out / "ckpt" / "last.pt"
+    history: list[dict] = []  # every log row up to the current step (kept in the checkpoint)
     if resume == "auto" and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        from meru.models.checkpoints import require_finite, safe_load
+
+        state = safe_load(ckpt_path, "cpu", "training checkpoint")
+        require_finite(state["model"], str(ckpt_path))
+        changes = check_resume_config(state.get("config") or {}, cfg, ckpt_path, apply_config_changes)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         loader.load_state_dict(state["loader"][rank] if isinstance(state["loader"], list) else state["loader"])
         set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
         step, nonfinite_skips = state["step"], state.get("nonfinite_skips", 0)
-    elif resume == "never" and rank == 0 and (out / "log.jsonl").exists():
-        (out / "log.jsonl").unlink()
+        history = [r for r in state.get("history", []) if r.get("step", 0) <= step]
+        if changes:
+            apply_optim_config(optimizer, scheduler, oc, step)
+            history.append({"step": step, "event": "config_change",
+                            "changes": {k: {"old": a, "new": b} for k, (a, b) in changes.items()}})
+    if rank == 0:  # log.jsonl = the checkpoint's history (drops rows after it; restores a deleted log)
+        write_log(out / "log.jsonl", history)
 
     ddp_model = model
     if world > 1:
@@ -223,10 +376,11 @@ def train(cfg: dict, out_dir: str | os.PathLike, resume: str = "auto", loader=No
         else:
             gathered = [local]
         if rank == 0:
+            check_finite_state(model, optimizer, step, ckpt_path, ckpt_path)
             atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "step": step, "nonfinite_skips": nonfinite_skips,
                          "loader": [g["loader"] for g in gathered], "rng": [g["rng"] for g in gathered],
-                         "config": cfg}, ckpt_path)
+                         "config": cfg, "history": history}, ckpt_path)
 
     it = iter(loader)
     t0, samples = time.perf_counter(), 0
@@ -247,7 +401,8 @@ def train(cfg: dict, out_dir: str | os.PathLike, resume: str = "auto", loader=No
             if rt["on_nonfinite"] == "stop" or nonfinite_skips > rt["max_nonfinite_skips"]:
                 raise FloatingPointError(
                     f"non-finite loss/gradient at step {step} (loss={logs['loss']}, grad_norm={logs['grad_norm']}); "
-                    f"last good checkpoint kept at {ckpt_path}; lower optim.lr or set runtime.on_nonfinite=skip")
+                    f"last good checkpoint kept at {ckpt_path}; resume from it with a lower optim.lr and "
+                    "--apply-config-changes, or set runtime.on_nonfinite=skip")
         if step % rt["log_every"] == 0 or step == oc["total_steps"]:
             if world > 1:  # average the per-rank (local-loss) values over ranks
                 keys = sorted(logs)
@@ -261,6 +416,7 @@ def train(cfg: dict, out_dir: str | os.PathLike, resume: str = "auto", loader=No
                 row["mfu"] = 6 * n_params * samples / dt / (peak * world)
             row = {k: (v if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in row.items()}
             if rank == 0:
+                history.append(row)
                 with open(out / "log.jsonl", "a") as f:
                     f.write(json.dumps(row, allow_nan=False) + "\n")
                 if writer:
@@ -280,6 +436,7 @@ def train(cfg: dict, out_dir: str | os.PathLike, resume: str = "auto", loader=No
     final = out / "model.pt"
     if rank == 0:
         from meru.models.checkpoints import save_model
+        check_finite_state(model, optimizer, step, final, ckpt_path)
         save_model(model, final, step=step, config=cfg)
     if world > 1:
         dist.barrier()
@@ -295,13 +452,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.SUB=VALUE", help="override a config key")
     parser.add_argument("--resume", choices=["auto", "never"], default="auto")
+    parser.add_argument("--apply-config-changes", action="store_true",
+                        help="on resume, apply changed optimiser/schedule/augmentation settings (recorded in log.jsonl) "
+                             "instead of refusing them")
+
+
+def preflight(cfg: dict, source: str) -> None:
+    """Checks that need the file system or the machine, before any model is built (one-line ConfigError)."""
+    from meru.data.loader import resolve_shards
+    from meru.data.manifest import IncompleteDatasetError
+
+    train_data = cfg["data"]["train"]
+    try:
+        resolve_shards(train_data)
+    except (IncompleteDatasetError, FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"{source}: data.train = {train_data!r}: {e}") from None
+    dev = cfg["runtime"]["device"]
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{source}: runtime.device = {dev!r} but no CUDA device is available; use auto or cpu")
+    if dev.startswith("cuda:") and int(dev[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"{source}: runtime.device = {dev!r} but only {torch.cuda.device_count()} CUDA device(s)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from meru.data.manifest import IncompleteDatasetError
+    from meru.models.checkpoints import CheckpointError
+
     try:
         cfg = load_train_config(args.config, args.model, args.size, args.seed, args.set)
-        path = train(cfg, args.out, resume=args.resume)
-    except (ConfigError, FloatingPointError) as e:
+        preflight(cfg, str(args.config))
+        path = train(cfg, args.out, resume=args.resume, apply_config_changes=args.apply_config_changes)
+    except (ConfigError, FloatingPointError, RunDirLocked, CheckpointError, IncompleteDatasetError) as e:
         print(f"meru train: error: {e}", file=sys.stderr)
         return 2
     finally:
