@@ -32,9 +32,20 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/reproduction.smk"
 
 
 rule all:
     input:
         all_targets(),
     default_target: True
+
+
+onsuccess:
+    # never silent: the reproduction verdict (and the claims summary) close every successful run
+    for _table in ("reproduction", "claims"):
+        _md = os.path.join(RESULTS, "tables", f"{_table}.md")
+        if os.path.exists(_md):
+            for _line in open(_md).read().splitlines():
+                if _line.startswith("Summary: "):
+                    print(f"{_md}: {_line[len('Summary: '):]}")

@@ -24,6 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "imagenet-tree": ("meru.evaluation.wordnet_tree", "build the ImageNet-1k WordNet is-a tree"),
     "tables": ("meru.reporting.tables", "build CSV/Markdown/LaTeX tables from metric JSON"),
     "plots": ("meru.reporting.plots", "draw the PNG plots from metric JSON and training logs"),
+    "reproduce": ("meru.reporting.reproduction", "compare a run's headline metrics with its reference (run or published)"),
+    "reference": ("meru.reporting.reference", "refresh (or check) the committed reference run"),
+    "claims": ("meru.reporting.claims", "the MERU paper's qualitative claims, computed with verdicts"),
 }
 
 

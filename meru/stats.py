@@ -194,3 +194,16 @@ def aggregate_seeds(values, alpha: float = 0.05) -> dict:
     std = float(arr.std(ddof=1))
     half = float(_sps.t.ppf(1 - alpha / 2, df=n - 1)) * std / math.sqrt(n)
     return {"mean": mean, "std": std, "n": n, "ci": [mean - half, mean + half]}
+
+
+def spearman_ci(rho: float, n: int, alpha: float = 0.05) -> list[float] | None:
+    """``(1 - alpha)`` interval of a Spearman correlation ``rho`` over ``n`` items (Fisher z).
+
+    z = atanh(rho), se = sqrt(1.06 / (n - 3)) (Fieller, Hartley & Pearson 1957, Biometrika 44),
+    interval = tanh(z ± z_{1-alpha/2}·se). ``None`` when n <= 3 or |rho| = 1 (z undefined).
+    """
+    if rho is None or n is None or n <= 3 or not -1 < rho < 1:
+        return None
+    z, se = math.atanh(rho), math.sqrt(1.06 / (n - 3))
+    q = float(_sps.norm.ppf(1 - alpha / 2))
+    return [math.tanh(z - q * se), math.tanh(z + q * se)]

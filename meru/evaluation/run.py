@@ -22,6 +22,8 @@ def header(cache: dict, task: str, label: str | None = None, seed: int | None = 
     """Identity fields of a metric record, from the cache (checkpoint) unless overridden."""
     seed = cache.get("seed") if seed is None else seed
     size = cache.get("size")
+    if label and label.endswith("-released") and label.startswith(f"{cache['kind']}-"):
+        size = label[len(cache["kind"]) + 1:-len("-released")]  # released variant: vit-s16 or vit-s16-grit
     label = label or f"{cache['kind']}-{size}-s{seed if seed is not None else 0}"
     return {"model": cache["kind"], "kind": cache["kind"], "size": size,
             "seed": int(seed) if seed is not None else 0, "label": label, "dataset": cache.get("dataset"),

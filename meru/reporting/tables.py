@@ -40,12 +40,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
-TABLES = ("zeroshot", "retrieval", "hierarchy", "linear_probe", "structure", "reference")
+TABLES = ("zeroshot", "retrieval", "hierarchy", "linear_probe", "structure")  # published values: meru.reporting.reproduction
 ACCURACY_KEYS = ("top1", "acc1", "accuracy", "acc")
 ZEROSHOT_KEYS = ("top1", "top5", "mean_per_class")
 KINDS = ("meru", "clip")
-REFERENCE_CSV = Path(__file__).resolve().parent.parent / "resources" / "reference_values.csv"
-REFERENCE_COLUMNS = ["model", "size", "dataset", "metric", "reported", "source", "ours", "ours_lo", "ours_hi"]
 
 
 def load_metrics(directory: str | os.PathLike) -> list[dict]:
@@ -202,24 +200,6 @@ def build_table(records: list[dict], table: str) -> pd.DataFrame:
     return pd.DataFrame(out, columns=columns)
 
 
-def reference_table(records: list[dict]) -> pd.DataFrame:
-    """Published values for released checkpoints (resources/reference_values.csv) beside ours where both exist."""
-    if REFERENCE_CSV.exists():
-        ref = pd.read_csv(REFERENCE_CSV)
-    else:
-        ref = pd.DataFrame(columns=["model", "size", "dataset", "metric", "reported", "source"])
-    ours = build_table(records, "zeroshot")
-    rows = []
-    for r in ref.itertuples(index=False):
-        match = ours[(ours.dataset == r.dataset) & (ours["size"] == r.size) & (ours.metric == r.metric)]
-        m = match.iloc[0] if len(match) else None
-        get = (lambda col: None if m is None or pd.isna(m[col]) else float(m[col]))
-        rows.append({"model": r.model, "size": r.size, "dataset": r.dataset, "metric": r.metric,
-                     "reported": r.reported, "source": r.source, "ours": get(f"{r.model}_mean"),
-                     "ours_lo": get(f"{r.model}_lo"), "ours_hi": get(f"{r.model}_hi")})
-    return pd.DataFrame(rows, columns=REFERENCE_COLUMNS)
-
-
 def _fmt(m, lo, hi) -> str:
     if m is None or pd.isna(m):
         return ""
@@ -230,8 +210,6 @@ def _fmt(m, lo, hi) -> str:
 
 def pretty(df: pd.DataFrame, table: str) -> pd.DataFrame:
     """Display form: 'mean [lo, hi]' cells and a starred MERU-CLIP column (* = 95% interval excludes 0)."""
-    if table == "reference":
-        return df.fillna("")
     out = df[["dataset", "metric", "size", "n_seeds"]].copy()
     for kind in KINDS:
         out[kind.upper()] = [_fmt(r[f"{kind}_mean"], r[f"{kind}_lo"], r[f"{kind}_hi"]) for _, r in df.iterrows()]
@@ -257,7 +235,7 @@ def write_tables(metrics_dir: str | os.PathLike, out_dir: str | os.PathLike) -> 
     out.mkdir(parents=True, exist_ok=True)
     frames = {}
     for table in TABLES:
-        df = reference_table(records) if table == "reference" else build_table(records, table)
+        df = build_table(records, table)
         frames[table] = df
         disp = pretty(df, table)
         _atomic_write(out / f"{table}.csv", df.to_csv(index=False))

@@ -6,6 +6,10 @@ DATA = config.get("data_dir", "data")
 EVAL = config.get("evaluation", {})
 SYNTH = config.get("data", {}).get("synthhier", {})
 PRETRAINED = config.get("pretrained") or {}
+# what `meru reproduce` compares the run with: a reference-run directory, "published" or none (docs/WORKFLOW.md)
+REFERENCE = config.get("reference") or "none"
+# the training data of this run's models ("redcaps" for released checkpoints without a `data:` entry)
+TRAINING_DATA = "redcaps" if PRETRAINED else config["data"]["source"]
 SYNTH_LEVELS = SYNTH.get("levels", ["category", "family", "shape"])  # zero-shot levels, coarse to leaf
 
 
@@ -34,7 +38,7 @@ def merged_train_config(kind):
 def run_labels():
     """Every evaluated model: `{kind}-{size}-s{seed}` (trained) or `{kind}-{size}-released` (pretrained)."""
     if PRETRAINED:
-        return [f"{c['kind']}-{c['size']}-released" for c in PRETRAINED["checkpoints"]]
+        return [released_label(c) for c in PRETRAINED["checkpoints"]]
     return [f"{k}-{s}-s{n}" for s in config["sizes"] for k in config["models"] for n in config["seeds"]]
 
 
@@ -69,13 +73,15 @@ def res(section, key, default=None):
     return (config.get("resources", {}).get(section) or {}).get(key, default)
 
 
-TABLES = ["zeroshot", "retrieval", "hierarchy", "linear_probe", "structure", "reference"]
+TABLES = ["zeroshot", "retrieval", "hierarchy", "linear_probe", "structure"]
+FINAL_TABLES = ["claims", "reproduction"]  # meru claims / meru reproduce: csv + md
 PLOTS = ["zeroshot_bars", "scaling", "root_distance_hist", "depth_vs_distance", "traversal", "training_curves"]
 
 
 def all_targets():
     out = [f"{RESULTS}/tables/{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
     out += [f"{RESULTS}/plots/{p}.png" for p in PLOTS]
+    out += [f"{RESULTS}/tables/{t}.{ext}" for t in FINAL_TABLES for ext in ("csv", "md")]
     out += [f"{RESULTS}/PROVENANCE.md"]
     if config["data"]["source"] == "synthhier":
         out += [f"{RESULTS}/data/contact_sheet.png"]
@@ -161,9 +167,16 @@ def training_logs():
 
 
 
+def released_label(c):
+    """`{kind}-{size}-released` (MERU's RedCaps checkpoints) or `{kind}-{size}-{data}-released` (as
+    meru.reporting.reproduction.released_label; records of the latter carry size `{size}-{data}`)."""
+    data = c.get("data", "redcaps")
+    return f"{c['kind']}-{c['size']}-released" if data == "redcaps" else f"{c['kind']}-{c['size']}-{data}-released"
+
+
 def released(label):
     for c in PRETRAINED.get("checkpoints", []):
-        if f"{c['kind']}-{c['size']}-released" == label:
+        if released_label(c) == label:
             return c
     raise ValueError(f"no pretrained checkpoint for {label!r} in config 'pretrained.checkpoints'")
 

@@ -92,7 +92,7 @@ rule evaluate_retrieval:
     resources:
         cpu_jobs=1,
     shell:
-        "meru evaluate --task retrieval --embeddings {input.emb} --out {output} > {log} 2>&1"
+        "meru evaluate --task retrieval --embeddings {input.emb} --out {output} --label {wildcards.label} > {log} 2>&1"
 
 
 rule evaluate_linear_probe:
@@ -110,7 +110,7 @@ rule evaluate_linear_probe:
         cpu_jobs=1,
     shell:
         "meru evaluate --task linear-probe --train-embeddings {input.train} --embeddings {input.test} "
-        "--out {output} > {log} 2>&1"
+        "--out {output} --label {wildcards.label} > {log} 2>&1"
 
 
 rule evaluate_structure:
@@ -126,7 +126,8 @@ rule evaluate_structure:
     resources:
         cpu_jobs=1,
     shell:
-        "meru evaluate --task structure --embeddings {input.emb} --text-pool {input.pool} --out {output} > {log} 2>&1"
+        "meru evaluate --task structure --embeddings {input.emb} --text-pool {input.pool} --out {output} "
+        "--label {wildcards.label} > {log} 2>&1"
 
 
 rule evaluate_traversal:
@@ -142,4 +143,5 @@ rule evaluate_traversal:
     resources:
         cpu_jobs=1,
     shell:
-        "meru evaluate --task traversal --embeddings {input.emb} --text-pool {input.pool} --max-images 64 --out {output} > {log} 2>&1"
+        "meru evaluate --task traversal --embeddings {input.emb} --text-pool {input.pool} --max-images 64 --out {output} "
+        "--label {wildcards.label} > {log} 2>&1"

@@ -1,0 +1,353 @@
+"""The MERU paper's qualitative claims, computed from a run's metric JSON (``meru claims``).
+
+Writes ``claims.{csv,md}``: one row per (claim, metric, size, dataset) with, for every model kind the
+run has (discovered from the records: meru, clip, euclip, ...), the value over seeds, the union of the
+seeds' 95% intervals, and a verdict at 95% — "holds", "does not hold", "inconclusive" or "n/a" —
+computed by the rules below (docs/METRICS.md, "Claims"), never typed.
+
+Property claims (each kind on its own; CLIP's [ROOT] is the normalised mean caption of the pool):
+a claim "statistic > θ" (or "< θ") holds when every seed's 95% interval lies entirely beyond θ, does
+not hold when every seed's interval lies entirely on the other side, and is inconclusive otherwise.
+
+Comparison claims (MERU ≥ other kind, same size and dataset): per-item outcomes (zero-shot top-1
+correctness, retrieval hit@k) averaged over the seeds both kinds have, then a paired bootstrap over
+items (:func:`meru.stats.paired_bootstrap`) for the 95% interval of MERU − other; the claim holds when
+that interval lies above 0 *and* MERU is ahead in every seed, does not hold when the interval lies
+below 0 and MERU is behind in every seed, and is inconclusive otherwise. Without per-item data the
+interval is the Student-t interval over the seeds' differences (:func:`meru.stats.aggregate_seeds`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sstats
+
+from meru import stats
+from meru.reporting.reproduction import kinds_of, load_records
+
+HOLDS, FAILS, UNSURE, NA = "holds", "does not hold", "inconclusive", "n/a"
+
+CLAIMS = {
+    "zeroshot": "MERU ≥ other models on zero-shot classification",
+    "retrieval": "MERU ≥ other models on image-text retrieval",
+    "text_nearer": "Text embeddings lie nearer the origin ([ROOT]) than image embeddings",
+    "generic_nearer": "Generic captions lie nearer the origin than specific ones",
+    "image_farther": "Images lie farther from the origin than their own captions",
+    "cones": "Entailment cones hold true caption-image pairs more often than false ones",
+    "traversal_generic": "Image→[ROOT] traversals retrieve ever more generic captions",
+    "traversal_true": "Captions retrieved on image→[ROOT] traversals are true of the image",
+}
+
+
+# --------------------------------------------------------------------------- decisions
+
+def decide(intervals: list, theta: float | None, direction: str = ">") -> str:
+    """Per-seed rule for "statistic > θ" (direction '>') or "< θ": see the module docstring."""
+    if not intervals:
+        return NA
+    if theta is None or any(iv is None or iv[0] is None or iv[1] is None for iv in intervals):
+        return UNSURE
+    above = all(lo > theta for lo, _ in intervals)
+    below = all(hi < theta for _, hi in intervals)
+    if direction == ">":
+        return HOLDS if above else FAILS if below else UNSURE
+    return HOLDS if below else FAILS if above else UNSURE
+
+
+def property_cell(per_seed: list[tuple[float, list | None]], theta: float | None, direction: str = ">",
+                  detail: str = "") -> dict:
+    """Value = seed mean, interval = union of the seeds' intervals, verdict by :func:`decide`."""
+    if not per_seed:
+        return {"value": None, "lo": None, "hi": None, "seeds": 0, "verdict": NA, "detail": detail}
+    vals = [v for v, _ in per_seed]
+    ivs = [iv for _, iv in per_seed]
+    known = [iv for iv in ivs if iv is not None]
+    return {"value": float(np.mean(vals)), "lo": min(iv[0] for iv in known) if known else None,
+            "hi": max(iv[1] for iv in known) if known else None, "seeds": len(vals),
+            "verdict": decide(ivs, theta, direction), "detail": detail}
+
+
+def comparison_cell(meru: dict, other: dict, metric: str, outcomes) -> dict:
+    """MERU − other on ``metric``; meru/other: {seed: record}; outcomes(rec) -> per-item array in the metric's unit or None."""
+    common = sorted(set(meru) & set(other))
+    cell = property_cell([(other[s]["metrics"][metric], _interval(other[s], metric)) for s in sorted(other)], None)
+    cell["verdict"] = UNSURE
+    if not common:
+        cell.update(verdict=NA, detail="no seed in common with MERU")
+        return cell
+    vm = np.array([meru[s]["metrics"][metric] for s in common], float)
+    vo = np.array([other[s]["metrics"][metric] for s in common], float)
+    a = [outcomes(meru[s]) for s in common]
+    b = [outcomes(other[s]) for s in common]
+    if all(x is not None for x in a + b) and len({len(x) for x in a + b}) == 1:
+        res = stats.paired_bootstrap(np.mean(a, axis=0), np.mean(b, axis=0))
+        d, (lo, hi), how = res["diff"], res["ci"], f"paired bootstrap over {len(a[0])} items × {len(common)} seeds"
+    else:
+        agg = stats.aggregate_seeds(vm - vo)
+        d, how = agg["mean"], f"t interval over {len(common)} seeds"
+        lo, hi = agg["ci"] if agg["ci"] else (None, None)
+    ahead, behind = int(np.sum(vm > vo)), int(np.sum(vm < vo))
+    if lo is not None and lo > 0 and ahead == len(common):
+        cell["verdict"] = HOLDS
+    elif hi is not None and hi < 0 and behind == len(common):
+        cell["verdict"] = FAILS
+    cell.update(diff=d, diff_lo=lo, diff_hi=hi,
+                detail=f"MERU−{_kind(other)} {_fmt(d, lo, hi)} ({how}); MERU ahead in {ahead}/{len(common)} seeds")
+    return cell
+
+
+def _kind(recs: dict) -> str:
+    return next(iter(recs.values()))["kind"].upper()
+
+
+def _interval(rec: dict, metric: str):
+    iv = (rec.get("intervals") or {}).get(metric)
+    return list(iv[:2]) if iv and iv[0] is not None and iv[1] is not None else None
+
+
+# --------------------------------------------------------------------------- per-item outcomes
+
+def zeroshot_outcomes(rec: dict):
+    c = (rec.get("per_item") or {}).get("correct")
+    return None if c is None else 100.0 * np.asarray(c, float)
+
+
+def retrieval_outcomes(direction: str, k: int):
+    def f(rec: dict):
+        ranks = (rec.get("per_query") or {}).get(f"{direction}_rank")
+        return None if ranks is None else 100.0 * (np.asarray(ranks) < k).astype(float)
+    return f
+
+
+def traversal_items(rec: dict) -> np.ndarray:
+    """[n_images, 3]: Kendall tau-b(step order, specificity) of the listed captions ([ROOT] excluded;
+    NaN with < 2 captions or one specificity), number of listed captions that are true, number listed."""
+    rows = []
+    for img in rec.get("images") or []:
+        steps = [s for s in img["steps"] if s.get("specificity") is not None]
+        spec = [s["specificity"] for s in steps]
+        tau = float(sstats.kendalltau(np.arange(len(spec)), spec).statistic) if len(set(spec)) > 1 else math.nan
+        rows.append([tau, sum(bool(s.get("correct")) for s in steps), len(steps)])
+    return np.asarray(rows, float).reshape(-1, 3)
+
+
+def _true_share(items: np.ndarray) -> float:
+    """Pooled share of listed captions that are true: sum(true) / sum(listed) over images."""
+    return float(items[:, 1].sum() / max(items[:, 2].sum(), 1.0))
+
+
+# --------------------------------------------------------------------------- claims
+
+def _group(records: list[dict], task: str) -> dict:
+    """{(size, dataset): {kind: {seed: record}}} for one task."""
+    out: dict = {}
+    for r in records:
+        if r["task"].replace("_", "-") == task:
+            out.setdefault((str(r["size"]), r["dataset"]), {}).setdefault(r["kind"], {})[int(r["seed"])] = r
+    return out
+
+
+def _row(cid: str, metric: str, size: str, dataset: str, rule: str, cells: dict) -> dict:
+    return {"claim_id": cid, "claim": CLAIMS[cid], "metric": metric, "size": size, "dataset": dataset,
+            "rule": rule, "cells": cells}
+
+
+def comparison_rows(records: list[dict], kinds: list[str]) -> list[dict]:
+    rows = []
+    specs = [("zeroshot", "zeroshot", "top1", zeroshot_outcomes)]
+    specs += [("retrieval", "retrieval", f"{d}_r{k}", retrieval_outcomes(d, k)) for k in (1, 5) for d in ("i2t", "t2i")]
+    for cid, task, metric, outcomes in specs:
+        for (size, dataset), by_kind in sorted(_group(records, task).items()):
+            if "meru" not in by_kind or not any(metric in r["metrics"] for r in by_kind["meru"].values()):
+                continue
+            cells = {"meru": property_cell([(r["metrics"][metric], _interval(r, metric))
+                                            for _, r in sorted(by_kind["meru"].items())], None)}
+            cells["meru"].update(verdict="—", detail="reference side of the comparison")
+            for kind in kinds:
+                if kind != "meru" and kind in by_kind:
+                    cells[kind] = comparison_cell(by_kind["meru"], by_kind[kind], metric, outcomes)
+            rows.append(_row(cid, metric, size, dataset, "MERU − other > 0 (paired, 95%) and MERU ahead in every seed", cells))
+    return rows
+
+
+def _structure_cells(by_kind: dict, kinds: list[str], fn, theta, direction=">", na_detail="") -> dict:
+    cells = {}
+    for kind in kinds:
+        recs = by_kind.get(kind, {})
+        per_seed = [x for x in (fn(r) for _, r in sorted(recs.items())) if x is not None]
+        roots = {str(r.get("root", "")) for r in recs.values()} - {""}
+        detail = f"[ROOT] = {', '.join(sorted(roots))}" if roots else ""
+        cells[kind] = property_cell(per_seed, theta, direction, detail if per_seed else na_detail)
+    return cells
+
+
+def property_rows(records: list[dict], kinds: list[str]) -> list[dict]:
+    rows = []
+    for (size, dataset), by_kind in sorted(_group(records, "structure").items()):
+        def gap(r):
+            m, iv = r["metrics"], r.get("intervals") or {}
+            if "image_root_mean" not in m or "text_root_mean" not in m:
+                return None
+            ii, ti = iv.get("image_root_mean"), iv.get("text_root_mean")
+            ci = [ii[0] - ti[1], ii[1] - ti[0]] if ii and ti else None
+            return m["image_root_mean"] - m["text_root_mean"], ci
+
+        def rho(r):
+            v = r["metrics"].get("spearman_specificity")
+            return None if v is None else (v, stats.spearman_ci(v, r.get("n_texts")))
+
+        def farther(r):
+            v = r["metrics"].get("image_farther_frac")
+            return None if v is None else (v, _interval(r, "image_farther_frac"))
+
+        def cones(r):
+            m = r["metrics"]
+            if "cone_true_frac" not in m or "cone_false_frac" not in m:
+                return None
+            iv = _interval(r, "cone_true_frac")
+            f = m["cone_false_frac"]
+            return m["cone_true_frac"] - f, ([iv[0] - f, iv[1] - f] if iv else None)
+
+        rows.append(_row("text_nearer", "image_root_mean − text_root_mean", size, dataset,
+                         "> 0 in every seed (intervals: image lo − text hi, image hi − text lo)",
+                         _structure_cells(by_kind, kinds, gap, 0.0)))
+        rows.append(_row("generic_nearer", "spearman_specificity", size, dataset,
+                         "> 0 in every seed (Fisher-z interval, se² = 1.06/(n_texts − 3))",
+                         _structure_cells(by_kind, kinds, rho, 0.0)))
+        rows.append(_row("image_farther", "image_farther_frac", size, dataset, "> 0.5 in every seed (bootstrap over pairs)",
+                         _structure_cells(by_kind, kinds, farther, 0.5)))
+        rows.append(_row("cones", "cone_true_frac − cone_false_frac", size, dataset,
+                         "> 0 in every seed (bootstrap over true pairs)",
+                         _structure_cells(by_kind, kinds, cones, 0.0, na_detail="no entailment cones")))
+    chance = {r["_label"]: r["n_true_pairs"] / (r["n_true_pairs"] + r["n_false_pairs"])
+              for r in records if r["task"] == "structure" and r.get("n_true_pairs") and r.get("n_false_pairs") is not None}
+    for (size, dataset), by_kind in sorted(_group(records, "traversal").items()):
+        def tau(r):
+            items = traversal_items(r)
+            if not np.isfinite(items[:, 0]).any():
+                return None
+            t = items[:, 0][np.isfinite(items[:, 0])]
+            return float(t.mean()), list(stats.bootstrap_ci(t))
+
+        thetas = {chance.get(r["_label"]) for recs in by_kind.values() for r in recs.values()}
+
+        def precision(r):
+            items = traversal_items(r)
+            if not len(items) or items[:, 2].sum() == 0:
+                return None
+            return _true_share(items), list(stats.bootstrap_ci(items, statistic=_true_share))
+
+        rows.append(_row("traversal_generic", "mean Kendall tau(step, caption specificity)", size, dataset,
+                         "< 0 in every seed (bootstrap over images)", _structure_cells(by_kind, kinds, tau, 0.0, "<")))
+        theta = thetas.pop() if len(thetas) == 1 else None
+        rule = (f"> chance {theta:.4f} in every seed (chance = share of true pairs in the caption pool; bootstrap over images)"
+                if theta is not None else "> chance (unknown: no structure record for this run), so inconclusive")
+        rows.append(_row("traversal_true", "precision (listed captions true of the image)", size, dataset, rule,
+                         _structure_cells(by_kind, kinds, precision, theta)))
+    return rows
+
+
+def reading(row: dict, kinds: list[str]) -> str:
+    """Whose finding it is: 'MERU only', 'shared: CLIP, ...', 'not MERU: ...', 'none' (property claims)."""
+    if row["claim_id"] in ("zeroshot", "retrieval"):
+        return ""
+    holds = [k for k in kinds if row["cells"].get(k, {}).get("verdict") == HOLDS]
+    if "meru" in holds:
+        others = [k.upper() for k in holds if k != "meru"]
+        return f"shared: {', '.join(others)}" if others else "MERU only"
+    return f"not MERU: {', '.join(k.upper() for k in holds)}" if holds else "none"
+
+
+def build_claims(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(wide CSV frame, Markdown display frame)."""
+    kinds = kinds_of(records)
+    rows = comparison_rows(records, kinds) + property_rows(records, kinds)
+    fields = ("value", "lo", "hi", "seeds", "verdict", "detail")
+    wide, disp = [], []
+    for row in rows:
+        base = {k: row[k] for k in ("claim_id", "claim", "metric", "size", "dataset", "rule")}
+        base["reading"] = reading(row, kinds)
+        w, d = dict(base), {"claim": row["claim"], "metric": row["metric"], "dataset": row["dataset"], "size": row["size"]}
+        for kind in kinds:
+            cell = row["cells"].get(kind) or {"verdict": NA}
+            for f in fields:
+                w[f"{kind}_{f}"] = cell.get(f)
+            for f in ("diff", "diff_lo", "diff_hi"):
+                if row["claim_id"] in ("zeroshot", "retrieval"):
+                    w[f"{kind}_{f}"] = cell.get(f)
+            text = _fmt(cell.get("value"), cell.get("lo"), cell.get("hi"))
+            verdict = cell["verdict"]
+            extra = cell.get("detail", "") if verdict != HOLDS or "MERU−" in cell.get("detail", "") else ""
+            d[kind.upper()] = f"{text}: **{verdict}**" + (f" ({extra})" if extra and verdict != "—" else "")
+        d["reading"], d["rule"] = base["reading"], row["rule"]
+        wide.append(w)
+        disp.append(d)
+    return pd.DataFrame(wide), pd.DataFrame(disp)
+
+
+def _fmt(m, lo=None, hi=None) -> str:
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return "—"
+    if lo is None or hi is None:
+        return f"{m:.4g}"
+    return f"{m:.4g} [{lo:.4g}, {hi:.4g}]"
+
+
+def summary(wide: pd.DataFrame) -> str:
+    """'claims: MERU holds a/b (...)' over MERU's property claims and comparisons."""
+    if not len(wide) or "meru_verdict" not in wide:
+        return "no MERU records: no claim evaluated"
+    parts = []
+    for cid in CLAIMS:
+        g = wide[wide.claim_id == cid]
+        if not len(g):
+            continue
+        if cid in ("zeroshot", "retrieval"):
+            verdicts = [v for k in wide.columns if k.endswith("_verdict") and k != "meru_verdict" for v in g[k] if v]
+        else:
+            verdicts = list(g["meru_verdict"])
+        counts = {v: verdicts.count(v) for v in (HOLDS, FAILS, UNSURE) if verdicts.count(v)}
+        parts.append(f"{cid}: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    return "MERU claims — " + "; ".join(parts)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_claims(metrics_dir, out_dir) -> tuple[pd.DataFrame, str]:
+    wide, disp = build_claims(load_records(metrics_dir))
+    line = summary(wide)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "claims.csv", wide.to_csv(index=False))
+    md = disp.to_markdown(index=False) if len(disp) else "(no metric records)"
+    _atomic_write(out / "claims.md", "## claims\n\nVerdicts at 95% (rules: docs/METRICS.md, \"Claims\"; "
+                  "'reading' says which kinds share a property).\n\n" f"Summary: {line}\n\n{md}\n")
+    return wide, line
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--metrics", required=True, help="directory of metric JSON files (RESULTS/metrics)")
+    parser.add_argument("--out", required=True, help="output directory for claims.{csv,md}")
+
+
+def run(args) -> int:
+    if not Path(args.metrics).is_dir():
+        print(f"meru claims: --metrics {args.metrics} is not a directory; run the evaluation rules first", file=sys.stderr)
+        return 2
+    try:
+        _, line = write_claims(args.metrics, args.out)
+    except ValueError as err:
+        print(f"meru claims: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.out}/claims.md: {line}")
+    return 0

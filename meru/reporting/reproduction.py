@@ -1,0 +1,420 @@
+"""A run's headline metrics against a reference (``meru reproduce``), and the committed reference run
+itself (``meru reference refresh``).
+
+A *reference* is one of two things, compared by one code path (:func:`compare`):
+
+* a reference run — a directory with a finished run's ``metrics/`` (``results/reference/default``,
+  written by ``meru reference refresh``): for every headline metric (``resources/headline_metrics.csv``)
+  and (kind, size), the S seed values r_1..r_S with their 95% bootstrap intervals;
+* published values — rows of ``resources/reference_values.csv`` (one value each: S = 1, no interval),
+  for the released checkpoints (``configs/pretrained.yaml``) or a paper-scale run.
+
+Decision rule (docs/METRICS.md, "Reproduction"). For one key with reference values r_s and the fresh
+run's seed values f_t (mean f̄):
+
+    tol    = max( sd(r_s) [S > 1], mean half-width of the reference seeds' bootstrap intervals,
+                  mean half-width of the fresh seeds' bootstrap intervals, floor(metric) )
+    within <=> min_s r_s - tol <= f̄ <= max_s r_s + tol
+
+with floor = 1 point for metrics in %, 0.01 for metrics in [0, 1] or [-1, 1], and 1% of |mean r|
+otherwise (distances, tree-induced error). A run is "reproduced" when every compared key is within.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+HEADLINE_CSV = RESOURCES / "headline_metrics.csv"
+PUBLISHED_CSV = RESOURCES / "reference_values.csv"
+PUBLISHED_COLUMNS = ["model", "size", "training_data", "task", "dataset", "metric", "value", "source", "notes"]
+COLUMNS = ["kind", "size", "training_data", "task", "dataset", "metric", "reference", "ref_min", "ref_max", "ref_n",
+           "fresh", "fresh_n", "diff", "tol", "low", "high", "within", "source", "notes"]
+# what `meru reference refresh` copies from a finished run (tables/reproduction.* excluded: a reference
+# is compared against, it does not carry its own comparison)
+REFERENCE_CONTENT = ("PROVENANCE.md", "metrics", "tables", "plots", "data", "logs", "benchmarks/train", "benchmarks/embed")
+REQUIRED_TABLES = ("zeroshot.csv", "claims.csv", "reproduction.csv")
+_PERCENT = ("top1", "top5", "mean_per_class", "acc1", "acc5", "accuracy", "acc")
+
+
+class ReferenceError(ValueError):
+    """A reference that cannot be used (missing, incomplete); the message names the path and the fix."""
+
+
+# --------------------------------------------------------------------------- metric records
+
+def load_records(directory: str | os.PathLike) -> list[dict]:
+    """Every metric record under ``directory`` (``{label}/{name}.json`` with ``kind``, ``task``, ``metrics``).
+
+    Adds ``_label`` (the run directory's name, e.g. ``meru-vit-s16-grit-released``) and ``_path``.
+    Kinds are not filtered: whatever kinds the run has are compared. clip-benchmark side files are skipped.
+    """
+    records = []
+    for path in sorted(Path(directory).rglob("*.json")):
+        if path.name.endswith(".clip_benchmark.json"):
+            continue
+        try:
+            rec = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err}); delete it and re-run the rule that wrote it") from err
+        if not isinstance(rec, dict) or not {"task", "metrics"} <= rec.keys() or not rec.get("kind", rec.get("model")):
+            continue
+        rec = dict(rec, kind=rec.get("kind", rec.get("model")), _path=str(path), _label=path.parent.name)
+        rec.setdefault("size", "?")
+        rec.setdefault("seed", 0)
+        records.append(rec)
+    return records
+
+
+def kinds_of(records: list[dict]) -> list[str]:
+    """Model kinds present, MERU first, CLIP second, any others alphabetically."""
+    present = {r["kind"] for r in records}
+    order = [k for k in ("meru", "clip") if k in present]
+    return order + sorted(present - set(order))
+
+
+def headline_metrics(path: str | os.PathLike = HEADLINE_CSV) -> pd.DataFrame:
+    """The headline list with its floors: task, dataset, metric, floor_kinds ('all' | kinds | ''), floor_op, floor."""
+    df = pd.read_csv(path, dtype={"floor_kinds": str, "floor_op": str}, keep_default_na=False)
+    df["floor"] = pd.to_numeric(df["floor"].replace("", np.nan))
+    return df
+
+
+def floors(path: str | os.PathLike = HEADLINE_CSV) -> list[dict]:
+    """The minimum bars on a reference run's metrics: ``{task, dataset, metric, kinds, op, floor}`` (op '>=' or '<=')."""
+    out = []
+    for r in headline_metrics(path).itertuples(index=False):
+        if r.floor_op:
+            kinds = None if r.floor_kinds in ("", "all") else r.floor_kinds.split("|")
+            out.append({"task": r.task, "dataset": r.dataset, "metric": r.metric, "kinds": kinds, "op": r.floor_op,
+                        "floor": float(r.floor)})
+    return out
+
+
+def _task(rec: dict) -> str:
+    return rec["task"].replace("_", "-")
+
+
+def seed_values(records: list[dict], keys: set[tuple[str, str, str]] | None = None) -> dict:
+    """``{(kind, size, task, dataset, metric): [(seed, value, lo, hi), ...]}`` for numeric metrics.
+
+    keys: ``{(task, dataset, metric)}`` to keep (None = all). ``lo``/``hi`` are the record's bootstrap
+    interval (None when it has none). A repeated (key, seed) raises naming both files.
+    """
+    out: dict = {}
+    seen: dict = {}
+    for rec in records:
+        for metric, value in rec["metrics"].items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                continue
+            if keys is not None and (_task(rec), rec["dataset"], metric) not in keys:
+                continue
+            key = (rec["kind"], str(rec["size"]), _task(rec), rec["dataset"], metric)
+            seed = int(rec["seed"])
+            if (key, seed) in seen:
+                raise ValueError(f"two metric files for one seed: {seen[(key, seed)]} and {rec['_path']}; remove the stale one")
+            seen[(key, seed)] = rec["_path"]
+            lo, hi = ((rec.get("intervals") or {}).get(metric) or [None, None])[:2]
+            out.setdefault(key, []).append((seed, float(value), lo, hi))
+    return out
+
+
+# --------------------------------------------------------------------------- references
+
+def reference_from_run(directory: str | os.PathLike, training_data: str = "") -> pd.DataFrame:
+    """Reference rows from a reference run's ``metrics/``: headline metrics, per (kind, size), all seeds."""
+    metrics = Path(directory) / "metrics"
+    if not metrics.is_dir():
+        raise ReferenceError(f"reference run {directory}: no metrics/ directory; "
+                             f"fill it with `meru reference refresh --from RESULTS --to {directory}`")
+    head = headline_metrics()
+    keys = set(zip(head.task, head.dataset, head.metric))
+    rows = []
+    for (kind, size, task, dataset, metric), vals in sorted(seed_values(load_records(metrics), keys).items()):
+        rows.append({"kind": kind, "size": size, "training_data": training_data, "task": task, "dataset": dataset,
+                     "metric": metric,
+                     "values": [v for _, v, _, _ in vals], "halfwidths": _halfwidths(vals),
+                     "source": f"{directory} ({len(vals)} seeds)", "notes": ""})
+    if not rows:
+        raise ReferenceError(f"reference run {directory}: no headline metric in {metrics}; refresh it from a finished run")
+    return pd.DataFrame(rows)
+
+
+def read_published(path: str | os.PathLike = PUBLISHED_CSV) -> pd.DataFrame:
+    """resources/reference_values.csv, checked: every row has a value and a source."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in PUBLISHED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ReferenceError(f"{path}: missing columns {missing}; expected {','.join(PUBLISHED_COLUMNS)}")
+    for i, r in df.iterrows():
+        if not r["source"].strip():
+            raise ReferenceError(f"{path}, row {i + 2}: no source; every published value must name where it was read")
+        try:
+            float(r["value"])
+        except ValueError:
+            raise ReferenceError(f"{path}, row {i + 2}: value {r['value']!r} is not a number") from None
+    return df
+
+
+def run_size(size: str, training_data: str, run_training_data: str) -> str:
+    """The ``size`` field our records carry for a published (size, training data): released checkpoints
+    trained on other data than the run's are evaluated as ``{size}-{data}`` (label ``{kind}-{size}-{data}-released``)."""
+    return size if training_data in ("", run_training_data) else f"{size}-{training_data}"
+
+
+def reference_from_published(path: str | os.PathLike = PUBLISHED_CSV, run_training_data: str = "redcaps") -> pd.DataFrame:
+    """Reference rows from published values (S = 1, no interval); sizes mapped by :func:`run_size`."""
+    rows = []
+    for r in read_published(path).itertuples(index=False):
+        rows.append({"kind": r.model, "size": run_size(r.size, r.training_data, run_training_data),
+                     "training_data": r.training_data, "task": r.task, "dataset": r.dataset, "metric": r.metric,
+                     "values": [float(r.value)], "halfwidths": [], "source": r.source, "notes": r.notes})
+    return pd.DataFrame(rows)
+
+
+def _halfwidths(vals) -> list[float]:
+    return [(hi - lo) / 2 for _, _, lo, hi in vals if lo is not None and hi is not None]
+
+
+def metric_floor(metric: str, ref_mean: float) -> float:
+    """Smallest tolerance (module docstring): 1 point in %, 0.01 on [0, 1] / [-1, 1] scales, else 1% of |ref|."""
+    if metric in _PERCENT or re.fullmatch(r"(i2t|t2i)_r\d+", metric):
+        return 1.0
+    if metric.endswith(("_frac", "_auc")) or metric.startswith(("spearman", "kendall")) or metric in (
+            "precision", "jaccard", "h_precision", "h_recall", "jaccard_full", "h_precision_full", "h_recall_full",
+            "h_f1_full"):
+        return 0.01
+    return 0.01 * abs(ref_mean)
+
+
+# --------------------------------------------------------------------------- comparison
+
+def compare(reference: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
+    """One row per reference key: reference, fresh, diff, tolerance, within (None = not evaluated)."""
+    fresh = seed_values(records)
+    rows = []
+    for ref in reference.itertuples(index=False):
+        r = np.asarray(ref.values, float)
+        ref_mean = float(r.mean())
+        vals = fresh.get((ref.kind, ref.size, ref.task, ref.dataset, ref.metric), [])
+        row = {"kind": ref.kind, "size": ref.size, "training_data": ref.training_data, "task": ref.task,
+               "dataset": ref.dataset,
+               "metric": ref.metric, "reference": ref_mean, "ref_min": float(r.min()), "ref_max": float(r.max()),
+               "ref_n": len(r), "fresh": None, "fresh_n": len(vals), "diff": None, "tol": None, "low": None,
+               "high": None, "within": None, "source": ref.source, "notes": ref.notes}
+        if vals:
+            f = float(np.mean([v for _, v, _, _ in vals]))
+            tol = max([float(r.std(ddof=1)) if len(r) > 1 else 0.0, metric_floor(ref.metric, ref_mean)]
+                      + [float(np.mean(h)) for h in (ref.halfwidths, _halfwidths(vals)) if len(h)])
+            low, high = float(r.min()) - tol, float(r.max()) + tol
+            row.update(fresh=f, diff=f - ref_mean, tol=tol, low=low, high=high, within=bool(low <= f <= high))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _name(r) -> str:
+    return f"{r['kind']}-{r['size']} {r['task']} {r['dataset']} {r['metric']}"
+
+
+def summary(df: pd.DataFrame, what: str) -> str:
+    """One line: 'reproduced ...' or 'differs, N of M metrics outside the spread: ...' (+ not evaluated)."""
+    if df is None:
+        return f"no reference for this config ({what}): nothing compared"
+    done = df[df.within.notna()]
+    missing = len(df) - len(done)
+    tail = f"; {missing} reference value(s) not evaluated by this run" if missing else ""
+    if not len(done):
+        return f"nothing compared: none of the {len(df)} reference values has a counterpart in this run ({what}){tail}"
+    out = done[~done.within.astype(bool)]
+    if not len(out):
+        return f"reproduced: all {len(done)} metrics within the reference's spread ({what}){tail}"
+    names = ", ".join(_name(r) for _, r in out.head(8).iterrows()) + (", ..." if len(out) > 8 else "")
+    return f"differs, {len(out)} of {len(done)} metrics outside the spread ({what}): {names}{tail}"
+
+
+def _num(x) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+
+
+def markdown(df: pd.DataFrame | None, line: str, what: str) -> str:
+    head = (f"## reproduction\n\nReference: {what}. Rule: within = the fresh seed mean lies in "
+            "[min(reference) − tol, max(reference) + tol] (docs/METRICS.md, \"Reproduction\").\n\n"
+            f"Summary: {line}\n")
+    if df is None or not len(df):
+        return head
+    disp = pd.DataFrame({
+        "model": df.kind, "size": df["size"], "data": df.training_data, "task": df.task, "dataset": df.dataset, "metric": df.metric,
+        "reference": [_num(m) if n == 1 else f"{_num(m)} [{_num(lo)}, {_num(hi)}]"
+                      for m, lo, hi, n in zip(df.reference, df.ref_min, df.ref_max, df.ref_n)],
+        "fresh": [_num(v) for v in df.fresh], "diff": [_num(v) for v in df["diff"]],
+        "allowed": ["" if lo is None or pd.isna(lo) else f"[{_num(lo)}, {_num(hi)}]" for lo, hi in zip(df.low, df.high)],
+        "within": ["not evaluated" if w is None or pd.isna(w) else ("yes" if w else "**no**") for w in df.within],
+        "source": df.source, "notes": df.notes,
+    })
+    return head + "\n" + disp.to_markdown(index=False) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def reproduce(metrics_dir, reference: str | None, out_dir, training_data: str = "",
+              published_csv: str | os.PathLike = PUBLISHED_CSV) -> tuple[pd.DataFrame | None, str]:
+    """Write ``reproduction.{csv,md}`` under ``out_dir``; return (table or None, summary line).
+
+    reference: a reference-run directory, ``"published"`` (resources/reference_values.csv) or None/"none".
+    """
+    records = load_records(metrics_dir)
+    if reference in (None, "", "none"):
+        df, what = None, "none configured"
+    elif reference == "published":
+        what = f"published values, {Path(published_csv).name}"
+        df = compare(reference_from_published(published_csv, training_data or "redcaps"), records)
+    else:
+        what = f"reference run {reference}"
+        df = compare(reference_from_run(reference, training_data), records)
+    line = summary(df, what)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "reproduction.csv", (df if df is not None else pd.DataFrame(columns=COLUMNS)).to_csv(index=False))
+    _atomic_write(out / "reproduction.md", markdown(df, line, what))
+    return df, line
+
+
+# --------------------------------------------------------------------------- refreshing the reference
+
+def _provenance_config(run: Path) -> dict:
+    text = (run / "PROVENANCE.md").read_text()
+    m = re.search(r"```json\n(.*?)\n```", text, re.DOTALL)
+    if not m:
+        raise ReferenceError(f"{run}/PROVENANCE.md: no ```json config block; re-run the provenance rule")
+    return json.loads(m.group(1))
+
+
+def expected_labels(cfg: dict) -> list[str]:
+    """Run labels a config evaluates (as workflow/rules/common.smk's run_labels)."""
+    if cfg.get("pretrained"):
+        return [released_label(c) for c in cfg["pretrained"]["checkpoints"]]
+    return [f"{k}-{s}-s{n}" for s in cfg["sizes"] for k in cfg["models"] for n in cfg["seeds"]]
+
+
+def released_label(entry: dict) -> str:
+    """``{kind}-{size}-released`` (MERU's RedCaps checkpoints) or ``{kind}-{size}-{data}-released``."""
+    data = entry.get("data", "redcaps")
+    return f"{entry['kind']}-{entry['size']}-released" if data == "redcaps" else f"{entry['kind']}-{entry['size']}-{data}-released"
+
+
+def check_complete(run: str | os.PathLike) -> list[str]:
+    """Problems that make ``run`` (a results directory) unfit as a reference; empty when complete."""
+    run = Path(run)
+    if not (run / "PROVENANCE.md").is_file():
+        return [f"{run}/PROVENANCE.md missing (the run did not finish)"]
+    problems = []
+    cfg = _provenance_config(run)
+    names = {}
+    for label in expected_labels(cfg):
+        files = sorted(p.name for p in (run / "metrics" / label).glob("*.json"))
+        if not files:
+            problems.append(f"{run}/metrics/{label}/ has no metric JSON")
+        names[label] = files
+    if len({tuple(v) for v in names.values() if v}) > 1:
+        problems.append(f"{run}/metrics: runs have different evaluations: "
+                        + "; ".join(f"{k}: {len(v)} files" for k, v in names.items()))
+    problems += [f"{run}/tables/{t} missing" for t in REQUIRED_TABLES if not (run / "tables" / t).is_file()]
+    if not list((run / "plots").glob("*.png")):
+        problems.append(f"{run}/plots/ has no PNG")
+    return problems
+
+
+def refresh(source: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
+    """Replace ``dest`` by the reference content of the finished run ``source``; return the copied paths.
+
+    Refuses (ReferenceError) an incomplete run. The new reference is assembled beside ``dest`` and
+    swapped in with renames, so an interrupted refresh leaves the old reference in place.
+    """
+    source, dest = Path(source), Path(dest)
+    problems = check_complete(source)
+    if problems:
+        raise ReferenceError(f"{source} is not a complete run, not copied:\n  " + "\n  ".join(problems))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.new-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    copied = []
+    for item in REFERENCE_CONTENT:
+        src = source / item
+        if not src.exists():
+            continue
+        target = tmp / item
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("reproduction.*", ".*"))
+        else:
+            shutil.copy2(src, target)
+        copied.append(item)
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return copied
+
+
+# --------------------------------------------------------------------------- CLIs
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--metrics", required=True, help="the run's metric directory (RESULTS/metrics)")
+    parser.add_argument("--reference", default="none",
+                        help="reference-run directory (e.g. results/reference/default), 'published' "
+                             "(meru/resources/reference_values.csv) or 'none'")
+    parser.add_argument("--training-data", default="",
+                        help="the run's training data (config data.source; 'redcaps' for released checkpoints)")
+    parser.add_argument("--published", default=str(PUBLISHED_CSV), help="published values CSV (--reference published)")
+    parser.add_argument("--out", required=True, help="output directory for reproduction.{csv,md}")
+
+
+def run(args) -> int:
+    if not Path(args.metrics).is_dir():
+        print(f"meru reproduce: --metrics {args.metrics} is not a directory; run the evaluation rules first", file=sys.stderr)
+        return 2
+    try:
+        _, line = reproduce(args.metrics, args.reference, args.out, args.training_data, args.published)
+    except (ReferenceError, ValueError) as err:
+        print(f"meru reproduce: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.out}/reproduction.md: {line}")
+    return 0
+
+
+def add_reference_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("refresh", help="copy a finished run's metrics, tables, plots, provenance, logs and "
+                                       "per-job benchmarks into the committed reference")
+    p.add_argument("--from", dest="source", default="results", help="finished run's results directory")
+    p.add_argument("--to", dest="dest", default="results/reference/default", help="reference directory to replace")
+    p = sub.add_parser("check", help="say whether a results directory is complete enough to become the reference")
+    p.add_argument("--from", dest="source", default="results")
+
+
+def run_reference(args) -> int:
+    if args.action == "check":
+        problems = check_complete(args.source)
+        print(f"{args.source}: complete" if not problems else "\n".join(problems))
+        return 0 if not problems else 1
+    try:
+        copied = refresh(args.source, args.dest)
+    except ReferenceError as err:
+        print(f"meru reference refresh: {err}", file=sys.stderr)
+        return 2
+    print(f"meru reference refresh: {args.dest} <- {args.source}: {', '.join(copied)}")
+    return 0

@@ -1,0 +1,86 @@
+"""meru claims: verdict rules on constructed metric records, kinds discovered from the records."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from meru.reporting import claims
+
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "default" / "metrics"
+
+
+def test_decide_rule():
+    assert claims.decide([[0.1, 0.3], [0.2, 0.4]], 0.0) == claims.HOLDS
+    assert claims.decide([[0.1, 0.3], [-0.1, 0.4]], 0.0) == claims.UNSURE
+    assert claims.decide([[-0.3, -0.1], [-0.4, -0.2]], 0.0) == claims.FAILS
+    assert claims.decide([[-0.3, -0.1]], 0.0, "<") == claims.HOLDS
+    assert claims.decide([], 0.0) == claims.NA
+    assert claims.decide([None], 0.0) == claims.UNSURE
+
+
+def _write(d: Path, kind, seed, task, metrics, **extra):
+    rec = {"model": kind, "kind": kind, "size": "tiny", "seed": seed, "label": f"{kind}-tiny-s{seed}",
+           "dataset": "zeroshot_shape" if task != "retrieval" else "retrieval", "task": task, "metrics": metrics, **extra}
+    p = d / f"{kind}-tiny-s{seed}" / f"{task}.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(rec))
+
+
+def _structure(kind, spearman, farther_iv, cones=True):
+    m = {"image_root_mean": 2.0, "text_root_mean": 1.0, "spearman_specificity": spearman,
+         "image_farther_frac": float(np.mean(farther_iv))}
+    iv = {"image_root_mean": [1.9, 2.1], "text_root_mean": [0.9, 1.1], "image_farther_frac": farther_iv}
+    if cones:
+        m.update(cone_true_frac=0.8, cone_false_frac=0.1)
+        iv["cone_true_frac"] = [0.78, 0.82]
+    return {"metrics": m, "intervals": iv, "n_texts": 500, "n_true_pairs": 10, "n_false_pairs": 990}
+
+
+def test_claims_end_to_end_three_kinds(tmp_path):
+    rng = np.random.default_rng(0)
+    for seed in (0, 1):
+        meru_correct = (rng.random(400) < 0.9).astype(int)
+        for kind, correct in (("meru", meru_correct), ("clip", (rng.random(400) < 0.5).astype(int)),
+                              ("euclip", meru_correct)):  # EUCLIP = MERU item for item: no difference
+            _write(tmp_path, kind, seed, "zeroshot", {"top1": 100 * correct.mean() + (0.01 if kind == "meru" else 0)},
+                   per_item={"correct": correct.tolist()})
+        _write(tmp_path, "meru", seed, "structure", **_structure("meru", 0.6, [0.9, 0.95]))
+        _write(tmp_path, "clip", seed, "structure", **_structure("clip", -0.5, [0.4, 0.6], cones=False))
+        _write(tmp_path, "euclip", seed, "structure", **_structure("euclip", 0.6, [0.2, 0.3], cones=False))
+    wide, line = claims.write_claims(tmp_path, tmp_path / "out")
+    assert {"meru_verdict", "clip_verdict", "euclip_verdict"} <= set(wide.columns)
+    zs = wide[wide.claim_id == "zeroshot"].iloc[0]
+    assert zs.clip_verdict == claims.HOLDS and zs.clip_diff_lo > 0  # MERU 90% vs CLIP 50%, both seeds
+    assert zs.euclip_verdict == claims.UNSURE and zs.euclip_diff == 0
+    far = wide[wide.claim_id == "image_farther"].iloc[0]
+    assert (far.meru_verdict, far.clip_verdict, far.euclip_verdict) == (claims.HOLDS, claims.UNSURE, claims.FAILS)
+    assert far.reading == "MERU only"
+    gen = wide[wide.claim_id == "generic_nearer"].iloc[0]
+    assert (gen.meru_verdict, gen.clip_verdict, gen.euclip_verdict) == (claims.HOLDS, claims.FAILS, claims.HOLDS)
+    assert gen.reading == "shared: EUCLIP"
+    cones = wide[wide.claim_id == "cones"].iloc[0]
+    assert cones.meru_verdict == claims.HOLDS and cones.clip_verdict == claims.NA
+    md = (tmp_path / "out" / "claims.md").read_text()
+    assert "| EUCLIP" in md and "Summary: MERU claims" in md and line in md
+    assert len(pd.read_csv(tmp_path / "out" / "claims.csv")) == len(wide)
+
+
+def test_traversal_items_tau_and_precision():
+    rec = {"images": [{"steps": [{"specificity": 4.0, "correct": True}, {"specificity": 2.0, "correct": True},
+                                 {"specificity": 1.0, "correct": False}, {"specificity": None, "correct": None}]},
+                      {"steps": [{"specificity": 3.0, "correct": False}]}]}
+    items = claims.traversal_items(rec)
+    assert items[0, 0] == pytest.approx(-1.0) and np.isnan(items[1, 0])
+    assert claims._true_share(items) == pytest.approx(2 / 4)
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="no committed reference run")
+def test_retrieval_outcomes_match_the_recorded_recall():
+    """hit@k from per_query ranks reproduces the JSON's R@k (so the paired test tests the reported metric)."""
+    rec = json.loads(next(REFERENCE.glob("*/retrieval-synthhier.json")).read_text())
+    for d in ("i2t", "t2i"):
+        for k in (1, 5, 10):
+            assert claims.retrieval_outcomes(d, k)(rec).mean() == pytest.approx(rec["metrics"][f"{d}_r{k}"])

@@ -1,0 +1,42 @@
+"""Reproduction and claims: the run against its reference (a reference run or published values), and the
+MERU paper's qualitative claims with computed verdicts (meru/reporting/{reproduction,claims}.py)."""
+
+
+rule claims:
+    """The MERU paper's qualitative claims with computed verdicts, one column per model kind."""
+    input:
+        metric_files(),
+    output:
+        csv=f"{RESULTS}/tables/claims.csv",
+        md=f"{RESULTS}/tables/claims.md",
+    log:
+        f"{RESULTS}/logs/report/claims.log",
+    conda:
+        "../../envs/report.yaml"
+    params:
+        metrics=lambda w: f"{RESULTS}/metrics",
+        out=lambda w, output: os.path.dirname(output.csv),
+    shell:
+        "meru claims --metrics {params.metrics} --out {params.out} > {log} 2>&1"
+
+
+rule reproduction:
+    """The run's headline metrics against the config's `reference` (a reference run or published values);
+    the summary line is printed at the end of the run (Snakefile `onsuccess`)."""
+    input:
+        metric_files(),
+    output:
+        csv=f"{RESULTS}/tables/reproduction.csv",
+        md=f"{RESULTS}/tables/reproduction.md",
+    log:
+        f"{RESULTS}/logs/report/reproduction.log",
+    conda:
+        "../../envs/report.yaml"
+    params:
+        metrics=lambda w: f"{RESULTS}/metrics",
+        reference=REFERENCE,
+        data=TRAINING_DATA,
+        out=lambda w, output: os.path.dirname(output.csv),
+    shell:
+        "meru reproduce --metrics {params.metrics} --reference {params.reference:q} --training-data {params.data:q} "
+        "--out {params.out} > {log} 2>&1"
