@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -282,12 +283,17 @@ def training_curves(runs_dir, path: Path) -> list[Path]:
     return _save(fig, path)
 
 
-def write_plots(metrics_dir, runs_dir, out_dir) -> list[Path]:
-    """Every figure of :func:`plot_names` as PDF + PNG; a stale ``scaling`` of an earlier config is removed."""
+def write_plots(metrics_dir, runs_dir, out_dir, names: list[str] | None = None) -> list[Path]:
+    """The figures ``names`` (default: :func:`plot_names` of the sizes in the records) as PDF + PNG; figures of
+    :data:`PLOTS` not asked for are removed from ``out_dir`` (e.g. a stale ``scaling`` of an earlier config)."""
     records = load_metrics(metrics_dir) if Path(metrics_dir).is_dir() else []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = plot_names(len({r["size"] for r in records if r["task"] == "zeroshot"}))
+    if names is None:
+        names = plot_names(len({r["size"] for r in records if r["task"] == "zeroshot"}))
+    unknown = sorted(set(names) - set(PLOTS))
+    if unknown:
+        raise ValueError(f"unknown figure(s) {unknown}; choose from {', '.join(PLOTS)}")
     draw = {"zeroshot_bars": lambda p: zeroshot_bars(records, p), "scaling": lambda p: scaling(records, p),
             "root_distance_hist": lambda p: root_distance_hist(records, p),
             "depth_vs_distance": lambda p: depth_vs_distance(records, p), "traversal": lambda p: traversal(records, p),
@@ -306,11 +312,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--metrics", required=True, help="directory of metric JSON files (searched recursively)")
     parser.add_argument("--runs", required=True, help="directory of training runs (RUNS/*/log.jsonl)")
     parser.add_argument("--out", required=True, help="output directory for the PDF and PNG files")
+    parser.add_argument("--figures", help="comma-separated figures to draw (default: all that apply; 'scaling' "
+                        "only with two or more model sizes)")
 
 
 def run(args) -> int:
     if metrics_dir_missing(args.metrics, "plots"):
         return 2
-    for p in write_plots(args.metrics, args.runs, args.out):
+    names = [n for n in args.figures.split(",") if n] if args.figures else None
+    if names is not None and set(names) - set(PLOTS):
+        print(f"meru plots: --figures {args.figures}: choose from {', '.join(PLOTS)}", file=sys.stderr)
+        return 2
+    for p in write_plots(args.metrics, args.runs, args.out, names):
         print(p)
     return 0

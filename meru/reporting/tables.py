@@ -8,6 +8,7 @@ For each table ``T`` it writes, atomically:
 - ``T.csv``: the wide table with the central numbers (seed mean; difference for comparison rows);
 - ``T.md``: the wide table with the statistics below, its notes, and a per-seed section;
 - ``T.tex``: the same wide table as a LaTeX ``table`` (booktabs ``\\toprule/\\midrule/\\bottomrule``);
+- ``T.html``: the Markdown content as a standalone page (shown in ``snakemake --report``);
 - ``T_stats.csv``: every statistic, one row per (block, column, model row or comparison).
 
 Statistics (all from :mod:`meru.stats`; definitions in docs/METRICS.md, "Tables"):
@@ -409,6 +410,20 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def to_html(table: pd.DataFrame, title: str, note: list[str], seeds: pd.DataFrame) -> str:
+    """Standalone HTML of the display table, its notes and the per-seed section (for ``snakemake --report``)."""
+    from html import escape
+
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>"
+             "table{border-collapse:collapse;font:13px sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ccc}"
+             "</style></head><body>", f"<h3>{escape(title)}</h3>"]
+    parts.append(table.to_html(index=False, border=0) if len(table) else "<p>No results for this table.</p>")
+    parts.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in note) + "</ul>")
+    if len(seeds):
+        parts += ["<h4>Per seed: value [95% bootstrap interval over test items]</h4>", seeds.to_html(index=False, border=0)]
+    return "\n".join(parts) + "</body></html>\n"
+
+
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "−": r"$-$",
         "–": "--", "—": "---", "→": r"$\to$", "≥": r"$\geq$", "<": r"$<$", ">": r"$>$"}
@@ -488,6 +503,7 @@ def write_table(records: list[dict], spec: TableSpec, out: Path, n_boot: int = D
     _atomic_write(out / f"{spec.name}.md", "\n".join(md) + "\n")
     _atomic_write(out / f"{spec.name}.tex", to_latex(disp, f"{title}. " + " ".join(note), spec.name) if len(disp)
                   else f"% {title}: no results in the metrics\n")
+    _atomic_write(out / f"{spec.name}.html", to_html(disp, title, note, seeds))
     _atomic_write(out / f"{spec.name}.csv", wide(df, spec, text=False).to_csv(index=False))
     _atomic_write(out / f"{spec.name}_stats.csv", _stats_csv(df))
     return df
@@ -495,7 +511,7 @@ def write_table(records: list[dict], spec: TableSpec, out: Path, n_boot: int = D
 
 def output_names() -> list[str]:
     """Every file ``meru tables`` writes (relative to ``--out``)."""
-    names = [f"{s.name}{suffix}" for s in SPECS for suffix in (".csv", ".md", ".tex", "_stats.csv")]
+    names = [f"{s.name}{suffix}" for s in SPECS for suffix in (".csv", ".md", ".tex", ".html", "_stats.csv")]
     return names + [f"reference.{ext}" for ext in ("csv", "md", "tex")]
 
 

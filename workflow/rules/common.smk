@@ -69,13 +69,34 @@ def res(section, key, default=None):
     return (config.get("resources", {}).get(section) or {}).get(key, default)
 
 
-TABLES = ["zeroshot", "retrieval", "hierarchy", "linear_probe", "structure", "reference"]
-PLOTS = ["zeroshot_bars", "scaling", "root_distance_hist", "depth_vs_distance", "traversal", "training_curves"]
+# `meru tables` writes T.{csv,md,tex,html} + T_stats.csv per table and reference.{csv,md,tex}
+TABLES = ["zeroshot", "retrieval", "linear_probe", "hierarchy", "hierarchy_distance", "structure",
+          "structure_pairs", "root_distance", "traversal"]
+TABLE_FILES = [f"{t}{s}" for t in TABLES for s in (".csv", ".md", ".tex", "_stats.csv")] + [
+    f"reference.{e}" for e in ("csv", "md", "tex")]
+
+
+def run_sizes():
+    """Model sizes evaluated (from the run labels, so pretrained configs count their checkpoints)."""
+    return sorted({label.split("-", 1)[1].rsplit("-", 1)[0] for label in run_labels()})
+
+
+# `meru plots` figures (PDF + PNG each); `scaling` only with two or more sizes
+PLOTS = [p for p in ["zeroshot_bars", "scaling", "root_distance_hist", "depth_vs_distance", "traversal",
+                     "training_curves"] if p != "scaling" or len(run_sizes()) >= 2]
+
+
+def provenance_data():
+    """Data directories whose manifest.json files PROVENANCE.md hashes (training data and SynthHier sets)."""
+    out = [f"{DATA}/synthhier", f"{DATA}/synthhier-probe"] if EVAL.get("synthhier", False) else []
+    if not PRETRAINED and f"{DATA}/{config['data']['source']}" not in out:
+        out.append(f"{DATA}/{config['data']['source']}")
+    return out
 
 
 def all_targets():
-    out = [f"{RESULTS}/tables/{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
-    out += [f"{RESULTS}/plots/{p}.png" for p in PLOTS]
+    out = [f"{RESULTS}/tables/{f}" for f in TABLE_FILES] + [f"{RESULTS}/tables/{t}.html" for t in TABLES]
+    out += [f"{RESULTS}/plots/{p}.{ext}" for p in PLOTS for ext in ("pdf", "png")]
     out += [f"{RESULTS}/PROVENANCE.md"]
     if config["data"]["source"] == "synthhier":
         out += [f"{RESULTS}/data/contact_sheet.png"]
