@@ -1,55 +1,98 @@
-"""meru plots writes every PNG, valid, with and without data."""
+"""meru plots writes every figure as PDF + 200-dpi PNG, from metric JSON only, with and without data."""
 
+import ast
 import json
+from pathlib import Path
 
 from PIL import Image
 
 from meru.reporting import plots
 
+ROOT = Path(__file__).resolve().parent.parent
 
-def _check(out):
-    for p in plots.PLOTS:
-        f = out / f"{p}.png"
-        assert f.stat().st_size > 0
-        with Image.open(f) as im:
+
+def _check(out, names):
+    for p in names:
+        assert (out / f"{p}.pdf").read_bytes()[:5] == b"%PDF-"
+        with Image.open(out / f"{p}.png") as im:
             im.verify()
             assert im.format == "PNG"
+        with Image.open(out / f"{p}.png") as im:
+            assert round(im.info["dpi"][0]) == plots.DPI
 
 
-def test_plots_with_data(tmp_path):
-    m = tmp_path / "metrics" / "meru-tiny-s0"
-    m.mkdir(parents=True)
-    for kind in ("meru", "clip"):
-        (m.parent / f"{kind}.json").write_text(json.dumps({
-            "kind": kind, "size": "tiny", "seed": 0, "dataset": "d", "task": "zeroshot",
-            "metrics": {"top1": 0.5}, "intervals": {"top1": [0.4, 0.6]}}))
-        (m.parent / f"{kind}-s.json").write_text(json.dumps({
-            "kind": kind, "size": "tiny", "seed": 0, "dataset": "d", "task": "structure", "metrics": {},
-            "per_item": {"image_root_distance": [1.0, 2.0], "text_root_distance": [0.5, 1.5],
-                         "text_specificity": [1, 2]}}))
-        (m.parent / f"{kind}-t.json").write_text(json.dumps({
-            "kind": kind, "size": "tiny", "seed": 0, "dataset": "d", "task": "traversal", "metrics": {},
-            "traversals": [{"captions": ["a red square", "a square", "an object"]}]}))
+def _records(d, kinds=("meru", "clip", "euclip"), sizes=("tiny",), seeds=(0, 1)):
+    for kind in kinds:
+        for size in sizes:
+            for seed in seeds:
+                m = d / f"{kind}-{size}-s{seed}"
+                m.mkdir(parents=True)
+                (m / "zeroshot.json").write_text(json.dumps({
+                    "kind": kind, "size": size, "seed": seed, "dataset": "zeroshot_shape", "task": "zeroshot",
+                    "metrics": {"top1": 50.0 + seed}, "intervals": {"top1": [45.0, 55.0]}}))
+                (m / "structure.json").write_text(json.dumps({
+                    "kind": kind, "size": size, "seed": seed, "dataset": "d", "task": "structure", "metrics": {},
+                    "histogram": {"edges": [0.0, 1.0, 2.0], "image_counts": [3, 4], "text_counts": [5, 1]},
+                    "text_root_by_specificity": {"level": [0, 1, 2], "n": [3, 3, 3], "mean": [0.2, 0.5, 0.9],
+                                                 "sd": [0.1, 0.1, 0.1]},
+                    **({"geometry": {"space": "euclid", "root_distance": "distance (a.u.)"}} if kind == "euclip" else {})}))
+                (m / "traversal.json").write_text(json.dumps({
+                    "kind": kind, "size": size, "seed": seed, "dataset": "d", "task": "traversal", "metrics": {},
+                    "images": [{"key": "0", "steps": [{"text": "a red square"}, {"text": "[ROOT]"}]}]}))
+
+
+def test_plots_with_data_one_size_has_no_scaling(tmp_path):
+    _records(tmp_path / "metrics")
     runs = tmp_path / "runs" / "meru-tiny-s0"
     runs.mkdir(parents=True)
     (runs / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / (s + 1), "curv": 1.0}) + "\n"
                                             for s in range(5)))
     out = tmp_path / "plots"
-    plots.write_plots(tmp_path / "metrics", tmp_path / "runs", out)
-    _check(out)
+    (out).mkdir()
+    (out / "scaling.png").write_bytes(b"stale")
+    written = plots.write_plots(tmp_path / "metrics", tmp_path / "runs", out)
+    names = plots.plot_names(1)
+    assert "scaling" not in names and not (out / "scaling.png").exists()
+    assert sorted(p.name for p in written) == sorted(f"{n}.{f}" for n in names for f in ("pdf", "png"))
+    _check(out, names)
+
+
+def test_scaling_with_two_sizes(tmp_path):
+    _records(tmp_path / "metrics", kinds=("meru", "clip"), sizes=("tiny", "small-cpu"), seeds=(0,))
+    out = tmp_path / "plots"
+    plots.write_plots(tmp_path / "metrics", tmp_path / "none", out)
+    _check(out, plots.PLOTS)
 
 
 def test_plots_without_data(tmp_path):
     (tmp_path / "metrics").mkdir()
     plots.write_plots(tmp_path / "metrics", tmp_path / "none", tmp_path / "plots")
-    _check(tmp_path / "plots")
+    _check(tmp_path / "plots", plots.plot_names(0))
 
 
-def test_zeroshot_bars_show_one_metric(tmp_path):
+def test_one_panel_per_geometry(tmp_path, monkeypatch):
+    _records(tmp_path / "metrics")
+    recs = plots.load_metrics(tmp_path / "metrics")
+    groups = plots._by_geometry(plots._structure(recs))
+    # meru and clip fall back to their kind's label, euclip carries its own: three axes, three units
+    assert sorted(groups) == sorted(["distance (a.u.)", "angle to the mean caption direction (rad)",
+                                     "geodesic distance from the origin (hyperboloid)"])
+
+
+def test_reporting_reads_no_embeddings_and_no_geometry():
+    for name in ("plots.py", "tables.py", "records.py"):
+        tree = ast.parse((ROOT / "meru" / "reporting" / name).read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not {m for m in imported if m.startswith(("meru.evaluation", "meru.lorentz", "meru.spaces", "torch"))}
+    src = (ROOT / "meru" / "reporting" / "plots.py").read_text()
+    assert "== \"meru\"" not in src and "torch.load" not in src
+
+
+def test_zeroshot_frame_picks_top1(tmp_path):
     recs = [{"kind": k, "size": "tiny", "seed": 0, "dataset": f"zeroshot_{d}", "task": "zeroshot", "_path": "x",
-             "metrics": {"top1": 50.0, "top5": 90.0, "mean_per_class": 49.0}, "intervals": {}}
+             "metrics": {"top1": 50.0, "top5": 90.0, "mean_per_class": 49.0}, "intervals": {}, "n_classes": 10}
             for k in ("meru", "clip") for d in ("a", "b")]
     df = plots.zeroshot_frame(recs)
-    assert list(df.metric) == ["top1", "top1"] and list(df.dataset) == ["zeroshot_a", "zeroshot_b"]
-    assert list(plots.zeroshot_frame(recs, "top5").meru_mean) == [90.0, 90.0]
-    assert list(plots.zeroshot_frame(recs, "absent").metric) == ["mean_per_class"] * 2  # first one present
+    assert list(df.block) == ["Top-1"] * 4 and list(df.column) == ["a", "a", "b", "b"]
+    assert list(plots.zeroshot_frame(recs, "Top-5")["mean"]) == [90.0] * 4

@@ -1,95 +1,155 @@
-"""meru tables on small synthetic metric JSONs: aggregation, MERU-CLIP sign/significance, files."""
+"""meru tables on small synthetic metric JSONs: wide layout, seed statistics, paired tests, files."""
 
+import argparse
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from meru import stats
 from meru.reporting import tables
 
+SPEC = {s.name: s for s in tables.SPECS}
 
-def _write(d, kind, seed, correct, dataset="synth", n_lo=0.05):
-    acc = float(np.mean(correct))
-    rec = {"model": kind, "kind": kind, "size": "tiny", "seed": seed, "label": f"{kind}-tiny-s{seed}",
-           "dataset": dataset, "task": "zeroshot", "metrics": {"top1": acc, "mistake_severity": 1.5},
-           "intervals": {"top1": [acc - n_lo, acc + n_lo]}, "n": len(correct),
-           "per_item": {"correct": [int(c) for c in correct]}}
-    p = d / f"{kind}-tiny-s{seed}" / f"zeroshot-{dataset}.json"
+
+def _write(d, kind, seed, correct, dataset="zeroshot_shape", n_classes=12, size="tiny"):
+    correct = np.asarray(correct, int)
+    acc = 100.0 * correct.mean()
+    rec = {"model": kind, "kind": kind, "size": size, "seed": seed, "label": f"{kind}-{size}-s{seed}",
+           "dataset": dataset, "task": "zeroshot", "n_classes": n_classes,
+           "metrics": {"top1": acc, "top5": 100.0, "mistake_severity": 1.5},
+           "intervals": {"top1": [acc - 5, acc + 5], "top5": [100.0, 100.0]}, "n": len(correct),
+           "per_item": {"correct": correct.tolist(), "correct_top5": [1] * len(correct)}}
+    p = d / f"{kind}-{size}-s{seed}" / f"zeroshot-{dataset}.json"
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(rec))
+    return rec
 
 
-def test_aggregate_single_and_multi_seed():
-    assert tables.aggregate([0.5], [0.4], [0.6]) == (0.5, 0.4, 0.6)
-    m, lo, hi = tables.aggregate([0.4, 0.6], [0.3, 0.5], [0.5, 0.7])
-    # t_{0.975,1} = 12.706; sd = 0.1414; h = sqrt(0.1^2 + (12.706*0.1414/sqrt 2)^2)
-    h = np.sqrt(0.01 + (12.7062 * np.std([0.4, 0.6], ddof=1) / np.sqrt(2)) ** 2)
-    assert m == pytest.approx(0.5) and lo == pytest.approx(0.5 - h, rel=1e-4) and hi == pytest.approx(0.5 + h, rel=1e-4)
-
-
-def test_seed_interval_is_clipped_to_the_metric_range():
-    # two seeds far apart: the t(1 df) interval would run past 100 %
-    m, lo, hi = tables.aggregate([90.0, 99.0], [88.0, 98.0], [92.0, 100.0], tables.metric_range("top1"))
-    assert m == pytest.approx(94.5) and hi == 100.0 and 0.0 < lo < 90.0
-    assert tables.aggregate([0.01, 0.2], [0.0, 0.1], [0.02, 0.3], tables.metric_range("cone_true_frac"))[1] == 0.0
-    assert tables.metric_range("t2i_r10") == (0.0, 100.0) and tables.metric_range("spearman_depth") == (-1.0, 1.0)
-    assert tables.metric_range("cone_auc") == (0.0, 1.0) and tables.metric_range("tie")[1] == np.inf
-
-
-def test_paired_bootstrap_sign_and_significance():
-    rng = np.random.default_rng(0)
-    a = (rng.random((2, 400)) < 0.8).astype(float)
-    b = (rng.random((2, 400)) < 0.4).astype(float)
-    d, lo, hi, p = tables.paired_bootstrap(a, b)
-    assert d == pytest.approx((a - b).mean())
-    assert d > 0 and lo > 0 and p < 0.01
-    d2, lo2, hi2, p2 = tables.paired_bootstrap(a, a)
-    assert d2 == 0 and lo2 == 0 and hi2 == 0 and p2 == 1.0
-
-
-def test_tables_end_to_end(tmp_path):
+def test_wide_layout_seed_stats_and_pooled_paired_test(tmp_path):
     m = tmp_path / "metrics"
     rng = np.random.default_rng(1)
-    for seed in (0, 1):
-        _write(m, "meru", seed, rng.random(300) < 0.9)
-        _write(m, "clip", seed, rng.random(300) < 0.3)
-    out = tmp_path / "tables"
-    frames = tables.write_tables(m, out)
-    for t in tables.TABLES:
-        for ext in ("csv", "md", "tex"):
-            assert (out / f"{t}.{ext}").stat().st_size > 0
-    z = pd.read_csv(out / "zeroshot.csv")
-    assert len(z) == 1 and z.n_seeds[0] == 2
-    assert z["diff"][0] == pytest.approx(z.meru_mean[0] - z.clip_mean[0])
-    assert z["diff"][0] > 0.4 and bool(z.significant[0])
-    assert "*" in (out / "zeroshot.md").read_text()
-    assert z.meru_wins[0] == "2/2" and z.meru_hi[0] <= 100.0
-    h = frames["hierarchy"]
-    assert list(h.metric) == ["mistake_severity"] and h.meru_mean[0] == pytest.approx(1.5)
+    cor = {(k, s): rng.random(300) < p for k, p in (("meru", 0.9), ("clip", 0.3), ("euclip", 0.3)) for s in (0, 1, 2)}
+    for (k, s), c in cor.items():
+        _write(m, k, s, c)
+    frames = tables.write_tables(m, tmp_path / "out", n_boot=500)
+    df = frames["zeroshot"]
+    top1 = df[df.block == "Top-1"].set_index("model")
+    # rows: every kind present, CLIP first, then one comparison per other kind against CLIP
+    assert list(top1.index) == ["CLIP", "EuCLIP", "MERU", "EuCLIP − CLIP", "MERU − CLIP"]
+    vals = [100 * cor[("meru", s)].mean() for s in (0, 1, 2)]
+    r = top1.loc["MERU"]
+    assert r["mean"] == pytest.approx(np.mean(vals)) and r["sd"] == pytest.approx(np.std(vals, ddof=1))
+    assert (r["min"], r["max"]) == (pytest.approx(min(vals)), pytest.approx(max(vals)))
+    # the paired test pools (seed, item) pairs: same numbers as meru.stats on the concatenation
+    want = stats.paired_bootstrap(np.concatenate([100.0 * cor[("meru", s)] for s in (0, 1, 2)]),
+                                  np.concatenate([100.0 * cor[("clip", s)] for s in (0, 1, 2)]), n_boot=500)
+    c = top1.loc["MERU − CLIP"]
+    assert [c["diff_lo"], c["diff_hi"]] == pytest.approx(want["ci"]) and c["n_items"] == 900
+    assert c["p_value"] == pytest.approx(1 / 500) and c["wins"] == 3  # floored at 1/B, never 0
+    md = (tmp_path / "out" / "zeroshot.md").read_text()
+    assert "p < 0.002 (3/3)" in md and "p = 0.0 " not in md
+    # top-5 with 12 classes is not trivial; the wide CSV has one column per dataset
+    wide = pd.read_csv(tmp_path / "out" / "zeroshot.csv")
+    assert list(wide.columns) == ["metric", "model", "size", "seeds", "shape"]
+    assert set(wide.metric) == {"Top-1", "Top-5"}
 
 
-def test_bad_json_names_file(tmp_path):
+def test_trivial_top5_is_dropped(tmp_path):
+    m = tmp_path / "metrics"
+    for k in ("meru", "clip"):
+        _write(m, k, 0, [1, 0, 1, 1], dataset="zeroshot_category", n_classes=2)
+        _write(m, k, 0, [1, 0, 0, 1], dataset="zeroshot_shape", n_classes=12)
+    df = tables.build(tables.load_metrics(m), SPEC["zeroshot"])
+    assert set(df[df.block == "Top-5"].column) == {"shape"}
+    assert set(df[df.block == "Top-1"].column) == {"category", "shape"}
+    # records without n_classes: inferred from the class indices, trivial only when the value is 100
+    rec = {"metrics": {"top5": 100.0}, "per_item": {"label": [0, 1, 2], "pred": [1, 1, 0]}}
+    assert tables.trivial(rec, "top5") and not tables.trivial(dict(rec, metrics={"top5": 90.0}), "top5")
+
+
+def test_single_seed_shows_bootstrap_interval_unless_uninformative(tmp_path):
+    m = tmp_path / "metrics"
+    _write(m, "meru", 0, [1, 0] * 50)
+    p = m / "clip-tiny-s0" / "zeroshot-zeroshot_shape.json"
+    rec = _write(m, "clip", 0, [1, 0] * 50)
+    rec["intervals"]["top1"] = [0.0, 100.0]  # spans the whole range: says nothing
+    p.write_text(json.dumps(rec))
+    tables.write_tables(m, tmp_path / "out")
+    rows = {line.split(" | ")[1]: line for line in (tmp_path / "out" / "zeroshot.md").read_text().splitlines()
+            if line.startswith("| Top-1")}
+    assert rows["MERU"].endswith("| 50.0 [45.0, 55.0] |")
+    assert rows["CLIP"].endswith("| 50.0 |")
+
+
+def test_tex_is_booktabs_and_escaped(tmp_path):
+    m = tmp_path / "metrics"
+    for k in ("meru", "clip"):
+        for s in (0, 1):
+            _write(m, k, s, np.arange(40) % (2 + s) == 0)
+    tables.write_tables(m, tmp_path / "out")
+    tex = (tmp_path / "out" / "zeroshot.tex").read_text()
+    for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\caption{", r"\label{tab:zeroshot}"):
+        assert cmd in tex
+    assert "±" not in tex and r"$\pm$" in tex and r"accuracy, \%" in tex
+    for name in tables.output_names():
+        assert (tmp_path / "out" / name).stat().st_size > 0
+
+
+def test_retrieval_recall_test_uses_per_query_ranks(tmp_path):
+    rng = np.random.default_rng(0)
+    for k, scale in (("meru", 2), ("clip", 8)):
+        for s in (0, 1):
+            ranks = {d: rng.integers(0, scale * 5, 200) for d in ("i2t", "t2i")}
+            met = {f"{d}_r{n}": 100 * float(np.mean(ranks[d] < n)) for d in ranks for n in (1, 5, 10)}
+            p = tmp_path / f"{k}-tiny-s{s}" / "retrieval-synth.json"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps({"kind": k, "size": "tiny", "seed": s, "dataset": "coco", "task": "retrieval",
+                                     "metrics": met, "intervals": {},
+                                     "per_query": {f"{d}_rank": r.tolist() for d, r in ranks.items()}}))
+    df = tables.build(tables.load_metrics(tmp_path), SPEC["retrieval"])
+    c = df[(df.row_type == "comparison") & (df.block == "R@5") & (df.column == "coco image→text")].iloc[0]
+    assert c["n_items"] == 400 and c["diff_lo"] > 0 and c["p_value"] < 0.01
+
+
+def test_bad_json_and_duplicate_seeds_name_files(tmp_path):
     (tmp_path / "x.json").write_text("{nope")
     with pytest.raises(ValueError, match="x.json"):
         tables.load_metrics(tmp_path)
+    (tmp_path / "x.json").unlink()
+    _write(tmp_path / "a", "meru", 0, [1, 0])
+    _write(tmp_path / "b", "meru", 0, [1, 1])
+    with pytest.raises(ValueError, match="remove the stale one"):
+        tables.build(tables.load_metrics(tmp_path), SPEC["zeroshot"])
 
 
-def test_no_meru_minus_clip_for_distances_in_different_spaces(tmp_path):
-    for kind, gap in (("meru", 0.3), ("clip", 0.7)):
+def test_distances_in_own_space_get_their_unit_and_no_difference(tmp_path):
+    for kind, gap, geometry in (("meru", 0.3, None), ("clip", 0.7, {"space": "sphere", "root_distance": "angle (rad)"})):
         p = tmp_path / f"{kind}-tiny-s0" / "structure-synthhier.json"
         p.parent.mkdir(parents=True)
-        p.write_text(json.dumps({"kind": kind, "size": "tiny", "seed": 0, "dataset": "synth", "task": "structure",
-                                 "metrics": {"modality_gap": gap, "spearman_specificity": gap}, "intervals": {}}))
-    df = tables.build_table(tables.load_metrics(tmp_path), "structure").set_index("metric")
-    assert df.loc["modality_gap", "meru_mean"] == 0.3 and pd.isna(df.loc["modality_gap", "diff"])
-    assert pd.isna(df.loc["modality_gap", "meru_wins"])
-    assert df.loc["spearman_specificity", "diff"] == pytest.approx(-0.4)
+        rec = {"kind": kind, "size": "tiny", "seed": 0, "dataset": "synth", "task": "structure",
+               "metrics": {"modality_gap": gap, "spearman_specificity": gap}, "intervals": {}}
+        if geometry:
+            rec["geometry"] = geometry
+        p.write_text(json.dumps(rec))
+    recs = tables.load_metrics(tmp_path)
+    dist = tables.build(recs, SPEC["root_distance"])
+    assert set(dist.row_type) == {"model"}
+    assert dict(zip(dist.kind, dist.unit)) == {"clip": "angle (rad)",
+                                               "meru": "geodesic distance from the origin (hyperboloid)"}
+    corr = tables.build(recs, SPEC["structure"]).set_index("model")
+    assert corr.loc["MERU − CLIP", "mean"] == pytest.approx(-0.4) and pd.isna(corr.loc["MERU − CLIP", "p_value"])
+
+
+def test_clip_benchmark_side_files_are_skipped(tmp_path):
+    _write(tmp_path, "meru", 0, [1, 0])
+    (tmp_path / "meru-tiny-s0" / "zeroshot-x.clip_benchmark.json").write_text(json.dumps(
+        {"dataset": "x", "model": "meru-tiny-s0", "task": "zeroshot_classification", "metrics": {"acc1": 0.5}}))
+    assert [r["task"] for r in tables.load_metrics(tmp_path)] == ["zeroshot"]
 
 
 def test_cli_names_a_missing_metrics_dir(tmp_path, capsys):
-    import argparse
-
     from meru.reporting import plots
 
     for module, extra in ((tables, []), (plots, ["--runs", str(tmp_path)])):

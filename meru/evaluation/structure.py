@@ -85,6 +85,19 @@ def _rank_corr(a: np.ndarray, b: np.ndarray) -> dict:
             "kendall": float(kt.statistic), "kendall_p": float(kt.pvalue)}
 
 
+def root_distance_by_level(levels: np.ndarray, dist: np.ndarray) -> dict:
+    """Pool captions grouped by ``levels`` (specificity or depth, ``[M]``): per level the caption count and the
+    mean and sd (ddof 0) of their distance from the root ``dist [M]`` (for the reporting plots)."""
+    out = {"level": [], "n": [], "mean": [], "sd": []}
+    for lv in np.unique(levels[np.isfinite(levels)]):
+        d = dist[levels == lv]
+        out["level"].append(float(lv))
+        out["n"].append(int(d.size))
+        out["mean"].append(float(d.mean()))
+        out["sd"].append(float(d.std()))
+    return out
+
+
 def modality_gap(kind: str, curv, images: torch.Tensor, texts: torch.Tensor) -> float:
     if kind == "meru":
         images, texts = L.log_map0(images.float(), curv), L.log_map0(texts.float(), curv)
@@ -112,6 +125,7 @@ def evaluate_structure(cache: dict, pool: dict, n_boot: int = 1000, seed: int = 
             c = _rank_corr(pool[name].double().numpy(), rt.astype(np.float64))
             metrics[f"spearman_{name}"], metrics[f"kendall_{name}"] = c["spearman"], c["kendall"]
             extra[f"spearman_{name}_p"], extra[f"kendall_{name}_p"] = c["spearman_p"], c["kendall_p"]
+            extra[f"text_root_by_{name}"] = root_distance_by_level(pool[name].double().numpy(), rt)
     lo, hi = float(min(rx.min(), rt.min())), float(max(rx.max(), rt.max()))
     edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
     histogram = {"edges": edges.tolist(), "image_counts": np.histogram(rx, edges)[0].tolist(),

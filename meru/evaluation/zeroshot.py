@@ -89,7 +89,7 @@ def evaluate_zeroshot(cache: dict, tree=None, n_boot: int = 1000, seed: int = 0)
         "mean_per_class": [100.0 * v for v in bootstrap_ci(np.stack([c1, lab], 1), statistic=_mpc_rows,
                                                             n_boot=n_boot, seed=seed)],
     }
-    out = {"metrics": metrics, "intervals": intervals, "n": int(len(c1)),
+    out = {"metrics": metrics, "intervals": intervals, "n": int(len(c1)), "n_classes": int(scores.shape[1]),
            "per_item": {"correct": c1.tolist(), "correct_top5": c5.tolist(), "pred": pred.tolist(), "label": lab.tolist()}}
     if tree is not None:
         nodes = cache.get("class_nodes")

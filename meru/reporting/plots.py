@@ -1,20 +1,28 @@
-"""PNG figures from metric JSON and training logs (``meru plots --metrics DIR --runs DIR --out DIR``).
+"""Figures from metric JSON and training logs (``meru plots --metrics DIR --runs DIR --out DIR``).
 
-Always writes the six files in :data:`PLOTS` (a figure that has no data says so in its body, so the
-workflow's declared outputs exist for every config), each atomically (temp file + rename):
+Each figure is written as ``NAME.pdf`` and ``NAME.png`` (200 dpi), atomically. Everything comes from the
+metric JSON records (no embedding cache is opened) and ``RUNS/*/log.jsonl``. Model kinds are those in the
+records; colour = kind (fixed palette, fallback colours for others), marker / line style = seed.
 
-- ``zeroshot_bars``: per dataset, MERU vs CLIP primary zero-shot metric, seed mean with 95% interval;
-- ``scaling``: mean zero-shot metric over datasets vs model size, one line per kind;
-- ``root_distance_hist``: distance-from-origin histograms of image and text embeddings (structure JSON);
-- ``depth_vs_distance``: caption specificity/depth vs distance from the origin (structure JSON);
-- ``traversal``: per image the captions met walking from the image toward the root, MERU | CLIP;
-- ``training_curves``: loss, curvature and alphas vs step from ``RUNS/*/log.jsonl``.
+- ``zeroshot_bars``: zero-shot top-1 per dataset (SynthHier: taxonomy level) and size: bar = seed mean,
+  points = seeds with their 95% bootstrap intervals over test items;
+- ``scaling``: mean zero-shot top-1 over datasets vs model size (only written with >= 2 sizes);
+- ``root_distance_hist``: histograms of the distance from [ROOT] of images and captions (structure JSON
+  ``histogram``), one column per geometry, each with its own axis and unit;
+- ``depth_vs_distance``: mean ± sd distance from [ROOT] of pool captions per specificity level (structure
+  JSON ``text_root_by_specificity``), one panel per geometry;
+- ``traversal``: the captions met walking from the first images toward [ROOT], one panel per kind;
+- ``training_curves``: loss, curvature and alpha scales vs step.
+
+Figures whose data are absent say so in their body, so the declared outputs exist for every config.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -23,18 +31,39 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from meru.reporting.tables import KINDS, build_table, load_metrics, metrics_dir_missing  # noqa: E402
+from meru.reporting import tables  # noqa: E402
+from meru.reporting.records import (  # noqa: E402
+    SEED_LINESTYLES, SEED_MARKERS, kind_colors, kind_name, kind_order, load_metrics, metrics_dir_missing,
+    parse_label, root_distance_label, size_order,
+)
 
 PLOTS = ("zeroshot_bars", "scaling", "root_distance_hist", "depth_vs_distance", "traversal", "training_curves")
-COLORS = {"meru": "tab:red", "clip": "tab:blue"}
-SIZE_ORDER = ("tiny", "small-cpu", "vit-s16", "vit-b16", "vit-l16")
+FORMATS = ("pdf", "png")
+DPI = 200
 
 
-def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+def plot_names(n_sizes: int) -> list[str]:
+    """The figures written for ``n_sizes`` model sizes (``scaling`` needs two or more)."""
+    return [p for p in PLOTS if p != "scaling" or n_sizes >= 2]
+
+
+def _style(seeds: list[int]) -> dict[int, tuple[str, str]]:
+    """seed -> (marker, linestyle), by the seed's rank among ``seeds``."""
+    return {s: (SEED_MARKERS[i % len(SEED_MARKERS)], SEED_LINESTYLES[i % len(SEED_LINESTYLES)])
+            for i, s in enumerate(sorted(set(seeds)))}
+
+
+def _save(fig, path: Path) -> list[Path]:
+    """``path`` without suffix -> ``path.pdf`` and ``path.png`` (temp file + rename each)."""
+    out = []
+    for fmt in FORMATS:
+        target = path.with_suffix(f".{fmt}")
+        tmp = target.with_name(f".{target.stem}.tmp-{os.getpid()}.{fmt}")
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+        os.replace(tmp, target)
+        out.append(target)
     plt.close(fig)
-    os.replace(tmp, path)
+    return out
 
 
 def _empty(ax, what: str) -> None:
@@ -42,174 +71,171 @@ def _empty(ax, what: str) -> None:
     ax.set_axis_off()
 
 
-def zeroshot_frame(records: list[dict], metric: str = "top1"):
-    """Zero-shot table rows of one metric (``metric``, else the first one present): one per dataset x size."""
-    df = build_table(records, "zeroshot")
+def zeroshot_frame(records: list[dict], metric: str = "Top-1"):
+    """Model rows of the zero-shot table for one metric block (``Top-1``; else the first block present)."""
+    spec = next(s for s in tables.SPECS if s.name == "zeroshot")
+    df = tables.build(records, spec, n_boot=1)
+    df = df[df.row_type == "model"]
     if len(df):
-        df = df[df.metric == (metric if metric in set(df.metric) else df.metric.iloc[0])].reset_index(drop=True)
-    return df
+        df = df[df.block == (metric if metric in set(df.block) else df.block.iloc[0])]
+    return df.reset_index(drop=True)
 
 
-def zeroshot_bars(records: list[dict], path: Path, metric: str = "top1") -> None:
-    """Bars of :func:`zeroshot_frame` (seed mean, 95% interval), MERU vs CLIP."""
-    df = zeroshot_frame(records, metric)
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(df) + 2), 3.5))
-    if not len(df):
+def zeroshot_bars(records: list[dict], path: Path) -> list[Path]:
+    df = zeroshot_frame(records)
+    groups = list(dict.fromkeys(zip(df["column"], df["size"]))) if len(df) else []
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(groups) + 2), 3.6))
+    if not groups:
         _empty(ax, "zero-shot results")
-    else:
-        labels = [f"{r.dataset.removeprefix('zeroshot_')}\n{r.size}" for r in df.itertuples()]
-        x = np.arange(len(df))
-        for i, kind in enumerate(KINDS):
-            m = df[f"{kind}_mean"].astype(float).to_numpy()
-            err = np.vstack([m - df[f"{kind}_lo"].astype(float), df[f"{kind}_hi"].astype(float) - m])
-            ax.bar(x + (i - 0.5) * 0.4, m, 0.4, yerr=np.nan_to_num(err), capsize=3, color=COLORS[kind],
-                   label=kind.upper())
-        ax.set_xticks(x, labels, rotation=45 if len(df) > 4 else 0, ha="right" if len(df) > 4 else "center",
-                      fontsize=8)
-        ax.set_ylabel(f"{df.metric.iloc[0]} (%)")
-        ax.legend()
-        ax.set_title(f"Zero-shot {df.metric.iloc[0]}: MERU vs CLIP (mean over seeds, 95% intervals)", fontsize=10)
-    _save(fig, path)
-
-
-def scaling(records: list[dict], path: Path) -> None:
-    df = build_table(records, "zeroshot")
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    if not len(df):
-        _empty(ax, "zero-shot results")
-    else:
-        sizes = sorted(df["size"].unique(), key=lambda s: (SIZE_ORDER.index(s) if s in SIZE_ORDER else 99, s))
-        for kind in KINDS:
-            ys = [df[df["size"] == s][f"{kind}_mean"].astype(float).mean() for s in sizes]
-            ax.plot(range(len(sizes)), ys, "o-", color=COLORS[kind], label=kind.upper())
-        ax.set_xticks(range(len(sizes)), sizes)
-        ax.set_xlabel("model size")
-        ax.set_ylabel("mean zero-shot " + df.metric.iloc[0])
-        ax.legend()
-    _save(fig, path)
-
-
-def _find_arrays(rec: dict, *needles: str) -> list:
-    """First numeric list anywhere in ``rec`` whose key contains all ``needles``."""
-    stack = [rec]
-    while stack:
-        d = stack.pop()
-        for k, v in d.items():
-            if isinstance(v, dict):
-                stack.append(v)
-            elif isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v[:10]) \
-                    and all(n in k.lower() for n in needles):
-                return v
-    return []
-
-
-def _structure(records):
-    return [r for r in records if r["task"] == "structure"]
-
-
-def root_distance_hist(records: list[dict], path: Path) -> None:
-    recs = _structure(records)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    if not recs:
-        for ax in axes:
-            _empty(ax, "structure results")
-    for ax, what in zip(axes, ("image", "text")):
-        for rec in recs:
-            hist = rec.get("histogram") or {}
-            if hist.get("edges") and hist.get(f"{what}_counts"):
-                # binned counts written by `meru evaluate --task structure`
-                ax.stairs(hist[f"{what}_counts"], hist["edges"], fill=True, alpha=0.4,
-                          color=COLORS[rec["kind"]], label=rec.get("label", rec["kind"]))
+        return _save(fig, path)
+    kinds = kind_order(df.kind)
+    colors = kind_colors(kinds)
+    style = _style([s for seeds in df.seeds for s in seeds])
+    width = 0.8 / len(kinds)
+    for g, (column, size) in enumerate(groups):
+        for i, kind in enumerate(kinds):
+            r = df[(df.column == column) & (df["size"] == size) & (df.kind == kind)]
+            if not len(r):
                 continue
-            v = _find_arrays(rec, what, "dist") or _find_arrays(rec, what, "radius")
-            if v:
-                ax.hist(v, bins=40, alpha=0.5, color=COLORS[rec["kind"]], label=rec.get("label", rec["kind"]))
-        ax.set_title(f"{what} embeddings: distance from origin")
-        if recs:
-            ax.legend(fontsize=7)
-    _save(fig, path)
+            r = r.iloc[0]
+            x = g - 0.4 + width * (i + 0.5)
+            ax.bar(x, r["mean"], width * 0.9, color=colors[kind], alpha=0.35,
+                   label=kind_name(kind) + " (seed mean)" if g == 0 else None)
+            offsets = np.linspace(-0.25, 0.25, len(r["seeds"])) * width if len(r["seeds"]) > 1 else [0.0]
+            for dx, seed, v, lo, hi in zip(offsets, r["seeds"], r["values"], r["seed_lo"], r["seed_hi"]):
+                err = None if lo is None else [[v - lo], [hi - v]]
+                ax.errorbar(x + dx, v, yerr=err, fmt=style[seed][0], color=colors[kind], ms=4, capsize=2, lw=0.8,
+                            label=f"{kind_name(kind)} seed {seed}" if g == 0 else None)
+    ax.set_xticks(range(len(groups)), [f"{c}\n{s}" for c, s in groups], fontsize=8)
+    ax.set_xlabel("dataset (SynthHier: taxonomy level) / model size")
+    ax.set_ylabel(f"zero-shot {df.block.iloc[0].lower()} accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Zero-shot accuracy: bars = mean over seeds, points = seeds (95% bootstrap intervals)", fontsize=9)
+    return _save(fig, path)
 
 
-def _pool_distances(rec: dict):
-    """(specificity, distance from the root) per pool caption, from the text-pool embedding cache that the
-    structure JSON names (``text_pool``); None if the cache is not on disk."""
-    pool_path = rec.get("text_pool")
-    if not isinstance(pool_path, str) or not Path(pool_path).exists():
-        return None
-    import torch
-
-    from meru.spaces import get_space
-
-    pool = torch.load(pool_path, map_location="cpu", weights_only=True)
-    emb = pool["text_emb"].float()
-    space = get_space(pool["kind"], pool.get("curv"))
-    root = None if pool["kind"] == "meru" else torch.nn.functional.normalize(emb.mean(0), dim=0)
-    return np.asarray(pool["specificity"]), space.root_distance(emb, root).numpy()
-
-
-def depth_vs_distance(records: list[dict], path: Path) -> None:
-    recs = _structure(records)
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    plotted = False
-    for rec in recs:
-        sd = _pool_distances(rec)
-        if sd is not None:
-            spec, dist = sd
-            levels = np.unique(spec)
-            means = [dist[spec == s].mean() for s in levels]
-            stds = [dist[spec == s].std() for s in levels]
-            ax.errorbar(levels + (0.08 if rec["kind"] == "clip" else -0.08), means, yerr=stds, marker="o", ms=3,
-                        capsize=2, alpha=0.8, color=COLORS[rec["kind"]], label=rec.get("label", rec["kind"]))
-            plotted = True
-            continue
-        x = _find_arrays(rec, "specificity") or _find_arrays(rec, "depth")
-        y = _find_arrays(rec, "text", "dist") or _find_arrays(rec, "text", "radius")
-        if x and y and len(x) == len(y):
-            ax.scatter(x, y, s=4, alpha=0.3, color=COLORS[rec["kind"]], label=rec.get("label", rec["kind"]))
-            plotted = True
-    if plotted:
-        ax.set_xlabel("caption specificity (0 = 'an object.')")
-        ax.set_ylabel("distance from [ROOT] (mean ± sd)")
-        ax.legend(fontsize=7)
-    else:
-        _empty(ax, "per-caption structure data")
-    _save(fig, path)
+def scaling(records: list[dict], path: Path) -> list[Path]:
+    """Mean top-1 over the datasets present for every size, per kind and seed (>= 2 sizes)."""
+    df = zeroshot_frame(records)
+    sizes = size_order(df["size"]) if len(df) else []
+    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    if len(sizes) < 2:
+        _empty(ax, "two or more model sizes")
+        return _save(fig, path)
+    kinds = kind_order(df.kind)
+    colors = kind_colors(kinds)
+    style = _style([s for seeds in df.seeds for s in seeds])
+    for kind in kinds:
+        dk = df[df.kind == kind]
+        per_seed: dict[int, dict[str, list[float]]] = {}
+        for r in dk.itertuples():
+            for seed, v in zip(r.seeds, r.values):
+                per_seed.setdefault(seed, {}).setdefault(r.size, []).append(v)
+        for seed, by_size in sorted(per_seed.items()):
+            xs = [i for i, s in enumerate(sizes) if s in by_size]
+            ax.plot(xs, [np.mean(by_size[sizes[i]]) for i in xs], marker=style[seed][0], ls=style[seed][1],
+                    color=colors[kind], label=f"{kind_name(kind)} seed {seed}")
+    ax.set_xticks(range(len(sizes)), sizes)
+    ax.set_xlabel("model size")
+    ax.set_ylabel("zero-shot top-1 accuracy (%), mean over datasets")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
 
 
-def _traversals(rec: dict) -> list[list[str]]:
-    for key in ("traversals", "images", "per_image", "items"):
-        items = rec.get(key)
-        if isinstance(items, list):
-            out = []
-            for it in items:
-                seq = it.get("captions") or it.get("steps") or it.get("path") if isinstance(it, dict) else it
-                out.append([s if isinstance(s, str) else s.get("text", str(s)) for s in (seq or [])])
-            return out
-    return []
+def _structure(records: list[dict]) -> list[dict]:
+    recs = [r for r in records if r["task"] == "structure"]
+    return sorted(recs, key=lambda r: (kind_order({x["kind"] for x in recs}).index(r["kind"]), r["size"], r["seed"]))
 
 
-def traversal(records: list[dict], path: Path, n_images: int = 4) -> None:
-    """Captions retrieved along image -> [ROOT] for the first ``n_images`` images, MERU beside CLIP."""
-    import textwrap
+def _by_geometry(recs: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in recs:
+        out.setdefault(root_distance_label(r), []).append(r)
+    return out
 
-    recs = {}
-    for r in records:
-        if r["task"] == "traversal" and r["kind"] not in recs:
-            recs[r["kind"]] = r
+
+def _run_name(rec: dict, n_sizes: int) -> str:
+    return f"{kind_name(rec['kind'])}{' ' + rec['size'] if n_sizes > 1 else ''} seed {rec['seed']}"
+
+
+def root_distance_hist(records: list[dict], path: Path) -> list[Path]:
+    recs = [r for r in _structure(records) if (r.get("histogram") or {}).get("edges")]
+    groups = _by_geometry(recs)
+    ncol = max(1, len(groups))
+    fig, axes = plt.subplots(2, ncol, figsize=(4.2 * ncol, 5.4), squeeze=False)
+    if not groups:
+        for ax in axes.ravel():
+            _empty(ax, "distance histograms (structure results)")
+        return _save(fig, path)
+    colors = kind_colors(r["kind"] for r in recs)
+    style = _style([r["seed"] for r in recs])
+    n_sizes = len({r["size"] for r in recs})
+    for col, (label, grp) in enumerate(groups.items()):
+        for row, what in enumerate(("image", "text")):
+            ax = axes[row, col]
+            for r in grp:
+                h = r["histogram"]
+                ax.stairs(h[f"{what}_counts"], h["edges"], color=colors[r["kind"]], ls=style[r["seed"]][1], lw=1.2,
+                          label=_run_name(r, n_sizes))
+            ax.set_xlabel(label, fontsize=8)
+            ax.set_ylabel(f"{'images' if what == 'image' else 'pool captions'} per bin")
+            ax.set_title(f"{'Images' if what == 'image' else 'Captions'}: distance from [ROOT]", fontsize=9)
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def depth_vs_distance(records: list[dict], path: Path, by: str = "specificity") -> list[Path]:
+    key = f"text_root_by_{by}"
+    recs = [r for r in _structure(records) if (r.get(key) or {}).get("level")]
+    groups = _by_geometry(recs)
+    ncol = max(1, len(groups))
+    fig, axes = plt.subplots(1, ncol, figsize=(4.4 * ncol, 3.6), squeeze=False)
+    if not groups:
+        _empty(axes[0, 0], f"per-{by} caption distances ('{key}' in structure results)")
+        return _save(fig, path)
+    colors = kind_colors(r["kind"] for r in recs)
+    style = _style([r["seed"] for r in recs])
+    n_sizes = len({r["size"] for r in recs})
+    for ax, (label, grp) in zip(axes[0], groups.items()):
+        for j, r in enumerate(grp):
+            d = r[key]
+            x = np.asarray(d["level"]) + 0.06 * (j - (len(grp) - 1) / 2)
+            ax.errorbar(x, d["mean"], yerr=d["sd"], marker=style[r["seed"]][0], ls=style[r["seed"]][1], ms=3,
+                        capsize=2, lw=1, color=colors[r["kind"]], label=_run_name(r, n_sizes))
+        ax.set_xlabel(f"caption {by} (0 = most generic)")
+        ax.set_ylabel(label, fontsize=8)
+        ax.legend(fontsize=6)
+    fig.suptitle("Pool captions: distance from [ROOT] (mean ± sd) per level", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def traversal(records: list[dict], path: Path, n_images: int = 4) -> list[Path]:
+    """Captions listed along image -> [ROOT] for the first ``n_images`` images of each kind's first run."""
+    recs: dict[str, dict] = {}
+    for r in sorted((r for r in records if r["task"] == "traversal"), key=lambda r: (r["size"], r["seed"])):
+        recs.setdefault(r["kind"], r)
+    kinds = kind_order(recs) or ["(none)"]
     text = {}
-    for kind in KINDS:
-        seqs = _traversals(recs[kind])[:n_images] if kind in recs else []
-        text[kind] = "\n\n".join(textwrap.fill(f"image {i}: " + " -> ".join(s), width=78, subsequent_indent="    ")
-                                 for i, s in enumerate(seqs))
+    for kind in kinds:
+        images = (recs.get(kind) or {}).get("images") or []
+        text[kind] = "\n\n".join(
+            textwrap.fill(f"image {i}: " + " -> ".join(step["text"] for step in im.get("steps", [])), width=78,
+                          subsequent_indent="    ")
+            for i, im in enumerate(images[:n_images]))
     lines = max([t.count("\n") + 1 for t in text.values() if t] or [4])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.6 + 0.14 * lines))  # height follows the text (7 pt lines)
-    for ax, kind in zip(axes, KINDS):
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 0.6 + 0.14 * lines), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
         ax.set_axis_off()
-        ax.set_title(f"{kind.upper()}: image -> [ROOT]")
+        r = recs.get(kind)
         if not text[kind]:
-            _empty(ax, f"{kind} traversals")
+            _empty(ax, "traversals")
+            continue
+        ax.set_title(f"{kind_name(kind)} {r['size']} seed {r['seed']}: image -> [ROOT]", fontsize=9)
         ax.text(0, 1, text[kind], va="top", ha="left", fontsize=7, family="monospace", transform=ax.transAxes)
-    _save(fig, path)
+    return _save(fig, path)
 
 
 def read_logs(runs_dir: str | os.PathLike) -> dict[str, list[dict]]:
@@ -227,50 +253,76 @@ def read_logs(runs_dir: str | os.PathLike) -> dict[str, list[dict]]:
     return logs
 
 
-def training_curves(runs_dir, path: Path) -> None:
+CURVES = {"loss": "training loss", "curv": "curvature c", "visual_alpha": "image scale alpha",
+          "textual_alpha": "text scale alpha"}
+
+
+def training_curves(runs_dir, path: Path) -> list[Path]:
     logs = read_logs(runs_dir) if runs_dir and Path(runs_dir).is_dir() else {}
-    keys = ("loss", "curv", "visual_alpha", "textual_alpha")
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
-    for ax, key in zip(axes, keys):
-        any_line = False
+    runs = {name: parse_label(name) or {"kind": name, "size": "?", "seed": 0} for name in logs}
+    colors = kind_colors(r["kind"] for r in runs.values())
+    style = _style([r["seed"] for r in runs.values()])
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
+    for ax, (key, label) in zip(axes, CURVES.items()):
+        drawn = False
         for name, rows in logs.items():
             pts = [(r["step"], r[key]) for r in rows if "step" in r and isinstance(r.get(key), (int, float))]
             if pts:
                 s, v = zip(*pts)
-                ax.plot(s, v, label=name, color=COLORS.get(name.split("-")[0]), alpha=0.8)
-                any_line = True
-        if any_line:
-            ax.set_title(key)
+                run = runs[name]
+                ax.plot(s, v, color=colors[run["kind"]], ls=style[run["seed"]][1], lw=1, label=name)
+                drawn = True
+        if drawn:
+            ax.set_title(label, fontsize=9)
             ax.set_xlabel("step")
+            ax.set_ylabel(label)
             ax.legend(fontsize=6)
         else:
             _empty(ax, f"'{key}' in training logs")
-    _save(fig, path)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
-def write_plots(metrics_dir, runs_dir, out_dir) -> list[Path]:
+def write_plots(metrics_dir, runs_dir, out_dir, names: list[str] | None = None) -> list[Path]:
+    """The figures ``names`` (default: :func:`plot_names` of the sizes in the records) as PDF + PNG; figures of
+    :data:`PLOTS` not asked for are removed from ``out_dir`` (e.g. a stale ``scaling`` of an earlier config)."""
     records = load_metrics(metrics_dir) if Path(metrics_dir).is_dir() else []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {p: out / f"{p}.png" for p in PLOTS}
-    zeroshot_bars(records, paths["zeroshot_bars"])
-    scaling(records, paths["scaling"])
-    root_distance_hist(records, paths["root_distance_hist"])
-    depth_vs_distance(records, paths["depth_vs_distance"])
-    traversal(records, paths["traversal"])
-    training_curves(runs_dir, paths["training_curves"])
-    return list(paths.values())
+    if names is None:
+        names = plot_names(len({r["size"] for r in records if r["task"] == "zeroshot"}))
+    unknown = sorted(set(names) - set(PLOTS))
+    if unknown:
+        raise ValueError(f"unknown figure(s) {unknown}; choose from {', '.join(PLOTS)}")
+    draw = {"zeroshot_bars": lambda p: zeroshot_bars(records, p), "scaling": lambda p: scaling(records, p),
+            "root_distance_hist": lambda p: root_distance_hist(records, p),
+            "depth_vs_distance": lambda p: depth_vs_distance(records, p), "traversal": lambda p: traversal(records, p),
+            "training_curves": lambda p: training_curves(runs_dir, p)}
+    written = []
+    for name in PLOTS:
+        if name in names:
+            written += draw[name](out / name)
+        else:
+            for fmt in FORMATS:
+                (out / f"{name}.{fmt}").unlink(missing_ok=True)
+    return written
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--metrics", required=True, help="directory of metric JSON files (searched recursively)")
     parser.add_argument("--runs", required=True, help="directory of training runs (RUNS/*/log.jsonl)")
-    parser.add_argument("--out", required=True, help="output directory for the PNG files")
+    parser.add_argument("--out", required=True, help="output directory for the PDF and PNG files")
+    parser.add_argument("--figures", help="comma-separated figures to draw (default: all that apply; 'scaling' "
+                        "only with two or more model sizes)")
 
 
 def run(args) -> int:
     if metrics_dir_missing(args.metrics, "plots"):
         return 2
-    for p in write_plots(args.metrics, args.runs, args.out):
+    names = [n for n in args.figures.split(",") if n] if args.figures else None
+    if names is not None and set(names) - set(PLOTS):
+        print(f"meru plots: --figures {args.figures}: choose from {', '.join(PLOTS)}", file=sys.stderr)
+        return 2
+    for p in write_plots(args.metrics, args.runs, args.out, names):
         print(p)
     return 0

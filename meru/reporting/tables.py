@@ -1,225 +1,456 @@
-"""Paper-style tables from metric JSON files (``meru tables --metrics DIR --out DIR``).
+"""Paper-layout tables from metric JSON (``meru tables --metrics DIR --out DIR [--n-boot B]``).
 
-Reads every ``*.json`` under ``--metrics`` that has ``"task"`` and ``"metrics"`` (the clip-benchmark
-side files without ``"kind"``/``"model"`` in {meru, clip} are skipped) and writes, for each table
-``T`` in :data:`TABLES`, ``T.csv`` (numbers), ``T.md`` (Markdown) and ``T.tex`` (LaTeX), atomically.
+Every table in :data:`SPECS` has one unit. Rows are models x sizes (CLIP first), followed by one
+comparison row ``KIND - CLIP`` per other kind present; columns are datasets (SynthHier: taxonomy levels)
+or, for the per-dataset metric groups, metrics; blocks (``\\midrule`` in LaTeX) separate metrics or datasets.
+For each table ``T`` it writes, atomically:
 
-Per (dataset, metric, size, kind) the S seeds are aggregated as
+- ``T.csv``: the wide table with the central numbers (seed mean; difference for comparison rows);
+- ``T.md``: the wide table with the statistics below, its notes, and a per-seed section;
+- ``T.tex``: the same wide table as a LaTeX ``table`` (booktabs ``\\toprule/\\midrule/\\bottomrule``);
+- ``T.html``: the Markdown content as a standalone page (shown in ``snakemake --report``);
+- ``T_stats.csv``: every statistic, one row per (block, column, model row or comparison).
 
-    mean  m = (1/S) sum_s v_s
-    95% interval half-width  h = sqrt( hb^2 + (t_{0.975,S-1} * sd / sqrt(S))^2 )   (S > 1)
+Statistics (all from :mod:`meru.stats`; definitions in docs/METRICS.md, "Tables"):
 
-where ``hb`` is the mean half-width of the per-seed bootstrap intervals (``"intervals"``) and ``sd``
-the sample standard deviation over seeds; with S = 1 the interval is the seed's bootstrap interval.
-With few seeds ``t_{0.975,S-1}`` is large (12.7 for S = 2), so the interval is then clipped to the
-metric's range (:func:`metric_range`: [0, 100] for accuracies and recalls in %, [0, 1] for fractions,
-AUC and set overlaps, [-1, 1] for rank correlations, [0, inf) for distances and severities).
-``meru_wins`` counts the seeds (paired by seed number) where MERU's value is above CLIP's: "k/S".
-Neither is given for :data:`INCOMPARABLE` metrics (distances in each model's own space).
-
-MERU - CLIP (same dataset, size, metric) is tested with a paired bootstrap over test items when both
-sides carry ``per_item["correct"]`` (zero-shot) for the same seeds and the same number of items:
-for B resamples of item indices i* (shared by both models and all seeds),
-``d* = mean_{s,i*} (meru_s[i*] - clip_s[i*])``; the 95% interval is the 2.5/97.5 percentiles of d*,
-the two-sided p-value ``min(1, 2 min(P(d* <= 0), P(d* >= 0)))``, and the difference is significant
-when the interval excludes 0. Without per-item data the difference has no test (empty p-value).
-This test covers the sampling of test items for the trained seeds at hand, not the variation between
-training runs: read it together with the per-model seed intervals and ``meru_wins``.
+- a model cell with S >= 2 seeds: ``mean ± sd (min–max)`` over seeds (:func:`meru.stats.aggregate_seeds`);
+  with S = 1 the seed's value and its 95% bootstrap interval over test items (the metric JSON's
+  ``intervals``). Each seed's bootstrap interval is listed in the per-seed section and ``T_stats.csv``;
+  an interval covering the metric's whole range is not printed.
+- a comparison cell ``A - B``: the difference of seed means over the seeds both have, a paired bootstrap
+  (:func:`meru.stats.paired_bootstrap`, B resamples, p floored at 1/B and printed ``< 1/B``) over the
+  items of those seeds pooled (A's seed s item i paired with B's seed s item i), and ``(k/S)``, the seeds
+  where A is higher. The test needs per-item data whose mean reproduces the metric (zero-shot and
+  linear-probe top-1/top-5, retrieval recall@K, per-item hierarchical metrics); otherwise no test.
+- cells where the metric is trivially 100% (top-K accuracy with K >= the number of classes) are dropped.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sstats
 
-TABLES = ("zeroshot", "retrieval", "hierarchy", "linear_probe", "structure")  # published values: meru.reporting.reproduction
-ACCURACY_KEYS = ("top1", "acc1", "accuracy", "acc")
-ZEROSHOT_KEYS = ("top1", "top5", "mean_per_class")
-KINDS = ("meru", "clip")
+from meru import stats
+from meru.reporting.records import (
+    BASELINE, kind_name, kind_order, load_metrics, metrics_dir_missing, root_distance_label, size_order,
+)
 
+DEFAULT_N_BOOT = 1000
+SYNTH_LEVELS = ("category", "family", "shape")
 
-def load_metrics(directory: str | os.PathLike) -> list[dict]:
-    """All metric records under ``directory`` (recursive), sorted by path; bad JSON raises naming the file."""
-    records = []
-    for path in sorted(Path(directory).rglob("*.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err}); delete it and re-run the rule that wrote it") from err
-        if not isinstance(rec, dict) or "metrics" not in rec or "task" not in rec:
-            continue
-        kind = rec.get("kind", rec.get("model"))
-        if kind not in KINDS:
-            continue
-        rec = dict(rec, kind=kind, _path=str(path))
-        rec.setdefault("size", "?")
-        rec.setdefault("seed", 0)
-        records.append(rec)
-    return records
+METRIC_LABELS = {
+    "top1": "Top-1", "top5": "Top-5", "mean_per_class": "Mean per-class recall",
+    "jaccard": "Jaccard", "h_precision": "hP", "h_recall": "hR", "jaccard_full": "Jaccard (full)",
+    "h_precision_full": "hP (full)", "h_recall_full": "hR (full)", "h_f1_full": "hF1 (full)",
+    "tie": "TIE", "lca": "LCA", "lca_height": "LCA height", "mistake_severity": "Mistake severity",
+    "spearman_specificity": "Spearman, specificity", "kendall_specificity": "Kendall, specificity",
+    "spearman_depth": "Spearman, depth", "kendall_depth": "Kendall, depth",
+    "image_farther_frac": "Image farther than caption", "cone_true_frac": "In cone, true pairs",
+    "cone_false_frac": "In cone, false pairs", "cone_auc": "Cone AUC",
+    "image_root_mean": "Image mean", "image_root_median": "Image median", "text_root_mean": "Caption mean",
+    "text_root_median": "Caption median", "modality_gap": "Modality gap",
+    "monotonic_frac": "Monotonic", "precision": "Precision",
+}
+_RECALL = re.compile(r"(i2t|t2i)_r(\d+)")
+_TOPK = re.compile(r"top(\d+)")
 
 
-def metrics_dir_missing(directory: str | os.PathLike, command: str) -> bool:
-    """True (after printing the fix to stderr) when ``--metrics`` is not a directory; for the CLIs."""
-    if Path(directory).is_dir():
+def metric_label(metric: str) -> str:
+    m = _RECALL.fullmatch(metric)
+    if m:
+        return f"R@{m[2]} {'image→text' if m[1] == 'i2t' else 'text→image'}"
+    return METRIC_LABELS.get(metric, metric)
+
+
+def dataset_label(dataset: str) -> str:
+    """``zeroshot_shape`` -> ``shape`` (SynthHier level); other names unchanged."""
+    return str(dataset).removeprefix("zeroshot_")
+
+
+def _dataset_key(dataset: str):
+    d = dataset_label(dataset)
+    return (SYNTH_LEVELS.index(d) if d in SYNTH_LEVELS else len(SYNTH_LEVELS), d)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table: the metrics of one task and one unit; ``by_dataset``: columns = datasets, blocks = metrics
+    (else columns = metrics, blocks = datasets)."""
+
+    name: str
+    title: str
+    unit: str
+    task: str
+    metrics: tuple[str, ...]
+    by_dataset: bool
+    digits: int
+    comparable: bool = True
+    column: Callable[[str, str], str] | None = None  # (dataset, metric) -> column label (overrides by_dataset)
+    block: Callable[[str, str], str] | None = None
+
+
+def _retrieval_column(dataset, metric):
+    return f"{dataset_label(dataset)} {'image→text' if metric.startswith('i2t') else 'text→image'}"
+
+
+def _retrieval_block(dataset, metric):
+    return f"R@{_RECALL.fullmatch(metric)[2]}"
+
+
+SPECS: tuple[TableSpec, ...] = (
+    TableSpec("zeroshot", "Zero-shot classification", "accuracy, %", "zeroshot",
+              ("top1", "top5", "mean_per_class"), True, 1),
+    TableSpec("retrieval", "Zero-shot retrieval", "recall, %", "retrieval",
+              tuple(f"{d}_r{k}" for k in (1, 5, 10) for d in ("i2t", "t2i")), True, 1,
+              column=_retrieval_column, block=_retrieval_block),
+    TableSpec("linear_probe", "Linear probe", "accuracy, %", "linear-probe", ("top1", "mean_per_class"), True, 1),
+    TableSpec("hierarchy", "Hierarchical classification of the top-1 prediction: ancestor-set overlap",
+              "fraction of tree nodes, 0-1, higher is better", "zeroshot",
+              ("jaccard", "h_precision", "h_recall", "jaccard_full", "h_precision_full", "h_recall_full",
+               "h_f1_full"), False, 3),
+    TableSpec("hierarchy_distance", "Hierarchical classification of the top-1 prediction: tree distance",
+              "tree edges (LCA: edges + 1), lower is better", "zeroshot",
+              ("tie", "lca", "lca_height", "mistake_severity"), False, 2),
+    TableSpec("structure", "Embedding structure: rank correlation of a caption's distance from [ROOT] with "
+              "its specificity / concept depth", "correlation coefficient, -1 to 1", "structure",
+              ("spearman_specificity", "kendall_specificity", "spearman_depth", "kendall_depth"), False, 3),
+    TableSpec("structure_pairs", "Embedding structure: true (caption, image) pairs",
+              "fraction of pairs (AUC: probability), 0-1", "structure",
+              ("image_farther_frac", "cone_true_frac", "cone_false_frac", "cone_auc"), False, 3),
+    TableSpec("root_distance", "Distance from [ROOT] in each model's own space (not comparable across "
+              "geometries; no differences)", "each row's unit is in its 'unit' column", "structure",
+              ("image_root_mean", "image_root_median", "text_root_mean", "text_root_median", "modality_gap"),
+              False, 3, comparable=False),
+    TableSpec("traversal", "Traversals from an image toward [ROOT]", "fraction, 0-1", "traversal",
+              ("monotonic_frac", "precision"), False, 3),
+)
+TABLES = tuple(s.name for s in SPECS)
+
+_RANGES = {"%": (0.0, 100.0), "0-1": (0.0, 1.0), "-1 to 1": (-1.0, 1.0)}
+
+
+def metric_range(spec: TableSpec) -> tuple[float, float]:
+    """Values the table's metrics can take (from its unit); (-inf, inf) when unbounded."""
+    for key, rng in _RANGES.items():
+        if key in spec.unit:
+            return rng
+    return -math.inf, math.inf
+
+
+def informative(lo, hi, rng: tuple[float, float]) -> bool:
+    """False for a missing interval or one that covers the whole range (it says nothing)."""
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
         return False
-    print(f"meru {command}: --metrics {directory} is not a directory; run the evaluation rules first", file=sys.stderr)
-    return True
+    return not (lo <= rng[0] and hi >= rng[1])
 
 
-def primary_metric(metrics: dict) -> str:
-    for key in ACCURACY_KEYS:
-        if key in metrics:
-            return key
-    return sorted(metrics)[0]
+def n_classes(rec: dict) -> int | None:
+    """Number of classes of a zero-shot / probe record: ``n_classes`` if written, else inferred from the
+    largest class index in ``per_item`` (a lower bound)."""
+    if isinstance(rec.get("n_classes"), int):
+        return rec["n_classes"]
+    pi = rec.get("per_item") or {}
+    idx = [max(v) for k in ("label", "pred") if isinstance(v := pi.get(k), list) and v]
+    return int(max(idx)) + 1 if idx else None
 
 
-def _rows(records: list[dict], table: str) -> list[dict]:
-    """Long rows (dataset, metric, size, kind, seed, value, lo, hi, per_item, path) for one table."""
-    out = []
+def trivial(rec: dict, metric: str) -> bool:
+    """Top-K accuracy with K >= number of classes is 100% by construction."""
+    m = _TOPK.fullmatch(metric)
+    if not m or int(m[1]) == 1:
+        return False
+    c = n_classes(rec)
+    if c is None or c > int(m[1]):
+        return False
+    return "n_classes" in rec or float(rec["metrics"][metric]) >= 100.0  # inferred C: only when the value agrees
+
+
+def per_item_values(rec: dict, metric: str) -> np.ndarray | None:
+    """Per-item values whose mean is the metric, from the record's ``per_item`` / ``per_query`` data; None when
+    the record has none or its mean does not reproduce ``metrics[metric]`` (then no paired test)."""
+    pi, pq = rec.get("per_item") or {}, rec.get("per_query") or {}
+    v = None
+    m = _TOPK.fullmatch(metric)
+    r = _RECALL.fullmatch(metric)
+    if m and int(m[1]) == 1 and "correct" in pi:
+        v = 100.0 * np.asarray(pi["correct"], float)
+    elif m and f"correct_top{m[1]}" in pi:
+        v = 100.0 * np.asarray(pi[f"correct_top{m[1]}"], float)
+    elif r and f"{r[1]}_rank" in pq:
+        v = 100.0 * (np.asarray(pq[f"{r[1]}_rank"]) < int(r[2])).astype(float)
+    elif metric in pi and metric not in ("pred", "label"):
+        v = np.asarray(pi[metric], float)
+    if v is None or v.size == 0 or not np.all(np.isfinite(v)):
+        return None
+    target = float(rec["metrics"][metric])
+    return v if abs(float(v.mean()) - target) <= 1e-6 * max(1.0, abs(target)) else None
+
+
+def _keys(spec: TableSpec, dataset: str, metric: str) -> tuple[str, str]:
+    """(block, column) labels of a (dataset, metric) cell."""
+    if spec.column is not None:
+        return spec.block(dataset, metric), spec.column(dataset, metric)
+    if spec.by_dataset:
+        return metric_label(metric), dataset_label(dataset)
+    return dataset_label(dataset), metric_label(metric)
+
+
+def collect(records: list[dict], spec: TableSpec) -> dict:
+    """``{(block, column, kind, size): [seed entries]}`` for one table, in display order.
+
+    A seed entry: ``{"seed", "value", "lo", "hi", "rec", "metric"}``. Trivial cells are dropped (for every
+    model, when any record of the cell is trivial); duplicate seeds raise naming both files.
+    """
+    cells: dict = {}
+    order_b, order_c, dropped = {}, {}, set()
     for rec in records:
-        task = rec["task"].replace("_", "-")
-        metrics = rec["metrics"]
-        if not metrics:
+        if rec["task"].replace("_", "-") != spec.task:
             continue
-        if table == "zeroshot" and task == "zeroshot":
-            keys = [k for k in ZEROSHOT_KEYS if k in metrics] or [primary_metric(metrics)]
-        elif table == "hierarchy" and task == "zeroshot":
-            keys = [k for k in sorted(metrics) if k not in ZEROSHOT_KEYS and k not in ACCURACY_KEYS]
-        elif table == "retrieval" and task == "retrieval":
-            keys = sorted(metrics)
-        elif table == "linear_probe" and task == "linear-probe":
-            keys = sorted(metrics)
-        elif table == "structure" and task == "structure":
-            keys = sorted(metrics)
-        else:
-            continue
-        intervals = rec.get("intervals") or {}
-        per_item = (rec.get("per_item") or {}).get("correct") if table == "zeroshot" else None
-        for key in keys:
-            value = metrics[key]
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
+        for metric in spec.metrics:
+            value = rec["metrics"].get(metric)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 continue
-            lo, hi = (intervals.get(key) or [value, value])[:2]
-            out.append({"dataset": rec["dataset"], "metric": key, "size": rec["size"], "kind": rec["kind"],
-                        "seed": int(rec["seed"]), "value": float(value), "lo": float(lo), "hi": float(hi),
-                        "per_item": per_item, "path": rec["_path"]})
+            block, column = _keys(spec, rec["dataset"], metric)
+            if trivial(rec, metric):
+                dropped.add((block, column))
+            order_b.setdefault(block, (spec.metrics.index(metric), _dataset_key(rec["dataset"])) if spec.by_dataset
+                               else (_dataset_key(rec["dataset"]), 0))
+            order_c.setdefault(column, (_dataset_key(rec["dataset"]), spec.metrics.index(metric)) if spec.by_dataset
+                               else (spec.metrics.index(metric), _dataset_key(rec["dataset"])))
+            lo, hi = ((rec.get("intervals") or {}).get(metric) or [None, None])[:2]
+            entries = cells.setdefault((block, column, rec["kind"], rec["size"]), [])
+            same = [e for e in entries if e["seed"] == rec["seed"]]
+            if same:
+                raise ValueError(f"two metric files for {rec['kind']} {rec['size']} seed {rec['seed']}: "
+                                 f"{same[0]['rec']['_path']} and {rec['_path']}; remove the stale one")
+            entries.append({"seed": rec["seed"], "value": float(value), "lo": lo, "hi": hi, "rec": rec,
+                            "metric": metric})
+    blocks = sorted(order_b, key=order_b.get)
+    columns = sorted(order_c, key=order_c.get)
+    kinds = kind_order(k for (_, _, k, _) in cells)
+    sizes = size_order(s for (_, _, _, s) in cells)
+    out = {}
+    for b in blocks:
+        for c in columns:
+            if (b, c) in dropped:
+                continue
+            for s in sizes:
+                for k in kinds:
+                    if (b, c, k, s) in cells:
+                        out[(b, c, k, s)] = sorted(cells[(b, c, k, s)], key=lambda e: e["seed"])
     return out
 
 
-# distances measured in each model's own space (hyperboloid vs sphere): a MERU - CLIP difference means nothing
-INCOMPARABLE = ("modality_gap", "image_root_mean", "image_root_median", "text_root_mean", "text_root_median")
-_PERCENT = ("top1", "top5", "mean_per_class", "acc1", "acc5", "accuracy", "acc")
-_UNIT = ("cone_auc", "precision", "jaccard", "jaccard_full", "h_precision", "h_recall", "h_f1",
-         "h_precision_full", "h_recall_full", "h_f1_full")
+def model_stats(entries: list[dict]) -> dict:
+    """Seed statistics of one model cell (module docstring)."""
+    values = [e["value"] for e in entries]
+    agg = stats.aggregate_seeds(values)
+    return {"n_seeds": agg["n"], "seeds": [e["seed"] for e in entries], "mean": agg["mean"], "sd": agg["std"],
+            "min": min(values), "max": max(values), "values": values,
+            "seed_lo": [e["lo"] for e in entries], "seed_hi": [e["hi"] for e in entries]}
 
 
-def metric_range(metric: str) -> tuple[float, float]:
-    """Values a metric can take: (low, high), high may be inf (module docstring)."""
-    if metric in _PERCENT or re.fullmatch(r"(i2t|t2i)_r\d+", metric):
-        return 0.0, 100.0
-    if metric in _UNIT or metric.endswith("_frac"):
-        return 0.0, 1.0
-    if metric.startswith(("spearman", "kendall")):
-        return -1.0, 1.0
-    return 0.0, math.inf
+def compare(a: list[dict], b: list[dict], n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> dict | None:
+    """``A - B`` over the seeds both have: difference of seed means, seeds where A is higher, and the paired
+    bootstrap over the pooled (seed, item) pairs when every paired seed has matching per-item data."""
+    sa, sb = {e["seed"]: e for e in a}, {e["seed"]: e for e in b}
+    common = sorted(set(sa) & set(sb))
+    if not common:
+        return None
+    diff = float(np.mean([sa[s]["value"] for s in common]) - np.mean([sb[s]["value"] for s in common]))
+    out = {"seeds": common, "diff": diff, "wins": sum(sa[s]["value"] > sb[s]["value"] for s in common),
+           "ci": None, "p_value": None, "n_items": None, "n_boot": None}
+    va = [per_item_values(sa[s]["rec"], sa[s]["metric"]) for s in common]
+    vb = [per_item_values(sb[s]["rec"], sb[s]["metric"]) for s in common]
+    if all(x is not None and y is not None and x.shape == y.shape for x, y in zip(va, vb)):
+        test = stats.paired_bootstrap(np.concatenate(va), np.concatenate(vb), n_boot=n_boot, seed=seed)
+        out.update(ci=test["ci"], p_value=test["p_value"], n_items=int(sum(x.size for x in va)), n_boot=n_boot)
+    return out
 
 
-def aggregate(values: list[float], los: list[float], his: list[float],
-              bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float, float]:
-    """Seed mean and 95% interval clipped to ``bounds`` (module docstring)."""
-    v, los, his = (np.asarray(list(x), float) for x in (values, los, his))
-    m = float(v.mean())
-    hb = float(np.mean((his - los) / 2))
-    if len(v) == 1:
-        return m, float(los[0]), float(his[0])
-    t = float(sstats.t.ppf(0.975, len(v) - 1))
-    h = math.sqrt(hb ** 2 + (t * float(v.std(ddof=1)) / math.sqrt(len(v))) ** 2)
-    return m, max(m - h, bounds[0]), min(m + h, bounds[1])
+def build(records: list[dict], spec: TableSpec, n_boot: int = DEFAULT_N_BOOT) -> pd.DataFrame:
+    """Tidy statistics of one table: one row per (block, column, row), ``row_type`` "model" or "comparison"."""
+    cells = collect(records, spec)
+    rows = []
+    by_bcs: dict = {}
+    for (b, c, k, s), entries in cells.items():
+        by_bcs.setdefault((b, c, s), {})[k] = entries
+    for (b, c, s), kinds in by_bcs.items():
+        for k, entries in kinds.items():
+            st = model_stats(entries)
+            rows.append({"block": b, "column": c, "row_type": "model", "model": kind_name(k), "kind": k, "size": s,
+                         "unit": root_distance_label(entries[0]["rec"]) if not spec.comparable else spec.unit,
+                         **st})
+        if not spec.comparable or BASELINE not in kinds:
+            continue
+        for k in kind_order(kinds):
+            if k == BASELINE:
+                continue
+            cmp = compare(kinds[k], kinds[BASELINE], n_boot=n_boot)
+            if cmp is None:
+                continue
+            ci = cmp["ci"] or [None, None]
+            rows.append({"block": b, "column": c, "row_type": "comparison",
+                         "model": f"{kind_name(k)} − {kind_name(BASELINE)}", "kind": f"{k}-{BASELINE}", "size": s,
+                         "unit": spec.unit, "n_seeds": len(cmp["seeds"]), "seeds": cmp["seeds"], "mean": cmp["diff"],
+                         "diff_lo": ci[0], "diff_hi": ci[1], "p_value": cmp["p_value"], "n_boot": cmp["n_boot"],
+                         "n_items": cmp["n_items"], "wins": cmp["wins"]})
+    cols = ["block", "column", "row_type", "model", "kind", "size", "unit", "n_seeds", "seeds", "mean", "sd", "min",
+            "max", "values", "seed_lo", "seed_hi", "diff_lo", "diff_hi", "p_value", "n_boot", "n_items", "wins"]
+    return pd.DataFrame(rows, columns=cols)
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float, float]:
-    """Paired bootstrap of mean(a - b) over items; a, b: [S, N] (seeds x items, same items). -> (d, lo, hi, p)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.shape != b.shape:
-        raise ValueError(f"paired bootstrap needs equal shapes, got {a.shape} and {b.shape}")
-    diff = (a - b).mean(axis=0)  # [N], averaged over seeds
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, diff.size, size=(n_boot, diff.size))
-    boots = diff[idx].mean(axis=1)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    p = min(1.0, 2 * min(float(np.mean(boots <= 0)), float(np.mean(boots >= 0))))
-    return float(diff.mean()), float(lo), float(hi), p
+# ---------------------------------------------------------------------------------------------- display
 
 
-def build_table(records: list[dict], table: str) -> pd.DataFrame:
-    """Wide table: one row per (dataset, metric, size); MERU and CLIP mean/lo/hi, MERU-CLIP with its test."""
-    rows = _rows(records, table)
-    columns = ["dataset", "metric", "size", "n_seeds"] + [f"{k}_{s}" for k in KINDS for s in ("mean", "lo", "hi")] \
-        + ["diff", "diff_lo", "diff_hi", "p_value", "significant", "meru_wins"]
-    if not rows:
-        return pd.DataFrame(columns=columns)
-    df = pd.DataFrame(rows)
-    out = []
-    for (dataset, metric, size), g in df.groupby(["dataset", "metric", "size"], sort=True):
-        row = {"dataset": dataset, "metric": metric, "size": size}
-        seeds = {}
-        for kind in KINDS:
-            gk = g[g.kind == kind].sort_values("seed")
-            if gk.seed.duplicated().any():
-                dup = gk[gk.seed.duplicated(keep=False)].path.tolist()
-                raise ValueError(f"duplicate metric files for one seed: {dup}; remove the stale one")
-            seeds[kind] = gk
-            if len(gk):
-                row[f"{kind}_mean"], row[f"{kind}_lo"], row[f"{kind}_hi"] = aggregate(gk.value, gk.lo, gk.hi,
-                                                                                      metric_range(metric))
-            else:
-                row[f"{kind}_mean"] = row[f"{kind}_lo"] = row[f"{kind}_hi"] = None
-        row["n_seeds"] = int(max(len(seeds["meru"]), len(seeds["clip"])))
-        row.update(diff=None, diff_lo=None, diff_hi=None, p_value=None, significant=None, meru_wins=None)
-        if len(seeds["meru"]) and len(seeds["clip"]) and metric not in INCOMPARABLE:
-            row["diff"] = row["meru_mean"] - row["clip_mean"]
-            common = sorted(set(seeds["meru"].seed) & set(seeds["clip"].seed))
-            if common:
-                vm, vc = seeds["meru"].set_index("seed").value, seeds["clip"].set_index("seed").value
-                row["meru_wins"] = f"{sum(vm[s] > vc[s] for s in common)}/{len(common)}"
-            pm = [seeds["meru"].set_index("seed").per_item.get(s) for s in common]
-            pc = [seeds["clip"].set_index("seed").per_item.get(s) for s in common]
-            # per-item outcomes are top-1 correctness (0/1); top-1 is reported in %, so scale by 100
-            if metric == "top1" and common and all(x is not None for x in pm + pc) and len({len(x) for x in pm + pc}) == 1:
-                d, lo, hi, p = paired_bootstrap(100.0 * np.array(pm), 100.0 * np.array(pc))
-                row.update(diff_lo=lo, diff_hi=hi, p_value=p, significant=bool(lo > 0 or hi < 0))
-        out.append(row)
-    return pd.DataFrame(out, columns=columns)
+def _num(x, d: int, sign: bool = False) -> str:
+    s = f"{x:+.{d}f}" if sign else f"{x:.{d}f}"
+    return s.replace("-", "−")
 
 
-def _fmt(m, lo, hi) -> str:
-    if m is None or pd.isna(m):
+def p_text(p, n_boot) -> str:
+    """``p = 0.012``, or ``p < 0.001`` when p is at the bootstrap's floor 1/B."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
         return ""
-    if lo is None or pd.isna(lo):
-        return f"{m:.4g}"
-    return f"{m:.4g} [{lo:.4g}, {hi:.4g}]"
+    if n_boot and p <= 1.0 / n_boot + 1e-12:
+        return f"p < {1.0 / n_boot:.2g}"
+    return f"p = {p:.2g}" if p < 0.1 else f"p = {p:.2f}"
 
 
-def pretty(df: pd.DataFrame, table: str) -> pd.DataFrame:
-    """Display form: 'mean [lo, hi]' cells and a starred MERU-CLIP column (* = 95% interval excludes 0)."""
-    out = df[["dataset", "metric", "size", "n_seeds"]].copy()
-    for kind in KINDS:
-        out[kind.upper()] = [_fmt(r[f"{kind}_mean"], r[f"{kind}_lo"], r[f"{kind}_hi"]) for _, r in df.iterrows()]
-    out["MERU-CLIP"] = [
-        "" if r["diff"] is None or pd.isna(r["diff"]) else
-        _fmt(r["diff"], r["diff_lo"], r["diff_hi"]) + ("*" if r["significant"] is True else "")
-        for _, r in df.iterrows()
-    ]
-    out["MERU wins (seeds)"] = df["meru_wins"].fillna("")
+def _present(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def cell_text(r: pd.Series, spec: TableSpec) -> str:
+    d, rng = spec.digits, metric_range(spec)
+    if r["row_type"] == "comparison":
+        s = _num(r["mean"], d, sign=True)
+        if _present(r["diff_lo"]):
+            s += f" [{_num(r['diff_lo'], d, True)}, {_num(r['diff_hi'], d, True)}] {p_text(r['p_value'], r['n_boot'])}"
+        return s + f" ({int(r['wins'])}/{int(r['n_seeds'])})"
+    if r["n_seeds"] >= 2:
+        return f"{_num(r['mean'], d)} ± {_num(r['sd'], d)} ({_num(r['min'], d)}–{_num(r['max'], d)})"
+    lo, hi = r["seed_lo"][0], r["seed_hi"][0]
+    return _num(r["mean"], d) + (f" [{_num(lo, d)}, {_num(hi, d)}]" if informative(lo, hi, rng) else "")
+
+
+def wide(df: pd.DataFrame, spec: TableSpec, text: bool = True) -> pd.DataFrame:
+    """Paper layout: rows (block, model, size), columns in table order; cells = display text or central value."""
+    if not len(df):
+        return pd.DataFrame(columns=["metric" if spec.by_dataset else "dataset", "model", "size", "seeds"])
+    columns = list(dict.fromkeys(df["column"]))
+    rows: dict = {}
+    for _, r in df.iterrows():
+        key = (r["block"], r["row_type"] == "comparison", r["model"], r["size"])
+        row = rows.setdefault(key, {"block": r["block"], "model": r["model"], "size": r["size"], "seeds": ""})
+        row[r["column"]] = cell_text(r, spec) if text else r["mean"]
+        row["seeds"] = max(int(row["seeds"] or 0), int(r["n_seeds"]))
+        if not spec.comparable:
+            row["unit"] = r["unit"]
+    block_order = list(dict.fromkeys(df["block"]))
+    size_rank = {s: i for i, s in enumerate(size_order(df["size"]))}
+    model_rank = {m: i for i, m in enumerate(dict.fromkeys(df["model"]))}
+    keys = sorted(rows, key=lambda k: (block_order.index(k[0]), k[1], size_rank[k[3]], model_rank[k[2]]))
+    out = pd.DataFrame([rows[k] for k in keys])
+    extra = ["unit"] if not spec.comparable else []
+    out = out[["block", "model", "size", "seeds"] + extra + columns]
+    out = out.rename(columns={"block": "metric" if spec.by_dataset else "dataset"})
+    return out.fillna("—") if text else out
+
+
+def notes(df: pd.DataFrame, spec: TableSpec, n_boot: int) -> list[str]:
+    out = [f"Unit: {spec.unit}."]
+    if len(df) and (df[df.row_type == "model"]["n_seeds"] >= 2).any():
+        out.append("Model rows: mean ± sd over training seeds (min–max over seeds).")
+    if len(df) and (df[df.row_type == "model"]["n_seeds"] == 1).any():
+        out.append("Single-seed rows: value [95% percentile bootstrap interval over test items].")
+    if len(df) and (df.row_type == "comparison").any():
+        out.append(f"Difference rows A − B: difference of seed means over the seeds both have, [95% interval] and "
+                   f"two-sided p from a paired bootstrap ({n_boot} resamples; p < {1 / n_boot:.2g} means no resample "
+                   "crossed 0) over test items pooled across those seeds (only where per-item data exist); "
+                   "(k/S) = seeds where A is higher.")
+    out.append("— = no value: the model has no such metric, or top-K accuracy with K ≥ the number of classes "
+               "(100% by construction), which is left out.")
     return out
+
+
+def per_seed_frame(df: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    """Rows (block, model, size, seed), cells ``value [95% bootstrap interval]`` (uninformative intervals left out)."""
+    m = df[df.row_type == "model"]
+    if not len(m):
+        return pd.DataFrame()
+    d, rng = spec.digits, metric_range(spec)
+    rows: dict = {}
+    for _, r in m.iterrows():
+        for seed, v, lo, hi in zip(r["seeds"], r["values"], r["seed_lo"], r["seed_hi"]):
+            row = rows.setdefault((r["block"], r["size"], r["model"], seed),
+                                  {"block": r["block"], "model": r["model"], "size": r["size"], "seed": seed})
+            row[r["column"]] = _num(v, d) + (f" [{_num(lo, d)}, {_num(hi, d)}]" if informative(lo, hi, rng) else "")
+    columns = list(dict.fromkeys(m["column"]))
+    out = pd.DataFrame(list(rows.values()))
+    return out[["block", "model", "size", "seed"] + columns].rename(
+        columns={"block": "metric" if spec.by_dataset else "dataset"}).fillna("—")
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    cols = [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in row) + " |")
+    return "\n".join(lines)
+
+
+def to_html(table: pd.DataFrame, title: str, note: list[str], seeds: pd.DataFrame) -> str:
+    """Standalone HTML of the display table, its notes and the per-seed section (for ``snakemake --report``)."""
+    from html import escape
+
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>"
+             "table{border-collapse:collapse;font:13px sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ccc}"
+             "</style></head><body>", f"<h3>{escape(title)}</h3>"]
+    parts.append(table.to_html(index=False, border=0) if len(table) else "<p>No results for this table.</p>")
+    parts.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in note) + "</ul>")
+    if len(seeds):
+        parts += ["<h4>Per seed: value [95% bootstrap interval over test items]</h4>", seeds.to_html(index=False, border=0)]
+    return "\n".join(parts) + "</body></html>\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "−": r"$-$",
+        "–": "--", "—": "---", "→": r"$\to$", "≥": r"$\geq$", "<": r"$<$", ">": r"$>$"}
+
+
+def tex_escape(s) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in str(s))
+
+
+def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs ``table``: block labels as italic spanning rows, ``\\midrule`` between blocks."""
+    cols = list(table.columns[1:])  # the first column (block) becomes the spanning row
+    head = " & ".join(tex_escape(c) for c in cols) + r" \\"
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + "l" * 2 + "c" * (len(cols) - 2) + "}",
+             r"\toprule", head]
+    previous = None
+    for row in table.itertuples(index=False):
+        if row[0] != previous:
+            lines.append(r"\midrule")
+            if str(row[0]):
+                lines.append(rf"\multicolumn{{{len(cols)}}}{{l}}{{\textit{{{tex_escape(row[0])}}}}} \\")
+            previous = row[0]
+        lines.append(" & ".join(tex_escape(x) for x in row[1:]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{tex_escape(caption)}}}", rf"\label{{tab:{label}}}",
+              r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- files
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -228,32 +459,66 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_tables(metrics_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
-    """Build every table in :data:`TABLES` and write ``.csv``, ``.md`` and ``.tex`` under ``out_dir``."""
+def _stats_csv(df: pd.DataFrame) -> str:
+    out = df.copy()
+    for col in ("seeds", "values", "seed_lo", "seed_hi"):
+        out[col] = [";".join(f"{x:.10g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list) else ""
+                    for v in out[col]]
+    return out.to_csv(index=False)
+
+
+def write_table(records: list[dict], spec: TableSpec, out: Path, n_boot: int = DEFAULT_N_BOOT) -> pd.DataFrame:
+    df = build(records, spec, n_boot)
+    title = f"{spec.title} ({spec.unit})"
+    disp = wide(df, spec)
+    note = notes(df, spec, n_boot)
+    seeds = per_seed_frame(df, spec)
+    md = [f"## {title}", "", to_markdown(disp) if len(disp) else "(no results for this table in the metrics)", ""]
+    md += [f"- {n}" for n in note]
+    if len(seeds):
+        md += ["", "### Per seed: value [95% bootstrap interval over test items]", "", to_markdown(seeds)]
+    _atomic_write(out / f"{spec.name}.md", "\n".join(md) + "\n")
+    _atomic_write(out / f"{spec.name}.tex", to_latex(disp, f"{title}. " + " ".join(note), spec.name) if len(disp)
+                  else f"% {title}: no results in the metrics\n")
+    _atomic_write(out / f"{spec.name}.html", to_html(disp, title, note, seeds))
+    _atomic_write(out / f"{spec.name}.csv", wide(df, spec, text=False).to_csv(index=False))
+    _atomic_write(out / f"{spec.name}_stats.csv", _stats_csv(df))
+    return df
+
+
+def output_names() -> list[str]:
+    """Every file ``meru tables`` writes (relative to ``--out``)."""
+    return [f"{s.name}{suffix}" for s in SPECS for suffix in (".csv", ".md", ".tex", ".html", "_stats.csv")]
+
+
+def write_tables(metrics_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                 n_boot: int = DEFAULT_N_BOOT) -> dict[str, pd.DataFrame]:
+    """Build every table of :data:`SPECS` and write them under ``out_dir`` (published values beside ours:
+    :mod:`meru.reporting.reproduction`)."""
     records = load_metrics(metrics_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frames = {}
-    for table in TABLES:
-        df = build_table(records, table)
-        frames[table] = df
-        disp = pretty(df, table)
-        _atomic_write(out / f"{table}.csv", df.to_csv(index=False))
-        md = disp.to_markdown(index=False) if len(disp) else "| " + " | ".join(disp.columns) + " |\n|" + "---|" * len(disp.columns)
-        _atomic_write(out / f"{table}.md", f"## {table}\n\n{md}\n")
-        _atomic_write(out / f"{table}.tex", disp.to_latex(index=False, escape=True))
-    return frames
+    return {spec.name: write_table(records, spec, out, n_boot) for spec in SPECS}
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--metrics", required=True, help="directory of metric JSON files (searched recursively)")
     parser.add_argument("--out", required=True, help="output directory for the tables")
+    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT,
+                        help="paired-bootstrap resamples for the difference rows (p is floored at 1/B)")
 
 
 def run(args) -> int:
     if metrics_dir_missing(args.metrics, "tables"):
         return 2
-    frames = write_tables(args.metrics, args.out)
+    if args.n_boot < 1:
+        print(f"meru tables: --n-boot must be >= 1, got {args.n_boot}", file=sys.stderr)
+        return 2
+    try:
+        frames = write_tables(args.metrics, args.out, args.n_boot)
+    except ValueError as err:
+        print(f"meru tables: {err}", file=sys.stderr)
+        return 2
     for name, df in frames.items():
-        print(f"{args.out}/{name}.csv: {len(df)} rows")
+        print(f"{args.out}/{name}: {len(df)} statistics rows")
     return 0

@@ -73,14 +73,34 @@ def res(section, key, default=None):
     return (config.get("resources", {}).get(section) or {}).get(key, default)
 
 
-TABLES = ["zeroshot", "retrieval", "hierarchy", "linear_probe", "structure"]
+# `meru tables` writes T.{csv,md,tex,html} + T_stats.csv per table
+TABLES = ["zeroshot", "retrieval", "linear_probe", "hierarchy", "hierarchy_distance", "structure",
+          "structure_pairs", "root_distance", "traversal"]
+TABLE_FILES = [f"{t}{s}" for t in TABLES for s in (".csv", ".md", ".tex", "_stats.csv")]
 FINAL_TABLES = ["claims", "reproduction"]  # meru claims / meru reproduce: csv + md
-PLOTS = ["zeroshot_bars", "scaling", "root_distance_hist", "depth_vs_distance", "traversal", "training_curves"]
+
+
+def run_sizes():
+    """Model sizes evaluated (from the run labels, so pretrained configs count their checkpoints)."""
+    return sorted({label.split("-", 1)[1].rsplit("-", 1)[0] for label in run_labels()})
+
+
+# `meru plots` figures (PDF + PNG each); `scaling` only with two or more sizes
+PLOTS = [p for p in ["zeroshot_bars", "scaling", "root_distance_hist", "depth_vs_distance", "traversal",
+                     "training_curves"] if p != "scaling" or len(run_sizes()) >= 2]
+
+
+def provenance_data():
+    """Data directories whose manifest.json files PROVENANCE.md hashes (training data and SynthHier sets)."""
+    out = [f"{DATA}/synthhier", f"{DATA}/synthhier-probe"] if EVAL.get("synthhier", False) else []
+    if not PRETRAINED and f"{DATA}/{config['data']['source']}" not in out:
+        out.append(f"{DATA}/{config['data']['source']}")
+    return out
 
 
 def all_targets():
-    out = [f"{RESULTS}/tables/{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
-    out += [f"{RESULTS}/plots/{p}.png" for p in PLOTS]
+    out = [f"{RESULTS}/tables/{f}" for f in TABLE_FILES] + [f"{RESULTS}/tables/{t}.html" for t in TABLES]
+    out += [f"{RESULTS}/plots/{p}.{ext}" for p in PLOTS for ext in ("pdf", "png")]
     out += [f"{RESULTS}/tables/{t}.{ext}" for t in FINAL_TABLES for ext in ("csv", "md")]
     out += [f"{RESULTS}/PROVENANCE.md"]
     if config["data"]["source"] == "synthhier":

@@ -1,11 +1,15 @@
-"""Reporting: tables, plots (with report captions) and the provenance record."""
+"""Reporting: tables, figures (both in the HTML report with captions) and the provenance record."""
 
 
 rule tables:
     input:
         metric_files(),
     output:
-        [f"{RESULTS}/tables/{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")],
+        [f"{RESULTS}/tables/{f}" for f in TABLE_FILES],
+        [
+            report(f"{RESULTS}/tables/{t}.html", caption=f"../report/table_{t}.rst", category="Tables")
+            for t in TABLES
+        ],
     log:
         f"{RESULTS}/logs/report/tables.log",
     conda:
@@ -22,6 +26,7 @@ rule plots:
         metrics=metric_files(),
         logs=training_logs(),
     output:
+        [f"{RESULTS}/plots/{p}.pdf" for p in PLOTS],
         [
             report(f"{RESULTS}/plots/{p}.png", caption=f"../report/{p}.rst", category="Figures")
             for p in PLOTS
@@ -33,14 +38,20 @@ rule plots:
     params:
         metrics=lambda w: f"{RESULTS}/metrics",
         runs=lambda w: RUNS,
+        figures=",".join(PLOTS),
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "meru plots --metrics {params.metrics} --runs {params.runs} --out {params.out} > {log} 2>&1"
+        "meru plots --metrics {params.metrics} --runs {params.runs} --figures {params.figures} "
+        "--out {params.out} > {log} 2>&1"
 
 
 rule provenance:
+    """Date, git commit + dirty flag, machine, package versions, config and SHA-256 of the inputs."""
     input:
-        f"{RESULTS}/tables/zeroshot.csv",
+        tables=f"{RESULTS}/tables/zeroshot.csv",
+        plots=f"{RESULTS}/plots/{PLOTS[0]}.png",
+        data=provenance_data(),
+        checkpoints=[checkpoint_path(label) for label in run_labels()],
     output:
         f"{RESULTS}/PROVENANCE.md",
     log:
@@ -48,10 +59,8 @@ rule provenance:
     conda:
         "../../envs/report.yaml"
     params:
-        cfg=json.dumps(config, sort_keys=True, indent=1),
+        cfg=json.dumps(config, sort_keys=True),
+        outputs=[RESULTS, RUNS, DATA],
     shell:
-        "(printf '# Provenance\\n\\n- date: %s\\n- git commit: %s\\n- machine: %s (%s, %s CPUs)\\n- python: %s\\n\\n"
-        "## Config\\n\\n```json\\n%s\\n```\\n' "
-        "\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" \"$(git rev-parse HEAD 2>/dev/null || echo unknown)\" "
-        "\"$(hostname)\" \"$(uname -sm)\" \"$(nproc --all)\" \"$(python --version 2>&1)\" {params.cfg:q} "
-        "> {output}.tmp && mv {output}.tmp {output}) > {log} 2>&1"
+        "meru provenance --out {output} --config-json {params.cfg:q} --data {input.data:q} "
+        "--checkpoint {input.checkpoints:q} --outputs {params.outputs:q} > {log} 2>&1"
