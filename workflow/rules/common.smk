@@ -69,6 +69,37 @@ def res(section, key, default=None):
     return (config.get("resources", {}).get(section) or {}).get(key, default)
 
 
+SLURM_KEYS = ("slurm_partition", "slurm_account", "slurm_extra")
+
+
+def slurm_res(section):
+    """SLURM settings of a rule family (`resources.<section>.slurm_partition/slurm_account/slurm_extra`), only
+    those the config sets, so that the profile's / command line's `--default-resources` apply otherwise."""
+    return {k: res(section, k) for k in SLURM_KEYS if res(section, k)}
+
+
+def _check_slurm_extra():
+    """`slurm_extra` must not repeat what the SLURM plugin sets itself (GPUs come from `gpu: N`, CPUs from
+    `threads`, memory from `mem_mb`, time from `runtime`): the pinned plugin rejects such jobs at submission."""
+    try:
+        from snakemake_executor_plugin_slurm.validation import get_forbidden_slurm_options
+    except ImportError:
+        return
+    import re
+
+    for section, values in (config.get("resources") or {}).items():
+        extra = (values or {}).get("slurm_extra") or ""
+        for pattern, what in get_forbidden_slurm_options().items():
+            if re.search(pattern, extra):
+                raise ValueError(
+                    f"config resources.{section}.slurm_extra={extra!r} sets the {what}, which the SLURM executor "
+                    "sets itself; use resources.{section}.gpu / threads / mem_mb / runtime / slurm_partition / "
+                    "slurm_account instead".replace("{section}", section))
+
+
+_check_slurm_extra()
+
+
 TABLES = ["zeroshot", "retrieval", "hierarchy", "linear_probe", "structure", "reference"]
 PLOTS = ["zeroshot_bars", "scaling", "root_distance_hist", "depth_vs_distance", "traversal", "training_curves"]
 

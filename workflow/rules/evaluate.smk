@@ -20,6 +20,7 @@ rule embed:
         gpu=res("embed", "gpu", 0),
         mem_mb=res("embed", "mem_mb", 4000),
         runtime=res("embed", "runtime", 30),
+        **slurm_res("embed"),
     params:
         name=lambda w: split_evalset(w.evalset)[0],
         split=lambda w: split_evalset(w.evalset)[1],
@@ -53,6 +54,7 @@ rule embed_synthhier:
         gpu=res("embed", "gpu", 0),
         mem_mb=res("embed", "mem_mb", 4000),
         runtime=res("embed", "runtime", 30),
+        **slurm_res("embed"),
     params:
         sources=lambda w, output: " ".join(
             f"{synth_embedding_flag(name)} --out {out}" for name, out in zip(synth_embedding_sets(), output)
