@@ -58,9 +58,9 @@ def synth_evals():
 
 
 def real_evals():
-    out = [f"zeroshot-{d}" for d in EVAL.get("zeroshot", [])]
-    out += [f"retrieval-{d}" for d in EVAL.get("retrieval", [])]
-    out += [f"linear-probe-{d}" for d in EVAL.get("linear_probe", [])]
+    out = [f"zeroshot-{_dataset_name(d)}" for d in EVAL.get("zeroshot", [])]
+    out += [f"retrieval-{_dataset_name(d)}" for d in EVAL.get("retrieval", [])]
+    out += [f"linear-probe-{d}" for d in linear_probe_names()]
     return out
 
 
@@ -71,6 +71,37 @@ def metric_files():
 def res(section, key, default=None):
     """Per-rule-family resource setting from `resources:` in the config."""
     return (config.get("resources", {}).get(section) or {}).get(key, default)
+
+
+SLURM_KEYS = ("slurm_partition", "slurm_account", "slurm_extra")
+
+
+def slurm_res(section):
+    """SLURM settings of a rule family (`resources.<section>.slurm_partition/slurm_account/slurm_extra`), only
+    those the config sets, so that the profile's / command line's `--default-resources` apply otherwise."""
+    return {k: res(section, k) for k in SLURM_KEYS if res(section, k)}
+
+
+def _check_slurm_extra():
+    """`slurm_extra` must not repeat what the SLURM plugin sets itself (GPUs come from `gpu: N`, CPUs from
+    `threads`, memory from `mem_mb`, time from `runtime`): the pinned plugin rejects such jobs at submission."""
+    try:
+        from snakemake_executor_plugin_slurm.validation import get_forbidden_slurm_options
+    except ImportError:
+        return
+    import re
+
+    for section, values in (config.get("resources") or {}).items():
+        extra = (values or {}).get("slurm_extra") or ""
+        for pattern, what in get_forbidden_slurm_options().items():
+            if re.search(pattern, extra):
+                raise ValueError(
+                    f"config resources.{section}.slurm_extra={extra!r} sets the {what}, which the SLURM executor "
+                    "sets itself; use resources.{section}.gpu / threads / mem_mb / runtime / slurm_partition / "
+                    "slurm_account instead".replace("{section}", section))
+
+
+_check_slurm_extra()
 
 
 # `meru tables` writes T.{csv,md,tex,html} + T_stats.csv per table
@@ -118,23 +149,72 @@ def train_data_input(wildcards):
 ER = EVAL.get("evalsets_root", "data/evalsets")
 
 
+def _dataset_name(entry):
+    """Name of an evaluation entry: a dataset name as given, or the folder name of a path entry."""
+    return os.path.basename(os.path.normpath(entry)) if "/" in entry else entry
+
+
+def _collect_dataset_dirs():
+    """Dataset name -> folder, for datasets outside `evalsets_root`: `evaluation.datasets` (name -> path)
+    and every zeroshot/retrieval/linear-probe entry given as a path (absolute, or relative with a '/')."""
+    out = dict(EVAL.get("datasets") or {})
+    probes = EVAL.get("linear_probe") or {}
+    entries = list(EVAL.get("zeroshot", [])) + list(EVAL.get("retrieval", []))
+    entries += list(probes) if isinstance(probes, list) else [
+        v for e in probes.values() for v in (e or {}).values()]
+    for entry in entries:
+        if "/" in entry:
+            out.setdefault(_dataset_name(entry), entry)
+    for name, path in out.items():
+        if not os.path.isdir(path):
+            raise ValueError(
+                f"config evaluation: dataset {name!r} points at {path}, which is not a directory; give the "
+                "folder of a clip-benchmark wds-layout set (test/nshards.txt, classnames.txt, ...)")
+    return out
+
+
+DATASET_DIRS = _collect_dataset_dirs()
+
+
+def split_evalset(evalset):
+    """`NAME@SPLIT` -> (NAME, SPLIT); a bare name is the `test` split."""
+    name, _, split = evalset.partition("@")
+    return name, split or "test"
+
+
 def evalset_source(name):
-    """(input directory, evaluation-set path for `meru embed --evalset`) of an eval-set name."""
+    """(input directory, evaluation-set path for `meru embed --evalset`) of an eval-set name.
+
+    Real sets: the folder is `evaluation.datasets[NAME]` (or the path entry NAME came from), else
+    `evalsets_root/NAME`; `NAME@train` is the `train` split of the same folder."""
     if name == "synthhier-retrieval":
         return f"{DATA}/synthhier", f"{DATA}/synthhier/eval/retrieval"
     if name == "synthhier-probe":
         return f"{DATA}/synthhier-probe", f"{DATA}/synthhier-probe/eval/zeroshot_shape"
     if name.startswith("synthhier-"):
         return f"{DATA}/synthhier", f"{DATA}/synthhier/eval/zeroshot_{name[len('synthhier-'):]}"
-    return f"{ER}/{name}", f"{ER}/{name}"
+    base = split_evalset(name)[0]
+    folder = DATASET_DIRS.get(base, f"{ER}/{base}")
+    return folder, folder
+
+
+def linear_probe_names():
+    probes = EVAL.get("linear_probe") or {}
+    return [_dataset_name(p) for p in probes] if isinstance(probes, list) else list(probes)
 
 
 def probe_sets(name):
-    """(train eval set, test eval set) of a linear-probe evaluation."""
+    """(train eval set, test eval set) of a linear-probe evaluation. Without `train:` (or for a list
+    entry) the probe trains on the `train` split of the test set's own folder (`NAME@train`)."""
     if name == "synthhier":
         return "synthhier-probe", leaf_set()
-    entry = EVAL["linear_probe"][name]
-    return entry["train"], entry["test"]
+    probes = EVAL.get("linear_probe") or {}
+    if isinstance(probes, list):
+        return f"{name}@train", name
+    entry = probes[name] or {}
+    test = _dataset_name(entry.get("test", name))
+    train = _dataset_name(entry["train"]) if entry.get("train") else f"{test}@train"
+    return train, test
 
 
 def synth_embedding_sets():

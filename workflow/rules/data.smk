@@ -56,6 +56,7 @@ rule download:
     resources:
         mem_mb=res("download", "mem_mb", 16000),
         runtime=res("download", "runtime", 2880),
+        **slurm_res("download"),
     threads: res("download", "threads", 2)
     shell:
         "meru download --source {wildcards.source} --annotations {params.ann} --out {output} {params.extra} > {log} 2>&1"

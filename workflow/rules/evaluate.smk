@@ -11,7 +11,7 @@ rule embed:
     benchmark:
         f"{RESULTS}/benchmarks/embed/{{label}}/{{evalset}}.tsv"
     wildcard_constraints:
-        evalset=r"(?!textpool-|synthhier-)[a-z0-9_-]+",
+        evalset=r"(?!textpool-|synthhier-)[A-Za-z0-9_.-]+(@[a-z]+)?",
     conda:
         "../../envs/eval.yaml"
     threads: res("embed", "threads", 2)
@@ -20,13 +20,17 @@ rule embed:
         gpu=res("embed", "gpu", 0),
         mem_mb=res("embed", "mem_mb", 4000),
         runtime=res("embed", "runtime", 30),
+        **slurm_res("embed"),
     params:
-        path=lambda w: evalset_source(w.evalset)[1],
+        name=lambda w: split_evalset(w.evalset)[0],
+        split=lambda w: split_evalset(w.evalset)[1],
         bs=EVAL.get("batch_size", 256),
         workers=EVAL.get("num_workers", 0),
     shell:
-        "meru embed --checkpoint {input.ckpt} --evalset {params.path} --out {output} "
-        "--batch-size {params.bs} --num-workers {params.workers} > {log} 2>&1"
+        # --evalset NAME picks the prompts (MERU's for its datasets); --root is the folder, a clip-benchmark
+        # wds-layout copy or what `meru evalsets prepare` downloaded (torchvision layout).
+        "meru embed --checkpoint {input.ckpt:q} --evalset {params.name:q} --root {input.data:q} --split {params.split} "
+        "--out {output:q} --batch-size {params.bs} --num-workers {params.workers} > {log:q} 2>&1"
 
 
 rule embed_synthhier:
@@ -50,6 +54,7 @@ rule embed_synthhier:
         gpu=res("embed", "gpu", 0),
         mem_mb=res("embed", "mem_mb", 4000),
         runtime=res("embed", "runtime", 30),
+        **slurm_res("embed"),
     params:
         sources=lambda w, output: " ".join(
             f"{synth_embedding_flag(name)} --out {out}" for name, out in zip(synth_embedding_sets(), output)

@@ -1,6 +1,10 @@
 """Training: one resolved train config per model kind, then `meru train` per (model, size, seed)."""
 
 
+localrules:
+    train_config,  # writes one small YAML: no cluster job of its own
+
+
 rule train_config:
     """The validated `train:` section with this kind's `train_overrides` applied, as a file for `meru train`."""
     output:
@@ -34,7 +38,7 @@ rule train:
         gpu=res("train", "gpu", 0),
         mem_mb=res("train", "mem_mb", 4000),
         runtime=res("train", "runtime", 60),
-        slurm_extra=res("train", "slurm_extra", ""),
+        **slurm_res("train"),
     params:
         rundir=lambda w: f"{RUNS}/{w.model}-{w.size}-s{w.seed}",
         launcher=lambda w, resources: (

@@ -1,0 +1,130 @@
+"""The workflow's real-dataset path, run (not dry-run) on generated offline fixtures.
+
+* a prepared clip-benchmark dataset: MNIST in torchvision's layout, written as idx files by the test and
+  "prepared" with `meru evalsets prepare --dataset mnist` (no download: the files are there), then the
+  workflow `embed` and `evaluate_zeroshot` rules on it;
+* your own dataset: a wds-layout folder at an absolute path with an upper-case name, `train/` beside
+  `test/`, zero-shot and a linear probe trained on its own `train` split;
+* the pretrained path: the checkpoint comes through the `released_checkpoint` rule from a `file://` URL.
+"""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="the released_checkpoint rule needs curl")
+
+
+def write_mnist_raw(root: Path, n_test: int = 12, n_train: int = 4, seed: int = 0) -> np.ndarray:
+    """torchvision MNIST raw files (idx format, uncompressed) under ``root/MNIST/raw``; returns test labels."""
+    rng = np.random.default_rng(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    labels = {}
+    for split, n in (("t10k", n_test), ("train", n_train)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels[split] = (np.arange(n) % 10).astype(np.uint8)
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(
+            np.array([0x803, n, 28, 28], dtype=">i4").tobytes() + images.tobytes())
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(
+            np.array([0x801, n], dtype=">i4").tobytes() + labels[split].tobytes())
+    return labels["t10k"]
+
+
+def write_wds_classification(folder: Path, classes, n_per_split: dict, seed: int = 1) -> None:
+    """A clip-benchmark wds-layout classification set with the given splits (one shard each)."""
+    import webdataset as wds
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in n_per_split.items():
+        (folder / split).mkdir(parents=True)
+        with wds.TarWriter(str(folder / split / "0.tar")) as w:
+            for i in range(n):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(buf, format="PNG")
+                w.write({"__key__": f"{split}{i:03d}", "png": buf.getvalue(), "cls": i % len(classes)})
+        (folder / split / "nshards.txt").write_text("1\n")
+    (folder / "classnames.txt").write_text("\n".join(classes) + "\n")
+    (folder / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\n")
+    (folder / "dataset_type.txt").write_text("classification\n")
+
+
+def env():
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    e["PYTHONPATH"] = f"{ROOT}{os.pathsep}{e.get('PYTHONPATH', '')}"
+    return e
+
+
+@pytest.mark.slow
+def test_prepared_and_own_datasets_run_through_the_workflow(tmp_path):
+    from meru.models import build_model
+    from meru.models.checkpoints import save_model
+
+    torch.manual_seed(0)
+    save_model(build_model("meru", "tiny"), tmp_path / "released.pt")
+    evalsets = tmp_path / "evalsets"
+    labels = write_mnist_raw(evalsets / "mnist")
+    r = subprocess.run([sys.executable, "-m", "meru", "evalsets", "prepare", "--dataset", "mnist",
+                        "--root", str(evalsets / "mnist")], capture_output=True, text=True, env=env(), timeout=120)
+    assert r.returncode == 0 and "12 samples" in r.stdout, r.stdout + r.stderr
+    own = tmp_path / "elsewhere" / "My_Set"
+    write_wds_classification(own, ["red thing", "blue thing", "green thing"], {"test": 6, "train": 9})
+
+    cfg = {
+        "name": "fixture", "results_dir": str(tmp_path / "results"), "runs_dir": str(tmp_path / "runs"),
+        "data_dir": str(tmp_path / "data"), "models": ["meru"], "sizes": ["tiny"], "seeds": [0],
+        "data": {"source": "synthhier"},
+        "pretrained": {"checkpoints": [{"kind": "meru", "size": "tiny", "url": f"file://{tmp_path}/released.pt",
+                                        "sha256": None}]},
+        "evaluation": {"synthhier": False, "evalsets_root": str(evalsets), "zeroshot": ["mnist", str(own)],
+                       "linear_probe": [str(own)], "batch_size": 8, "num_workers": 0},
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    res, label = tmp_path / "results", "meru-tiny-released"
+    targets = [res / "embeddings" / label / "mnist.pt", res / "metrics" / label / "zeroshot-mnist.json",
+               res / "metrics" / label / "zeroshot-My_Set.json", res / "metrics" / label / "linear-probe-My_Set.json"]
+    r = subprocess.run([sys.executable, "-m", "snakemake", *map(str, targets), "--cores", "1", "--nolock",
+                        "--configfile", str(tmp_path / "cfg.yaml")],
+                       cwd=ROOT, capture_output=True, text=True, env=env(), timeout=600)
+    logs = "\n".join(p.read_text() for p in (res / "logs").rglob("*.log")) if (res / "logs").is_dir() else ""
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + logs[-3000:]
+
+    cache = torch.load(targets[0], weights_only=True)
+    assert cache["dataset"] == "mnist" and cache["task"] == "classification"
+    assert cache["labels"].tolist() == labels.tolist() and cache["image_emb"].shape[0] == 12
+    assert cache["classnames"][:2] == ["0", "1"] and len(cache["classnames"]) == 10
+    assert cache["prompt_source"]["templates"] == "meru"  # --evalset mnist picks MERU's prompts
+    zs = json.loads(targets[1].read_text())
+    assert zs["n"] == 12 and zs["label"] == label
+    own_zs = json.loads(targets[2].read_text())
+    assert own_zs["n"] == 6 and own_zs["dataset"] == "My_Set"
+    lp = json.loads(targets[3].read_text())
+    train = torch.load(res / "embeddings" / label / "My_Set@train.pt", weights_only=True)
+    assert train["image_emb"].shape[0] == 9 and train["keys"][0] == "train000"
+    assert lp["n"] == 6 and lp["train_embeddings"].endswith("My_Set@train.pt")
+    sha = (tmp_path / "runs" / "released" / f"{label}.sha256").read_text().split()[0]
+    import hashlib
+
+    assert sha == hashlib.sha256((tmp_path / "released.pt").read_bytes()).hexdigest()
+
+
+def test_missing_dataset_folder_is_a_clear_error(tmp_path):
+    cfg = {"name": "x", "models": ["meru"], "sizes": ["tiny"], "seeds": [0], "data": {"source": "synthhier"},
+           "evaluation": {"synthhier": False, "zeroshot": [str(tmp_path / "nope" / "Mine")]}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--nolock", "--configfile", str(tmp_path / "cfg.yaml")],
+                       cwd=ROOT, capture_output=True, text=True, env=env(), timeout=300)
+    assert r.returncode != 0
+    assert f"dataset 'Mine' points at {tmp_path}/nope/Mine, which is not a directory" in r.stdout + r.stderr
