@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "imagenet-tree": ("meru.evaluation.wordnet_tree", "build the ImageNet-1k WordNet is-a tree"),
     "tables": ("meru.reporting.tables", "build CSV/Markdown/LaTeX tables from metric JSON"),
     "plots": ("meru.reporting.plots", "draw the PNG plots from metric JSON and training logs"),
+    "prompt-sensitivity": ("meru.reporting.prompt_sensitivity",
+                           "tabulate zero-shot accuracy per prompt template set from metric JSON"),
 }
 
 
