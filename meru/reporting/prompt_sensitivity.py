@@ -86,10 +86,10 @@ def to_markdown(df: pd.DataFrame, sources: dict) -> str:
         if c not in ("model", "templates", "seeds"):
             disp[c] = [("" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.1f}") for v in disp[c]]
     disp["seeds"] = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(int(v)) for v in disp["seeds"]]
-    body = disp.to_markdown(index=False) if len(disp) else "| " + " | ".join(disp.columns) + " |\n|" + "---|" * len(disp.columns)
+    body = disp.to_markdown(index=False, disable_numparse=True) if len(disp) else "| " + " | ".join(disp.columns) + " |\n|" + "---|" * len(disp.columns)
     notes = "\n".join(f"- `{d}` / `{s}`: {src}" for (d, s), src in sorted(sources.items()))
     return ("## prompt sensitivity\n\nZero-shot top-1 (%) per template set, mean over seeds; `spread` rows: "
-            "max − min over template sets per dataset; `spread` column: the largest of these.  Class names are the same in every set.\n\n" + body + "\n\nTemplate sets:\n\n" + notes + "\n")
+            "max − min over template sets per dataset; `spread` column: the largest of these. Class names are the same in every set.\n\n" + body + "\n\nTemplate sets:\n\n" + notes + "\n")
 
 
 def _atomic_write(path: Path, text: str) -> None:
