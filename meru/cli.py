@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("meru.reporting.reproduction", "compare a run's headline metrics with its reference (run or published)"),
     "reference": ("meru.reporting.reference", "refresh (or check) the committed reference run"),
     "claims": ("meru.reporting.claims", "the MERU paper's qualitative claims, computed with verdicts"),
+    "prompt-sensitivity": ("meru.reporting.prompt_sensitivity",
+                           "tabulate zero-shot accuracy per prompt template set from metric JSON"),
 }
 
 

@@ -233,6 +233,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="prepare: MERU or clip-benchmark name")
     parser.add_argument("--root", help="prepare: directory that holds the dataset files")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--coco-dir", help="prepare hierarcaps: local COCO val2014 image folder (skips those downloads)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -242,6 +243,17 @@ def run(args: argparse.Namespace) -> int:
     if not args.dataset or not args.root:
         print("meru evalsets prepare: error: --dataset and --root are required", file=sys.stderr)
         return 2
+    if args.dataset == "hierarcaps":  # not a clip-benchmark set: meru.data.hierarcaps
+        from meru.data.hierarcaps import HierarCapsUnavailable, prepare_hierarcaps
+
+        try:
+            info = prepare_hierarcaps(args.root, coco_dir=getattr(args, "coco_dir", None))
+        except (HierarCapsUnavailable, ValueError) as e:
+            print(f"meru evalsets prepare: error: {e}", file=sys.stderr)
+            return 1
+        print(f"hierarcaps: ready under {args.root} ({info['hierarchies']} hierarchies, {info['images']} images, "
+              f"{info['downloaded']} downloaded)")
+        return 0
     try:
         ds = build_eval_dataset(args.dataset, args.root, split=args.split, download=True)
     except (EvalDatasetUnavailable, KeyError, ValueError) as e:

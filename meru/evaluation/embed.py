@@ -15,6 +15,8 @@ Cache (``torch.save`` of a plain dict, loads with ``weights_only=True``; all ten
      "labels": [N] long, "classnames": [C], "templates": [T], "class_text_raw": [T, C, D]
          (raw projected text features of every template x class, before normalisation / alpha / exp map;
           ensembled at evaluate time with ``space.ensemble``), "class_nodes": [C] taxonomy ids or None,
+     "prompt_sets": {name: {"templates", "source", "class_text_raw" [T', C, D]}} (other template sets,
+         same class names; meru.evaluation.prompt_sensitivity),
      # retrieval
      "texts": [M], "text_emb": [M, D], "text_to_image": [M] long (image row of each caption),
      # text pool (no images)
@@ -37,7 +39,7 @@ import torch
 
 FORMAT = "meru-bench/embeddings/1"
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
-TASKS = ("classification", "retrieval", "text-pool")
+TASKS = ("classification", "retrieval", "text-pool", "hierarcaps")
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -206,7 +208,8 @@ def _resolve_prompts(evalset: str, prompts: str, local: Path | None) -> str:
 
 
 def embed_evalset(model, evalset: str, root: str | None = None, batch_size: int = 256, num_workers: int = 0,
-                  prompts: str = "auto", split: str = "test", checkpoint: str | None = None) -> dict:
+                  prompts: str = "auto", split: str = "test", checkpoint: str | None = None,
+                  prompt_sets: bool = True) -> dict:
     """Encode a whole evaluation set -> cache dict (see module docstring).
 
     ``evalset``: a clip-benchmark wds-layout directory, or a MERU / clip-benchmark name read from ``root``.
@@ -218,6 +221,12 @@ def embed_evalset(model, evalset: str, root: str | None = None, batch_size: int 
     prompts = _resolve_prompts(evalset, prompts, local)
     out = model_info(model, checkpoint)
     out["dataset"] = Path(evalset).name if Path(evalset).is_dir() else evalset
+    if local is not None and (local / "dataset_type.txt").is_file() and \
+            (local / "dataset_type.txt").read_text().strip().lower() == "hierarcaps":
+        # HierarCaps: images + 4-level caption hierarchies (meru.evaluation.hierarcaps)
+        from meru.evaluation.hierarcaps import embed_hierarcaps
+
+        return {**out, **embed_hierarcaps(model, local, batch_size, num_workers, split)}
     if local is not None:
         type_file = local / "dataset_type.txt"
         task = "retrieval" if type_file.is_file() and type_file.read_text().strip().lower() == "retrieval" else "classification"
@@ -262,6 +271,10 @@ def embed_evalset(model, evalset: str, root: str | None = None, batch_size: int 
         out.update(labels=torch.tensor([labels[i] for i in perm], dtype=torch.long), classnames=classnames,
                    templates=templates, class_text_raw=class_text_raw(model, classnames, templates, batch_size),
                    class_nodes=_class_nodes(local, evalset, classnames))
+        if prompt_sets:  # alternative template sets for prompt sensitivity (meru.evaluation.prompt_sensitivity)
+            from meru.evaluation.prompt_sensitivity import embed_prompt_sets
+
+            out["prompt_sets"] = embed_prompt_sets(model, out["dataset"], classnames, batch_size)
     else:
         texts, t2i = [], []
         for row, i in enumerate(perm):
@@ -398,6 +411,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", choices=("auto", "meru", "clip_benchmark"), default="auto",
                         help="prompt ensemble: MERU's (where it has one; 'auto') or clip-benchmark's")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--no-prompt-sets", dest="prompt_sets", action="store_false",
+                        help="classification: skip the alternative template sets (prompt sensitivity)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -423,7 +438,8 @@ def run(args: argparse.Namespace) -> int:
                 cache = embed_text_pool(model, source, args.batch_size, checkpoint=args.checkpoint)
             else:
                 cache = embed_evalset(model, source, args.root, args.batch_size, args.num_workers, args.prompts,
-                                      args.split, checkpoint=args.checkpoint)
+                                      args.split, checkpoint=args.checkpoint,
+                                      prompt_sets=getattr(args, "prompt_sets", True))
             save_cache(cache, out)
             n = cache["image_emb"].shape[0] if "image_emb" in cache else len(cache["texts"])
             print(f"meru embed: {cache['task']} {cache['dataset']}: {n} items -> {out}")

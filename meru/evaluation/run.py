@@ -1,6 +1,8 @@
 """`meru evaluate`: metrics from cached embeddings (see ``meru.evaluation.embed``) -> strict metric JSON.
 
-Tasks: ``zeroshot``, ``retrieval``, ``linear-probe``, ``structure``, ``traversal``. Each writes ``--out M.json``
+Tasks: ``zeroshot``, ``retrieval``, ``linear-probe``, ``structure``, ``traversal``, ``prompts`` (zero-shot
+accuracy per template set, :mod:`meru.evaluation.prompt_sensitivity`), ``hierarcaps``
+(:mod:`meru.evaluation.hierarcaps`). Each writes ``--out M.json``
 (atomically, strict JSON) with ``model`` (= kind), ``kind``, ``size``, ``seed``, ``label``, ``dataset``, ``task``,
 ``metrics``, ``intervals`` (95% percentile bootstrap over items), ``n`` and per-item data; zero-shot,
 retrieval and linear-probe also write a clip-benchmark-style ``M.clip_benchmark.json`` beside it
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from meru.evaluation.metric_io import write_json
 
-TASKS = ("zeroshot", "retrieval", "linear-probe", "structure", "traversal")
+TASKS = ("zeroshot", "retrieval", "linear-probe", "structure", "traversal", "prompts", "hierarcaps")
 
 
 def header(cache: dict, task: str, label: str | None = None, seed: int | None = None) -> dict:
@@ -78,6 +80,16 @@ def evaluate(args: argparse.Namespace) -> dict:
             res["per_item"].update(res.pop("per_item_hierarchical"))
         if tree is not None:
             res["tree"] = str(args.tree)
+    elif args.task == "prompts":
+        from meru.evaluation.prompt_sensitivity import evaluate_prompts
+
+        cache = load_cache(args.embeddings, "classification")
+        res = evaluate_prompts(cache, **kw)
+    elif args.task == "hierarcaps":
+        from meru.evaluation.hierarcaps import evaluate_hierarcaps
+
+        cache = load_cache(args.embeddings, "hierarcaps")
+        res = evaluate_hierarcaps(cache, **kw)
     elif args.task == "retrieval":
         from meru.evaluation.retrieval import evaluate_retrieval
 

@@ -68,6 +68,24 @@ def metric_files():
     return [f"{RESULTS}/metrics/{label}/{name}.json" for label in run_labels() for name in synth_evals() + real_evals()]
 
 
+def zeroshot_datasets():
+    """Zero-shot metric names (`synthhier-{level}`, real dataset names) that get a prompt-sensitivity record."""
+    out = [f"synthhier-{lvl}" for lvl in SYNTH_LEVELS] if EVAL.get("synthhier", False) else []
+    return out + list(EVAL.get("zeroshot", []))
+
+
+def prompt_files():
+    """`meru evaluate --task prompts` records: one per run and zero-shot dataset."""
+    return [f"{RESULTS}/metrics/{label}/prompts-{name}.json" for label in run_labels() for name in zeroshot_datasets()]
+
+
+def hierarcaps_files():
+    """HierarCaps metric records (`evaluation.hierarcaps: true`)."""
+    if not EVAL.get("hierarcaps", False):
+        return []
+    return [f"{RESULTS}/metrics/{label}/hierarcaps-coco.json" for label in run_labels()]
+
+
 def res(section, key, default=None):
     """Per-rule-family resource setting from `resources:` in the config."""
     return (config.get("resources", {}).get(section) or {}).get(key, default)
@@ -134,6 +152,9 @@ def all_targets():
     out += [f"{RESULTS}/plots/{p}.{ext}" for p in PLOTS for ext in ("pdf", "png")]
     out += [f"{RESULTS}/tables/{t}.{ext}" for t in FINAL_TABLES for ext in ("csv", "md")]
     out += [f"{RESULTS}/PROVENANCE.md"]
+    if prompt_files():
+        out += [f"{RESULTS}/tables/prompt_sensitivity.{ext}" for ext in ("csv", "md")]
+    out += hierarcaps_files()
     if config["data"]["source"] == "synthhier":
         out += [f"{RESULTS}/data/contact_sheet.png"]
     return out

@@ -150,3 +150,42 @@ rule evaluate_traversal:
     shell:
         "meru evaluate --task traversal --embeddings {input.emb} --text-pool {input.pool} --max-images 64 --out {output} "
         "--label {wildcards.label} > {log} 2>&1"
+
+
+rule evaluate_prompts:
+    """Zero-shot accuracy under each prompt template set (the eval set's own, single, MERU's, clip-benchmark's)."""
+    input:
+        emb=lambda w: emb(w.label, w.name),
+    output:
+        f"{RESULTS}/metrics/{{label}}/prompts-{{name}}.json",
+    log:
+        f"{RESULTS}/logs/evaluate/{{label}}/prompts-{{name}}.log",
+    conda:
+        "../../envs/eval.yaml"
+    resources:
+        cpu_jobs=1,
+    params:
+        seed=lambda w: seed_of(w.label),
+    shell:
+        "meru evaluate --task prompts --embeddings {input.emb} --out {output} "
+        "--label {wildcards.label} --seed {params.seed} > {log} 2>&1"
+
+
+rule evaluate_hierarcaps:
+    """HierarCaps (1,000 COCO images, 4-level caption hierarchies): depth correlation, hierarchical
+    retrieval, entailment AP/AUROC."""
+    input:
+        emb=lambda w: emb(w.label, "hierarcaps"),
+    output:
+        f"{RESULTS}/metrics/{{label}}/hierarcaps-coco.json",
+    log:
+        f"{RESULTS}/logs/evaluate/{{label}}/hierarcaps-coco.log",
+    conda:
+        "../../envs/eval.yaml"
+    resources:
+        cpu_jobs=1,
+    params:
+        seed=lambda w: seed_of(w.label),
+    shell:
+        "meru evaluate --task hierarcaps --embeddings {input.emb} --out {output} "
+        "--label {wildcards.label} --seed {params.seed} > {log} 2>&1"

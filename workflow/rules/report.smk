@@ -21,6 +21,22 @@ rule tables:
         "meru tables --metrics {params.metrics} --out {params.out} > {log} 2>&1"
 
 
+rule prompt_sensitivity:
+    input:
+        prompt_files(),
+    output:
+        [f"{RESULTS}/tables/prompt_sensitivity.{ext}" for ext in ("csv", "md")],
+    log:
+        f"{RESULTS}/logs/report/prompt_sensitivity.log",
+    conda:
+        "../../envs/report.yaml"
+    params:
+        metrics=lambda w: f"{RESULTS}/metrics",
+        out=lambda w, output: os.path.dirname(output[0]),
+    shell:
+        "meru prompt-sensitivity --metrics {params.metrics} --out {params.out} > {log} 2>&1"
+
+
 rule plots:
     input:
         metrics=metric_files(),
