@@ -42,6 +42,13 @@ def run_labels():
     return [f"{k}-{s}-s{n}" for s in config["sizes"] for k in config["models"] for n in config["seeds"]]
 
 
+def released_label(c):
+    """`{kind}-{size}-released` (MERU's RedCaps checkpoints) or `{kind}-{size}-{data}-released` (as
+    meru.reporting.reproduction.released_label; records of the latter carry size `{size}-{data}`)."""
+    data = c.get("data", "redcaps")
+    return f"{c['kind']}-{c['size']}-released" if data == "redcaps" else f"{c['kind']}-{c['size']}-{data}-released"
+
+
 def checkpoint_path(label):
     if label.endswith("-released"):
         return f"{RUNS}/released/{label}.pth"
@@ -286,13 +293,6 @@ def training_logs():
         return []
     return [f"{RUNS}/{label}/log.jsonl" for label in run_labels()]
 
-
-
-def released_label(c):
-    """`{kind}-{size}-released` (MERU's RedCaps checkpoints) or `{kind}-{size}-{data}-released` (as
-    meru.reporting.reproduction.released_label; records of the latter carry size `{size}-{data}`)."""
-    data = c.get("data", "redcaps")
-    return f"{c['kind']}-{c['size']}-released" if data == "redcaps" else f"{c['kind']}-{c['size']}-{data}-released"
 
 
 def released(label):
