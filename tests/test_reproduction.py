@@ -156,7 +156,6 @@ def test_floor_keys_exist_in_the_committed_reference():
             assert (kind, f["task"], f["dataset"], f["metric"]) in values, f
 
 
-@pytest.mark.xfail(strict=True, reason="reference to be replaced by the new default run")
 def test_committed_reference_meets_the_floors():
     """Every seed of the committed reference: leaf zero-shot top-1 >= 60, category >= 90, R@1 >= 60 both ways,
     TIE <= 1.5; MERU also Spearman(specificity, distance) >= 0.5, images farther >= 90%, cone AUC >= 0.8
