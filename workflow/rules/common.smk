@@ -119,10 +119,10 @@ def synth_embedding_sets():
 
 
 def synth_embedding_flag(name):
-    """`meru embed` source flag of one SynthHier cache."""
+    """`meru embed` source flag of one SynthHier cache, as an argument list (quoted one by one in the shell)."""
     if name == "textpool-synthhier":
-        return f"--text-pool {DATA}/synthhier/eval/captions.jsonl"
-    return f"--evalset {evalset_source(name)[1]}"
+        return ["--text-pool", f"{DATA}/synthhier/eval/captions.jsonl"]
+    return ["--evalset", evalset_source(name)[1]]
 
 
 def leaf_set():
@@ -143,11 +143,12 @@ def zeroshot_inputs(w):
 
 
 def zeroshot_tree_args(w, input):
+    """`--tree ...` arguments as a list (quoted one by one in the shell)."""
     if w.name == leaf_set():
-        return f"--tree {DATA}/synthhier/taxonomy.txt --tree-names {DATA}/synthhier/taxonomy_names.json"
+        return ["--tree", f"{DATA}/synthhier/taxonomy.txt", "--tree-names", f"{DATA}/synthhier/taxonomy_names.json"]
     if "tree" in input.keys():
-        return f"--tree {input.tree}"
-    return ""
+        return ["--tree", input.tree]
+    return []
 
 
 def seed_of(label):
@@ -155,9 +156,11 @@ def seed_of(label):
 
 
 def training_logs():
+    """What the training-curve plot waits for: each run's model.pt (its log.jsonl is complete then). log.jsonl
+    is not a declared output, so Snakemake never deletes the history of a failed or killed run."""
     if PRETRAINED:
         return []
-    return [f"{RUNS}/{label}/log.jsonl" for label in run_labels()]
+    return [f"{RUNS}/{label}/model.pt" for label in run_labels()]
 
 
 

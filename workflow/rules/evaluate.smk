@@ -25,8 +25,8 @@ rule embed:
         bs=EVAL.get("batch_size", 256),
         workers=EVAL.get("num_workers", 0),
     shell:
-        "meru embed --checkpoint {input.ckpt} --evalset {params.path} --out {output} "
-        "--batch-size {params.bs} --num-workers {params.workers} > {log} 2>&1"
+        "meru embed --checkpoint {input.ckpt:q} --evalset {params.path:q} --out {output:q} "
+        "--batch-size {params.bs:q} --num-workers {params.workers:q} > {log:q} 2>&1"
 
 
 rule embed_synthhier:
@@ -51,14 +51,16 @@ rule embed_synthhier:
         mem_mb=res("embed", "mem_mb", 4000),
         runtime=res("embed", "runtime", 30),
     params:
-        sources=lambda w, output: " ".join(
-            f"{synth_embedding_flag(name)} --out {out}" for name, out in zip(synth_embedding_sets(), output)
-        ),
+        sources=lambda w, output: [
+            arg
+            for name, out in zip(synth_embedding_sets(), output)
+            for arg in synth_embedding_flag(name) + ["--out", out]
+        ],
         bs=EVAL.get("batch_size", 256),
         workers=EVAL.get("num_workers", 0),
     shell:
-        "meru embed --checkpoint {input.ckpt} {params.sources} "
-        "--batch-size {params.bs} --num-workers {params.workers} > {log} 2>&1"
+        "meru embed --checkpoint {input.ckpt:q} {params.sources:q} "
+        "--batch-size {params.bs:q} --num-workers {params.workers:q} > {log:q} 2>&1"
 
 
 rule evaluate_zeroshot:
@@ -76,8 +78,8 @@ rule evaluate_zeroshot:
         tree=zeroshot_tree_args,
         seed=lambda w: seed_of(w.label),
     shell:
-        "meru evaluate --task zeroshot --embeddings {input.emb} {params.tree} --out {output} "
-        "--label {wildcards.label} --seed {params.seed} > {log} 2>&1"
+        "meru evaluate --task zeroshot --embeddings {input.emb:q} {params.tree:q} --out {output:q} "
+        "--label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_retrieval:
@@ -92,7 +94,7 @@ rule evaluate_retrieval:
     resources:
         cpu_jobs=1,
     shell:
-        "meru evaluate --task retrieval --embeddings {input.emb} --out {output} > {log} 2>&1"
+        "meru evaluate --task retrieval --embeddings {input.emb:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_linear_probe:
@@ -109,8 +111,8 @@ rule evaluate_linear_probe:
     resources:
         cpu_jobs=1,
     shell:
-        "meru evaluate --task linear-probe --train-embeddings {input.train} --embeddings {input.test} "
-        "--out {output} > {log} 2>&1"
+        "meru evaluate --task linear-probe --train-embeddings {input.train:q} --embeddings {input.test:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_structure:
@@ -126,7 +128,8 @@ rule evaluate_structure:
     resources:
         cpu_jobs=1,
     shell:
-        "meru evaluate --task structure --embeddings {input.emb} --text-pool {input.pool} --out {output} > {log} 2>&1"
+        "meru evaluate --task structure --embeddings {input.emb:q} --text-pool {input.pool:q} --out {output:q} "
+        "> {log:q} 2>&1"
 
 
 rule evaluate_traversal:
@@ -142,4 +145,5 @@ rule evaluate_traversal:
     resources:
         cpu_jobs=1,
     shell:
-        "meru evaluate --task traversal --embeddings {input.emb} --text-pool {input.pool} --max-images 64 --out {output} > {log} 2>&1"
+        "meru evaluate --task traversal --embeddings {input.emb:q} --text-pool {input.pool:q} --max-images 64 "
+        "--out {output:q} > {log:q} 2>&1"

@@ -14,7 +14,7 @@ rule tables:
         metrics=lambda w: f"{RESULTS}/metrics",
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "meru tables --metrics {params.metrics} --out {params.out} > {log} 2>&1"
+        "meru tables --metrics {params.metrics:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule plots:
@@ -35,7 +35,7 @@ rule plots:
         runs=lambda w: RUNS,
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "meru plots --metrics {params.metrics} --runs {params.runs} --out {params.out} > {log} 2>&1"
+        "meru plots --metrics {params.metrics:q} --runs {params.runs:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule provenance:
@@ -54,4 +54,4 @@ rule provenance:
         "## Config\\n\\n```json\\n%s\\n```\\n' "
         "\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" \"$(git rev-parse HEAD 2>/dev/null || echo unknown)\" "
         "\"$(hostname)\" \"$(uname -sm)\" \"$(nproc --all)\" \"$(python --version 2>&1)\" {params.cfg:q} "
-        "> {output}.tmp && mv {output}.tmp {output}) > {log} 2>&1"
+        "> {output:q}.tmp && mv {output:q}.tmp {output:q}) > {log:q} 2>&1"
