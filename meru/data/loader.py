@@ -49,7 +49,7 @@ import webdataset as wds
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from meru.data.manifest import read_manifest
+from meru.data.manifest import read_manifest, verify_shards
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ STATE_FORMAT = "meru-bench/loader-state/1"
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
 _WARNED: set[str] = set()  # damaged shards already reported by this process
+_WARNED_DUPLICATES: set[str] = set()  # shards whose duplicate keys were already reported
 
 
 def derive_seed(*parts) -> int:
@@ -65,10 +66,12 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def resolve_shards(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[tuple[str, int | None]]:
+def resolve_shards(source: str | os.PathLike | Sequence[str | os.PathLike],
+                   verify: bool = True) -> list[tuple[str, int | None]]:
     """``[(shard path, samples promised by the manifest or None)]`` of ``source``: a shard directory
     (read via its manifest; a SynthHier output directory means its ``train/``) or a list of
-    directories / ``.tar`` files."""
+    directories / ``.tar`` files. ``verify``: check each manifest shard's size and sha256 first
+    (:func:`meru.data.manifest.verify_shards`, cached by file stat) and refuse a mismatch."""
     items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     shards: list[tuple[str, int | None]] = []
     for item in items:
@@ -81,6 +84,8 @@ def resolve_shards(source: str | os.PathLike | Sequence[str | os.PathLike]) -> l
             if not (path / "manifest.json").exists() and (path / "train" / "manifest.json").exists():
                 path = path / "train"  # a SynthHier output directory: its training shards
             manifest = read_manifest(path)  # raises IncompleteDatasetError with the fix
+            if verify:
+                verify_shards(path, manifest)  # raises CorruptDatasetError naming the shard
             shards.extend((str(path / e["path"]), int(e["num_samples"])) for e in manifest["shards"])
     if not shards:
         raise ValueError(f"{source}: no shards (the manifest lists none); regenerate the dataset")
@@ -116,6 +121,56 @@ def random_resized_crop_params(
 
 class CorruptSample(ValueError):
     """A sample that cannot be used (undecodable image, missing caption, bad json)."""
+
+
+def _libjpeg_complaint(data: bytes) -> str | None:
+    """libjpeg's message for damaged JPEG data (``Corrupt JPEG data: ...``), or None if it decodes cleanly.
+
+    PIL decodes garbled entropy-coded data without an error (libjpeg only warns, on stderr, and fills
+    in grey); torchvision's ``decode_jpeg`` reports the same warnings, which are captured from fd 2 here.
+    Returns None when torchvision's decoder is unavailable (then PIL's own checks apply)."""
+    import tempfile
+    import warnings
+
+    try:
+        from torchvision.io import decode_jpeg
+    except ImportError:  # pragma: no cover - torchvision without image codecs
+        return None
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as err:
+        os.dup2(err.fileno(), 2)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            problem = None
+        except RuntimeError as e:
+            problem = str(e).strip().splitlines()[-1] if str(e).strip() else "decode error"
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        err.seek(0)
+        text = err.read().decode("utf-8", "replace").strip()
+    if text:
+        problem = text.splitlines()[0]
+    return problem
+
+
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """Fully decode an image to RGB; raise :class:`CorruptSample` for truncated or garbled data (for JPEG
+    also what libjpeg only warns about, see :func:`_libjpeg_complaint`)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+            im.load()
+            image = im.convert("RGB")
+    except Exception as e:  # PIL raises many types for bad bytes
+        raise CorruptSample(f"{name}: cannot decode image ({e})") from e
+    if fmt == "JPEG":
+        problem = _libjpeg_complaint(data)
+        if problem:
+            raise CorruptSample(f"{name}: damaged JPEG data ({problem})")
+    return image
 
 
 @dataclass
@@ -188,11 +243,23 @@ class _StreamDataset(torch.utils.data.IterableDataset):
             log.warning("unreadable tar data, rest of the shard skipped: %s", exn)
             return True
 
+        seen: set[int] = set()  # keys read by this stream in this epoch (hashes): duplicates are skipped
+
         def read(index: int) -> Iterator[dict]:
             url, expected = s.shards[index]
             got = 0
             for sample in wds.tarfile_to_samples(handler=handler)(iter([{"url": url}])):
                 got += 1
+                key = hash(sample.get("__key__"))
+                if key in seen:  # the same sample key again: skipped, counted as damage (once, by its owner)
+                    if by_shard or got % parts == part:
+                        errors[0] += 1
+                        if url not in _WARNED_DUPLICATES:
+                            _WARNED_DUPLICATES.add(url)
+                            log.warning("%s: duplicate sample key %r skipped (duplicates are counted as skipped)",
+                                        url, sample.get("__key__"))
+                    continue
+                seen.add(key)
                 yield sample
             if expected is None and got == 0:
                 errors[0] += 1
@@ -220,11 +287,7 @@ class _StreamDataset(torch.utils.data.IterableDataset):
         ext = next((e for e in IMAGE_EXTS if e in sample), None)
         if ext is None:
             raise CorruptSample(f"{key}: no image member (.{'/.'.join(IMAGE_EXTS)})")
-        try:
-            with Image.open(io.BytesIO(sample[ext])) as im:
-                image = im.convert("RGB")
-        except Exception as e:  # PIL raises many types for bad bytes
-            raise CorruptSample(f"{key}.{ext}: cannot decode image ({e})") from e
+        image = decode_image(sample[ext], f"{key}.{ext}")
         text = None
         if self.spec.sample_captions and "json" in sample:
             try:
@@ -360,6 +423,8 @@ class TrainLoader:
             ``train/``), or a list of directories / ``.tar`` paths.
         sample_captions: draw a fresh caption from ``json["captions"]`` per draw (SynthHier); else use ``txt``.
         num_workers: DataLoader worker processes; also the number of logical streams (batches depend on it).
+        verify: check shard sizes and sha256 against the manifests first (refuses changed shards); with
+            ``False`` damage is only met while reading (unreadable samples skipped and counted).
     """
 
     def __init__(
@@ -377,6 +442,7 @@ class TrainLoader:
         scale: tuple[float, float] = (0.5, 1.0),
         sample_captions: bool = True,
         subreddit_prefix_prob: float = 0.0,
+        verify: bool = True,
     ):
         if batch_size < 1 or image_size < 1 or context_length < 2:
             raise ValueError(f"bad loader sizes: batch_size={batch_size}, image_size={image_size}, context_length={context_length}")
@@ -386,7 +452,7 @@ class TrainLoader:
             raise ValueError(f"crop scale {scale} must satisfy 0 < lo <= hi <= 1")
         self.num_workers = int(num_workers)
         self.spec = _Spec(
-            shards=resolve_shards(source),  # [(path, expected samples)]
+            shards=resolve_shards(source, verify=verify),  # [(path, expected samples)]
             batch_size=int(batch_size),
             image_size=int(image_size),
             context_length=int(context_length),
