@@ -110,7 +110,7 @@ def load_yaml(path: str | os.PathLike) -> Any:
     source = str(path)
     try:
         with open(path) as f:
-            return yaml.load(f, Loader=_StrictLoader)  # noqa: S506 (SafeLoader subclass)
+            return yaml.load(f, Loader=_StrictLoader)  # a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"{source}: config file not found") from None
     except IsADirectoryError:
@@ -314,7 +314,7 @@ def _known_dataset(name: str, evalsets_root: str) -> bool:
     table = dataset_table()
     names = set(table) | {e["clip_benchmark"] for e in table.values() if e["clip_benchmark"]}
     names |= {n.replace("/", "_") for n in names} | {n.split("/")[-1] for n in names}
-    base = name[: -len("_train")] if name.endswith("_train") else name
+    base = name.removesuffix("_train")
     return name in names or base in names or os.path.isdir(os.path.join(evalsets_root, name))
 
 

@@ -23,8 +23,13 @@ from meru.data.loader import TrainLoader
 from meru.data.manifest import CorruptDatasetError
 from meru.data.shards import write_shards
 from meru.models import build_model
-from meru.models.checkpoints import NonFiniteWeightsError, UnsafeFileError, load_model, save_model
-from meru.training.train import RunDirLocked, ResumeConfigMismatch, train
+from meru.models.checkpoints import (
+    NonFiniteWeightsError,
+    UnsafeFileError,
+    load_model,
+    save_model,
+)
+from meru.training.train import ResumeConfigMismatch, RunDirLocked, train
 
 torch.set_num_threads(1)
 
@@ -249,8 +254,9 @@ def test_second_writer_is_refused(data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); f.write('4242'); f.flush(); "
-         "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)", str(run / ".lock")],
+        [sys.executable, "-c", ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); f.write('4242'); f.flush(); "
+                                "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)"),
+         str(run / ".lock")],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"

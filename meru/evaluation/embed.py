@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -204,7 +205,7 @@ class _SafeDecoder:
                     with Image.open(io.BytesIO(value)) as im:
                         im.load()
                         out[ext] = im.convert("RGB")
-                except Exception as e:  # PIL raises many types for bad bytes
+                except Exception as e:  # noqa: BLE001 (PIL raises many types for bad bytes)
                     raise ValueError(f"{self.url}: sample {sample['__key__']!r}: cannot decode .{ext} ({e})") from None
             elif ext in ("txt", "cls"):
                 out[ext] = value.decode("utf-8")
@@ -392,7 +393,7 @@ def check_finite_cache(cache: dict, source: str) -> None:
     require_finite({k: cache[k] for k in EMBEDDING_KEYS if k in cache}, source, "embeddings")
     for k in ("curv", "visual_alpha", "textual_alpha"):
         v = cache.get(k)
-        if v is not None and not (isinstance(v, (int, float)) and v == v and abs(v) != float("inf")):
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
             raise NonFiniteWeightsError(f"{source}: {k} = {v!r} is not finite; a diverged model is refused")
 
 

@@ -50,7 +50,7 @@ def safe_load(path: str | os.PathLike, map_location="cpu", what: str = "file"):
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as e:  # UnpicklingError, RuntimeError (not a zip/pickle), EOFError, ...
+    except Exception as e:  # noqa: BLE001 (UnpicklingError, RuntimeError (not a zip/pickle), EOFError, ...
         text = str(e)
         lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines() if ln.strip()]
         specific = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln]
