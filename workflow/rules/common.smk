@@ -1,5 +1,27 @@
 """Helpers shared by the other .smk files (run labels, evaluation lists, per-family resources)."""
 
+
+def _check_config():
+    """Every key typed and in range, sizes/datasets known, data paths agree: else one line and exit 1."""
+    import sys
+
+    import yaml
+
+    from meru.config import ConfigError, check_workflow_config, load_yaml
+
+    sources = [str(f) for f in workflow.overwrite_configfiles] or ["configs/default.yaml"]
+    try:
+        for f in sources:
+            load_yaml(f)  # duplicate keys (plain YAML silently keeps the last one)
+        with open(os.path.join(workflow.basedir, "configs", "schema.yaml")) as f:
+            check_workflow_config(config, yaml.safe_load(f), " + ".join(sources))
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+_check_config()
+
 RESULTS = config.get("results_dir", "results")
 RUNS = config.get("runs_dir", "runs")
 DATA = config.get("data_dir", "data")

@@ -48,7 +48,8 @@ rule provenance:
     conda:
         "../../envs/report.yaml"
     params:
-        cfg=json.dumps(config, sort_keys=True, indent=1),
+        # a function: a plain string param would be formatted with wildcards, and config values may hold braces
+        cfg=lambda w: json.dumps(config, sort_keys=True, indent=1),
     shell:
         "(printf '# Provenance\\n\\n- date: %s\\n- git commit: %s\\n- machine: %s (%s, %s CPUs)\\n- python: %s\\n\\n"
         "## Config\\n\\n```json\\n%s\\n```\\n' "
