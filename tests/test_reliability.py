@@ -329,3 +329,16 @@ def test_garbled_jpeg_missing_member_and_duplicates_are_skipped_and_counted(tmp_
     assert "s00003" not in keys and "s00005" not in keys and keys.count("s00007") == 1
     assert len(set(keys)) == 8
     assert loader.skipped_total >= 3  # garbled + missing + duplicate, each counted
+
+
+def test_temp_files_of_killed_runs_are_removed_on_next_start(tmp_path):
+    from meru.data.manifest import pid_alive
+    from meru.evaluation.embed import save_cache
+
+    dead = next(p for p in range(999_999, 900_000, -1) if not pid_alive(p))
+    (tmp_path / f"ds.tmp-{dead}").mkdir()  # a dataset build killed half-way
+    (tmp_path / f".emb.pt.tmp-{dead}").write_bytes(b"half")  # an embedding cache write killed half-way
+    write_shards(_samples(4), tmp_path / "ds", "t", shard_size=4, source="test")
+    save_cache({"format": "meru-bench/embeddings/1", "image_emb": torch.zeros(2, 3)}, tmp_path / "emb.pt")
+    assert not (tmp_path / f"ds.tmp-{dead}").exists() and not (tmp_path / f".emb.pt.tmp-{dead}").exists()
+    assert (tmp_path / "ds" / "manifest.json").exists() and (tmp_path / "emb.pt").exists()

@@ -49,11 +49,40 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
-def fresh_temp_dir(final: str | os.PathLike) -> Path:
-    """An empty sibling directory ``<final>.tmp-<pid>`` to build a dataset in before renaming it to ``final``."""
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(final: str | os.PathLike) -> list[Path]:
+    """Delete the temp siblings ``<final>.tmp-<pid>`` / ``.<name>.tmp-<pid>`` (files or directories) left by
+    killed runs, i.e. whose process no longer exists. Returns what was removed."""
     import shutil
 
     final = Path(final)
+    removed = []
+    for pattern in (f"{final.name}.tmp-*", f".{final.name}.tmp-*"):
+        for p in final.parent.glob(pattern) if final.parent.is_dir() else ():
+            pid = p.name.rsplit(".tmp-", 1)[1]
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def fresh_temp_dir(final: str | os.PathLike) -> Path:
+    """An empty sibling directory ``<final>.tmp-<pid>`` to build a dataset in before renaming it to ``final``
+    (temp directories of killed runs are removed first)."""
+    import shutil
+
+    final = Path(final)
+    remove_stale_temps(final)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)

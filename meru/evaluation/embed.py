@@ -399,9 +399,12 @@ def check_finite_cache(cache: dict, source: str) -> None:
 
 def save_cache(cache: dict, path: str | os.PathLike) -> Path:
     """``torch.save`` atomically (temp file in the same directory + rename); refuses non-finite embeddings."""
+    from meru.data.manifest import remove_stale_temps
+
     path = Path(path)
     check_finite_cache(cache, f"{path} (not written)")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)  # temp files of killed runs
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         torch.save(cache, tmp)
