@@ -15,9 +15,10 @@ min_version("9.0")
 configfile: "configs/default.yaml"
 
 
-validate(config, "configs/schema.yaml")
+include: "workflow/rules/common.smk"  # first checks the config (one line per problem, exit 1)
 
-include: "workflow/rules/common.smk"
+
+validate(config, "configs/schema.yaml")
 
 
 wildcard_constraints:

@@ -112,7 +112,7 @@ def load_yaml(path: str | os.PathLike) -> Any:
     source = str(path)
     try:
         with open(path) as f:
-            return yaml.load(f, Loader=_StrictLoader)  # noqa: S506 (SafeLoader subclass)
+            return yaml.load(f, Loader=_StrictLoader)  # a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"{source}: config file not found") from None
     except IsADirectoryError:
@@ -148,6 +148,22 @@ def _integral_to_int(obj, schema: dict):
     return obj
 
 
+def model_sizes() -> dict:
+    """``meru.models.registry.MODEL_SIZES`` without importing ``meru.models`` (whose package imports torch and
+    open_clip, seconds that a Snakemake plan or a config check should not pay)."""
+    import importlib.util
+    import sys
+
+    module = sys.modules.get("meru.models.registry") or sys.modules.get("_meru_registry")
+    if module is None:
+        path = os.path.join(os.path.dirname(__file__), "models", "registry.py")
+        spec = importlib.util.spec_from_file_location("_meru_registry", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["_meru_registry"] = module  # dataclasses looks the module up while building the class
+        spec.loader.exec_module(module)
+    return module.MODEL_SIZES
+
+
 def _cross_field_errors(cfg: dict) -> list[str]:
     """Constraints between keys of a complete config (after defaults)."""
     out = []
@@ -159,8 +175,7 @@ def _cross_field_errors(cfg: dict) -> list[str]:
         out.append(f"data.batch_size = {cfg['data']['batch_size']} is not divisible by optim.grad_accum = "
                    f"{o['grad_accum']}")
     size = cfg["model"]["size"]
-    from meru.models.registry import MODEL_SIZES
-
+    MODEL_SIZES = model_sizes()
     if size not in MODEL_SIZES:
         out.append(f"model.size = {size!r} is not a registered size (choose one of: {', '.join(MODEL_SIZES)})")
     return out
@@ -288,3 +303,96 @@ def load_train_config(path: str | os.PathLike | None, kind: str | None = None, s
     cfg = _integral_to_int(cfg, TRAIN_SCHEMA)
     validate_train_config(cfg, source + (" with --set overrides" if sets else ""))
     return cfg
+
+
+# ------------------------------------------------------------------------------------ workflow config
+TRAIN_SOURCES = ("synthhier", "redcaps", "cc3m", "cc12m")
+
+
+def _known_dataset(name: str, evalsets_root: str) -> bool:
+    """A MERU or clip-benchmark evaluation-set name (``X_train`` = the train split of X), or a local directory."""
+    from meru.data.evalsets import dataset_table
+
+    table = dataset_table()
+    names = set(table) | {e["clip_benchmark"] for e in table.values() if e["clip_benchmark"]}
+    names |= {n.replace("/", "_") for n in names} | {n.split("/")[-1] for n in names}
+    base = name.removesuffix("_train")
+    return name in names or base in names or os.path.isdir(os.path.join(evalsets_root, name))
+
+
+def _same_path(a: str, b: str) -> bool:
+    return os.path.normpath(a) == os.path.normpath(b)
+
+
+def check_workflow_config(config: dict, schema: dict, source: str = "workflow config") -> None:
+    """Plan-time check of a whole workflow config; raise :class:`ConfigError` in one line naming every bad key.
+
+    Types and ranges come from ``schema`` (``configs/schema.yaml``); on top: sizes must be registered,
+    evaluation-set names known (or present under ``evaluation.evalsets_root``), the ``train:`` section valid
+    and complete for every model kind and size (``meru.config`` schema and cross-key checks), and
+    ``train.data.train`` must be the dataset the workflow builds, ``{data_dir}/{data.source}[/train]``.
+    """
+    MODEL_SIZES = model_sizes()
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
+                    key=lambda e: [str(p) for p in e.absolute_path])
+    messages = [_describe(e) for e in errors] + [f"{k} = {v!r} is not a finite number"
+                                                 for k, v in _nonfinite_numbers(config)]
+    if messages:
+        raise ConfigError(f"{source}: " + "; ".join(messages))
+    sizes = list(config.get("sizes") or [])
+    pretrained = (config.get("pretrained") or {}).get("checkpoints") or []
+    messages += [f"sizes = {s!r} is not a registered size (choose from: {', '.join(MODEL_SIZES)})"
+                 for s in sizes if s not in MODEL_SIZES]
+    messages += [f"pretrained.checkpoints[{i}].size = {c['size']!r} is not a registered size "
+                 f"(choose from: {', '.join(MODEL_SIZES)})" for i, c in enumerate(pretrained) if c["size"] not in MODEL_SIZES]
+    if not pretrained and not sizes:
+        messages.append("sizes: missing or empty (list the model sizes to train, e.g. [small-cpu])")
+    if not pretrained and not config.get("seeds"):
+        messages.append("seeds: missing or empty (list the training seeds, e.g. [0])")
+    ev = config.get("evaluation") or {}
+    root = ev.get("evalsets_root", "data/evalsets")
+    own = ev.get("datasets") or {}  # name -> folder of a dataset outside evalsets_root
+
+    def known(name: str) -> bool:
+        return name in own or name.removesuffix("_train") in own or _known_dataset(name, root)
+
+    for key in ("zeroshot", "retrieval"):
+        messages += [f"evaluation.{key} = {n!r} is not a known evaluation set (MERU / clip-benchmark name, a "
+                     f"directory under evaluation.evalsets_root = {root!r}, or a name in evaluation.datasets)"
+                     for n in ev.get(key) or [] if not known(n)]
+    probes = ev.get("linear_probe") or {}
+    if isinstance(probes, list):  # names: each probe trains on the `train` split of its own folder
+        probes = {name: {"test": name} for name in probes}
+    for probe, entry in probes.items():
+        entry = entry or {"test": probe}
+        messages += [f"evaluation.linear_probe.{probe}.{part} = {entry[part]!r} is not a known evaluation set"
+                     for part in ("train", "test") if part in entry and not known(entry[part])]
+    data = config.get("data") or {}
+    src = data.get("source")
+    if src in ("redcaps", "cc3m", "cc12m") and not pretrained and "download" not in data:
+        messages.append(f"data.source = {src!r} needs data.download.annotations (where the annotation files are)")
+    train = config.get("train") or {}
+    overrides = config.get("train_overrides") or {}
+    if not pretrained and not messages:
+        data_dir = config.get("data_dir", "data")
+        for kind in config["models"]:
+            merged = _merge(train, overrides.get(kind) or {})
+            where = f"train + train_overrides.{kind}"
+            try:
+                validate_train_config(merged, where)
+                for size in sizes:
+                    full = _merge(DEFAULTS, merged)
+                    full["model"]["kind"], full["model"]["size"] = kind, size
+                    validate_train_config(_integral_to_int(full, TRAIN_SCHEMA), where)
+            except ConfigError as e:
+                messages.append(str(e))
+                continue
+            path = (merged.get("data") or {}).get("train", DEFAULTS["data"]["train"])
+            paths = path if isinstance(path, list) else [path]
+            wanted = os.path.join(data_dir, src)
+            if not all(_same_path(p, wanted) or _same_path(p, os.path.join(wanted, "train")) for p in paths):
+                messages.append(f"{where}: train.data.train = {path!r} is not the dataset this workflow builds "
+                                f"(data_dir = {data_dir!r}, data.source = {src!r}): set it to {wanted}"
+                                f"{'/train' if src == 'synthhier' else ''}")
+    if messages:
+        raise ConfigError(f"{source}: " + "; ".join(messages))

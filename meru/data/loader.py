@@ -51,7 +51,7 @@ import webdataset as wds
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from meru.data.manifest import read_manifest
+from meru.data.manifest import read_manifest, verify_shards
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ STATE_FORMAT = "meru-bench/loader-state/1"
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
 _WARNED: set[str] = set()  # damaged shards already reported by this process
+_WARNED_DUPLICATES: set[str] = set()  # shards whose duplicate keys were already reported
 
 
 def derive_seed(*parts) -> int:
@@ -67,10 +68,12 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def resolve_shards(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[tuple[str, int | None]]:
+def resolve_shards(source: str | os.PathLike | Sequence[str | os.PathLike],
+                   verify: bool = True) -> list[tuple[str, int | None]]:
     """``[(shard path, samples promised by the manifest or None)]`` of ``source``: a shard directory
     (read via its manifest; a SynthHier output directory means its ``train/``) or a list of
-    directories / ``.tar`` files."""
+    directories / ``.tar`` files. ``verify``: check each manifest shard's size and sha256 first
+    (:func:`meru.data.manifest.verify_shards`, cached by file stat) and refuse a mismatch."""
     items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     shards: list[tuple[str, int | None]] = []
     for item in items:
@@ -83,6 +86,8 @@ def resolve_shards(source: str | os.PathLike | Sequence[str | os.PathLike]) -> l
             if not (path / "manifest.json").exists() and (path / "train" / "manifest.json").exists():
                 path = path / "train"  # a SynthHier output directory: its training shards
             manifest = read_manifest(path)  # raises IncompleteDatasetError with the fix
+            if verify:
+                verify_shards(path, manifest)  # raises CorruptDatasetError naming the shard
             shards.extend((str(path / e["path"]), int(e["num_samples"])) for e in manifest["shards"])
     if not shards:
         raise ValueError(f"{source}: no shards (the manifest lists none); regenerate the dataset")
@@ -130,16 +135,63 @@ def tar_samples(url: str) -> Iterator[dict]:
     return wds.tarfile_to_samples(handler=handler)(iter([{"url": url}]))
 
 
-def decode_image(sample: dict, key: str) -> Image.Image:
-    """The sample's RGB image; raise :class:`CorruptSample` if there is none or it does not decode."""
+def _libjpeg_complaint(data: bytes) -> str | None:
+    """libjpeg's message for damaged JPEG data (``Corrupt JPEG data: ...``), or None if it decodes cleanly.
+
+    PIL decodes garbled entropy-coded data without an error (libjpeg only warns, on stderr, and fills
+    in grey); torchvision's ``decode_jpeg`` reports the same warnings, which are captured from fd 2 here.
+    Returns None when torchvision's decoder is unavailable (then PIL's own checks apply)."""
+    import tempfile
+    import warnings
+
+    try:
+        from torchvision.io import decode_jpeg
+    except ImportError:  # pragma: no cover - torchvision without image codecs
+        return None
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as err:
+        os.dup2(err.fileno(), 2)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            problem = None
+        except RuntimeError as e:
+            problem = str(e).strip().splitlines()[-1] if str(e).strip() else "decode error"
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        err.seek(0)
+        text = err.read().decode("utf-8", "replace").strip()
+    if text:
+        problem = text.splitlines()[0]
+    return problem
+
+
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """Fully decode an image to RGB; raise :class:`CorruptSample` for truncated or garbled data (for JPEG
+    also what libjpeg only warns about, see :func:`_libjpeg_complaint`)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+            im.load()
+            image = im.convert("RGB")
+    except Exception as e:  # PIL raises many types for bad bytes
+        raise CorruptSample(f"{name}: cannot decode image ({e})") from e
+    if fmt == "JPEG":
+        problem = _libjpeg_complaint(data)
+        if problem:
+            raise CorruptSample(f"{name}: damaged JPEG data ({problem})")
+    return image
+
+
+def sample_image(sample: dict, key: str) -> Image.Image:
+    """The sample's image member, fully decoded to RGB; raise :class:`CorruptSample` if there is none or it
+    does not decode cleanly."""
     ext = next((e for e in IMAGE_EXTS if e in sample), None)
     if ext is None:
         raise CorruptSample(f"{key}: no image member (.{'/.'.join(IMAGE_EXTS)})")
-    try:
-        with Image.open(io.BytesIO(sample[ext])) as im:
-            return im.convert("RGB")
-    except Exception as e:  # PIL raises many types for bad bytes
-        raise CorruptSample(f"{key}.{ext}: cannot decode image ({e})") from e
+    return decode_image(sample[ext], f"{key}.{ext}")
 
 
 @dataclass
@@ -208,11 +260,23 @@ class _StreamDataset(torch.utils.data.IterableDataset):
         by_shard = len(order) % parts == 0 or len(order) >= 8 * parts  # balanced enough to split by shard
         mine = order[part::parts] if by_shard else order
 
+        seen: set[int] = set()  # keys read by this stream in this epoch (hashes): duplicates are skipped
+
         def read(index: int) -> Iterator[dict]:
             url, expected = s.shards[index]
             got = 0
             for sample in self._shard_samples(index):
                 got += 1
+                key = hash(sample.get("__key__"))
+                if key in seen:  # the same sample key again: skipped, counted as damage (once, by its owner)
+                    if by_shard or got % parts == part:
+                        errors[0] += 1
+                        if url not in _WARNED_DUPLICATES:
+                            _WARNED_DUPLICATES.add(url)
+                            log.warning("%s: duplicate sample key %r skipped (duplicates are counted as skipped)",
+                                        url, sample.get("__key__"))
+                    continue
+                seen.add(key)
                 yield sample
             if expected is None and got == 0:
                 errors[0] += 1
@@ -272,7 +336,7 @@ class _StreamDataset(torch.utils.data.IterableDataset):
         return key, image, text
 
     def _decode(self, sample: dict, key: str) -> Image.Image:
-        return decode_image(sample, key)
+        return sample_image(sample, key)
 
     def _transform(self, image: Image.Image, key: str, epoch: int) -> torch.Tensor:
         """[3, S, S] float in [0, 1]: random resized crop (augment) or resize + centre crop."""
@@ -384,7 +448,7 @@ class DecodedShards:
                 key = sample.get("__key__", "?")
                 entry = {k: v for k, v in sample.items() if k not in IMAGE_EXTS}
                 try:
-                    image = decode_image(sample, key)
+                    image = sample_image(sample, key)
                     entry["__image__"] = len(images)
                     images.append(torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1))
                 except CorruptSample as e:
@@ -448,6 +512,8 @@ class TrainLoader:
             ``train/``), or a list of directories / ``.tar`` paths.
         sample_captions: draw a fresh caption from ``json["captions"]`` per draw (SynthHier); else use ``txt``.
         num_workers: DataLoader worker processes; also the number of logical streams (batches depend on it).
+        verify: check shard sizes and sha256 against the manifests first (refuses changed shards); with
+            ``False`` damage is only met while reading (unreadable samples skipped and counted).
     """
 
     def __init__(
@@ -466,6 +532,7 @@ class TrainLoader:
         sample_captions: bool = True,
         subreddit_prefix_prob: float = 0.0,
         in_memory: bool = False,
+        verify: bool = True,
     ):
         if batch_size < 1 or image_size < 1 or context_length < 2:
             raise ValueError(f"bad loader sizes: batch_size={batch_size}, image_size={image_size}, context_length={context_length}")
@@ -475,7 +542,7 @@ class TrainLoader:
             raise ValueError(f"crop scale {scale} must satisfy 0 < lo <= hi <= 1")
         self.num_workers = int(num_workers)
         self.spec = _Spec(
-            shards=resolve_shards(source),  # [(path, expected samples)]
+            shards=resolve_shards(source, verify=verify),  # [(path, expected samples)]
             batch_size=int(batch_size),
             image_size=int(image_size),
             context_length=int(context_length),

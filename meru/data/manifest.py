@@ -7,7 +7,7 @@ manifest or a previous complete one, never a half-written file that looks finish
 Schema (``"format": "meru-bench/shards/1"``)::
 
     {"format", "name", "source", "complete": bool, "num_samples": int,
-     "shards": [{"path": str (relative), "num_samples": int, "sha256": str}],
+     "shards": [{"path": str (relative), "num_samples": int, "size": int (bytes), "sha256": str}],
      "counts": {str: int},   # e.g. attempted / succeeded / failed_<reason>
      "created": ISO-8601 UTC, "command": str, ...extra}
 """
@@ -49,11 +49,40 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
-def fresh_temp_dir(final: str | os.PathLike) -> Path:
-    """An empty sibling directory ``<final>.tmp-<pid>`` to build a dataset in before renaming it to ``final``."""
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(final: str | os.PathLike) -> list[Path]:
+    """Delete the temp siblings ``<final>.tmp-<pid>`` / ``.<name>.tmp-<pid>`` (files or directories) left by
+    killed runs, i.e. whose process no longer exists. Returns what was removed."""
     import shutil
 
     final = Path(final)
+    removed = []
+    for pattern in (f"{final.name}.tmp-*", f".{final.name}.tmp-*"):
+        for p in final.parent.glob(pattern) if final.parent.is_dir() else ():
+            pid = p.name.rsplit(".tmp-", 1)[1]
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def fresh_temp_dir(final: str | os.PathLike) -> Path:
+    """An empty sibling directory ``<final>.tmp-<pid>`` to build a dataset in before renaming it to ``final``
+    (temp directories of killed runs are removed first)."""
+    import shutil
+
+    final = Path(final)
+    remove_stale_temps(final)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -76,7 +105,8 @@ def write_manifest(
     for path, n in shards:
         path = Path(path)
         full = path if path.is_absolute() else directory / path
-        entries.append({"path": str(full.relative_to(directory)), "num_samples": int(n), "sha256": sha256_file(full)})
+        entries.append({"path": str(full.relative_to(directory)), "num_samples": int(n), "size": full.stat().st_size,
+                        "sha256": sha256_file(full)})
     manifest = {
         "format": FORMAT,
         "name": name,
@@ -119,6 +149,52 @@ def read_manifest(directory: str | os.PathLike, verify: bool = False) -> dict:
         if verify and sha256_file(shard) != entry["sha256"]:
             raise IncompleteDatasetError(f"{shard}: checksum differs from {path}; the shard is corrupt. Delete it and re-run.")
     return manifest
+
+
+class CorruptDatasetError(IncompleteDatasetError):
+    """A shard's size or sha256 differs from its manifest (changed, replaced, truncated or extended)."""
+
+
+VERIFIED_CACHE = ".meru-verified.json"
+
+
+def verify_shards(directory: str | os.PathLike, manifest: dict | None = None) -> int:
+    """Check every shard's size and sha256 against the manifest; raise :class:`CorruptDatasetError` in one
+    line naming the shard. Returns the number of shards hashed.
+
+    Fast path: ``directory/.meru-verified.json`` records ``(size, mtime_ns, ctime_ns, inode)`` of shards
+    whose hash matched; a shard whose stat is unchanged is not hashed again (any write or replacement
+    changes ``ctime``, which a user cannot set). The cache is best effort (read-only data is fine).
+    """
+    directory = Path(directory)
+    manifest = manifest or read_manifest(directory)
+    cache_path = directory / VERIFIED_CACHE
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    hashed, fresh = 0, {}
+    for entry in manifest["shards"]:
+        shard = directory / entry["path"]
+        st = shard.stat()
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, entry["sha256"]]
+        if "size" in entry and st.st_size != entry["size"]:
+            raise CorruptDatasetError(
+                f"{shard}: {st.st_size} bytes but {directory / MANIFEST_NAME} records {entry['size']}; the shard was "
+                "changed or replaced since the dataset was written. Delete the dataset directory and re-create it.")
+        if cache.get(entry["path"]) != stamp:
+            hashed += 1
+            if sha256_file(shard) != entry["sha256"]:
+                raise CorruptDatasetError(
+                    f"{shard}: sha256 differs from {directory / MANIFEST_NAME}; the shard was changed or replaced "
+                    "since the dataset was written. Delete the dataset directory and re-create it.")
+        fresh[entry["path"]] = stamp
+    if hashed and fresh != cache:
+        try:
+            atomic_write_text(cache_path, json.dumps(fresh))
+        except OSError:
+            pass
+    return hashed
 
 
 def shard_paths(directory: str | os.PathLike) -> list[str]:

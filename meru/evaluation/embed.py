@@ -30,7 +30,9 @@ Preprocessing follows the official MERU evaluation: classification resizes the s
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -153,8 +155,10 @@ class _WdsShards(torch.utils.data.IterableDataset):
         for si, url in enumerate(self.urls):
             if si % nw != wid:
                 continue
+            # raw bytes only: webdataset's default decoders unpickle .pyd/.pickle and torch.load .pth members
+            decoder = _SafeDecoder(url)
             ds = wds.WebDataset(url, shardshuffle=False, empty_check=False, nodesplitter=_all,
-                                 workersplitter=_all).decode("pil")  # shards are split above
+                                 workersplitter=_all).map(decoder)  # shards are split above
             for pos, s in enumerate(ds):
                 ext = next((e for e in IMAGE_EXTS if e in s), None)
                 if ext is None:
@@ -172,10 +176,46 @@ class _WdsShards(torch.utils.data.IterableDataset):
                         raise KeyError(f"{url}: classification sample {s['__key__']!r} has no 'cls' label")
                     item["label"] = int(s["cls"])
                 yield item
+            if decoder.ignored:
+                counts = ", ".join(f"{n} .{e}" for e, n in sorted(decoder.ignored.items()))
+                print(f"meru embed: warning: {url}: ignored {sum(decoder.ignored.values())} member(s) that are not "
+                      f"image/txt/cls/json ({counts}); they are never decoded (could hold pickled code)", file=sys.stderr)
 
 
 def _all(src):
     return src
+
+
+class _SafeDecoder:
+    """Decode a raw wds sample without running code: images with PIL (fully loaded), ``txt``/``cls`` as
+    text, ``json`` with the json module; every other member (``.pyd``/``.pth``/``.pickle``, ...) is
+    dropped unread and counted in ``ignored`` (extension -> count)."""
+
+    def __init__(self, url: str):
+        self.url, self.ignored = url, {}
+
+    def __call__(self, sample: dict) -> dict:
+        from PIL import Image
+
+        out = {"__key__": sample["__key__"]}
+        for name, value in sample.items():
+            if name.startswith("__"):
+                continue
+            ext = name.rsplit(".", 1)[-1].lower()
+            if ext in IMAGE_EXTS:
+                try:
+                    with Image.open(io.BytesIO(value)) as im:
+                        im.load()
+                        out[ext] = im.convert("RGB")
+                except Exception as e:  # noqa: BLE001 (PIL raises many types for bad bytes)
+                    raise ValueError(f"{self.url}: sample {sample['__key__']!r}: cannot decode .{ext} ({e})") from None
+            elif ext in ("txt", "cls"):
+                out[ext] = value.decode("utf-8")
+            elif ext == "json":
+                out[ext] = json.loads(value)
+            else:
+                self.ignored[ext] = self.ignored.get(ext, 0) + 1
+        return out
 
 
 def _collate(items):
@@ -355,10 +395,29 @@ def embed_text_pool(model, pool_path: str | os.PathLike, batch_size: int = 256, 
 
 # ----------------------------------------------------------------------------- cache I/O
 
+EMBEDDING_KEYS = ("image_emb", "image_feats", "text_emb", "class_text_raw")
+
+
+def check_finite_cache(cache: dict, source: str) -> None:
+    """Refuse (``NonFiniteWeightsError``, one line) NaN/inf embeddings or model scalars: a diverged model must
+    never be scored (NaN distances make every ranking a tie, which reads as perfect recall)."""
+    from meru.models.checkpoints import NonFiniteWeightsError, require_finite
+
+    require_finite({k: cache[k] for k in EMBEDDING_KEYS if k in cache}, source, "embeddings")
+    for k in ("curv", "visual_alpha", "textual_alpha"):
+        v = cache.get(k)
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
+            raise NonFiniteWeightsError(f"{source}: {k} = {v!r} is not finite; a diverged model is refused")
+
+
 def save_cache(cache: dict, path: str | os.PathLike) -> Path:
-    """``torch.save`` atomically (temp file in the same directory + rename)."""
+    """``torch.save`` atomically (temp file in the same directory + rename); refuses non-finite embeddings."""
+    from meru.data.manifest import remove_stale_temps
+
     path = Path(path)
+    check_finite_cache(cache, f"{path} (not written)")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)  # temp files of killed runs
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         torch.save(cache, tmp)
@@ -374,9 +433,12 @@ def load_cache(path: str | os.PathLike, task: str | tuple[str, ...] | None = Non
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: embedding cache not found; create it with `meru embed ... --out {path}`")
-    cache = torch.load(path, map_location="cpu", weights_only=True)
+    from meru.models.checkpoints import safe_load
+
+    cache = safe_load(path, "cpu", "embedding cache")
     if not isinstance(cache, dict) or cache.get("format") != FORMAT:
         raise ValueError(f"{path}: not an embedding cache (expected format {FORMAT!r}); re-run `meru embed`")
+    check_finite_cache(cache, str(path))
     tasks = (task,) if isinstance(task, str) else task
     if tasks is not None and cache.get("task") not in tasks:
         raise ValueError(f"{path}: cache holds a {cache.get('task')!r} set but this evaluation needs "
@@ -421,7 +483,7 @@ def run(args: argparse.Namespace) -> int:
     Each cache is written atomically as soon as it is done, so a failure part-way leaves the finished
     caches complete and the rest absent.
     """
-    from meru.models.checkpoints import load_model
+    from meru.models.checkpoints import CheckpointError, load_model
 
     sources = getattr(args, "sources", None) or []
     if not sources:
@@ -443,7 +505,7 @@ def run(args: argparse.Namespace) -> int:
             save_cache(cache, out)
             n = cache["image_emb"].shape[0] if "image_emb" in cache else len(cache["texts"])
             print(f"meru embed: {cache['task']} {cache['dataset']}: {n} items -> {out}")
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        print(f"meru embed: {e}", file=sys.stderr)
+    except (FileNotFoundError, KeyError, ValueError, CheckpointError) as e:
+        print(f"meru embed: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -141,9 +141,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from meru.models.checkpoints import CheckpointError
+
     try:
         rec = evaluate(args)
-    except (FileNotFoundError, KeyError, ValueError) as e:
+    except (FileNotFoundError, KeyError, ValueError, CheckpointError) as e:
         print(f"meru evaluate: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)

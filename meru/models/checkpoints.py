@@ -50,11 +50,12 @@ def safe_load(path: str | os.PathLike, map_location="cpu", what: str = "file"):
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as e:  # UnpicklingError, RuntimeError (not a zip/pickle), EOFError, ...
+    except Exception as e:  # noqa: BLE001 (UnpicklingError, RuntimeError (not a zip/pickle), EOFError, ...
         text = str(e)
-        found = re.search(r"(Unsupported global: [^\n]*|Unsupported operand [^\n]*)", text)
-        reason = found.group(1).strip() if found else (text.strip().splitlines() or [type(e).__name__])[0]
-        reason = re.sub(r"\x1b\[[0-9;]*m", "", reason)[:200]
+        lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines() if ln.strip()]
+        specific = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln]
+        other = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the documentation", "("))]
+        reason = (specific or other or lines or [type(e).__name__])[0][:200]
         raise UnsafeFileError(f"{path}: refused to load this {what}: it is not a plain tensor file "
                               f"(weights_only load failed: {reason})") from None
 

@@ -202,7 +202,7 @@ def acquire_run_lock(out: Path):
     import fcntl
 
     out.mkdir(parents=True, exist_ok=True)
-    f = open(out / ".lock", "a+")
+    f = open(out / ".lock", "a+")  # noqa: SIM115 (held open for the whole run: the lock)
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

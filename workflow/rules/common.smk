@@ -1,5 +1,27 @@
 """Helpers shared by the other .smk files (run labels, evaluation lists, per-family resources)."""
 
+
+def _check_config():
+    """Every key typed and in range, sizes/datasets known, data paths agree: else one line and exit 1."""
+    import sys
+
+    import yaml
+
+    from meru.config import ConfigError, check_workflow_config, load_yaml
+
+    sources = [str(f) for f in workflow.overwrite_configfiles] or ["configs/default.yaml"]
+    try:
+        for f in sources:
+            load_yaml(f)  # duplicate keys (plain YAML silently keeps the last one)
+        with open(os.path.join(workflow.basedir, "configs", "schema.yaml")) as f:
+            check_workflow_config(config, yaml.safe_load(f), " + ".join(sources))
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+_check_config()
+
 RESULTS = config.get("results_dir", "results")
 RUNS = config.get("runs_dir", "runs")
 DATA = config.get("data_dir", "data")
@@ -253,10 +275,10 @@ def synth_embedding_sets():
 
 
 def synth_embedding_flag(name):
-    """`meru embed` source flag of one SynthHier cache."""
+    """`meru embed` source flag of one SynthHier cache, as an argument list (quoted one by one in the shell)."""
     if name == "textpool-synthhier":
-        return f"--text-pool {DATA}/synthhier/eval/captions.jsonl"
-    return f"--evalset {evalset_source(name)[1]}"
+        return ["--text-pool", f"{DATA}/synthhier/eval/captions.jsonl"]
+    return ["--evalset", evalset_source(name)[1]]
 
 
 def leaf_set():
@@ -277,11 +299,12 @@ def zeroshot_inputs(w):
 
 
 def zeroshot_tree_args(w, input):
+    """`--tree ...` arguments as a list (quoted one by one in the shell)."""
     if w.name == leaf_set():
-        return f"--tree {DATA}/synthhier/taxonomy.txt --tree-names {DATA}/synthhier/taxonomy_names.json"
+        return ["--tree", f"{DATA}/synthhier/taxonomy.txt", "--tree-names", f"{DATA}/synthhier/taxonomy_names.json"]
     if "tree" in input.keys():
-        return f"--tree {input.tree}"
-    return ""
+        return ["--tree", input.tree]
+    return []
 
 
 def seed_of(label):
@@ -289,9 +312,11 @@ def seed_of(label):
 
 
 def training_logs():
+    """What the training-curve plot waits for: each run's model.pt (its log.jsonl is complete then). log.jsonl
+    is not a declared output, so Snakemake never deletes the history of a failed or killed run."""
     if PRETRAINED:
         return []
-    return [f"{RUNS}/{label}/log.jsonl" for label in run_labels()]
+    return [f"{RUNS}/{label}/model.pt" for label in run_labels()]
 
 
 

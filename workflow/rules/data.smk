@@ -15,8 +15,8 @@ rule synthhier:
         seed=SYNTH.get("seed", 0),
         shard=SYNTH.get("shard_size", 5000),
     shell:
-        "meru synth --out {output} --train-size {params.train} --test-size {params.test} "
-        "--image-size {params.image} --seed {params.seed} --shard-size {params.shard} > {log} 2>&1"
+        "meru synth --out {output:q} --train-size {params.train:q} --test-size {params.test:q} "
+        "--image-size {params.image:q} --seed {params.seed:q} --shard-size {params.shard:q} > {log:q} 2>&1"
 
 
 rule synthhier_probe:
@@ -33,8 +33,8 @@ rule synthhier_probe:
         seed=SYNTH.get("probe_seed", 1000),
         shard=SYNTH.get("shard_size", 5000),
     shell:
-        "meru synth --out {output} --train-size 1 --test-size {params.test} "
-        "--image-size {params.image} --seed {params.seed} --shard-size {params.shard} > {log} 2>&1"
+        "meru synth --out {output:q} --train-size 1 --test-size {params.test:q} "
+        "--image-size {params.image:q} --seed {params.seed:q} --shard-size {params.shard:q} > {log:q} 2>&1"
 
 
 rule download:
@@ -48,18 +48,20 @@ rule download:
         "../../envs/data.yaml"
     params:
         ann=lambda w: config["data"]["download"]["annotations"],
-        extra=lambda w: " ".join(
-            f"--{k.replace('_', '-')} {v}"
+        extra=lambda w: [
+            arg
             for k, v in config["data"]["download"].items()
             if k != "annotations" and v is not None
-        ),
+            for arg in (f"--{k.replace('_', '-')}", str(v))
+        ],
     resources:
         mem_mb=res("download", "mem_mb", 16000),
         runtime=res("download", "runtime", 2880),
         **slurm_res("download"),
     threads: res("download", "threads", 2)
     shell:
-        "meru download --source {wildcards.source} --annotations {params.ann} --out {output} {params.extra} > {log} 2>&1"
+        "meru download --source {wildcards.source:q} --annotations {params.ann:q} --out {output:q} {params.extra:q} "
+        "> {log:q} 2>&1"
 
 
 rule evalset:
@@ -72,7 +74,7 @@ rule evalset:
     conda:
         "../../envs/data.yaml"
     shell:
-        "meru evalsets prepare --dataset {wildcards.dataset} --root {output} > {log} 2>&1"
+        "meru evalsets prepare --dataset {wildcards.dataset:q} --root {output:q} > {log:q} 2>&1"
 
 
 rule imagenet_tree:
@@ -83,9 +85,9 @@ rule imagenet_tree:
     conda:
         "../../envs/eval.yaml"
     params:
-        wordnet=f"--wordnet-dir {EVAL['wordnet_dir']}" if EVAL.get("wordnet_dir") else "",
+        wordnet=["--wordnet-dir", EVAL["wordnet_dir"]] if EVAL.get("wordnet_dir") else [],
     shell:
-        "meru imagenet-tree --out {output} {params.wordnet} > {log} 2>&1"
+        "meru imagenet-tree --out {output:q} {params.wordnet:q} > {log:q} 2>&1"
 
 
 rule released_checkpoint:
@@ -101,11 +103,11 @@ rule released_checkpoint:
         url=lambda w: released(w.label)["url"],
         sha=lambda w: released(w.label).get("sha256") or "",
     shell:
-        "(curl -fsSL -o {output.ckpt}.part {params.url} && "
-        "sum=$(sha256sum {output.ckpt}.part | cut -d' ' -f1) && "
-        'if [ -n "{params.sha}" ] && [ "$sum" != "{params.sha}" ]; then '
-        'echo "sha256 mismatch for {params.url}: got $sum, config says {params.sha}"; exit 1; fi && '
-        'echo "$sum  {wildcards.label}.pth" > {output.sha} && mv {output.ckpt}.part {output.ckpt}) > {log} 2>&1'
+        "(curl -fsSL -o {output.ckpt:q}.part -- {params.url:q} && "
+        "sum=$(sha256sum {output.ckpt:q}.part | cut -d' ' -f1) && "
+        "if [ -n {params.sha:q} ] && [ \"$sum\" != {params.sha:q} ]; then "
+        "echo sha256 mismatch for {params.url:q}: got \"$sum\", config says {params.sha:q}; exit 1; fi && "
+        "echo \"$sum  {wildcards.label:q}.pth\" > {output.sha:q} && mv {output.ckpt:q}.part {output.ckpt:q}) > {log:q} 2>&1"
 
 
 rule contact_sheet:
@@ -119,4 +121,4 @@ rule contact_sheet:
     conda:
         "../../envs/data.yaml"
     shell:
-        "meru contact-sheet --data {input} --out {output} --n 24 > {log} 2>&1"
+        "meru contact-sheet --data {input:q} --out {output:q} --n 24 > {log:q} 2>&1"

@@ -29,8 +29,8 @@ rule embed:
     shell:
         # --evalset NAME picks the prompts (MERU's for its datasets); --root is the folder, a clip-benchmark
         # wds-layout copy or what `meru evalsets prepare` downloaded (torchvision layout).
-        "meru embed --checkpoint {input.ckpt:q} --evalset {params.name:q} --root {input.data:q} --split {params.split} "
-        "--out {output:q} --batch-size {params.bs} --num-workers {params.workers} > {log:q} 2>&1"
+        "meru embed --checkpoint {input.ckpt:q} --evalset {params.name:q} --root {input.data:q} --split {params.split:q} "
+        "--out {output:q} --batch-size {params.bs:q} --num-workers {params.workers:q} > {log:q} 2>&1"
 
 
 rule embed_synthhier:
@@ -56,14 +56,16 @@ rule embed_synthhier:
         runtime=res("embed", "runtime", 30),
         **slurm_res("embed"),
     params:
-        sources=lambda w, output: " ".join(
-            f"{synth_embedding_flag(name)} --out {out}" for name, out in zip(synth_embedding_sets(), output)
-        ),
+        sources=lambda w, output: [
+            arg
+            for name, out in zip(synth_embedding_sets(), output)
+            for arg in synth_embedding_flag(name) + ["--out", out]
+        ],
         bs=EVAL.get("batch_size", 256),
         workers=EVAL.get("num_workers", 0),
     shell:
-        "meru embed --checkpoint {input.ckpt} {params.sources} "
-        "--batch-size {params.bs} --num-workers {params.workers} > {log} 2>&1"
+        "meru embed --checkpoint {input.ckpt:q} {params.sources:q} "
+        "--batch-size {params.bs:q} --num-workers {params.workers:q} > {log:q} 2>&1"
 
 
 rule evaluate_zeroshot:
@@ -81,8 +83,8 @@ rule evaluate_zeroshot:
         tree=zeroshot_tree_args,
         seed=lambda w: seed_of(w.label),
     shell:
-        "meru evaluate --task zeroshot --embeddings {input.emb} {params.tree} --out {output} "
-        "--label {wildcards.label} --seed {params.seed} > {log} 2>&1"
+        "meru evaluate --task zeroshot --embeddings {input.emb:q} {params.tree:q} --out {output:q} "
+        "--label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_retrieval:
@@ -97,7 +99,7 @@ rule evaluate_retrieval:
     resources:
         cpu_jobs=1,
     shell:
-        "meru evaluate --task retrieval --embeddings {input.emb} --out {output} --label {wildcards.label} > {log} 2>&1"
+        "meru evaluate --task retrieval --embeddings {input.emb:q} --out {output:q} --label {wildcards.label:q} > {log:q} 2>&1"
 
 
 rule evaluate_linear_probe:
@@ -114,8 +116,8 @@ rule evaluate_linear_probe:
     resources:
         cpu_jobs=1,
     shell:
-        "meru evaluate --task linear-probe --train-embeddings {input.train} --embeddings {input.test} "
-        "--out {output} --label {wildcards.label} > {log} 2>&1"
+        "meru evaluate --task linear-probe --train-embeddings {input.train:q} --embeddings {input.test:q} "
+        "--out {output:q} --label {wildcards.label:q} > {log:q} 2>&1"
 
 
 rule evaluate_structure:
@@ -131,8 +133,8 @@ rule evaluate_structure:
     resources:
         cpu_jobs=1,
     shell:
-        "meru evaluate --task structure --embeddings {input.emb} --text-pool {input.pool} --out {output} "
-        "--label {wildcards.label} > {log} 2>&1"
+        "meru evaluate --task structure --embeddings {input.emb:q} --text-pool {input.pool:q} --out {output:q} "
+        "--label {wildcards.label:q} > {log:q} 2>&1"
 
 
 rule evaluate_traversal:
@@ -148,8 +150,8 @@ rule evaluate_traversal:
     resources:
         cpu_jobs=1,
     shell:
-        "meru evaluate --task traversal --embeddings {input.emb} --text-pool {input.pool} --max-images 64 --out {output} "
-        "--label {wildcards.label} > {log} 2>&1"
+        "meru evaluate --task traversal --embeddings {input.emb:q} --text-pool {input.pool:q} --max-images 64 --out {output:q} "
+        "--label {wildcards.label:q} > {log:q} 2>&1"
 
 
 rule evaluate_prompts:
@@ -167,8 +169,8 @@ rule evaluate_prompts:
     params:
         seed=lambda w: seed_of(w.label),
     shell:
-        "meru evaluate --task prompts --embeddings {input.emb} --out {output} "
-        "--label {wildcards.label} --seed {params.seed} > {log} 2>&1"
+        "meru evaluate --task prompts --embeddings {input.emb:q} --out {output:q} "
+        "--label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_hierarcaps:
@@ -187,5 +189,5 @@ rule evaluate_hierarcaps:
     params:
         seed=lambda w: seed_of(w.label),
     shell:
-        "meru evaluate --task hierarcaps --embeddings {input.emb} --out {output} "
-        "--label {wildcards.label} --seed {params.seed} > {log} 2>&1"
+        "meru evaluate --task hierarcaps --embeddings {input.emb:q} --out {output:q} "
+        "--label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"

@@ -18,7 +18,7 @@ rule tables:
         metrics=lambda w: f"{RESULTS}/metrics",
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "meru tables --metrics {params.metrics} --out {params.out} > {log} 2>&1"
+        "meru tables --metrics {params.metrics:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule prompt_sensitivity:
@@ -34,7 +34,7 @@ rule prompt_sensitivity:
         metrics=lambda w: f"{RESULTS}/metrics",
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "meru prompt-sensitivity --metrics {params.metrics} --out {params.out} > {log} 2>&1"
+        "meru prompt-sensitivity --metrics {params.metrics:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule plots:
@@ -57,8 +57,8 @@ rule plots:
         figures=",".join(PLOTS),
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "meru plots --metrics {params.metrics} --runs {params.runs} --figures {params.figures} "
-        "--out {params.out} > {log} 2>&1"
+        "meru plots --metrics {params.metrics:q} --runs {params.runs:q} --figures {params.figures:q} "
+        "--out {params.out:q} > {log:q} 2>&1"
 
 
 rule provenance:
@@ -75,8 +75,9 @@ rule provenance:
     conda:
         "../../envs/report.yaml"
     params:
-        cfg=json.dumps(config, sort_keys=True),
+        # a function: a plain string param would be formatted with wildcards, and config values may hold braces
+        cfg=lambda w: json.dumps(config, sort_keys=True),
         outputs=[RESULTS, RUNS, DATA],
     shell:
-        "meru provenance --out {output} --config-json {params.cfg:q} --data {input.data:q} "
-        "--checkpoint {input.checkpoints:q} --outputs {params.outputs:q} > {log} 2>&1"
+        "meru provenance --out {output:q} --config-json {params.cfg:q} --data {input.data:q} "
+        "--checkpoint {input.checkpoints:q} --outputs {params.outputs:q} > {log:q} 2>&1"

@@ -17,7 +17,7 @@ rule claims:
         metrics=lambda w: f"{RESULTS}/metrics",
         out=lambda w, output: os.path.dirname(output.csv),
     shell:
-        "meru claims --metrics {params.metrics} --out {params.out} > {log} 2>&1"
+        "meru claims --metrics {params.metrics:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule reproduction:
@@ -38,5 +38,5 @@ rule reproduction:
         data=TRAINING_DATA,
         out=lambda w, output: os.path.dirname(output.csv),
     shell:
-        "meru reproduce --metrics {params.metrics} --reference {params.reference:q} --training-data {params.data:q} "
-        "--out {params.out} > {log} 2>&1"
+        "meru reproduce --metrics {params.metrics:q} --reference {params.reference:q} --training-data {params.data:q} "
+        "--out {params.out:q} > {log:q} 2>&1"

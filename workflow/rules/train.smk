@@ -24,8 +24,9 @@ rule train:
         config=f"{RUNS}/config/train-{{model}}.yaml",
         data=train_data_input,
     output:
+        # RUNDIR/log.jsonl is written by `meru train` but not declared: Snakemake deletes the declared
+        # outputs of a failed job, and the log is the history a resumed run continues
         model=f"{RUNS}/{{model}}-{{size}}-s{{seed}}/model.pt",
-        log=f"{RUNS}/{{model}}-{{size}}-s{{seed}}/log.jsonl",
     log:
         f"{RESULTS}/logs/train/{{model}}-{{size}}-s{{seed}}.log",
     benchmark:
@@ -42,10 +43,10 @@ rule train:
     params:
         rundir=lambda w: f"{RUNS}/{w.model}-{w.size}-s{w.seed}",
         launcher=lambda w, resources: (
-            f"torchrun --standalone --nproc_per_node {resources.gpu} -m meru"
+            ["torchrun", "--standalone", "--nproc_per_node", str(resources.gpu), "-m", "meru"]
             if int(resources.gpu) > 1
-            else "meru"
+            else ["meru"]
         ),
     shell:
-        "{params.launcher} train --config {input.config} --model {wildcards.model} --size {wildcards.size} "
-        "--seed {wildcards.seed} --out {params.rundir} > {log} 2>&1"
+        "{params.launcher:q} train --config {input.config:q} --model {wildcards.model:q} --size {wildcards.size:q} "
+        "--seed {wildcards.seed:q} --out {params.rundir:q} > {log:q} 2>&1"
