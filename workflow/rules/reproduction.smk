@@ -24,7 +24,8 @@ rule reproduction:
     """The run's headline metrics against the config's `reference` (a reference run or published values);
     the summary line is printed at the end of the run (Snakefile `onsuccess`)."""
     input:
-        metric_files(),
+        metrics=metric_files(),
+        reference=reference_inputs(),
     output:
         csv=f"{RESULTS}/tables/reproduction.csv",
         md=f"{RESULTS}/tables/reproduction.md",
