@@ -59,6 +59,10 @@ def test_fresh_checkout_plans_training(tmp_path):
     r = subprocess.run(SNAKEMAKE + ["-n"], cwd=tree, capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     counts = _counts(r.stdout)
-    assert counts.get("train") == 4, f"a fresh checkout must train every default run, planned: {counts}"
+    import yaml
+
+    cfg = yaml.safe_load((tree / "configs" / "default.yaml").read_text())
+    runs = len(cfg["models"]) * len(cfg["sizes"]) * len(cfg["seeds"])
+    assert counts.get("train") == runs, f"a fresh checkout must train all {runs} default runs, planned: {counts}"
     for rule in ("embed_synthhier", "evaluate_zeroshot", "tables", "plots", "claims", "reproduction", "provenance"):
         assert counts.get(rule, 0) >= 1, f"{rule} not planned in a fresh checkout: {counts}"

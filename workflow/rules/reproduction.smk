@@ -35,8 +35,8 @@ rule reproduction:
         "../../envs/report.yaml"
     params:
         metrics=lambda w: f"{RESULTS}/metrics",
-        reference=REFERENCE,
-        data=TRAINING_DATA,
+        reference=lambda w: REFERENCE,
+        data=lambda w: TRAINING_DATA,
         out=lambda w, output: os.path.dirname(output.csv),
     shell:
         "meru reproduce --metrics {params.metrics} --reference {params.reference:q} --training-data {params.data:q} "
