@@ -244,12 +244,13 @@ def property_rows(records: list[dict], kinds: list[str]) -> list[dict]:
             return _true_share(items), list(stats.bootstrap_ci(items, statistic=_true_share))
 
         rows.append(_row("traversal_generic", "mean Kendall tau(step, caption specificity)", size, dataset,
-                         "< 0 in every seed (bootstrap over images)", _structure_cells(by_kind, kinds, tau, 0.0, "<")))
+                         "< 0 in every seed (bootstrap over images)",
+                         _structure_cells(by_kind, kinds, tau, 0.0, "<", "no image lists two captions of different specificity")))
         theta = thetas.pop() if len(thetas) == 1 else None
         rule = (f"> chance {theta:.4f} in every seed (chance = share of true pairs in the caption pool; bootstrap over images)"
                 if theta is not None else "> chance (unknown: no structure record for this run), so inconclusive")
         rows.append(_row("traversal_true", "precision (listed captions true of the image)", size, dataset, rule,
-                         _structure_cells(by_kind, kinds, precision, theta)))
+                         _structure_cells(by_kind, kinds, precision, theta, na_detail="no caption listed before [ROOT]")))
     return rows
 
 
@@ -312,7 +313,7 @@ def summary(wide: pd.DataFrame) -> str:
             verdicts = [v for k in wide.columns if k.endswith("_verdict") and k != "meru_verdict" for v in g[k] if v]
         else:
             verdicts = list(g["meru_verdict"])
-        counts = {v: verdicts.count(v) for v in (HOLDS, FAILS, UNSURE) if verdicts.count(v)}
+        counts = {v: verdicts.count(v) for v in (HOLDS, FAILS, UNSURE, NA) if verdicts.count(v)}
         parts.append(f"{cid}: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     return "MERU claims — " + "; ".join(parts)
 

@@ -1,5 +1,6 @@
 """Helpers shared by the other .smk files (run labels, evaluation lists, per-family resources)."""
 
+from pathlib import Path
 
 def _check_config():
     """Every key typed and in range, sizes/datasets known, data paths agree: else one line and exit 1."""
@@ -318,6 +319,17 @@ def training_logs():
         return []
     return [f"{RUNS}/{label}/model.pt" for label in run_labels()]
 
+
+
+def reference_inputs():
+    """Files the reproduction table depends on: the reference run's metric JSON or the published-values CSV
+    (so refreshing the reference re-runs `reproduction`); nothing when there is no reference or it is missing
+    (`meru reproduce` then says so)."""
+    if REFERENCE == "none":
+        return []
+    if REFERENCE == "published":
+        return ["meru/resources/reference_values.csv"] if os.path.exists("meru/resources/reference_values.csv") else []
+    return sorted(str(p) for p in Path(REFERENCE).glob("metrics/*/*.json"))
 
 
 def released(label):

@@ -24,7 +24,8 @@ rule reproduction:
     """The run's headline metrics against the config's `reference` (a reference run or published values);
     the summary line is printed at the end of the run (Snakefile `onsuccess`)."""
     input:
-        metric_files(),
+        metrics=metric_files(),
+        reference=reference_inputs(),
     output:
         csv=f"{RESULTS}/tables/reproduction.csv",
         md=f"{RESULTS}/tables/reproduction.md",
@@ -34,8 +35,8 @@ rule reproduction:
         "../../envs/report.yaml"
     params:
         metrics=lambda w: f"{RESULTS}/metrics",
-        reference=REFERENCE,
-        data=TRAINING_DATA,
+        reference=lambda w: REFERENCE,
+        data=lambda w: TRAINING_DATA,
         out=lambda w, output: os.path.dirname(output.csv),
     shell:
         "meru reproduce --metrics {params.metrics:q} --reference {params.reference:q} --training-data {params.data:q} "
