@@ -145,7 +145,8 @@ def scaling(records: list[dict], path: Path) -> list[Path]:
 
 def _structure(records: list[dict]) -> list[dict]:
     recs = [r for r in records if r["task"] == "structure"]
-    return sorted(recs, key=lambda r: (kind_order({x["kind"] for x in recs}).index(r["kind"]), r["size"], r["seed"]))
+    kinds, sizes = kind_order({r["kind"] for r in recs}), size_order({r["size"] for r in recs})
+    return sorted(recs, key=lambda r: (kinds.index(r["kind"]), sizes.index(r["size"]), r["seed"]))
 
 
 def _by_geometry(recs: list[dict]) -> dict[str, list[dict]]:
