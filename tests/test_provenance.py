@@ -43,7 +43,7 @@ def test_record_has_hashes_versions_config_and_dirty_flag(tmp_path, monkeypatch)
     assert provenance.run(_args("--out", str(out), "--config-json", json.dumps(cfg), "--data", "data/synthhier",
                                 "--checkpoint", str(ckpt), "--outputs", "results", "runs", "data")) == 0
     text = out.read_text()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
     assert f"git commit: {commit}" in text
     assert "uncommitted changes: yes (1 changed or untracked paths)" in text
     assert hashlib.sha256(ckpt.read_bytes()).hexdigest() in text

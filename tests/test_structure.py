@@ -63,3 +63,12 @@ def test_models_must_match():
     pool["curv"] = 2.0
     with pytest.raises(ValueError, match="different models"):
         evaluate_structure(cache, pool)
+
+
+def test_root_distance_by_level_groups_captions():
+    from meru.evaluation.structure import root_distance_by_level
+
+    levels = np.array([2.0, 0.0, 2.0, 1.0, np.nan])
+    dist = np.array([3.0, 1.0, 5.0, 2.0, 9.0])
+    out = root_distance_by_level(levels, dist)
+    assert out == {"level": [0.0, 1.0, 2.0], "n": [1, 1, 2], "mean": [1.0, 2.0, 4.0], "sd": [0.0, 0.0, 1.0]}

@@ -28,13 +28,21 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from meru.reporting import tables  # noqa: E402
-from meru.reporting.records import (  # noqa: E402
-    SEED_LINESTYLES, SEED_MARKERS, kind_colors, kind_name, kind_order, load_metrics, metrics_dir_missing,
-    parse_label, root_distance_label, size_order,
+from meru.reporting import tables
+from meru.reporting.records import (
+    SEED_LINESTYLES,
+    SEED_MARKERS,
+    kind_colors,
+    kind_name,
+    kind_order,
+    load_metrics,
+    metrics_dir_missing,
+    parse_label,
+    root_distance_label,
+    size_order,
 )
 
 PLOTS = ("zeroshot_bars", "scaling", "root_distance_hist", "depth_vs_distance", "traversal", "training_curves")
@@ -145,7 +153,8 @@ def scaling(records: list[dict], path: Path) -> list[Path]:
 
 def _structure(records: list[dict]) -> list[dict]:
     recs = [r for r in records if r["task"] == "structure"]
-    return sorted(recs, key=lambda r: (kind_order({x["kind"] for x in recs}).index(r["kind"]), r["size"], r["seed"]))
+    kinds, sizes = kind_order({r["kind"] for r in recs}), size_order({r["size"] for r in recs})
+    return sorted(recs, key=lambda r: (kinds.index(r["kind"]), sizes.index(r["size"]), r["seed"]))
 
 
 def _by_geometry(recs: list[dict]) -> dict[str, list[dict]]:

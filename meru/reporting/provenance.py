@@ -39,7 +39,7 @@ def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
 
 def _run(cmd: list[str], cwd=None) -> str | None:
     try:
-        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=20)
+        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return r.stdout.strip() if r.returncode == 0 else None

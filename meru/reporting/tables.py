@@ -31,16 +31,22 @@ import math
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from meru import stats
 from meru.reporting.records import (
-    BASELINE, kind_name, kind_order, load_metrics, metrics_dir_missing, root_distance_label, size_order,
+    BASELINE,
+    kind_name,
+    kind_order,
+    load_metrics,
+    metrics_dir_missing,
+    root_distance_label,
+    size_order,
 )
 
 DEFAULT_N_BOOT = 1000
@@ -412,9 +418,9 @@ def to_html(table: pd.DataFrame, title: str, note: list[str], seeds: pd.DataFram
     """Standalone HTML of the display table, its notes and the per-seed section (for ``snakemake --report``)."""
     from html import escape
 
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>"
-             "table{border-collapse:collapse;font:13px sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ccc}"
-             "</style></head><body>", f"<h3>{escape(title)}</h3>"]
+    style = "table{border-collapse:collapse;font:13px sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ccc}"
+    head = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{style}</style>"
+    parts = [head + "</head><body>", f"<h3>{escape(title)}</h3>"]
     parts.append(table.to_html(index=False, border=0) if len(table) else "<p>No results for this table.</p>")
     parts.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in note) + "</ul>")
     if len(seeds):
