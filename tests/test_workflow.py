@@ -31,6 +31,11 @@ def test_dry_run_plans(cfg):
     assert r.returncode == 0, r.stdout + r.stderr
     counts = _counts(r.stdout)
     assert counts["tables"] == 1 and counts["plots"] == 1
+    assert counts["prompt_sensitivity"] == 1
+    if cfg in ("paper", "pretrained"):
+        assert counts["evaluate_hierarcaps"] == 6 and counts["evaluate_prompts"] == 6 * 20   # 6 models x 20 datasets
+    if cfg == "default":
+        assert counts["evaluate_prompts"] == 4 * 3 and "evaluate_hierarcaps" not in counts  # 4 runs x 3 levels
     if cfg == "paper":
         assert counts["train"] == 6  # 3 sizes x 2 models x 1 seed
         assert counts["download"] == 1

@@ -24,9 +24,10 @@ rule embed:
         path=lambda w: evalset_source(w.evalset)[1],
         bs=EVAL.get("batch_size", 256),
         workers=EVAL.get("num_workers", 0),
+        prompt_sets=lambda w: "" if w.evalset in zeroshot_datasets() else "--no-prompt-sets",
     shell:
         "meru embed --checkpoint {input.ckpt} --evalset {params.path} --out {output} "
-        "--batch-size {params.bs} --num-workers {params.workers} > {log} 2>&1"
+        "--batch-size {params.bs} --num-workers {params.workers} {params.prompt_sets} > {log} 2>&1"
 
 
 rule embed_synthhier:
