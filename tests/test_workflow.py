@@ -40,6 +40,11 @@ def test_dry_run_plans(cfg):
     counts = _counts(r.stdout)
     assert counts["tables"] == 1 and counts["plots"] == 1
     assert counts["reproduction"] == 1 and counts["claims"] == 1
+    assert counts["prompt_sensitivity"] == 1
+    if cfg in ("paper", "pretrained"):
+        assert counts["evaluate_hierarcaps"] == 6 and counts["evaluate_prompts"] == 6 * 20   # 6 models x 20 datasets
+    if cfg == "default":
+        assert counts["evaluate_prompts"] == _default_runs() * 3 and "evaluate_hierarcaps" not in counts  # runs x 3 levels
     if cfg == "paper":
         assert counts["train"] == 6  # 3 sizes x 2 models x 1 seed
         assert counts["download"] == 1

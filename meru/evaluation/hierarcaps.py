@@ -28,7 +28,7 @@ Lorentzian inner product; CLIP: cosine).
   positives (optimistic) or of negatives (pessimistic).
 
 Intervals: percentile bootstrap (:func:`meru.stats.bootstrap_ci`) over hierarchies (tau), images
-(retrieval) or scored pairs (AP/AUROC).
+(retrieval) or scored pairs (AP/AUROC; at most 200 resamples).
 """
 
 from __future__ import annotations
@@ -251,9 +251,10 @@ def _cone_scores(space, text: torch.Tensor, image: torch.Tensor, pairs: np.ndarr
 # ----------------------------------------------------------------------------- all metrics
 
 def evaluate_hierarcaps(cache: dict, n_boot: int = 1000, seed: int = 0, steps: int = 50,
-                        n_negatives: int = 100_000, negative_seed: int = 0) -> dict:
+                        n_negatives: int = 100_000, negative_seed: int = 0, n_boot_pairs: int = 200) -> dict:
     """HierarCaps metrics from a ``task == "hierarcaps"`` cache -> ``{"metrics", "intervals", "n",
-    "ties", "per_item", ...}`` (module doc)."""
+    "ties", "per_item", ...}`` (module doc). AP/AUROC intervals use ``min(n_boot, n_boot_pairs)``
+    resamples of the ~10^5 scored pairs (each resample sorts them; the index matrix is B x pairs)."""
     space = get_space(cache["kind"], cache.get("curv"))
     text, image = cache["text_emb"].float(), cache["image_emb"].float()
     texts = list(cache["texts"])
@@ -299,8 +300,9 @@ def evaluate_hierarcaps(cache: dict, n_boot: int = 1000, seed: int = 0, steps: i
         metrics[f"{prefix}_ap"] = average_precision(sc, labels)
         metrics[f"{prefix}_auroc"] = auroc(sc, labels)
         rows = np.stack([sc, labels], 1)
-        intervals[f"{prefix}_ap"] = list(bootstrap_ci(rows, statistic=_ap_rows, n_boot=n_boot, seed=seed))
-        intervals[f"{prefix}_auroc"] = list(bootstrap_ci(rows, statistic=_auroc_rows, n_boot=n_boot, seed=seed))
+        nb = min(n_boot, n_boot_pairs)
+        intervals[f"{prefix}_ap"] = list(bootstrap_ci(rows, statistic=_ap_rows, n_boot=nb, seed=seed))
+        intervals[f"{prefix}_auroc"] = list(bootstrap_ci(rows, statistic=_auroc_rows, n_boot=nb, seed=seed))
         ties[prefix] = tie_diagnostics(sc, labels)
     return {"metrics": metrics, "intervals": intervals, "n": int(n_img), "n_hierarchies": int(n_h),
             "n_positives": len(pos), "n_negatives": len(neg), "steps": int(steps),

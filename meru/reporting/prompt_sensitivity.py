@@ -77,6 +77,7 @@ def build_table(records: list[dict]) -> tuple[pd.DataFrame, dict]:
         spread["spread"] = max(present) if present else None
         rows.extend(block + [spread])
     df = pd.DataFrame(rows, columns=["model", "templates", *datasets, "spread", "seeds"])
+    df["seeds"] = df["seeds"].astype("Int64")
     return df, sources
 
 
@@ -84,8 +85,8 @@ def to_markdown(df: pd.DataFrame, sources: dict) -> str:
     disp = df.copy()
     for c in disp.columns:
         if c not in ("model", "templates", "seeds"):
-            disp[c] = [("" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.1f}") for v in disp[c]]
-    disp["seeds"] = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(int(v)) for v in disp["seeds"]]
+            disp[c] = ["" if pd.isna(v) else f"{v:.1f}" for v in disp[c]]
+    disp["seeds"] = ["" if pd.isna(v) else str(int(v)) for v in disp["seeds"]]
     body = disp.to_markdown(index=False, disable_numparse=True) if len(disp) else "| " + " | ".join(disp.columns) + " |\n|" + "---|" * len(disp.columns)
     notes = "\n".join(f"- `{d}` / `{s}`: {src}" for (d, s), src in sorted(sources.items()))
     return ("## prompt sensitivity\n\nZero-shot top-1 (%) per template set, mean over seeds; `spread` rows: "

@@ -26,11 +26,12 @@ rule embed:
         split=lambda w: split_evalset(w.evalset)[1],
         bs=EVAL.get("batch_size", 256),
         workers=EVAL.get("num_workers", 0),
+        prompt_sets=lambda w: "" if w.evalset in zeroshot_datasets() else "--no-prompt-sets",
     shell:
         # --evalset NAME picks the prompts (MERU's for its datasets); --root is the folder, a clip-benchmark
         # wds-layout copy or what `meru evalsets prepare` downloaded (torchvision layout).
         "meru embed --checkpoint {input.ckpt:q} --evalset {params.name:q} --root {input.data:q} --split {params.split:q} "
-        "--out {output:q} --batch-size {params.bs:q} --num-workers {params.workers:q} > {log:q} 2>&1"
+        "--out {output:q} --batch-size {params.bs:q} --num-workers {params.workers:q} {params.prompt_sets} > {log:q} 2>&1"
 
 
 rule embed_synthhier:
