@@ -384,7 +384,10 @@ class _AppendSource(argparse.Action):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="our model.pt or an official MERU/CLIP .pth")
+    parser.add_argument("--checkpoint", required=True,
+                        help="our model.pt, an official-format MERU/CLIP .pth (also MERU-family peers such as "
+                             "HyCoCLIP), or an open_clip model: openclip:ARCH:WEIGHTS | openclip:hf-hub:ORG/REPO | "
+                             "openclip:local-dir:DIR (CLIP geometry)")
     parser.add_argument("--evalset", action=_AppendSource,
                         help="clip-benchmark wds-layout directory, or a dataset name (with --root); repeatable")
     parser.add_argument("--text-pool", action=_AppendSource,
@@ -406,7 +409,8 @@ def run(args: argparse.Namespace) -> int:
     Each cache is written atomically as soon as it is done, so a failure part-way leaves the finished
     caches complete and the rest absent.
     """
-    from meru.models.checkpoints import load_model
+    from meru.models.checkpoints import CheckpointError, load_model
+    from meru.models.openclip import ExternalModelError, is_openclip_spec, load_openclip
 
     sources = getattr(args, "sources", None) or []
     if not sources:
@@ -417,7 +421,8 @@ def run(args: argparse.Namespace) -> int:
               f"give one --out per source, in the same order", file=sys.stderr)
         return 2
     try:
-        model = load_model(args.checkpoint).to(_device(args.device))
+        loader = load_openclip if is_openclip_spec(args.checkpoint) else load_model
+        model = loader(args.checkpoint).to(_device(args.device))
         for (kind, source), out in zip(sources, args.out):
             if kind == "text_pool":
                 cache = embed_text_pool(model, source, args.batch_size, checkpoint=args.checkpoint)
@@ -427,7 +432,7 @@ def run(args: argparse.Namespace) -> int:
             save_cache(cache, out)
             n = cache["image_emb"].shape[0] if "image_emb" in cache else len(cache["texts"])
             print(f"meru embed: {cache['task']} {cache['dataset']}: {n} items -> {out}")
-    except (FileNotFoundError, KeyError, ValueError) as e:
+    except (FileNotFoundError, KeyError, ValueError, CheckpointError, ExternalModelError) as e:
         print(f"meru embed: {e}", file=sys.stderr)
         return 2
     return 0
