@@ -395,9 +395,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", help="directory holding the named dataset's files")
     parser.add_argument("--out", required=True, action="append",
                         help="output embedding cache (.pt), one per --evalset/--text-pool, in the same order")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--split", default="test", help="split of the eval set (wds: a subfolder; default test)")
+    parser.add_argument("--batch-size", type=int, default=256, help="images / texts per forward pass")
+    parser.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
     parser.add_argument("--prompts", choices=("auto", "meru", "clip_benchmark"), default="auto",
                         help="prompt ensemble: MERU's (where it has one; 'auto') or clip-benchmark's")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")

@@ -177,7 +177,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--task", required=True, choices=TASKS, help="which evaluation")
     parser.add_argument("--embeddings", help="embedding cache of the test set (meru embed --out)")
     parser.add_argument("--train-embeddings", help="linear-probe: embedding cache of the probe's training set")
     parser.add_argument("--text-pool", help="structure/traversal: caption-pool cache (meru embed --text-pool)")
@@ -187,7 +187,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", help="run name (default: KIND-SIZE-sSEED)")
     parser.add_argument("--seed", type=int, help="training seed (default: from the checkpoint config)")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
-    parser.add_argument("--bootstrap-seed", type=int, default=0)
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--steps", type=int, default=50, help="traversal: points from image to [ROOT]")
     parser.add_argument("--max-images", type=int, help="traversal: only the first N images")
 

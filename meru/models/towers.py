@@ -16,14 +16,7 @@ from open_clip.transformer import TextTransformer
 from timm.models.vision_transformer import _create_vision_transformer
 from torch import nn
 
-# name -> (image size, patch, width, depth, heads)
-VIT_VARIANTS: dict[str, tuple[int, int, int, int, int]] = {
-    "meru_vit_tiny_p8_32": (32, 8, 32, 1, 2),
-    "meru_vit_smallcpu_p8_32": (32, 8, 64, 2, 2),
-    "vit_small_mocov3_patch16_224": (224, 16, 384, 12, 12),  # MoCo-v3 ViT-S: 12 heads instead of timm's 6
-    "meru_vit_base_patch16_224": (224, 16, 768, 12, 12),
-    "meru_vit_large_patch16_224": (224, 16, 1024, 24, 16),
-}
+from meru.models.registry import VIT_VARIANTS  # name -> (image size, patch, width, depth, heads)
 
 
 def _register(name: str, img_size: int, patch: int, width: int, depth: int, heads: int) -> None:
@@ -73,6 +66,7 @@ def build_image_tower(vit: str, image_size: int, embed_dim: int) -> TimmModel:
     """open_clip ``TimmModel``: ``.trunk`` (timm ViT, [CLS] output of width W) and ``.head.proj`` (W -> embed_dim)."""
     if vit not in VIT_VARIANTS:
         raise ValueError(f"unknown ViT variant {vit!r}; known: {sorted(VIT_VARIANTS)}")
+    _register(vit, *VIT_VARIANTS[vit])  # variants added from a sizes file after import
     if VIT_VARIANTS[vit][0] != image_size:
         raise ValueError(f"ViT variant {vit!r} is registered for {VIT_VARIANTS[vit][0]} px, not {image_size}")
     tower = TimmModel(vit, embed_dim=embed_dim, image_size=image_size, pool="token", proj="linear", proj_bias=False)
