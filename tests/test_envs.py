@@ -5,10 +5,10 @@ that covers exactly what its rules import."""
 import ast
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ def _rules_by_env():
 
     out = {}
     for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
-        for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
+        for block in re.split(r"^rule ", smk.read_text(), flags=re.MULTILINE)[1:]:
             env = re.search(r'conda:\s*"\.\./\.\./envs/(\w+)\.yaml"', block)
             assert env, f"{smk.name}: rule {block.split(':')[0]} has no conda env"
             cmds = set(re.findall(r"meru ([a-z-]+)", block)) & set(COMMANDS)

@@ -10,7 +10,7 @@ _EXPORTS = {
     "fp32_head": "meru.models.clip_meru", "get_tokenizer": "meru.models.clip_meru",
     "MODEL_SIZES": "meru.models.registry", "ModelSize": "meru.models.registry", "get_size": "meru.models.registry",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["CLIP", "MERU", "MODEL_SIZES", "ModelSize", "build_model", "fp32_head", "get_size", "get_tokenizer"]
 
 
 def __getattr__(name):
