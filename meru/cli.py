@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("meru.models.registry", "list registered model sizes and their parameter counts"),
+    "info": ("meru.models.info", "list registered model sizes and their parameter counts"),
     "synth": ("meru.data.synthhier", "generate the SynthHier dataset (train shards, eval sets, taxonomy)"),
     "contact-sheet": ("meru.data.contact_sheet", "render a PNG grid of samples with their captions"),
     "download": ("meru.data.download", "download RedCaps / CC3M / CC12M into webdataset shards"),
@@ -34,19 +35,47 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from meru import __version__
+
     parser = argparse.ArgumentParser(prog="meru", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"meru-bench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input (missing / unreadable / malformed files, bad values), not a bug:
+    ``main`` prints them as one line and exits 2 (``MERU_DEBUG=1`` shows the traceback instead)."""
+    import pickle
+
+    types: list[type[BaseException]] = [OSError, ValueError, KeyError, pickle.UnpicklingError]
+    for module, name in (("yaml", "YAMLError"), ("meru.models.checkpoints", "CheckpointError")):
+        if module in sys.modules:  # only if the command imported it: no import cost for the rest
+            types.append(getattr(sys.modules[module], name))
+    return tuple(types)
+
+
+def _one_line(exc: BaseException) -> str:
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):  # torch.load(weights_only=True) of a file that is not ours
+        return ("a --checkpoint / --embeddings / --text-pool file does not load with torch.load(weights_only=True): "
+                "it is not a checkpoint or embedding cache, or it is corrupt")
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if not argv or argv[0].startswith("-") or argv[0] not in COMMANDS:
         parser = build_parser()
-        if argv and argv[0] not in ("-h", "--help"):
+        if argv and not argv[0].startswith("-"):
             parser.error(f"unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)}")
+        if argv:
+            parser.parse_args(argv)  # --version / -h exit here; unknown options error (exit 2)
         parser.print_help()
         return 0 if argv else 2
     name = argv[0]
@@ -54,4 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"meru {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except user_error_types() as e:
+        if os.environ.get("MERU_DEBUG"):
+            raise
+        print(f"meru {name}: error: {_one_line(e)} ({type(e).__name__}; MERU_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 2

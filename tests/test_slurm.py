@@ -60,7 +60,7 @@ def test_gpu_train_job_submission(tmp_path):
         [sys.executable, "-m", "snakemake", str(target), "--profile", "profiles/slurm", "--configfile", str(cfg),
          "--slurm-init-seconds-before-status-checks", "1", "--slurm-logdir", str(tmp_path / "slurm-logs"),
          "--latency-wait", "5", "--retries", "0", "--nolock"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=600)
     logs = "\n".join(p.read_text() for p in (tmp_path / "slurm-logs").rglob("*.log")) if (tmp_path / "slurm-logs").is_dir() else ""
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:] + logs[-4000:]
     assert target.is_file()
@@ -89,6 +89,6 @@ def test_slurm_extra_that_repeats_the_gpu_request_is_refused(tmp_path):
     cfg = paper_derived_config(tmp_path, {"slurm_extra": "--gres=gpu:8"})
     env = fake_path(tmp_path)
     r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--nolock", "--configfile", str(cfg)],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert "resources.train.slurm_extra='--gres=gpu:8' sets the generic resources (GRES)" in r.stdout + r.stderr

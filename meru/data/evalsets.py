@@ -228,11 +228,11 @@ def format_table(markdown: bool = False) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("list", "prepare"))
+    parser.add_argument("action", choices=("list", "prepare"), help="list: the dataset table; prepare: fetch one dataset")
     parser.add_argument("--markdown", action="store_true", help="list: print a Markdown table")
     parser.add_argument("--dataset", help="prepare: MERU or clip-benchmark name")
     parser.add_argument("--root", help="prepare: directory that holds the dataset files")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", help="prepare: which split (default test)")
     parser.add_argument("--coco-dir", help="prepare hierarcaps: local COCO val2014 image folder (skips those downloads)")
 
 

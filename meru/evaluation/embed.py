@@ -459,7 +459,10 @@ class _AppendSource(argparse.Action):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="our model.pt or an official MERU/CLIP .pth")
+    parser.add_argument("--checkpoint", required=True,
+                        help="our model.pt, an official-format MERU/CLIP .pth (also MERU-family peers such as "
+                             "HyCoCLIP), or an open_clip model: openclip:ARCH:WEIGHTS | openclip:hf-hub:ORG/REPO | "
+                             "openclip:local-dir:DIR (CLIP geometry)")
     parser.add_argument("--evalset", action=_AppendSource,
                         help="clip-benchmark wds-layout directory, or a dataset name (with --root); repeatable")
     parser.add_argument("--text-pool", action=_AppendSource,
@@ -467,9 +470,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", help="directory holding the named dataset's files")
     parser.add_argument("--out", required=True, action="append",
                         help="output embedding cache (.pt), one per --evalset/--text-pool, in the same order")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--split", default="test", help="split of the eval set (wds: a subfolder; default test)")
+    parser.add_argument("--batch-size", type=int, default=256, help="images / texts per forward pass")
+    parser.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
     parser.add_argument("--prompts", choices=("auto", "meru", "clip_benchmark"), default="auto",
                         help="prompt ensemble: MERU's (where it has one; 'auto') or clip-benchmark's")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -484,6 +487,7 @@ def run(args: argparse.Namespace) -> int:
     caches complete and the rest absent.
     """
     from meru.models.checkpoints import CheckpointError, load_model
+    from meru.models.openclip import ExternalModelError, is_openclip_spec, load_openclip
 
     sources = getattr(args, "sources", None) or []
     if not sources:
@@ -494,7 +498,8 @@ def run(args: argparse.Namespace) -> int:
               f"give one --out per source, in the same order", file=sys.stderr)
         return 2
     try:
-        model = load_model(args.checkpoint).to(_device(args.device))
+        loader = load_openclip if is_openclip_spec(args.checkpoint) else load_model
+        model = loader(args.checkpoint).to(_device(args.device))
         for (kind, source), out in zip(sources, args.out):
             if kind == "text_pool":
                 cache = embed_text_pool(model, source, args.batch_size, checkpoint=args.checkpoint)
@@ -505,7 +510,7 @@ def run(args: argparse.Namespace) -> int:
             save_cache(cache, out)
             n = cache["image_emb"].shape[0] if "image_emb" in cache else len(cache["texts"])
             print(f"meru embed: {cache['task']} {cache['dataset']}: {n} items -> {out}")
-    except (FileNotFoundError, KeyError, ValueError, CheckpointError) as e:
+    except (FileNotFoundError, KeyError, ValueError, CheckpointError, ExternalModelError) as e:
         print(f"meru embed: error: {e}", file=sys.stderr)
         return 2
     return 0

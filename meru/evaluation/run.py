@@ -5,8 +5,9 @@ accuracy per template set, :mod:`meru.evaluation.prompt_sensitivity`), ``hierarc
 (:mod:`meru.evaluation.hierarcaps`). Each writes ``--out M.json``
 (atomically, strict JSON) with ``model`` (= kind), ``kind``, ``size``, ``seed``, ``label``, ``dataset``, ``task``,
 ``metrics``, ``intervals`` (95% percentile bootstrap over items), ``n`` and per-item data; zero-shot,
-retrieval and linear-probe also write a clip-benchmark-style ``M.clip_benchmark.json`` beside it
-(``{"dataset", "model", "task", "metrics"}`` with clip-benchmark's metric names and its fractions in [0, 1]).
+retrieval and linear-probe also write ``M.clip_benchmark.json`` beside it, a result file that
+``clip_benchmark build`` reads (``{"dataset", "model", "pretrained", "task", "metrics", "language"}``; see
+:func:`clip_benchmark_record`).
 """
 
 from __future__ import annotations
@@ -32,23 +33,86 @@ def header(cache: dict, task: str, label: str | None = None, seed: int | None = 
             "task": task, "checkpoint": cache.get("checkpoint"), "embeddings": cache.get("path")}
 
 
-def clip_benchmark_record(rec: dict) -> dict | None:
-    """clip-benchmark-compatible summary (metric names of clip_benchmark.metrics; values as fractions)."""
+CB_RECALL_KS = (1, 5, 10)
+
+
+def clip_benchmark_accuracy(logits, target, topk=(1,)) -> list[float]:
+    """clip-benchmark's ``accuracy``: fraction of rows whose target is among ``torch.topk(logits, k)`` (its
+    tie order). Its own function cannot run under numpy 2 (``float()`` of a 1-element array), so this
+    is the same computation ending in ``.item()``."""
+    pred = logits.topk(max(topk), 1, True, True)[1].t()
+    correct = pred.eq(target.view(1, -1).expand_as(pred))
+    return [correct[:k].reshape(-1).float().sum().item() / len(target) for k in topk]
+
+
+def clip_benchmark_zeroshot(cache: dict) -> dict:
+    """clip-benchmark's zero-shot classification metrics, computed its way (its top-k ``accuracy`` on the
+    ``[N, C]`` scores, scikit-learn's ``balanced_accuracy_score`` of the argmax); ``acc5`` is NaN when the
+    dataset has fewer than 5 classes, as clip-benchmark writes it (our strict JSON stores it as ``null``)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from meru.evaluation.zeroshot import zeroshot_scores
+
+    logits, target = zeroshot_scores(cache), cache["labels"].long()
+    if logits.shape[1] >= 5:
+        acc1, acc5 = clip_benchmark_accuracy(logits, target, topk=(1, 5))
+    else:
+        (acc1,), acc5 = clip_benchmark_accuracy(logits, target, topk=(1,)), float("nan")
+    pred = logits.argmax(1)
+    return {"acc1": float(acc1), "acc5": float(acc5),
+            "mean_per_class_recall": float(balanced_accuracy_score(target.numpy(), pred.numpy()))}
+
+
+def clip_benchmark_retrieval(cache: dict, ks=CB_RECALL_KS, batch_size: int = 64) -> dict:
+    """clip-benchmark's retrieval recalls, computed its way: ``scores = sim(texts, images)`` ``[M, N]``,
+    ``image_retrieval_recall@k`` = mean over texts of ``recall_at_k(scores, positives, k) > 0``,
+    ``text_retrieval_recall@k`` the same on the transposes. ``sim`` is the model's own similarity
+    (MERU: Lorentzian inner product; CLIP: cosine). Only ``k`` up to the gallery size."""
+    import torch
+    from clip_benchmark.metrics.zeroshot_retrieval import batchify, recall_at_k
+
+    from meru.spaces import get_space
+
+    space = get_space(cache["kind"], cache.get("curv"))
+    images, texts = cache["image_emb"].float(), cache["text_emb"].float()
+    scores = space.similarity(texts, images)
+    positive = torch.zeros(scores.shape, dtype=torch.bool)
+    positive[range(len(texts)), cache["text_to_image"].long()] = True
+    out = {}
+    for k in ks:
+        if k <= images.shape[0]:
+            hits = batchify(recall_at_k, scores, positive, batch_size, "cpu", k=k) > 0
+            out[f"image_retrieval_recall@{k}"] = float(hits.float().mean())
+        if k <= texts.shape[0]:
+            hits = batchify(recall_at_k, scores.T, positive.T, batch_size, "cpu", k=k) > 0
+            out[f"text_retrieval_recall@{k}"] = float(hits.float().mean())
+    return out
+
+
+def clip_benchmark_record(rec: dict, cb_metrics: dict | None) -> dict | None:
+    """A result file that ``clip_benchmark build`` reads: its keys (``dataset``, ``model``, ``pretrained``,
+    ``task``, ``metrics``, ``language``). ``model`` is ``KIND-SIZE`` and ``pretrained`` the rest of the run
+    label (``s0``, ``released``), like clip-benchmark's architecture / weights pair.
+
+    Zero-shot and retrieval carry clip-benchmark's metric names, computed its way (``cb_metrics``). Our
+    linear probe is a different method (scikit-learn logistic regression with a C search, not
+    clip-benchmark's torch weight-decay sweep), so it gets keys of its own: task ``linear_probe_logreg``,
+    metrics ``logreg_acc1`` and ``logreg_mean_per_class_recall``; merged tables never mix the two."""
     m = rec["metrics"]
     if rec["task"] == "zeroshot":
-        task, metrics = "zeroshot_classification", {"acc1": m["top1"] / 100, "acc5": m["top5"] / 100,
-                                                    "mean_per_class_recall": m["mean_per_class"] / 100}
+        task, metrics = "zeroshot_classification", cb_metrics
     elif rec["task"] == "retrieval":
-        task, metrics = "zeroshot_retrieval", {}
-        for k in (1, 5, 10):
-            if f"t2i_r{k}" in m:
-                metrics[f"image_retrieval_recall@{k}"] = m[f"t2i_r{k}"] / 100
-                metrics[f"text_retrieval_recall@{k}"] = m[f"i2t_r{k}"] / 100
+        task, metrics = "zeroshot_retrieval", cb_metrics
     elif rec["task"] == "linear-probe":
-        task, metrics = "linear_probe", {"lp_acc1": m["top1"] / 100, "lp_mean_per_class_recall": m["mean_per_class"] / 100}
+        task = "linear_probe_logreg"
+        metrics = {"logreg_acc1": m["top1"] / 100, "logreg_mean_per_class_recall": m["mean_per_class"] / 100}
     else:
         return None
-    return {"dataset": rec["dataset"], "model": rec["label"], "task": task, "metrics": metrics}
+    model = f"{rec['kind']}-{rec['size']}"
+    label = rec["label"]
+    pretrained = label[len(model) + 1:] if label.startswith(model + "-") else label
+    return {"dataset": rec["dataset"], "model": model, "pretrained": pretrained, "task": task,
+            "metrics": metrics, "language": "en"}
 
 
 def clip_benchmark_path(out: Path) -> Path:
@@ -71,6 +135,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
             tree = Tree.from_edges_file(args.tree, names=args.tree_names)
         res = evaluate_zeroshot(cache, tree=tree, **kw)
+        res["_clip_benchmark"] = clip_benchmark_zeroshot(cache)
         hm, hi = res.pop("hierarchical_metrics", {}), res.pop("hierarchical_intervals", {})
         if "n_mistakes" in hm:
             res["n_mistakes"] = int(hm.pop("n_mistakes"))
@@ -95,6 +160,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
         cache = load_cache(args.embeddings, "retrieval")
         res = evaluate_retrieval(cache, **kw)
+        res["_clip_benchmark"] = clip_benchmark_retrieval(cache)
     elif args.task == "linear-probe":
         from meru.evaluation.linear_probe import evaluate_linear_probe
 
@@ -125,7 +191,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--task", required=True, choices=TASKS, help="which evaluation")
     parser.add_argument("--embeddings", help="embedding cache of the test set (meru embed --out)")
     parser.add_argument("--train-embeddings", help="linear-probe: embedding cache of the probe's training set")
     parser.add_argument("--text-pool", help="structure/traversal: caption-pool cache (meru embed --text-pool)")
@@ -135,7 +201,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", help="run name (default: KIND-SIZE-sSEED)")
     parser.add_argument("--seed", type=int, help="training seed (default: from the checkpoint config)")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
-    parser.add_argument("--bootstrap-seed", type=int, default=0)
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--steps", type=int, default=50, help="traversal: points from image to [ROOT]")
     parser.add_argument("--max-images", type=int, help="traversal: only the first N images")
 
@@ -149,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"meru evaluate: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    cb = clip_benchmark_record(rec)
+    cb = clip_benchmark_record(rec, rec.pop("_clip_benchmark", None))
     if cb is not None:  # side file first: M.json appearing last marks the evaluation finished
         write_json(clip_benchmark_path(out), cb, nonfinite="null")
     write_json(out, rec, nonfinite="null")

@@ -1,10 +1,11 @@
-"""Named model sizes (one registry for tests, the CPU default and the paper towers) and ``meru info``."""
+"""Named model sizes (one registry for tests, the CPU default and the paper towers), extendable from a
+YAML file without editing the package (:func:`register_sizes_file`, ``$MERU_SIZES_FILE``)."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
+import os
+from pathlib import Path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +22,15 @@ class ModelSize:
     vocab_size: int = 49408
     description: str = ""
 
+
+# ViT variants (timm names registered by meru.models.towers): name -> (image size, patch, width, depth, heads)
+VIT_VARIANTS: dict[str, tuple[int, int, int, int, int]] = {
+    "meru_vit_tiny_p8_32": (32, 8, 32, 1, 2),
+    "meru_vit_smallcpu_p8_32": (32, 8, 64, 2, 2),
+    "vit_small_mocov3_patch16_224": (224, 16, 384, 12, 12),  # MoCo-v3 ViT-S: 12 heads instead of timm's 6
+    "meru_vit_base_patch16_224": (224, 16, 768, 12, 12),
+    "meru_vit_large_patch16_224": (224, 16, 1024, 24, 16),
+}
 
 MODEL_SIZES: dict[str, ModelSize] = {
     "tiny": ModelSize("meru_vit_tiny_p8_32", 32, 1, 32, 2, 16, 32, description="unit tests: 1-layer towers"),
@@ -43,41 +53,70 @@ MODEL_SIZES: dict[str, ModelSize] = {
 }
 
 
+SIZES_FILE_ENV = "MERU_SIZES_FILE"
+_loaded_files: set[str] = set()
+
+
+VIT_FIELDS = ("image_size", "patch", "width", "depth", "heads")
+
+
+def register_sizes_file(path: str | os.PathLike) -> list[str]:
+    """Add the sizes of a YAML file to :data:`MODEL_SIZES` (no package edit needed)::
+
+        vit_variants:            # optional: new ViT trunks
+          my_vit_p16_64: {image_size: 64, patch: 16, width: 192, depth: 6, heads: 3}
+        sizes:
+          my-size: {vit: my_vit_p16_64, image_size: 64, text_layers: 4, text_width: 256, text_heads: 4,
+                    context_length: 32, embed_dim: 256}     # + optional vocab_size, description
+
+    ``vit`` names a variant of :data:`VIT_VARIANTS` or of the file's ``vit_variants``. Returns the size
+    names added; a name already registered with a different architecture is an error."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"sizes file {path} not found (set by {SIZES_FILE_ENV} or the config's sizes_file)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or set(data) - {"sizes", "vit_variants"}:
+        raise ValueError(f"{path}: expected the keys 'sizes' (and optionally 'vit_variants')")
+    for name, v in (data.get("vit_variants") or {}).items():
+        if not isinstance(v, dict) or set(v) != set(VIT_FIELDS):
+            raise ValueError(f"{path}: vit_variants.{name} needs exactly the fields {list(VIT_FIELDS)}")
+        spec = tuple(int(v[f]) for f in VIT_FIELDS)
+        if VIT_VARIANTS.get(name, spec) != spec:
+            raise ValueError(f"{path}: ViT variant {name!r} is already registered with a different shape")
+        VIT_VARIANTS[str(name)] = spec
+    fields = {f.name for f in dataclasses.fields(ModelSize)}
+    added = []
+    for name, entry in (data.get("sizes") or {}).items():
+        if not isinstance(entry, dict) or set(entry) - fields:
+            bad = sorted(set(entry) - fields) if isinstance(entry, dict) else entry
+            raise ValueError(f"{path}: size {name!r}: unknown fields {bad}; allowed: {sorted(fields)}")
+        try:
+            spec = ModelSize(**entry)
+        except TypeError as e:
+            raise ValueError(f"{path}: size {name!r}: {e}") from None
+        if spec.vit not in VIT_VARIANTS:
+            raise ValueError(f"{path}: size {name!r}: unknown vit {spec.vit!r}; known: {sorted(VIT_VARIANTS)}")
+        if name in MODEL_SIZES and MODEL_SIZES[name] != spec:
+            raise ValueError(f"{path}: size {name!r} is already registered with a different architecture")
+        MODEL_SIZES[str(name)] = spec
+        added.append(str(name))
+    _loaded_files.add(str(path.resolve()))
+    return added
+
+
+def _load_env_sizes() -> None:
+    path = os.environ.get(SIZES_FILE_ENV)
+    if path and str(Path(path).resolve()) not in _loaded_files:
+        register_sizes_file(path)
+
+
 def get_size(name: str) -> ModelSize:
+    """The registered size ``name`` (built-in, or from the YAML file named by ``$MERU_SIZES_FILE``)."""
+    _load_env_sizes()
     try:
         return MODEL_SIZES[name]
     except KeyError:
-        raise ValueError(f"unknown model size {name!r}; choose one of: {', '.join(MODEL_SIZES)}") from None
-
-
-def parameter_counts(kind: str, size: str) -> dict[str, int]:
-    """Parameter counts of ``build_model(kind, size)``: total, visual (incl. projection), text (incl. projection)."""
-    from meru.models.clip_meru import build_model
-
-    model = build_model(kind, size)
-    visual = sum(p.numel() for p in model.visual.parameters())
-    text = sum(p.numel() for p in model.text.parameters())
-    total = sum(p.numel() for p in model.parameters())
-    return {"total": total, "visual": visual, "text": text, "other": total - visual - text}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--sizes", nargs="*", default=None, help="only these sizes (default: all)")
-
-
-def run(args: argparse.Namespace) -> int:
-    sizes = args.sizes or list(MODEL_SIZES)
-    rows = []
-    for name in sizes:
-        spec = get_size(name)
-        for kind in ("clip", "meru"):
-            rows.append({"size": name, "kind": kind, **parameter_counts(kind, name), "image_size": spec.image_size,
-                         "embed_dim": spec.embed_dim, "description": spec.description})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'size':<10} {'kind':<5} {'total':>12} {'visual':>12} {'text':>12}  description")
-    for r in rows:
-        print(f"{r['size']:<10} {r['kind']:<5} {r['total']:>12,} {r['visual']:>12,} {r['text']:>12,}  {r['description']}")
-    return 0
+        raise ValueError(f"unknown model size {name!r}; choose one of: {', '.join(MODEL_SIZES)} "
+                         f"(or add it in a YAML file named by ${SIZES_FILE_ENV})") from None

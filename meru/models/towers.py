@@ -23,14 +23,7 @@ from timm.models.byobnet import ByobNet, ByoBlockCfg, ByoModelCfg
 from timm.models.vision_transformer import _create_vision_transformer
 from torch import nn
 
-# name -> (image size, patch, width, depth, heads)
-VIT_VARIANTS: dict[str, tuple[int, int, int, int, int]] = {
-    "meru_vit_tiny_p8_32": (32, 8, 32, 1, 2),
-    "meru_vit_smallcpu_p8_32": (32, 8, 64, 2, 2),
-    "vit_small_mocov3_patch16_224": (224, 16, 384, 12, 12),  # MoCo-v3 ViT-S: 12 heads instead of timm's 6
-    "meru_vit_base_patch16_224": (224, 16, 768, 12, 12),
-    "meru_vit_large_patch16_224": (224, 16, 1024, 24, 16),
-}
+from meru.models.registry import VIT_VARIANTS  # name -> (image size, patch, width, depth, heads)
 
 
 # name -> (image size, stem channels, ((channels, stride) per stage)); 3x3 stem conv with stride 2, one
@@ -121,6 +114,7 @@ def build_image_tower(name: str, image_size: int, embed_dim: int) -> TimmModel:
     vit = name
     if vit not in VIT_VARIANTS:
         raise ValueError(f"unknown image tower {vit!r}; known: {sorted(VIT_VARIANTS) + sorted(CONV_VARIANTS)}")
+    _register(vit, *VIT_VARIANTS[vit])  # variants added from a sizes file after import
     if VIT_VARIANTS[vit][0] != image_size:
         raise ValueError(f"ViT variant {vit!r} is registered for {VIT_VARIANTS[vit][0]} px, not {image_size}")
     tower = TimmModel(vit, embed_dim=embed_dim, image_size=image_size, pool="token", proj="linear", proj_bias=False)

@@ -446,12 +446,13 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
 # ---------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="train YAML or workflow YAML (train: + train_overrides:)")
-    parser.add_argument("--model", choices=["meru", "clip"], required=True)
+    parser.add_argument("--model", choices=["meru", "clip"], required=True, help="model kind")
     parser.add_argument("--size", required=True, help="registered model size (see `meru info`)")
-    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--seed", type=int, required=True, help="training seed")
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.SUB=VALUE", help="override a config key")
-    parser.add_argument("--resume", choices=["auto", "never"], default="auto")
+    parser.add_argument("--resume", choices=["auto", "never"], default="auto",
+                        help="auto: continue from the run directory's last checkpoint; never: start fresh")
     parser.add_argument("--apply-config-changes", action="store_true",
                         help="on resume, apply changed optimiser/schedule/augmentation settings (recorded in log.jsonl) "
                              "instead of refusing them")

@@ -46,7 +46,7 @@ def sbatch(argv):
     out = argv[argv.index("--output") + 1] if "--output" in argv else os.devnull
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as log:
-        rc = subprocess.run(["sh", "-c", script], env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(["sh", "-c", script], env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     state[job_id] = "COMPLETED" if rc == 0 else "FAILED"
     (STATE / "jobs.json").write_text(json.dumps(state))
     print(job_id)

@@ -1,0 +1,63 @@
+"""`meru info`: the registered model sizes and their parameter counts, in closed form (no model is built,
+torch is not imported), so it answers at once.
+
+Counts (``W`` ViT width, ``p`` patch, ``n`` = (image/p)^2 patches, ``L`` depth, ``w`` text width, ``l``
+text layers, ``V`` vocabulary, ``T`` context, ``D`` embedding size); one pre-LN transformer block of width
+``x`` has ``12 x^2 + 13 x`` parameters (LN 2x, QKV 3x^2 + 3x, out x^2 + x, LN 2x, MLP 8x^2 + 5x)::
+
+    visual = 3 p^2 W + W (patch conv) + W ([CLS]) + (1 + n) W (position) + L (12 W^2 + 13 W) + 2 W (LN) + W D
+    text   = V w + T w + l (12 w^2 + 13 w) + 2 w (final LN) + w D
+    other  = 1 (logit scale) [+ 3 for MERU: curvature, visual and textual alpha]
+
+``tests/test_models.py`` checks these against the built models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from meru.models.registry import MODEL_SIZES, VIT_VARIANTS, get_size
+
+OTHER = {"clip": 1, "meru": 4}
+
+
+def _block(width: int) -> int:
+    return 12 * width * width + 13 * width
+
+
+def parameter_counts(kind: str, size: str) -> dict[str, int]:
+    """Parameter counts of ``build_model(kind, size)``: total, visual and text (each incl. projection), other."""
+    spec = get_size(size)
+    image, patch, width, depth, _ = VIT_VARIANTS[spec.vit]
+    tokens = 1 + (image // patch) ** 2
+    visual = 3 * patch * patch * width + width + width + tokens * width + depth * _block(width) + 2 * width
+    visual += width * spec.embed_dim
+    w = spec.text_width
+    text = spec.vocab_size * w + spec.context_length * w + spec.text_layers * _block(w) + 2 * w + w * spec.embed_dim
+    other = OTHER[kind]
+    return {"total": visual + text + other, "visual": visual, "text": text, "other": other}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--sizes", nargs="*", default=None, metavar="SIZE",
+                        help="only these sizes (default: all registered, including $MERU_SIZES_FILE's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    get_size("tiny")  # loads $MERU_SIZES_FILE, if set
+    sizes = args.sizes or list(MODEL_SIZES)
+    rows = []
+    for name in sizes:
+        spec = get_size(name)
+        for kind in ("clip", "meru"):
+            rows.append({"size": name, "kind": kind, **parameter_counts(kind, name), "image_size": spec.image_size,
+                         "embed_dim": spec.embed_dim, "description": spec.description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'size':<10} {'kind':<5} {'total':>12} {'visual':>12} {'text':>12}  description")
+    for r in rows:
+        print(f"{r['size']:<10} {r['kind']:<5} {r['total']:>12,} {r['visual']:>12,} {r['text']:>12,}  {r['description']}")
+    return 0

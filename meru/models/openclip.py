@@ -1,0 +1,136 @@
+"""Models from elsewhere: any open_clip architecture with local weights (or an ``hf-hub:`` name), for
+``meru embed``, evaluated with CLIP geometry (cosine similarity on the unit sphere).
+
+Checkpoint specs (``meru embed --checkpoint SPEC``)::
+
+    openclip:ARCH:WEIGHTS        ARCH = an open_clip model name (``open_clip.list_models()``) or a model
+                                 config JSON file in open_clip's format; WEIGHTS = a local state-dict file
+                                 (loaded by open_clip with ``weights_only=True``)
+    openclip:hf-hub:ORG/REPO     open_clip's Hugging Face Hub schema (needs network)
+    openclip:local-dir:DIR       open_clip's local folder schema (open_clip_config.json + weights)
+
+:class:`OpenClipModel` gives the interface ``meru.evaluation.embed`` uses: images ``[B, 3, S, S]`` in
+``[0, 1]`` are normalised with the model's own mean/std; ``image_features`` are the pre-projection
+pooled features where the tower exposes its projection (open_clip ViT ``visual.proj``), else the
+projected ones; ``encode_text(tokens, project=False)`` returns unnormalised projected text features.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+PREFIX = "openclip:"
+
+
+class ExternalModelError(ValueError):
+    """An external model spec cannot be resolved; the message names the spec and the fix."""
+
+
+def is_openclip_spec(spec: str | os.PathLike) -> bool:
+    return str(spec).startswith(PREFIX)
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``openclip:...`` -> (open_clip model name, local weights file or None)."""
+    rest = spec[len(PREFIX):]
+    if rest.startswith(("hf-hub:", "local-dir:")):
+        return rest, None
+    arch, sep, weights = rest.partition(":")
+    if not arch or not sep or not weights:
+        raise ExternalModelError(f"--checkpoint {spec!r}: expected openclip:ARCH:WEIGHTS (e.g. "
+                                 "openclip:ViT-B-32:/path/weights.pt), openclip:hf-hub:ORG/REPO or openclip:local-dir:DIR")
+    return arch, weights
+
+
+class OpenClipModel(nn.Module):
+    """An open_clip model behind the CLIP interface of :mod:`meru.models.clip_meru` (``kind = "clip"``)."""
+
+    kind = "clip"
+
+    def __init__(self, model: nn.Module, tokenizer, name: str, image_size: int, mean, std):
+        super().__init__()
+        self.model, self._tokenizer = model, tokenizer
+        self.size, self.image_size = name, int(image_size)
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.embed_dim = int(getattr(model, "embed_dim", 0) or model.text_projection.shape[-1])
+        self.checkpoint_info = {"step": None, "config": {}}
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def tokenize(self, texts: list[str]) -> Tensor:
+        return self._tokenizer(texts)
+
+    def _normalise(self, images: Tensor) -> Tensor:
+        return (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
+
+    @contextlib.contextmanager
+    def _without_projection(self):
+        visual = self.model.visual
+        proj = getattr(visual, "proj", None)
+        if isinstance(proj, nn.Parameter):
+            visual.proj = None
+        try:
+            yield
+        finally:
+            if isinstance(proj, nn.Parameter):
+                visual.proj = proj
+
+    def image_features(self, images: Tensor) -> Tensor:
+        """Pre-projection pooled image features ``[B, W]`` (projected ``[B, D]`` when the tower has no
+        separable projection)."""
+        with self._without_projection():
+            return self.model.encode_image(self._normalise(images), normalize=False)
+
+    def encode_image(self, images: Tensor, project: bool = True) -> Tensor:
+        """``[B, 3, S, S]`` in [0, 1] -> ``[B, D]`` (unit vectors if ``project``)."""
+        return self.model.encode_image(self._normalise(images), normalize=project)
+
+    def encode_text(self, tokens: Tensor, project: bool = True) -> Tensor:
+        """``[B, L]`` tokens -> ``[B, D]`` (unit vectors if ``project``; raw projected features otherwise)."""
+        return self.model.encode_text(tokens, normalize=project)
+
+
+def load_openclip(spec: str, map_location="cpu") -> OpenClipModel:
+    """Build ``openclip:...`` (see module doc); errors for bad specs, missing files or no network are one line."""
+    import open_clip
+
+    name, weights = parse_spec(spec)
+    if name.endswith(".json"):
+        cfg = Path(name)
+        if not cfg.is_file():
+            raise ExternalModelError(f"--checkpoint {spec!r}: model config {cfg} not found")
+        open_clip.add_model_config(cfg)
+        name = cfg.stem
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"--checkpoint {spec!r}: weights file {weights} not found")
+        if name not in open_clip.list_models():
+            raise ExternalModelError(f"--checkpoint {spec!r}: {name!r} is not an open_clip architecture (see "
+                                     "open_clip.list_models(), or give a model config .json)")
+    try:
+        model = open_clip.create_model(name, pretrained=weights, device=map_location, weights_only=True)
+        tokenizer = open_clip.get_tokenizer(name)
+    except (OSError, RuntimeError, ValueError) as e:
+        if name.startswith("hf-hub:"):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExternalModelError(f"--checkpoint {spec!r}: cannot fetch {name} from the Hugging Face Hub "
+                                     f"(offline?): {first}; download it once and use openclip:local-dir:DIR") from None
+        raise ExternalModelError(f"--checkpoint {spec!r}: open_clip cannot load it: "
+                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    visual = model.visual
+    size = visual.image_size if hasattr(visual, "image_size") else 224
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    pp = getattr(visual, "preprocess_cfg", None) or {}
+    mean = pp.get("mean", getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
+    std = pp.get("std", getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
+    out = OpenClipModel(model.eval(), tokenizer, f"openclip-{Path(name).name}", size, mean, std)
+    out.checkpoint_info = {"step": None, "config": {"openclip": {"model": name, "weights": weights}}}
+    return out.eval()

@@ -1,0 +1,94 @@
+"""`meru embed` with an open_clip architecture and a local weights file (random weights written here),
+evaluated with CLIP geometry; clear one-line errors for bad specs and an unreachable `hf-hub:` name."""
+
+import argparse
+import importlib.util
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from meru.evaluation import embed as E
+from meru.evaluation import run as R
+from meru.evaluation.metric_io import read_json
+
+_spec = importlib.util.spec_from_file_location("make_tiny_sets", Path(__file__).parent / "data" / "eval" / "make_tiny_sets.py")
+mk = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mk)
+
+TINY = {"embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+def cli(module, argv):
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return module.run(parser.parse_args(argv))
+
+
+@pytest.fixture(scope="module")
+def tiny_openclip(tmp_path_factory):
+    import open_clip
+
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("openclip")
+    cfg = d / "meru-test-tiny-vit.json"
+    cfg.write_text(json.dumps(TINY))
+    open_clip.add_model_config(cfg)
+    torch.manual_seed(0)
+    model = open_clip.create_model("meru-test-tiny-vit")
+    torch.save(model.state_dict(), d / "weights.pt")
+    return d, cfg, model.eval()
+
+
+def test_embed_with_open_clip_architecture_and_local_weights(tiny_openclip, capsys):
+    import open_clip
+
+    d, cfg, model = tiny_openclip
+    (d / "sets").mkdir()
+    paths = mk.write_sets(d / "sets")
+    spec = f"openclip:{cfg}:{d / 'weights.pt'}"
+    assert cli(E, ["--checkpoint", spec, "--evalset", str(paths["zeroshot"]), "--out", str(d / "zs.pt"),
+                   "--batch-size", "4"]) == 0, capsys.readouterr().err
+    c = E.load_cache(d / "zs.pt", "classification")
+    assert c["kind"] == "clip" and c["curv"] is None and c["size"] == "openclip-meru-test-tiny-vit"
+    assert c["image_emb"].shape == (6, 16) and torch.allclose(c["image_emb"].norm(dim=-1), torch.ones(6), atol=1e-5)
+    assert c["image_feats"].shape == (6, 32)  # pre-projection ViT width
+    # image 0 by hand: decode, our eval transform, open_clip's mean/std, open_clip's own encode_image
+    with tarfile.open(paths["zeroshot"] / "test" / "0.tar") as tar:
+        png = tar.extractfile("img0000.png").read()
+    from PIL import Image
+
+    x = E.image_transform(32, "classification")(Image.open(io.BytesIO(png)).convert("RGB")).unsqueeze(0)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ref = model.encode_image((x - mean) / std, normalize=True)[0]
+        text = model.encode_text(open_clip.get_tokenizer("meru-test-tiny-vit")(["a photo of a cat."]))[0]
+    assert torch.allclose(c["image_emb"][0], ref, atol=1e-5)
+    assert torch.allclose(c["class_text_raw"][0, 0], text, atol=1e-5)  # template 0, class "cat", unnormalised
+    out = d / "m" / "zs.json"
+    assert cli(R, ["--task", "zeroshot", "--embeddings", str(d / "zs.pt"), "--out", str(out), "--n-boot", "10"]) == 0
+    rec = read_json(out)
+    assert rec["kind"] == "clip" and rec["n"] == 6 and 0 <= rec["metrics"]["top1"] <= 100
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("openclip:ViT-B-32", "expected openclip:ARCH:WEIGHTS"),
+    ("openclip:ViT-B-32:/nonexistent/w.pt", "weights file /nonexistent/w.pt not found"),
+    ("openclip:No-Such-Arch:{weights}", "'No-Such-Arch' is not an open_clip architecture"),
+    ("openclip:hf-hub:nobody/no-such-model", "cannot fetch hf-hub:nobody/no-such-model from the Hugging Face Hub"),
+])
+def test_bad_open_clip_specs_are_one_line_errors(tiny_openclip, spec, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    d, _, _ = tiny_openclip
+    spec = spec.format(weights=d / "weights.pt")
+    (tmp_path / "pool.jsonl").write_text('{"text": "a cat"}\n')
+    assert cli(E, ["--checkpoint", spec, "--text-pool", str(tmp_path / "pool.jsonl"), "--out", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x.pt").exists()
