@@ -44,9 +44,9 @@ def test_user_errors_are_one_line(tmp_path):
     cases = [
         (["info", "--sizes", "nope"], "unknown model size 'nope'"),
         (["embed", "--checkpoint", tmp_path / "bad.pt", "--text-pool", tmp_path / "pool.jsonl", "--out", tmp_path / "o.pt"],
-         "does not load with torch.load(weights_only=True)"),
+         "it is not a plain tensor file"),
         (["evaluate", "--task", "zeroshot", "--embeddings", tmp_path / "bad.pt", "--out", tmp_path / "o.json"],
-         "does not load with torch.load(weights_only=True)"),
+         "it is not a plain tensor file"),
         (["synth", "--out", tmp_path / "bad.pt" / "sub", "--train-size", "2", "--test-size", "2"], "bad.pt"),
         (["embed", "--checkpoint", "openclip:ViT-B-32:/nonexistent.pt", "--text-pool", tmp_path / "pool.jsonl",
           "--out", tmp_path / "o.pt"], "weights file /nonexistent.pt not found"),
@@ -77,7 +77,7 @@ def test_sizes_file_adds_a_size_without_editing_the_package(tmp_path, monkeypatc
 
     (tmp_path / "sizes.yaml").write_text(
         "vit_variants:\n  test_vit_p8_16: {image_size: 16, patch: 8, width: 16, depth: 1, heads: 2}\n"
-        "sizes:\n  test-mini: {vit: test_vit_p8_16, image_size: 16, text_layers: 1, text_width: 16, text_heads: 2,\n"
+        "sizes:\n  test-mini: {image_tower: test_vit_p8_16, image_size: 16, text_layers: 1, text_width: 16, text_heads: 2,\n"
         "              context_length: 8, embed_dim: 8, description: from a sizes file}\n")
     r = meru("info", "--json", "--sizes", "test-mini", env={"MERU_SIZES_FILE": str(tmp_path / "sizes.yaml")})
     assert r.returncode == 0, r.stderr
@@ -96,6 +96,6 @@ def test_sizes_file_adds_a_size_without_editing_the_package(tmp_path, monkeypatc
         assert rows[kind]["total"] == sum(p.numel() for p in model.parameters())
         out = model(torch.rand(2, 3, 16, 16), model.tokenize(["a", "b"]))
         assert out["image"].shape[-1] == 8
-    (tmp_path / "bad.yaml").write_text("sizes:\n  x: {vit: nope, image_size: 16}\n")
+    (tmp_path / "bad.yaml").write_text("sizes:\n  x: {image_tower: nope, image_size: 16}\n")
     with pytest.raises(ValueError, match="bad.yaml"):
         registry.register_sizes_file(tmp_path / "bad.yaml")

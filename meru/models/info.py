@@ -9,6 +9,11 @@ text layers, ``V`` vocabulary, ``T`` context, ``D`` embedding size); one pre-LN 
     text   = V w + T w + l (12 w^2 + 13 w) + 2 w (final LN) + w D
     other  = 1 (logit scale) [+ 3 for MERU: curvature, visual and textual alpha]
 
+Conv trunks (stem ``s``; stages ``c_i`` from ``c_{i-1}``, ``c_0 = s``; BatchNorm has 2 parameters per channel;
+the shortcut is a 1x1 conv + BN when a stage is strided or changes width)::
+
+    visual = 27 s + 2 s + sum_i (9 c_{i-1} c_i + 2 c_i + 9 c_i^2 + 2 c_i [+ c_{i-1} c_i + 2 c_i]) + c_last D
+
 ``tests/test_models.py`` checks these against the built models.
 """
 
@@ -17,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from meru.models.registry import MODEL_SIZES, VIT_VARIANTS, get_size
+from meru.models.registry import CONV_VARIANTS, MODEL_SIZES, VIT_VARIANTS, get_size
 
 OTHER = {"clip": 1, "meru": 4}
 
@@ -29,10 +34,20 @@ def _block(width: int) -> int:
 def parameter_counts(kind: str, size: str) -> dict[str, int]:
     """Parameter counts of ``build_model(kind, size)``: total, visual and text (each incl. projection), other."""
     spec = get_size(size)
-    image, patch, width, depth, _ = VIT_VARIANTS[spec.vit]
-    tokens = 1 + (image // patch) ** 2
-    visual = 3 * patch * patch * width + width + width + tokens * width + depth * _block(width) + 2 * width
-    visual += width * spec.embed_dim
+    if spec.image_tower in CONV_VARIANTS:
+        _, stem, stages = CONV_VARIANTS[spec.image_tower]
+        visual, c_in = 27 * stem + 2 * stem, stem
+        for c, stride in stages:
+            visual += 9 * c_in * c + 2 * c + 9 * c * c + 2 * c
+            if stride > 1 or c_in != c:
+                visual += c_in * c + 2 * c
+            c_in = c
+        visual += c_in * spec.embed_dim
+    else:
+        image, patch, width, depth, _ = VIT_VARIANTS[spec.image_tower]
+        tokens = 1 + (image // patch) ** 2
+        visual = 3 * patch * patch * width + width + width + tokens * width + depth * _block(width) + 2 * width
+        visual += width * spec.embed_dim
     w = spec.text_width
     text = spec.vocab_size * w + spec.context_length * w + spec.text_layers * _block(w) + 2 * w + w * spec.embed_dim
     other = OTHER[kind]

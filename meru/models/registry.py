@@ -32,14 +32,22 @@ VIT_VARIANTS: dict[str, tuple[int, int, int, int, int]] = {
     "meru_vit_large_patch16_224": (224, 16, 1024, 24, 16),
 }
 
+# Conv variants (timm ByobNet names registered by meru.models.towers): name -> (image size, stem channels,
+# ((channels, stride) per stage)); a 3x3 stride-2 stem conv, then one basic block (two 3x3 convs with BatchNorm,
+# residual; a strided stage downsamples the shortcut by average pooling + 1x1 conv) per stage, global average pool.
+CONV_VARIANTS: dict[str, tuple[int, int, tuple[tuple[int, int], ...]]] = {
+    "meru_convnet_tiny_32": (32, 8, ((8, 2), (16, 2))),
+    "meru_convnet_cpu_32": (32, 32, ((32, 2), (64, 2), (128, 2))),
+}
+
 MODEL_SIZES: dict[str, ModelSize] = {
     "tiny": ModelSize("meru_vit_tiny_p8_32", 32, 1, 32, 2, 16, 32, description="unit tests: 1-layer towers"),
     # small-cpu: ViT patch 8 (16 tokens + [CLS]), width 64, depth 2, 2 heads; text 2 layers, width 64, 2 heads,
     # context 16. Chosen for the 20-minute default run: a MERU training step (fwd + bwd + fused AdamW) at batch
     # 128 on one thread measured ~0.1 s on this 2-core host (patch 4 / width 96 / depth 3 measured ~0.3 s).
     "small-cpu": ModelSize("meru_vit_smallcpu_p8_32", 32, 2, 64, 2, 16, 64,
-                           description="default workflow on 2 CPU cores (SynthHier, 32 px)"),
-    # cpu-conv (the default): a 3-stage ResNet-style conv net (32-64-128 channels, BatchNorm, 114k parameters)
+                           description="ViT on 32 px (the first CPU default; for ViT-specific checks)"),
+    # cpu-conv (the default): a 3-stage ResNet-style conv net (32-64-128 channels, BatchNorm, 308k parameters)
     # and the same text tower as small-cpu. A ViT trained from scratch on 32 px learns SynthHier slowly (leaf
     # zero-shot 26-41% after 3000 steps); this tower reaches the floors of the default run in the same budget
     # (measured: README, "Default run: measured").
@@ -66,10 +74,11 @@ def register_sizes_file(path: str | os.PathLike) -> list[str]:
         vit_variants:            # optional: new ViT trunks
           my_vit_p16_64: {image_size: 64, patch: 16, width: 192, depth: 6, heads: 3}
         sizes:
-          my-size: {vit: my_vit_p16_64, image_size: 64, text_layers: 4, text_width: 256, text_heads: 4,
+          my-size: {image_tower: my_vit_p16_64, image_size: 64, text_layers: 4, text_width: 256, text_heads: 4,
                     context_length: 32, embed_dim: 256}     # + optional vocab_size, description
 
-    ``vit`` names a variant of :data:`VIT_VARIANTS` or of the file's ``vit_variants``. Returns the size
+    ``image_tower`` names a variant of :data:`VIT_VARIANTS` (or of the file's ``vit_variants``) or of
+    :data:`CONV_VARIANTS`. Returns the size
     names added; a name already registered with a different architecture is an error."""
     import yaml
 
@@ -96,8 +105,9 @@ def register_sizes_file(path: str | os.PathLike) -> list[str]:
             spec = ModelSize(**entry)
         except TypeError as e:
             raise ValueError(f"{path}: size {name!r}: {e}") from None
-        if spec.vit not in VIT_VARIANTS:
-            raise ValueError(f"{path}: size {name!r}: unknown vit {spec.vit!r}; known: {sorted(VIT_VARIANTS)}")
+        if spec.image_tower not in VIT_VARIANTS and spec.image_tower not in CONV_VARIANTS:
+            raise ValueError(f"{path}: size {name!r}: unknown image_tower {spec.image_tower!r}; "
+                             f"known: {sorted(VIT_VARIANTS) + sorted(CONV_VARIANTS)}")
         if name in MODEL_SIZES and MODEL_SIZES[name] != spec:
             raise ValueError(f"{path}: size {name!r} is already registered with a different architecture")
         MODEL_SIZES[str(name)] = spec

@@ -23,15 +23,7 @@ from timm.models.byobnet import ByobNet, ByoBlockCfg, ByoModelCfg
 from timm.models.vision_transformer import _create_vision_transformer
 from torch import nn
 
-from meru.models.registry import VIT_VARIANTS  # name -> (image size, patch, width, depth, heads)
-
-
-# name -> (image size, stem channels, ((channels, stride) per stage)); 3x3 stem conv with stride 2, one
-# basic block (two 3x3 convs, residual; strided stages downsample the shortcut by average pooling) per stage.
-CONV_VARIANTS: dict[str, tuple[int, int, tuple[tuple[int, int], ...]]] = {
-    "meru_convnet_tiny_32": (32, 8, ((8, 2), (16, 2))),
-    "meru_convnet_cpu_32": (32, 32, ((32, 2), (64, 2), (128, 2))),
-}
+from meru.models.registry import CONV_VARIANTS, VIT_VARIANTS  # shapes of the registered trunks
 
 
 def _register_conv(name: str, img_size: int, stem: int, stages: tuple[tuple[int, int], ...]) -> None:

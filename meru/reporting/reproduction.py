@@ -397,13 +397,13 @@ def run(args) -> int:
 
 
 def add_reference_arguments(parser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True)
+    sub = parser.add_subparsers(dest="action", required=True, help="refresh: replace the reference; check: is a run complete")
     p = sub.add_parser("refresh", help="copy a finished run's metrics, tables, plots, provenance, logs and "
                                        "per-job benchmarks into the committed reference")
     p.add_argument("--from", dest="source", default="results", help="finished run's results directory")
     p.add_argument("--to", dest="dest", default="results/reference/default", help="reference directory to replace")
     p = sub.add_parser("check", help="say whether a results directory is complete enough to become the reference")
-    p.add_argument("--from", dest="source", default="results")
+    p.add_argument("--from", dest="source", default="results", help="finished run's results directory")
 
 
 def run_reference(args) -> int:
