@@ -12,7 +12,6 @@ checkpoints (``--checkpoint``, e.g. ``runs/*/model.pt``). Files are hashed strea
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import importlib.metadata as md
 import json
 import os
@@ -23,18 +22,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from meru.data.manifest import sha256_file
+
 PACKAGES = ("meru-bench", "torch", "torchvision", "open_clip_torch", "timm", "clip-benchmark", "webdataset",
             "numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "pillow", "snakemake", "pyyaml", "jsonschema")
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _run(cmd: list[str], cwd=None) -> str | None:

@@ -44,9 +44,12 @@ def load_metrics(directory: str | os.PathLike) -> list[dict]:
             rec = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err}); delete it and re-run the rule that wrote it") from err
-        if not isinstance(rec, dict) or "metrics" not in rec or "task" not in rec or not isinstance(rec.get("kind"), str):
+        if not isinstance(rec, dict) or "metrics" not in rec or "task" not in rec:
             continue
-        rec = dict(rec, _path=str(path))
+        kind = rec.get("kind", rec.get("model"))  # records written before "kind" existed name it "model"
+        if not isinstance(kind, str) or not kind:
+            continue
+        rec = dict(rec, kind=kind, _path=str(path))
         rec.setdefault("size", "?")
         rec["seed"] = int(rec.get("seed") or 0)
         records.append(rec)

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from meru.reporting.records import load_metrics
+
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 HEADLINE_CSV = RESOURCES / "headline_metrics.csv"
 PUBLISHED_CSV = RESOURCES / "reference_values.csv"
@@ -53,26 +55,9 @@ class ReferenceError(ValueError):
 # --------------------------------------------------------------------------- metric records
 
 def load_records(directory: str | os.PathLike) -> list[dict]:
-    """Every metric record under ``directory`` (``{label}/{name}.json`` with ``kind``, ``task``, ``metrics``).
-
-    Adds ``_label`` (the run directory's name, e.g. ``meru-vit-s16-grit-released``) and ``_path``.
-    Kinds are not filtered: whatever kinds the run has are compared. clip-benchmark side files are skipped.
-    """
-    records = []
-    for path in sorted(Path(directory).rglob("*.json")):
-        if path.name.endswith(".clip_benchmark.json"):
-            continue
-        try:
-            rec = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err}); delete it and re-run the rule that wrote it") from err
-        if not isinstance(rec, dict) or not {"task", "metrics"} <= rec.keys() or not rec.get("kind", rec.get("model")):
-            continue
-        rec = dict(rec, kind=rec.get("kind", rec.get("model")), _path=str(path), _label=path.parent.name)
-        rec.setdefault("size", "?")
-        rec.setdefault("seed", 0)
-        records.append(rec)
-    return records
+    """:func:`meru.reporting.records.load_metrics` plus ``_label``, the run directory's name (e.g.
+    ``meru-vit-s16-grit-released``). Kinds are not filtered: whatever kinds the run has are compared."""
+    return [dict(rec, _label=Path(rec["_path"]).parent.name) for rec in load_metrics(directory)]
 
 
 def kinds_of(records: list[dict]) -> list[str]:
