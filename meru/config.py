@@ -354,6 +354,8 @@ def check_workflow_config(config: dict, schema: dict, source: str = "workflow co
     own = ev.get("datasets") or {}  # name -> folder of a dataset outside evalsets_root
 
     def known(name: str) -> bool:
+        if os.sep in name:  # a folder given by path: the workflow checks that it exists (common.smk)
+            return True
         return name in own or name.removesuffix("_train") in own or _known_dataset(name, root)
 
     for key in ("zeroshot", "retrieval"):

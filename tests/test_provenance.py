@@ -68,6 +68,6 @@ def test_missing_input_is_an_error_naming_it(tmp_path, capsys):
 def test_sha256_streams(tmp_path):
     p = tmp_path / "f"
     p.write_bytes(b"abc" * 1000)
-    assert provenance.sha256_file(p, block=7) == hashlib.sha256(b"abc" * 1000).hexdigest()
+    assert provenance.sha256_file(p, chunk=7) == hashlib.sha256(b"abc" * 1000).hexdigest()
     with pytest.raises(FileNotFoundError):
         provenance.input_files(data_dirs=[tmp_path / "nope"])

@@ -25,6 +25,7 @@ def paper_derived_config(tmp_path: Path, extra_resources: dict) -> Path:
     cfg.update(results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"), data_dir=str(tmp_path / "data"),
                models=["meru"], sizes=["vit-b16"], seeds=[0])
     cfg["resources"]["train"].update(extra_resources)
+    cfg["train"]["data"]["train"] = str(tmp_path / "data" / "redcaps")  # the dataset this workflow builds
     (tmp_path / "data" / "redcaps").mkdir(parents=True)  # the training data "exists"; no download job
     path = tmp_path / "paper-slurm.yaml"
     path.write_text(yaml.safe_dump(cfg))

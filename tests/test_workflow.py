@@ -42,7 +42,8 @@ def test_dry_run_plans(cfg):
     assert counts["reproduction"] == 1 and counts["claims"] == 1
     assert counts["prompt_sensitivity"] == 1
     if cfg in ("paper", "pretrained"):
-        assert counts["evaluate_hierarcaps"] == 6 and counts["evaluate_prompts"] == 6 * 20   # 6 models x 20 datasets
+        models = 6 if cfg == "paper" else 10  # paper: 3 sizes x 2 kinds; pretrained: 6 RedCaps + 4 GRIT checkpoints
+        assert counts["evaluate_hierarcaps"] == models and counts["evaluate_prompts"] == models * 20  # x 20 datasets
     if cfg == "default":
         assert counts["evaluate_prompts"] == _default_runs() * 3 and "evaluate_hierarcaps" not in counts  # runs x 3 levels
     if cfg == "paper":

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 if config.get("sizes_file"):  # extra model sizes (YAML, see meru.models.registry); every `meru` command reads it
-    os.environ["MERU_SIZES_FILE"] = os.path.abspath(config["sizes_file"])
+    os.environ.update({"MERU_SIZES_FILE": os.path.abspath(config["sizes_file"])})
 
 def _check_config():
     """Every key typed and in range, sizes/datasets known, data paths agree: else one line and exit 1."""
