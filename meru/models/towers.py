@@ -4,7 +4,8 @@ Image: open_clip's ``TimmModel`` wrapping a timm ``VisionTransformer`` trunk wit
 fixed 2-D sin-cos position embedding (MoCo-v3) and LayerNorm eps 1e-5, and a bias-free linear head
 (the image projection). Our ViT variants are registered in timm's model registry so open_clip builds
 them by name. Text: open_clip's ``TextTransformer`` (pre-LN, causal, [EOT]/argmax pooling, bias-free
-projection).
+projection); the causal mask is sliced to the batch's token length, so a batch may be right-trimmed to
+its longest caption (:func:`trim_tokens`) with outputs identical to full ``context_length`` padding.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 import timm
 from open_clip.timm_model import TimmModel
-from open_clip.transformer import TextTransformer
+from open_clip.transformer import TextTransformer as _OpenClipTextTransformer
 from timm.models.vision_transformer import _create_vision_transformer
 from torch import nn
 
@@ -83,6 +84,36 @@ def build_image_tower(vit: str, image_size: int, embed_dim: int) -> TimmModel:
     trunk.pos_embed.data.copy_(sincos_2d_position_embedding(h, w, width))
     trunk.pos_embed.requires_grad = False
     return tower
+
+
+class TextTransformer(_OpenClipTextTransformer):
+    """open_clip's ``TextTransformer`` accepting ``[B, L]`` tokens with ``L <= context_length``.
+
+    open_clip slices the positional embedding to ``L`` but passes the full ``[ctx, ctx]`` causal mask,
+    which attention rejects for ``L < ctx``; here the mask is sliced to ``[L, L]`` too. With causal
+    attention and [EOT]/argmax pooling, tokens after each row's [EOT] cannot reach its output, so
+    trimming trailing padding leaves the result unchanged (up to float summation order)."""
+
+    def _embeds(self, text):
+        x, attn_mask = super()._embeds(text)
+        n = x.shape[1]
+        if attn_mask is not None and attn_mask.shape[-1] != n:
+            attn_mask = attn_mask[..., :n, :n]
+        return x, attn_mask
+
+
+def trim_tokens(tokens: torch.Tensor, multiple: int = 8) -> torch.Tensor:
+    """Right-trim ``[B, L]`` token ids to the batch's longest caption, rounded up to ``multiple``.
+
+    A caption's length is its [EOT] position + 1, the [EOT] being the row's largest id (open_clip's
+    argmax pooling rule). Rounding to a multiple of 8 bounds the shapes seen by ``torch.compile``.
+    Returns a view ``tokens[:, :L']`` with ``L' = min(L, multiple * ceil(max_len / multiple))``;
+    call on CPU tensors (it reads the length, a device sync on a GPU)."""
+    if tokens.ndim != 2 or tokens.shape[1] == 0:
+        return tokens
+    longest = int(tokens.argmax(dim=1).max()) + 1
+    keep = min(tokens.shape[1], -(-longest // multiple) * multiple)
+    return tokens[:, :keep]
 
 
 def build_text_tower(layers: int, width: int, heads: int, context_length: int, vocab_size: int, embed_dim: int) -> TextTransformer:
