@@ -2,6 +2,9 @@
 
     python benchmarks/bench_loader.py [--data data/synthhier] [--batches 40] [--batch-size 128] [--out results/benchmarks/loader.json]
 
+``--paths float32 uint8`` measures both outputs: float32 in [0, 1] (ToTensor), and the GPU feed of
+``meru train`` (uint8 images, tokens trimmed to the batch, pinned when CUDA is present).
+
 If ``--data`` has no complete ``train/`` shard set, the default set (20k train, 32 px) is generated into
 a temporary directory first (its generation time is reported too). Prints one JSON line. Timings
 depend on machine load: the numbers are only comparable between runs on the same, equally idle machine.
@@ -26,10 +29,12 @@ from meru.data.manifest import IncompleteDatasetError, atomic_write_text, read_m
 from meru.data.synthhier import generate
 
 
-def measure(shards: Path, workers: int, batches: int, batch_size: int, image_size: int, context_length: int) -> dict:
+def measure(shards: Path, workers: int, batches: int, batch_size: int, image_size: int, context_length: int,
+            path: str = "float32") -> dict:
     """Time ``batches`` batches after one warm-up batch (worker start-up and shuffle-buffer fill excluded)."""
+    fast = path == "uint8"
     loader = TrainLoader(shards, batch_size=batch_size, image_size=image_size, context_length=context_length,
-                         num_workers=workers)
+                         num_workers=workers, image_dtype=path, trim_tokens=fast, pin_memory=fast)
     it = iter(loader)
     t0 = time.perf_counter()
     next(it)
@@ -40,7 +45,7 @@ def measure(shards: Path, workers: int, batches: int, batch_size: int, image_siz
     dt = time.perf_counter() - t0
     del it
     rate = batches * batch_size / dt
-    return {"workers": workers, "samples_per_s": round(rate, 1),
+    return {"path": path, "workers": workers, "samples_per_s": round(rate, 1),
             "samples_per_s_per_worker": round(rate / max(workers, 1), 1),
             "first_batch_s": round(first, 3), "batches": batches, "batch_size": batch_size}
 
@@ -53,6 +58,7 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--context-length", type=int, default=32)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--paths", nargs="+", choices=("float32", "uint8"), default=["float32"])
     p.add_argument("--out", default=None, help="write the JSON here too (e.g. results/benchmarks/loader.json)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -69,8 +75,8 @@ def main(argv=None) -> int:
         generation_s = round(time.perf_counter() - t0, 2)
         shards = tmp / "synthhier" / "train"
     try:
-        runs = [measure(shards, w, args.batches, args.batch_size, args.image_size, args.context_length)
-                for w in args.workers]
+        runs = [measure(shards, w, args.batches, args.batch_size, args.image_size, args.context_length, path)
+                for path in args.paths for w in args.workers]
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
