@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from meru.training.flops import peak_flops, train_flops_per_sample  # noqa: E402
+from meru.training.flops import peak_flops, train_flops_per_sample
 
 OFFICIAL_ARCH = {"vit-s16": "vit_small_mocov3_patch16_224", "vit-b16": "vit_base_patch16_224",
                  "vit-l16": "vit_large_patch16_224"}
@@ -68,7 +68,7 @@ def machine(note: str | None) -> dict:
         info["cuda"] = torch.version.cuda
         try:
             info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                            capture_output=True, text=True, timeout=30).stdout.split("\n")[0].strip()
+                                            capture_output=True, text=True, timeout=30, check=False).stdout.split("\n")[0].strip()
         except (OSError, subprocess.SubprocessError):
             info["driver"] = None
     else:
@@ -134,7 +134,9 @@ def measure(kind: str, size: str, batch: int, steps: int, warmup: int, device: t
                              shuffle_buffer=1000, image_dtype="uint8", trim_tokens=True,
                              pin_memory=device.type == "cuda")
         it = iter(loader)
-        next_batch = lambda: next(it)  # noqa: E731
+
+        def next_batch():
+            return next(it)
     else:
         pool = synthetic_batches(4, batch, spec.image_size, spec.context_length, *caption_tokens,
                                  pin=device.type == "cuda")
@@ -269,7 +271,7 @@ def measure_official(path: str, size: str, batch: int, steps: int, warmup: int, 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-c", _OFFICIAL, str(Path(path).resolve()), OFFICIAL_ARCH[size], str(batch),
                            str(steps), str(warmup), amp, str(caption_tokens[0]), str(caption_tokens[1])],
-                          capture_output=True, text=True, env=env, cwd=str(Path(path).resolve()))
+                          capture_output=True, text=True, env=env, cwd=str(Path(path).resolve()), check=False)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])

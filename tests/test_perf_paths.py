@@ -68,7 +68,7 @@ def synth(tmp_path_factory):
 def test_loader_uint8_and_trimmed_tokens_match_the_float_path(synth):
     from meru.data.loader import TrainLoader
 
-    kw = dict(batch_size=8, image_size=32, context_length=77, shuffle_buffer=1)
+    kw = {"batch_size": 8, "image_size": 32, "context_length": 77, "shuffle_buffer": 1}
     plain = next(iter(TrainLoader(synth, **kw)))
     fast = next(iter(TrainLoader(synth, image_dtype="uint8", trim_tokens=True, pin_memory=True, **kw)))
     assert fast["images"].dtype == torch.uint8 and plain["images"].dtype == torch.float32
@@ -111,8 +111,8 @@ def test_bf16_embedding_is_close_to_fp32(kind):
     torch.manual_seed(0)
     model = build_model(kind, "small-cpu").eval()
     images = torch.rand(16, 3, 32, 32)
-    f32_feats, f32 = encode_images(model, images, amp="fp32")
-    bf_feats, bf = encode_images(model, images, amp="bf16")
+    _, f32 = encode_images(model, images, amp="fp32")
+    _, bf = encode_images(model, images, amp="bf16")
     assert f32.dtype == bf.dtype == torch.float32
     rel = (bf - f32).norm(dim=-1) / f32.norm(dim=-1)
     assert rel.max() < 3e-2, rel.max()
