@@ -3,6 +3,9 @@ workers, and of the pre-decoded in-memory path (``data.in_memory``, the default 
 
     python benchmarks/bench_loader.py [--data data/synthhier] [--batches 40] [--batch-size 128] [--out results/benchmarks/loader.json]
 
+``--paths float32 uint8`` measures both outputs: float32 in [0, 1] (ToTensor), and the GPU feed of
+``meru train`` (uint8 images, tokens trimmed to the batch, pinned when CUDA is present).
+
 If ``--data`` has no complete ``train/`` shard set, the default set (20k train, 32 px) is generated into
 a temporary directory first (its generation time is reported too). Prints one JSON line. Timings
 depend on machine load: the numbers are only comparable between runs on the same, equally idle machine.
@@ -28,12 +31,17 @@ from meru.data.synthhier import generate
 
 
 def measure(shards: Path, workers: int, batches: int, batch_size: int, image_size: int, context_length: int,
-            in_memory: bool = False) -> dict:
-    """Time ``batches`` batches after one warm-up batch (worker start-up, shuffle-buffer fill and, in memory,
-    the one-off decoding of every image excluded; the latter is reported as ``setup_s``)."""
+            path: str = "float32") -> dict:
+    """Time ``batches`` batches after one warm-up batch (worker start-up, shuffle-buffer fill and, for the
+    in-memory path, the one-off decoding of every image excluded; the latter is reported as ``setup_s``).
+    ``path``: ``float32`` / ``uint8`` (shard path, images as float or uint8 + trimmed pinned tokens) or
+    ``memory`` (the default run's pre-decoded in-memory path, float32)."""
+    fast = path == "uint8"
     t0 = time.perf_counter()
     loader = TrainLoader(shards, batch_size=batch_size, image_size=image_size, context_length=context_length,
-                         num_workers=workers, augment=False, in_memory=in_memory)
+                         num_workers=0 if path == "memory" else workers, augment=False,
+                         image_dtype="uint8" if fast else "float32", trim_tokens=fast, pin_memory=fast,
+                         in_memory=path == "memory")
     setup = time.perf_counter() - t0
     it = iter(loader)
     t0 = time.perf_counter()
@@ -45,7 +53,7 @@ def measure(shards: Path, workers: int, batches: int, batch_size: int, image_siz
     dt = time.perf_counter() - t0
     del it
     rate = batches * batch_size / dt
-    return {"path": "in-memory" if in_memory else "shards", "workers": workers, "setup_s": round(setup, 2),
+    return {"path": path, "workers": 0 if path == "memory" else workers, "setup_s": round(setup, 2),
             "samples_per_s": round(rate, 1),
             "samples_per_s_per_worker": round(rate / max(workers, 1), 1),
             "first_batch_s": round(first, 3), "batches": batches, "batch_size": batch_size}
@@ -59,6 +67,8 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--context-length", type=int, default=32)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--paths", nargs="+", choices=("float32", "uint8", "memory"), default=["float32", "memory"],
+                   help="loader paths to time (memory: the default run's pre-decoded in-memory path)")
     p.add_argument("--out", default=None, help="write the JSON here too (e.g. results/benchmarks/loader.json)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -75,10 +85,10 @@ def main(argv=None) -> int:
         generation_s = round(time.perf_counter() - t0, 2)
         shards = tmp / "synthhier" / "train"
     try:
-        runs = [measure(shards, w, args.batches, args.batch_size, args.image_size, args.context_length)
-                for w in args.workers]
-        runs.append(measure(shards, 0, args.batches, args.batch_size, args.image_size, args.context_length,
-                            in_memory=True))
+        runs = [measure(shards, w, args.batches, args.batch_size, args.image_size, args.context_length, path)
+                for path in args.paths if path != "memory" for w in args.workers]
+        if "memory" in args.paths:
+            runs.append(measure(shards, 0, args.batches, args.batch_size, args.image_size, args.context_length, "memory"))
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -5,6 +5,9 @@ JSON-safe Python floats; an undefined quantity is ``None`` (never NaN), so resul
 straight into strict metric JSON. Definitions are stated in docs/METRICS.md.
 
 * :func:`bootstrap_ci` — percentile bootstrap over items (Efron & Tibshirani 1993, ch. 13).
+* :func:`bootstrap_indices` — the resampled item indices, drawn once and passed as ``indices=`` to
+  several :func:`bootstrap_ci` calls on the same items (same result as drawing per call with the
+  same seed, without redrawing the ``[n_boot, N]`` matrix each time).
 * :func:`paired_bootstrap` — the same resampling applied jointly to two models' per-item
   values on the same items; CI of ``stat(a) - stat(b)`` and a two-sided p-value.
 * :func:`mcnemar` — McNemar's test on paired 0/1 correctness (exact binomial for few
@@ -43,6 +46,16 @@ def _resample_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
     return rng.integers(0, n, size=(n_boot, n))
 
 
+def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """``[n_boot, n]`` bootstrap item indices, exactly those :func:`bootstrap_ci` draws for ``N = n``
+    items with this ``n_boot`` and ``seed``; reuse them across metrics via ``bootstrap_ci(..., indices=)``."""
+    if n < 1:
+        raise ValueError(f"bootstrap_indices: need at least one item, got n={n}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    return _resample_indices(int(n), int(n_boot), seed)
+
+
 def _apply(statistic: Statistic, arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """statistic over each bootstrap replicate; vectorised for np.mean / np.median."""
     if statistic is np.mean and arr.ndim == 1:
@@ -58,6 +71,7 @@ def bootstrap_ci(
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
+    indices: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap ``(1 - alpha)`` interval of ``statistic(values)``.
 
@@ -65,13 +79,19 @@ def bootstrap_ci(
     samples of N rows with replacement, evaluate the statistic on each, and return the
     ``alpha/2`` and ``1 - alpha/2`` quantiles (numpy's linear interpolation). NaN items are
     the caller's business: pass ``np.nanmean`` as the statistic to ignore them.
+    indices: ``[B, N]`` from :func:`bootstrap_indices` to reuse (then ``n_boot`` and ``seed`` are
+    not used); must index the same N items.
     """
     arr = _as_items(values)
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    reps = _apply(statistic, arr, _resample_indices(arr.shape[0], n_boot, seed))
+    if indices is None:
+        if n_boot < 1:
+            raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+        indices = _resample_indices(arr.shape[0], n_boot, seed)
+    elif indices.ndim != 2 or indices.shape[1] != arr.shape[0]:
+        raise ValueError(f"bootstrap_ci: indices of shape {indices.shape} do not resample {arr.shape[0]} items")
+    reps = _apply(statistic, arr, indices)
     lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 

@@ -28,6 +28,12 @@ therefore see disjoint samples.
 
 Augmentation follows MERU's training transform: RandomResizedCrop(image_size, scale=(0.5, 1.0),
 ratio=(3/4, 4/3), bicubic) then ToTensor, values in [0, 1] (the model normalises).
+
+GPU feeding (``image_dtype="uint8"``, ``trim_tokens=True``, ``pin_memory=True``, as ``meru train`` sets them):
+images stay uint8 (0..255, the resized PIL pixels, 4x fewer bytes than float32; the model scales and
+normalises them on its device, giving the same values as ToTensor), tokens are trimmed to the batch's
+longest caption rounded up to 8 (:func:`meru.models.towers.trim_tokens`), and batches are copied into
+page-locked memory so that ``.to(device, non_blocking=True)`` is a real asynchronous copy.
 """
 
 from __future__ import annotations
@@ -221,6 +227,8 @@ class _Spec:
     scale: tuple[float, float]
     sample_captions: bool
     subreddit_prefix_prob: float = 0.0
+    image_dtype: str = "float32"
+    trim_tokens: bool = False
     log_skips: int = 5  # corrupt samples logged individually per stream
 
 
@@ -349,7 +357,7 @@ class _StreamDataset(torch.utils.data.IterableDataset):
         else:
             image = TF.resize(image, s.image_size, interpolation=InterpolationMode.BICUBIC)
             image = TF.center_crop(image, size)
-        return TF.to_tensor(image)
+        return TF.pil_to_tensor(image) if s.image_dtype == "uint8" else TF.to_tensor(image)
 
     # -- stream --------------------------------------------------------------------------------------
 
@@ -397,9 +405,14 @@ class _StreamDataset(torch.utils.data.IterableDataset):
                 if len(buf) == s.batch_size:
                     keys, images, texts = zip(*buf)
                     buf = []
+                    tokens = tokenizer(list(texts)).long()
+                    if s.trim_tokens:
+                        from meru.models.towers import trim_tokens
+
+                        tokens = trim_tokens(tokens).contiguous()
                     yield {
                         "images": torch.stack(images),
-                        "tokens": tokenizer(list(texts)).long(),
+                        "tokens": tokens,
                         "keys": list(keys),
                         "texts": list(texts),
                         "skipped": st.skipped,
@@ -480,7 +493,8 @@ class _InMemoryStreamDataset(_StreamDataset):
     def _transform(self, image: torch.Tensor, key: str, epoch: int) -> torch.Tensor:
         s = self.spec
         if not s.augment and tuple(image.shape[1:]) == (s.image_size, s.image_size):
-            return image.float().div(255)  # = ToTensor(center_crop(resize(PIL image))): both are identities here
+            # = (pil_to_)tensor(center_crop(resize(PIL image))): resize and crop are identities here
+            return image if s.image_dtype == "uint8" else image.float().div(255)
         return super()._transform(Image.fromarray(image.permute(1, 2, 0).numpy()), key, epoch)
 
     def _tokenizer(self):
@@ -514,6 +528,9 @@ class TrainLoader:
         num_workers: DataLoader worker processes; also the number of logical streams (batches depend on it).
         verify: check shard sizes and sha256 against the manifests first (refuses changed shards); with
             ``False`` damage is only met while reading (unreadable samples skipped and counted).
+        image_dtype: ``"float32"`` (values in [0, 1]) or ``"uint8"`` (0..255; the model normalises on its device).
+        trim_tokens: tokens ``[B, L]`` with ``L`` the longest caption rounded up to 8 (``<= context_length``).
+        pin_memory: page-locked ``images``/``tokens`` for asynchronous host-to-GPU copies (ignored without CUDA).
     """
 
     def __init__(
@@ -533,6 +550,9 @@ class TrainLoader:
         subreddit_prefix_prob: float = 0.0,
         in_memory: bool = False,
         verify: bool = True,
+        image_dtype: str = "float32",
+        trim_tokens: bool = False,
+        pin_memory: bool = False,
     ):
         if batch_size < 1 or image_size < 1 or context_length < 2:
             raise ValueError(f"bad loader sizes: batch_size={batch_size}, image_size={image_size}, context_length={context_length}")
@@ -540,7 +560,10 @@ class TrainLoader:
             raise ValueError(f"rank {rank} outside world_size {world_size}")
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"crop scale {scale} must satisfy 0 < lo <= hi <= 1")
+        if image_dtype not in ("float32", "uint8"):
+            raise ValueError(f"image_dtype must be 'float32' or 'uint8', got {image_dtype!r}")
         self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory) and torch.cuda.is_available()
         self.spec = _Spec(
             shards=resolve_shards(source, verify=verify),  # [(path, expected samples)]
             batch_size=int(batch_size),
@@ -555,6 +578,8 @@ class TrainLoader:
             scale=(float(scale[0]), float(scale[1])),
             sample_captions=bool(sample_captions),
             subreddit_prefix_prob=float(subreddit_prefix_prob),
+            image_dtype=image_dtype,
+            trim_tokens=bool(trim_tokens),
         )
         self._batch = 0
         self._streams: list[dict | None] = [None] * self.spec.num_streams
@@ -583,7 +608,8 @@ class TrainLoader:
         else:
             it = iter(
                 torch.utils.data.DataLoader(
-                    ds, batch_size=None, num_workers=self.num_workers, worker_init_fn=_worker_init
+                    ds, batch_size=None, num_workers=self.num_workers, worker_init_fn=_worker_init,
+                    pin_memory=self.pin_memory,
                 )
             )
         S = self.spec.num_streams
@@ -595,6 +621,8 @@ class TrainLoader:
             self._last_epoch = state["epoch"]
             self._batch += 1
             batch["skipped_total"] = self.skipped_total
+            if self.pin_memory and self.num_workers == 0:  # with workers, the DataLoader's pin thread did it
+                batch["images"], batch["tokens"] = batch["images"].pin_memory(), batch["tokens"].pin_memory()
             yield batch
 
     def state_dict(self) -> dict:

@@ -362,24 +362,32 @@ def _metadata(spec: dict, cells: list[int]) -> dict:
 
 
 def _train_samples(size: int, seed: int, image_size: int):
+    from meru.progress import Progress
+
     rng = np.random.default_rng([seed, 0])
+    progress = Progress("meru synth train", size, "images")
     for i in range(size):
         spec = sample_spec(rng)
         image, cells = render(spec, rng, image_size)
         meta = _metadata(spec, cells)
         meta["captions"] = training_captions(spec, rng)
         yield {"__key__": f"train-{i:06d}", "png": png_bytes(image), "txt": meta["description"], "json": meta}
+        progress.update(1)  # after the writer took the sample
 
 
 def _test_items(size: int, seed: int, image_size: int) -> list[dict]:
+    from meru.progress import Progress
+
     rng = np.random.default_rng([seed, 1])
     items = []
+    progress = Progress("meru synth test", size, "images")
     for i in range(size):
         spec = sample_spec(rng)
         image, cells = render(spec, rng, image_size)
         meta = _metadata(spec, cells)
         meta["true_captions"] = true_captions(spec["leaf"], _attrs(spec))
         items.append({"key": f"test-{i:06d}", "png": png_bytes(image), "meta": meta})
+        progress.update(1)
     return items
 
 

@@ -25,6 +25,11 @@ Cache (``torch.save`` of a plain dict, loads with ``weights_only=True``; all ten
 Preprocessing follows the official MERU evaluation: classification resizes the short side to
 ``model.image_size`` (bicubic) and centre-crops; retrieval squeezes to ``image_size x image_size``
 (bicubic); then ``ToTensor`` (values in [0, 1]; the model normalises pixels itself).
+
+Speed: on a GPU the towers run under bf16 autocast (``--amp auto``) while the image projection and
+MERU's lift (alpha scaling, exp map) run in float32 (:func:`meru.models.fp32_head`); texts and prompts
+are tokenised per batch and run at the batch's longest length (rounded up to 8), which gives the same
+output as full-context padding. Progress goes to stderr as plain lines (count, rate, ETA).
 """
 
 from __future__ import annotations
@@ -79,6 +84,18 @@ def model_info(model, checkpoint: str | os.PathLike | None = None) -> dict:
     return out
 
 
+def _autocast(model, amp: str):
+    """bf16 autocast for the towers: ``amp="auto"`` on CUDA only, ``"bf16"`` on any device, ``"fp32"`` never."""
+    from contextlib import nullcontext
+
+    if amp not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"amp must be auto, bf16 or fp32, got {amp!r}")
+    device_type = model.device.type
+    if amp == "bf16" or (amp == "auto" and device_type == "cuda"):
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -88,16 +105,21 @@ def _device(name: str) -> torch.device:
 # ----------------------------------------------------------------------------- encoding
 
 @torch.no_grad()
-def encode_images(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_images(model, images: torch.Tensor, amp: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """``[B, 3, S, S]`` in [0, 1] -> (pre-projection features ``[B, W]``, embeddings ``[B, D]``), float32 CPU.
 
-    The trunk runs once: the projection head and the space's lift are applied to its output
-    (identical to ``model.encode_image``); models without a ``visual.head`` run twice."""
-    images = images.to(model.device)
-    feats = model.image_features(images)
+    The trunk runs once (under bf16 autocast per ``amp``, see :func:`_autocast`): the projection head
+    and the space's lift are applied to its output in float32 (identical to ``model.encode_image``);
+    models without a ``visual.head`` run twice."""
+    from meru.models import fp32_head
+
+    images = images.to(model.device, non_blocking=True)
+    with _autocast(model, amp):
+        feats = model.image_features(images)
     head = getattr(getattr(model, "visual", None), "head", None)
     if head is not None:
-        raw = head(feats).float()
+        with fp32_head(model.device.type):
+            raw = head(feats.float()).float()
         if model.kind == "meru":
             emb = model.lift(raw, model.visual_alpha)
         else:
@@ -108,12 +130,19 @@ def encode_images(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 @torch.no_grad()
-def encode_texts(model, texts: list[str], project: bool = True, batch_size: int = 256) -> torch.Tensor:
-    """``[M]`` strings -> ``[M, D]`` float32 (``project=False``: raw projected features)."""
+def encode_texts(model, texts: list[str], project: bool = True, batch_size: int = 256, amp: str = "auto",
+                 progress=None) -> torch.Tensor:
+    """``[M]`` strings -> ``[M, D]`` float32 (``project=False``: raw projected features).
+
+    Each batch runs at its longest text (``model.tokenize(..., trim=True)``), under bf16 autocast per
+    ``amp`` for the tower; MERU's lift runs in float32. ``progress``: a :class:`meru.progress.Progress`."""
     out = []
     for s in range(0, len(texts), batch_size):
-        tokens = model.tokenize(texts[s:s + batch_size]).to(model.device)
-        out.append(model.encode_text(tokens, project=project).float().cpu())
+        tokens = model.tokenize(texts[s:s + batch_size], trim=True).to(model.device, non_blocking=True)
+        with _autocast(model, amp):
+            out.append(model.encode_text(tokens, project=project).float().cpu())
+        if progress is not None:
+            progress.update(tokens.shape[0])
     if not out:
         return torch.zeros(0, model.embed_dim)
     return torch.cat(out)
@@ -126,10 +155,11 @@ def fill_template(template: str, classname: str) -> str:
     return template.format(classname, c=classname)
 
 
-def class_text_raw(model, classnames: list[str], templates: list[str], batch_size: int = 256) -> torch.Tensor:
+def class_text_raw(model, classnames: list[str], templates: list[str], batch_size: int = 256,
+                   amp: str = "auto") -> torch.Tensor:
     """Raw projected text features of every prompt ``templates[t].format(classnames[c])`` -> ``[T, C, D]``."""
     prompts = [fill_template(t, c) for t in templates for c in classnames]
-    raw = encode_texts(model, prompts, project=False, batch_size=batch_size)
+    raw = encode_texts(model, prompts, project=False, batch_size=batch_size, amp=amp)
     return raw.view(len(templates), len(classnames), -1)
 
 
@@ -247,14 +277,25 @@ def _resolve_prompts(evalset: str, prompts: str, local: Path | None) -> str:
     return "meru" if name is not None and name in meru_prompts()["templates"] else "clip_benchmark"
 
 
+def _wds_total(local: Path, split: str) -> int | None:
+    """Samples in a wds split per its manifest (for progress lines), None when it has none."""
+    try:
+        manifest = json.loads((local / split / "manifest.json").read_text())
+        return int(sum(int(e["num_samples"]) for e in manifest["shards"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def embed_evalset(model, evalset: str, root: str | None = None, batch_size: int = 256, num_workers: int = 0,
                   prompts: str = "auto", split: str = "test", checkpoint: str | None = None,
-                  prompt_sets: bool = True) -> dict:
+                  prompt_sets: bool = True, amp: str = "auto") -> dict:
     """Encode a whole evaluation set -> cache dict (see module docstring).
 
     ``evalset``: a clip-benchmark wds-layout directory, or a MERU / clip-benchmark name read from ``root``.
+    ``amp``: bf16 autocast for the towers (``auto``: on CUDA), see :func:`encode_images`.
     """
     from meru.data.evalsets import build_eval_dataset
+    from meru.progress import Progress
 
     model = model.eval()
     local = _wds_dir_of(evalset, root, split)
@@ -274,6 +315,7 @@ def embed_evalset(model, evalset: str, root: str | None = None, batch_size: int 
                                      prompts=prompts)
         data = _WdsShards(local, split, task, image_transform(model.image_size, task))
         items_iter = _iter_batches(data, batch_size, num_workers)
+        total = _wds_total(local, split)
     else:
         if root is None:
             raise FileNotFoundError(f"--evalset {evalset!r} is not a wds-layout directory (no {evalset}/{split}/"
@@ -285,12 +327,15 @@ def embed_evalset(model, evalset: str, root: str | None = None, batch_size: int 
             ds_info = build_eval_dataset(evalset, root, transform=image_transform(model.image_size, "retrieval"),
                                          split=split, prompts=prompts)
         items_iter = _map_style_batches(ds_info, task, batch_size, num_workers)
+        total = len(ds_info) if hasattr(ds_info, "__len__") else None
     out["task"] = task
+    progress = Progress(f"meru embed {out['dataset']}", total, "images")
     out["prompt_source"] = getattr(ds_info, "prompt_source", None)
 
     orders, keys, metas, feats, embs, labels, captions = [], [], [], [], [], [], []
     for batch in items_iter:
-        f, e = encode_images(model, torch.stack([it["image"] for it in batch]))
+        f, e = encode_images(model, torch.stack([it["image"] for it in batch]), amp=amp)
+        progress.update(len(batch))
         feats.append(f)
         embs.append(e)
         for it in batch:
@@ -309,7 +354,7 @@ def embed_evalset(model, evalset: str, root: str | None = None, batch_size: int 
     if task == "classification":
         classnames, templates = list(ds_info.classes), list(ds_info.templates or ["{}"])
         out.update(labels=torch.tensor([labels[i] for i in perm], dtype=torch.long), classnames=classnames,
-                   templates=templates, class_text_raw=class_text_raw(model, classnames, templates, batch_size),
+                   templates=templates, class_text_raw=class_text_raw(model, classnames, templates, batch_size, amp),
                    class_nodes=_class_nodes(local, evalset, classnames))
         if prompt_sets:  # alternative template sets for prompt sensitivity (meru.evaluation.prompt_sensitivity)
             from meru.evaluation.prompt_sensitivity import embed_prompt_sets
@@ -320,7 +365,8 @@ def embed_evalset(model, evalset: str, root: str | None = None, batch_size: int 
         for row, i in enumerate(perm):
             texts.extend(captions[i])
             t2i.extend([row] * len(captions[i]))
-        out.update(texts=texts, text_emb=encode_texts(model, texts, True, batch_size),
+        text_progress = Progress(f"meru embed {out['dataset']}", len(texts), "captions")
+        out.update(texts=texts, text_emb=encode_texts(model, texts, True, batch_size, amp, text_progress),
                    text_to_image=torch.tensor(t2i, dtype=torch.long))
     return out
 
@@ -358,8 +404,12 @@ def _class_nodes(local: Path | None, evalset: str, classnames: list[str]) -> lis
     if len(classnames) == 1000 and "imagenet" in evalset.lower():
         from importlib import resources
 
-        wnids = resources.files("meru.resources").joinpath("imagenet_wnids.txt").read_text().split()
-        return wnids if len(wnids) == 1000 else None
+        lines = resources.files("meru.resources").joinpath("imagenet_wnids.txt").read_text().splitlines()
+        wnids = [w.strip() for w in lines if w.strip() and not w.lstrip().startswith("#")]
+        if len(wnids) != 1000:
+            raise ValueError(f"meru/resources/imagenet_wnids.txt lists {len(wnids)} wnids, expected 1000; "
+                             "restore it from the repository")
+        return wnids
     return None
 
 
@@ -379,14 +429,18 @@ def read_text_pool(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def embed_text_pool(model, pool_path: str | os.PathLike, batch_size: int = 256, checkpoint: str | None = None) -> dict:
+def embed_text_pool(model, pool_path: str | os.PathLike, batch_size: int = 256, checkpoint: str | None = None,
+                    amp: str = "auto") -> dict:
     """Encode a caption pool -> cache dict with ``texts``, ``text_emb`` and the pool's annotations."""
+    from meru.progress import Progress
+
     rows = read_text_pool(pool_path)
     out = model_info(model.eval(), checkpoint)
     texts = [r["text"] for r in rows]
     nan = float("nan")
     out.update(task="text-pool", dataset=Path(pool_path).name, texts=texts,
-               text_emb=encode_texts(model, texts, True, batch_size),
+               text_emb=encode_texts(model, texts, True, batch_size, amp,
+                                     Progress(f"meru embed {Path(pool_path).name}", len(texts), "captions")),
                specificity=torch.tensor([float(r.get("specificity", nan)) for r in rows]),
                depth=torch.tensor([float(r.get("depth", nan)) for r in rows]),
                node=[r.get("node") for r in rows], attributes=[r.get("attributes") for r in rows])
@@ -478,6 +532,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-prompt-sets", dest="prompt_sets", action="store_false",
                         help="classification: skip the alternative template sets (prompt sensitivity)")
+    parser.add_argument("--amp", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="bf16 autocast for the towers (auto: on CUDA; heads always float32)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -502,11 +558,12 @@ def run(args: argparse.Namespace) -> int:
         model = loader(args.checkpoint).to(_device(args.device))
         for (kind, source), out in zip(sources, args.out):
             if kind == "text_pool":
-                cache = embed_text_pool(model, source, args.batch_size, checkpoint=args.checkpoint)
+                cache = embed_text_pool(model, source, args.batch_size, checkpoint=args.checkpoint,
+                                        amp=getattr(args, "amp", "auto"))
             else:
                 cache = embed_evalset(model, source, args.root, args.batch_size, args.num_workers, args.prompts,
                                       args.split, checkpoint=args.checkpoint,
-                                      prompt_sets=getattr(args, "prompt_sets", True))
+                                      prompt_sets=getattr(args, "prompt_sets", True), amp=getattr(args, "amp", "auto"))
             save_cache(cache, out)
             n = cache["image_emb"].shape[0] if "image_emb" in cache else len(cache["texts"])
             print(f"meru embed: {cache['task']} {cache['dataset']}: {n} items -> {out}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meru.stats import bootstrap_ci
+from meru.stats import bootstrap_ci, bootstrap_indices
 from meru.spaces import get_space
 
 
@@ -83,11 +83,11 @@ def evaluate_zeroshot(cache: dict, tree=None, n_boot: int = 1000, seed: int = 0)
     c5 = topk_correct(scores, labels, 5)
     lab = labels.numpy()
     metrics = {"top1": 100.0 * c1.mean(), "top5": 100.0 * c5.mean(), "mean_per_class": 100.0 * mean_per_class(c1, lab)}
+    idx = bootstrap_indices(len(c1), n_boot, seed) if len(c1) else None  # drawn once, reused by every metric
     intervals = {
-        "top1": [100.0 * v for v in bootstrap_ci(c1, n_boot=n_boot, seed=seed)],
-        "top5": [100.0 * v for v in bootstrap_ci(c5, n_boot=n_boot, seed=seed)],
-        "mean_per_class": [100.0 * v for v in bootstrap_ci(np.stack([c1, lab], 1), statistic=_mpc_rows,
-                                                            n_boot=n_boot, seed=seed)],
+        "top1": [100.0 * v for v in bootstrap_ci(c1, indices=idx)],
+        "top5": [100.0 * v for v in bootstrap_ci(c5, indices=idx)],
+        "mean_per_class": [100.0 * v for v in bootstrap_ci(np.stack([c1, lab], 1), statistic=_mpc_rows, indices=idx)],
     }
     out = {"metrics": metrics, "intervals": intervals, "n": int(len(c1)), "n_classes": int(scores.shape[1]),
            "per_item": {"correct": c1.tolist(), "correct_top5": c5.tolist(), "pred": pred.tolist(), "label": lab.tolist()}}
@@ -96,12 +96,14 @@ def evaluate_zeroshot(cache: dict, tree=None, n_boot: int = 1000, seed: int = 0)
         if not nodes:
             raise ValueError(f"{cache.get('path', 'cache')}: --tree given but the cache has no class_nodes (the eval "
                              "set needs class_nodes.json, or ImageNet-1k class order); re-run `meru embed`")
-        out.update(hierarchical(tree, lab, pred.numpy(), nodes, n_boot, seed))
+        out.update(hierarchical(tree, lab, pred.numpy(), nodes, n_boot, seed, indices=idx))
     return out
 
 
-def hierarchical(tree, labels: np.ndarray, pred: np.ndarray, class_nodes, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Hierarchical metrics of top-1 predictions (means over items; mistake severity over mistakes only)."""
+def hierarchical(tree, labels: np.ndarray, pred: np.ndarray, class_nodes, n_boot: int = 1000, seed: int = 0,
+                 indices: np.ndarray | None = None) -> dict:
+    """Hierarchical metrics of top-1 predictions (means over items; mistake severity over mistakes only).
+    ``indices``: bootstrap indices over all items (``bootstrap_indices(N, n_boot, seed)``) to reuse."""
     from meru.evaluation.tree import hierarchical_metrics, summarize_hierarchical
 
     per = hierarchical_metrics(tree, labels, pred, classes=list(class_nodes))
@@ -112,7 +114,8 @@ def hierarchical(tree, labels: np.ndarray, pred: np.ndarray, class_nodes, n_boot
             continue
         metrics[k] = summary[k]
         vals = v[~np.isnan(v)] if k == "mistake_severity" else v   # severity: over mistakes only
-        intervals[k] = list(bootstrap_ci(vals, n_boot=n_boot, seed=seed))
+        reuse = indices is not None and len(vals) == indices.shape[1] and k != "mistake_severity"
+        intervals[k] = list(bootstrap_ci(vals, indices=indices) if reuse else bootstrap_ci(vals, n_boot=n_boot, seed=seed))
     metrics["n_mistakes"] = summary.get("n_mistakes", 0)
     return {"hierarchical_metrics": metrics, "hierarchical_intervals": intervals,
             "per_item_hierarchical": {"tie": per["tie"].tolist()}}

@@ -9,7 +9,9 @@ projection). Two trunk families, registered in timm's model registry so open_cli
   global average pooling) for the CPU default: a ViT trained from scratch on 32 px images learns
   slowly, a conv net learns SynthHier in a few thousand CPU steps.
 
-Text: open_clip's ``TextTransformer`` (pre-LN, causal, [EOT]/argmax pooling, bias-free projection).
+Text: open_clip's ``TextTransformer`` (pre-LN, causal, [EOT]/argmax pooling, bias-free projection); the causal
+mask is sliced to the batch's token length, so a batch may be right-trimmed to its longest caption
+(:func:`trim_tokens`) with outputs identical to full ``context_length`` padding.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import torch
 import timm
 from open_clip.timm_model import TimmModel
-from open_clip.transformer import TextTransformer
+from open_clip.transformer import TextTransformer as _OpenClipTextTransformer
 from timm.models import build_model_with_cfg
 from timm.models.byobnet import ByobNet, ByoBlockCfg, ByoModelCfg
 from timm.models.vision_transformer import _create_vision_transformer
@@ -117,6 +119,36 @@ def build_image_tower(name: str, image_size: int, embed_dim: int) -> TimmModel:
     trunk.pos_embed.data.copy_(sincos_2d_position_embedding(h, w, width))
     trunk.pos_embed.requires_grad = False
     return tower
+
+
+class TextTransformer(_OpenClipTextTransformer):
+    """open_clip's ``TextTransformer`` accepting ``[B, L]`` tokens with ``L <= context_length``.
+
+    open_clip slices the positional embedding to ``L`` but passes the full ``[ctx, ctx]`` causal mask,
+    which attention rejects for ``L < ctx``; here the mask is sliced to ``[L, L]`` too. With causal
+    attention and [EOT]/argmax pooling, tokens after each row's [EOT] cannot reach its output, so
+    trimming trailing padding leaves the result unchanged (up to float summation order)."""
+
+    def _embeds(self, text):
+        x, attn_mask = super()._embeds(text)
+        n = x.shape[1]
+        if attn_mask is not None and attn_mask.shape[-1] != n:
+            attn_mask = attn_mask[..., :n, :n]
+        return x, attn_mask
+
+
+def trim_tokens(tokens: torch.Tensor, multiple: int = 8) -> torch.Tensor:
+    """Right-trim ``[B, L]`` token ids to the batch's longest caption, rounded up to ``multiple``.
+
+    A caption's length is its [EOT] position + 1, the [EOT] being the row's largest id (open_clip's
+    argmax pooling rule). Rounding to a multiple of 8 bounds the shapes seen by ``torch.compile``.
+    Returns a view ``tokens[:, :L']`` with ``L' = min(L, multiple * ceil(max_len / multiple))``;
+    call on CPU tensors (it reads the length, a device sync on a GPU)."""
+    if tokens.ndim != 2 or tokens.shape[1] == 0:
+        return tokens
+    longest = int(tokens.argmax(dim=1).max()) + 1
+    keep = min(tokens.shape[1], -(-longest // multiple) * multiple)
+    return tokens[:, :keep]
 
 
 def build_text_tower(layers: int, width: int, heads: int, context_length: int, vocab_size: int, embed_dim: int) -> TextTransformer:

@@ -27,8 +27,6 @@ import yaml
 
 from meru.config import ConfigError, load_train_config
 
-# bf16 dense peak FLOP/s (no sparsity), for MFU.
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "V100": 125e12}
 NO_DECAY_NAMES = ("logit_scale", "curv", "visual_alpha", "textual_alpha")
 
 
@@ -95,16 +93,37 @@ def _float(v) -> float:
     return float(v.detach()) if torch.is_tensor(v) else float(v)
 
 
+def _detached(v) -> torch.Tensor:
+    return v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v))
+
+
+def read_logs(logs: dict) -> dict[str, float]:
+    """Device log values -> Python floats with one device-to-host copy (one sync)."""
+    if not logs:
+        return {}
+    values = [_detached(v) for v in logs.values()]
+    return dict(zip(logs, torch.stack([v.to(values[0].device) for v in values]).tolist()))
+
+
+def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, tokens) of a loader batch on ``device``; asynchronous when the loader pinned them.
+    uint8 images stay uint8 (4x fewer bytes); the model scales and normalises them on the device."""
+    return (batch["images"].to(device, non_blocking=True), batch["tokens"].to(device, non_blocking=True))
+
+
 def train_step(model, loss_fn, micro_batches, optimizer, scheduler, grad_clip=None, amp_dtype=None,
-               on_nonfinite="stop"):
+               on_nonfinite="stop", device_logs=False):
     """One optimiser step over ``micro_batches`` (list of (images, tokens)); returns (logs, finite).
 
-    Loss per micro-batch is divided by the number of micro-batches, so gradients are the mean.
+    Loss per micro-batch is divided by the number of micro-batches, so gradients are the mean. Log
+    values are summed on the device; the step's only host sync is the finite check before the
+    optimiser step. ``device_logs=True`` returns them as 0-dim device tensors (read them with
+    :func:`read_logs` when logging), else as floats.
     """
     optimizer.zero_grad(set_to_none=True)
     n = len(micro_batches)
-    sums: dict[str, float] = {}
-    finite = True
+    sums: dict[str, torch.Tensor] = {}
+    bad = None
     for i, (images, tokens) in enumerate(micro_batches):
         sync = nullcontext() if i == n - 1 or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
@@ -112,20 +131,20 @@ def train_step(model, loss_fn, micro_batches, optimizer, scheduler, grad_clip=No
             with ac:
                 out = model(images, tokens)
             logs = loss_fn(out)
-            if not torch.isfinite(logs["loss"]):
-                finite = False
+            nonfinite = ~torch.isfinite(logs["loss"].detach())
+            bad = nonfinite if bad is None else bad | nonfinite
             (logs["loss"] / n).backward()
         for k, v in logs.items():
-            sums[k] = sums.get(k, 0.0) + _float(v) / n
+            v = _detached(v) / n
+            sums[k] = sums[k] + v if k in sums else v
     params = [p for p in model.parameters() if p.grad is not None]
     gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else float("inf"))
-    if not torch.isfinite(gnorm):
-        finite = False
-    sums["grad_norm"] = _float(gnorm)
+    finite = not bool(bad | ~torch.isfinite(gnorm))  # the one host sync of the step
+    sums["grad_norm"] = gnorm.detach().float()
     if finite:
         optimizer.step()
     scheduler.step()
-    return sums, finite
+    return (sums if device_logs else read_logs(sums)), finite
 
 
 # ------------------------------------------------------------------ run directory: lock, resume, logs
@@ -317,7 +336,8 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
         loader = TrainLoader(dc["train"], micro, model.image_size, model.context_length, seed=seed, rank=rank,
                              world_size=world, num_workers=dc["num_workers"], shuffle_buffer=dc["shuffle_buffer"],
                              augment=dc["augment"], scale=tuple(dc["scale"]), sample_captions=dc["sample_captions"],
-                             subreddit_prefix_prob=dc["subreddit_prefix_prob"], in_memory=dc["in_memory"])
+                             subreddit_prefix_prob=dc["subreddit_prefix_prob"], in_memory=dc["in_memory"],
+                             image_dtype="uint8", trim_tokens=True, pin_memory=device.type == "cuda")
 
     step, nonfinite_skips = 0, 0
     ckpt_path = out / "ckpt" / "last.pt"
@@ -356,16 +376,12 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
         if rt["tensorboard"]:
             from torch.utils.tensorboard import SummaryWriter
             writer = SummaryWriter(str(out / "tb"), purge_step=step)
-    bar = None
-    if rank == 0 and sys.stderr.isatty():
-        from tqdm import tqdm
-        bar = tqdm(total=oc["total_steps"], initial=step, desc=f"train {mc['kind']}-{mc['size']}")
+    from meru.progress import Progress
+    from meru.training.flops import peak_flops, train_flops_per_sample
 
-    n_params = sum(p.numel() for p in model.parameters())
-    peak = None
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+    progress = Progress(f"meru train {mc['kind']}/{mc['size']}", oc["total_steps"], "steps", start=step)
+    peak = peak_flops(device, amp_dtype)  # None on CPU / unlisted GPUs: TFLOP/s logged, MFU not
+    flops_per_sample = {}  # text length -> training FLOPs per sample (formula, meru.training.flops)
 
     def save_state():
         """All ranks contribute loader + RNG state (gathered), rank 0 writes."""
@@ -383,7 +399,7 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
                          "config": cfg, "history": history}, ckpt_path)
 
     it = iter(loader)
-    t0, samples = time.perf_counter(), 0
+    t0, samples, flops = time.perf_counter(), 0, 0
     while step < oc["total_steps"]:
         if rt["stop_after"] is not None and step >= rt["stop_after"]:
             save_state()
@@ -391,19 +407,26 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
         micro_batches, skipped = [], 0
         for _ in range(accum):
             b = next(it)
-            micro_batches.append((b["images"].to(device, non_blocking=True), b["tokens"].to(device, non_blocking=True)))
+            micro_batches.append(to_device(b, device))
             skipped = b.get("skipped_total", 0)
-        logs, finite = train_step(fwd_model, loss_fn, micro_batches, optimizer, scheduler, oc["grad_clip"], amp_dtype)
+            n_text = b["tokens"].shape[-1]
+            if n_text not in flops_per_sample:
+                flops_per_sample[n_text] = train_flops_per_sample(mc["size"], n_text)
+            flops += b["tokens"].shape[0] * flops_per_sample[n_text]
+        logs, finite = train_step(fwd_model, loss_fn, micro_batches, optimizer, scheduler, oc["grad_clip"], amp_dtype,
+                                  device_logs=True)
         step += 1
         samples += B
         if not finite:
             nonfinite_skips += 1
             if rt["on_nonfinite"] == "stop" or nonfinite_skips > rt["max_nonfinite_skips"]:
+                logs = read_logs(logs)
                 raise FloatingPointError(
                     f"non-finite loss/gradient at step {step} (loss={logs['loss']}, grad_norm={logs['grad_norm']}); "
                     f"last good checkpoint kept at {ckpt_path}; resume from it with a lower optim.lr and "
                     "--apply-config-changes, or set runtime.on_nonfinite=skip")
         if step % rt["log_every"] == 0 or step == oc["total_steps"]:
+            logs = read_logs(logs)  # the step's values, read from the device only at logging steps
             if world > 1:  # average the per-rank (local-loss) values over ranks
                 keys = sorted(logs)
                 vec = torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=device)
@@ -411,9 +434,10 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
                 logs = dict(zip(keys, (vec / world).tolist()))
             dt = time.perf_counter() - t0
             row = {"step": step, "lr": scheduler.get_last_lr()[0], **logs, "skipped": skipped,
-                   "nonfinite_skips": nonfinite_skips, "samples_per_s": samples / dt if dt > 0 else 0.0}
-            if peak:
-                row["mfu"] = 6 * n_params * samples / dt / (peak * world)
+                   "nonfinite_skips": nonfinite_skips, "samples_per_s": samples / dt if dt > 0 else 0.0,
+                   "tflops_per_device": flops / dt / 1e12 if dt > 0 else 0.0}
+            if peak:  # model FLOPs utilisation of this rank's device (formula FLOPs at the batch's text length)
+                row["mfu"] = flops / dt / peak if dt > 0 else 0.0
             row = {k: (v if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in row.items()}
             if rank == 0:
                 history.append(row)
@@ -423,14 +447,15 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
                     for k, v in row.items():
                         if isinstance(v, (int, float)) and k != "step":
                             writer.add_scalar(f"train/{k}", v, step)
-            t0, samples = time.perf_counter(), 0
-        if bar:
-            bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.3f}")
+                progress.done = step
+                fields = [f"loss {row['loss']:.4f}" if row.get("loss") is not None else "loss nan",
+                          f"{row['samples_per_s']:,.0f} samples/s", f"{row['tflops_per_device']:.3g} TFLOP/s"]
+                if "mfu" in row:
+                    fields.append(f"MFU {100 * row['mfu']:.1f}%")
+                progress.report(*fields)
+            t0, samples, flops = time.perf_counter(), 0, 0
         if step % rt["checkpoint_every"] == 0 or step == oc["total_steps"]:
             save_state()
-    if bar:
-        bar.close()
     if writer:
         writer.close()
     final = out / "model.pt"
