@@ -101,12 +101,12 @@ def test_sizes_registry_and_info_cli(capsys):
     assert "tiny" in out and "meru" in out
     assert main(["info", "--json", "--sizes", "tiny", "small-cpu"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {(r["size"], r["kind"]) for r in rows} == {(s, k) for s in ("tiny", "small-cpu") for k in ("clip", "meru")}
+    assert {(r["size"], r["kind"]) for r in rows} == {(s, k) for s in ("tiny", "small-cpu") for k in ("clip", "meru", "euclip")}
     for r in rows:
         model = build_model(r["kind"], r["size"])
         assert r["total"] == sum(p.numel() for p in model.parameters())
         assert r["visual"] + r["text"] + r["other"] == r["total"]
-        assert r["other"] == (4 if r["kind"] == "meru" else 1)  # logit_scale (+ curv, 2 alphas)
+        assert r["other"] == (4 if r["kind"] == "meru" else 1)  # logit_scale (+ MERU: curv, 2 alphas)
 
 
 def test_small_cpu_architecture_and_forward():

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from meru.evaluation.traversal import ROOT_TEXT, path_points, traverse
+from meru.evaluation.traversal import ROOT_TEXT, traverse
+from meru.spaces import Lorentz
 
 E1, E2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
 
 
 def test_meru_path_is_the_geodesic_to_the_origin():
     x = torch.tensor([2.0, 1.0])
-    p = path_points("meru", 1.0, x, torch.zeros(2), 5)
+    p = Lorentz(1.0).path_to_root(x, torch.zeros(2), 5)
     torch.testing.assert_close(p[0], x, rtol=1e-5, atol=1e-5)
     assert float(p[-1].norm()) < 1e-6
     d = torch.asinh(p.norm(dim=1))                                  # distance from the origin, c = 1

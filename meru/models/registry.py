@@ -64,13 +64,13 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for name in sizes:
         spec = get_size(name)
-        for kind in ("clip", "meru"):
+        for kind in ("clip", "meru", "euclip"):
             rows.append({"size": name, "kind": kind, **parameter_counts(kind, name), "image_size": spec.image_size,
                          "embed_dim": spec.embed_dim, "description": spec.description})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'size':<10} {'kind':<5} {'total':>12} {'visual':>12} {'text':>12}  description")
+    print(f"{'size':<10} {'kind':<6} {'total':>12} {'visual':>12} {'text':>12}  description")
     for r in rows:
-        print(f"{r['size']:<10} {r['kind']:<5} {r['total']:>12,} {r['visual']:>12,} {r['text']:>12,}  {r['description']}")
+        print(f"{r['size']:<10} {r['kind']:<6} {r['total']:>12,} {r['visual']:>12,} {r['text']:>12,}  {r['description']}")
     return 0
