@@ -25,7 +25,7 @@ def test_lint_clean():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("cfg", ["default", "smoke", "paper", "pretrained"])
+@pytest.mark.parametrize("cfg", ["default", "smoke", "paper", "pretrained", "ablation"])
 def test_dry_run_plans(cfg):
     r = _run("-n", "--forceall", "--configfile", f"configs/{cfg}.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -36,5 +36,9 @@ def test_dry_run_plans(cfg):
         assert counts["download"] == 1
     if cfg == "default":
         assert counts["train"] == 4  # 2 models x 2 seeds
+    if cfg == "ablation":
+        assert counts["train"] == 6  # 3 models (meru, clip, euclip) x 2 seeds
+    if cfg == "smoke":
+        assert counts["train"] == 3  # meru, clip, euclip x 1 seed
     if cfg == "pretrained":
         assert "train" not in counts and counts["released_checkpoint"] == 6
