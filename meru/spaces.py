@@ -65,7 +65,7 @@ class Space:
         """``{"space", "root_distance"}`` for metric JSON, so reporting labels axes without knowing model kinds."""
         return {"space": self.name, "root_distance": self.root_label}
 
-    def matches(self, other: "Space", rtol: float = 1e-6) -> bool:
+    def matches(self, other: Space, rtol: float = 1e-6) -> bool:
         """Same space (name, curvature within ``rtol``): embeddings of the two can be compared."""
         if self.name != other.name:
             return False

@@ -25,7 +25,6 @@ Definitions (``x`` image embeddings ``[N, D]``, ``t`` pool caption embeddings ``
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from meru.spaces import space_of
 from meru.stats import bootstrap_ci
