@@ -23,7 +23,7 @@ validate(config, "configs/schema.yaml")
 
 wildcard_constraints:
     label=r"[a-z]+-[a-z0-9-]+-(s\d+|released)",
-    model=r"meru|clip",
+    model=r"meru|clip|euclip",
     size=r"[a-z0-9-]+",
     seed=r"\d+",
     name=r"[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*",

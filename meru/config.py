@@ -2,7 +2,9 @@
 
 Defaults are the paper recipe (Desai et al. 2023, official ``meru`` configs): AdamW lr 5e-4,
 betas (0.9, 0.98), weight decay 0.2, 4000 linear warmup steps then half-cosine decay to zero over
-120k steps, global batch 2048, entailment weight 0.2, curvature init 1.0 (learned).
+120k steps, global batch 2048, entailment weight 0.2, curvature init 1.0 (learned). ``model.entail_weight``
+weights the entailment-cone loss of every kind with cones (MERU, EuCLIP; CLIP has none and ignores it);
+``curv_init``/``learn_curv`` apply to MERU only.
 
 ``load_train_config(path, kind, size, seed, sets)`` accepts a bare train config or a workflow config
 (its ``train:`` section, then ``train_overrides[kind]``), applies ``--model/--size/--seed/--set``,
@@ -30,7 +32,7 @@ def _obj(props: dict, required: tuple = ()) -> dict:
 
 TRAIN_SCHEMA: dict = _obj({
     "model": _obj({
-        "kind": {"enum": ["meru", "clip"]},
+        "kind": {"enum": ["meru", "clip", "euclip"]},
         "size": {"type": "string"},
         "entail_weight": {"type": "number", "minimum": 0},
         "curv_init": {"type": "number", "exclusiveMinimum": 0},

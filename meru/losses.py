@@ -1,12 +1,21 @@
-"""Training losses: CLIP/MERU contrastive loss over negatives gathered from all ranks, MERU entailment.
+"""Training losses, structured as open_clip's ``loss.py``: a contrastive ``ClipLoss`` that the geometry-specific
+losses extend, over negatives gathered from all ranks.
 
-Follows open_clip's ``ClipLoss`` structure ("local loss": each rank scores its own queries against the
-gathered keys, labels offset by ``rank * B``) and reuses its ``gather_features``.
+Follows open_clip's ``ClipLoss`` ("local loss": each rank scores its own queries against the gathered keys,
+labels offset by ``rank * B``) and reuses its ``gather_features``. Geometry comes only from
+:mod:`meru.spaces`: each loss names its space (:meth:`ClipLoss.space`) and takes the logits from it.
 
-* CLIP logits: ``s * cos(x_i, y_j)``; MERU logits: ``-s * d_L(x_i, y_j)``; ``s = exp(logit_scale) <= 100``.
-* Contrastive loss: ``(CE(image -> text) + CE(text -> image)) / 2``.
-* Entailment (MERU): ``mean_i max(0, oxy_angle(t_i, v_i) - half_aperture(t_i))`` — each caption's cone
-  should contain its paired image. Total = contrastive + ``entail_weight`` * entailment.
+* :class:`ClipLoss` (``clip``): logits ``s * <x_i, y_j>`` of unit vectors.
+* :class:`MeruLoss` (``meru``): logits ``-s * d_L(x_i, y_j)`` on the hyperboloid (learned curvature).
+* :class:`EuclipLoss` (``euclip``): logits ``-s * ||x_i - y_j||^2``.
+* ``s = exp(logit_scale) <= 100``; contrastive loss ``(CE(image -> text) + CE(text -> image)) / 2``.
+* Entailment (:class:`ConeLoss`, the base of MERU and EuCLIP): ``mean_i max(0, ext(t_i, v_i) - aper(t_i))``,
+  the space's exterior angle minus the half-aperture of the caption's cone (each caption's cone should contain
+  its paired image). Total = contrastive + ``entail_weight`` * entailment.
+
+Each loss returns ``{"loss", "contrastive_loss", "logit_scale", ...}``; the extra logging entries (radii, clamp
+hits, cone fractions, learned scalars) come from :meth:`ClipLoss.diagnostics`, kept apart from the loss terms
+and computed without gradients.
 """
 
 from __future__ import annotations
@@ -16,16 +25,21 @@ import torch.nn.functional as F
 from open_clip.loss import gather_features
 from torch import Tensor
 
-from meru import lorentz as L
 from meru.models.clip_meru import fp32_head
+from meru.spaces import MIN_RADIUS, Euclidean, EuclideanSphere, Lorentz, Space
 
 
-class ContrastiveLoss:
-    def __init__(self, kind: str, entail_weight: float = 0.2, min_radius: float = 0.1, rank: int = 0, world_size: int = 1):
-        if kind not in ("clip", "meru"):
-            raise ValueError(f"unknown model kind {kind!r}")
-        self.kind, self.entail_weight, self.min_radius = kind, float(entail_weight), float(min_radius)
+class ClipLoss:
+    """CLIP's symmetric contrastive loss; subclasses change the space and add terms / diagnostics."""
+
+    kind = "clip"
+
+    def __init__(self, rank: int = 0, world_size: int = 1):
         self.rank, self.world_size = rank, world_size
+
+    def space(self, out: dict[str, Tensor]) -> Space:
+        """The space of this step's embeddings (differentiable parameters taken from the model output)."""
+        return EuclideanSphere()
 
     def _gather(self, image: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
         if self.world_size == 1:
@@ -33,46 +47,90 @@ class ContrastiveLoss:
         # gather_grad=True: gradients flow to every rank's features (as all_gather with grad in MERU).
         return gather_features(image, text, local_loss=True, gather_with_grad=True, rank=self.rank, world_size=self.world_size)
 
+    def get_logits(self, space: Space, image: Tensor, text: Tensor, all_image: Tensor, all_text: Tensor,
+                   scale: Tensor) -> tuple[Tensor, Tensor]:
+        """``(s * logit(image_i, text_j), s * logit(text_i, image_j))``, ``[B, W*B]`` each."""
+        return scale * space.logits(image, all_text), scale * space.logits(text, all_image)
+
+    def extra_terms(self, space: Space, out: dict[str, Tensor], image: Tensor, text: Tensor) -> dict[str, tuple[Tensor, float]]:
+        """Loss terms added to the contrastive loss: ``{name: (value, weight)}`` (CLIP: none)."""
+        return {}
+
+    def diagnostics(self, space: Space, out: dict[str, Tensor], image: Tensor, text: Tensor, all_text: Tensor) -> dict[str, Tensor]:
+        """Logging-only values (under ``no_grad``). CLIP: radius 1 (unit vectors)."""
+        radius = torch.ones(1, device=image.device)
+        return {"radius_mean": radius.mean(), "radius_max": radius.max()}
+
     def __call__(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
         image, text, scale = out["image"], out["text"], out["logit_scale"]
         logs: dict[str, Tensor] = {}
         with fp32_head(image.device.type):
             image, text, scale = image.float(), text.float(), scale.float()
+            space = self.space(out)
             all_image, all_text = self._gather(image, text)
             labels = torch.arange(image.shape[0], device=image.device) + image.shape[0] * self.rank
-            if self.kind == "clip":
-                logits_i, logits_t = scale * image @ all_text.T, scale * text @ all_image.T
-            else:
-                curv = out["curv"].float()
-                logits_i = -scale * L.pairwise_dist(image, all_text, curv)
-                logits_t = -scale * L.pairwise_dist(text, all_image, curv)
+            logits_i, logits_t = self.get_logits(space, image, text, all_image, all_text, scale)
             contrastive = 0.5 * (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels))
             loss = contrastive
-            if self.kind == "meru":
-                angle = L.oxy_angle(text, image, curv)
-                aperture = L.half_aperture(text, curv, self.min_radius)
-                entailment = torch.clamp(angle - aperture, min=0).mean()
-                if self.entail_weight > 0:
-                    loss = loss + self.entail_weight * entailment
-                logs["entailment_loss"] = entailment.detach()
-                logs["curv"] = curv.detach()
-                logs["visual_alpha"] = out["visual_alpha"].detach()
-                logs["textual_alpha"] = out["textual_alpha"].detach()
-                with torch.no_grad():
-                    radius = torch.cat([L.dist0(image, curv), L.dist0(text, curv)])
-                    raw_norm_i = torch.norm(L.log_map0(image, curv), dim=-1) * curv.sqrt()
-                    raw_norm_t = torch.norm(L.log_map0(text, curv), dim=-1) * curv.sqrt()
-                    logs["clamp_hits_expmap"] = ((raw_norm_i >= L.SINH_INPUT_MAX * 0.999).sum() + (raw_norm_t >= L.SINH_INPUT_MAX * 0.999).sum()).float()
-                    c_xyl = -curv * L.pairwise_inner(image, all_text, curv)
-                    logs["clamp_hits_acosh"] = (c_xyl <= 1 + 1e-8).sum().float()
-                    logs["cone_inside_frac"] = (angle <= aperture).float().mean()
-            else:
-                with torch.no_grad():
-                    radius = torch.ones(1, device=image.device)
-            logs["radius_mean"], logs["radius_max"] = radius.mean().detach(), radius.max().detach()
+            for name, (value, weight) in self.extra_terms(space, out, image, text).items():
+                if weight > 0:
+                    loss = loss + weight * value
+                logs[name] = value.detach()
+            with torch.no_grad():
+                logs.update({k: v.detach() for k, v in self.diagnostics(space, out, image, text, all_text).items()})
         logs["loss"], logs["contrastive_loss"], logs["logit_scale"] = loss, contrastive.detach(), scale.detach()
         return logs
 
 
-def build_loss(kind: str, entail_weight: float = 0.2, rank: int = 0, world_size: int = 1, min_radius: float = 0.1) -> ContrastiveLoss:
-    return ContrastiveLoss(kind, entail_weight=entail_weight, min_radius=min_radius, rank=rank, world_size=world_size)
+class ConeLoss(ClipLoss):
+    """Contrastive loss + ``entail_weight`` * entailment-cone loss of the space (MERU, EuCLIP)."""
+
+    def __init__(self, entail_weight: float = 0.2, min_radius: float = MIN_RADIUS, rank: int = 0, world_size: int = 1):
+        super().__init__(rank, world_size)
+        self.entail_weight, self.min_radius = float(entail_weight), float(min_radius)
+
+    def extra_terms(self, space, out, image, text):
+        return {"entailment_loss": (torch.clamp(space.cone_violation(text, image), min=0).mean(), self.entail_weight)}
+
+    def diagnostics(self, space, out, image, text, all_text):
+        radius = torch.cat([space.root_distance(image), space.root_distance(text)])
+        return {"radius_mean": radius.mean(), "radius_max": radius.max(),
+                "cone_inside_frac": (space.cone_violation(text, image) <= 0).float().mean()}
+
+
+class MeruLoss(ConeLoss):
+    """MERU: hyperbolic distance logits and cones with the model's learned curvature ``out["curv"]``."""
+
+    kind = "meru"
+
+    def space(self, out):
+        return Lorentz(out["curv"].float(), self.min_radius)
+
+    def diagnostics(self, space, out, image, text, all_text):
+        logs = {"curv": out["curv"], "visual_alpha": out["visual_alpha"], "textual_alpha": out["textual_alpha"]}
+        logs["clamp_hits_expmap"] = (space.lift_clamped(image).sum() + space.lift_clamped(text).sum()).float()
+        logs["clamp_hits_acosh"] = space.acosh_clamped(image, all_text).sum().float()
+        return {**logs, **super().diagnostics(space, out, image, text, all_text)}
+
+
+class EuclipLoss(ConeLoss):
+    """EuCLIP: negative squared Euclidean distance logits and Euclidean cones."""
+
+    kind = "euclip"
+
+    def space(self, out):
+        return Euclidean(self.min_radius)
+
+
+LOSSES: dict[str, type[ClipLoss]] = {"clip": ClipLoss, "meru": MeruLoss, "euclip": EuclipLoss}
+
+
+def build_loss(kind: str, entail_weight: float = 0.2, rank: int = 0, world_size: int = 1,
+               min_radius: float = MIN_RADIUS) -> ClipLoss:
+    """The loss of model ``kind``; ``entail_weight`` and ``min_radius`` apply to the kinds with cones."""
+    cls = LOSSES.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(repr(k) for k in LOSSES)}")
+    if issubclass(cls, ConeLoss):
+        return cls(entail_weight=entail_weight, min_radius=min_radius, rank=rank, world_size=world_size)
+    return cls(rank=rank, world_size=world_size)

@@ -153,3 +153,33 @@ def test_strict_json_writer(tmp_path):
     assert not (tmp_path / "x.json").exists()
     write_json(tmp_path / "y.json", {"a": torch.tensor([1.5, float("inf")])}, nonfinite="null")
     assert json.loads((tmp_path / "y.json").read_text()) == {"a": [1.5, None]}
+
+
+def test_caches_record_their_space_and_metric_json_its_geometry(setup, tmp_path):
+    """Evaluation rebuilds the space from the cache alone; every metric JSON labels its geometry."""
+    from meru.models import build_model
+    from meru.models.checkpoints import save_model
+    from meru.spaces import space_of
+
+    d, paths = setup
+    c = E.load_cache(d / "zs.pt", "classification")
+    assert c["space"]["name"] == "lorentz" and c["space"]["curv"] == pytest.approx(c["curv"])
+    assert space_of(c).matches(space_of({"kind": "meru", "curv": c["curv"]}))
+    torch.manual_seed(0)
+    save_model(build_model("euclip", "tiny"), tmp_path / "eu.pt")
+    assert cli(E, ["--checkpoint", str(tmp_path / "eu.pt"), "--evalset", str(paths["zeroshot"]),
+                   "--out", str(tmp_path / "zs.pt"), "--text-pool", str(paths["pool"]), "--out", str(tmp_path / "pool.pt")]) == 0
+    eu = E.load_cache(tmp_path / "zs.pt")
+    assert eu["kind"] == "euclip" and eu["space"]["name"] == "euclidean" and eu["curv"] is None
+    assert eu["textual_alpha"] == pytest.approx(32**-0.5)
+    for task in ("zeroshot", "structure", "traversal"):
+        out = tmp_path / f"{task}.json"
+        argv = ["--task", task, "--embeddings", str(tmp_path / "zs.pt"), "--out", str(out), "--n-boot", "20"]
+        argv += ["--text-pool", str(tmp_path / "pool.pt")] if task != "zeroshot" else []
+        assert cli(R, argv) == 0
+        rec = read_json(out)
+        assert rec["kind"] == "euclip" and rec["geometry"] == {"space": "euclidean", "root_distance": "Euclidean norm"}
+    out = tmp_path / "meru-structure.json"
+    assert cli(R, ["--task", "structure", "--embeddings", str(d / "zs.pt"), "--text-pool", str(d / "pool.pt"),
+                   "--out", str(out), "--n-boot", "20"]) == 0
+    assert read_json(out)["geometry"] == {"space": "lorentz", "root_distance": "geodesic distance from the origin"}

@@ -149,3 +149,34 @@ def test_two_ranks_match_the_full_batch(kind):
     # with gradient-carrying all_gather, rank r's image grad includes the negatives' terms from the other
     # rank; summed over ranks, loss_0 + loss_1 = 2 * full, so grads = 2 * full-batch grads
     torch.testing.assert_close(grads, 2 * full_img.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_euclip_loss_hand_computed():
+    """EuCLIP: logits -s ||x - y||^2; entailment max(0, ext(t, v) - asin(K / ||t||)) with K = 0.1."""
+    image = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    text = torch.tensor([[1.0, 0.0], [0.0, -0.5]])
+    s = 0.5
+    out = build_loss("euclip", entail_weight=0.3)({"image": image, "text": text, "logit_scale": torch.tensor(s)})
+    sq = [[1.0, 4.25], [2.0, 2.25]]  # ||image_i - text_j||^2
+    ce_i = (_ce([-s * v for v in sq[0]], 0) + _ce([-s * v for v in sq[1]], 1)) / 2
+    ce_t = (_ce([-s * sq[0][0], -s * sq[1][0]], 0) + _ce([-s * sq[0][1], -s * sq[1][1]], 1)) / 2
+    contrastive = 0.5 * (ce_i + ce_t)
+    # pair 0: image (2, 0) straight on along text (1, 0)'s ray -> angle 0, inside;
+    # pair 1: image (0, 1) behind text (0, -0.5) -> angle pi, aperture asin(0.1 / 0.5)
+    entail = (0 + (math.pi - math.asin(0.2))) / 2
+    assert float(out["contrastive_loss"]) == pytest.approx(contrastive, rel=1e-6)
+    assert float(out["entailment_loss"]) == pytest.approx(entail, abs=1e-3)
+    assert float(out["loss"]) == pytest.approx(contrastive + 0.3 * entail, abs=1e-3)
+    assert float(out["cone_inside_frac"]) == 0.5
+    assert float(out["radius_max"]) == 2.0 and float(out["radius_mean"]) == pytest.approx((2 + 1 + 1 + 0.5) / 4)
+    assert "curv" not in out
+    off = build_loss("euclip", entail_weight=0.0)({"image": image, "text": text, "logit_scale": torch.tensor(s)})
+    assert float(off["loss"]) == pytest.approx(contrastive, rel=1e-6)
+
+
+def test_euclip_loss_gradients_finite_at_the_origin():
+    image = torch.zeros(3, 4, requires_grad=True)
+    text = torch.zeros(3, 4, requires_grad=True)
+    out = build_loss("euclip")({"image": image, "text": text, "logit_scale": torch.tensor(1.0)})
+    out["loss"].backward()
+    assert torch.isfinite(image.grad).all() and torch.isfinite(text.grad).all()

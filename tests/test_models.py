@@ -101,12 +101,12 @@ def test_sizes_registry_and_info_cli(capsys):
     assert "tiny" in out and "meru" in out
     assert main(["info", "--json", "--sizes", "tiny", "small-cpu"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {(r["size"], r["kind"]) for r in rows} == {(s, k) for s in ("tiny", "small-cpu") for k in ("clip", "meru")}
+    assert {(r["size"], r["kind"]) for r in rows} == {(s, k) for s in ("tiny", "small-cpu") for k in ("clip", "meru", "euclip")}
     for r in rows:
         model = build_model(r["kind"], r["size"])
         assert r["total"] == sum(p.numel() for p in model.parameters())
         assert r["visual"] + r["text"] + r["other"] == r["total"]
-        assert r["other"] == (4 if r["kind"] == "meru" else 1)  # logit_scale (+ curv, 2 alphas)
+        assert r["other"] == (4 if r["kind"] == "meru" else 1)  # logit_scale (+ MERU: curv, 2 alphas)
 
 
 def test_small_cpu_architecture_and_forward():
@@ -174,3 +174,31 @@ def test_cpu_conv_architecture_and_forward():
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model.encode_image(images[:1]), model.encode_image(images)[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_euclip_model_projection_space_and_checkpoint(tmp_path):
+    from meru.models.checkpoints import load_model, save_model
+    from meru.spaces import Euclidean
+
+    torch.manual_seed(0)
+    model = build_model("euclip", "tiny", curv_init=2.0, learn_curv=False).eval()   # MERU-only kwargs are ignored
+    assert model.kind == "euclip" and isinstance(model.space(), Euclidean)
+    assert model.logit_scale.item() == -1.0                      # EuCLIP's init with the entailment loss
+    tokens = model.tokenize(["a red square", "two blue circles"])
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        raw_t, raw_i = model.encode_text(tokens, project=False), model.encode_image(images, project=False)
+        out = model(images, tokens)
+    # embeddings = raw / sqrt(D), not normalised
+    torch.testing.assert_close(out["text"], raw_t / math.sqrt(model.embed_dim))
+    torch.testing.assert_close(out["image"], raw_i / math.sqrt(model.embed_dim))
+    assert set(out) == {"image", "text", "logit_scale"}
+    assert model.projection_scales() == {"visual_alpha": model.embed_dim**-0.5, "textual_alpha": model.embed_dim**-0.5}
+    # same towers as CLIP: identical parameter names and shapes
+    clip = build_model("clip", "tiny")
+    assert {k: v.shape for k, v in clip.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    save_model(model, tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.kind == "euclip"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_text(tokens), out["text"])

@@ -1,4 +1,4 @@
-"""Embedding spaces: hand-computed cases for CLIP's sphere and MERU's hyperboloid."""
+"""Embedding spaces: hand-computed cases for CLIP's sphere, MERU's hyperboloid and EuCLIP's Euclidean space."""
 
 import math
 
@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from meru import lorentz as L
-from meru.spaces import EuclideanSphere, Lorentz, get_space
+from meru.spaces import Euclidean, EuclideanSphere, Lorentz, get_space, space_of
 
 
 def test_get_space():
     assert isinstance(get_space("clip"), EuclideanSphere)
     space = get_space("meru", 0.5)
     assert isinstance(space, Lorentz) and space.curv == 0.5
+    assert isinstance(get_space("euclip"), Euclidean)
     with pytest.raises(ValueError, match="curvature"):
         get_space("meru")
     with pytest.raises(ValueError, match="unknown embedding space"):
@@ -90,3 +91,89 @@ def test_lorentz_entails_hand_cases():
             ang = L.oxy_angle(text[i:i + 1], image[j:j + 1], 1.0)
             assert bool(got[i, j]) == bool(ang <= L.half_aperture(text[i:i + 1], 1.0))
     assert (s.cone_violation(text[:1], image[:1]) < 0).all() and (s.cone_violation(text[:1], image[1:2]) > 0).all()
+
+
+# ------------------------------------------------------------------------------------------- EuCLIP
+
+
+def test_euclidean_half_aperture_closed_form_and_clamp():
+    s = Euclidean(min_radius=0.1)
+    x = torch.tensor([[0.2, 0.0], [0.0, 1.0], [3.0, 4.0], [0.05, 0.0], [0.0, 0.0]])
+    got = s.half_aperture(x)
+    # asin(K / ||x||) for ||x|| > K; within the min radius the argument is clamped (cone = half-space, pi/2)
+    expected = torch.tensor([math.asin(0.5), math.asin(0.1), math.asin(0.02), math.pi / 2, math.pi / 2])
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    # finite gradient even at the origin
+    xg = x.clone().requires_grad_(True)
+    s.half_aperture(xg).sum().backward()
+    assert torch.isfinite(xg.grad).all()
+
+
+def test_euclidean_exterior_angle_hand_cases_and_law_of_cosines():
+    s = Euclidean()
+    x = torch.tensor([[1.0, 0.0]])
+    cases = {(2.0, 0.0): 0.0,                 # straight on along the ray through x
+             (0.0, 0.0): math.pi,             # back towards the origin
+             (1.0, 1.0): math.pi / 2,         # perpendicular to the ray
+             (2.0, 1.0): math.pi / 4}
+    for y, angle in cases.items():
+        torch.testing.assert_close(s.exterior_angle(x, torch.tensor([y])), torch.tensor([angle]), atol=1e-3, rtol=0)
+    # Ganea et al. (2018) Eq. 28: ext = acos((||y||^2 - ||x||^2 - ||x - y||^2) / (2 ||x|| ||x - y||))
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(50, 4, generator=g, dtype=torch.float64), torch.randn(50, 4, generator=g, dtype=torch.float64)
+    n_a, n_b, n_ab = a.norm(dim=-1), b.norm(dim=-1), (a - b).norm(dim=-1)
+    ganea = torch.acos((n_b**2 - n_a**2 - n_ab**2) / (2 * n_a * n_ab))
+    torch.testing.assert_close(s.exterior_angle(a, b), ganea, atol=1e-6, rtol=0)
+
+
+def test_euclidean_cones_and_entailment_hand_cases():
+    s = Euclidean(min_radius=0.1)
+    text = torch.tensor([[1.0, 0.0], [0.05, 0.0]])
+    image = torch.tensor([[3.0, 0.1], [3.0, 1.0], [0.5, 0.0], [-1.0, 0.1]])
+    # cone at (1, 0): half-aperture asin(0.1) = 5.74 deg; (3, 0.1) is at atan(0.05) = 2.9 deg -> inside,
+    # (3, 1) at atan(0.5) = 26.6 deg -> outside, (0.5, 0) behind -> outside
+    got = s.entails(text, image)
+    assert got.shape == (2, 4) and got[0].tolist() == [True, False, False, False]
+    # within the min radius: the half-space (pi/2) in front of the caption; (-1, 0.1) lies behind it
+    assert got[1].tolist() == [True, True, True, False]
+    viol = s.cone_violation(text[:1].expand(4, 2), image)
+    torch.testing.assert_close(viol[0], torch.tensor(math.atan(0.05) - math.asin(0.1)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(viol[1], torch.tensor(math.atan(0.5) - math.asin(0.1)), atol=1e-5, rtol=0)
+    # the chunked matrix equals the row-wise definition, whatever the chunk size
+    full = s.cone_violation_matrix(text, image)
+    for i in range(2):
+        torch.testing.assert_close(full[i], s.cone_violation(text[i:i + 1].expand(4, 2), image))
+    assert torch.equal(full <= 0, got)
+    torch.testing.assert_close(s.cone_violation_matrix(text, image, chunk_elems=1), full)
+
+
+def test_euclidean_logits_root_paths_and_projection():
+    s = Euclidean()
+    x = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    y = torch.tensor([[1.0, 0.0], [-2.0, 2.0], [1.0, 2.0]])
+    # -||x - y||^2 by hand
+    expected = -torch.tensor([[4.0, 9.0, 0.0], [1.0, 8.0, 5.0]])
+    torch.testing.assert_close(s.logits(x, y), expected)
+    torch.testing.assert_close(s.similarity(x, y), expected)
+    torch.testing.assert_close(s.distance(x, y), (-expected).sqrt())
+    torch.testing.assert_close(s.root(y), torch.zeros(2))
+    torch.testing.assert_close(s.root_distance(x), torch.tensor([math.sqrt(5), 0.0]))
+    p = s.path_to_root(x[0], s.root(y), 5)
+    torch.testing.assert_close(p, torch.linspace(1, 0, 5)[:, None] * x[0])
+    # projection: alpha * raw, no normalisation; the prompt ensemble is alpha * mean over templates
+    raw = torch.tensor([[[1.0, 0.0]], [[0.0, 5.0]]])
+    torch.testing.assert_close(s.ensemble(raw, 0.5), torch.tensor([[0.25, 1.25]]))
+    torch.testing.assert_close(s.lift(torch.tensor([[3.0, 4.0]]), 0.5), torch.tensor([[1.5, 2.0]]))
+    assert s.modality_gap(x, y) == pytest.approx(float((x.mean(0) - y.mean(0)).norm()))
+
+
+def test_space_records_round_trip_and_geometry_labels():
+    for space in (EuclideanSphere(), Lorentz(0.7), Euclidean(min_radius=0.2)):
+        rebuilt = space_of({"space": space.record()})
+        assert type(rebuilt) is type(space) and rebuilt.matches(space) and rebuilt.min_radius == space.min_radius
+        assert space_of({"kind": space.kind, "curv": space.curv}).matches(space)   # caches without a record
+        g = space.geometry()
+        assert set(g) == {"space", "root_distance"} and g["space"] == space.name and g["root_distance"]
+    assert not Lorentz(0.7).matches(Lorentz(0.8)) and not Euclidean().matches(EuclideanSphere())
+    with pytest.raises(ValueError, match="re-run"):
+        space_of({})

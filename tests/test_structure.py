@@ -72,3 +72,23 @@ def test_root_distance_by_level_groups_captions():
     dist = np.array([3.0, 1.0, 5.0, 2.0, 9.0])
     out = root_distance_by_level(levels, dist)
     assert out == {"level": [0.0, 1.0, 2.0], "n": [1, 1, 2], "mean": [1.0, 2.0, 4.0], "sd": [0.0, 0.0, 1.0]}
+
+
+def test_euclip_structure_hand_computed():
+    """EuCLIP: [ROOT] = origin, r = ||x||, Euclidean cones of half-aperture asin(0.1 / ||t||)."""
+    pool = {"kind": "euclip", "curv": None, "text_emb": torch.stack([d * r for d, r, _ in POOL_NORMS]),
+            "specificity": torch.tensor([float(s) for *_, s in POOL_NORMS]), "path": "pool"}
+    cache = {"kind": "euclip", "curv": None, "image_emb": torch.stack([3.0 * E1, 2.5 * E2]), "path": "emb",
+             "meta": [{"true_captions": [0, 1, 2]}, {"true_captions": [3, 4]}]}
+    res = evaluate_structure(cache, pool, n_boot=20)
+    m = res["metrics"]
+    assert m["image_root_mean"] == pytest.approx(2.75) and m["text_root_median"] == pytest.approx(1.0)
+    assert m["spearman_specificity"] == pytest.approx(1.0) and m["image_farther_frac"] == 1.0
+    # images lie further along their captions' rays (angle 0): inside; the other axis is at >= 90 deg: outside
+    assert m["cone_true_frac"] == 1.0 and m["cone_false_frac"] == 0.0 and m["cone_auc"] == 1.0
+    gi, gt = (3.0 * E1 + 2.5 * E2) / 2, (3.5 * E1 + 2.1 * E2) / 5
+    assert m["modality_gap"] == pytest.approx(float((gi - gt).norm()), rel=1e-5)
+    assert res["root"] == "origin"
+    # a MERU pool cannot be compared with EuCLIP images
+    with pytest.raises(ValueError, match="different models"):
+        evaluate_structure(cache, dict(pool, kind="meru", curv=1.0))

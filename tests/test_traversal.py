@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from meru.evaluation.traversal import ROOT_TEXT, path_points, traverse
+from meru.evaluation.traversal import ROOT_TEXT, traverse
+from meru.spaces import Lorentz
 
 E1, E2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
 
 
 def test_meru_path_is_the_geodesic_to_the_origin():
     x = torch.tensor([2.0, 1.0])
-    p = path_points("meru", 1.0, x, torch.zeros(2), 5)
+    p = Lorentz(1.0).path_to_root(x, torch.zeros(2), 5)
     torch.testing.assert_close(p[0], x, rtol=1e-5, atol=1e-5)
     assert float(p[-1].norm()) < 1e-6
     d = torch.asinh(p.norm(dim=1))                                  # distance from the origin, c = 1
@@ -56,3 +57,26 @@ def test_clip_traversal_linear_interpolation_to_mean_caption():
     # root = 45 degrees; path angles go 0 -> 45: nearest a0 until > 15 degrees, then a30; root at the end
     assert [s["text"] for s in out["images"][0]["steps"]] == ["a0", "a30", ROOT_TEXT]
     assert out["summary"]["precision"] is None and out["summary"]["monotonic_frac"] == 1.0
+
+
+def test_euclip_traversal_steps_up_the_hierarchy():
+    """EuCLIP: straight line to the origin; at each point the nearest (by squared distance) caption whose
+    Euclidean cone contains the point."""
+    norms = [0.5, 1.0, 1.5]
+    pool = {"kind": "euclip", "curv": None, "texts": ["general", "middle", "specific", "other"],
+            "text_emb": torch.stack([E1 * r for r in norms] + [E2 * 1.2]),
+            "specificity": torch.tensor([1.0, 2.0, 3.0, 3.0])}
+    cache = {"kind": "euclip", "curv": None, "image_emb": (2.1 * E1)[None], "keys": ["im"],
+             "meta": [{"true_captions": [0, 1, 2]}]}
+    steps = 11
+    out = traverse(cache, pool, steps=steps)
+    listed = out["images"][0]["steps"]
+    assert [s["text"] for s in listed] == ["specific", "middle", "general", ROOT_TEXT]
+    # point p_k = 2.1 (1 - t_k) e1 (never exactly at a caption): a caption at norm r on the ray entails p_k iff
+    # |p_k| > r (angle 0; behind it the angle is pi), so the nearest entailing caption is the largest r < |p_k|;
+    # once |p_k| < 0.5 no caption entails it and [ROOT] (the origin, entails everything) is retrieved
+    ts = np.linspace(0, 1, steps)
+    norm = 2.1 * (1 - ts)
+    first = lambda r: float(ts[np.argmax(norm < r)])
+    assert [s["t"] for s in listed] == pytest.approx([0.0, first(1.5), first(1.0), first(0.5)])
+    assert out["summary"]["monotonic_frac"] == 1.0 and out["summary"]["root"] == "origin"

@@ -25,15 +25,15 @@ def test_lint_clean():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def _default_runs() -> int:
-    """Training runs the default config asks for: models x sizes x seeds."""
+def _default_runs(name: str = "default") -> int:
+    """Training runs a config asks for: models x sizes x seeds."""
     import yaml
 
-    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
     return len(cfg["models"]) * len(cfg["sizes"]) * len(cfg["seeds"])
 
 
-@pytest.mark.parametrize("cfg", ["default", "smoke", "paper", "pretrained"])
+@pytest.mark.parametrize("cfg", ["default", "smoke", "paper", "pretrained", "ablation"])
 def test_dry_run_plans(cfg):
     r = _run("-n", "--forceall", "--configfile", f"configs/{cfg}.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -51,6 +51,10 @@ def test_dry_run_plans(cfg):
         assert counts["download"] == 1
     if cfg == "default":
         assert counts["train"] == _default_runs() == 6  # 2 models x 3 seeds
+    if cfg == "ablation":
+        assert counts["train"] == _default_runs("ablation") == 9  # 3 models (meru, clip, euclip) x 3 seeds
+    if cfg == "smoke":
+        assert counts["train"] == 3  # meru, clip, euclip x 1 seed
     if cfg == "pretrained":
         assert "train" not in counts and counts["released_checkpoint"] == 10  # 6 RedCaps (MERU) + 4 GRIT (HyCoCLIP zoo)
 

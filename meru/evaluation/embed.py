@@ -4,16 +4,18 @@ Every metric (``meru evaluate``) reads this cache, so the towers run once per (c
 
 Cache (``torch.save`` of a plain dict, loads with ``weights_only=True``; all tensors float32 on CPU)::
 
-    {"format": "meru-bench/embeddings/1", "kind": "meru"|"clip", "curv": float|None,
-     "visual_alpha": float|None, "textual_alpha": float|None,          # exp of the learned log-alphas
+    {"format": "meru-bench/embeddings/1", "kind": "meru"|"clip"|"euclip", "curv": float|None,
+     "space": {"name", "kind", "curv", "min_radius"},   # meru.spaces record: space_of(cache) rebuilds the space
+     "visual_alpha": float|None, "textual_alpha": float|None,   # the towers' scales (MERU: exp of the learned
+                                                                 # log-alphas; EuCLIP: 1/sqrt(D); CLIP: None)
      "checkpoint": str, "size": str, "seed": int|None, "step": int|None,
      "dataset": str, "task": "classification"|"retrieval"|"text-pool",
      "keys": [N] sample keys, "meta": [N] per-image json dicts or None,
-     "image_emb": [N, D] projected (CLIP: unit vectors; MERU: hyperboloid space components),
+     "image_emb": [N, D] projected (CLIP: unit vectors; MERU: hyperboloid space components; EuCLIP: raw / sqrt(D)),
      "image_feats": [N, W] pre-projection image features (linear probe),
      # classification
      "labels": [N] long, "classnames": [C], "templates": [T], "class_text_raw": [T, C, D]
-         (raw projected text features of every template x class, before normalisation / alpha / exp map;
+         (raw projected text features of every template x class, before the space's lift;
           ensembled at evaluate time with ``space.ensemble``), "class_nodes": [C] taxonomy ids or None,
      "prompt_sets": {name: {"templates", "source", "class_text_raw" [T', C, D]}} (other template sets,
          same class names; meru.evaluation.prompt_sensitivity),
@@ -69,18 +71,15 @@ def _rgb(transform):
 # ----------------------------------------------------------------------------- model info
 
 def model_info(model, checkpoint: str | os.PathLike | None = None) -> dict:
-    """kind, size, curvature, alphas, seed and step of a loaded model (cache header)."""
+    """kind, space, size, curvature, alphas, seed and step of a loaded model (cache header)."""
     info = getattr(model, "checkpoint_info", None) or {}
     config = info.get("config") or {}
     seed = (config.get("runtime") or {}).get("seed") if isinstance(config, dict) else None
     out = {"format": FORMAT, "kind": model.kind, "size": getattr(model, "size", None),
            "checkpoint": str(checkpoint) if checkpoint is not None else None,
-           "seed": None if seed is None else int(seed), "step": info.get("step"),
-           "curv": None, "visual_alpha": None, "textual_alpha": None}
-    if model.kind == "meru":
-        out["curv"] = float(model.curv.detach().exp())
-        out["visual_alpha"] = float(model.visual_alpha.detach().exp())
-        out["textual_alpha"] = float(model.textual_alpha.detach().exp())
+           "seed": None if seed is None else int(seed), "step": info.get("step")}
+    space = model.space().record()
+    out.update(space=space, curv=space["curv"], **model.projection_scales())
     return out
 
 
@@ -108,8 +107,8 @@ def _device(name: str) -> torch.device:
 def encode_images(model, images: torch.Tensor, amp: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """``[B, 3, S, S]`` in [0, 1] -> (pre-projection features ``[B, W]``, embeddings ``[B, D]``), float32 CPU.
 
-    The trunk runs once (under bf16 autocast per ``amp``, see :func:`_autocast`): the projection head
-    and the space's lift are applied to its output in float32 (identical to ``model.encode_image``);
+    The trunk runs once (under bf16 autocast per ``amp``, see :func:`_autocast`): the projection head and
+    ``model.project_image`` are applied to its output in float32 (identical to ``model.encode_image``);
     models without a ``visual.head`` run twice."""
     from meru.models import fp32_head
 
@@ -119,11 +118,7 @@ def encode_images(model, images: torch.Tensor, amp: str = "auto") -> tuple[torch
     head = getattr(getattr(model, "visual", None), "head", None)
     if head is not None:
         with fp32_head(model.device.type):
-            raw = head(feats.float()).float()
-        if model.kind == "meru":
-            emb = model.lift(raw, model.visual_alpha)
-        else:
-            emb = torch.nn.functional.normalize(raw, dim=-1)
+            emb = model.project_image(head(feats.float()).float())
     else:  # pragma: no cover - other architectures
         emb = model.encode_image(images, project=True)
     return feats.float().cpu(), emb.float().cpu()

@@ -1,6 +1,6 @@
 """Zero-shot image-text retrieval from an embedding cache (MERU / CLIP protocol).
 
-Score = ``space.similarity`` (MERU: Lorentzian inner product; CLIP: cosine). For a query q with
+Score = ``space.similarity`` (MERU: Lorentzian inner product; EuCLIP: ``-||x - y||^2``; CLIP: cosine). For a query q with
 paired (positive) gallery items P(q), its rank is the 0-based position of its best-scoring positive
 in the gallery sorted by decreasing score: ``rank(q) = #{g not in P(q) : s(q, g) > max_{p in P(q)} s(q, p)}``
 (ties resolved in favour of the positive). Recall@K (in %) = ``100 * mean_q 1[rank(q) < K]``: a query is
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from meru.spaces import space_of
 from meru.stats import bootstrap_ci
-from meru.spaces import get_space
 
 KS = (1, 5, 10)
 
@@ -53,7 +53,7 @@ def evaluate_retrieval(cache: dict, ks=KS, n_boot: int = 1000, seed: int = 0) ->
     for key in ("image_emb", "text_emb", "text_to_image"):
         if key not in cache:
             raise KeyError(f"{cache.get('path', 'cache')}: no {key!r}; it is not a retrieval embedding cache")
-    space = get_space(cache["kind"], cache.get("curv"))
+    space = space_of(cache)
     ranks = retrieval_ranks(space, cache["image_emb"], cache["text_emb"], cache["text_to_image"])
     metrics, intervals = {}, {}
     for d in ("i2t", "t2i"):

@@ -4,6 +4,8 @@ Tasks: ``zeroshot``, ``retrieval``, ``linear-probe``, ``structure``, ``traversal
 accuracy per template set, :mod:`meru.evaluation.prompt_sensitivity`), ``hierarcaps``
 (:mod:`meru.evaluation.hierarcaps`). Each writes ``--out M.json``
 (atomically, strict JSON) with ``model`` (= kind), ``kind``, ``size``, ``seed``, ``label``, ``dataset``, ``task``,
+``geometry`` (``{"space": name, "root_distance": what distances from [ROOT] measure, with unit}``, from
+:meth:`meru.spaces.Space.geometry`, so reporting labels axes without knowing model kinds),
 ``metrics``, ``intervals`` (95% percentile bootstrap over items), ``n`` and per-item data; zero-shot,
 retrieval and linear-probe also write ``M.clip_benchmark.json`` beside it, a result file that
 ``clip_benchmark build`` reads (``{"dataset", "model", "pretrained", "task", "metrics", "language"}``; see
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 from meru.evaluation.metric_io import write_json
+from meru.spaces import space_of
 
 TASKS = ("zeroshot", "retrieval", "linear-probe", "structure", "traversal", "prompts", "hierarcaps")
 
@@ -30,7 +33,8 @@ def header(cache: dict, task: str, label: str | None = None, seed: int | None = 
     label = label or f"{cache['kind']}-{size}-s{seed if seed is not None else 0}"
     return {"model": cache["kind"], "kind": cache["kind"], "size": size,
             "seed": int(seed) if seed is not None else 0, "label": label, "dataset": cache.get("dataset"),
-            "task": task, "checkpoint": cache.get("checkpoint"), "embeddings": cache.get("path")}
+            "task": task, "geometry": space_of(cache).geometry(), "checkpoint": cache.get("checkpoint"),
+            "embeddings": cache.get("path")}
 
 
 CB_RECALL_KS = (1, 5, 10)

@@ -2,59 +2,34 @@
 
 Definitions (``x`` image embeddings ``[N, D]``, ``t`` pool caption embeddings ``[M, D]``):
 
-* distance from the root ``r(.)``: MERU — geodesic distance from the hyperboloid origin
-  ``dist0(x) = asinh(sqrt(c) ||x||) / sqrt(c)``; CLIP (no origin) — the Euclidean analogue used here is
-  the angle ``acos(<x, m>)`` to ``m = normalise(mean_j t_j)``, the mean caption direction of the pool
-  (the paper's CLIP [ROOT]). Reported: mean/median for images and captions and a histogram with shared bins.
+* distance from the root ``r(.) = space.root_distance`` (:mod:`meru.spaces`; its unit is the ``"geometry"``
+  field of the metric JSON): MERU — geodesic distance from the hyperboloid origin
+  ``dist0(x) = asinh(sqrt(c) ||x||) / sqrt(c)``; EuCLIP — the Euclidean norm ``||x||`` ([ROOT] = origin);
+  CLIP (no origin) — the angle ``acos(<x, m>)`` to ``m = normalise(mean_j t_j)``, the mean caption direction of
+  the pool (the paper's CLIP [ROOT]). Reported: mean/median for images and captions and a histogram with shared bins.
 * ``spearman_*`` / ``kendall_*`` (tau-b): rank correlation over pool captions between ``r(t_j)`` and the
   caption's ``specificity`` (depth + #attributes) or concept ``depth`` (HierarCaps-style; positive = more
   specific captions lie farther from the root).
 * true pairs ``(j, i)``: pool caption j is true of image i (``meta[i]["true_captions"]``); if the images
   carry no such field but the cache is a retrieval set, the pairs are (caption, its image) instead.
   ``image_farther_frac`` = fraction of true pairs with ``r(x_i) > r(t_j)``.
-* MERU only: cone violation ``v(j, i) = oxy_angle(t_j, x_i) - half_aperture(t_j)`` (``<= 0``: image i lies in
-  caption j's entailment cone). ``cone_true_frac`` / ``cone_false_frac`` = fraction of true / false pairs
-  inside the cone; ``cone_auc`` = ROC AUC of ``-v`` separating true from false pairs (1 = perfect).
-* ``modality_gap``: distance between the image and caption centroids — CLIP: ``||mean x - mean t||``
-  (Liang et al., NeurIPS 2022); MERU: the same in the tangent space at the origin,
-  ``||mean log_0(x) - mean log_0(t)||`` (the centroid of hyperboloid points is not on the hyperboloid).
+* spaces with entailment cones (MERU, EuCLIP): cone violation ``v(j, i) = ext(t_j, x_i) - aper(t_j)`` (the
+  space's exterior angle and half-aperture; ``<= 0``: image i lies in caption j's cone). ``cone_true_frac`` /
+  ``cone_false_frac`` = fraction of true / false pairs inside the cone; ``cone_auc`` = ROC AUC of ``-v``
+  separating true from false pairs (1 = perfect).
+* ``modality_gap`` (``space.modality_gap``): distance between the image and caption centroids — CLIP and
+  EuCLIP: ``||mean x - mean t||`` (Liang et al., NeurIPS 2022); MERU: the same in the tangent space at the
+  origin, ``||mean log_0(x) - mean log_0(t)||`` (the centroid of hyperboloid points is not on the hyperboloid).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from meru import lorentz as L
+from meru.spaces import space_of
 from meru.stats import bootstrap_ci
-from meru.spaces import get_space
 
 HIST_BINS = 30
-
-
-def root_of(kind: str, pool_emb: torch.Tensor) -> torch.Tensor:
-    """[ROOT] embedding ``[D]``: MERU — the origin (zero space components); CLIP — normalised mean caption."""
-    if kind == "meru":
-        return torch.zeros(pool_emb.shape[1])
-    return torch.nn.functional.normalize(pool_emb.float().mean(0), dim=0)
-
-
-def root_distances(space, x: torch.Tensor, root: torch.Tensor) -> torch.Tensor:
-    return space.root_distance(x.float(), None if space.kind == "meru" else root)
-
-
-def cone_violation_matrix(curv: float, text: torch.Tensor, points: torch.Tensor, chunk_elems: int = 1 << 23) -> torch.Tensor:
-    """``[M, N]``: ``oxy_angle(text_j, points_i) - half_aperture(text_j)`` (<= 0 inside the cone)."""
-    text, points = text.float(), points.float()
-    m, n, d = text.shape[0], points.shape[0], text.shape[1]
-    rows = max(1, chunk_elems // max(1, n * d))
-    aper = L.half_aperture(text, curv)
-    out = []
-    for s in range(0, m, rows):
-        t = text[s:s + rows]
-        ang = L.oxy_angle(t[:, None, :].expand(-1, n, -1), points[None, :, :].expand(t.shape[0], -1, -1), curv)
-        out.append(ang - aper[s:s + rows, None])
-    return torch.cat(out) if out else torch.zeros(0, n)
 
 
 def true_pair_mask(cache: dict, n_pool: int) -> tuple[np.ndarray | None, str | None]:
@@ -98,25 +73,24 @@ def root_distance_by_level(levels: np.ndarray, dist: np.ndarray) -> dict:
     return out
 
 
-def modality_gap(kind: str, curv, images: torch.Tensor, texts: torch.Tensor) -> float:
-    if kind == "meru":
-        images, texts = L.log_map0(images.float(), curv), L.log_map0(texts.float(), curv)
-    return float(torch.linalg.vector_norm(images.float().mean(0) - texts.float().mean(0)))
+def check_same_space(cache: dict, pool: dict):
+    """The space of ``cache``; raises if ``pool`` was embedded in a different one (another model)."""
+    space = space_of(cache)
+    if not space.matches(space_of(pool)):
+        raise ValueError(f"{pool.get('path')} and {cache.get('path')} come from different models "
+                         "(kind/curvature differ); embed the pool with the same checkpoint")
+    return space
 
 
 def evaluate_structure(cache: dict, pool: dict, n_boot: int = 1000, seed: int = 0, bins: int = HIST_BINS) -> dict:
     """Structure metrics (module doc) of ``cache`` (images) against the caption pool ``pool``."""
-    kind = cache["kind"]
-    if pool.get("kind") != kind or (kind == "meru" and abs(float(pool["curv"]) - float(cache["curv"])) > 1e-6 * float(cache["curv"])):
-        raise ValueError(f"{pool.get('path')} and {cache.get('path')} come from different models "
-                         "(kind/curvature differ); embed the pool with the same checkpoint")
-    space = get_space(kind, cache.get("curv"))
+    space = check_same_space(cache, pool)
     x, t = cache["image_emb"].float(), pool["text_emb"].float()
-    root = root_of(kind, t)
-    rx, rt = root_distances(space, x, root).numpy(), root_distances(space, t, root).numpy()
+    root = space.root(t)
+    rx, rt = space.root_distance(x, root).numpy(), space.root_distance(t, root).numpy()
     metrics = {"image_root_mean": rx.mean(), "image_root_median": np.median(rx),
                "text_root_mean": rt.mean(), "text_root_median": np.median(rt),
-               "modality_gap": modality_gap(kind, cache.get("curv"), x, t)}
+               "modality_gap": space.modality_gap(x, t)}
     intervals = {"image_root_mean": list(bootstrap_ci(rx, n_boot=n_boot, seed=seed)),
                  "text_root_mean": list(bootstrap_ci(rt, n_boot=n_boot, seed=seed))}
     extra: dict = {}
@@ -136,7 +110,7 @@ def evaluate_structure(cache: dict, pool: dict, n_boot: int = 1000, seed: int = 
     pair_text, pair_rt = t, rt
     if mask is None and "text_emb" in cache and "text_to_image" in cache:
         pair_text = cache["text_emb"].float()
-        pair_rt = root_distances(space, pair_text, root).numpy()
+        pair_rt = space.root_distance(pair_text, root).numpy()
         t2i = cache["text_to_image"].long().numpy()
         mask = np.zeros((pair_text.shape[0], x.shape[0]), dtype=bool)
         mask[np.arange(len(t2i)), t2i] = True
@@ -146,8 +120,8 @@ def evaluate_structure(cache: dict, pool: dict, n_boot: int = 1000, seed: int = 
         farther = (rx[ii] > pair_rt[ti]).astype(np.float64)
         metrics["image_farther_frac"] = farther.mean()
         intervals["image_farther_frac"] = list(bootstrap_ci(farther, n_boot=n_boot, seed=seed))
-        if kind == "meru":
-            v = cone_violation_matrix(space.curv, pair_text, x).numpy()
+        if space.has_cones:
+            v = space.cone_violation_matrix(pair_text, x).numpy()
             inside = v <= 0
             metrics["cone_true_frac"] = inside[mask].mean()
             intervals["cone_true_frac"] = list(bootstrap_ci(inside[mask].astype(np.float64), n_boot=n_boot, seed=seed))
@@ -160,5 +134,5 @@ def evaluate_structure(cache: dict, pool: dict, n_boot: int = 1000, seed: int = 
         extra["n_true_pairs"] = int(mask.sum())
         extra["n_false_pairs"] = int((~mask).sum())
     return {"metrics": metrics, "intervals": intervals, "n": int(x.shape[0]), "n_texts": int(t.shape[0]),
-            "histogram": histogram, "root": "origin" if kind == "meru" else "mean pool caption direction",
+            "histogram": histogram, "root": space.root_name,
             **extra}

@@ -1,18 +1,19 @@
 """Image traversals toward [ROOT] (MERU paper, Section 5; official ``scripts/image_traversals.py``).
 
-For an image embedding ``x`` and ``S`` steps, the path points are, for ``t_k = k / (S - 1)``
-(``k = 0`` is the image, ``k = S - 1`` the root):
+For an image embedding ``x`` and ``S`` steps, the path points are ``space.path_to_root(x, root, S)``
+(:mod:`meru.spaces`), for ``t_k = k / (S - 1)`` (``k = 0`` is the image, ``k = S - 1`` the root):
 
 * MERU: ``p_k = exp_0((1 - t_k) log_0(x))`` — linear interpolation to [ROOT] = the origin in the tangent
   space at the origin, lifted back onto the hyperboloid (a geodesic through the origin);
+* EuCLIP: ``p_k = (1 - t_k) x``, the straight line to [ROOT] = the origin;
 * CLIP: ``p_k = normalise((1 - t_k) x + t_k m)`` with [ROOT] ``m`` = the normalised mean caption embedding
   of the pool (the official script reads a stored root embedding; we use the pool mean, normalised so
   [ROOT] is a point of the sphere like every caption).
 
 At each point the nearest caption of the pool plus [ROOT] is retrieved by ``space.similarity``
-(MERU: Lorentzian inner product; CLIP: dot product of unit vectors). MERU only keeps captions whose
-entailment cone contains the point (``oxy_angle(t, p) - half_aperture(t) <= 0``; [ROOT] entails
-everything). As in the official script, a caption is listed only the first time it is retrieved.
+(MERU: Lorentzian inner product; EuCLIP: negative squared distance; CLIP: cosine). Spaces with entailment
+cones (MERU, EuCLIP) only keep captions whose cone contains the point (``space.cone_violation_matrix <= 0``;
+[ROOT] entails everything). As in the official script, a caption is listed only the first time it is retrieved.
 
 Output (``T.json``): ``{"images": [{"key", "steps": [{"t", "text", "specificity", "correct"}]}],
 "summary": {...}}``, [ROOT] listed with ``specificity`` and ``correct`` null. Summary:
@@ -28,44 +29,25 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meru import lorentz as L
-from meru.evaluation.structure import cone_violation_matrix, root_of
-from meru.spaces import get_space
+from meru.evaluation.structure import check_same_space
 
 ROOT_TEXT = "[ROOT]"
 NEG = -1e12
 
 
-def path_points(kind: str, curv, x: torch.Tensor, root: torch.Tensor, steps: int) -> torch.Tensor:
-    """``[S, D]`` path from ``x`` (``[D]``) to [ROOT] (see module doc)."""
-    ts = torch.linspace(0.0, 1.0, steps).view(-1, 1)
-    if kind == "meru":
-        v = L.log_map0(x.float().view(1, -1), curv)
-        return L.exp_map0((1 - ts) * v, curv)
-    return torch.nn.functional.normalize((1 - ts) * x.float().view(1, -1) + ts * root.view(1, -1), dim=-1)
-
-
-def nearest_captions(kind: str, curv, points: torch.Tensor, pool_emb: torch.Tensor) -> torch.Tensor:
+def nearest_captions(space, points: torch.Tensor, pool_emb: torch.Tensor, root: torch.Tensor) -> torch.Tensor:
     """``[S]`` index of the best caption for each point; index ``M`` (= len(pool)) is [ROOT]."""
-    space = get_space(kind, curv)
-    root = root_of(kind, pool_emb)
-    if kind == "meru":
-        scores = space.similarity(points, pool_emb)                       # [S, M]
-        viol = cone_violation_matrix(curv, pool_emb, points).T            # [S, M]
+    scores = space.similarity(points, pool_emb)                           # [S, M]
+    if space.has_cones:
+        viol = space.cone_violation_matrix(pool_emb, points).T             # [S, M]
         scores = scores.masked_fill(viol > 0, NEG)
-        root_score = space.similarity(points, root.view(1, -1))            # origin: entails everything
-    else:
-        scores = points @ pool_emb.float().T
-        root_score = points @ root.view(-1, 1)
+    root_score = space.similarity(points, root.view(1, -1))               # [ROOT] entails everything
     return torch.cat([scores, root_score], 1).argmax(1)
 
 
 def traverse(cache: dict, pool: dict, steps: int = 50, max_images: int | None = None) -> dict:
     """Traversals of every image of ``cache`` (or the first ``max_images``) over the caption ``pool``."""
-    kind, curv = cache["kind"], cache.get("curv")
-    if pool.get("kind") != kind:
-        raise ValueError(f"{pool.get('path')} and {cache.get('path')} come from different models; "
-                         "embed the pool with the same checkpoint")
+    space = check_same_space(cache, pool)
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
     pool_emb = pool["text_emb"].float()
@@ -73,7 +55,7 @@ def traverse(cache: dict, pool: dict, steps: int = 50, max_images: int | None = 
     m = len(texts)
     spec = pool.get("specificity")
     spec = spec.double().numpy() if spec is not None else np.full(m, np.nan)
-    root = root_of(kind, pool_emb)
+    root = space.root(pool_emb)
     x = cache["image_emb"].float()
     n = x.shape[0] if max_images is None else min(max_images, x.shape[0])
     keys = cache.get("keys") or [str(i) for i in range(x.shape[0])]
@@ -84,7 +66,7 @@ def traverse(cache: dict, pool: dict, steps: int = 50, max_images: int | None = 
     is_root = np.zeros((n, steps), dtype=bool)
     mono, prec = [], []
     for i in range(n):
-        nn = nearest_captions(kind, curv, path_points(kind, curv, x[i], root, steps), pool_emb).tolist()
+        nn = nearest_captions(space, space.path_to_root(x[i], root, steps), pool_emb, root).tolist()
         truth = set(meta[i]["true_captions"]) if isinstance(meta[i], dict) and "true_captions" in meta[i] else None
         listed, seen = [], set()
         for k, j in enumerate(nn):
@@ -117,6 +99,6 @@ def traverse(cache: dict, pool: dict, steps: int = 50, max_images: int | None = 
         "mean_unique": float(np.mean([len(im["steps"]) for im in images])) if images else None,
         "mean_specificity_per_step": [float(v) if np.isfinite(v) else None for v in means],
         "root_frac_per_step": is_root.mean(0).tolist() if n else [None] * steps,
-        "root": "origin" if kind == "meru" else "normalised mean pool caption",
+        "root": space.root_name,
     }
     return {"images": images, "summary": summary}

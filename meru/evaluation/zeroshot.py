@@ -1,9 +1,10 @@
 """Zero-shot classification from an embedding cache (MERU / CLIP protocol).
 
 Classifier: the T prompt templates of class c give raw projected text features ``r[t, c]``;
-``w_c = space.ensemble(r[:, c], textual_alpha)`` — MERU: ``exp_0(alpha * mean_t r[t, c])`` (mean in the
-tangent space at the origin), CLIP: ``normalise(mean_t normalise(r[t, c]))``. Score of image i for
-class c: ``space.similarity(x_i, w_c)`` (MERU: Lorentzian inner product ``<x, w>_L``; CLIP: cosine).
+``w_c = space.ensemble(r[:, c], textual_alpha)`` (:mod:`meru.spaces`) — MERU: ``exp_0(alpha * mean_t r[t, c])``
+(mean in the tangent space at the origin), EuCLIP: ``alpha * mean_t r[t, c]``, CLIP:
+``normalise(mean_t normalise(r[t, c]))``. Score of image i for class c: ``space.similarity(x_i, w_c)``
+(MERU: Lorentzian inner product ``<x, w>_L``; EuCLIP: ``-||x - w||^2``; CLIP: cosine).
 
 Metrics (in %): ``top1`` (micro accuracy), ``top5`` (true class among the 5 highest scores; all
 classes if C < 5), ``mean_per_class`` (mean over classes of per-class recall; MERU's reported metric,
@@ -15,12 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from meru.spaces import space_of
 from meru.stats import bootstrap_ci, bootstrap_indices
-from meru.spaces import get_space
-
-
-def space_of(cache: dict):
-    return get_space(cache["kind"], cache.get("curv"))
 
 
 def classifier_weights(cache: dict) -> torch.Tensor:

@@ -1,9 +1,17 @@
-"""CLIP and MERU: the same towers and projections, differing only in the embedding space.
+"""CLIP, MERU and EuCLIP: the same towers and projections, differing only in the embedding space.
 
 * ``CLIP``: L2-normalised embeddings on the unit sphere, cosine logits.
 * ``MERU`` (Desai et al., ICML 2023): projected features ``v`` are scaled by a learned ``alpha`` and
   lifted onto the Lorentz hyperboloid of curvature ``-c`` with ``exp_map0``; learned ``c``
   (log-parametrised, init ``c0``, clamped to ``[c0/10, 10 c0]``), ``alpha`` (init ``1/sqrt(D)``, ``<= 1``).
+* ``EuCLIP`` (Hong et al., ECCV 2024 workshop, arXiv 2409.13079; ``--geometry euclidean-squared`` of the
+  ``euclip`` branch of EIFY/open_clip): projected features scaled by the fixed ``1/sqrt(D)``, not normalised;
+  logits ``-s ||x - y||^2``; Euclidean entailment cones; ``log s`` initialised at -1 (the paper's choice for
+  models trained with the entailment loss), clamped to ``<= log 100`` like CLIP's.
+
+Every model exposes the same projection API: ``project_image(raw)`` / ``project_text(raw)`` (raw projected
+features -> embeddings of its space), ``projection_scales()`` (the ``alpha`` of each tower, or None) and
+``space()`` (its :mod:`meru.spaces` space).
 
 The hyperbolic head (alpha scaling, exp map, distances, losses) always runs in float32 with TF32 off,
 whatever autocast is active (:func:`fp32_head`), because reduced precision destroys small Lorentz distances.
@@ -21,7 +29,7 @@ from torch import Tensor, nn
 from meru import lorentz as L
 from meru.models.registry import get_size
 from meru.models.towers import build_image_tower, build_text_tower, trim_tokens
-from meru.spaces import EuclideanSphere, Lorentz
+from meru.spaces import Euclidean, EuclideanSphere, Lorentz
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -107,15 +115,28 @@ class CLIP(nn.Module):
                              f"{self.kind}/{self.size}; tokenize with model.tokenize()")
         return self.text(tokens)
 
+    def project_image(self, raw: Tensor) -> Tensor:
+        """Raw projected image features ``[B, D]`` -> embeddings of this model's space (CLIP: L2-normalise)."""
+        return F.normalize(raw, dim=-1)
+
+    def project_text(self, raw: Tensor) -> Tensor:
+        """Raw projected text features ``[B, D]`` -> embeddings of this model's space (CLIP: L2-normalise)."""
+        return F.normalize(raw, dim=-1)
+
+    def projection_scales(self) -> dict:
+        """``{"visual_alpha", "textual_alpha"}``: the scale each tower's raw features get before the space's
+        lift (``None``: no scale), as floats; recorded in embedding caches for prompt ensembling."""
+        return {"visual_alpha": None, "textual_alpha": None}
+
     def encode_image(self, images: Tensor, project: bool = True) -> Tensor:
-        """``[B, 3, H, W] -> [B, D]``; ``project=True`` L2-normalises."""
+        """``[B, 3, H, W] -> [B, D]``; ``project=True`` applies :meth:`project_image`."""
         x = self._image_raw(images)
-        return F.normalize(x, dim=-1) if project else x
+        return self.project_image(x) if project else x
 
     def encode_text(self, tokens: Tensor, project: bool = True) -> Tensor:
-        """``[B, L] -> [B, D]``; ``project=True`` L2-normalises."""
+        """``[B, L] -> [B, D]``; ``project=True`` applies :meth:`project_text`."""
         x = self._text_raw(tokens)
-        return F.normalize(x, dim=-1) if project else x
+        return self.project_text(x) if project else x
 
     @torch.no_grad()
     def clamp_parameters(self) -> None:
@@ -158,13 +179,15 @@ class MERU(CLIP):
         with fp32_head(self.device.type):
             return L.exp_map0(raw.float() * log_alpha.float().exp(), self.curv.float().exp())
 
-    def encode_image(self, images: Tensor, project: bool = True) -> Tensor:
-        raw = self._image_raw(images)
-        return self.lift(raw, self.visual_alpha) if project else raw
+    def project_image(self, raw: Tensor) -> Tensor:
+        return self.lift(raw, self.visual_alpha)
 
-    def encode_text(self, tokens: Tensor, project: bool = True) -> Tensor:
-        raw = self._text_raw(tokens)
-        return self.lift(raw, self.textual_alpha) if project else raw
+    def project_text(self, raw: Tensor) -> Tensor:
+        return self.lift(raw, self.textual_alpha)
+
+    def projection_scales(self) -> dict:
+        return {"visual_alpha": float(self.visual_alpha.detach().exp()),
+                "textual_alpha": float(self.textual_alpha.detach().exp())}
 
     def space(self):
         return Lorentz(float(self.curv.detach().exp()))
@@ -178,13 +201,44 @@ class MERU(CLIP):
         }
 
 
-MODEL_CLASSES = {"clip": CLIP, "meru": MERU}
+class EuCLIP(CLIP):
+    """EuCLIP: CLIP with unnormalised Euclidean embeddings ``x = raw / sqrt(D)`` and squared-distance logits."""
+
+    kind = "euclip"
+    LOGIT_SCALE_INIT = -1.0
+
+    def __init__(self, size: str = "tiny"):
+        super().__init__(size)
+        self.embed_scale = self.embed_dim**-0.5  # fixed (EuCLIP's dim_scale), not learned
+        with torch.no_grad():
+            self.logit_scale.fill_(self.LOGIT_SCALE_INIT)
+
+    def _scale(self, raw: Tensor) -> Tensor:
+        with fp32_head(self.device.type):
+            return raw.float() * self.embed_scale
+
+    def project_image(self, raw: Tensor) -> Tensor:
+        return self._scale(raw)
+
+    def project_text(self, raw: Tensor) -> Tensor:
+        return self._scale(raw)
+
+    def projection_scales(self) -> dict:
+        return {"visual_alpha": self.embed_scale, "textual_alpha": self.embed_scale}
+
+    def space(self):
+        return Euclidean()
+
+
+MODEL_CLASSES = {"clip": CLIP, "meru": MERU, "euclip": EuCLIP}
+#: keyword arguments each kind's constructor takes (others passed to build_model are ignored)
+MODEL_KWARGS = {"clip": (), "meru": ("curv_init", "learn_curv"), "euclip": ()}
 
 
 def build_model(kind: str, size: str = "tiny", **kwargs) -> CLIP:
-    """``build_model("meru"|"clip", size, **model_kwargs)``; MERU takes ``curv_init``, ``learn_curv``."""
+    """``build_model("meru"|"clip"|"euclip", size, **model_kwargs)``; MERU takes ``curv_init``, ``learn_curv``
+    (the other kinds ignore them, so one call serves every kind)."""
     if kind not in MODEL_CLASSES:
-        raise ValueError(f"unknown model kind {kind!r}; choose 'meru' or 'clip'")
-    if kind == "clip":
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("curv_init", "learn_curv")}
+        raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(repr(k) for k in MODEL_CLASSES)}")
+    kwargs = {k: v for k, v in kwargs.items() if k in MODEL_KWARGS[kind]}
     return MODEL_CLASSES[kind](size, **kwargs)

@@ -7,7 +7,7 @@ text layers, ``V`` vocabulary, ``T`` context, ``D`` embedding size); one pre-LN 
 
     visual = 3 p^2 W + W (patch conv) + W ([CLS]) + (1 + n) W (position) + L (12 W^2 + 13 W) + 2 W (LN) + W D
     text   = V w + T w + l (12 w^2 + 13 w) + 2 w (final LN) + w D
-    other  = 1 (logit scale) [+ 3 for MERU: curvature, visual and textual alpha]
+    other  = 1 (logit scale) [+ 3 for MERU: curvature, visual and textual alpha; EuCLIP: the logit scale only]
 
 Conv trunks (stem ``s``; stages ``c_i`` from ``c_{i-1}``, ``c_0 = s``; BatchNorm has 2 parameters per channel;
 the shortcut is a 1x1 conv + BN when a stage is strided or changes width)::
@@ -24,7 +24,7 @@ import json
 
 from meru.models.registry import CONV_VARIANTS, MODEL_SIZES, VIT_VARIANTS, get_size
 
-OTHER = {"clip": 1, "meru": 4}
+OTHER = {"clip": 1, "meru": 4, "euclip": 1}
 
 
 def _block(width: int) -> int:
@@ -66,13 +66,13 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for name in sizes:
         spec = get_size(name)
-        for kind in ("clip", "meru"):
+        for kind in OTHER:
             rows.append({"size": name, "kind": kind, **parameter_counts(kind, name), "image_size": spec.image_size,
                          "embed_dim": spec.embed_dim, "description": spec.description})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'size':<10} {'kind':<5} {'total':>12} {'visual':>12} {'text':>12}  description")
+    print(f"{'size':<10} {'kind':<6} {'total':>12} {'visual':>12} {'text':>12}  description")
     for r in rows:
-        print(f"{r['size']:<10} {r['kind']:<5} {r['total']:>12,} {r['visual']:>12,} {r['text']:>12,}  {r['description']}")
+        print(f"{r['size']:<10} {r['kind']:<6} {r['total']:>12,} {r['visual']:>12,} {r['text']:>12,}  {r['description']}")
     return 0

@@ -1,4 +1,4 @@
-"""`meru train`: train CLIP or MERU on shards (one CPU process, one GPU, or torchrun DDP).
+"""`meru train`: train CLIP, MERU or EuCLIP on shards (one CPU process, one GPU, or torchrun DDP).
 
 Recipe (paper / official code): AdamW, no weight decay on 1-D parameters (norm gains, biases) and on
 the scalars logit_scale, curv, visual_alpha, textual_alpha; linear warmup for ``w`` steps, then
@@ -319,8 +319,8 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # same init on every rank
-    kwargs = {"curv_init": mc["curv_init"], "learn_curv": mc["learn_curv"]} if mc["kind"] == "meru" else {}
-    model = build_model(mc["kind"], mc["size"], **kwargs).to(device)
+    # build_model passes each kind only the keyword arguments it takes (MERU: curvature)
+    model = build_model(mc["kind"], mc["size"], curv_init=mc["curv_init"], learn_curv=mc["learn_curv"]).to(device)
     if rt["grad_checkpointing"]:
         for tower in (getattr(model, "visual", None), getattr(model, "text", None)):
             if hasattr(tower, "set_grad_checkpointing"):
@@ -471,7 +471,7 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
 # ---------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="train YAML or workflow YAML (train: + train_overrides:)")
-    parser.add_argument("--model", choices=["meru", "clip"], required=True, help="model kind")
+    parser.add_argument("--model", choices=["meru", "clip", "euclip"], required=True, help="model kind")
     parser.add_argument("--size", required=True, help="registered model size (see `meru info`)")
     parser.add_argument("--seed", type=int, required=True, help="training seed")
     parser.add_argument("--out", required=True, help="run directory")
