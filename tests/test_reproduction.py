@@ -176,7 +176,7 @@ def test_released_variant_records_carry_the_variant_as_size():
     with the RedCaps checkpoint's records nor miss their published rows."""
     from meru.evaluation.run import header
 
-    cache = {"kind": "meru", "size": "vit-s16", "seed": None}
+    cache = {"kind": "meru", "size": "vit-s16", "seed": None, "curv": 1.0}
     assert header(cache, "zeroshot", "meru-vit-s16-grit-released")["size"] == "vit-s16-grit"
     assert header(cache, "zeroshot", "meru-vit-s16-released")["size"] == "vit-s16"
     assert header(dict(cache, seed=3), "zeroshot", "meru-vit-s16-s3")["size"] == "vit-s16"

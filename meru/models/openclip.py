@@ -65,8 +65,25 @@ class OpenClipModel(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    def tokenize(self, texts: list[str]) -> Tensor:
+    def tokenize(self, texts: list[str], trim: bool = False) -> Tensor:
+        """Token ids at the model's own context length (``trim`` is ignored: an open_clip text tower may
+        need its full context, e.g. for a fixed attention mask)."""
         return self._tokenizer(texts)
+
+    def space(self):
+        """CLIP geometry: the unit sphere (cosine scores)."""
+        from meru.spaces import EuclideanSphere
+
+        return EuclideanSphere()
+
+    def project_image(self, raw: Tensor) -> Tensor:
+        return torch.nn.functional.normalize(raw, dim=-1)
+
+    def project_text(self, raw: Tensor) -> Tensor:
+        return torch.nn.functional.normalize(raw, dim=-1)
+
+    def projection_scales(self) -> dict:
+        return {"visual_alpha": None, "textual_alpha": None}
 
     def _normalise(self, images: Tensor) -> Tensor:
         return (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
