@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from meru.training.flops import peak_flops, train_flops_per_sample
+from meru.training.flops import peak_flops, train_flops_per_sample  # noqa: E402 (after the sys.path entry)
 
 OFFICIAL_ARCH = {"vit-s16": "vit_small_mocov3_patch16_224", "vit-b16": "vit_base_patch16_224",
                  "vit-l16": "vit_large_patch16_224"}

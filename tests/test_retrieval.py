@@ -1,6 +1,5 @@
 """Retrieval recall with known ranks, including images with several captions."""
 
-import numpy as np
 import pytest
 import torch
 

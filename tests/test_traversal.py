@@ -38,7 +38,10 @@ def test_meru_traversal_steps_up_the_hierarchy():
     # points beyond... i.e. the previous caption stops entailing): d_k = (1 - t_k) asinh(2)
     ts = np.linspace(0, 1, steps)
     d = (1 - ts) * math.asinh(2.0)
-    first = lambda r: float(ts[np.argmax(d < math.asinh(r))])
+
+    def first(r):
+        return float(ts[np.argmax(d < math.asinh(r))])
+
     assert [s["t"] for s in listed] == pytest.approx([0.0, first(1.5), first(1.0), first(0.5)])
     assert [s["correct"] for s in listed] == [True, True, True, None]
     s = out["summary"]
@@ -77,6 +80,9 @@ def test_euclip_traversal_steps_up_the_hierarchy():
     # once |p_k| < 0.5 no caption entails it and [ROOT] (the origin, entails everything) is retrieved
     ts = np.linspace(0, 1, steps)
     norm = 2.1 * (1 - ts)
-    first = lambda r: float(ts[np.argmax(norm < r)])
+
+    def first(r):
+        return float(ts[np.argmax(norm < r)])
+
     assert [s["t"] for s in listed] == pytest.approx([0.0, first(1.5), first(1.0), first(0.5)])
     assert out["summary"]["monotonic_frac"] == 1.0 and out["summary"]["root"] == "origin"

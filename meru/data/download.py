@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
-import io
 import json
 import os
 import random
@@ -38,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from meru.data.manifest import atomic_write_text, write_manifest
+from meru.data.manifest import write_manifest
 
 SOURCES = ("redcaps", "cc3m", "cc12m")
 HF_DATASETS = {

@@ -215,7 +215,10 @@ def format_table(markdown: bool = False) -> str:
     rows = table_rows()
     cols = list(rows[0])
     if markdown:
-        esc = lambda s: str(s).replace("|", "\\|")
+
+        def esc(s) -> str:
+            return str(s).replace("|", "\\|")
+
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         lines += ["| " + " | ".join(esc(r[c]) for c in cols) + " |" for r in rows]
         cite = _resource("meru_datasets.json")["citation"]

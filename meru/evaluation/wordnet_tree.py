@@ -48,8 +48,8 @@ def _resource_text(name: str) -> str:
 
 def imagenet_wnids() -> list[str]:
     """The 1,000 ImageNet-1k class wnids, sorted (``meru/resources/imagenet_wnids.txt``)."""
-    return [l.strip() for l in _resource_text("imagenet_wnids.txt").splitlines()
-            if l.strip() and not l.startswith("#")]
+    return [line.strip() for line in _resource_text("imagenet_wnids.txt").splitlines()
+            if line.strip() and not line.startswith("#")]
 
 
 def tiebreak_paths() -> dict[str, list[str]]:
