@@ -1,7 +1,7 @@
 """Helpers shared by the other .smk files (run labels, evaluation lists, per-family resources)."""
 
 if config.get("sizes_file"):  # extra model sizes (YAML, see meru.models.registry); every `meru` command reads it
-    os.environ["MERU_SIZES_FILE"] = os.path.abspath(config["sizes_file"])
+    os.environ.update(MERU_SIZES_FILE=os.path.abspath(config["sizes_file"]))
 
 RESULTS = config.get("results_dir", "results")
 RUNS = config.get("runs_dir", "runs")

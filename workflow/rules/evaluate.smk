@@ -96,8 +96,11 @@ rule evaluate_retrieval:
         "../../envs/eval.yaml"
     resources:
         cpu_jobs=1,
+    params:
+        seed=lambda w: seed_of(w.label),
     shell:
-        "meru evaluate --task retrieval --embeddings {input.emb} --out {output} > {log} 2>&1"
+        "meru evaluate --task retrieval --embeddings {input.emb} --out {output} "
+        "--label {wildcards.label} --seed {params.seed} > {log} 2>&1"
 
 
 rule evaluate_linear_probe:
@@ -113,9 +116,11 @@ rule evaluate_linear_probe:
     threads: res("embed", "threads", 2)
     resources:
         cpu_jobs=1,
+    params:
+        seed=lambda w: seed_of(w.label),
     shell:
-        "meru evaluate --task linear-probe --train-embeddings {input.train} --embeddings {input.test} "
-        "--out {output} > {log} 2>&1"
+        "meru evaluate --task linear-probe --train-embeddings {input.train:q} --embeddings {input.test:q} "
+        "--out {output} --label {wildcards.label} --seed {params.seed} > {log} 2>&1"
 
 
 rule evaluate_structure:
