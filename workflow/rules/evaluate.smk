@@ -99,8 +99,11 @@ rule evaluate_retrieval:
         "../../envs/eval.yaml"
     resources:
         cpu_jobs=1,
+    params:
+        seed=lambda w: seed_of(w.label),
     shell:
-        "meru evaluate --task retrieval --embeddings {input.emb:q} --out {output:q} --label {wildcards.label:q} > {log:q} 2>&1"
+        "meru evaluate --task retrieval --embeddings {input.emb:q} --out {output:q} "
+        "--label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_linear_probe:
@@ -116,9 +119,11 @@ rule evaluate_linear_probe:
     threads: res("embed", "threads", 2)
     resources:
         cpu_jobs=1,
+    params:
+        seed=lambda w: seed_of(w.label),
     shell:
         "meru evaluate --task linear-probe --train-embeddings {input.train:q} --embeddings {input.test:q} "
-        "--out {output:q} --label {wildcards.label:q} > {log:q} 2>&1"
+        "--out {output:q} --label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_structure:
