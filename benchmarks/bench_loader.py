@@ -30,18 +30,33 @@ from meru.data.manifest import IncompleteDatasetError, atomic_write_text, read_m
 from meru.data.synthhier import generate
 
 
-def measure(shards: Path, workers: int, batches: int, batch_size: int, image_size: int, context_length: int,
-            path: str = "float32") -> dict:
+def measure(
+    shards: Path,
+    workers: int,
+    batches: int,
+    batch_size: int,
+    image_size: int,
+    context_length: int,
+    path: str = "float32",
+) -> dict:
     """Time ``batches`` batches after one warm-up batch (worker start-up, shuffle-buffer fill and, for the
     in-memory path, the one-off decoding of every image excluded; the latter is reported as ``setup_s``).
     ``path``: ``float32`` / ``uint8`` (shard path, images as float or uint8 + trimmed pinned tokens) or
     ``memory`` (the default run's pre-decoded in-memory path, float32)."""
     fast = path == "uint8"
     t0 = time.perf_counter()
-    loader = TrainLoader(shards, batch_size=batch_size, image_size=image_size, context_length=context_length,
-                         num_workers=0 if path == "memory" else workers, augment=False,
-                         image_dtype="uint8" if fast else "float32", trim_tokens=fast, pin_memory=fast,
-                         in_memory=path == "memory")
+    loader = TrainLoader(
+        shards,
+        batch_size=batch_size,
+        image_size=image_size,
+        context_length=context_length,
+        num_workers=0 if path == "memory" else workers,
+        augment=False,
+        image_dtype="uint8" if fast else "float32",
+        trim_tokens=fast,
+        pin_memory=fast,
+        in_memory=path == "memory",
+    )
     setup = time.perf_counter() - t0
     it = iter(loader)
     t0 = time.perf_counter()
@@ -53,10 +68,16 @@ def measure(shards: Path, workers: int, batches: int, batch_size: int, image_siz
     dt = time.perf_counter() - t0
     del it
     rate = batches * batch_size / dt
-    return {"path": path, "workers": 0 if path == "memory" else workers, "setup_s": round(setup, 2),
-            "samples_per_s": round(rate, 1),
-            "samples_per_s_per_worker": round(rate / max(workers, 1), 1),
-            "first_batch_s": round(first, 3), "batches": batches, "batch_size": batch_size}
+    return {
+        "path": path,
+        "workers": 0 if path == "memory" else workers,
+        "setup_s": round(setup, 2),
+        "samples_per_s": round(rate, 1),
+        "samples_per_s_per_worker": round(rate / max(workers, 1), 1),
+        "first_batch_s": round(first, 3),
+        "batches": batches,
+        "batch_size": batch_size,
+    }
 
 
 def main(argv=None) -> int:
@@ -67,8 +88,13 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--context-length", type=int, default=32)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--paths", nargs="+", choices=("float32", "uint8", "memory"), default=["float32", "memory"],
-                   help="loader paths to time (memory: the default run's pre-decoded in-memory path)")
+    p.add_argument(
+        "--paths",
+        nargs="+",
+        choices=("float32", "uint8", "memory"),
+        default=["float32", "memory"],
+        help="loader paths to time (memory: the default run's pre-decoded in-memory path)",
+    )
     p.add_argument("--out", default=None, help="write the JSON here too (e.g. results/benchmarks/loader.json)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -85,10 +111,16 @@ def main(argv=None) -> int:
         generation_s = round(time.perf_counter() - t0, 2)
         shards = tmp / "synthhier" / "train"
     try:
-        runs = [measure(shards, w, args.batches, args.batch_size, args.image_size, args.context_length, path)
-                for path in args.paths if path != "memory" for w in args.workers]
+        runs = [
+            measure(shards, w, args.batches, args.batch_size, args.image_size, args.context_length, path)
+            for path in args.paths
+            if path != "memory"
+            for w in args.workers
+        ]
         if "memory" in args.paths:
-            runs.append(measure(shards, 0, args.batches, args.batch_size, args.image_size, args.context_length, "memory"))
+            runs.append(
+                measure(shards, 0, args.batches, args.batch_size, args.image_size, args.context_length, "memory")
+            )
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

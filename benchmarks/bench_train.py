@@ -44,8 +44,11 @@ if str(REPO) not in sys.path:
 
 from meru.training.flops import peak_flops, train_flops_per_sample  # noqa: E402 (after the sys.path entry)
 
-OFFICIAL_ARCH = {"vit-s16": "vit_small_mocov3_patch16_224", "vit-b16": "vit_base_patch16_224",
-                 "vit-l16": "vit_large_patch16_224"}
+OFFICIAL_ARCH = {
+    "vit-s16": "vit_small_mocov3_patch16_224",
+    "vit-b16": "vit_base_patch16_224",
+    "vit-l16": "vit_large_patch16_224",
+}
 
 
 # ------------------------------------------------------------------------------------------ machine
@@ -60,15 +63,30 @@ def _cpu_name() -> str:
 
 
 def machine(note: str | None) -> dict:
-    info = {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "load_avg_1m_start": round(os.getloadavg()[0], 2),
-            "python": platform.python_version(), "torch": torch.__version__, "note": note}
+    info = {
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m_start": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "note": note,
+    }
     if torch.cuda.is_available():
         info["device"] = torch.cuda.get_device_name(0)
         info["device_count"] = torch.cuda.device_count()
         info["cuda"] = torch.version.cuda
         try:
-            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                            capture_output=True, text=True, timeout=30, check=False).stdout.split("\n")[0].strip()
+            info["driver"] = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
+                )
+                .stdout.split("\n")[0]
+                .strip()
+            )
         except (OSError, subprocess.SubprocessError):
             info["driver"] = None
     else:
@@ -85,8 +103,9 @@ def device_tag() -> str:
 
 
 # --------------------------------------------------------------------------------------------- data
-def synthetic_batches(n: int, batch: int, image_size: int, context: int, lo: int, hi: int, seed: int = 0,
-                      pin: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def synthetic_batches(
+    n: int, batch: int, image_size: int, context: int, lo: int, hi: int, seed: int = 0, pin: bool = False
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``n`` (uint8 images, tokens [B, context]) pairs; caption ``i`` has ``U{lo..hi}`` tokens incl. [SOT]/[EOT]."""
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -96,7 +115,7 @@ def synthetic_batches(n: int, batch: int, image_size: int, context: int, lo: int
         tokens = torch.zeros(batch, context, dtype=torch.long)
         for i, n_tok in enumerate(lengths.tolist()):
             tokens[i, 0] = 49406
-            tokens[i, 1:n_tok - 1] = torch.randint(1, 49000, (n_tok - 2,), generator=g)
+            tokens[i, 1 : n_tok - 1] = torch.randint(1, 49000, (n_tok - 2,), generator=g)
             tokens[i, n_tok - 1] = 49407
         if pin:
             images, tokens = images.pin_memory(), tokens.pin_memory()
@@ -110,8 +129,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(kind: str, size: str, batch: int, steps: int, warmup: int, device: torch.device, amp_dtype,
-            compile_model: bool, caption_tokens: tuple[int, int], data: str | None, workers: int) -> dict:
+def measure(
+    kind: str,
+    size: str,
+    batch: int,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    amp_dtype,
+    compile_model: bool,
+    caption_tokens: tuple[int, int],
+    data: str | None,
+    workers: int,
+) -> dict:
     from meru.losses import build_loss
     from meru.models import build_model, get_size
     from meru.models.towers import trim_tokens
@@ -130,16 +160,25 @@ def measure(kind: str, size: str, batch: int, steps: int, warmup: int, device: t
     if data is not None:
         from meru.data.loader import TrainLoader
 
-        loader = TrainLoader(data, batch, spec.image_size, spec.context_length, num_workers=workers,
-                             shuffle_buffer=1000, image_dtype="uint8", trim_tokens=True,
-                             pin_memory=device.type == "cuda")
+        loader = TrainLoader(
+            data,
+            batch,
+            spec.image_size,
+            spec.context_length,
+            num_workers=workers,
+            shuffle_buffer=1000,
+            image_dtype="uint8",
+            trim_tokens=True,
+            pin_memory=device.type == "cuda",
+        )
         it = iter(loader)
 
         def next_batch():
             return next(it)
     else:
-        pool = synthetic_batches(4, batch, spec.image_size, spec.context_length, *caption_tokens,
-                                 pin=device.type == "cuda")
+        pool = synthetic_batches(
+            4, batch, spec.image_size, spec.context_length, *caption_tokens, pin=device.type == "cuda"
+        )
         counter = [0]
 
         def next_batch():
@@ -193,15 +232,24 @@ def measure(kind: str, size: str, batch: int, steps: int, warmup: int, device: t
         one_step(split)
     synced = sorted(split.pop("_steps"))
     peak = peak_flops(device, amp_dtype)
-    row = {"kind": kind, "size": size, "batch": batch, "compile": compile_model,
-           "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32", "steps": steps,
-           "input": f"TrainLoader({data}, workers={workers})" if data else f"synthetic, caption tokens {caption_tokens}",
-           "samples_per_s": round(steps * batch / dt, 2), "step_ms": round(1000 * dt / steps, 3),
-           # per-step times of the synced pass: the minimum is the least load-sensitive figure on a shared host
-           "synced_step_ms_min": round(1000 * synced[0], 3), "synced_step_ms_median": round(1000 * synced[len(synced) // 2], 3),
-           "warmup_s": round(warmup_s, 2), "tflops_per_device": round(flops / dt / 1e12, 4),
-           "mfu": round(flops / dt / peak, 4) if peak else None,
-           "split_ms": {k: round(1000 * v / steps, 3) for k, v in split.items()}}
+    row = {
+        "kind": kind,
+        "size": size,
+        "batch": batch,
+        "compile": compile_model,
+        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+        "steps": steps,
+        "input": f"TrainLoader({data}, workers={workers})" if data else f"synthetic, caption tokens {caption_tokens}",
+        "samples_per_s": round(steps * batch / dt, 2),
+        "step_ms": round(1000 * dt / steps, 3),
+        # per-step times of the synced pass: the minimum is the least load-sensitive figure on a shared host
+        "synced_step_ms_min": round(1000 * synced[0], 3),
+        "synced_step_ms_median": round(1000 * synced[len(synced) // 2], 3),
+        "warmup_s": round(warmup_s, 2),
+        "tflops_per_device": round(flops / dt / 1e12, 4),
+        "mfu": round(flops / dt / peak, 4) if peak else None,
+        "split_ms": {k: round(1000 * v / steps, 3) for k, v in split.items()},
+    }
     if device.type == "cuda":
         row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     else:
@@ -210,7 +258,7 @@ def measure(kind: str, size: str, batch: int, steps: int, warmup: int, device: t
 
 
 # ----------------------------------------------------------------------------------------- official
-_OFFICIAL = r'''
+_OFFICIAL = r"""
 import json, sys, time, types
 path, arch, batch, steps, warmup, amp, lo, hi = sys.argv[1:9]
 batch, steps, warmup, lo, hi = int(batch), int(steps), int(warmup), int(lo), int(hi)
@@ -262,20 +310,38 @@ for i in range(steps):
 if dev.type == "cuda": torch.cuda.synchronize()
 dt = time.perf_counter() - t0
 print(json.dumps({"samples_per_s": steps * batch / dt, "step_ms": 1000 * dt / steps}))
-'''
+"""
 
 
-def measure_official(path: str, size: str, batch: int, steps: int, warmup: int, amp: str,
-                     caption_tokens: tuple[int, int]) -> dict:
+def measure_official(
+    path: str, size: str, batch: int, steps: int, warmup: int, amp: str, caption_tokens: tuple[int, int]
+) -> dict:
     """Official MERU at the same batch / precision / caption lengths, in a subprocess (its package is
     also called ``meru``). Our synthetic images are uint8 -> float on the device; theirs are float32 on
     the host, as their loader gives them."""
     if size not in OFFICIAL_ARCH:
         return {"error": f"no official architecture for size {size!r} (only {', '.join(OFFICIAL_ARCH)})"}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", _OFFICIAL, str(Path(path).resolve()), OFFICIAL_ARCH[size], str(batch),
-                           str(steps), str(warmup), amp, str(caption_tokens[0]), str(caption_tokens[1])],
-                          capture_output=True, text=True, env=env, cwd=str(Path(path).resolve()), check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _OFFICIAL,
+            str(Path(path).resolve()),
+            OFFICIAL_ARCH[size],
+            str(batch),
+            str(steps),
+            str(warmup),
+            amp,
+            str(caption_tokens[0]),
+            str(caption_tokens[1]),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(Path(path).resolve()),
+        check=False,
+    )
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -287,8 +353,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kinds", nargs="+", default=["meru", "clip"], help="model kinds (any that build_model knows)")
     p.add_argument("--sizes", nargs="+", default=["vit-s16", "vit-b16", "vit-l16"] if gpu else ["tiny", "small-cpu"])
-    p.add_argument("--batch", type=int, nargs="+", default=None,
-                   help="per-device batch, one per size or one for all (default: 256 GPU / 128 CPU)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        default=None,
+        help="per-device batch, one per size or one for all (default: 256 GPU / 128 CPU)",
+    )
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--amp", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 on GPU, fp32 on CPU")
@@ -316,8 +387,13 @@ def main(argv=None) -> int:
     batch_of = dict(zip(args.sizes, batches * len(args.sizes) if len(batches) == 1 else batches))
     compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     out = Path(args.out or REPO / "results" / "benchmarks" / f"train-{device_tag()}.json")
-    result = {"benchmark": "train", "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-              "machine": machine(args.note), "rows": [], "ratios": []}
+    result = {
+        "benchmark": "train",
+        "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+        "machine": machine(args.note),
+        "rows": [],
+        "ratios": [],
+    }
 
     def save():
         result["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
@@ -330,7 +406,9 @@ def main(argv=None) -> int:
         for row in result["rows"]:
             if row["kind"] != "official-meru" or "samples_per_s" not in row:
                 continue
-            ours = [r for r in result["rows"] if r["size"] == row["size"] and r["kind"] == "meru" and "samples_per_s" in r]
+            ours = [
+                r for r in result["rows"] if r["size"] == row["size"] and r["kind"] == "meru" and "samples_per_s" in r
+            ]
             if ours:
                 best = max(ours, key=lambda r: r["samples_per_s"])
                 row["ours_over_official_samples_per_s"] = round(best["samples_per_s"] / row["samples_per_s"], 4)
@@ -345,31 +423,63 @@ def main(argv=None) -> int:
             for kind in args.kinds:
                 t0 = time.perf_counter()
                 try:
-                    row = measure(kind, size, batch_of[size], args.steps, args.warmup, device, amp_dtype, comp,
-                                  tuple(args.caption_tokens), args.data, args.workers)
+                    row = measure(
+                        kind,
+                        size,
+                        batch_of[size],
+                        args.steps,
+                        args.warmup,
+                        device,
+                        amp_dtype,
+                        comp,
+                        tuple(args.caption_tokens),
+                        args.data,
+                        args.workers,
+                    )
                 except (ValueError, RuntimeError) as e:  # unknown kind, out of memory, compile failure
-                    row = {"kind": kind, "size": size, "batch": batch_of[size], "compile": comp,
-                           "error": str(e).splitlines()[0][:300]}
+                    row = {
+                        "kind": kind,
+                        "size": size,
+                        "batch": batch_of[size],
+                        "compile": comp,
+                        "error": str(e).splitlines()[0][:300],
+                    }
                     if gpu:
                         torch.cuda.empty_cache()
                 row["wall_s"] = round(time.perf_counter() - t0, 1)
                 result["rows"].append(row)
                 print(json.dumps(row), flush=True)
                 save()
-            ok = {r["kind"]: r for r in result["rows"]
-                  if r["size"] == size and r.get("compile") == comp and "samples_per_s" in r}
+            ok = {
+                r["kind"]: r
+                for r in result["rows"]
+                if r["size"] == size and r.get("compile") == comp and "samples_per_s" in r
+            }
             if "meru" in ok and "clip" in ok:
-                result["ratios"].append({
-                    "size": size, "compile": comp,
-                    "meru_over_clip_step_time": round(ok["meru"]["step_ms"] / ok["clip"]["step_ms"], 4),
-                    "meru_over_clip_min_step_time": round(ok["meru"]["synced_step_ms_min"] / ok["clip"]["synced_step_ms_min"], 4)})
+                result["ratios"].append(
+                    {
+                        "size": size,
+                        "compile": comp,
+                        "meru_over_clip_step_time": round(ok["meru"]["step_ms"] / ok["clip"]["step_ms"], 4),
+                        "meru_over_clip_min_step_time": round(
+                            ok["meru"]["synced_step_ms_min"] / ok["clip"]["synced_step_ms_min"], 4
+                        ),
+                    }
+                )
             if args.official and "meru" in args.kinds and comp == compiles[0]:
                 amp = "bf16" if amp_dtype is not None else "fp32"
                 t0 = time.perf_counter()
-                off = measure_official(args.official, size, batch_of[size], args.steps, args.warmup, amp,
-                                       tuple(args.caption_tokens))
-                row = {"kind": "official-meru", "size": size, "batch": batch_of[size], "amp": amp, **off,
-                       "wall_s": round(time.perf_counter() - t0, 1)}
+                off = measure_official(
+                    args.official, size, batch_of[size], args.steps, args.warmup, amp, tuple(args.caption_tokens)
+                )
+                row = {
+                    "kind": "official-meru",
+                    "size": size,
+                    "batch": batch_of[size],
+                    "amp": amp,
+                    **off,
+                    "wall_s": round(time.perf_counter() - t0, 1),
+                }
                 result["rows"].append(row)
                 official_ratios()
                 print(json.dumps(row), flush=True)

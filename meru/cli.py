@@ -26,11 +26,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tables": ("meru.reporting.tables", "build CSV/Markdown/LaTeX tables from metric JSON"),
     "plots": ("meru.reporting.plots", "draw the PDF/PNG figures from metric JSON and training logs"),
     "provenance": ("meru.reporting.provenance", "write PROVENANCE.md: commit, machine, versions, config, input hashes"),
-    "reproduce": ("meru.reporting.reproduction", "compare a run's headline metrics with its reference (run or published)"),
+    "reproduce": (
+        "meru.reporting.reproduction",
+        "compare a run's headline metrics with its reference (run or published)",
+    ),
     "reference": ("meru.reporting.reference", "refresh (or check) the committed reference run"),
     "claims": ("meru.reporting.claims", "the MERU paper's qualitative claims, computed with verdicts"),
-    "prompt-sensitivity": ("meru.reporting.prompt_sensitivity",
-                           "tabulate zero-shot accuracy per prompt template set from metric JSON"),
+    "prompt-sensitivity": (
+        "meru.reporting.prompt_sensitivity",
+        "tabulate zero-shot accuracy per prompt template set from metric JSON",
+    ),
 }
 
 
@@ -61,8 +66,10 @@ def _one_line(exc: BaseException) -> str:
     import pickle
 
     if isinstance(exc, pickle.UnpicklingError):  # torch.load(weights_only=True) of a file that is not ours
-        return ("a --checkpoint / --embeddings / --text-pool file does not load with torch.load(weights_only=True): "
-                "it is not a checkpoint or embedding cache, or it is corrupt")
+        return (
+            "a --checkpoint / --embeddings / --text-pool file does not load with torch.load(weights_only=True): "
+            "it is not a checkpoint or embedding cache, or it is corrupt"
+        )
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return " ".join(lines[:2]) if lines else type(exc).__name__
@@ -88,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except user_error_types() as e:
         if os.environ.get("MERU_DEBUG"):
             raise
-        print(f"meru {name}: error: {_one_line(e)} ({type(e).__name__}; MERU_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"meru {name}: error: {_one_line(e)} ({type(e).__name__}; MERU_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 2

@@ -30,62 +30,103 @@ def _obj(props: dict, required: tuple = ()) -> dict:
     return {"type": "object", "properties": props, "additionalProperties": False, "required": list(required)}
 
 
-TRAIN_SCHEMA: dict = _obj({
-    "model": _obj({
-        "kind": {"enum": ["meru", "clip", "euclip"]},
-        "size": {"type": "string"},
-        "entail_weight": {"type": "number", "minimum": 0},
-        "curv_init": {"type": "number", "exclusiveMinimum": 0},
-        "learn_curv": _BOOL,
-    }),
-    "data": _obj({
-        "train": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
-        "batch_size": {"type": "integer", "minimum": 1},
-        "num_workers": {"type": "integer", "minimum": 0},
-        "shuffle_buffer": {"type": "integer", "minimum": 1},
-        "augment": _BOOL,
-        "sample_captions": _BOOL,
-        "subreddit_prefix_prob": {"type": "number", "minimum": 0, "maximum": 1},
-        "scale": {"type": "array", "items": _NUM, "minItems": 2, "maxItems": 2},
-        "in_memory": _BOOL,
-    }),
-    "optim": _obj({
-        "lr": {"type": "number", "exclusiveMinimum": 0},
-        "betas": {"type": "array", "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}, "minItems": 2, "maxItems": 2},
-        "weight_decay": {"type": "number", "minimum": 0},
-        "eps": {"type": "number", "exclusiveMinimum": 0},
-        "warmup_steps": {"type": "integer", "minimum": 0},
-        "total_steps": {"type": "integer", "minimum": 1},
-        "grad_clip": {"type": ["number", "null"], "exclusiveMinimum": 0},
-        "grad_accum": {"type": "integer", "minimum": 1},
-    }),
-    "precision": _obj({"amp": {"enum": ["auto", "bf16", "fp32"]}}),
-    "runtime": _obj({
-        "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
-        "threads": {"type": ["integer", "null"], "minimum": 1},
-        "compile": _BOOL,
-        "grad_checkpointing": _BOOL,
-        "checkpoint_every": {"type": "integer", "minimum": 1},
-        "log_every": {"type": "integer", "minimum": 1},
-        "tensorboard": _BOOL,
-        "on_nonfinite": {"enum": ["stop", "skip"]},
-        "max_nonfinite_skips": {"type": "integer", "minimum": 0},
-        "device": {"type": "string", "pattern": "^(auto|cpu|cuda(:[0-9]+)?)$"},
-        "stop_after": {"type": ["integer", "null"], "minimum": 0},
-    }),
-})
+TRAIN_SCHEMA: dict = _obj(
+    {
+        "model": _obj(
+            {
+                "kind": {"enum": ["meru", "clip", "euclip"]},
+                "size": {"type": "string"},
+                "entail_weight": {"type": "number", "minimum": 0},
+                "curv_init": {"type": "number", "exclusiveMinimum": 0},
+                "learn_curv": _BOOL,
+            }
+        ),
+        "data": _obj(
+            {
+                "train": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
+                "batch_size": {"type": "integer", "minimum": 1},
+                "num_workers": {"type": "integer", "minimum": 0},
+                "shuffle_buffer": {"type": "integer", "minimum": 1},
+                "augment": _BOOL,
+                "sample_captions": _BOOL,
+                "subreddit_prefix_prob": {"type": "number", "minimum": 0, "maximum": 1},
+                "scale": {"type": "array", "items": _NUM, "minItems": 2, "maxItems": 2},
+                "in_memory": _BOOL,
+            }
+        ),
+        "optim": _obj(
+            {
+                "lr": {"type": "number", "exclusiveMinimum": 0},
+                "betas": {
+                    "type": "array",
+                    "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+                    "minItems": 2,
+                    "maxItems": 2,
+                },
+                "weight_decay": {"type": "number", "minimum": 0},
+                "eps": {"type": "number", "exclusiveMinimum": 0},
+                "warmup_steps": {"type": "integer", "minimum": 0},
+                "total_steps": {"type": "integer", "minimum": 1},
+                "grad_clip": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                "grad_accum": {"type": "integer", "minimum": 1},
+            }
+        ),
+        "precision": _obj({"amp": {"enum": ["auto", "bf16", "fp32"]}}),
+        "runtime": _obj(
+            {
+                "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+                "threads": {"type": ["integer", "null"], "minimum": 1},
+                "compile": _BOOL,
+                "grad_checkpointing": _BOOL,
+                "checkpoint_every": {"type": "integer", "minimum": 1},
+                "log_every": {"type": "integer", "minimum": 1},
+                "tensorboard": _BOOL,
+                "on_nonfinite": {"enum": ["stop", "skip"]},
+                "max_nonfinite_skips": {"type": "integer", "minimum": 0},
+                "device": {"type": "string", "pattern": "^(auto|cpu|cuda(:[0-9]+)?)$"},
+                "stop_after": {"type": ["integer", "null"], "minimum": 0},
+            }
+        ),
+    }
+)
 
 DEFAULTS: dict = {
     "model": {"kind": "meru", "size": "cpu-conv", "entail_weight": 0.2, "curv_init": 1.0, "learn_curv": True},
-    "data": {"train": "data/synthhier/train", "batch_size": 2048, "num_workers": 4, "shuffle_buffer": 4000,
-             "augment": True, "sample_captions": True, "subreddit_prefix_prob": 0.0, "scale": [0.5, 1.0],
-             "in_memory": False},
-    "optim": {"lr": 5.0e-4, "betas": [0.9, 0.98], "weight_decay": 0.2, "eps": 1.0e-8, "warmup_steps": 4000,
-              "total_steps": 120000, "grad_clip": None, "grad_accum": 1},
+    "data": {
+        "train": "data/synthhier/train",
+        "batch_size": 2048,
+        "num_workers": 4,
+        "shuffle_buffer": 4000,
+        "augment": True,
+        "sample_captions": True,
+        "subreddit_prefix_prob": 0.0,
+        "scale": [0.5, 1.0],
+        "in_memory": False,
+    },
+    "optim": {
+        "lr": 5.0e-4,
+        "betas": [0.9, 0.98],
+        "weight_decay": 0.2,
+        "eps": 1.0e-8,
+        "warmup_steps": 4000,
+        "total_steps": 120000,
+        "grad_clip": None,
+        "grad_accum": 1,
+    },
     "precision": {"amp": "auto"},
-    "runtime": {"seed": 0, "threads": None, "compile": False, "grad_checkpointing": False, "checkpoint_every": 1000,
-                "log_every": 50, "tensorboard": True, "on_nonfinite": "stop", "max_nonfinite_skips": 10,
-                "device": "auto", "stop_after": None},
+    "runtime": {
+        "seed": 0,
+        "threads": None,
+        "compile": False,
+        "grad_checkpointing": False,
+        "checkpoint_every": 1000,
+        "log_every": 50,
+        "tensorboard": True,
+        "on_nonfinite": "stop",
+        "max_nonfinite_skips": 10,
+        "device": "auto",
+        "stop_after": None,
+    },
 }
 
 
@@ -102,8 +143,12 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1}); YAML would silently keep "
-                    "only the last one: merge the two entries", key_node.start_mark)
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {seen[key] + 1}); YAML would silently keep "
+                    "only the last one: merge the two entries",
+                    key_node.start_mark,
+                )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
 
@@ -174,8 +219,9 @@ def _cross_field_errors(cfg: dict) -> list[str]:
         out.append(f"data.scale = {cfg['data']['scale']!r} must satisfy 0 < lo <= hi <= 1")
     o = cfg["optim"]
     if cfg["data"]["batch_size"] % o["grad_accum"]:
-        out.append(f"data.batch_size = {cfg['data']['batch_size']} is not divisible by optim.grad_accum = "
-                   f"{o['grad_accum']}")
+        out.append(
+            f"data.batch_size = {cfg['data']['batch_size']} is not divisible by optim.grad_accum = {o['grad_accum']}"
+        )
     size = cfg["model"]["size"]
     MODEL_SIZES = model_sizes()
     if size not in MODEL_SIZES:
@@ -217,7 +263,9 @@ def validate_train_config(cfg: dict, source: str = "<config>") -> dict:
     """Validate a full or partial train config against ``TRAIN_SCHEMA``; raise ``ConfigError`` naming every bad key."""
     if not isinstance(cfg, dict):
         raise ConfigError(f"{source}: train = {cfg!r} must be a mapping of sections ({', '.join(DEFAULTS)})")
-    errors = sorted(jsonschema.Draft202012Validator(TRAIN_SCHEMA).iter_errors(cfg), key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(
+        jsonschema.Draft202012Validator(TRAIN_SCHEMA).iter_errors(cfg), key=lambda e: [str(p) for p in e.absolute_path]
+    )
     messages = [_describe(e) for e in errors]
     messages += [f"{k} = {v!r} is not a finite number" for k, v in _nonfinite_numbers(cfg)]
     if not messages and all(isinstance(cfg.get(k), dict) and set(cfg[k]) == set(DEFAULTS[k]) for k in DEFAULTS):
@@ -236,7 +284,9 @@ def parse_set(item: str, source: str = "--set") -> tuple[list[str], Any]:
     if path and path[0] == "train":
         path = path[1:]
     if len(path) < 2:
-        raise ConfigError(f"{source} {item!r}: key must be section.name, e.g. optim.lr (sections: {', '.join(DEFAULTS)})")
+        raise ConfigError(
+            f"{source} {item!r}: key must be section.name, e.g. optim.lr (sections: {', '.join(DEFAULTS)})"
+        )
     try:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
@@ -244,7 +294,9 @@ def parse_set(item: str, source: str = "--set") -> tuple[list[str], Any]:
     # YAML reads 5e-4 as a string; accept float notation without a dot.
     if isinstance(parsed, str):
         try:
-            parsed = float(parsed) if any(c in parsed.lower() for c in "e.") or parsed.lower() in ("inf", "nan") else parsed
+            parsed = (
+                float(parsed) if any(c in parsed.lower() for c in "e.") or parsed.lower() in ("inf", "nan") else parsed
+            )
         except ValueError:
             pass
     return path, parsed
@@ -265,8 +317,13 @@ def _fix_floats(obj):
     return obj
 
 
-def load_train_config(path: str | os.PathLike | None, kind: str | None = None, size: str | None = None,
-                      seed: int | None = None, sets: list[str] | None = None) -> dict:
+def load_train_config(
+    path: str | os.PathLike | None,
+    kind: str | None = None,
+    size: str | None = None,
+    seed: int | None = None,
+    sets: list[str] | None = None,
+) -> dict:
     """Resolved train config: defaults <- file (``train:`` + ``train_overrides[kind]`` or bare) <- CLI; validated."""
     source = str(path) if path else "<defaults>"
     raw: dict = {}
@@ -284,7 +341,9 @@ def load_train_config(path: str | os.PathLike | None, kind: str | None = None, s
     if "train" in raw:
         overrides = raw.get("train_overrides") or {}
         if not isinstance(overrides, dict):
-            raise ConfigError(f"{source}: train_overrides = {overrides!r} must be a mapping of model kind -> train section")
+            raise ConfigError(
+                f"{source}: train_overrides = {overrides!r} must be a mapping of model kind -> train section"
+            )
         over = overrides.get(kind) or {}
         validate_train_config(over, f"{source} (train_overrides.{kind})")
         cfg = _merge(cfg, over)
@@ -335,18 +394,27 @@ def check_workflow_config(config: dict, schema: dict, source: str = "workflow co
     ``train.data.train`` must be the dataset the workflow builds, ``{data_dir}/{data.source}[/train]``.
     """
     MODEL_SIZES = model_sizes()
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
-                    key=lambda e: [str(p) for p in e.absolute_path])
-    messages = [_describe(e) for e in errors] + [f"{k} = {v!r} is not a finite number"
-                                                 for k, v in _nonfinite_numbers(config)]
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]
+    )
+    messages = [_describe(e) for e in errors] + [
+        f"{k} = {v!r} is not a finite number" for k, v in _nonfinite_numbers(config)
+    ]
     if messages:
         raise ConfigError(f"{source}: " + "; ".join(messages))
     sizes = list(config.get("sizes") or [])
     pretrained = (config.get("pretrained") or {}).get("checkpoints") or []
-    messages += [f"sizes = {s!r} is not a registered size (choose from: {', '.join(MODEL_SIZES)})"
-                 for s in sizes if s not in MODEL_SIZES]
-    messages += [f"pretrained.checkpoints[{i}].size = {c['size']!r} is not a registered size "
-                 f"(choose from: {', '.join(MODEL_SIZES)})" for i, c in enumerate(pretrained) if c["size"] not in MODEL_SIZES]
+    messages += [
+        f"sizes = {s!r} is not a registered size (choose from: {', '.join(MODEL_SIZES)})"
+        for s in sizes
+        if s not in MODEL_SIZES
+    ]
+    messages += [
+        f"pretrained.checkpoints[{i}].size = {c['size']!r} is not a registered size "
+        f"(choose from: {', '.join(MODEL_SIZES)})"
+        for i, c in enumerate(pretrained)
+        if c["size"] not in MODEL_SIZES
+    ]
     if not pretrained and not sizes:
         messages.append("sizes: missing or empty (list the model sizes to train, e.g. [small-cpu])")
     if not pretrained and not config.get("seeds"):
@@ -361,16 +429,22 @@ def check_workflow_config(config: dict, schema: dict, source: str = "workflow co
         return name in own or name.removesuffix("_train") in own or _known_dataset(name, root)
 
     for key in ("zeroshot", "retrieval"):
-        messages += [f"evaluation.{key} = {n!r} is not a known evaluation set (MERU / clip-benchmark name, a "
-                     f"directory under evaluation.evalsets_root = {root!r}, or a name in evaluation.datasets)"
-                     for n in ev.get(key) or [] if not known(n)]
+        messages += [
+            f"evaluation.{key} = {n!r} is not a known evaluation set (MERU / clip-benchmark name, a "
+            f"directory under evaluation.evalsets_root = {root!r}, or a name in evaluation.datasets)"
+            for n in ev.get(key) or []
+            if not known(n)
+        ]
     probes = ev.get("linear_probe") or {}
     if isinstance(probes, list):  # names: each probe trains on the `train` split of its own folder
         probes = {name: {"test": name} for name in probes}
     for probe, entry in probes.items():
         entry = entry or {"test": probe}
-        messages += [f"evaluation.linear_probe.{probe}.{part} = {entry[part]!r} is not a known evaluation set"
-                     for part in ("train", "test") if part in entry and not known(entry[part])]
+        messages += [
+            f"evaluation.linear_probe.{probe}.{part} = {entry[part]!r} is not a known evaluation set"
+            for part in ("train", "test")
+            if part in entry and not known(entry[part])
+        ]
     data = config.get("data") or {}
     src = data.get("source")
     if src in ("redcaps", "cc3m", "cc12m") and not pretrained and "download" not in data:
@@ -395,8 +469,10 @@ def check_workflow_config(config: dict, schema: dict, source: str = "workflow co
             paths = path if isinstance(path, list) else [path]
             wanted = os.path.join(data_dir, src)
             if not all(_same_path(p, wanted) or _same_path(p, os.path.join(wanted, "train")) for p in paths):
-                messages.append(f"{where}: train.data.train = {path!r} is not the dataset this workflow builds "
-                                f"(data_dir = {data_dir!r}, data.source = {src!r}): set it to {wanted}"
-                                f"{'/train' if src == 'synthhier' else ''}")
+                messages.append(
+                    f"{where}: train.data.train = {path!r} is not the dataset this workflow builds "
+                    f"(data_dir = {data_dir!r}, data.source = {src!r}): set it to {wanted}"
+                    f"{'/train' if src == 'synthhier' else ''}"
+                )
     if messages:
         raise ConfigError(f"{source}: " + "; ".join(messages))

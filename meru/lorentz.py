@@ -75,8 +75,13 @@ def elementwise_dist(x: Tensor, y: Tensor, curv: float | Tensor = 1.0, eps: floa
     rc = curv**0.5
     xn, yn = torch.linalg.vector_norm(x, dim=-1), torch.linalg.vector_norm(y, dim=-1)
     a, b = torch.asinh(rc * xn), torch.asinh(rc * yn)
-    half_chord = torch.linalg.vector_norm(
-        torch.nn.functional.normalize(x, dim=-1, eps=eps) - torch.nn.functional.normalize(y, dim=-1, eps=eps), dim=-1) / 2
+    half_chord = (
+        torch.linalg.vector_norm(
+            torch.nn.functional.normalize(x, dim=-1, eps=eps) - torch.nn.functional.normalize(y, dim=-1, eps=eps),
+            dim=-1,
+        )
+        / 2
+    )
     s2 = torch.sinh((a - b) / 2) ** 2 + curv * xn * yn * half_chord**2
     return 2 * torch.asinh(torch.sqrt(torch.clamp(s2, min=eps**2))) / rc
 

@@ -45,18 +45,25 @@ class ClipLoss:
         if self.world_size == 1:
             return image, text
         # gather_grad=True: gradients flow to every rank's features (as all_gather with grad in MERU).
-        return gather_features(image, text, local_loss=True, gather_with_grad=True, rank=self.rank, world_size=self.world_size)
+        return gather_features(
+            image, text, local_loss=True, gather_with_grad=True, rank=self.rank, world_size=self.world_size
+        )
 
-    def get_logits(self, space: Space, image: Tensor, text: Tensor, all_image: Tensor, all_text: Tensor,
-                   scale: Tensor) -> tuple[Tensor, Tensor]:
+    def get_logits(
+        self, space: Space, image: Tensor, text: Tensor, all_image: Tensor, all_text: Tensor, scale: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """``(s * logit(image_i, text_j), s * logit(text_i, image_j))``, ``[B, W*B]`` each."""
         return scale * space.logits(image, all_text), scale * space.logits(text, all_image)
 
-    def extra_terms(self, space: Space, out: dict[str, Tensor], image: Tensor, text: Tensor) -> dict[str, tuple[Tensor, float]]:
+    def extra_terms(
+        self, space: Space, out: dict[str, Tensor], image: Tensor, text: Tensor
+    ) -> dict[str, tuple[Tensor, float]]:
         """Loss terms added to the contrastive loss: ``{name: (value, weight)}`` (CLIP: none)."""
         return {}
 
-    def diagnostics(self, space: Space, out: dict[str, Tensor], image: Tensor, text: Tensor, all_text: Tensor) -> dict[str, Tensor]:
+    def diagnostics(
+        self, space: Space, out: dict[str, Tensor], image: Tensor, text: Tensor, all_text: Tensor
+    ) -> dict[str, Tensor]:
         """Logging-only values (under ``no_grad``). CLIP: radius 1 (unit vectors)."""
         radius = torch.ones(1, device=image.device)
         return {"radius_mean": radius.mean(), "radius_max": radius.max()}
@@ -94,8 +101,11 @@ class ConeLoss(ClipLoss):
 
     def diagnostics(self, space, out, image, text, all_text):
         radius = torch.cat([space.root_distance(image), space.root_distance(text)])
-        return {"radius_mean": radius.mean(), "radius_max": radius.max(),
-                "cone_inside_frac": (space.cone_violation(text, image) <= 0).float().mean()}
+        return {
+            "radius_mean": radius.mean(),
+            "radius_max": radius.max(),
+            "cone_inside_frac": (space.cone_violation(text, image) <= 0).float().mean(),
+        }
 
 
 class MeruLoss(ConeLoss):
@@ -125,8 +135,9 @@ class EuclipLoss(ConeLoss):
 LOSSES: dict[str, type[ClipLoss]] = {"clip": ClipLoss, "meru": MeruLoss, "euclip": EuclipLoss}
 
 
-def build_loss(kind: str, entail_weight: float = 0.2, rank: int = 0, world_size: int = 1,
-               min_radius: float = MIN_RADIUS) -> ClipLoss:
+def build_loss(
+    kind: str, entail_weight: float = 0.2, rank: int = 0, world_size: int = 1, min_radius: float = MIN_RADIUS
+) -> ClipLoss:
     """The loss of model ``kind``; ``entail_weight`` and ``min_radius`` apply to the kinds with cones."""
     cls = LOSSES.get(kind)
     if cls is None:

@@ -31,8 +31,15 @@ class Progress:
     (:meth:`update`) or whenever asked (:meth:`report`). Rate and ETA are over the whole run so far,
     counted from construction (or from ``start``, e.g. after resuming at ``done=start``)."""
 
-    def __init__(self, label: str, total: int | None = None, unit: str = "items", every_s: float = 10.0,
-                 start: int = 0, stream=None):
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        unit: str = "items",
+        every_s: float = 10.0,
+        start: int = 0,
+        stream=None,
+    ):
         self.label, self.total, self.unit, self.every_s = label, total, unit, every_s
         self.done, self._start = start, start
         self._t0 = self._last = time.perf_counter()

@@ -58,8 +58,12 @@ class Space:
     # ---------------------------------------------------------------------------------- identity
     def record(self) -> dict:
         """Plain-dict description saved in embedding caches; :func:`space_of` rebuilds the space from it."""
-        return {"name": self.name, "kind": self.kind, "curv": None if self.curv is None else float(self.curv),
-                "min_radius": self.min_radius}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "curv": None if self.curv is None else float(self.curv),
+            "min_radius": self.min_radius,
+        }
 
     def geometry(self) -> dict:
         """``{"space", "root_distance"}`` for metric JSON, so reporting labels axes without knowing model kinds."""
@@ -117,9 +121,9 @@ class Space:
         aper = self.half_aperture(text)
         out = []
         for s in range(0, m, rows):
-            t = text[s:s + rows]
+            t = text[s : s + rows]
             ang = self.exterior_angle(t[:, None, :].expand(-1, n, -1), points[None, :, :].expand(t.shape[0], -1, -1))
-            out.append(ang - aper[s:s + rows, None])
+            out.append(ang - aper[s : s + rows, None])
         return torch.cat(out) if out else torch.zeros(0, n)
 
     def entails(self, text: Tensor, image: Tensor) -> Tensor:
@@ -289,7 +293,9 @@ class Euclidean(Space):
         ``acos(<y - x, x> / (||y - x|| ||x||))`` (Ganea et al. 2018, Eq. 28), row-wise ``[..., D] -> [...]``;
         the cosine is clamped to ``[-1 + eps, 1 - eps]``."""
         diff = y - x
-        cos = (diff * x).sum(-1) / (torch.linalg.vector_norm(diff, dim=-1) * torch.linalg.vector_norm(x, dim=-1) + self.eps)
+        cos = (diff * x).sum(-1) / (
+            torch.linalg.vector_norm(diff, dim=-1) * torch.linalg.vector_norm(x, dim=-1) + self.eps
+        )
         return torch.acos(torch.clamp(cos, min=-1 + self.eps, max=1 - self.eps))
 
 
@@ -323,7 +329,9 @@ def space_of(record: dict) -> Space:
     if isinstance(rec, dict) and rec.get("name") in _BY_NAME:
         return _build(_BY_NAME[rec["name"]], rec.get("curv"), rec.get("min_radius", MIN_RADIUS))
     if "kind" not in record:
-        raise ValueError(f"{record.get('path', 'embedding cache')}: records neither 'space' nor 'kind'; re-run `meru embed`")
+        raise ValueError(
+            f"{record.get('path', 'embedding cache')}: records neither 'space' nor 'kind'; re-run `meru embed`"
+        )
     return get_space(record["kind"], record.get("curv"))
 
 

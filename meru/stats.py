@@ -183,8 +183,13 @@ def mcnemar(correct_a, correct_b, exact: bool | None = None) -> dict:
     if exact is None:
         exact = n < 25
     if n == 0:
-        return {"n01": 0, "n10": 0, "statistic": 0.0, "p_value": 1.0,
-                "method": "exact-binomial" if exact else "chi2-continuity"}
+        return {
+            "n01": 0,
+            "n10": 0,
+            "statistic": 0.0,
+            "p_value": 1.0,
+            "method": "exact-binomial" if exact else "chi2-continuity",
+        }
     if exact:
         k = min(n01, n10)
         p = min(1.0, 2.0 * float(_sps.binom.cdf(k, n, 0.5)))

@@ -78,8 +78,12 @@ CASES = [
     ("top-level-list", "- 1\n- 2\n", [], ["top level must be a mapping", "list"]),
     ("workflow-train-scalar", "train: 5\n", [], ["'train'", "mapping"]),
     ("workflow-overrides-list", "train: {}\ntrain_overrides: [1]\n", [], ["train_overrides", "[1]"]),
-    ("workflow-override-bad", "train: {}\ntrain_overrides: {meru: {optim: {lr: x}}}\n", [],
-     ["train_overrides.meru", "optim.lr", "'x'"]),
+    (
+        "workflow-override-bad",
+        "train: {}\ntrain_overrides: {meru: {optim: {lr: x}}}\n",
+        [],
+        ["train_overrides.meru", "optim.lr", "'x'"],
+    ),
     ("set-no-equals", BASE, ["--set", "optim"], ["--set", "'optim'", "key.sub=value"]),
     ("set-unknown-section", BASE, ["--set", "foo.bar=1"], ["--set", "foo.bar=1", "'foo'"]),
     ("set-unknown-key", BASE, ["--set", "optim.lrr=1"], ["optim.lrr", "unknown key"]),
@@ -111,8 +115,19 @@ def _args(dirs, case_id, text, extra):
     path = dirs / f"{case_id}.yaml"
     if text is not None:
         path.write_text(text.replace("DATA", str(dirs / "data")).replace("EMPTY", str(dirs / "empty")))
-    argv = ["train", "--config", str(path), "--model", "meru", "--size", "tiny", "--seed", "0",
-            "--out", str(dirs / "runs" / case_id)]
+    argv = [
+        "train",
+        "--config",
+        str(path),
+        "--model",
+        "meru",
+        "--size",
+        "tiny",
+        "--seed",
+        "0",
+        "--out",
+        str(dirs / "runs" / case_id),
+    ]
     for flag in ("--size", "--seed"):
         if flag in extra:
             i = argv.index(flag)

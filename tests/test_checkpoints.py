@@ -56,8 +56,9 @@ def official_files(tmp_path_factory):
 
 
 def _check(summary: dict, x: torch.Tensor, atol=1e-5, rtol=1e-5):
-    probe = torch.randn(x.shape[1], generator=torch.Generator().manual_seed(PARITY["rule"]["probe_seed"]),
-                        dtype=torch.float64)
+    probe = torch.randn(
+        x.shape[1], generator=torch.Generator().manual_seed(PARITY["rule"]["probe_seed"]), dtype=torch.float64
+    )
     x = x.double()
     head = PARITY["rule"]["head"]
     torch.testing.assert_close(x[:, :head], torch.tensor(summary["head"], dtype=torch.float64), atol=atol, rtol=rtol)
@@ -69,7 +70,7 @@ def test_tokenizer_matches_official():
     tokens = get_tokenizer(77)(PARITY["captions"])
     for row, ref in zip(tokens, PARITY["official_tokens"]):
         assert row[: len(ref)].tolist() == ref
-        assert torch.all(row[len(ref):] == 0)  # official pads with 0 too
+        assert torch.all(row[len(ref) :] == 0)  # official pads with 0 too
 
 
 @pytest.mark.parametrize("kind", ["meru", "clip"])
@@ -77,7 +78,9 @@ def test_parity_with_official_code(official_files, kind):
     model = load_model(official_files / f"{kind}_vit_s.pth")
     assert (model.kind, model.size) == (kind, "vit-s16")
     ref = PARITY[kind]
-    images = torch.rand(*PARITY["rule"]["image_shape"], generator=torch.Generator().manual_seed(PARITY["rule"]["image_seed"]))
+    images = torch.rand(
+        *PARITY["rule"]["image_shape"], generator=torch.Generator().manual_seed(PARITY["rule"]["image_seed"])
+    )
     tokens = model.tokenize(PARITY["captions"])  # padded to 77; the official code pads to the longest caption
     with torch.no_grad():
         for project in (True, False):
@@ -126,8 +129,11 @@ def test_official_file_errors(official_files, tmp_path):
 def test_official_key_conversion_covers_every_official_key():
     """The real official key set (recorded from the official classes) maps 1:1 onto our ViT-S keys."""
     for kind in ("meru", "clip"):
-        shapes = {k: v for k, v in PARITY["official_shapes"].items()
-                  if kind == "meru" or k not in ("curv", "visual_alpha", "textual_alpha")}
+        shapes = {
+            k: v
+            for k, v in PARITY["official_shapes"].items()
+            if kind == "meru" or k not in ("curv", "visual_alpha", "textual_alpha")
+        }
         converted = convert_official_state_dict({k: torch.empty(v, device="meta") for k, v in shapes.items()})
         ours = build_model(kind, "vit-s16").state_dict()
         assert set(converted) == set(ours) - {"text.attn_mask"}
@@ -140,7 +146,9 @@ def test_checkpoint_roundtrip_and_strict_errors(tmp_path):
     save_model(model, tmp_path / "sub" / "m.pt", step=7, config={"a": 1}, note="x")
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["m.pt"]  # no temp file left behind
     blob = torch.load(tmp_path / "sub" / "m.pt", weights_only=True)
-    assert blob["format"] == "meru-bench/checkpoint/1" and blob["model_kwargs"]["curv_init"] == 2.0 and blob["note"] == "x"
+    assert (
+        blob["format"] == "meru-bench/checkpoint/1" and blob["model_kwargs"]["curv_init"] == 2.0 and blob["note"] == "x"
+    )
     loaded = load_model(tmp_path / "sub" / "m.pt")
     assert not loaded.training and loaded.curv_init == 2.0
     assert float(loaded.curv.exp()) == pytest.approx(3.0)

@@ -22,16 +22,29 @@ def test_decide_rule():
 
 
 def _write(d: Path, kind, seed, task, metrics, **extra):
-    rec = {"model": kind, "kind": kind, "size": "tiny", "seed": seed, "label": f"{kind}-tiny-s{seed}",
-           "dataset": "zeroshot_shape" if task != "retrieval" else "retrieval", "task": task, "metrics": metrics, **extra}
+    rec = {
+        "model": kind,
+        "kind": kind,
+        "size": "tiny",
+        "seed": seed,
+        "label": f"{kind}-tiny-s{seed}",
+        "dataset": "zeroshot_shape" if task != "retrieval" else "retrieval",
+        "task": task,
+        "metrics": metrics,
+        **extra,
+    }
     p = d / f"{kind}-tiny-s{seed}" / f"{task}.json"
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(rec))
 
 
 def _structure(kind, spearman, farther_iv, cones=True):
-    m = {"image_root_mean": 2.0, "text_root_mean": 1.0, "spearman_specificity": spearman,
-         "image_farther_frac": float(np.mean(farther_iv))}
+    m = {
+        "image_root_mean": 2.0,
+        "text_root_mean": 1.0,
+        "spearman_specificity": spearman,
+        "image_farther_frac": float(np.mean(farther_iv)),
+    }
     iv = {"image_root_mean": [1.9, 2.1], "text_root_mean": [0.9, 1.1], "image_farther_frac": farther_iv}
     if cones:
         m.update(cone_true_frac=0.8, cone_false_frac=0.1)
@@ -43,10 +56,19 @@ def test_claims_end_to_end_three_kinds(tmp_path):
     rng = np.random.default_rng(0)
     for seed in (0, 1):
         meru_correct = (rng.random(400) < 0.9).astype(int)
-        for kind, correct in (("meru", meru_correct), ("clip", (rng.random(400) < 0.5).astype(int)),
-                              ("euclip", meru_correct)):  # EUCLIP = MERU item for item: no difference
-            _write(tmp_path, kind, seed, "zeroshot", {"top1": 100 * correct.mean() + (0.01 if kind == "meru" else 0)},
-                   per_item={"correct": correct.tolist()})
+        for kind, correct in (
+            ("meru", meru_correct),
+            ("clip", (rng.random(400) < 0.5).astype(int)),
+            ("euclip", meru_correct),
+        ):  # EUCLIP = MERU item for item: no difference
+            _write(
+                tmp_path,
+                kind,
+                seed,
+                "zeroshot",
+                {"top1": 100 * correct.mean() + (0.01 if kind == "meru" else 0)},
+                per_item={"correct": correct.tolist()},
+            )
         _write(tmp_path, "meru", seed, "structure", **_structure("meru", 0.6, [0.9, 0.95]))
         _write(tmp_path, "clip", seed, "structure", **_structure("clip", -0.5, [0.4, 0.6], cones=False))
         _write(tmp_path, "euclip", seed, "structure", **_structure("euclip", 0.6, [0.2, 0.3], cones=False))
@@ -69,9 +91,19 @@ def test_claims_end_to_end_three_kinds(tmp_path):
 
 
 def test_traversal_items_tau_and_precision():
-    rec = {"images": [{"steps": [{"specificity": 4.0, "correct": True}, {"specificity": 2.0, "correct": True},
-                                 {"specificity": 1.0, "correct": False}, {"specificity": None, "correct": None}]},
-                      {"steps": [{"specificity": 3.0, "correct": False}]}]}
+    rec = {
+        "images": [
+            {
+                "steps": [
+                    {"specificity": 4.0, "correct": True},
+                    {"specificity": 2.0, "correct": True},
+                    {"specificity": 1.0, "correct": False},
+                    {"specificity": None, "correct": None},
+                ]
+            },
+            {"steps": [{"specificity": 3.0, "correct": False}]},
+        ]
+    }
     items = claims.traversal_items(rec)
     assert items[0, 0] == pytest.approx(-1.0) and np.isnan(items[1, 0])
     assert claims._true_share(items) == pytest.approx(2 / 4)

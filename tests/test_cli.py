@@ -17,8 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def meru(*args, env=None, cwd=None):
     e = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
-    return subprocess.run([sys.executable, "-m", "meru", *map(str, args)], check=False, capture_output=True, text=True, env=e,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "meru", *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=e,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_version(capsys):
@@ -33,8 +40,9 @@ def test_version(capsys):
 def test_every_option_has_help(name):
     parser = argparse.ArgumentParser()
     importlib.import_module(COMMANDS[name][0]).add_arguments(parser)
-    missing = [a.option_strings or a.dest for a in parser._actions
-               if not isinstance(a, argparse._HelpAction) and not a.help]
+    missing = [
+        a.option_strings or a.dest for a in parser._actions if not isinstance(a, argparse._HelpAction) and not a.help
+    ]
     assert not missing, f"meru {name}: options without help: {missing}"
 
 
@@ -43,27 +51,60 @@ def test_user_errors_are_one_line(tmp_path):
     (tmp_path / "pool.jsonl").write_text('{"text": "a cat"}\n')
     cases = [
         (["info", "--sizes", "nope"], "unknown model size 'nope'"),
-        (["embed", "--checkpoint", tmp_path / "bad.pt", "--text-pool", tmp_path / "pool.jsonl", "--out", tmp_path / "o.pt"],
-         "it is not a plain tensor file"),
-        (["evaluate", "--task", "zeroshot", "--embeddings", tmp_path / "bad.pt", "--out", tmp_path / "o.json"],
-         "it is not a plain tensor file"),
+        (
+            [
+                "embed",
+                "--checkpoint",
+                tmp_path / "bad.pt",
+                "--text-pool",
+                tmp_path / "pool.jsonl",
+                "--out",
+                tmp_path / "o.pt",
+            ],
+            "it is not a plain tensor file",
+        ),
+        (
+            ["evaluate", "--task", "zeroshot", "--embeddings", tmp_path / "bad.pt", "--out", tmp_path / "o.json"],
+            "it is not a plain tensor file",
+        ),
         (["synth", "--out", tmp_path / "bad.pt" / "sub", "--train-size", "2", "--test-size", "2"], "bad.pt"),
-        (["embed", "--checkpoint", "openclip:ViT-B-32:/nonexistent.pt", "--text-pool", tmp_path / "pool.jsonl",
-          "--out", tmp_path / "o.pt"], "weights file /nonexistent.pt not found"),
+        (
+            [
+                "embed",
+                "--checkpoint",
+                "openclip:ViT-B-32:/nonexistent.pt",
+                "--text-pool",
+                tmp_path / "pool.jsonl",
+                "--out",
+                tmp_path / "o.pt",
+            ],
+            "weights file /nonexistent.pt not found",
+        ),
     ]
     for argv, message in cases:
         r = meru(*argv)
         assert r.returncode == 2, (argv, r.stderr)
-        assert "Traceback" not in r.stderr and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (argv, r.stderr)
+        assert "Traceback" not in r.stderr and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (
+            argv,
+            r.stderr,
+        )
     r = meru("info", "--sizes", "nope", env={"MERU_DEBUG": "1"})
     assert "Traceback" in r.stderr
 
 
 def test_info_builds_no_model_and_imports_no_torch():
-    code = ("import sys; from meru.cli import main; main(['info', '--json']); "
-            "assert not {'torch', 'open_clip', 'timm'} & set(sys.modules), sorted(sys.modules)")
-    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    code = (
+        "import sys; from meru.cli import main; main(['info', '--json']); "
+        "assert not {'torch', 'open_clip', 'timm'} & set(sys.modules), sorted(sys.modules)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert '"size": "vit-l16"' in r.stdout
 
@@ -78,7 +119,8 @@ def test_sizes_file_adds_a_size_without_editing_the_package(tmp_path, monkeypatc
     (tmp_path / "sizes.yaml").write_text(
         "vit_variants:\n  test_vit_p8_16: {image_size: 16, patch: 8, width: 16, depth: 1, heads: 2}\n"
         "sizes:\n  test-mini: {image_tower: test_vit_p8_16, image_size: 16, text_layers: 1, text_width: 16, text_heads: 2,\n"
-        "              context_length: 8, embed_dim: 8, description: from a sizes file}\n")
+        "              context_length: 8, embed_dim: 8, description: from a sizes file}\n"
+    )
     r = meru("info", "--json", "--sizes", "test-mini", env={"MERU_SIZES_FILE": str(tmp_path / "sizes.yaml")})
     assert r.returncode == 0, r.stderr
     rows = {row["kind"]: row for row in json.loads(r.stdout)}

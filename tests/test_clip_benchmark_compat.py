@@ -23,7 +23,9 @@ from meru.evaluation import embed as E
 from meru.evaluation import run as R
 from meru.evaluation.metric_io import read_json
 
-_spec = importlib.util.spec_from_file_location("make_tiny_sets", Path(__file__).parent / "data" / "eval" / "make_tiny_sets.py")
+_spec = importlib.util.spec_from_file_location(
+    "make_tiny_sets", Path(__file__).parent / "data" / "eval" / "make_tiny_sets.py"
+)
 mk = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(mk)
 
@@ -47,15 +49,73 @@ def outputs(request, tmp_path_factory):
     save_model(build_model(kind, "tiny"), d / "model.pt", config={"runtime": {"seed": 3}})
     ck = str(d / "model.pt")
     for name in ("zeroshot", "retrieval"):
-        assert cli(E, ["--checkpoint", ck, "--evalset", str(paths[name]), "--out", str(d / f"{name}.pt"),
-                       "--batch-size", "4"]) == 0
+        assert (
+            cli(
+                E,
+                [
+                    "--checkpoint",
+                    ck,
+                    "--evalset",
+                    str(paths[name]),
+                    "--out",
+                    str(d / f"{name}.pt"),
+                    "--batch-size",
+                    "4",
+                ],
+            )
+            == 0
+        )
     metrics = d / "metrics"
-    assert cli(R, ["--task", "zeroshot", "--embeddings", str(d / "zeroshot.pt"), "--out", str(metrics / "zs.json"),
-                   "--n-boot", "20"]) == 0
-    assert cli(R, ["--task", "retrieval", "--embeddings", str(d / "retrieval.pt"), "--out", str(metrics / "ret.json"),
-                   "--n-boot", "20"]) == 0
-    assert cli(R, ["--task", "linear-probe", "--train-embeddings", str(d / "zeroshot.pt"), "--embeddings",
-                   str(d / "zeroshot.pt"), "--out", str(metrics / "lp.json"), "--n-boot", "20"]) == 0
+    assert (
+        cli(
+            R,
+            [
+                "--task",
+                "zeroshot",
+                "--embeddings",
+                str(d / "zeroshot.pt"),
+                "--out",
+                str(metrics / "zs.json"),
+                "--n-boot",
+                "20",
+            ],
+        )
+        == 0
+    )
+    assert (
+        cli(
+            R,
+            [
+                "--task",
+                "retrieval",
+                "--embeddings",
+                str(d / "retrieval.pt"),
+                "--out",
+                str(metrics / "ret.json"),
+                "--n-boot",
+                "20",
+            ],
+        )
+        == 0
+    )
+    assert (
+        cli(
+            R,
+            [
+                "--task",
+                "linear-probe",
+                "--train-embeddings",
+                str(d / "zeroshot.pt"),
+                "--embeddings",
+                str(d / "zeroshot.pt"),
+                "--out",
+                str(metrics / "lp.json"),
+                "--n-boot",
+                "20",
+            ],
+        )
+        == 0
+    )
     return kind, d, paths, metrics
 
 
@@ -115,8 +175,13 @@ def test_values_match_clip_benchmarks_own_evaluation(outputs, monkeypatch):
     model = load_model(d / "model.pt")
     wrapped = _Wrapped(model).eval()
     ours = read_json(metrics / "zs.clip_benchmark.json")["metrics"]
-    ds = build_dataset("wds/zeroshot_leaf", root=str(paths["zeroshot"]), transform=E.image_transform(32, "classification"),
-                       split="test", task="zeroshot_classification")
+    ds = build_dataset(
+        "wds/zeroshot_leaf",
+        root=str(paths["zeroshot"]),
+        transform=E.image_transform(32, "classification"),
+        split="test",
+        task="zeroshot_classification",
+    )
     loader = torch.utils.data.DataLoader(ds.batched(4), batch_size=None, num_workers=0)
     # clip-benchmark 1.6.2's `accuracy` ends in float(1-element array), which numpy 2 refuses; patch only
     # that conversion (the classifier, the scores and the balanced accuracy stay clip-benchmark's)
@@ -131,10 +196,19 @@ def test_values_match_clip_benchmarks_own_evaluation(outputs, monkeypatch):
     assert math.isnan(theirs["acc5"]) and ours["acc5"] is None
 
     ours = read_json(metrics / "ret.clip_benchmark.json")["metrics"]
-    ds = build_dataset("wds/retrieval", root=str(paths["retrieval"]), transform=E.image_transform(32, "retrieval"),
-                       split="test", task="zeroshot_retrieval")
+    ds = build_dataset(
+        "wds/retrieval",
+        root=str(paths["retrieval"]),
+        transform=E.image_transform(32, "retrieval"),
+        split="test",
+        task="zeroshot_retrieval",
+    )
     loader = torch.utils.data.DataLoader(ds.batched(4), batch_size=None, num_workers=0)  # as clip_benchmark.cli
     theirs = zsr.evaluate(wrapped, loader, model.tokenize, "cpu", amp=False, recall_k_list=[1, 5])
-    for key in ("image_retrieval_recall@1", "image_retrieval_recall@5", "text_retrieval_recall@1",
-                "text_retrieval_recall@5"):
+    for key in (
+        "image_retrieval_recall@1",
+        "image_retrieval_recall@5",
+        "text_retrieval_recall@1",
+        "text_retrieval_recall@5",
+    ):
         assert theirs[key] == pytest.approx(ours[key], abs=1e-9), key

@@ -22,8 +22,11 @@ def test_defaults_are_paper_recipe():
 
 
 def test_workflow_config_with_overrides_and_sets(tmp_path):
-    p = _write(tmp_path, "train:\n  optim: {lr: 1e-3, total_steps: 100}\n  data: {batch_size: 64}\n"
-                         "train_overrides:\n  clip: {optim: {lr: 2e-3}}\n  meru: {model: {curv_init: 0.5}}\nother: 1\n")
+    p = _write(
+        tmp_path,
+        "train:\n  optim: {lr: 1e-3, total_steps: 100}\n  data: {batch_size: 64}\n"
+        "train_overrides:\n  clip: {optim: {lr: 2e-3}}\n  meru: {model: {curv_init: 0.5}}\nother: 1\n",
+    )
     clip = load_train_config(p, "clip", "tiny", 0)
     meru = load_train_config(p, "meru", "tiny", 0, ["optim.warmup_steps=7", "train.runtime.compile=true"])
     assert clip["optim"]["lr"] == 2e-3 and clip["model"]["kind"] == "clip"

@@ -93,18 +93,43 @@ def _redcaps_zip(path, base):
     anns = []
     for i in range(6):
         ext = "png" if i % 2 == 0 else "jpg"
-        anns.append({"image_id": f"id{i}", "author": "u", "url": f"{base}/ok/{i}.{ext}", "raw_caption": f"Raw {i}",
-                     "caption": f"caption {i}", "subreddit": "itookapicture", "score": i, "created_utc": 1.5e9,
-                     "permalink": f"/r/x/{i}", "crosspost_parents": None})
+        anns.append(
+            {
+                "image_id": f"id{i}",
+                "author": "u",
+                "url": f"{base}/ok/{i}.{ext}",
+                "raw_caption": f"Raw {i}",
+                "caption": f"caption {i}",
+                "subreddit": "itookapicture",
+                "score": i,
+                "created_utc": 1.5e9,
+                "permalink": f"/r/x/{i}",
+                "crosspost_parents": None,
+            }
+        )
     # faults and a duplicate of an ok URL (same url, different caption: dropped before download)
     for j, p in enumerate(["/missing", "/trunc", "/text", "/slow"]):
-        anns.append({"image_id": f"bad{j}", "author": "u", "url": base + p, "raw_caption": "r", "caption": f"bad {j}",
-                     "subreddit": "earthporn", "score": 0, "created_utc": 1.5e9, "permalink": "/", "crosspost_parents": None})
+        anns.append(
+            {
+                "image_id": f"bad{j}",
+                "author": "u",
+                "url": base + p,
+                "raw_caption": "r",
+                "caption": f"bad {j}",
+                "subreddit": "earthporn",
+                "score": 0,
+                "created_utc": 1.5e9,
+                "permalink": "/",
+                "crosspost_parents": None,
+            }
+        )
     anns.append(dict(anns[0], image_id="dup", caption="duplicate"))
     with zipfile.ZipFile(path, "w") as zf:
         # files are read in sorted name order: earthporn_2020 (faults), then itookapicture_2020 (ok + duplicate)
         zf.writestr("annotations/earthporn_2020.json", json.dumps({"info": {}, "annotations": anns[6:10]}))
-        zf.writestr("annotations/itookapicture_2020.json", json.dumps({"info": {}, "annotations": anns[:6] + anns[10:]}))
+        zf.writestr(
+            "annotations/itookapicture_2020.json", json.dumps({"info": {}, "annotations": anns[:6] + anns[10:]})
+        )
 
 
 def test_download_redcaps_faults_and_resume(tmp_path):
@@ -119,8 +144,14 @@ def test_download_redcaps_faults_and_resume(tmp_path):
         # 11 rows: 6 ok, 4 faults, 1 duplicate URL
         assert c["input_rows"] == 11 and c["duplicate_url"] == 1
         assert c["attempted"] == 10 and c["succeeded"] == 6 and c["failed"] == 4
-        assert man["failed_by_reason"] == {"http_404": 1, "http_error": 0, "timeout": 1, "truncated": 1,
-                                           "not_an_image": 1, "other": 0}
+        assert man["failed_by_reason"] == {
+            "http_404": 1,
+            "http_error": 0,
+            "timeout": 1,
+            "truncated": 1,
+            "not_an_image": 1,
+            "other": 0,
+        }
         assert read_manifest(out, verify=True)["num_samples"] == 6
         assert len(man["shards"]) == 3  # 10 URLs / 4 per shard
         # the duplicate was requested once only
@@ -151,8 +182,25 @@ def test_download_resumes_missing_shard_only(tmp_path, capsys):
         tsv = tmp_path / "cc12m.tsv"
         tsv.write_text("".join(f"{srv.base}/ok/{i}.png\tcap {i}\n" for i in range(4)))
         out = tmp_path / "cc12m"
-        rc = main(["download", "--source", "cc12m", "--annotations", str(tsv), "--out", str(out), "--image-size", "8",
-                   "--threads", "2", "--timeout", "2", "--shard-size", "2"])
+        rc = main(
+            [
+                "download",
+                "--source",
+                "cc12m",
+                "--annotations",
+                str(tsv),
+                "--out",
+                str(out),
+                "--image-size",
+                "8",
+                "--threads",
+                "2",
+                "--timeout",
+                "2",
+                "--shard-size",
+                "2",
+            ]
+        )
         assert rc == 0 and "cc12m: 4/4 images downloaded (100.0%), 2 shards" in capsys.readouterr().out
         assert srv.requests["/ok/0.png"] == 1 and srv.requests["/ok/2.png"] == 1
         (out / "00001_stats.json").unlink()  # as if the run had died during shard 1

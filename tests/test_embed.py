@@ -17,7 +17,9 @@ from meru.evaluation import embed as E
 from meru.evaluation import run as R
 from meru.evaluation.metric_io import read_json, write_json
 
-_spec = importlib.util.spec_from_file_location("make_tiny_sets", Path(__file__).parent / "data" / "eval" / "make_tiny_sets.py")
+_spec = importlib.util.spec_from_file_location(
+    "make_tiny_sets", Path(__file__).parent / "data" / "eval" / "make_tiny_sets.py"
+)
 mk = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(mk)
 
@@ -39,9 +41,30 @@ def setup(tmp_path_factory):
     torch.manual_seed(0)
     save_model(build_model("meru", "tiny"), d / "model.pt", config={"runtime": {"seed": 7}})
     ck = str(d / "model.pt")
-    assert cli(E, ["--checkpoint", ck, "--evalset", str(paths["zeroshot"]), "--out", str(d / "zs.pt"), "--batch-size", "4"]) == 0
-    assert cli(E, ["--checkpoint", ck, "--evalset", str(paths["retrieval"]), "--out", str(d / "ret.pt"),
-                   "--batch-size", "2", "--num-workers", "2"]) == 0
+    assert (
+        cli(
+            E, ["--checkpoint", ck, "--evalset", str(paths["zeroshot"]), "--out", str(d / "zs.pt"), "--batch-size", "4"]
+        )
+        == 0
+    )
+    assert (
+        cli(
+            E,
+            [
+                "--checkpoint",
+                ck,
+                "--evalset",
+                str(paths["retrieval"]),
+                "--out",
+                str(d / "ret.pt"),
+                "--batch-size",
+                "2",
+                "--num-workers",
+                "2",
+            ],
+        )
+        == 0
+    )
     assert cli(E, ["--checkpoint", ck, "--text-pool", str(paths["pool"]), "--out", str(d / "pool.pt")]) == 0
     return d, paths
 
@@ -62,7 +85,11 @@ def test_cache_matches_the_model(setup):
     from PIL import Image
     import torchvision.transforms.functional as TF
 
-    s = [x for x in wds.WebDataset(str(paths["zeroshot"] / "test" / "0.tar"), shardshuffle=False) if x["__key__"] == "img0003"][0]
+    s = [
+        x
+        for x in wds.WebDataset(str(paths["zeroshot"] / "test" / "0.tar"), shardshuffle=False)
+        if x["__key__"] == "img0003"
+    ][0]
     im = Image.open(io.BytesIO(s["png"])).convert("RGB")
     im = TF.center_crop(TF.resize(im, 32, TF.InterpolationMode.BICUBIC), 32)
     with torch.no_grad():
@@ -70,7 +97,9 @@ def test_cache_matches_the_model(setup):
         torch.testing.assert_close(c["image_emb"][3], model.encode_image(x)[0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(c["image_feats"][3], model.image_features(x)[0], rtol=1e-4, atol=1e-5)
         tok = model.tokenize(["an image of a dog."])
-        torch.testing.assert_close(c["class_text_raw"][1, 1], model.encode_text(tok, project=False)[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            c["class_text_raw"][1, 1], model.encode_text(tok, project=False)[0], rtol=1e-4, atol=1e-5
+        )
     assert c["class_text_raw"].shape == (2, 3, 32)
 
 
@@ -81,14 +110,34 @@ def test_retrieval_cache_keeps_order_with_workers(setup):
     assert c["texts"][:2] == ["a cat 0", "another caption"]
     assert c["text_to_image"].tolist() == [0, 0, 1, 2, 3, 4, 5]
     p = E.load_cache(d / "pool.pt", "text-pool")
-    assert p["texts"] == [r["text"] for r in mk.POOL] and p["specificity"].tolist() == [r["specificity"] for r in mk.POOL]
+    assert p["texts"] == [r["text"] for r in mk.POOL] and p["specificity"].tolist() == [
+        r["specificity"] for r in mk.POOL
+    ]
 
 
 def test_one_process_embeds_several_sources_like_separate_runs(setup, tmp_path):
     d, paths = setup
-    outs = [tmp_path / "pool.pt", tmp_path / "zs.pt"]   # text pool first: order follows the command line
-    assert cli(E, ["--checkpoint", str(d / "model.pt"), "--text-pool", str(paths["pool"]), "--out", str(outs[0]),
-                   "--evalset", str(paths["zeroshot"]), "--out", str(outs[1]), "--batch-size", "4"]) == 0
+    outs = [tmp_path / "pool.pt", tmp_path / "zs.pt"]  # text pool first: order follows the command line
+    assert (
+        cli(
+            E,
+            [
+                "--checkpoint",
+                str(d / "model.pt"),
+                "--text-pool",
+                str(paths["pool"]),
+                "--out",
+                str(outs[0]),
+                "--evalset",
+                str(paths["zeroshot"]),
+                "--out",
+                str(outs[1]),
+                "--batch-size",
+                "4",
+            ],
+        )
+        == 0
+    )
     pool, zs = E.load_cache(outs[0], "text-pool"), E.load_cache(outs[1], "classification")
     torch.testing.assert_close(pool["text_emb"], E.load_cache(d / "pool.pt")["text_emb"])
     torch.testing.assert_close(zs["image_emb"], E.load_cache(d / "zs.pt")["image_emb"])
@@ -97,8 +146,16 @@ def test_one_process_embeds_several_sources_like_separate_runs(setup, tmp_path):
 
 def test_embed_needs_one_out_per_source(setup, tmp_path, capsys):
     d, paths = setup
-    argv = ["--checkpoint", str(d / "model.pt"), "--evalset", str(paths["zeroshot"]), "--text-pool", str(paths["pool"]),
-            "--out", str(tmp_path / "a.pt")]
+    argv = [
+        "--checkpoint",
+        str(d / "model.pt"),
+        "--evalset",
+        str(paths["zeroshot"]),
+        "--text-pool",
+        str(paths["pool"]),
+        "--out",
+        str(tmp_path / "a.pt"),
+    ]
     assert cli(E, argv) == 2
     assert "2 source(s)" in capsys.readouterr().err and not (tmp_path / "a.pt").exists()
 
@@ -132,7 +189,7 @@ def test_evaluate_writes_strict_json(setup, task):
         assert len(rec["per_item"]["correct"]) == 6 and "tie" in rec["metrics"]
         cb = read_json(d / "zeroshot.clip_benchmark.json")
         assert cb["metrics"]["acc1"] == pytest.approx(rec["metrics"]["top1"] / 100)
-        assert cb["model"] not in ("meru", "clip")   # tables skip the side file
+        assert cb["model"] not in ("meru", "clip")  # tables skip the side file
     if task == "retrieval":
         cb = read_json(d / "retrieval.clip_benchmark.json")
         assert cb["metrics"]["image_retrieval_recall@1"] == pytest.approx(rec["metrics"]["t2i_r1"] / 100)
@@ -167,8 +224,24 @@ def test_caches_record_their_space_and_metric_json_its_geometry(setup, tmp_path)
     assert space_of(c).matches(space_of({"kind": "meru", "curv": c["curv"]}))
     torch.manual_seed(0)
     save_model(build_model("euclip", "tiny"), tmp_path / "eu.pt")
-    assert cli(E, ["--checkpoint", str(tmp_path / "eu.pt"), "--evalset", str(paths["zeroshot"]),
-                   "--out", str(tmp_path / "zs.pt"), "--text-pool", str(paths["pool"]), "--out", str(tmp_path / "pool.pt")]) == 0
+    assert (
+        cli(
+            E,
+            [
+                "--checkpoint",
+                str(tmp_path / "eu.pt"),
+                "--evalset",
+                str(paths["zeroshot"]),
+                "--out",
+                str(tmp_path / "zs.pt"),
+                "--text-pool",
+                str(paths["pool"]),
+                "--out",
+                str(tmp_path / "pool.pt"),
+            ],
+        )
+        == 0
+    )
     eu = E.load_cache(tmp_path / "zs.pt")
     assert eu["kind"] == "euclip" and eu["space"]["name"] == "euclidean" and eu["curv"] is None
     assert eu["textual_alpha"] == pytest.approx(32**-0.5)
@@ -180,6 +253,22 @@ def test_caches_record_their_space_and_metric_json_its_geometry(setup, tmp_path)
         rec = read_json(out)
         assert rec["kind"] == "euclip" and rec["geometry"] == {"space": "euclidean", "root_distance": "Euclidean norm"}
     out = tmp_path / "meru-structure.json"
-    assert cli(R, ["--task", "structure", "--embeddings", str(d / "zs.pt"), "--text-pool", str(d / "pool.pt"),
-                   "--out", str(out), "--n-boot", "20"]) == 0
+    assert (
+        cli(
+            R,
+            [
+                "--task",
+                "structure",
+                "--embeddings",
+                str(d / "zs.pt"),
+                "--text-pool",
+                str(d / "pool.pt"),
+                "--out",
+                str(out),
+                "--n-boot",
+                "20",
+            ],
+        )
+        == 0
+    )
     assert read_json(out)["geometry"] == {"space": "lorentz", "root_distance": "geodesic distance from the origin"}

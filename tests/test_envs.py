@@ -13,11 +13,19 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 # import name -> distribution name, where they differ
-DIST = {"PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn", "open_clip": "open_clip_torch",
-        "clip_benchmark": "clip-benchmark", "snakemake_executor_plugin_slurm": "snakemake-executor-plugin-slurm"}
+DIST = {
+    "PIL": "pillow",
+    "yaml": "pyyaml",
+    "sklearn": "scikit-learn",
+    "open_clip": "open_clip_torch",
+    "clip_benchmark": "clip-benchmark",
+    "snakemake_executor_plugin_slurm": "snakemake-executor-plugin-slurm",
+}
 # needed at run time without an import statement of ours
-RUNTIME = {"report": {"tabulate", "jinja2"},   # pandas DataFrame.to_markdown / to_latex
-           "train": {"tensorboard"}}           # torch.utils.tensorboard
+RUNTIME = {
+    "report": {"tabulate", "jinja2"},  # pandas DataFrame.to_markdown / to_latex
+    "train": {"tensorboard"},
+}  # torch.utils.tensorboard
 
 
 def _project():
@@ -47,8 +55,11 @@ def _module_imports(module, seen):
         return set()
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-            [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else ([node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+        )
         for n in names:
             out |= _module_imports(n, seen) if n.split(".")[0] == "meru" else {n.split(".")[0]}
     return {n for n in out if n not in sys.stdlib_module_names and n != "__future__"}
@@ -96,7 +107,9 @@ def test_env_installs_the_repository_with_the_extra_its_rules_need(env):
     core = _names(_project()["dependencies"])
     provided = _extra(env) | core
     assert needed - provided == set(), f"envs/{env}.yaml lacks {sorted(needed - provided)}"
-    assert _extra(env) - needed == set(), f"envs/{env}.yaml installs what its rules do not import: {sorted(_extra(env) - needed)}"
+    assert _extra(env) - needed == set(), (
+        f"envs/{env}.yaml installs what its rules do not import: {sorted(_extra(env) - needed)}"
+    )
 
 
 def test_env_path_reaches_the_repository_from_snakemakes_copy():

@@ -10,13 +10,33 @@ from PIL import Image
 
 from meru.data import evalsets as ev
 
-MERU_ZEROSHOT = ["imagenet", "food101", "cifar10", "cifar100", "cub2011", "sun397", "cars", "aircraft", "dtd", "pets",
-                 "caltech101", "flowers102", "stl10", "eurosat", "resisc45", "country211", "mnist", "clevr", "pcam", "sst2"]
+MERU_ZEROSHOT = [
+    "imagenet",
+    "food101",
+    "cifar10",
+    "cifar100",
+    "cub2011",
+    "sun397",
+    "cars",
+    "aircraft",
+    "dtd",
+    "pets",
+    "caltech101",
+    "flowers102",
+    "stl10",
+    "eurosat",
+    "resisc45",
+    "country211",
+    "mnist",
+    "clevr",
+    "pcam",
+    "sst2",
+]
 
 
 def _write_wds(root, samples, classnames=None, templates=None, dataset_type=None, split="test", per_shard=3):
     (root / split).mkdir(parents=True)
-    shards = [samples[i:i + per_shard] for i in range(0, len(samples), per_shard)]
+    shards = [samples[i : i + per_shard] for i in range(0, len(samples), per_shard)]
     for k, chunk in enumerate(shards):
         with wds.TarWriter(str(root / split / f"{k}.tar")) as w:
             for s in chunk:
@@ -104,7 +124,9 @@ def test_imagenet_missing_names_path(tmp_path):
     with pytest.raises(ev.EvalDatasetUnavailable) as e:
         ev.build_eval_dataset("imagenet", tmp_path / "imagenet")
     msg = str(e.value)
-    assert str(tmp_path / "imagenet") in msg and "ILSVRC2012_img_val.tar" in msg and "ILSVRC2012_devkit_t12.tar.gz" in msg
+    assert (
+        str(tmp_path / "imagenet") in msg and "ILSVRC2012_img_val.tar" in msg and "ILSVRC2012_devkit_t12.tar.gz" in msg
+    )
     assert not (tmp_path / "imagenet").exists()  # nothing created, nothing fetched
 
 

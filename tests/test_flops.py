@@ -18,8 +18,9 @@ def _measure(kind: str, size: str, device: str, batch: int = 2, text_tokens: int
         return measured_train_flops(model, images, tokens) / batch
 
 
-@pytest.mark.parametrize("kind,size,tokens", [("clip", "tiny", None), ("meru", "small-cpu", None),
-                                              ("meru", "small-cpu", 8)])
+@pytest.mark.parametrize(
+    "kind,size,tokens", [("clip", "tiny", None), ("meru", "small-cpu", None), ("meru", "small-cpu", 8)]
+)
 def test_formula_matches_flop_counter_on_cpu_models(kind, size, tokens):
     assert _measure(kind, size, "cpu", text_tokens=tokens) == train_flops_per_sample(size, tokens)
 

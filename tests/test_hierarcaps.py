@@ -23,6 +23,7 @@ LEVELS = 4
 
 # ----------------------------------------------------------------------------- fixtures
 
+
 def _lorentz_point(direction: torch.Tensor, r: float, curv: float = 1.0) -> torch.Tensor:
     """Space components of the hyperboloid point at geodesic distance r from the origin along ``direction``."""
     return math.sinh(math.sqrt(curv) * r) / math.sqrt(curv) * torch.nn.functional.normalize(direction, dim=0)
@@ -40,8 +41,16 @@ def meru_cache(n_h: int = 5, radii=(0.5, 1.0, 1.5, 2.0), image_r: float = 3.0, s
             emb.append(_lorentz_point(u, radii[lv] if not same_point else 1.0))
             t2i.append(h)
         images.append(_lorentz_point(u, image_r if not same_point else 1.0))
-    return {"kind": "meru", "curv": 1.0, "texts": texts, "text_emb": torch.stack(emb), "image_emb": torch.stack(images),
-            "text_to_image": torch.tensor(t2i), "root_emb": torch.zeros(1, dim), "path": "fixture"}
+    return {
+        "kind": "meru",
+        "curv": 1.0,
+        "texts": texts,
+        "text_emb": torch.stack(emb),
+        "image_emb": torch.stack(images),
+        "text_to_image": torch.tensor(t2i),
+        "root_emb": torch.zeros(1, dim),
+        "path": "fixture",
+    }
 
 
 def clip_cache(n_h: int = 4, reverse: bool = False) -> dict:
@@ -55,17 +64,26 @@ def clip_cache(n_h: int = 4, reverse: bool = False) -> dict:
             emb.append(math.cos(a) * torch.eye(dim)[0] + math.sin(a) * torch.eye(dim)[h + 1])
             t2i.append(h)
         images.append(math.cos(1.2) * torch.eye(dim)[0] + math.sin(1.2) * torch.eye(dim)[h + 1])
-    return {"kind": "clip", "curv": None, "texts": texts, "text_emb": torch.stack(emb), "image_emb": torch.stack(images),
-            "text_to_image": torch.tensor(t2i), "root_emb": torch.eye(dim)[:1], "path": "fixture"}
+    return {
+        "kind": "clip",
+        "curv": None,
+        "texts": texts,
+        "text_emb": torch.stack(emb),
+        "image_emb": torch.stack(images),
+        "text_to_image": torch.tensor(t2i),
+        "root_emb": torch.eye(dim)[:1],
+        "path": "fixture",
+    }
 
 
 # ----------------------------------------------------------------------------- depth
+
 
 def test_depth_tau_perfect_reversed_tied_and_scipy():
     tau = H.depth_tau(np.array([[1, 2, 3, 4], [4, 3, 2, 1], [5, 5, 5, 5], [1, 1, 2, 2.0]]))
     assert tau[0] == pytest.approx(1.0) and tau[1] == pytest.approx(-1.0) and math.isnan(tau[2])
     rng = np.random.default_rng(0)
-    rows = rng.integers(0, 3, size=(200, LEVELS)).astype(float)    # many ties
+    rows = rng.integers(0, 3, size=(200, LEVELS)).astype(float)  # many ties
     got = H.depth_tau(rows)
     for r, g in zip(rows, got):
         want = kendalltau(r, np.arange(LEVELS)).statistic
@@ -74,6 +92,7 @@ def test_depth_tau_perfect_reversed_tied_and_scipy():
 
 # ----------------------------------------------------------------------------- full evaluation, known answers
 
+
 def test_meru_perfect_hierarchy_scores_one_everywhere():
     res = H.evaluate_hierarcaps(meru_cache(), n_boot=50, n_negatives=1000)
     m = res["metrics"]
@@ -81,9 +100,9 @@ def test_meru_perfect_hierarchy_scores_one_everywhere():
     assert m["hr_precision"] == 1.0 and m["hr_recall"] == 1.0 and m["order_recall"] == 1.0
     assert m["entail_ap"] == pytest.approx(1.0) and m["entail_auroc"] == pytest.approx(1.0)
     assert m["entail_cone_ap"] == pytest.approx(1.0) and m["entail_cone_auroc"] == pytest.approx(1.0)
-    n_pos, n_neg = 20, 5 * 4 * 4          # every caption x every other image
+    n_pos, n_neg = 20, 5 * 4 * 4  # every caption x every other image
     assert res["n_positives"] == n_pos and res["n_negatives"] == n_neg
-    cone = res["ties"]["entail_cone"]     # binary cone scores: two distinct values
+    cone = res["ties"]["entail_cone"]  # binary cone scores: two distinct values
     assert cone["n_distinct"] == 2 and cone["modal_share"] == pytest.approx(n_neg / (n_pos + n_neg))
     assert cone["tied_pos_neg_share"] == 0.0
     assert res["ties"]["depth"]["undefined_hierarchies"] == 0
@@ -132,11 +151,12 @@ def test_metric_json_is_strict(tmp_path):
 
 # ----------------------------------------------------------------------------- pieces
 
+
 def test_ap_auroc_match_sklearn_with_ties():
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     rng = np.random.default_rng(1)
-    scores = rng.integers(0, 5, 300).astype(float)     # heavy ties
+    scores = rng.integers(0, 5, 300).astype(float)  # heavy ties
     labels = rng.random(300) < 0.3
     assert H.average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores))
     assert H.auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores))
@@ -155,7 +175,7 @@ def test_order_recall_and_precision_by_hand():
     assert out["predictions"][0] == ["a0", "b0", "a2"]
     assert out["hr_precision"][0] == pytest.approx(2 / 3)
     assert out["hr_recall"][0] == pytest.approx(2 / 4)
-    assert out["order_recall"][0] == pytest.approx(2 / 4)     # levels 0 -> 2: one increasing step
+    assert out["order_recall"][0] == pytest.approx(2 / 4)  # levels 0 -> 2: one increasing step
     assert H._longest_increasing_run([0, 2, 1, 3]) == 2 and H._longest_increasing_run([3, 2, 1, 0]) == 1
     assert H._longest_increasing_run([0, 0, 1, 1, 2, 3]) == 4
 
@@ -170,7 +190,7 @@ def test_negatives_exclude_true_captions_and_are_deterministic():
     assert np.array_equal(a, b)
     for k, j in a:
         assert j != t2i[k] and texts[k] not in {c for h in hiers[j] for c in h}
-    assert len(a) == 6 + 3                 # image 0's 8 captions less its two "bird"s; image 1's 4 less "bird"
+    assert len(a) == 6 + 3  # image 0's 8 captions less its two "bird"s; image 1's 4 less "bird"
     assert len(H.sample_negatives(t2i, texts, hiers, 4, seed=3)) == 4
 
 
@@ -276,13 +296,26 @@ def test_embed_and_evaluate_end_to_end(server, tmp_path):
         module.add_arguments(parser)
         return module.run(parser.parse_args(argv))
 
-    assert cli(E, ["--checkpoint", str(tmp_path / "model.pt"), "--evalset", str(root), "--out", str(tmp_path / "hc.pt")]) == 0
+    assert (
+        cli(E, ["--checkpoint", str(tmp_path / "model.pt"), "--evalset", str(root), "--out", str(tmp_path / "hc.pt")])
+        == 0
+    )
     c = E.load_cache(tmp_path / "hc.pt", "hierarcaps")
     assert c["texts"][:4] == [s.strip() for s in CSV_ROWS[0][1].split("=>")]
     assert c["text_to_image"].tolist() == [0] * 4 + [0] * 4 + [1] * 4 and c["image_emb"].shape[0] == 2
     assert c["hierarchy_ids"] == ["0", "2", "1"] and c["root_emb"].shape == (1, c["text_emb"].shape[1])
     out = tmp_path / "m.json"
-    assert cli(R, ["--task", "hierarcaps", "--embeddings", str(tmp_path / "hc.pt"), "--out", str(out), "--n-boot", "20"]) == 0
+    assert (
+        cli(R, ["--task", "hierarcaps", "--embeddings", str(tmp_path / "hc.pt"), "--out", str(out), "--n-boot", "20"])
+        == 0
+    )
     rec = read_json(out)
     assert rec["task"] == "hierarcaps" and rec["n_hierarchies"] == 3 and rec["n_positives"] == 12
-    assert set(rec["metrics"]) >= {"depth_tau", "hr_precision", "hr_recall", "order_recall", "entail_ap", "entail_auroc"}
+    assert set(rec["metrics"]) >= {
+        "depth_tau",
+        "hr_precision",
+        "hr_recall",
+        "order_recall",
+        "entail_ap",
+        "entail_auroc",
+    }

@@ -25,8 +25,18 @@ HAND = {
     # A(b2) = {bx, b, r}, A(b1) = {b, r}: I = {b, r}; S sizes 4 and 3, inter 2, union 5
     ("b2", "b1"): (3, 1, 2 / 3, 1, 2 / 3, 2 / 5, 2 / 3, 1 / 2, 4 / 7, 2),
 }
-KEYS = ("tie", "lca", "jaccard", "h_precision", "h_recall", "jaccard_full",
-        "h_precision_full", "h_recall_full", "h_f1_full", "lca_height")
+KEYS = (
+    "tie",
+    "lca",
+    "jaccard",
+    "h_precision",
+    "h_recall",
+    "jaccard_full",
+    "h_precision_full",
+    "h_recall_full",
+    "h_f1_full",
+    "lca_height",
+)
 
 
 def test_hand_computed_cases():
@@ -48,7 +58,7 @@ def test_class_index_input_and_summary():
     s = summarize_hierarchical(per)
     assert s["tie"] == pytest.approx(5 / 3)
     assert s["mistake_severity"] == pytest.approx((1 + 2) / 2)  # mistakes only
-    assert s["lca_height"] == pytest.approx((1 + 2 + 0) / 3)    # all items
+    assert s["lca_height"] == pytest.approx((1 + 2 + 0) / 3)  # all items
     assert s["n"] == 3 and s["n_mistakes"] == 2
     json.dumps(s, allow_nan=False)
     perfect = summarize_hierarchical(hierarchical_metrics(TREE, ["a1", "b2"], ["a1", "b2"]))
@@ -83,10 +93,18 @@ def _reference(tree, y, p):
     common = fi
     lca = max(common, key=tree.depth)
     hp, hr = len(fi) / len(S(p)), len(fi) / len(S(y))
-    return {"tie": dist[p], "lca": len(A(p)) - len(i) + 1, "jaccard": len(i) / len(u),
-            "h_precision": len(i) / len(A(p)), "h_recall": len(i) / len(A(y)),
-            "jaccard_full": len(fi) / len(fu), "h_precision_full": hp, "h_recall_full": hr,
-            "h_f1_full": 2 * hp * hr / (hp + hr), "lca_height": tree.height(lca)}
+    return {
+        "tie": dist[p],
+        "lca": len(A(p)) - len(i) + 1,
+        "jaccard": len(i) / len(u),
+        "h_precision": len(i) / len(A(p)),
+        "h_recall": len(i) / len(A(y)),
+        "jaccard_full": len(fi) / len(fu),
+        "h_precision_full": hp,
+        "h_recall_full": hr,
+        "h_f1_full": 2 * hp * hr / (hp + hr),
+        "lca_height": tree.height(lca),
+    }
 
 
 def test_matches_independent_reference_on_random_tree():
@@ -113,8 +131,17 @@ def test_matches_independent_reference_on_random_tree():
 #   jaccard_full 1 / 1/2 / 1/5   -> E = 1/4 + 1/8 + 1/10 = 0.475
 #   lca_height 0 / 1 / 2         -> E = 1/4 + 1 = 1.25; mistake severity = 1.25 / (3/4) = 5/3
 BALANCED = [("r", "a"), ("r", "b"), ("a", "a1"), ("a", "a2"), ("b", "b1"), ("b", "b2")]
-CHANCE = {"correct": 0.25, "tie": 2.5, "lca": 1.5, "jaccard": 2 / 3, "jaccard_full": 0.475,
-          "lca_height": 1.25, "mistake_severity": 5 / 3, "h_precision": 0.75, "h_recall": 0.75}
+CHANCE = {
+    "correct": 0.25,
+    "tie": 2.5,
+    "lca": 1.5,
+    "jaccard": 2 / 3,
+    "jaccard_full": 0.475,
+    "lca_height": 1.25,
+    "mistake_severity": 5 / 3,
+    "h_precision": 0.75,
+    "h_recall": 0.75,
+}
 
 
 def test_chance_level_exact_and_sampled():

@@ -34,7 +34,9 @@ def _samples(n: int, corrupt: set[int] = frozenset()):
             "__key__": f"s{i:05d}",
             "png": b"not a png at all" if i in corrupt else _png(i),
             "txt": f"caption {i}",
-            "json": {"captions": [{"text": f"generic {i}", "specificity": 0}, {"text": f"specific {i}", "specificity": 1}]},
+            "json": {
+                "captions": [{"text": f"generic {i}", "specificity": 0}, {"text": f"specific {i}", "specificity": 1}]
+            },
         }
 
 
@@ -57,7 +59,9 @@ def _assert_same(a, b):
 
 
 def test_batch_contents(shard_dir):
-    loader = TrainLoader(shard_dir, batch_size=8, image_size=12, context_length=10, augment=False, sample_captions=False)
+    loader = TrainLoader(
+        shard_dir, batch_size=8, image_size=12, context_length=10, augment=False, sample_captions=False
+    )
     (batch,) = _take(loader, 1)
     assert batch["images"].shape == (8, 3, 12, 12) and batch["images"].dtype == torch.float32
     assert batch["tokens"].shape == (8, 10) and batch["tokens"].dtype == torch.long
@@ -127,8 +131,9 @@ def test_augmentation_is_deterministic_and_random(shard_dir):
 def test_ranks_see_disjoint_samples(shard_dir, num_workers):
     seen = []
     for rank in range(2):
-        loader = TrainLoader(shard_dir, batch_size=5, image_size=8, context_length=8, rank=rank, world_size=2,
-                             num_workers=num_workers)
+        loader = TrainLoader(
+            shard_dir, batch_size=5, image_size=8, context_length=8, rank=rank, world_size=2, num_workers=num_workers
+        )
         seen.append({k for b in _take(loader, 6) for k in b["keys"]})  # one epoch = 30 samples per rank
     assert len(seen[0]) == len(seen[1]) == 30
     assert not seen[0] & seen[1]
@@ -179,8 +184,9 @@ def test_generated_synthhier_end_to_end(tmp_path):
                 if m.name.endswith(".json"):
                     captions[m.name[:-5]] = {c["text"] for c in json.loads(tf.extractfile(m).read())["captions"]}
     assert TrainLoader(tmp_path / "synth", 2, 8, 8).num_samples == 300  # the output dir means its train/
-    loader = TrainLoader(tmp_path / "synth" / "train", batch_size=32, image_size=32, context_length=24,
-                         num_workers=2, shuffle_buffer=50)
+    loader = TrainLoader(
+        tmp_path / "synth" / "train", batch_size=32, image_size=32, context_length=24, num_workers=2, shuffle_buffer=50
+    )
     batches = _take(loader, 12)  # > one epoch (300 samples)
     seen = set()
     for b in batches:
@@ -227,8 +233,9 @@ def test_truncated_shard_is_skipped(tmp_path):
     # cut inside the 6th sample's members; the manifest still lists the shard (checksums not verified here:
     # damage met while reading). Each sample = 3 members (json, png, txt) of 512-byte header + data padded to 512
     shard.write_bytes(data[: 5 * 3 * 1024 + 700])
-    loader = TrainLoader(out, batch_size=5, image_size=8, context_length=8, shuffle_buffer=1, sample_captions=False,
-                         verify=False)
+    loader = TrainLoader(
+        out, batch_size=5, image_size=8, context_length=8, shuffle_buffer=1, sample_captions=False, verify=False
+    )
     batches = _take(loader, 6)  # one epoch = 25 usable samples, then one batch of the next epoch
     keys = [k for b in batches[:5] for k in b["keys"]]
     assert sorted(keys) == [f"s{i:05d}" for i in list(range(15)) + list(range(20, 30))]
@@ -243,7 +250,11 @@ def test_write_shards_layout_reproducible_and_atomic(tmp_path):
 
     out = tmp_path / "set"
     m = write_shards(_samples(7), out, "x", shard_size=3, source="unit", counts={"attempted": 9})
-    assert [(e["path"], e["num_samples"]) for e in m["shards"]] == [("x-000000.tar", 3), ("x-000001.tar", 3), ("x-000002.tar", 1)]
+    assert [(e["path"], e["num_samples"]) for e in m["shards"]] == [
+        ("x-000000.tar", 3),
+        ("x-000001.tar", 3),
+        ("x-000002.tar", 1),
+    ]
     assert m["counts"] == {"attempted": 9, "written": 7} and read_manifest(out, verify=True)["num_samples"] == 7
     with tarfile.open(out / "x-000002.tar") as tf:
         members = tf.getmembers()

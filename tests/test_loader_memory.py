@@ -26,13 +26,25 @@ def _assert_batches_equal(xs, ys):
         assert torch.equal(a["images"], b["images"]) and torch.equal(a["tokens"], b["tokens"])
 
 
-@pytest.mark.parametrize("augment,image_size,dtype", [(False, 16, "float32"), (False, 16, "uint8"), (False, 12, "float32"),
-                                                     (True, 12, "float32"), (True, 12, "uint8")])
+@pytest.mark.parametrize(
+    "augment,image_size,dtype",
+    [(False, 16, "float32"), (False, 16, "uint8"), (False, 12, "float32"), (True, 12, "float32"), (True, 12, "uint8")],
+)
 def test_same_batches_as_shard_path(shard_dir, augment, image_size, dtype):
     """Three epochs (60 samples, 2 corrupt, batch 8): order, captions, skips, crops and tokens agree."""
-    kw = dict(batch_size=8, image_size=image_size, context_length=10, seed=3, shuffle_buffer=16, augment=augment,
-              image_dtype=dtype, trim_tokens=True)
-    _assert_batches_equal(_take(TrainLoader(shard_dir, **kw), 21), _take(TrainLoader(shard_dir, in_memory=True, **kw), 21))
+    kw = dict(
+        batch_size=8,
+        image_size=image_size,
+        context_length=10,
+        seed=3,
+        shuffle_buffer=16,
+        augment=augment,
+        image_dtype=dtype,
+        trim_tokens=True,
+    )
+    _assert_batches_equal(
+        _take(TrainLoader(shard_dir, **kw), 21), _take(TrainLoader(shard_dir, in_memory=True, **kw), 21)
+    )
 
 
 def test_resume_matches_uninterrupted(shard_dir):

@@ -18,8 +18,12 @@ def _png() -> bytes:
 
 def _samples(n):
     for i in range(n):
-        yield {"__key__": f"r{i:04d}", "png": _png(), "txt": f"caption {i}",
-               "json": json.dumps({"subreddit": "itookapicture" if i % 2 == 0 else None}).encode()}
+        yield {
+            "__key__": f"r{i:04d}",
+            "png": _png(),
+            "txt": f"caption {i}",
+            "json": json.dumps({"subreddit": "itookapicture" if i % 2 == 0 else None}).encode(),
+        }
 
 
 def _texts(loader, n_batches):
@@ -42,8 +46,15 @@ def test_prefix_always_never_and_only_with_subreddit(tmp_path):
 def test_prefix_probability_is_deterministic_and_about_p(tmp_path):
     out = tmp_path / "redcaps"
     write_shards(_samples(200), out, "r", shard_size=100, source="test")
-    common = dict(batch_size=100, image_size=8, context_length=16, shuffle_buffer=1, sample_captions=False,
-                  subreddit_prefix_prob=0.5, seed=3)
+    common = dict(
+        batch_size=100,
+        image_size=8,
+        context_length=16,
+        shuffle_buffer=1,
+        sample_captions=False,
+        subreddit_prefix_prob=0.5,
+        seed=3,
+    )
     a, b = _texts(TrainLoader(out, **common), 2), _texts(TrainLoader(out, **common), 2)
     assert a == b
     prefixed = sum(t.startswith("i took a picture") for t in a)

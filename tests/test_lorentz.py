@@ -28,7 +28,9 @@ def test_agrees_with_geoopt(curv, seed):
     gx = man.expmap0(torch.cat([torch.zeros(16, 1, dtype=torch.float64), v], dim=-1))
     torch.testing.assert_close(full_point(x, curv), gx, rtol=1e-7, atol=1e-7)
     y = L.exp_map0(torch.randn(16, 5, generator=g, dtype=torch.float64), curv)
-    torch.testing.assert_close(L.elementwise_dist(x, y, curv), man.dist(full_point(x, curv), full_point(y, curv)), rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(
+        L.elementwise_dist(x, y, curv), man.dist(full_point(x, curv), full_point(y, curv)), rtol=1e-7, atol=1e-7
+    )
     torch.testing.assert_close(L.dist0(x, curv), man.dist0(full_point(x, curv)), rtol=1e-7, atol=1e-7)
     torch.testing.assert_close(L.log_map0(x, curv), man.logmap0(full_point(x, curv))[..., 1:], rtol=1e-7, atol=1e-7)
 
@@ -67,7 +69,9 @@ def test_half_aperture_and_oxy_angle_closed_forms():
     curv = 1.0
     x = torch.tensor([[2.0, 0.0]])
     # aper = asin(2K / (sqrt(c) ||x||)) = asin(0.1)
-    torch.testing.assert_close(L.half_aperture(x, curv, min_radius=0.1), torch.tensor([math.asin(0.1)]), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        L.half_aperture(x, curv, min_radius=0.1), torch.tensor([math.asin(0.1)]), rtol=1e-6, atol=1e-6
+    )
     # inside the min radius the cone is (almost) a half-space: pi/2
     assert abs(float(L.half_aperture(torch.tensor([[0.05, 0.0]]), curv)) - math.pi / 2) < 1e-3
     # y beyond x on the same ray from the origin: exterior angle 0; y back toward the origin: pi
@@ -124,8 +128,9 @@ def test_geoopt_float32_pairwise(curv):
     ref = man.dist(full_point(x.double(), curv)[:, None], full_point(y.double(), curv)[None])
     torch.testing.assert_close(L.pairwise_dist(x, y, curv).double(), ref, rtol=1e-4, atol=1e-3)
     # -<x, y>_L relates to the distance by cosh(sqrt(c) d) = -c <x, y>_L
-    torch.testing.assert_close(-curv * L.pairwise_inner(x, y, curv).double(), torch.cosh(math.sqrt(curv) * ref),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        -curv * L.pairwise_inner(x, y, curv).double(), torch.cosh(math.sqrt(curv) * ref), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("curv", CURVS)
@@ -160,7 +165,11 @@ def test_exp_map_clamp_and_gradients_everywhere():
     x = L.exp_map0(v, curv)
     assert torch.isfinite(x).all()
     assert float(x[0, 0]) == pytest.approx(2.0**15, rel=1e-5)  # sinh(asinh(2^15))
-    loss = (L.elementwise_dist(x, x.flip(0), curv).sum() + L.elementwise_dist(x, x, curv).sum()
-            + L.dist0(x, curv).sum() + L.geodesic_to_origin(x, 0.3, curv).sum())
+    loss = (
+        L.elementwise_dist(x, x.flip(0), curv).sum()
+        + L.elementwise_dist(x, x, curv).sum()
+        + L.dist0(x, curv).sum()
+        + L.geodesic_to_origin(x, 0.3, curv).sum()
+    )
     loss.backward()
     assert torch.isfinite(v.grad).all()

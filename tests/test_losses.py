@@ -37,9 +37,16 @@ def test_meru_loss_one_dimensional_closed_form(curv):
     text = torch.sinh(rc * torch.tensor(r_text))[:, None] / rc
     image = torch.sinh(rc * torch.tensor(r_image))[:, None] / rc
     s = 1.5
-    out = build_loss("meru", entail_weight=0.2)({"image": image, "text": text, "logit_scale": torch.tensor(s),
-                                                 "curv": torch.tensor(curv), "visual_alpha": torch.tensor(0.1),
-                                                 "textual_alpha": torch.tensor(0.2)})
+    out = build_loss("meru", entail_weight=0.2)(
+        {
+            "image": image,
+            "text": text,
+            "logit_scale": torch.tensor(s),
+            "curv": torch.tensor(curv),
+            "visual_alpha": torch.tensor(0.1),
+            "textual_alpha": torch.tensor(0.2),
+        }
+    )
     d = [[abs(a - b) for b in r_text] for a in r_image]  # image i vs text j
     ce_i = (_ce([-s * v for v in d[0]], 0) + _ce([-s * v for v in d[1]], 1)) / 2
     ce_t = (_ce([-s * d[0][0], -s * d[1][0]], 0) + _ce([-s * d[0][1], -s * d[1][1]], 1)) / 2
@@ -54,15 +61,28 @@ def test_meru_loss_one_dimensional_closed_form(curv):
     assert float(out["curv"]) == curv and float(out["visual_alpha"]) == pytest.approx(0.1)
     assert float(out["radius_max"]) == pytest.approx(3.0, rel=1e-5)
     assert float(out["radius_mean"]) == pytest.approx((1 + 2 + 3 + 0.5) / 4, rel=1e-5)
-    no_entail = build_loss("meru", entail_weight=0.0)({"image": image, "text": text, "logit_scale": torch.tensor(s),
-                                                       "curv": torch.tensor(curv), "visual_alpha": torch.tensor(0.1),
-                                                       "textual_alpha": torch.tensor(0.2)})
+    no_entail = build_loss("meru", entail_weight=0.0)(
+        {
+            "image": image,
+            "text": text,
+            "logit_scale": torch.tensor(s),
+            "curv": torch.tensor(curv),
+            "visual_alpha": torch.tensor(0.1),
+            "textual_alpha": torch.tensor(0.2),
+        }
+    )
     assert float(no_entail["loss"]) == pytest.approx(contrastive, abs=2e-4)
 
 
 def _meru_out(image, text, curv=1.0):
-    return {"image": image, "text": text, "logit_scale": torch.tensor(10.0), "curv": torch.tensor(curv),
-            "visual_alpha": torch.tensor(1.0), "textual_alpha": torch.tensor(1.0)}
+    return {
+        "image": image,
+        "text": text,
+        "logit_scale": torch.tensor(10.0),
+        "curv": torch.tensor(curv),
+        "visual_alpha": torch.tensor(1.0),
+        "textual_alpha": torch.tensor(1.0),
+    }
 
 
 def test_clamp_hit_counts_and_logging_entries():
@@ -76,8 +96,19 @@ def test_clamp_hit_counts_and_logging_entries():
     same = build_loss("meru")(_meru_out(torch.zeros(4, 8), torch.cat([torch.zeros(2, 8), x[:2]])))
     assert float(same["clamp_hits_acosh"]) == 8
     assert float(same["clamp_hits_expmap"]) == 0
-    for key in ("loss", "contrastive_loss", "entailment_loss", "logit_scale", "curv", "visual_alpha",
-                "textual_alpha", "radius_mean", "radius_max", "clamp_hits_expmap", "clamp_hits_acosh"):
+    for key in (
+        "loss",
+        "contrastive_loss",
+        "entailment_loss",
+        "logit_scale",
+        "curv",
+        "visual_alpha",
+        "textual_alpha",
+        "radius_mean",
+        "radius_max",
+        "clamp_hits_expmap",
+        "clamp_hits_acosh",
+    ):
         assert math.isfinite(float(same[key])), key
 
 
@@ -103,8 +134,8 @@ def _rank_worker(rank, world, init_file, kind, image, text, results):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         b = image.shape[0] // world
-        img = image[rank * b:(rank + 1) * b].clone().requires_grad_(True)
-        txt = text[rank * b:(rank + 1) * b].clone()
+        img = image[rank * b : (rank + 1) * b].clone().requires_grad_(True)
+        txt = text[rank * b : (rank + 1) * b].clone()
         out = {"image": img, "text": txt, "logit_scale": torch.tensor(5.0)}
         if kind == "meru":
             out.update(curv=torch.tensor(1.0), visual_alpha=torch.tensor(1.0), textual_alpha=torch.tensor(1.0))
@@ -135,8 +166,10 @@ def test_two_ranks_match_the_full_batch(kind):
         ctx = mp.get_context("spawn")
         manager = ctx.Manager()
         results = manager.dict()
-        procs = [ctx.Process(target=_rank_worker, args=(r, 2, os.path.join(tmp, "pg"), kind, image, text, results))
-                 for r in range(2)]
+        procs = [
+            ctx.Process(target=_rank_worker, args=(r, 2, os.path.join(tmp, "pg"), kind, image, text, results))
+            for r in range(2)
+        ]
         for p in procs:
             p.start()
         for p in procs:

@@ -65,12 +65,26 @@ def test_meru_head_is_fp32_under_autocast():
 # with patch 16 at 224 px, [CLS] token, no classifier head; text L12_W512 (8 heads), vocab 49408,
 # context 77; bias-free projections to 512. Closed-form parameter counts:
 def _vit_params(width, depth, patch=16, tokens=197):
-    block = 2 * width + (3 * width * width + 3 * width) + (width * width + width) + 2 * width + (4 * width * width + 4 * width) + (4 * width * width + width)
+    block = (
+        2 * width
+        + (3 * width * width + 3 * width)
+        + (width * width + width)
+        + 2 * width
+        + (4 * width * width + 4 * width)
+        + (4 * width * width + width)
+    )
     return 3 * patch * patch * width + width + width + tokens * width + depth * block + 2 * width
 
 
 def _text_params(width=512, layers=12, vocab=49408, ctx=77):
-    block = 2 * width + (3 * width * width + 3 * width) + (width * width + width) + 2 * width + (4 * width * width + 4 * width) + (4 * width * width + width)
+    block = (
+        2 * width
+        + (3 * width * width + 3 * width)
+        + (width * width + width)
+        + 2 * width
+        + (4 * width * width + 4 * width)
+        + (4 * width * width + width)
+    )
     return vocab * width + ctx * width + layers * block + 2 * width
 
 
@@ -78,7 +92,9 @@ def _text_params(width=512, layers=12, vocab=49408, ctx=77):
 def test_paper_sizes_parameter_counts(size, width, depth):
     for kind in ("clip", "meru"):
         model = build_model(kind, size)
-        expected = _vit_params(width, depth) + _text_params() + width * 512 + 512 * 512 + 1 + (3 if kind == "meru" else 0)
+        expected = (
+            _vit_params(width, depth) + _text_params() + width * 512 + 512 * 512 + 1 + (3 if kind == "meru" else 0)
+        )
         assert sum(p.numel() for p in model.parameters()) == expected
     assert model.visual.trunk.blocks[0].attn.num_heads == {"vit-s16": 12, "vit-b16": 12, "vit-l16": 16}[size]
     assert model.visual.trunk.norm.eps == 1e-5
@@ -87,7 +103,9 @@ def test_paper_sizes_parameter_counts(size, width, depth):
 def test_vit_s_count_equals_official_state_dict():
     """The official ViT-S MERU (built with the official classes, shapes recorded in official_parity.json)
     has exactly as many parameters as ours (official buffers pixel_mean/std and attn_mask excluded)."""
-    shapes = json.loads((Path(__file__).parent / "data" / "core" / "official_parity.json").read_text())["official_shapes"]
+    shapes = json.loads((Path(__file__).parent / "data" / "core" / "official_parity.json").read_text())[
+        "official_shapes"
+    ]
     official = sum(math.prod(v) for k, v in shapes.items() if k not in ("pixel_mean", "pixel_std", "textual.attn_mask"))
     assert sum(p.numel() for p in build_model("meru", "vit-s16").parameters()) == official
 
@@ -101,7 +119,9 @@ def test_sizes_registry_and_info_cli(capsys):
     assert "tiny" in out and "meru" in out
     assert main(["info", "--json", "--sizes", "tiny", "small-cpu"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {(r["size"], r["kind"]) for r in rows} == {(s, k) for s in ("tiny", "small-cpu") for k in ("clip", "meru", "euclip")}
+    assert {(r["size"], r["kind"]) for r in rows} == {
+        (s, k) for s in ("tiny", "small-cpu") for k in ("clip", "meru", "euclip")
+    }
     for r in rows:
         model = build_model(r["kind"], r["size"])
         assert r["total"] == sum(p.numel() for p in model.parameters())
@@ -181,9 +201,9 @@ def test_euclip_model_projection_space_and_checkpoint(tmp_path):
     from meru.spaces import Euclidean
 
     torch.manual_seed(0)
-    model = build_model("euclip", "tiny", curv_init=2.0, learn_curv=False).eval()   # MERU-only kwargs are ignored
+    model = build_model("euclip", "tiny", curv_init=2.0, learn_curv=False).eval()  # MERU-only kwargs are ignored
     assert model.kind == "euclip" and isinstance(model.space(), Euclidean)
-    assert model.logit_scale.item() == -1.0                      # EuCLIP's init with the entailment loss
+    assert model.logit_scale.item() == -1.0  # EuCLIP's init with the entailment loss
     tokens = model.tokenize(["a red square", "two blue circles"])
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():

@@ -15,13 +15,17 @@ from meru.evaluation import embed as E
 from meru.evaluation import run as R
 from meru.evaluation.metric_io import read_json
 
-_spec = importlib.util.spec_from_file_location("make_tiny_sets", Path(__file__).parent / "data" / "eval" / "make_tiny_sets.py")
+_spec = importlib.util.spec_from_file_location(
+    "make_tiny_sets", Path(__file__).parent / "data" / "eval" / "make_tiny_sets.py"
+)
 mk = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(mk)
 
-TINY = {"embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+TINY = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
 
 
 def cli(module, argv):
@@ -52,8 +56,13 @@ def test_embed_with_open_clip_architecture_and_local_weights(tiny_openclip, caps
     (d / "sets").mkdir()
     paths = mk.write_sets(d / "sets")
     spec = f"openclip:{cfg}:{d / 'weights.pt'}"
-    assert cli(E, ["--checkpoint", spec, "--evalset", str(paths["zeroshot"]), "--out", str(d / "zs.pt"),
-                   "--batch-size", "4"]) == 0, capsys.readouterr().err
+    assert (
+        cli(
+            E,
+            ["--checkpoint", spec, "--evalset", str(paths["zeroshot"]), "--out", str(d / "zs.pt"), "--batch-size", "4"],
+        )
+        == 0
+    ), capsys.readouterr().err
     c = E.load_cache(d / "zs.pt", "classification")
     assert c["kind"] == "clip" and c["curv"] is None and c["size"] == "openclip-meru-test-tiny-vit"
     assert c["image_emb"].shape == (6, 16) and torch.allclose(c["image_emb"].norm(dim=-1), torch.ones(6), atol=1e-5)
@@ -77,18 +86,24 @@ def test_embed_with_open_clip_architecture_and_local_weights(tiny_openclip, caps
     assert rec["kind"] == "clip" and rec["n"] == 6 and 0 <= rec["metrics"]["top1"] <= 100
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("openclip:ViT-B-32", "expected openclip:ARCH:WEIGHTS"),
-    ("openclip:ViT-B-32:/nonexistent/w.pt", "weights file /nonexistent/w.pt not found"),
-    ("openclip:No-Such-Arch:{weights}", "'No-Such-Arch' is not an open_clip architecture"),
-    ("openclip:hf-hub:nobody/no-such-model", "cannot fetch hf-hub:nobody/no-such-model from the Hugging Face Hub"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("openclip:ViT-B-32", "expected openclip:ARCH:WEIGHTS"),
+        ("openclip:ViT-B-32:/nonexistent/w.pt", "weights file /nonexistent/w.pt not found"),
+        ("openclip:No-Such-Arch:{weights}", "'No-Such-Arch' is not an open_clip architecture"),
+        ("openclip:hf-hub:nobody/no-such-model", "cannot fetch hf-hub:nobody/no-such-model from the Hugging Face Hub"),
+    ],
+)
 def test_bad_open_clip_specs_are_one_line_errors(tiny_openclip, spec, message, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     d, _, _ = tiny_openclip
     spec = spec.format(weights=d / "weights.pt")
     (tmp_path / "pool.jsonl").write_text('{"text": "a cat"}\n')
-    assert cli(E, ["--checkpoint", spec, "--text-pool", str(tmp_path / "pool.jsonl"), "--out", str(tmp_path / "x.pt")]) == 2
+    assert (
+        cli(E, ["--checkpoint", spec, "--text-pool", str(tmp_path / "pool.jsonl"), "--out", str(tmp_path / "x.pt")])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "x.pt").exists()

@@ -19,9 +19,9 @@ def test_trim_tokens_rounds_to_eight_and_keeps_every_eot():
     tokens = get_tokenizer(77)(CAPTIONS)
     trimmed = trim_tokens(tokens)
     assert trimmed.shape[1] % 8 == 0 and trimmed.shape[1] < 77
-    assert torch.equal(trimmed, tokens[:, :trimmed.shape[1]])
+    assert torch.equal(trimmed, tokens[:, : trimmed.shape[1]])
     assert (trimmed.argmax(1) == tokens.argmax(1)).all()  # every [EOT] survives
-    assert (tokens[:, trimmed.shape[1]:] == 0).all()      # only padding was cut
+    assert (tokens[:, trimmed.shape[1] :] == 0).all()  # only padding was cut
     full = torch.full((2, 77), 5)
     full[:, -1] = 49407
     assert trim_tokens(full).shape[1] == 77  # never beyond the context
@@ -59,8 +59,12 @@ def test_uint8_images_equal_float_images(kind):
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "d"
-    done = subprocess.run([sys.executable, "-m", "meru", "synth", "--out", str(out), "--train-size", "64",
-                           "--test-size", "8"], check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "meru", "synth", "--out", str(out), "--train-size", "64", "--test-size", "8"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert "meru synth train: 64/64 images (100.0%)" in done.stderr  # plain progress line
     return out / "train"
 
@@ -86,9 +90,18 @@ def test_training_writes_plain_progress_lines_and_flop_telemetry(synth, tmp_path
     from meru.training.train import train
 
     torch.set_num_threads(1)
-    sets = [f"data.train={synth}", "data.batch_size=8", "data.num_workers=0", "data.shuffle_buffer=8",
-            "optim.warmup_steps=1", "optim.total_steps=4", "runtime.log_every=2", "runtime.checkpoint_every=4",
-            "runtime.tensorboard=false", "runtime.threads=1"]
+    sets = [
+        f"data.train={synth}",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "data.shuffle_buffer=8",
+        "optim.warmup_steps=1",
+        "optim.total_steps=4",
+        "runtime.log_every=2",
+        "runtime.checkpoint_every=4",
+        "runtime.tensorboard=false",
+        "runtime.threads=1",
+    ]
     train(load_train_config(None, "meru", "tiny", 0, sets), tmp_path)
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("meru train meru/tiny:")]
     assert len(lines) == 2 and lines[0].startswith("meru train meru/tiny: 2/4 steps (50.0%) | loss ")
@@ -159,14 +172,21 @@ def test_zeroshot_intervals_unchanged_by_index_reuse():
     from meru.stats import bootstrap_ci
 
     g = torch.Generator().manual_seed(0)
-    cache = {"kind": "clip", "curv": None, "textual_alpha": None, "classnames": ["a", "b", "c"],
-             "class_text_raw": torch.randn(2, 3, 8, generator=g), "image_emb": torch.randn(50, 8, generator=g),
-             "labels": torch.randint(0, 3, (50,), generator=g)}
+    cache = {
+        "kind": "clip",
+        "curv": None,
+        "textual_alpha": None,
+        "classnames": ["a", "b", "c"],
+        "class_text_raw": torch.randn(2, 3, 8, generator=g),
+        "image_emb": torch.randn(50, 8, generator=g),
+        "labels": torch.randint(0, 3, (50,), generator=g),
+    }
     out = evaluate_zeroshot(cache, n_boot=100, seed=4)
     c1, lab = np.array(out["per_item"]["correct"]), np.array(out["per_item"]["label"])
     assert out["intervals"]["top1"] == [100.0 * v for v in bootstrap_ci(c1, n_boot=100, seed=4)]
     assert out["intervals"]["mean_per_class"] == [
-        100.0 * v for v in bootstrap_ci(np.stack([c1, lab], 1), statistic=_mpc_rows, n_boot=100, seed=4)]
+        100.0 * v for v in bootstrap_ci(np.stack([c1, lab], 1), statistic=_mpc_rows, n_boot=100, seed=4)
+    ]
 
 
 def test_progress_line_format():

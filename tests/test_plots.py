@@ -27,26 +27,65 @@ def _records(d, kinds=("meru", "clip", "euclip"), sizes=("tiny",), seeds=(0, 1))
             for seed in seeds:
                 m = d / f"{kind}-{size}-s{seed}"
                 m.mkdir(parents=True)
-                (m / "zeroshot.json").write_text(json.dumps({
-                    "kind": kind, "size": size, "seed": seed, "dataset": "zeroshot_shape", "task": "zeroshot",
-                    "metrics": {"top1": 50.0 + seed}, "intervals": {"top1": [45.0, 55.0]}}))
-                (m / "structure.json").write_text(json.dumps({
-                    "kind": kind, "size": size, "seed": seed, "dataset": "d", "task": "structure", "metrics": {},
-                    "histogram": {"edges": [0.0, 1.0, 2.0], "image_counts": [3, 4], "text_counts": [5, 1]},
-                    "text_root_by_specificity": {"level": [0, 1, 2], "n": [3, 3, 3], "mean": [0.2, 0.5, 0.9],
-                                                 "sd": [0.1, 0.1, 0.1]},
-                    **({"geometry": {"space": "euclid", "root_distance": "distance (a.u.)"}} if kind == "euclip" else {})}))
-                (m / "traversal.json").write_text(json.dumps({
-                    "kind": kind, "size": size, "seed": seed, "dataset": "d", "task": "traversal", "metrics": {},
-                    "images": [{"key": "0", "steps": [{"text": "a red square"}, {"text": "[ROOT]"}]}]}))
+                (m / "zeroshot.json").write_text(
+                    json.dumps(
+                        {
+                            "kind": kind,
+                            "size": size,
+                            "seed": seed,
+                            "dataset": "zeroshot_shape",
+                            "task": "zeroshot",
+                            "metrics": {"top1": 50.0 + seed},
+                            "intervals": {"top1": [45.0, 55.0]},
+                        }
+                    )
+                )
+                (m / "structure.json").write_text(
+                    json.dumps(
+                        {
+                            "kind": kind,
+                            "size": size,
+                            "seed": seed,
+                            "dataset": "d",
+                            "task": "structure",
+                            "metrics": {},
+                            "histogram": {"edges": [0.0, 1.0, 2.0], "image_counts": [3, 4], "text_counts": [5, 1]},
+                            "text_root_by_specificity": {
+                                "level": [0, 1, 2],
+                                "n": [3, 3, 3],
+                                "mean": [0.2, 0.5, 0.9],
+                                "sd": [0.1, 0.1, 0.1],
+                            },
+                            **(
+                                {"geometry": {"space": "euclid", "root_distance": "distance (a.u.)"}}
+                                if kind == "euclip"
+                                else {}
+                            ),
+                        }
+                    )
+                )
+                (m / "traversal.json").write_text(
+                    json.dumps(
+                        {
+                            "kind": kind,
+                            "size": size,
+                            "seed": seed,
+                            "dataset": "d",
+                            "task": "traversal",
+                            "metrics": {},
+                            "images": [{"key": "0", "steps": [{"text": "a red square"}, {"text": "[ROOT]"}]}],
+                        }
+                    )
+                )
 
 
 def test_plots_with_data_one_size_has_no_scaling(tmp_path):
     _records(tmp_path / "metrics")
     runs = tmp_path / "runs" / "meru-tiny-s0"
     runs.mkdir(parents=True)
-    (runs / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / (s + 1), "curv": 1.0}) + "\n"
-                                            for s in range(5)))
+    (runs / "log.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": 1 / (s + 1), "curv": 1.0}) + "\n" for s in range(5))
+    )
     out = tmp_path / "plots"
     (out).mkdir()
     (out / "scaling.png").write_bytes(b"stale")
@@ -75,8 +114,13 @@ def test_one_panel_per_geometry(tmp_path, monkeypatch):
     recs = plots.load_metrics(tmp_path / "metrics")
     groups = plots._by_geometry(plots._structure(recs))
     # meru and clip fall back to their kind's label, euclip carries its own: three axes, three units
-    assert sorted(groups) == sorted(["distance (a.u.)", "angle to the mean caption direction (rad)",
-                                     "geodesic distance from the origin (hyperboloid)"])
+    assert sorted(groups) == sorted(
+        [
+            "distance (a.u.)",
+            "angle to the mean caption direction (rad)",
+            "geodesic distance from the origin (hyperboloid)",
+        ]
+    )
 
 
 def test_reporting_reads_no_embeddings_and_no_geometry():
@@ -86,13 +130,25 @@ def test_reporting_reads_no_embeddings_and_no_geometry():
         imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not {m for m in imported if m.startswith(("meru.evaluation", "meru.lorentz", "meru.spaces", "torch"))}
     src = (ROOT / "meru" / "reporting" / "plots.py").read_text()
-    assert "== \"meru\"" not in src and "torch.load" not in src
+    assert '== "meru"' not in src and "torch.load" not in src
 
 
 def test_zeroshot_frame_picks_top1(tmp_path):
-    recs = [{"kind": k, "size": "tiny", "seed": 0, "dataset": f"zeroshot_{d}", "task": "zeroshot", "_path": "x",
-             "metrics": {"top1": 50.0, "top5": 90.0, "mean_per_class": 49.0}, "intervals": {}, "n_classes": 10}
-            for k in ("meru", "clip") for d in ("a", "b")]
+    recs = [
+        {
+            "kind": k,
+            "size": "tiny",
+            "seed": 0,
+            "dataset": f"zeroshot_{d}",
+            "task": "zeroshot",
+            "_path": "x",
+            "metrics": {"top1": 50.0, "top5": 90.0, "mean_per_class": 49.0},
+            "intervals": {},
+            "n_classes": 10,
+        }
+        for k in ("meru", "clip")
+        for d in ("a", "b")
+    ]
     df = plots.zeroshot_frame(recs)
     assert list(df.block) == ["Top-1"] * 4 and list(df.column) == ["a", "a", "b", "b"]
     assert list(plots.zeroshot_frame(recs, "Top-5")["mean"]) == [90.0] * 4

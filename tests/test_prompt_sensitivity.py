@@ -15,7 +15,9 @@ from meru.evaluation import embed as E
 from meru.evaluation import prompt_sensitivity as P
 from meru.reporting import prompt_sensitivity as T
 
-_spec = importlib.util.spec_from_file_location("make_tiny_sets", Path(__file__).parent / "data" / "eval" / "make_tiny_sets.py")
+_spec = importlib.util.spec_from_file_location(
+    "make_tiny_sets", Path(__file__).parent / "data" / "eval" / "make_tiny_sets.py"
+)
 mk = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(mk)
 
@@ -27,7 +29,7 @@ def cli(module, argv):
 
 
 def test_template_sets_per_dataset():
-    synth = P.template_sets("zeroshot_shape")          # SynthHier: MERU's and clip-benchmark's ImageNet sets
+    synth = P.template_sets("zeroshot_shape")  # SynthHier: MERU's and clip-benchmark's ImageNet sets
     assert synth["single"]["templates"] == ["a photo of a {}."]
     assert synth["meru"]["templates"] == meru_prompts()["templates"]["imagenet"]
     assert synth["clip_benchmark"]["templates"] == P.clip_benchmark_templates()["imagenet1k"]
@@ -35,7 +37,7 @@ def test_template_sets_per_dataset():
     cifar = P.template_sets("cifar10")
     assert cifar["meru"]["templates"] == meru_prompts()["templates"]["cifar10"]
     assert cifar["clip_benchmark"]["templates"] == P.clip_benchmark_templates()["cifar10"]
-    assert P.template_sets("resisc45")["clip_benchmark"]["source"] == "clip_benchmark:resisc45"   # vtab/ stripped
+    assert P.template_sets("resisc45")["clip_benchmark"]["source"] == "clip_benchmark:resisc45"  # vtab/ stripped
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +52,13 @@ def caches(tmp_path_factory):
     save_model(build_model("clip", "tiny"), d / "model.pt")
     ck = str(d / "model.pt")
     assert cli(E, ["--checkpoint", ck, "--evalset", str(paths["zeroshot"]), "--out", str(d / "zs.pt")]) == 0
-    assert cli(E, ["--checkpoint", ck, "--evalset", str(paths["zeroshot"]), "--out", str(d / "plain.pt"),
-                   "--no-prompt-sets"]) == 0
+    assert (
+        cli(
+            E,
+            ["--checkpoint", ck, "--evalset", str(paths["zeroshot"]), "--out", str(d / "plain.pt"), "--no-prompt-sets"],
+        )
+        == 0
+    )
     return d
 
 
@@ -88,17 +95,26 @@ def test_evaluate_prompts_matches_zeroshot_per_set(caches):
 
 
 def _record(kind, seed, dataset, tops):
-    return {"task": "prompts", "kind": kind, "size": "tiny", "seed": seed, "dataset": dataset, "metrics": {},
-            "prompt_sets": {k: {"top1": v, "mean_per_class": v, "n_templates": 1, "source": k} for k, v in tops.items()}}
+    return {
+        "task": "prompts",
+        "kind": kind,
+        "size": "tiny",
+        "seed": seed,
+        "dataset": dataset,
+        "metrics": {},
+        "prompt_sets": {k: {"top1": v, "mean_per_class": v, "n_templates": 1, "source": k} for k, v in tops.items()},
+    }
 
 
 def test_table_known_values(tmp_path):
     from meru.evaluation.metric_io import write_json
 
-    recs = [_record("meru", 0, "zeroshot_shape", {"evalset": 30.0, "single": 20.0, "meru": 25.0, "clip_benchmark": 40.0}),
-            _record("meru", 1, "zeroshot_shape", {"evalset": 34.0, "single": 22.0, "meru": 25.0, "clip_benchmark": 38.0}),
-            _record("meru", 0, "zeroshot_family", {"evalset": 60.0, "single": 61.0, "meru": 62.0, "clip_benchmark": 63.0}),
-            _record("clip", 0, "zeroshot_shape", {"evalset": 50.0, "single": 50.0, "meru": 50.0, "clip_benchmark": 50.0})]
+    recs = [
+        _record("meru", 0, "zeroshot_shape", {"evalset": 30.0, "single": 20.0, "meru": 25.0, "clip_benchmark": 40.0}),
+        _record("meru", 1, "zeroshot_shape", {"evalset": 34.0, "single": 22.0, "meru": 25.0, "clip_benchmark": 38.0}),
+        _record("meru", 0, "zeroshot_family", {"evalset": 60.0, "single": 61.0, "meru": 62.0, "clip_benchmark": 63.0}),
+        _record("clip", 0, "zeroshot_shape", {"evalset": 50.0, "single": 50.0, "meru": 50.0, "clip_benchmark": 50.0}),
+    ]
     for i, r in enumerate(recs):
         write_json(tmp_path / "m" / f"r{i}" / "prompts.json", r)
     write_json(tmp_path / "m" / "other.json", {"task": "zeroshot", "kind": "meru", "metrics": {"top1": 1.0}})

@@ -17,9 +17,19 @@ def _args(*argv):
 
 
 def _git(cwd, *args):
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-                        "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        env={
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@t",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t",
+            "PATH": "/usr/bin:/bin",
+        },
+    )
 
 
 def test_record_has_hashes_versions_config_and_dirty_flag(tmp_path, monkeypatch):
@@ -40,10 +50,29 @@ def test_record_has_hashes_versions_config_and_dirty_flag(tmp_path, monkeypatch)
     (repo / "results").mkdir()
     (repo / "results" / "old.csv").write_text("x")  # an output: does not make the tree dirty
     (repo / "edited.py").write_text("x")  # uncommitted source: does
-    assert provenance.run(_args("--out", str(out), "--config-json", json.dumps(cfg), "--data", "data/synthhier",
-                                "--checkpoint", str(ckpt), "--outputs", "results", "runs", "data")) == 0
+    assert (
+        provenance.run(
+            _args(
+                "--out",
+                str(out),
+                "--config-json",
+                json.dumps(cfg),
+                "--data",
+                "data/synthhier",
+                "--checkpoint",
+                str(ckpt),
+                "--outputs",
+                "results",
+                "runs",
+                "data",
+            )
+        )
+        == 0
+    )
     text = out.read_text()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert f"git commit: {commit}" in text
     assert "uncommitted changes: yes (1 changed or untracked paths)" in text
     assert hashlib.sha256(ckpt.read_bytes()).hexdigest() in text

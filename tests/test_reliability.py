@@ -64,10 +64,21 @@ def data(tmp_path_factory):
 
 
 def _cfg(data, steps=6, sets=()):
-    base = [f"data.train={data}", "data.batch_size=8", "data.num_workers=0", "data.shuffle_buffer=16",
-            "optim.warmup_steps=2", f"optim.total_steps={steps}", "optim.lr=1e-3", "runtime.log_every=1",
-            "runtime.checkpoint_every=2", "runtime.tensorboard=false", "runtime.threads=1", "runtime.device=cpu",
-            "precision.amp=fp32"]
+    base = [
+        f"data.train={data}",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "data.shuffle_buffer=16",
+        "optim.warmup_steps=2",
+        f"optim.total_steps={steps}",
+        "optim.lr=1e-3",
+        "runtime.log_every=1",
+        "runtime.checkpoint_every=2",
+        "runtime.tensorboard=false",
+        "runtime.threads=1",
+        "runtime.device=cpu",
+        "precision.amp=fp32",
+    ]
     return load_train_config(None, "meru", "tiny", 0, base + list(sets))
 
 
@@ -95,10 +106,18 @@ def test_resume_refuses_pickle_checkpoint(data, tmp_path, capsys):
     (run / "ckpt").mkdir(parents=True)
     torch.save({"model": _Payload(marker)}, run / "ckpt" / "last.pt")
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text(yaml.safe_dump({"data": {"train": str(data), "batch_size": 8, "num_workers": 0},
-                                        "optim": {"total_steps": 2, "warmup_steps": 1},
-                                        "runtime": {"tensorboard": False, "device": "cpu"}}))
-    rc = main(["train", "--config", str(cfg_file), "--model", "meru", "--size", "tiny", "--seed", "0", "--out", str(run)])
+    cfg_file.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"train": str(data), "batch_size": 8, "num_workers": 0},
+                "optim": {"total_steps": 2, "warmup_steps": 1},
+                "runtime": {"tensorboard": False, "device": "cpu"},
+            }
+        )
+    )
+    rc = main(
+        ["train", "--config", str(cfg_file), "--model", "meru", "--size", "tiny", "--seed", "0", "--out", str(run)]
+    )
     assert rc == 2 and not marker.exists()
     _one_line_error(capsys, "last.pt", "refused", "posix.mkdir")
 
@@ -108,8 +127,20 @@ def test_load_model_and_embed_refuse_pickle_checkpoint(tmp_path, capsys):
     torch.save({"format": "meru-bench/checkpoint/1", "state_dict": _Payload(marker)}, path)
     with pytest.raises(UnsafeFileError, match="model.pt"):
         load_model(path)
-    assert main(["embed", "--checkpoint", str(path), "--text-pool", str(tmp_path / "p.jsonl"),
-                 "--out", str(tmp_path / "e.pt")]) == 2
+    assert (
+        main(
+            [
+                "embed",
+                "--checkpoint",
+                str(path),
+                "--text-pool",
+                str(tmp_path / "p.jsonl"),
+                "--out",
+                str(tmp_path / "e.pt"),
+            ]
+        )
+        == 2
+    )
     assert not marker.exists()
     _one_line_error(capsys, "model.pt", "refused")
 
@@ -138,8 +169,17 @@ def test_embed_never_decodes_pickle_members(tmp_path, capsys):
     evalset = _wds_evalset(tmp_path / "set", {"pyd": evil, "pickle": evil, "pth": torch_evil.getvalue()})
     torch.manual_seed(0)
     save_model(build_model("clip", "tiny"), tmp_path / "model.pt")
-    rc = main(["embed", "--checkpoint", str(tmp_path / "model.pt"), "--evalset", str(evalset),
-               "--out", str(tmp_path / "emb.pt")])
+    rc = main(
+        [
+            "embed",
+            "--checkpoint",
+            str(tmp_path / "model.pt"),
+            "--evalset",
+            str(evalset),
+            "--out",
+            str(tmp_path / "emb.pt"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     assert not marker.exists()
@@ -170,19 +210,61 @@ def test_nan_model_refused_by_embed_and_nan_cache_by_evaluate(tmp_path, capsys):
     model = build_model("meru", "tiny")
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     sd["curv"] = torch.tensor(float("nan"))
-    torch.save({"format": "meru-bench/checkpoint/1", "kind": "meru", "size": "tiny", "model_kwargs": {},
-                "state_dict": sd, "step": 1, "config": {}}, tmp_path / "nan.pt")
+    torch.save(
+        {
+            "format": "meru-bench/checkpoint/1",
+            "kind": "meru",
+            "size": "tiny",
+            "model_kwargs": {},
+            "state_dict": sd,
+            "step": 1,
+            "config": {},
+        },
+        tmp_path / "nan.pt",
+    )
     (tmp_path / "pool.jsonl").write_text('{"text": "a cat"}\n')
-    assert main(["embed", "--checkpoint", str(tmp_path / "nan.pt"), "--text-pool", str(tmp_path / "pool.jsonl"),
-                 "--out", str(tmp_path / "e.pt")]) == 2
+    assert (
+        main(
+            [
+                "embed",
+                "--checkpoint",
+                str(tmp_path / "nan.pt"),
+                "--text-pool",
+                str(tmp_path / "pool.jsonl"),
+                "--out",
+                str(tmp_path / "e.pt"),
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, "nan.pt", "non-finite", "curv")
     assert not (tmp_path / "e.pt").exists()
-    cache = {"format": "meru-bench/embeddings/1", "kind": "clip", "task": "classification", "dataset": "x",
-             "image_emb": torch.full((4, 8), float("nan")), "labels": torch.tensor([0, 1, 0, 1]),
-             "classnames": ["a", "b"], "templates": ["{}"], "class_text_raw": torch.randn(1, 2, 8)}
+    cache = {
+        "format": "meru-bench/embeddings/1",
+        "kind": "clip",
+        "task": "classification",
+        "dataset": "x",
+        "image_emb": torch.full((4, 8), float("nan")),
+        "labels": torch.tensor([0, 1, 0, 1]),
+        "classnames": ["a", "b"],
+        "templates": ["{}"],
+        "class_text_raw": torch.randn(1, 2, 8),
+    }
     torch.save(cache, tmp_path / "nan_emb.pt")
-    assert main(["evaluate", "--task", "zeroshot", "--embeddings", str(tmp_path / "nan_emb.pt"),
-                 "--out", str(tmp_path / "m.json")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--task",
+                "zeroshot",
+                "--embeddings",
+                str(tmp_path / "nan_emb.pt"),
+                "--out",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, "nan_emb.pt", "non-finite", "image_emb")
     assert not (tmp_path / "m.json").exists()
 
@@ -254,10 +336,18 @@ def test_second_writer_is_refused(data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); f.write('4242'); f.flush(); "
-                                "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)"),
-         str(run / ".lock")],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); f.write('4242'); f.flush(); "
+                "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)"
+            ),
+            str(run / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunDirLocked, match="4242"):
@@ -278,8 +368,9 @@ def _fresh(tmp_path, name, samples=None, shard_size=16):
 
 
 def _loader(path, **kw):
-    return TrainLoader(path, batch_size=4, image_size=8, context_length=8, shuffle_buffer=1, sample_captions=False,
-                       augment=False, **kw)
+    return TrainLoader(
+        path, batch_size=4, image_size=8, context_length=8, shuffle_buffer=1, sample_captions=False, augment=False, **kw
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncated", "swapped", "extra", "empty", "garbled-bytes"])
@@ -322,6 +413,7 @@ def test_garbled_jpeg_missing_member_and_duplicates_are_skipped_and_counted(tmp_
                 kept = dict(s)
             if i == 9:
                 yield kept  # sample s00007 again (same key, not adjacent)
+
     out = _fresh(tmp_path, "mixed", samples(), shard_size=13)
     loader = _loader(out)
     batches = [next(it) for it in [iter(loader)] for _ in range(3)]  # 10 usable samples: 2 batches + next epoch

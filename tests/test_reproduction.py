@@ -18,8 +18,17 @@ REFERENCE = ROOT / "results" / "reference" / "default"
 
 def _rec(d: Path, kind, seed, task, dataset, metrics, intervals=None, size="tiny", label=None):
     label = label or f"{kind}-{size}-s{seed}"
-    rec = {"model": kind, "kind": kind, "size": size, "seed": seed, "label": label, "dataset": dataset,
-           "task": task, "metrics": metrics, "intervals": intervals or {}}
+    rec = {
+        "model": kind,
+        "kind": kind,
+        "size": size,
+        "seed": seed,
+        "label": label,
+        "dataset": dataset,
+        "task": task,
+        "metrics": metrics,
+        "intervals": intervals or {},
+    }
     name = f"{task}-{dataset}.json"
     p = d / label / name
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -30,8 +39,7 @@ def _run(d: Path, shift=0.0, seeds=(0, 1)):
     for seed in seeds:
         for kind in ("meru", "clip"):
             v = 60.0 + seed + shift
-            _rec(d, kind, seed, "zeroshot", "zeroshot_shape", {"top1": v, "tie": 1.2},
-                 {"top1": [v - 1.0, v + 1.0]})
+            _rec(d, kind, seed, "zeroshot", "zeroshot_shape", {"top1": v, "tie": 1.2}, {"top1": [v - 1.0, v + 1.0]})
             _rec(d, kind, seed, "linear-probe", "zeroshot_shape", {"top1": 40.0 + shift})
 
 
@@ -72,15 +80,35 @@ def test_missing_reference_run_is_a_clear_error(tmp_path):
 def test_published_values_one_code_path(tmp_path):
     """Published rows are references with one value: GRIT checkpoints match records of size vit-s16-grit."""
     csv = tmp_path / "pub.csv"
-    csv.write_text("model,size,training_data,task,dataset,metric,value,source,notes\n"
-                   "meru,vit-s16,grit,zeroshot,imagenet,mean_per_class,35.4,zoo,n1\n"
-                   "meru,vit-s16,redcaps,zeroshot,imagenet,mean_per_class,34.3,paper,n2\n"
-                   "clip,vit-s16,redcaps,retrieval,coco,i2t_r10,50,somewhere,n3\n")
+    csv.write_text(
+        "model,size,training_data,task,dataset,metric,value,source,notes\n"
+        "meru,vit-s16,grit,zeroshot,imagenet,mean_per_class,35.4,zoo,n1\n"
+        "meru,vit-s16,redcaps,zeroshot,imagenet,mean_per_class,34.3,paper,n2\n"
+        "clip,vit-s16,redcaps,retrieval,coco,i2t_r10,50,somewhere,n3\n"
+    )
     m = tmp_path / "metrics"
-    _rec(m, "meru", 0, "zeroshot", "imagenet", {"mean_per_class": 35.9}, {"mean_per_class": [35.5, 36.3]},
-         size="vit-s16-grit", label="meru-vit-s16-grit-released")
-    _rec(m, "meru", 0, "zeroshot", "imagenet", {"mean_per_class": 30.0}, {"mean_per_class": [29.6, 30.4]},
-         size="vit-s16", label="meru-vit-s16-released")
+    _rec(
+        m,
+        "meru",
+        0,
+        "zeroshot",
+        "imagenet",
+        {"mean_per_class": 35.9},
+        {"mean_per_class": [35.5, 36.3]},
+        size="vit-s16-grit",
+        label="meru-vit-s16-grit-released",
+    )
+    _rec(
+        m,
+        "meru",
+        0,
+        "zeroshot",
+        "imagenet",
+        {"mean_per_class": 30.0},
+        {"mean_per_class": [29.6, 30.4]},
+        size="vit-s16",
+        label="meru-vit-s16-released",
+    )
     df, line = rp.reproduce(m, "published", tmp_path / "out", "redcaps", csv)
     grit, paper, missing = (df.iloc[i] for i in range(3))
     assert grit.fresh == pytest.approx(35.9) and grit.within and grit.source == "zoo" and grit.notes == "n1"
@@ -95,8 +123,13 @@ def test_published_values_file_is_complete_and_planned():
     pub = rp.read_published()
     assert len(pub) > 0 and (pub.source.str.strip() != "").all() and (pub.notes.str.strip() != "").all()
     cfg = yaml.safe_load((ROOT / "configs" / "pretrained.yaml").read_text())
-    sizes = {(c["kind"], rp.run_size(c["size"], c.get("data", "redcaps"), "redcaps")) for c in cfg["pretrained"]["checkpoints"]}
-    evals = {("zeroshot", d) for d in cfg["evaluation"]["zeroshot"]} | {("retrieval", d) for d in cfg["evaluation"]["retrieval"]}
+    sizes = {
+        (c["kind"], rp.run_size(c["size"], c.get("data", "redcaps"), "redcaps"))
+        for c in cfg["pretrained"]["checkpoints"]
+    }
+    evals = {("zeroshot", d) for d in cfg["evaluation"]["zeroshot"]} | {
+        ("retrieval", d) for d in cfg["evaluation"]["retrieval"]
+    }
     for r in rp.reference_from_published().itertuples():
         assert (r.kind, r.size) in sizes, f"no released checkpoint for {r.kind} {r.size}"
         assert (r.task, r.dataset) in evals, f"{r.task} {r.dataset} not evaluated by configs/pretrained.yaml"
@@ -167,7 +200,9 @@ def test_committed_reference_meets_the_floors():
             for label, v in values.get((kind, f["task"], f["dataset"], f["metric"]), [(kind, np.nan)]):
                 ok = v >= f["floor"] if f["op"] == ">=" else v <= f["floor"]
                 if not ok:
-                    failures.append(f"{label} {f['task']} {f['dataset']} {f['metric']} = {v:.4g} (needs {f['op']} {f['floor']})")
+                    failures.append(
+                        f"{label} {f['task']} {f['dataset']} {f['metric']} = {v:.4g} (needs {f['op']} {f['floor']})"
+                    )
     assert not failures, "\n".join(failures)
 
 

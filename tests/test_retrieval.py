@@ -7,9 +7,7 @@ from meru.evaluation.retrieval import best_positive_ranks, evaluate_retrieval
 
 
 def test_best_positive_rank_by_hand():
-    scores = torch.tensor([[0.9, 0.8, 0.7, 0.1],
-                           [0.9, 0.8, 0.7, 0.1],
-                           [0.1, 0.2, 0.3, 0.4]])
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.1], [0.9, 0.8, 0.7, 0.1], [0.1, 0.2, 0.3, 0.4]])
     pos = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 1], [1, 0, 0, 0]], dtype=torch.bool)
     assert best_positive_ranks(scores, pos).tolist() == [1, 3, 3]
 
@@ -22,10 +20,14 @@ def test_query_without_positive_is_an_error():
 def test_recall_clip_multi_caption():
     # 3 images on the axes; 4 captions: img0 has captions 0 and 1, img1 caption 2, img2 caption 3.
     img = torch.eye(3)
-    txt = torch.tensor([[0.1, 1.0, 0.0],   # caption of img0, but closest to img1
-                        [1.0, 0.2, 0.0],   # caption of img0
-                        [1.0, 0.5, 0.0],   # caption of img1, closest to img0
-                        [0.0, 0.0, 1.0]])  # caption of img2
+    txt = torch.tensor(
+        [
+            [0.1, 1.0, 0.0],  # caption of img0, but closest to img1
+            [1.0, 0.2, 0.0],  # caption of img0
+            [1.0, 0.5, 0.0],  # caption of img1, closest to img0
+            [0.0, 0.0, 1.0],
+        ]
+    )  # caption of img2
     cache = {"kind": "clip", "image_emb": img, "text_emb": txt, "text_to_image": torch.tensor([0, 0, 1, 2])}
     res = evaluate_retrieval(cache, n_boot=20)
     # i2t ranks: img0 -> captions sorted by x: c1(1/|.|), c2, c0 ... best positive c1 -> rank 0

@@ -22,8 +22,14 @@ TOOLS = ("sbatch", "squeue", "sacct", "scontrol", "sinfo", "sacctmgr", "sshare",
 
 def paper_derived_config(tmp_path: Path, extra_resources: dict) -> Path:
     cfg = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())
-    cfg.update(results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"), data_dir=str(tmp_path / "data"),
-               models=["meru"], sizes=["vit-b16"], seeds=[0])
+    cfg.update(
+        results_dir=str(tmp_path / "results"),
+        runs_dir=str(tmp_path / "runs"),
+        data_dir=str(tmp_path / "data"),
+        models=["meru"],
+        sizes=["vit-b16"],
+        seeds=[0],
+    )
     cfg["resources"]["train"].update(extra_resources)
     cfg["train"]["data"]["train"] = str(tmp_path / "data" / "redcaps")  # the dataset this workflow builds
     (tmp_path / "data" / "redcaps").mkdir(parents=True)  # the training data "exists"; no download job
@@ -38,7 +44,7 @@ def fake_path(tmp_path: Path) -> dict:
     for tool in TOOLS:  # fake_slurm.py dispatches on its argv[0]: run it through a link named like the tool
         (bin_dir / f"{tool}.py").symlink_to(FAKE)
         exe = bin_dir / tool
-        exe.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(bin_dir / tool))}.py \"$@\"\n")
+        exe.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(bin_dir / tool))}.py "$@"\n')
         exe.chmod(0o755)
     env = dict(os.environ)
     env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -58,11 +64,37 @@ def test_gpu_train_job_submission(tmp_path):
     env = fake_path(tmp_path)
     target = tmp_path / "runs" / "meru-vit-b16-s0" / "model.pt"
     r = subprocess.run(
-        [sys.executable, "-m", "snakemake", str(target), "--profile", "profiles/slurm", "--configfile", str(cfg),
-         "--slurm-init-seconds-before-status-checks", "1", "--slurm-logdir", str(tmp_path / "slurm-logs"),
-         "--latency-wait", "5", "--retries", "0", "--nolock"],
-        cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=600)
-    logs = "\n".join(p.read_text() for p in (tmp_path / "slurm-logs").rglob("*.log")) if (tmp_path / "slurm-logs").is_dir() else ""
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            str(target),
+            "--profile",
+            "profiles/slurm",
+            "--configfile",
+            str(cfg),
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+            "--slurm-logdir",
+            str(tmp_path / "slurm-logs"),
+            "--latency-wait",
+            "5",
+            "--retries",
+            "0",
+            "--nolock",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    logs = (
+        "\n".join(p.read_text() for p in (tmp_path / "slurm-logs").rglob("*.log"))
+        if (tmp_path / "slurm-logs").is_dir()
+        else ""
+    )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:] + logs[-4000:]
     assert target.is_file()
 
@@ -89,7 +121,14 @@ def test_gpu_train_job_submission(tmp_path):
 def test_slurm_extra_that_repeats_the_gpu_request_is_refused(tmp_path):
     cfg = paper_derived_config(tmp_path, {"slurm_extra": "--gres=gpu:8"})
     env = fake_path(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--nolock", "--configfile", str(cfg)],
-                       cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--nolock", "--configfile", str(cfg)],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode != 0
     assert "resources.train.slurm_extra='--gres=gpu:8' sets the generic resources (GRES)" in r.stdout + r.stderr

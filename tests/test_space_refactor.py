@@ -41,9 +41,9 @@ def old_cone_violation_matrix(text, points, chunk_elems=1 << 23):
     aper = L.half_aperture(text, CURV)
     out = []
     for s in range(0, m, rows):
-        t = text[s:s + rows]
+        t = text[s : s + rows]
         ang = L.oxy_angle(t[:, None, :].expand(-1, n, -1), points[None, :, :].expand(t.shape[0], -1, -1), CURV)
-        out.append(ang - aper[s:s + rows, None])
+        out.append(ang - aper[s : s + rows, None])
     return torch.cat(out)
 
 
@@ -74,11 +74,18 @@ def old_meru_loss(image, text, scale, curv, min_radius=0.1, entail_weight=0.2):
     radius = torch.cat([L.dist0(image, curv), L.dist0(text, curv)])
     raw_i = torch.norm(L.log_map0(image, curv), dim=-1) * curv.sqrt()
     raw_t = torch.norm(L.log_map0(text, curv), dim=-1) * curv.sqrt()
-    return {"loss": contrastive + entail_weight * entailment, "contrastive_loss": contrastive,
-            "entailment_loss": entailment, "radius_mean": radius.mean(), "radius_max": radius.max(),
-            "clamp_hits_expmap": ((raw_i >= L.SINH_INPUT_MAX * 0.999).sum() + (raw_t >= L.SINH_INPUT_MAX * 0.999).sum()).float(),
-            "clamp_hits_acosh": (-curv * L.pairwise_inner(image, text, curv) <= 1 + 1e-8).sum().float(),
-            "cone_inside_frac": (angle <= aperture).float().mean()}
+    return {
+        "loss": contrastive + entail_weight * entailment,
+        "contrastive_loss": contrastive,
+        "entailment_loss": entailment,
+        "radius_mean": radius.mean(),
+        "radius_max": radius.max(),
+        "clamp_hits_expmap": (
+            (raw_i >= L.SINH_INPUT_MAX * 0.999).sum() + (raw_t >= L.SINH_INPUT_MAX * 0.999).sum()
+        ).float(),
+        "clamp_hits_acosh": (-curv * L.pairwise_inner(image, text, curv) <= 1 + 1e-8).sum().float(),
+        "cone_inside_frac": (angle <= aperture).float().mean(),
+    }
 
 
 # --- identical results -------------------------------------------------------------------------------
@@ -99,14 +106,24 @@ def test_cone_violation_matrix_identical():
     space = get_space("meru", CURV)
     pool, images = _points("meru", 30), _points("meru", 20, seed=1)
     for chunk in (1 << 23, 100):
-        assert torch.equal(space.cone_violation_matrix(pool, images, chunk), old_cone_violation_matrix(pool, images, chunk))
+        assert torch.equal(
+            space.cone_violation_matrix(pool, images, chunk), old_cone_violation_matrix(pool, images, chunk)
+        )
 
 
 def test_meru_loss_identical():
     image, text = _points("meru", 6), _points("meru", 6, seed=2)
     curv, scale = torch.tensor(CURV), torch.tensor(7.0)
-    out = build_loss("meru", entail_weight=0.2)({"image": image, "text": text, "logit_scale": scale, "curv": curv,
-                                                 "visual_alpha": torch.tensor(0.3), "textual_alpha": torch.tensor(0.4)})
+    out = build_loss("meru", entail_weight=0.2)(
+        {
+            "image": image,
+            "text": text,
+            "logit_scale": scale,
+            "curv": curv,
+            "visual_alpha": torch.tensor(0.3),
+            "textual_alpha": torch.tensor(0.4),
+        }
+    )
     for key, value in old_meru_loss(image, text, scale, curv).items():
         assert torch.equal(out[key], value), key
 

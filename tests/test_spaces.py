@@ -25,8 +25,12 @@ def test_sphere_similarity_distance_root():
     x = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
     y = torch.tensor([[1.0, 1.0]])
     torch.testing.assert_close(s.similarity(x, y), torch.full((2, 1), 1 / math.sqrt(2)))
-    torch.testing.assert_close(s.distance(x, x), torch.tensor([[0.0, math.pi / 2], [math.pi / 2, 0.0]]), atol=1e-3, rtol=0)
-    torch.testing.assert_close(s.root_distance(x, torch.tensor([1.0, 0.0])), torch.tensor([0.0, math.pi / 2]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        s.distance(x, x), torch.tensor([[0.0, math.pi / 2], [math.pi / 2, 0.0]]), atol=1e-3, rtol=0
+    )
+    torch.testing.assert_close(
+        s.root_distance(x, torch.tensor([1.0, 0.0])), torch.tensor([0.0, math.pi / 2]), atol=1e-3, rtol=0
+    )
     # default root: the mean direction of the inputs, here the diagonal -> both at 45 degrees
     torch.testing.assert_close(s.root_distance(x), torch.full((2,), math.pi / 4))
     with pytest.raises(NotImplementedError):
@@ -39,8 +43,10 @@ def test_sphere_lift_and_ensemble():
     # normalise -> mean (0.5, 0.5) -> normalise
     torch.testing.assert_close(s.ensemble(raw), torch.tensor([[1.0, 1.0]]) / math.sqrt(2))
     torch.testing.assert_close(s.lift(torch.tensor([[3.0, 4.0]])), torch.tensor([[0.6, 0.8]]))
-    torch.testing.assert_close(s.interpolate_to_root(torch.tensor([[1.0, 0.0]]), torch.tensor([0.0, 1.0]), 0.5),
-                               torch.tensor([[1.0, 1.0]]) / math.sqrt(2))
+    torch.testing.assert_close(
+        s.interpolate_to_root(torch.tensor([[1.0, 0.0]]), torch.tensor([0.0, 1.0]), 0.5),
+        torch.tensor([[1.0, 1.0]]) / math.sqrt(2),
+    )
 
 
 @pytest.mark.parametrize("curv", [0.1, 1.0, 10.0])
@@ -64,8 +70,9 @@ def test_lorentz_similarity_distance_root(curv):
     r = torch.tensor([[0.2], [1.0], [-0.7]], dtype=torch.float64)
     x = torch.sinh(math.sqrt(curv) * r) / math.sqrt(curv)  # points at signed distances r on a line
     d = s.distance(x.double(), x.double())
-    torch.testing.assert_close(d.fill_diagonal_(0).double(), (r - r.T).abs().fill_diagonal_(0).float().double(),
-                               atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(
+        d.fill_diagonal_(0).double(), (r - r.T).abs().fill_diagonal_(0).float().double(), atol=1e-3, rtol=1e-3
+    )
     sim = s.similarity(x, x)
     # <x, x>_L = -1/c and -c <x, y>_L = cosh(sqrt(c) d(x, y))
     torch.testing.assert_close(sim.diagonal(), torch.full((3,), -1 / curv))
@@ -88,8 +95,8 @@ def test_lorentz_entails_hand_cases():
     # agrees with the row-wise definition oxy_angle <= half_aperture
     for i in range(2):
         for j in range(4):
-            ang = L.oxy_angle(text[i:i + 1], image[j:j + 1], 1.0)
-            assert bool(got[i, j]) == bool(ang <= L.half_aperture(text[i:i + 1], 1.0))
+            ang = L.oxy_angle(text[i : i + 1], image[j : j + 1], 1.0)
+            assert bool(got[i, j]) == bool(ang <= L.half_aperture(text[i : i + 1], 1.0))
     assert (s.cone_violation(text[:1], image[:1]) < 0).all() and (s.cone_violation(text[:1], image[1:2]) > 0).all()
 
 
@@ -112,10 +119,12 @@ def test_euclidean_half_aperture_closed_form_and_clamp():
 def test_euclidean_exterior_angle_hand_cases_and_law_of_cosines():
     s = Euclidean()
     x = torch.tensor([[1.0, 0.0]])
-    cases = {(2.0, 0.0): 0.0,                 # straight on along the ray through x
-             (0.0, 0.0): math.pi,             # back towards the origin
-             (1.0, 1.0): math.pi / 2,         # perpendicular to the ray
-             (2.0, 1.0): math.pi / 4}
+    cases = {
+        (2.0, 0.0): 0.0,  # straight on along the ray through x
+        (0.0, 0.0): math.pi,  # back towards the origin
+        (1.0, 1.0): math.pi / 2,  # perpendicular to the ray
+        (2.0, 1.0): math.pi / 4,
+    }
     for y, angle in cases.items():
         torch.testing.assert_close(s.exterior_angle(x, torch.tensor([y])), torch.tensor([angle]), atol=1e-3, rtol=0)
     # Ganea et al. (2018) Eq. 28: ext = acos((||y||^2 - ||x||^2 - ||x - y||^2) / (2 ||x|| ||x - y||))
@@ -142,7 +151,7 @@ def test_euclidean_cones_and_entailment_hand_cases():
     # the chunked matrix equals the row-wise definition, whatever the chunk size
     full = s.cone_violation_matrix(text, image)
     for i in range(2):
-        torch.testing.assert_close(full[i], s.cone_violation(text[i:i + 1].expand(4, 2), image))
+        torch.testing.assert_close(full[i], s.cone_violation(text[i : i + 1].expand(4, 2), image))
     assert torch.equal(full <= 0, got)
     torch.testing.assert_close(s.cone_violation_matrix(text, image, chunk_elems=1), full)
 
@@ -171,7 +180,7 @@ def test_space_records_round_trip_and_geometry_labels():
     for space in (EuclideanSphere(), Lorentz(0.7), Euclidean(min_radius=0.2)):
         rebuilt = space_of({"space": space.record()})
         assert type(rebuilt) is type(space) and rebuilt.matches(space) and rebuilt.min_radius == space.min_radius
-        assert space_of({"kind": space.kind, "curv": space.curv}).matches(space)   # caches without a record
+        assert space_of({"kind": space.kind, "curv": space.curv}).matches(space)  # caches without a record
         g = space.geometry()
         assert set(g) == {"space", "root_distance"} and g["space"] == space.name and g["root_distance"]
     assert not Lorentz(0.7).matches(Lorentz(0.8)) and not Euclidean().matches(EuclideanSphere())

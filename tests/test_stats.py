@@ -54,7 +54,7 @@ def test_paired_bootstrap_identity_and_shift():
     shift = paired_bootstrap(a + 1, a, n_boot=400)
     assert shift["diff"] == pytest.approx(1.0)
     assert shift["ci"] == pytest.approx([1.0, 1.0])
-    assert shift["p_value"] == pytest.approx(1 / 400)   # floored at the resolution 1/B
+    assert shift["p_value"] == pytest.approx(1 / 400)  # floored at the resolution 1/B
     json.dumps(shift, allow_nan=False)
     with pytest.raises(ValueError, match="same items"):
         paired_bootstrap(a, a[:10])

@@ -13,10 +13,20 @@ POOL_NORMS = [(E1, 0.5, 1), (E1, 1.0, 3), (E1, 2.0, 5), (E2, 0.6, 2), (E2, 1.5, 
 
 
 def meru_inputs():
-    pool = {"kind": "meru", "curv": 1.0, "text_emb": torch.stack([d * r for d, r, _ in POOL_NORMS]),
-            "specificity": torch.tensor([float(s) for *_, s in POOL_NORMS]), "path": "pool"}
-    cache = {"kind": "meru", "curv": 1.0, "image_emb": torch.stack([3.0 * E1, 2.5 * E2]), "path": "emb",
-             "meta": [{"true_captions": [0, 1, 2]}, {"true_captions": [3, 4]}]}
+    pool = {
+        "kind": "meru",
+        "curv": 1.0,
+        "text_emb": torch.stack([d * r for d, r, _ in POOL_NORMS]),
+        "specificity": torch.tensor([float(s) for *_, s in POOL_NORMS]),
+        "path": "pool",
+    }
+    cache = {
+        "kind": "meru",
+        "curv": 1.0,
+        "image_emb": torch.stack([3.0 * E1, 2.5 * E2]),
+        "path": "emb",
+        "meta": [{"true_captions": [0, 1, 2]}, {"true_captions": [3, 4]}],
+    }
     return cache, pool
 
 
@@ -31,7 +41,7 @@ def test_meru_structure_hand_computed():
     assert m["image_farther_frac"] == 1.0
     assert m["cone_true_frac"] == 1.0 and m["cone_false_frac"] == 0.0 and m["cone_auc"] == 1.0
     gi = (math.asinh(3) * E1 + math.asinh(2.5) * E2) / 2
-    gt = ((math.asinh(.5) + math.asinh(1) + math.asinh(2)) * E1 + (math.asinh(.6) + math.asinh(1.5)) * E2) / 5
+    gt = ((math.asinh(0.5) + math.asinh(1) + math.asinh(2)) * E1 + (math.asinh(0.6) + math.asinh(1.5)) * E2) / 5
     assert m["modality_gap"] == pytest.approx(float((gi - gt).norm()), rel=1e-5)
     h = res["histogram"]
     assert sum(h["image_counts"]) == 2 and sum(h["text_counts"]) == 5 and len(h["edges"]) == 31
@@ -41,11 +51,11 @@ def test_meru_structure_hand_computed():
 def test_reversed_depth_gives_negative_correlation_and_images_inside():
     cache, pool = meru_inputs()
     pool["specificity"] = -pool["specificity"]
-    cache["image_emb"] = torch.stack([0.2 * E1, 0.2 * E2])     # images nearer the origin than captions
+    cache["image_emb"] = torch.stack([0.2 * E1, 0.2 * E2])  # images nearer the origin than captions
     m = evaluate_structure(cache, pool, n_boot=10)["metrics"]
     assert m["spearman_specificity"] == pytest.approx(-1.0)
     assert m["image_farther_frac"] == 0.0
-    assert m["cone_true_frac"] == 0.0   # behind the caption (exterior angle pi) is outside its cone
+    assert m["cone_true_frac"] == 0.0  # behind the caption (exterior angle pi) is outside its cone
 
 
 def test_clip_root_is_mean_caption_direction_and_no_cones():
@@ -55,7 +65,7 @@ def test_clip_root_is_mean_caption_direction_and_no_cones():
     m = res["metrics"]
     assert m["image_root_mean"] == pytest.approx(math.pi / 4, rel=1e-5)
     assert m["modality_gap"] == pytest.approx(math.sqrt(0.5), rel=1e-5)  # |e1 - (e1+e2)/2|
-    assert "cone_auc" not in m and m["image_farther_frac"] == 0.0       # equal angles are not farther
+    assert "cone_auc" not in m and m["image_farther_frac"] == 0.0  # equal angles are not farther
 
 
 def test_models_must_match():
@@ -76,10 +86,20 @@ def test_root_distance_by_level_groups_captions():
 
 def test_euclip_structure_hand_computed():
     """EuCLIP: [ROOT] = origin, r = ||x||, Euclidean cones of half-aperture asin(0.1 / ||t||)."""
-    pool = {"kind": "euclip", "curv": None, "text_emb": torch.stack([d * r for d, r, _ in POOL_NORMS]),
-            "specificity": torch.tensor([float(s) for *_, s in POOL_NORMS]), "path": "pool"}
-    cache = {"kind": "euclip", "curv": None, "image_emb": torch.stack([3.0 * E1, 2.5 * E2]), "path": "emb",
-             "meta": [{"true_captions": [0, 1, 2]}, {"true_captions": [3, 4]}]}
+    pool = {
+        "kind": "euclip",
+        "curv": None,
+        "text_emb": torch.stack([d * r for d, r, _ in POOL_NORMS]),
+        "specificity": torch.tensor([float(s) for *_, s in POOL_NORMS]),
+        "path": "pool",
+    }
+    cache = {
+        "kind": "euclip",
+        "curv": None,
+        "image_emb": torch.stack([3.0 * E1, 2.5 * E2]),
+        "path": "emb",
+        "meta": [{"true_captions": [0, 1, 2]}, {"true_captions": [3, 4]}],
+    }
     res = evaluate_structure(cache, pool, n_boot=20)
     m = res["metrics"]
     assert m["image_root_mean"] == pytest.approx(2.75) and m["text_root_median"] == pytest.approx(1.0)

@@ -46,13 +46,15 @@ def _all(shard_dir):
 def _strip_prefix(text):
     for p in PREFIXES:
         if p and text.startswith(p):
-            return text[len(p):]
+            return text[len(p) :]
     return text
 
 
 def test_phrases_hand_written():
-    assert sh.phrase("shape.triangle", {"count": 2, "size": "small", "colour": "red", "texture": "stripes"}) == \
-        "two small red triangles on stripes"
+    assert (
+        sh.phrase("shape.triangle", {"count": 2, "size": "small", "colour": "red", "texture": "stripes"})
+        == "two small red triangles on stripes"
+    )
     assert sh.phrase("object", {}) == "an object"
     assert sh.phrase("family.mark", {"colour": "white", "texture": "plain"}) == "a white mark on a plain background"
     assert sh.phrase("shape.cross", {"count": 3}) == "three crosses"
@@ -100,8 +102,13 @@ def test_clip_benchmark_reads_eval_sets(out):
     assert ds.classes[0] == "triangle" and "a photo of a {c}." in ds.templates
     image, label = next(iter(ds))
     assert tuple(image.shape) == (3, 32, 32) and 0 <= label < 12
-    ds = build_dataset("wds/synth", root=str(out / "eval" / "retrieval"), transform=T.ToTensor(), split="test",
-                       task="zeroshot_retrieval")
+    ds = build_dataset(
+        "wds/synth",
+        root=str(out / "eval" / "retrieval"),
+        transform=T.ToTensor(),
+        split="test",
+        task="zeroshot_retrieval",
+    )
     image, texts = next(iter(ds))
     assert len(texts) == 1 and texts[0].endswith(".")
 
@@ -168,7 +175,7 @@ def test_images_show_their_attributes(out):
         areas[attrs["size"]].append(obj.sum() / attrs["count"])
         for cell in range(4):
             r, c = divmod(cell, 2)
-            n = obj[16 * r:16 * r + 16, 16 * c:16 * c + 16].sum()
+            n = obj[16 * r : 16 * r + 16, 16 * c : 16 * c + 16].sum()
             if cell in attrs["cells"]:
                 assert n > 0
                 inside += n
@@ -183,8 +190,14 @@ def test_deterministic_and_seed_dependent(out, tmp_path):
     sh.generate(again, train_size=300, test_size=100, shard_size=120)
     a, b = read_manifest(out / "train"), read_manifest(again / "train")
     assert [e["sha256"] for e in a["shards"]] == [e["sha256"] for e in b["shards"]]
-    for rel in ["eval/zeroshot_shape/test/0.tar", "eval/retrieval/test/0.tar", "eval/captions.jsonl",
-                "eval/caption_matches.json", "info.json", "taxonomy.txt"]:
+    for rel in [
+        "eval/zeroshot_shape/test/0.tar",
+        "eval/retrieval/test/0.tar",
+        "eval/captions.jsonl",
+        "eval/caption_matches.json",
+        "info.json",
+        "taxonomy.txt",
+    ]:
         assert (out / rel).read_bytes() == (again / rel).read_bytes(), rel
     other = tmp_path / "other"
     sh.generate(other, train_size=300, test_size=100, shard_size=120, seed=1)

@@ -16,11 +16,20 @@ SPEC = {s.name: s for s in tables.SPECS}
 def _write(d, kind, seed, correct, dataset="zeroshot_shape", n_classes=12, size="tiny"):
     correct = np.asarray(correct, int)
     acc = 100.0 * correct.mean()
-    rec = {"model": kind, "kind": kind, "size": size, "seed": seed, "label": f"{kind}-{size}-s{seed}",
-           "dataset": dataset, "task": "zeroshot", "n_classes": n_classes,
-           "metrics": {"top1": acc, "top5": 100.0, "mistake_severity": 1.5},
-           "intervals": {"top1": [acc - 5, acc + 5], "top5": [100.0, 100.0]}, "n": len(correct),
-           "per_item": {"correct": correct.tolist(), "correct_top5": [1] * len(correct)}}
+    rec = {
+        "model": kind,
+        "kind": kind,
+        "size": size,
+        "seed": seed,
+        "label": f"{kind}-{size}-s{seed}",
+        "dataset": dataset,
+        "task": "zeroshot",
+        "n_classes": n_classes,
+        "metrics": {"top1": acc, "top5": 100.0, "mistake_severity": 1.5},
+        "intervals": {"top1": [acc - 5, acc + 5], "top5": [100.0, 100.0]},
+        "n": len(correct),
+        "per_item": {"correct": correct.tolist(), "correct_top5": [1] * len(correct)},
+    }
     p = d / f"{kind}-{size}-s{seed}" / f"zeroshot-{dataset}.json"
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(rec))
@@ -43,8 +52,11 @@ def test_wide_layout_seed_stats_and_pooled_paired_test(tmp_path):
     assert r["mean"] == pytest.approx(np.mean(vals)) and r["sd"] == pytest.approx(np.std(vals, ddof=1))
     assert (r["min"], r["max"]) == (pytest.approx(min(vals)), pytest.approx(max(vals)))
     # the paired test pools (seed, item) pairs: same numbers as meru.stats on the concatenation
-    want = stats.paired_bootstrap(np.concatenate([100.0 * cor[("meru", s)] for s in (0, 1, 2)]),
-                                  np.concatenate([100.0 * cor[("clip", s)] for s in (0, 1, 2)]), n_boot=500)
+    want = stats.paired_bootstrap(
+        np.concatenate([100.0 * cor[("meru", s)] for s in (0, 1, 2)]),
+        np.concatenate([100.0 * cor[("clip", s)] for s in (0, 1, 2)]),
+        n_boot=500,
+    )
     c = top1.loc["MERU − CLIP"]
     assert [c["diff_lo"], c["diff_hi"]] == pytest.approx(want["ci"]) and c["n_items"] == 900
     assert c["p_value"] == pytest.approx(1 / 500) and c["wins"] == 3  # floored at 1/B, never 0
@@ -77,8 +89,11 @@ def test_single_seed_shows_bootstrap_interval_unless_uninformative(tmp_path):
     rec["intervals"]["top1"] = [0.0, 100.0]  # spans the whole range: says nothing
     p.write_text(json.dumps(rec))
     tables.write_tables(m, tmp_path / "out")
-    rows = {line.split(" | ")[1]: line for line in (tmp_path / "out" / "zeroshot.md").read_text().splitlines()
-            if line.startswith("| Top-1")}
+    rows = {
+        line.split(" | ")[1]: line
+        for line in (tmp_path / "out" / "zeroshot.md").read_text().splitlines()
+        if line.startswith("| Top-1")
+    }
     assert rows["MERU"].endswith("| 50.0 [45.0, 55.0] |")
     assert rows["CLIP"].endswith("| 50.0 |")
 
@@ -105,9 +120,20 @@ def test_retrieval_recall_test_uses_per_query_ranks(tmp_path):
             met = {f"{d}_r{n}": 100 * float(np.mean(ranks[d] < n)) for d in ranks for n in (1, 5, 10)}
             p = tmp_path / f"{k}-tiny-s{s}" / "retrieval-synth.json"
             p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(json.dumps({"kind": k, "size": "tiny", "seed": s, "dataset": "coco", "task": "retrieval",
-                                     "metrics": met, "intervals": {},
-                                     "per_query": {f"{d}_rank": r.tolist() for d, r in ranks.items()}}))
+            p.write_text(
+                json.dumps(
+                    {
+                        "kind": k,
+                        "size": "tiny",
+                        "seed": s,
+                        "dataset": "coco",
+                        "task": "retrieval",
+                        "metrics": met,
+                        "intervals": {},
+                        "per_query": {f"{d}_rank": r.tolist() for d, r in ranks.items()},
+                    }
+                )
+            )
     df = tables.build(tables.load_metrics(tmp_path), SPEC["retrieval"])
     c = df[(df.row_type == "comparison") & (df.block == "R@5") & (df.column == "coco image→text")].iloc[0]
     assert c["n_items"] == 400 and c["diff_lo"] > 0 and c["p_value"] < 0.01
@@ -125,27 +151,42 @@ def test_bad_json_and_duplicate_seeds_name_files(tmp_path):
 
 
 def test_distances_in_own_space_get_their_unit_and_no_difference(tmp_path):
-    for kind, gap, geometry in (("meru", 0.3, None), ("clip", 0.7, {"space": "sphere", "root_distance": "angle (rad)"})):
+    for kind, gap, geometry in (
+        ("meru", 0.3, None),
+        ("clip", 0.7, {"space": "sphere", "root_distance": "angle (rad)"}),
+    ):
         p = tmp_path / f"{kind}-tiny-s0" / "structure-synthhier.json"
         p.parent.mkdir(parents=True)
-        rec = {"kind": kind, "size": "tiny", "seed": 0, "dataset": "synth", "task": "structure",
-               "metrics": {"modality_gap": gap, "spearman_specificity": gap}, "intervals": {}}
+        rec = {
+            "kind": kind,
+            "size": "tiny",
+            "seed": 0,
+            "dataset": "synth",
+            "task": "structure",
+            "metrics": {"modality_gap": gap, "spearman_specificity": gap},
+            "intervals": {},
+        }
         if geometry:
             rec["geometry"] = geometry
         p.write_text(json.dumps(rec))
     recs = tables.load_metrics(tmp_path)
     dist = tables.build(recs, SPEC["root_distance"])
     assert set(dist.row_type) == {"model"}
-    assert dict(zip(dist.kind, dist.unit)) == {"clip": "angle (rad)",
-                                               "meru": "geodesic distance from the origin (hyperboloid)"}
+    assert dict(zip(dist.kind, dist.unit)) == {
+        "clip": "angle (rad)",
+        "meru": "geodesic distance from the origin (hyperboloid)",
+    }
     corr = tables.build(recs, SPEC["structure"]).set_index("model")
     assert corr.loc["MERU − CLIP", "mean"] == pytest.approx(-0.4) and pd.isna(corr.loc["MERU − CLIP", "p_value"])
 
 
 def test_clip_benchmark_side_files_are_skipped(tmp_path):
     _write(tmp_path, "meru", 0, [1, 0])
-    (tmp_path / "meru-tiny-s0" / "zeroshot-x.clip_benchmark.json").write_text(json.dumps(
-        {"dataset": "x", "model": "meru-tiny-s0", "task": "zeroshot_classification", "metrics": {"acc1": 0.5}}))
+    (tmp_path / "meru-tiny-s0" / "zeroshot-x.clip_benchmark.json").write_text(
+        json.dumps(
+            {"dataset": "x", "model": "meru-tiny-s0", "task": "zeroshot_classification", "metrics": {"acc1": 0.5}}
+        )
+    )
     assert [r["task"] for r in tables.load_metrics(tmp_path)] == ["zeroshot"]
 
 

@@ -18,23 +18,36 @@ from meru.training.train import lr_multiplier, param_groups, train
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "d"
-    subprocess.run([sys.executable, "-m", "meru", "synth", "--out", str(out), "--train-size", "300",
-                    "--test-size", "10"], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "meru", "synth", "--out", str(out), "--train-size", "300", "--test-size", "10"],
+        check=True,
+        capture_output=True,
+    )
     return out / "train"
 
 
 def _cfg(data, kind="meru", steps=12, sets=()):
-    base = [f"data.train={data}", "data.batch_size=8", "data.num_workers=0", "data.shuffle_buffer=50",
-            "optim.warmup_steps=3", f"optim.total_steps={steps}", "optim.lr=1e-3", "runtime.log_every=1",
-            "runtime.checkpoint_every=5", "runtime.tensorboard=false", "runtime.threads=1"]
+    base = [
+        f"data.train={data}",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "data.shuffle_buffer=50",
+        "optim.warmup_steps=3",
+        f"optim.total_steps={steps}",
+        "optim.lr=1e-3",
+        "runtime.log_every=1",
+        "runtime.checkpoint_every=5",
+        "runtime.tensorboard=false",
+        "runtime.threads=1",
+    ]
     return load_train_config(None, kind, "tiny", 0, base + list(sets))
 
 
 def test_lr_schedule_hand_values():
     w, T = 4, 12
     assert lr_multiplier(0, w, T) == 0 and lr_multiplier(2, w, T) == 0.5
-    assert lr_multiplier(4, w, T) == 1.0                       # warmup end
-    assert lr_multiplier(8, w, T) == pytest.approx(0.5)        # cosine midpoint: cos^2(pi/4)
+    assert lr_multiplier(4, w, T) == 1.0  # warmup end
+    assert lr_multiplier(8, w, T) == pytest.approx(0.5)  # cosine midpoint: cos^2(pi/4)
     assert lr_multiplier(10, w, T) == pytest.approx((1 - math.sqrt(0.5)) / 2)  # cos^2(3pi/8)
     assert lr_multiplier(12, w, T) == 0 and lr_multiplier(20, w, T) == 0
 
@@ -64,7 +77,7 @@ def test_kill_and_resume_is_bit_identical(synth, tmp_path):
     k = random.Random(os.getpid()).randint(1, 11)
     assert train(_cfg(synth, sets=[f"runtime.stop_after={k}"]), part) is None
     assert not (part / "model.pt").exists()
-    train(_cfg(synth), part)   # resume auto
+    train(_cfg(synth), part)  # resume auto
     a = torch.load(full / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(part / "model.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
@@ -79,6 +92,7 @@ def _ddp_worker(rank, world, init_file, out_file):
     import torch.distributed as dist
     from meru.losses import build_loss
     from meru.training.train import train_step
+
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = build_model("meru", "tiny")
@@ -94,8 +108,13 @@ def _ddp_worker(rank, world, init_file, out_file):
     loss = torch.tensor(logs["loss"])
     dist.all_reduce(loss)
     if rank == 0:
-        torch.save({"loss": loss / world, "grads": {k: p.grad.clone() for k, p in model.named_parameters()
-                                                    if p.grad is not None}}, out_file)
+        torch.save(
+            {
+                "loss": loss / world,
+                "grads": {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None},
+            },
+            out_file,
+        )
     dist.destroy_process_group()
 
 
@@ -104,6 +123,7 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     import torch.multiprocessing as mp
     from meru.losses import build_loss
     from meru.training.train import train_step
+
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "ddp.pt")), nprocs=2, join=True)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     torch.manual_seed(0)
@@ -127,9 +147,20 @@ def test_two_process_gloo_matches_single_process(tmp_path):
 def test_tiny_model_learns(synth, tmp_path, kind):
     torch.set_num_threads(1)
     # full (most specific) captions, no augmentation: a 1-layer model learns this in a few hundred steps
-    cfg = _cfg(synth, kind, steps=250, sets=["data.batch_size=16", "runtime.log_every=10", "runtime.checkpoint_every=250",
-                                             "optim.warmup_steps=10", "optim.lr=1e-3", "data.augment=false",
-                                             "data.sample_captions=false"])
+    cfg = _cfg(
+        synth,
+        kind,
+        steps=250,
+        sets=[
+            "data.batch_size=16",
+            "runtime.log_every=10",
+            "runtime.checkpoint_every=250",
+            "optim.warmup_steps=10",
+            "optim.lr=1e-3",
+            "data.augment=false",
+            "data.sample_captions=false",
+        ],
+    )
     train(cfg, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     first = rows[0]["contrastive_loss"]
@@ -143,6 +174,7 @@ def test_tiny_model_learns(synth, tmp_path, kind):
 
 def _nan_at(monkeypatch, bad_calls):
     import meru.losses
+
     real = meru.losses.build_loss
     calls = [0]
 
@@ -155,7 +187,9 @@ def _nan_at(monkeypatch, bad_calls):
             if calls[0] in bad_calls:
                 logs["loss"] = logs["loss"] * float("nan")
             return logs
+
         return loss
+
     monkeypatch.setattr(meru.losses, "build_loss", build)
 
 

@@ -17,7 +17,7 @@ def test_meru_path_is_the_geodesic_to_the_origin():
     p = Lorentz(1.0).path_to_root(x, torch.zeros(2), 5)
     torch.testing.assert_close(p[0], x, rtol=1e-5, atol=1e-5)
     assert float(p[-1].norm()) < 1e-6
-    d = torch.asinh(p.norm(dim=1))                                  # distance from the origin, c = 1
+    d = torch.asinh(p.norm(dim=1))  # distance from the origin, c = 1
     torch.testing.assert_close(d, math.asinh(float(x.norm())) * torch.linspace(1, 0, 5), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(p[:-1] / p[:-1].norm(dim=1, keepdim=True), (x / x.norm()).expand(4, 2))
 
@@ -25,11 +25,20 @@ def test_meru_path_is_the_geodesic_to_the_origin():
 def test_meru_traversal_steps_up_the_hierarchy():
     # captions on the image's ray at increasing distance (specificity 1, 2, 3) + a distractor elsewhere
     norms = [0.5, 1.0, 1.5]
-    pool = {"kind": "meru", "curv": 1.0, "texts": ["general", "middle", "specific", "other"],
-            "text_emb": torch.stack([E1 * r for r in norms] + [E2 * 1.2]),
-            "specificity": torch.tensor([1.0, 2.0, 3.0, 3.0])}
-    cache = {"kind": "meru", "curv": 1.0, "image_emb": (2.0 * E1)[None], "keys": ["im"],
-             "meta": [{"true_captions": [0, 1, 2]}]}
+    pool = {
+        "kind": "meru",
+        "curv": 1.0,
+        "texts": ["general", "middle", "specific", "other"],
+        "text_emb": torch.stack([E1 * r for r in norms] + [E2 * 1.2]),
+        "specificity": torch.tensor([1.0, 2.0, 3.0, 3.0]),
+    }
+    cache = {
+        "kind": "meru",
+        "curv": 1.0,
+        "image_emb": (2.0 * E1)[None],
+        "keys": ["im"],
+        "meta": [{"true_captions": [0, 1, 2]}],
+    }
     steps = 11
     out = traverse(cache, pool, steps=steps)
     listed = out["images"][0]["steps"]
@@ -53,8 +62,13 @@ def test_meru_traversal_steps_up_the_hierarchy():
 def test_clip_traversal_linear_interpolation_to_mean_caption():
     ang = [0, 30, 60, 90]
     emb = torch.tensor([[math.cos(math.radians(a)), math.sin(math.radians(a))] for a in ang])
-    pool = {"kind": "clip", "curv": None, "texts": [f"a{a}" for a in ang], "text_emb": emb,
-            "specificity": torch.tensor([3.0, 2.0, 1.0, 0.0])}
+    pool = {
+        "kind": "clip",
+        "curv": None,
+        "texts": [f"a{a}" for a in ang],
+        "text_emb": emb,
+        "specificity": torch.tensor([3.0, 2.0, 1.0, 0.0]),
+    }
     cache = {"kind": "clip", "curv": None, "image_emb": emb[:1].clone(), "keys": ["im"]}
     out = traverse(cache, pool, steps=9)
     # root = 45 degrees; path angles go 0 -> 45: nearest a0 until > 15 degrees, then a30; root at the end
@@ -66,11 +80,20 @@ def test_euclip_traversal_steps_up_the_hierarchy():
     """EuCLIP: straight line to the origin; at each point the nearest (by squared distance) caption whose
     Euclidean cone contains the point."""
     norms = [0.5, 1.0, 1.5]
-    pool = {"kind": "euclip", "curv": None, "texts": ["general", "middle", "specific", "other"],
-            "text_emb": torch.stack([E1 * r for r in norms] + [E2 * 1.2]),
-            "specificity": torch.tensor([1.0, 2.0, 3.0, 3.0])}
-    cache = {"kind": "euclip", "curv": None, "image_emb": (2.1 * E1)[None], "keys": ["im"],
-             "meta": [{"true_captions": [0, 1, 2]}]}
+    pool = {
+        "kind": "euclip",
+        "curv": None,
+        "texts": ["general", "middle", "specific", "other"],
+        "text_emb": torch.stack([E1 * r for r in norms] + [E2 * 1.2]),
+        "specificity": torch.tensor([1.0, 2.0, 3.0, 3.0]),
+    }
+    cache = {
+        "kind": "euclip",
+        "curv": None,
+        "image_emb": (2.1 * E1)[None],
+        "keys": ["im"],
+        "meta": [{"true_captions": [0, 1, 2]}],
+    }
     steps = 11
     out = traverse(cache, pool, steps=steps)
     listed = out["images"][0]["steps"]

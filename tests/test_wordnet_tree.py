@@ -53,11 +53,13 @@ def test_built_tree_equals_reference(built):
     ref = REFERENCE.read_text()
     got = built.read_text()
     assert set(got.splitlines()) == set(ref.splitlines())  # same edge set
-    assert got == ref                                      # and byte-identical order
+    assert got == ref  # and byte-identical order
 
 
 def test_packaged_copy_equals_built_and_reference(built):
-    assert PACKAGED.read_text() == built.read_text(), "regenerate: meru imagenet-tree --out meru/resources/imagenet_isa.txt"
+    assert PACKAGED.read_text() == built.read_text(), (
+        "regenerate: meru imagenet-tree --out meru/resources/imagenet_isa.txt"
+    )
     if REFERENCE.is_file():
         assert PACKAGED.read_text() == REFERENCE.read_text()
 

@@ -45,7 +45,9 @@ def test_dry_run_plans(cfg):
         models = 6 if cfg == "paper" else 10  # paper: 3 sizes x 2 kinds; pretrained: 6 RedCaps + 4 GRIT checkpoints
         assert counts["evaluate_hierarcaps"] == models and counts["evaluate_prompts"] == models * 20  # x 20 datasets
     if cfg == "default":
-        assert counts["evaluate_prompts"] == _default_runs() * 3 and "evaluate_hierarcaps" not in counts  # runs x 3 levels
+        assert (
+            counts["evaluate_prompts"] == _default_runs() * 3 and "evaluate_hierarcaps" not in counts
+        )  # runs x 3 levels
     if cfg == "paper":
         assert counts["train"] == 6  # 3 sizes x 2 models x 1 seed
         assert counts["download"] == 1
@@ -66,8 +68,10 @@ def test_fresh_checkout_plans_training(tmp_path):
     import shutil
     import tarfile
 
-    if shutil.which("git") is None or subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT,
-                                                      capture_output=True, check=False).returncode != 0:
+    if (
+        shutil.which("git") is None
+        or subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, check=False).returncode != 0
+    ):
         pytest.skip("not a git checkout")
     archive = tmp_path / "head.tar"
     subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), "HEAD"], cwd=ROOT, check=True)

@@ -27,8 +27,11 @@ CASES = [
     ("unknown-top-key", "colour: blue\n", ["colour", "'blue'", "unknown key"]),
     ("unknown-dataset", "evaluation: {zeroshot: [notaset]}\n", ["evaluation.zeroshot", "'notaset'"]),
     ("bad-dataset-name", "evaluation: {zeroshot: ['Bad Name']}\n", ["evaluation.zeroshot", "'Bad Name'"]),
-    ("unknown-probe-set", "evaluation: {linear_probe: {x: {train: nope, test: cifar10}}}\n",
-     ["evaluation.linear_probe.x.train", "'nope'"]),
+    (
+        "unknown-probe-set",
+        "evaluation: {linear_probe: {x: {train: nope, test: cifar10}}}\n",
+        ["evaluation.linear_probe.x.train", "'nope'"],
+    ),
     ("eval-batch-zero", "evaluation: {batch_size: 0}\n", ["evaluation.batch_size", "0"]),
     ("eval-workers-negative", "evaluation: {num_workers: -1}\n", ["evaluation.num_workers", "-1"]),
     ("eval-unknown-key", "evaluation: {zeroshots: [cifar10]}\n", ["evaluation.zeroshots", "unknown key"]),
@@ -36,26 +39,48 @@ CASES = [
     ("train-path-mismatch", "train: {data: {train: data/other/train}}\n", ["train.data.train", "'data/other/train'"]),
     ("train-lr-negative", "train: {optim: {lr: -1}}\n", ["optim.lr", "-1"]),
     ("train-unknown-key", "train: {optim: {lrr: 1}}\n", ["optim.lrr", "unknown key"]),
-    ("train-cross-field", "train: {data: {batch_size: 10}, optim: {grad_accum: 4}}\n",
-     ["data.batch_size", "10", "optim.grad_accum", "4"]),
+    (
+        "train-cross-field",
+        "train: {data: {batch_size: 10}, optim: {grad_accum: 4}}\n",
+        ["data.batch_size", "10", "optim.grad_accum", "4"],
+    ),
     ("train-device", "train: {runtime: {device: tpu}}\n", ["runtime.device", "'tpu'"]),
     ("override-bad-value", "train_overrides: {meru: {optim: {lr: x}}}\n", ["train_overrides.meru", "optim.lr", "'x'"]),
     ("override-unknown-kind", "train_overrides: {resnet: {}}\n", ["train_overrides.resnet", "unknown key"]),
     ("synth-size-zero", "data: {source: synthhier, synthhier: {train_size: 0}}\n", ["data.synthhier.train_size", "0"]),
-    ("synth-image-small", "data: {source: synthhier, synthhier: {image_size: 8}}\n", ["data.synthhier.image_size", "8"]),
+    (
+        "synth-image-small",
+        "data: {source: synthhier, synthhier: {image_size: 8}}\n",
+        ["data.synthhier.image_size", "8"],
+    ),
     ("synth-level", "data: {source: synthhier, synthhier: {levels: [leaf]}}\n", ["data.synthhier.levels", "'leaf'"]),
-    ("download-missing", "data: {source: redcaps}\ntrain: {data: {train: data/redcaps}}\n",
-     ["data.source", "'redcaps'", "annotations"]),
-    ("download-processes", "data: {source: redcaps, download: {annotations: a, processes: 0}}\n",
-     ["data.download.processes", "0"]),
+    (
+        "download-missing",
+        "data: {source: redcaps}\ntrain: {data: {train: data/redcaps}}\n",
+        ["data.source", "'redcaps'", "annotations"],
+    ),
+    (
+        "download-processes",
+        "data: {source: redcaps, download: {annotations: a, processes: 0}}\n",
+        ["data.download.processes", "0"],
+    ),
     ("resources-family", "resources: {trian: {threads: 1}}\n", ["resources", "'trian'"]),
     ("resources-threads", "resources: {train: {threads: 0}}\n", ["resources.train.threads", "0"]),
-    ("pretrained-size", "pretrained: {checkpoints: [{kind: meru, size: huge, url: 'https://x/y.pth'}]}\n",
-     ["pretrained.checkpoints[0].size", "'huge'"]),
-    ("pretrained-url", "pretrained: {checkpoints: [{kind: meru, size: vit-s16, url: 'ftp://x'}]}\n",
-     ["pretrained.checkpoints.0.url", "'ftp://x'"]),
-    ("pretrained-sha", "pretrained: {checkpoints: [{kind: clip, size: vit-s16, url: 'https://x/y', sha256: abc}]}\n",
-     ["pretrained.checkpoints.0.sha256", "'abc'"]),
+    (
+        "pretrained-size",
+        "pretrained: {checkpoints: [{kind: meru, size: huge, url: 'https://x/y.pth'}]}\n",
+        ["pretrained.checkpoints[0].size", "'huge'"],
+    ),
+    (
+        "pretrained-url",
+        "pretrained: {checkpoints: [{kind: meru, size: vit-s16, url: 'ftp://x'}]}\n",
+        ["pretrained.checkpoints.0.url", "'ftp://x'"],
+    ),
+    (
+        "pretrained-sha",
+        "pretrained: {checkpoints: [{kind: clip, size: vit-s16, url: 'https://x/y', sha256: abc}]}\n",
+        ["pretrained.checkpoints.0.sha256", "'abc'"],
+    ),
     ("results-dir-empty", "results_dir: ''\n", ["results_dir", "''"]),
     ("name-number", "name: 5\n", ["name", "5"]),
     ("duplicate-key", "seeds: [0]\nseeds: [1]\n", ["duplicate key 'seeds'"]),
@@ -88,8 +113,15 @@ def test_enough_distinct_cases():
 def test_bad_workflow_config_one_line(wf, case_id, text, expect):
     cfg = wf / f"{case_id}.yaml"
     cfg.write_text(text)
-    r = subprocess.run(SNAKEMAKE + ["-n", "--configfile", cfg.name], cwd=wf, check=False, capture_output=True, text=True,
-                       timeout=600, env=_env())
+    r = subprocess.run(
+        SNAKEMAKE + ["-n", "--configfile", cfg.name],
+        cwd=wf,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(),
+    )
     out = r.stdout + r.stderr
     lines = [x for x in out.splitlines() if x.strip()]
     assert r.returncode != 0, out
@@ -124,8 +156,15 @@ pretrained: {{checkpoints: [{{kind: meru, size: vit-s16, url: "https://x/{EVIL_N
 def test_no_shell_injection_from_config_values(tmp_path, name):
     wf = _copy_workflow(tmp_path)
     (wf / "evil.yaml").write_text(EVIL_CONFIGS[name])
-    r = subprocess.run(SNAKEMAKE + ["-n", "-p", "--forceall", "--configfile", "evil.yaml"], cwd=wf,
-                       check=False, capture_output=True, text=True, timeout=600, env=_env())
+    r = subprocess.run(
+        SNAKEMAKE + ["-n", "-p", "--forceall", "--configfile", "evil.yaml"],
+        cwd=wf,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     commands = re.findall(r"^Shell command: (.*)$", r.stdout + r.stderr, re.MULTILINE)
     assert len(commands) >= 3 and any("PWNED" in c for c in commands)

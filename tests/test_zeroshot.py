@@ -10,15 +10,22 @@ from meru.evaluation.zeroshot import classifier_weights, evaluate_zeroshot, topk
 
 
 def clip_cache(image_emb, raw, labels):
-    return {"kind": "clip", "curv": None, "textual_alpha": None, "image_emb": image_emb, "class_text_raw": raw,
-            "labels": torch.tensor(labels), "classnames": [f"c{i}" for i in range(raw.shape[1])]}
+    return {
+        "kind": "clip",
+        "curv": None,
+        "textual_alpha": None,
+        "image_emb": image_emb,
+        "class_text_raw": raw,
+        "labels": torch.tensor(labels),
+        "classnames": [f"c{i}" for i in range(raw.shape[1])],
+    }
 
 
 def test_clip_hand_computed_accuracies():
     e = torch.eye(3)
     raw = e[None]  # one template, classes = axes
     # images: 4 of class 0 (3 correct), 1 of class 1 (correct), 1 of class 2 (wrong -> predicted 1)
-    x = torch.tensor([[1, .1, 0], [1, 0, .2], [.9, .1, .1], [0, 1, 0.], [0, 1, 0.], [.1, .8, .3]])
+    x = torch.tensor([[1, 0.1, 0], [1, 0, 0.2], [0.9, 0.1, 0.1], [0, 1, 0.0], [0, 1, 0.0], [0.1, 0.8, 0.3]])
     labels = [0, 0, 0, 0, 1, 2]
     res = evaluate_zeroshot(clip_cache(x, raw, labels), n_boot=50)
     m = res["metrics"]
@@ -50,15 +57,24 @@ def test_meru_ensemble_is_tangent_space_average():
         torch.testing.assert_close(w[k].double(), expect, rtol=1e-5, atol=1e-6)
     # not the same as averaging the lifted prompt embeddings
     per_prompt = raw * alpha
-    lifted = torch.sinh(math.sqrt(c) * per_prompt.norm(dim=-1, keepdim=True)) * per_prompt / (math.sqrt(c) * per_prompt.norm(dim=-1, keepdim=True))
+    lifted = (
+        torch.sinh(math.sqrt(c) * per_prompt.norm(dim=-1, keepdim=True))
+        * per_prompt
+        / (math.sqrt(c) * per_prompt.norm(dim=-1, keepdim=True))
+    )
     assert not torch.allclose(w, lifted.mean(0), atol=1e-4)
 
 
 def test_meru_score_is_lorentzian_inner_product():
     torch.manual_seed(1)
     c = 1.3
-    cache = {"kind": "meru", "curv": c, "textual_alpha": 0.5, "class_text_raw": torch.randn(2, 4, 3),
-             "image_emb": torch.randn(6, 3)}
+    cache = {
+        "kind": "meru",
+        "curv": c,
+        "textual_alpha": 0.5,
+        "class_text_raw": torch.randn(2, 4, 3),
+        "image_emb": torch.randn(6, 3),
+    }
     s = zeroshot_scores(cache)
     w = classifier_weights(cache)
     x = cache["image_emb"]
@@ -77,10 +93,13 @@ def test_topk_ties_and_k_larger_than_classes():
 def test_random_embeddings_are_at_chance():
     g = torch.Generator().manual_seed(0)
     C, N = 10, 4000
-    cache = clip_cache(torch.randn(N, 16, generator=g), torch.randn(3, C, 16, generator=g),
-                       torch.randint(0, C, (N,), generator=g).tolist())
+    cache = clip_cache(
+        torch.randn(N, 16, generator=g),
+        torch.randn(3, C, 16, generator=g),
+        torch.randint(0, C, (N,), generator=g).tolist(),
+    )
     m = evaluate_zeroshot(cache, n_boot=20)["metrics"]
-    assert abs(m["top1"] - 100 / C) < 2.0          # sd ~ 0.47 points
+    assert abs(m["top1"] - 100 / C) < 2.0  # sd ~ 0.47 points
     assert abs(m["top5"] - 500 / C) < 4.0
 
 
@@ -95,7 +114,7 @@ def test_hierarchical_metrics_on_a_small_tree():
     res = evaluate_zeroshot(cache, tree=tree, n_boot=20)
     h = res["hierarchical_metrics"]
     assert h["tie"] == pytest.approx((0 + 2 + 4) / 3)
-    assert h["mistake_severity"] == pytest.approx((1 + 2) / 2)   # lca heights a, r
+    assert h["mistake_severity"] == pytest.approx((1 + 2) / 2)  # lca heights a, r
     assert h["lca_height"] == pytest.approx((0 + 1 + 2) / 3)
     assert res["per_item_hierarchical"]["tie"] == [0, 2, 4]
 

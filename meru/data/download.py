@@ -116,8 +116,10 @@ def apply_subreddit_prefix(caption: str, subreddit: str | None, rng: random.Rand
 
 def _redcaps_from_json(data: dict, origin: str) -> Iterator[dict]:
     if "annotations" not in data:
-        raise ValueError(f"{origin}: no 'annotations' key; expected a RedCaps annotation file "
-                         "({'info': ..., 'annotations': [...]}).")
+        raise ValueError(
+            f"{origin}: no 'annotations' key; expected a RedCaps annotation file "
+            "({'info': ..., 'annotations': [...]})."
+        )
     for ann in data["annotations"]:
         row = {"url": ann["url"], "caption": ann.get("caption") or ann.get("raw_caption") or ""}
         for col in REDCAPS_COLUMNS:
@@ -142,8 +144,10 @@ def read_redcaps(path: str) -> Iterator[dict]:
     elif p.is_dir():
         files = sorted(glob.glob(str(p / "annotations" / "*.json"))) or sorted(glob.glob(str(p / "*.json")))
         if not files:
-            raise FileNotFoundError(f"{p}: no annotations/*.json or *.json files; point --annotations at "
-                                    "redcaps_v1.0_annotations.zip or its extracted directory.")
+            raise FileNotFoundError(
+                f"{p}: no annotations/*.json or *.json files; point --annotations at "
+                "redcaps_v1.0_annotations.zip or its extracted directory."
+            )
         for f in files:
             yield from _redcaps_from_json(json.loads(Path(f).read_text()), f)
     elif p.is_file():
@@ -167,8 +171,10 @@ def read_cc_tsv(path: str, source: str) -> Iterator[dict]:
             if not fields:
                 continue
             if len(fields) < 2:
-                raise ValueError(f"{p}:{lineno}: expected 2 tab-separated fields "
-                                 f"({'caption, url' if source == 'cc3m' else 'url, caption'}), got {len(fields)}.")
+                raise ValueError(
+                    f"{p}:{lineno}: expected 2 tab-separated fields "
+                    f"({'caption, url' if source == 'cc3m' else 'url, caption'}), got {len(fields)}."
+                )
             url = fields[url_idx].strip()
             if lineno == 1 and not re.match(r"^[a-z]+://", url):
                 continue  # header
@@ -267,8 +273,10 @@ def summarize(out: Path) -> tuple[list[tuple[str, int]], Counter, int]:
         shard_id = stats_file.name.split("_")[0]
         tar, meta = out / f"{shard_id}.tar", out / f"{shard_id}.parquet"
         if not tar.exists() or not meta.exists():
-            raise RuntimeError(f"{stats_file}: shard {shard_id} has stats but no {tar.name}/{meta.name}; "
-                               f"delete {stats_file} and re-run to fetch that shard again.")
+            raise RuntimeError(
+                f"{stats_file}: shard {shard_id} has stats but no {tar.name}/{meta.name}; "
+                f"delete {stats_file} and re-run to fetch that shard again."
+            )
         table = pq.read_table(meta, columns=["status", "error_message"]).to_pydict()
         ok = 0
         for status, err in zip(table["status"], table["error_message"]):
@@ -346,15 +354,23 @@ def download(
     }
     complete = attempted == expected
     manifest = write_manifest(
-        out, name=source, source=source, shards=shards, counts=counts, complete=complete,
+        out,
+        name=source,
+        source=source,
+        shards=shards,
+        counts=counts,
+        complete=complete,
         failed_by_reason={r: reasons.get(r, 0) for r in FAILURE_REASONS},
-        annotations=str(annotations), image_size=image_size,
+        annotations=str(annotations),
+        image_size=image_size,
         success_rate=(succeeded / attempted) if attempted else 0.0,
         subreddit_prefix_prob=subreddit_prefix_prob if source == "redcaps" else None,
     )
     if not complete:
-        raise RuntimeError(f"{out}: img2dataset attempted {attempted} of {expected} URLs (some shards failed); "
-                           "the manifest is marked incomplete. Re-run the same command to resume.")
+        raise RuntimeError(
+            f"{out}: img2dataset attempted {attempted} of {expected} URLs (some shards failed); "
+            "the manifest is marked incomplete. Re-run the same command to resume."
+        )
     return manifest
 
 
@@ -374,14 +390,21 @@ def format_summary(manifest: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, choices=SOURCES, help="web dataset to download")
-    parser.add_argument("--annotations", required=True,
-                        help="RedCaps: annotations zip / extracted dir / json; CC3M/CC12M: the TSV; 'hf': the hub copy")
+    parser.add_argument(
+        "--annotations",
+        required=True,
+        help="RedCaps: annotations zip / extracted dir / json; CC3M/CC12M: the TSV; 'hf': the hub copy",
+    )
     parser.add_argument("--out", required=True, help="output directory (shards + manifest.json); reruns resume")
     parser.add_argument("--image-size", type=int, default=224, help="short side after resizing (default 224)")
     parser.add_argument("--processes", type=int, default=1, help="img2dataset worker processes")
     parser.add_argument("--threads", type=int, default=16, help="download threads per process")
-    parser.add_argument("--subreddit-prefix-prob", type=float, default=0.5,
-                        help="recorded in the manifest; the prefix itself is applied at training time")
+    parser.add_argument(
+        "--subreddit-prefix-prob",
+        type=float,
+        default=0.5,
+        help="recorded in the manifest; the prefix itself is applied at training time",
+    )
     parser.add_argument("--max-samples", type=int, default=None, help="keep only the first N unique URLs")
     parser.add_argument("--timeout", type=int, default=10, help="seconds per request")
     parser.add_argument("--retries", type=int, default=0, help="retries per failed URL")
@@ -391,9 +414,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         manifest = download(
-            args.source, args.annotations, args.out, image_size=args.image_size, processes=args.processes,
-            threads=args.threads, max_samples=args.max_samples, timeout=args.timeout, retries=args.retries,
-            shard_size=args.shard_size, subreddit_prefix_prob=args.subreddit_prefix_prob,
+            args.source,
+            args.annotations,
+            args.out,
+            image_size=args.image_size,
+            processes=args.processes,
+            threads=args.threads,
+            max_samples=args.max_samples,
+            timeout=args.timeout,
+            retries=args.retries,
+            shard_size=args.shard_size,
+            subreddit_prefix_prob=args.subreddit_prefix_prob,
         )
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         print(f"meru download: error: {e}", file=sys.stderr)

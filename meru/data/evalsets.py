@@ -180,8 +180,10 @@ def build_eval_dataset(
 def _apply_meru_prompts(ds, meru: str | None, name: str) -> None:
     mp = meru_prompts()
     if meru is None or meru not in mp["templates"]:
-        raise KeyError(f"{name}: no MERU prompts (meru/resources/meru_prompts.json has {sorted(mp['templates'])}); "
-                       "use prompts='clip_benchmark'.")
+        raise KeyError(
+            f"{name}: no MERU prompts (meru/resources/meru_prompts.json has {sorted(mp['templates'])}); "
+            "use prompts='clip_benchmark'."
+        )
     ds.templates = list(mp["templates"][meru])
     ds.prompt_source["templates"] = "meru"
     names = mp["classnames"][meru]
@@ -193,8 +195,11 @@ def _apply_meru_prompts(ds, meru: str | None, name: str) -> None:
         ds.classes = list(names)
         ds.prompt_source["classnames"] = "meru"
     else:
-        warnings.warn(f"{name}: MERU class names are not verified index-aligned with this dataset's labels; "
-                      "keeping clip-benchmark's class names (templates are MERU's).", stacklevel=3)
+        warnings.warn(
+            f"{name}: MERU class names are not verified index-aligned with this dataset's labels; "
+            "keeping clip-benchmark's class names (templates are MERU's).",
+            stacklevel=3,
+        )
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -203,11 +208,18 @@ def _apply_meru_prompts(ds, meru: str | None, name: str) -> None:
 def table_rows() -> list[dict]:
     rows = []
     for meru, e in dataset_table().items():
-        rows.append({
-            "meru": meru, "task": e["task"].replace("zeroshot_", ""), "clip_benchmark": e["clip_benchmark"] or "-",
-            "wds": e["wds"] or "-", "split": e["split_protocol"], "meru_test_split": e["meru_splits"]["test"],
-            "linear_probe": "yes" if e["linear_probe"] else "no", "note": e["note"],
-        })
+        rows.append(
+            {
+                "meru": meru,
+                "task": e["task"].replace("zeroshot_", ""),
+                "clip_benchmark": e["clip_benchmark"] or "-",
+                "wds": e["wds"] or "-",
+                "split": e["split_protocol"],
+                "meru_test_split": e["meru_splits"]["test"],
+                "linear_probe": "yes" if e["linear_probe"] else "no",
+                "note": e["note"],
+            }
+        )
     return rows
 
 
@@ -231,12 +243,16 @@ def format_table(markdown: bool = False) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("list", "prepare"), help="list: the dataset table; prepare: fetch one dataset")
+    parser.add_argument(
+        "action", choices=("list", "prepare"), help="list: the dataset table; prepare: fetch one dataset"
+    )
     parser.add_argument("--markdown", action="store_true", help="list: print a Markdown table")
     parser.add_argument("--dataset", help="prepare: MERU or clip-benchmark name")
     parser.add_argument("--root", help="prepare: directory that holds the dataset files")
     parser.add_argument("--split", default="test", help="prepare: which split (default test)")
-    parser.add_argument("--coco-dir", help="prepare hierarcaps: local COCO val2014 image folder (skips those downloads)")
+    parser.add_argument(
+        "--coco-dir", help="prepare hierarcaps: local COCO val2014 image folder (skips those downloads)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -254,8 +270,10 @@ def run(args: argparse.Namespace) -> int:
         except (HierarCapsUnavailable, ValueError) as e:
             print(f"meru evalsets prepare: error: {e}", file=sys.stderr)
             return 1
-        print(f"hierarcaps: ready under {args.root} ({info['hierarchies']} hierarchies, {info['images']} images, "
-              f"{info['downloaded']} downloaded)")
+        print(
+            f"hierarcaps: ready under {args.root} ({info['hierarchies']} hierarchies, {info['images']} images, "
+            f"{info['downloaded']} downloaded)"
+        )
         return 0
     try:
         ds = build_eval_dataset(args.dataset, args.root, split=args.split, download=True)
@@ -264,6 +282,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     n = len(ds) if hasattr(ds, "__len__") else "?"
     classes = getattr(ds, "classes", None)
-    print(f"{args.dataset}: ready under {args.root} ({n} samples, split {args.split}"
-          + (f", {len(classes)} classes)" if classes else ")"))
+    print(
+        f"{args.dataset}: ready under {args.root} ({n} samples, split {args.split}"
+        + (f", {len(classes)} classes)" if classes else ")")
+    )
     return 0

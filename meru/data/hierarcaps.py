@@ -50,13 +50,17 @@ def parse_csv(path: str | os.PathLike) -> list[dict]:
         reader = csv.DictReader(f)
         missing = {"id", "captions", "image_url"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{path}: missing column(s) {sorted(missing)}; expected a HierarCaps CSV "
-                             "with columns id,captions,image_url")
+            raise ValueError(
+                f"{path}: missing column(s) {sorted(missing)}; expected a HierarCaps CSV "
+                "with columns id,captions,image_url"
+            )
         for line, r in enumerate(reader, start=2):
             caps = [c.strip() for c in r["captions"].split(SEPARATOR)]
             if len(caps) != LEVELS or not all(caps):
-                raise ValueError(f"{path}: line {line} (id {r['id']}) has {len(caps)} caption levels "
-                                 f"separated by '{SEPARATOR}'; HierarCaps rows have {LEVELS}")
+                raise ValueError(
+                    f"{path}: line {line} (id {r['id']}) has {len(caps)} caption levels "
+                    f"separated by '{SEPARATOR}'; HierarCaps rows have {LEVELS}"
+                )
             rows.append({"id": r["id"].strip(), "captions": caps, "image_url": r["image_url"].strip()})
     if not rows:
         raise ValueError(f"{path}: no rows")
@@ -88,8 +92,14 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def prepare_hierarcaps(root: str | os.PathLike, csv_url: str | None = None, coco_dir: str | os.PathLike | None = None,
-                       threads: int = 16, timeout: float = 30.0, shard_size: int = 500) -> dict:
+def prepare_hierarcaps(
+    root: str | os.PathLike,
+    csv_url: str | None = None,
+    coco_dir: str | os.PathLike | None = None,
+    threads: int = 16,
+    timeout: float = 30.0,
+    shard_size: int = 500,
+) -> dict:
     """Download (or find) the CSV and its images and write the wds layout (module doc). Returns a summary
     ``{"hierarchies", "images", "downloaded"}``; ``csv_url`` defaults to :data:`CSV_URL`. Raises :class:`HierarCapsUnavailable` when offline."""
     import webdataset as wds
@@ -105,7 +115,8 @@ def prepare_hierarcaps(root: str | os.PathLike, csv_url: str | None = None, coco
             raise HierarCapsUnavailable(
                 f"hierarcaps: cannot download {csv_url} ({getattr(e, 'reason', e)}); offline, put {CSV_NAME} "
                 f"(TAU-VAILab/hierarcaps data/) in {root}/ and its COCO val2014 images in {root}/images/ "
-                "(or pass --coco-dir), then re-run") from e
+                "(or pass --coco-dir), then re-run"
+            ) from e
     rows = parse_csv(csv_path)
 
     by_image: dict[str, dict] = {}
@@ -116,7 +127,7 @@ def prepare_hierarcaps(root: str | os.PathLike, csv_url: str | None = None, coco
         entry["hierarchies"].append(r["captions"])
 
     def local_copy(name: str) -> Path | None:
-        for d in ([root / "images"] + ([Path(coco_dir)] if coco_dir else [])):
+        for d in [root / "images"] + ([Path(coco_dir)] if coco_dir else []):
             if (d / name).is_file():
                 return d / name
         return None
@@ -141,7 +152,8 @@ def prepare_hierarcaps(root: str | os.PathLike, csv_url: str | None = None, coco
         name, url, err = failed[0]
         raise HierarCapsUnavailable(
             f"hierarcaps: {len(failed)} of {len(by_image)} images could not be downloaded (first: {url}: {err}); "
-            f"put them in {root}/images/ (or pass --coco-dir with COCO val2014) and re-run (finished downloads are kept)")
+            f"put them in {root}/images/ (or pass --coco-dir with COCO val2014) and re-run (finished downloads are kept)"
+        )
 
     tmp = root / f"test.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -150,13 +162,19 @@ def prepare_hierarcaps(root: str | os.PathLike, csv_url: str | None = None, coco
     n_shards = 0
     for start in range(0, len(names), shard_size):
         with wds.TarWriter(str(tmp / f"{n_shards}.tar")) as w:
-            for name in names[start:start + shard_size]:
+            for name in names[start : start + shard_size]:
                 e = by_image[name]
                 data = local_copy(name).read_bytes()
                 _check_image(data, str(local_copy(name)))
                 captions = [c for h in e["hierarchies"] for c in h]
-                w.write({"__key__": Path(name).stem, "jpg": data, "txt": "\n".join(captions),
-                         "json": json.dumps(e).encode()})
+                w.write(
+                    {
+                        "__key__": Path(name).stem,
+                        "jpg": data,
+                        "txt": "\n".join(captions),
+                        "json": json.dumps(e).encode(),
+                    }
+                )
         n_shards += 1
     (tmp / "nshards.txt").write_text(f"{n_shards}\n")
     (root / "dataset_type.txt").write_text("hierarcaps\n")

@@ -74,8 +74,9 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def resolve_shards(source: str | os.PathLike | Sequence[str | os.PathLike],
-                   verify: bool = True) -> list[tuple[str, int | None]]:
+def resolve_shards(
+    source: str | os.PathLike | Sequence[str | os.PathLike], verify: bool = True
+) -> list[tuple[str, int | None]]:
     """``[(shard path, samples promised by the manifest or None)]`` of ``source``: a shard directory
     (read via its manifest; a SynthHier output directory means its ``train/``) or a list of
     directories / ``.tar`` files. ``verify``: check each manifest shard's size and sha256 first
@@ -281,8 +282,11 @@ class _StreamDataset(torch.utils.data.IterableDataset):
                         errors[0] += 1
                         if url not in _WARNED_DUPLICATES:
                             _WARNED_DUPLICATES.add(url)
-                            log.warning("%s: duplicate sample key %r skipped (duplicates are counted as skipped)",
-                                        url, sample.get("__key__"))
+                            log.warning(
+                                "%s: duplicate sample key %r skipped (duplicates are counted as skipped)",
+                                url,
+                                sample.get("__key__"),
+                            )
                     continue
                 seen.add(key)
                 yield sample
@@ -470,8 +474,13 @@ class DecodedShards:
             self.samples.append(light)
         same = len({tuple(x.shape) for x in images}) == 1
         self.images = torch.stack(images) if same and images else images
-        log.info("decoded %d images from %d shard(s) into memory (%.0f MB) in %.1f s", len(images), len(shards),
-                 sum(x.numel() for x in images) / 1e6, time.perf_counter() - t0)
+        log.info(
+            "decoded %d images from %d shard(s) into memory (%.0f MB) in %.1f s",
+            len(images),
+            len(shards),
+            sum(x.numel() for x in images) / 1e6,
+            time.perf_counter() - t0,
+        )
 
 
 class _InMemoryStreamDataset(_StreamDataset):
@@ -555,7 +564,9 @@ class TrainLoader:
         pin_memory: bool = False,
     ):
         if batch_size < 1 or image_size < 1 or context_length < 2:
-            raise ValueError(f"bad loader sizes: batch_size={batch_size}, image_size={image_size}, context_length={context_length}")
+            raise ValueError(
+                f"bad loader sizes: batch_size={batch_size}, image_size={image_size}, context_length={context_length}"
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world_size {world_size}")
         if not 0 < scale[0] <= scale[1] <= 1:
@@ -608,7 +619,10 @@ class TrainLoader:
         else:
             it = iter(
                 torch.utils.data.DataLoader(
-                    ds, batch_size=None, num_workers=self.num_workers, worker_init_fn=_worker_init,
+                    ds,
+                    batch_size=None,
+                    num_workers=self.num_workers,
+                    worker_init_fn=_worker_init,
                     pin_memory=self.pin_memory,
                 )
             )
@@ -650,8 +664,12 @@ class TrainLoader:
         if "batch" not in state:
             raise ValueError(f"loader state has no 'batch' entry (keys: {sorted(state)})")
         s = self.spec
-        for key, mine in (("num_streams", s.num_streams), ("batch_size", s.batch_size), ("seed", s.seed),
-                          ("world_size", s.world_size)):
+        for key, mine in (
+            ("num_streams", s.num_streams),
+            ("batch_size", s.batch_size),
+            ("seed", s.seed),
+            ("world_size", s.world_size),
+        ):
             if key in state and state[key] != mine:
                 raise ValueError(
                     f"loader state has {key}={state[key]} but this loader has {mine}; resume with the same "

@@ -105,8 +105,14 @@ def write_manifest(
     for path, n in shards:
         path = Path(path)
         full = path if path.is_absolute() else directory / path
-        entries.append({"path": str(full.relative_to(directory)), "num_samples": int(n), "size": full.stat().st_size,
-                        "sha256": sha256_file(full)})
+        entries.append(
+            {
+                "path": str(full.relative_to(directory)),
+                "num_samples": int(n),
+                "size": full.stat().st_size,
+                "sha256": sha256_file(full),
+            }
+        )
     manifest = {
         "format": FORMAT,
         "name": name,
@@ -135,7 +141,9 @@ def read_manifest(directory: str | os.PathLike, verify: bool = False) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise IncompleteDatasetError(f"{path}: not valid JSON ({e}). Delete it and re-run the command that creates it.") from e
+        raise IncompleteDatasetError(
+            f"{path}: not valid JSON ({e}). Delete it and re-run the command that creates it."
+        ) from e
     if manifest.get("format") != FORMAT:
         raise IncompleteDatasetError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}.")
     if not manifest.get("complete", False):
@@ -147,7 +155,9 @@ def read_manifest(directory: str | os.PathLike, verify: bool = False) -> dict:
         if not shard.exists():
             raise IncompleteDatasetError(f"{shard}: listed in {path} but missing. Re-run the command that creates it.")
         if verify and sha256_file(shard) != entry["sha256"]:
-            raise IncompleteDatasetError(f"{shard}: checksum differs from {path}; the shard is corrupt. Delete it and re-run.")
+            raise IncompleteDatasetError(
+                f"{shard}: checksum differs from {path}; the shard is corrupt. Delete it and re-run."
+            )
     return manifest
 
 
@@ -181,13 +191,15 @@ def verify_shards(directory: str | os.PathLike, manifest: dict | None = None) ->
         if "size" in entry and st.st_size != entry["size"]:
             raise CorruptDatasetError(
                 f"{shard}: {st.st_size} bytes but {directory / MANIFEST_NAME} records {entry['size']}; the shard was "
-                "changed or replaced since the dataset was written. Delete the dataset directory and re-create it.")
+                "changed or replaced since the dataset was written. Delete the dataset directory and re-create it."
+            )
         if cache.get(entry["path"]) != stamp:
             hashed += 1
             if sha256_file(shard) != entry["sha256"]:
                 raise CorruptDatasetError(
                     f"{shard}: sha256 differs from {directory / MANIFEST_NAME}; the shard was changed or replaced "
-                    "since the dataset was written. Delete the dataset directory and re-create it.")
+                    "since the dataset was written. Delete the dataset directory and re-create it."
+                )
         fresh[entry["path"]] = stamp
     if hashed and fresh != cache:
         try:

@@ -171,13 +171,15 @@ def caption_pool() -> tuple[list[dict], dict]:
                 attrs = dict(zip(subset, values))
                 key = (node, tuple(sorted(attrs.items())))
                 index[key] = len(rows)
-                rows.append({
-                    "text": phrase(node, attrs) + ".",
-                    "specificity": tax["depth"][node] + len(attrs),
-                    "depth": tax["depth"][node],
-                    "node": node,
-                    "attributes": attrs,
-                })
+                rows.append(
+                    {
+                        "text": phrase(node, attrs) + ".",
+                        "specificity": tax["depth"][node] + len(attrs),
+                        "depth": tax["depth"][node],
+                        "node": node,
+                        "attributes": attrs,
+                    }
+                )
     texts = [r["text"] for r in rows]
     if len(set(texts)) != len(texts):
         raise AssertionError("caption pool has duplicate texts")
@@ -219,10 +221,30 @@ def _rect(x0, x1, y0, y1) -> np.ndarray:
     return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
 
 
-_STAR = np.array([(r * np.cos(a), r * np.sin(a)) for k in range(10)
-                  for r, a in [((1.0 if k % 2 == 0 else 0.42), -np.pi / 2 + k * np.pi / 5)]])
-_CROSS = np.array([(-0.3, -1), (0.3, -1), (0.3, -0.3), (1, -0.3), (1, 0.3), (0.3, 0.3), (0.3, 1), (-0.3, 1),
-                   (-0.3, 0.3), (-1, 0.3), (-1, -0.3), (-0.3, -0.3)], float)
+_STAR = np.array(
+    [
+        (r * np.cos(a), r * np.sin(a))
+        for k in range(10)
+        for r, a in [((1.0 if k % 2 == 0 else 0.42), -np.pi / 2 + k * np.pi / 5)]
+    ]
+)
+_CROSS = np.array(
+    [
+        (-0.3, -1),
+        (0.3, -1),
+        (0.3, -0.3),
+        (1, -0.3),
+        (1, 0.3),
+        (0.3, 0.3),
+        (0.3, 1),
+        (-0.3, 1),
+        (-0.3, 0.3),
+        (-1, 0.3),
+        (-1, -0.3),
+        (-0.3, -0.3),
+    ],
+    float,
+)
 _CHEVRON = np.array([(-1, 0.55), (0, -0.65), (1, 0.55), (0.55, 0.55), (0, -0.05), (-0.55, 0.55)], float)
 _T = 0.36  # letter stroke width (unit radius 1)
 # shape -> list of (polygon in unit coordinates, fill 255|0); circles as ("circle", cx, cy, r, fill)
@@ -238,8 +260,11 @@ _GEOMETRY = {
     "chevron": [(_CHEVRON, 255)],
     "letter T": [(_rect(-0.8, 0.8, -1, -1 + _T), 255), (_rect(-_T / 2, _T / 2, -1, 1), 255)],
     "letter L": [(_rect(-0.65, -0.65 + _T, -1, 1), 255), (_rect(-0.65, 0.65, 1 - _T, 1), 255)],
-    "letter H": [(_rect(-0.75, -0.75 + _T, -1, 1), 255), (_rect(0.75 - _T, 0.75, -1, 1), 255),
-                 (_rect(-0.75, 0.75, -_T / 2, _T / 2), 255)],
+    "letter H": [
+        (_rect(-0.75, -0.75 + _T, -1, 1), 255),
+        (_rect(0.75 - _T, 0.75, -1, 1), 255),
+        (_rect(-0.75, 0.75, -_T / 2, _T / 2), 255),
+    ],
 }
 _UPRIGHT = {"chevron", "letter T", "letter L", "letter H"}  # rotated by at most +-25 degrees
 
@@ -391,14 +416,20 @@ def _test_items(size: int, seed: int, image_size: int) -> list[dict]:
     return items
 
 
-def _write_wds_eval(directory: Path, samples: list[dict], shard_size: int, dataset_type: str,
-                    classnames: list[str] | None = None, templates: tuple[str, ...] | None = None) -> None:
+def _write_wds_eval(
+    directory: Path,
+    samples: list[dict],
+    shard_size: int,
+    dataset_type: str,
+    classnames: list[str] | None = None,
+    templates: tuple[str, ...] | None = None,
+) -> None:
     """clip-benchmark wds layout: ``test/{0..N-1}.tar`` + ``test/nshards.txt`` (+ a manifest) and metadata."""
     test = directory / "test"
     test.mkdir(parents=True)
     shards = []
     for k, start in enumerate(range(0, len(samples), shard_size)):
-        chunk = samples[start:start + shard_size]
+        chunk = samples[start : start + shard_size]
         path = test / f"{k}.tar"
         with wds.TarWriter(str(path), mtime=FIXED_MTIME) as writer:
             for sample in chunk:
@@ -413,8 +444,14 @@ def _write_wds_eval(directory: Path, samples: list[dict], shard_size: int, datas
         (directory / "zeroshot_classification_templates.txt").write_text("".join(t + "\n" for t in templates))
 
 
-def generate(out: str | os.PathLike, train_size: int = 20000, test_size: int = 2000, image_size: int = 32,
-             seed: int = 0, shard_size: int = 5000) -> dict:
+def generate(
+    out: str | os.PathLike,
+    train_size: int = 20000,
+    test_size: int = 2000,
+    image_size: int = 32,
+    seed: int = 0,
+    shard_size: int = 5000,
+) -> dict:
     """Generate the dataset into ``out`` (atomically, see module docstring); returns ``info.json``'s dict."""
     if image_size < 16 or image_size % 2:
         raise ValueError(f"--image-size must be an even number >= 16 (got {image_size})")
@@ -425,14 +462,24 @@ def generate(out: str | os.PathLike, train_size: int = 20000, test_size: int = 2
     t0 = time.time()
     try:
         tax = taxonomy()
-        write_shards(_train_samples(train_size, seed, image_size), tmp / "train", "train", shard_size,
-                     source="synthhier", counts={"generated": train_size}, seed=seed, image_size=image_size)
+        write_shards(
+            _train_samples(train_size, seed, image_size),
+            tmp / "train",
+            "train",
+            shard_size,
+            source="synthhier",
+            counts={"generated": train_size},
+            seed=seed,
+            image_size=image_size,
+        )
         items = _test_items(test_size, seed, image_size)
         ev = tmp / "eval"
         for d, level in enumerate(LEVELS):
             nodes = tax["levels"][level]
-            samples = [{"__key__": it["key"], "png": it["png"], "cls": it["meta"]["labels"][level], "json": it["meta"]}
-                       for it in items]
+            samples = [
+                {"__key__": it["key"], "png": it["png"], "cls": it["meta"]["labels"][level], "json": it["meta"]}
+                for it in items
+            ]
             zdir = ev / f"zeroshot_{level}"
             _write_wds_eval(zdir, samples, shard_size, "classification", [tax["names"][n] for n in nodes], TEMPLATES)
             atomic_write_text(zdir / "class_nodes.json", json.dumps(nodes) + "\n")
@@ -442,13 +489,23 @@ def generate(out: str | os.PathLike, train_size: int = 20000, test_size: int = 2
             if it["meta"]["description"] not in seen:
                 seen.add(it["meta"]["description"])
                 retrieval.append(it)
-        _write_wds_eval(ev / "retrieval", [{"__key__": it["key"], "png": it["png"], "txt": it["meta"]["description"],
-                                            "json": it["meta"]} for it in retrieval], shard_size, "retrieval")
+        _write_wds_eval(
+            ev / "retrieval",
+            [
+                {"__key__": it["key"], "png": it["png"], "txt": it["meta"]["description"], "json": it["meta"]}
+                for it in retrieval
+            ],
+            shard_size,
+            "retrieval",
+        )
         pool, _ = caption_pool()
         (ev / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pool))
-        matches = {"pool": "captions.jsonl", "keys": [it["key"] for it in retrieval],
-                   "captions": [_pool_index(it["meta"]) for it in retrieval],
-                   "true_captions": [it["meta"]["true_captions"] for it in retrieval]}
+        matches = {
+            "pool": "captions.jsonl",
+            "keys": [it["key"] for it in retrieval],
+            "captions": [_pool_index(it["meta"]) for it in retrieval],
+            "true_captions": [it["meta"]["true_captions"] for it in retrieval],
+        }
         (ev / "caption_matches.json").write_text(json.dumps(matches) + "\n")
         edges = [f"{tax['parent'][n]} {n}" for n in tax["names"] if tax["parent"][n] is not None]
         (tmp / "taxonomy.txt").write_text("".join(e + "\n" for e in edges))
@@ -505,7 +562,16 @@ def run(args) -> int:
     except ValueError as e:
         print(f"meru synth: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"out": str(args.out), "train": info["train_size"], "test": info["test_size"],
-                      "retrieval": info["retrieval_size"], "caption_pool": info["caption_pool_size"],
-                      "seconds": info["seconds"]}))
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "train": info["train_size"],
+                "test": info["test_size"],
+                "retrieval": info["retrieval_size"],
+                "caption_pool": info["caption_pool_size"],
+                "seconds": info["seconds"],
+            }
+        )
+    )
     return 0

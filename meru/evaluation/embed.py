@@ -53,6 +53,7 @@ TASKS = ("classification", "retrieval", "text-pool", "hierarcaps")
 
 # ----------------------------------------------------------------------------- transforms
 
+
 def image_transform(image_size: int, task: str):
     """Official MERU evaluation transforms: classification = resize short side + centre crop;
     retrieval = squeeze to a square. Both bicubic, then ``ToTensor`` ([0, 1], no normalisation)."""
@@ -70,14 +71,20 @@ def _rgb(transform):
 
 # ----------------------------------------------------------------------------- model info
 
+
 def model_info(model, checkpoint: str | os.PathLike | None = None) -> dict:
     """kind, space, size, curvature, alphas, seed and step of a loaded model (cache header)."""
     info = getattr(model, "checkpoint_info", None) or {}
     config = info.get("config") or {}
     seed = (config.get("runtime") or {}).get("seed") if isinstance(config, dict) else None
-    out = {"format": FORMAT, "kind": model.kind, "size": getattr(model, "size", None),
-           "checkpoint": str(checkpoint) if checkpoint is not None else None,
-           "seed": None if seed is None else int(seed), "step": info.get("step")}
+    out = {
+        "format": FORMAT,
+        "kind": model.kind,
+        "size": getattr(model, "size", None),
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "seed": None if seed is None else int(seed),
+        "step": info.get("step"),
+    }
     space = model.space().record()
     out.update(space=space, curv=space["curv"], **model.projection_scales())
     return out
@@ -103,6 +110,7 @@ def _device(name: str) -> torch.device:
 
 # ----------------------------------------------------------------------------- encoding
 
+
 @torch.no_grad()
 def encode_images(model, images: torch.Tensor, amp: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """``[B, 3, S, S]`` in [0, 1] -> (pre-projection features ``[B, W]``, embeddings ``[B, D]``), float32 CPU.
@@ -125,15 +133,16 @@ def encode_images(model, images: torch.Tensor, amp: str = "auto") -> tuple[torch
 
 
 @torch.no_grad()
-def encode_texts(model, texts: list[str], project: bool = True, batch_size: int = 256, amp: str = "auto",
-                 progress=None) -> torch.Tensor:
+def encode_texts(
+    model, texts: list[str], project: bool = True, batch_size: int = 256, amp: str = "auto", progress=None
+) -> torch.Tensor:
     """``[M]`` strings -> ``[M, D]`` float32 (``project=False``: raw projected features).
 
     Each batch runs at its longest text (``model.tokenize(..., trim=True)``), under bf16 autocast per
     ``amp`` for the tower; MERU's lift runs in float32. ``progress``: a :class:`meru.progress.Progress`."""
     out = []
     for s in range(0, len(texts), batch_size):
-        tokens = model.tokenize(texts[s:s + batch_size], trim=True).to(model.device, non_blocking=True)
+        tokens = model.tokenize(texts[s : s + batch_size], trim=True).to(model.device, non_blocking=True)
         with _autocast(model, amp):
             out.append(model.encode_text(tokens, project=project).float().cpu())
         if progress is not None:
@@ -150,8 +159,9 @@ def fill_template(template: str, classname: str) -> str:
     return template.format(classname, c=classname)
 
 
-def class_text_raw(model, classnames: list[str], templates: list[str], batch_size: int = 256,
-                   amp: str = "auto") -> torch.Tensor:
+def class_text_raw(
+    model, classnames: list[str], templates: list[str], batch_size: int = 256, amp: str = "auto"
+) -> torch.Tensor:
     """Raw projected text features of every prompt ``templates[t].format(classnames[c])`` -> ``[T, C, D]``."""
     prompts = [fill_template(t, c) for t in templates for c in classnames]
     raw = encode_texts(model, prompts, project=False, batch_size=batch_size, amp=amp)
@@ -159,6 +169,7 @@ def class_text_raw(model, classnames: list[str], templates: list[str], batch_siz
 
 
 # ----------------------------------------------------------------------------- reading wds eval sets
+
 
 class _WdsShards(torch.utils.data.IterableDataset):
     """Samples of a clip-benchmark wds split in file order, tagged (shard, position) so the
@@ -182,14 +193,19 @@ class _WdsShards(torch.utils.data.IterableDataset):
                 continue
             # raw bytes only: webdataset's default decoders unpickle .pyd/.pickle and torch.load .pth members
             decoder = _SafeDecoder(url)
-            ds = wds.WebDataset(url, shardshuffle=False, empty_check=False, nodesplitter=_all,
-                                 workersplitter=_all).map(decoder)  # shards are split above
+            ds = wds.WebDataset(url, shardshuffle=False, empty_check=False, nodesplitter=_all, workersplitter=_all).map(
+                decoder
+            )  # shards are split above
             for pos, s in enumerate(ds):
                 ext = next((e for e in IMAGE_EXTS if e in s), None)
                 if ext is None:
                     raise KeyError(f"{url}: sample {s.get('__key__')!r} has no image ({'/'.join(IMAGE_EXTS)})")
-                item = {"order": (si, pos), "key": s["__key__"], "image": self.transform(s[ext].convert("RGB")),
-                        "meta": s.get("json")}
+                item = {
+                    "order": (si, pos),
+                    "key": s["__key__"],
+                    "image": self.transform(s[ext].convert("RGB")),
+                    "meta": s.get("json"),
+                }
                 if self.task == "retrieval":
                     if "txt" not in s:
                         raise KeyError(f"{url}: retrieval sample {s['__key__']!r} has no 'txt' captions")
@@ -203,8 +219,11 @@ class _WdsShards(torch.utils.data.IterableDataset):
                 yield item
             if decoder.ignored:
                 counts = ", ".join(f"{n} .{e}" for e, n in sorted(decoder.ignored.items()))
-                print(f"meru embed: warning: {url}: ignored {sum(decoder.ignored.values())} member(s) that are not "
-                      f"image/txt/cls/json ({counts}); they are never decoded (could hold pickled code)", file=sys.stderr)
+                print(
+                    f"meru embed: warning: {url}: ignored {sum(decoder.ignored.values())} member(s) that are not "
+                    f"image/txt/cls/json ({counts}); they are never decoded (could hold pickled code)",
+                    file=sys.stderr,
+                )
 
 
 def _all(src):
@@ -248,8 +267,7 @@ def _collate(items):
 
 
 def _iter_batches(dataset, batch_size: int, num_workers: int):
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                                         collate_fn=_collate)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
     yield from loader
 
 
@@ -281,9 +299,18 @@ def _wds_total(local: Path, split: str) -> int | None:
         return None
 
 
-def embed_evalset(model, evalset: str, root: str | None = None, batch_size: int = 256, num_workers: int = 0,
-                  prompts: str = "auto", split: str = "test", checkpoint: str | None = None,
-                  prompt_sets: bool = True, amp: str = "auto") -> dict:
+def embed_evalset(
+    model,
+    evalset: str,
+    root: str | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    prompts: str = "auto",
+    split: str = "test",
+    checkpoint: str | None = None,
+    prompt_sets: bool = True,
+    amp: str = "auto",
+) -> dict:
     """Encode a whole evaluation set -> cache dict (see module docstring).
 
     ``evalset``: a clip-benchmark wds-layout directory, or a MERU / clip-benchmark name read from ``root``.
@@ -297,30 +324,42 @@ def embed_evalset(model, evalset: str, root: str | None = None, batch_size: int 
     prompts = _resolve_prompts(evalset, prompts, local)
     out = model_info(model, checkpoint)
     out["dataset"] = Path(evalset).name if Path(evalset).is_dir() else evalset
-    if local is not None and (local / "dataset_type.txt").is_file() and \
-            (local / "dataset_type.txt").read_text().strip().lower() == "hierarcaps":
+    if (
+        local is not None
+        and (local / "dataset_type.txt").is_file()
+        and (local / "dataset_type.txt").read_text().strip().lower() == "hierarcaps"
+    ):
         # HierarCaps: images + 4-level caption hierarchies (meru.evaluation.hierarcaps)
         from meru.evaluation.hierarcaps import embed_hierarcaps
 
         return {**out, **embed_hierarcaps(model, local, batch_size, num_workers, split)}
     if local is not None:
         type_file = local / "dataset_type.txt"
-        task = "retrieval" if type_file.is_file() and type_file.read_text().strip().lower() == "retrieval" else "classification"
-        ds_info = build_eval_dataset(evalset, root if root is not None else local, transform=None, split=split,
-                                     prompts=prompts)
+        task = (
+            "retrieval"
+            if type_file.is_file() and type_file.read_text().strip().lower() == "retrieval"
+            else "classification"
+        )
+        ds_info = build_eval_dataset(
+            evalset, root if root is not None else local, transform=None, split=split, prompts=prompts
+        )
         data = _WdsShards(local, split, task, image_transform(model.image_size, task))
         items_iter = _iter_batches(data, batch_size, num_workers)
         total = _wds_total(local, split)
     else:
         if root is None:
-            raise FileNotFoundError(f"--evalset {evalset!r} is not a wds-layout directory (no {evalset}/{split}/"
-                                    "nshards.txt); for a named dataset pass --root DIR where its files are")
-        ds_info = build_eval_dataset(evalset, root, transform=image_transform(model.image_size, "classification"),
-                                     split=split, prompts=prompts)
+            raise FileNotFoundError(
+                f"--evalset {evalset!r} is not a wds-layout directory (no {evalset}/{split}/"
+                "nshards.txt); for a named dataset pass --root DIR where its files are"
+            )
+        ds_info = build_eval_dataset(
+            evalset, root, transform=image_transform(model.image_size, "classification"), split=split, prompts=prompts
+        )
         task = "classification" if getattr(ds_info, "classes", None) is not None else "retrieval"
         if task == "retrieval":
-            ds_info = build_eval_dataset(evalset, root, transform=image_transform(model.image_size, "retrieval"),
-                                         split=split, prompts=prompts)
+            ds_info = build_eval_dataset(
+                evalset, root, transform=image_transform(model.image_size, "retrieval"), split=split, prompts=prompts
+            )
         items_iter = _map_style_batches(ds_info, task, batch_size, num_workers)
         total = len(ds_info) if hasattr(ds_info, "__len__") else None
     out["task"] = task
@@ -344,13 +383,16 @@ def embed_evalset(model, evalset: str, root: str | None = None, batch_size: int 
     perm = sorted(range(len(orders)), key=orders.__getitem__)
     feats, embs = torch.cat(feats)[perm], torch.cat(embs)[perm]
     keys, metas = [keys[i] for i in perm], [metas[i] for i in perm]
-    out.update(keys=keys, meta=metas if any(m is not None for m in metas) else None,
-               image_feats=feats, image_emb=embs)
+    out.update(keys=keys, meta=metas if any(m is not None for m in metas) else None, image_feats=feats, image_emb=embs)
     if task == "classification":
         classnames, templates = list(ds_info.classes), list(ds_info.templates or ["{}"])
-        out.update(labels=torch.tensor([labels[i] for i in perm], dtype=torch.long), classnames=classnames,
-                   templates=templates, class_text_raw=class_text_raw(model, classnames, templates, batch_size, amp),
-                   class_nodes=_class_nodes(local, evalset, classnames))
+        out.update(
+            labels=torch.tensor([labels[i] for i in perm], dtype=torch.long),
+            classnames=classnames,
+            templates=templates,
+            class_text_raw=class_text_raw(model, classnames, templates, batch_size, amp),
+            class_nodes=_class_nodes(local, evalset, classnames),
+        )
         if prompt_sets:  # alternative template sets for prompt sensitivity (meru.evaluation.prompt_sensitivity)
             from meru.evaluation.prompt_sensitivity import embed_prompt_sets
 
@@ -361,13 +403,17 @@ def embed_evalset(model, evalset: str, root: str | None = None, batch_size: int 
             texts.extend(captions[i])
             t2i.extend([row] * len(captions[i]))
         text_progress = Progress(f"meru embed {out['dataset']}", len(texts), "captions")
-        out.update(texts=texts, text_emb=encode_texts(model, texts, True, batch_size, amp, text_progress),
-                   text_to_image=torch.tensor(t2i, dtype=torch.long))
+        out.update(
+            texts=texts,
+            text_emb=encode_texts(model, texts, True, batch_size, amp, text_progress),
+            text_to_image=torch.tensor(t2i, dtype=torch.long),
+        )
     return out
 
 
 def _map_style_batches(ds, task: str, batch_size: int, num_workers: int):
     """Batches of item dicts from a map-style (torchvision / clip-benchmark) dataset, in index order."""
+
     class _Items(torch.utils.data.Dataset):
         def __len__(self):
             return len(ds)
@@ -381,8 +427,7 @@ def _map_style_batches(ds, task: str, batch_size: int, num_workers: int):
                 item["label"] = int(target)
             return item
 
-    loader = torch.utils.data.DataLoader(_Items(), batch_size=batch_size, num_workers=num_workers,
-                                         collate_fn=_collate)
+    loader = torch.utils.data.DataLoader(_Items(), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
     yield from loader
 
 
@@ -393,8 +438,9 @@ def _class_nodes(local: Path | None, evalset: str, classnames: list[str]) -> lis
         if isinstance(nodes, dict):
             nodes = [nodes[str(i)] for i in range(len(nodes))]
         if len(nodes) != len(classnames):
-            raise ValueError(f"{local}/class_nodes.json has {len(nodes)} nodes but classnames.txt has "
-                             f"{len(classnames)} classes")
+            raise ValueError(
+                f"{local}/class_nodes.json has {len(nodes)} nodes but classnames.txt has {len(classnames)} classes"
+            )
         return [str(n) for n in nodes]
     if len(classnames) == 1000 and "imagenet" in evalset.lower():
         from importlib import resources
@@ -402,8 +448,10 @@ def _class_nodes(local: Path | None, evalset: str, classnames: list[str]) -> lis
         lines = resources.files("meru.resources").joinpath("imagenet_wnids.txt").read_text().splitlines()
         wnids = [w.strip() for w in lines if w.strip() and not w.lstrip().startswith("#")]
         if len(wnids) != 1000:
-            raise ValueError(f"meru/resources/imagenet_wnids.txt lists {len(wnids)} wnids, expected 1000; "
-                             "restore it from the repository")
+            raise ValueError(
+                f"meru/resources/imagenet_wnids.txt lists {len(wnids)} wnids, expected 1000; "
+                "restore it from the repository"
+            )
         return wnids
     return None
 
@@ -424,8 +472,9 @@ def read_text_pool(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def embed_text_pool(model, pool_path: str | os.PathLike, batch_size: int = 256, checkpoint: str | None = None,
-                    amp: str = "auto") -> dict:
+def embed_text_pool(
+    model, pool_path: str | os.PathLike, batch_size: int = 256, checkpoint: str | None = None, amp: str = "auto"
+) -> dict:
     """Encode a caption pool -> cache dict with ``texts``, ``text_emb`` and the pool's annotations."""
     from meru.progress import Progress
 
@@ -433,12 +482,18 @@ def embed_text_pool(model, pool_path: str | os.PathLike, batch_size: int = 256, 
     out = model_info(model.eval(), checkpoint)
     texts = [r["text"] for r in rows]
     nan = float("nan")
-    out.update(task="text-pool", dataset=Path(pool_path).name, texts=texts,
-               text_emb=encode_texts(model, texts, True, batch_size, amp,
-                                     Progress(f"meru embed {Path(pool_path).name}", len(texts), "captions")),
-               specificity=torch.tensor([float(r.get("specificity", nan)) for r in rows]),
-               depth=torch.tensor([float(r.get("depth", nan)) for r in rows]),
-               node=[r.get("node") for r in rows], attributes=[r.get("attributes") for r in rows])
+    out.update(
+        task="text-pool",
+        dataset=Path(pool_path).name,
+        texts=texts,
+        text_emb=encode_texts(
+            model, texts, True, batch_size, amp, Progress(f"meru embed {Path(pool_path).name}", len(texts), "captions")
+        ),
+        specificity=torch.tensor([float(r.get("specificity", nan)) for r in rows]),
+        depth=torch.tensor([float(r.get("depth", nan)) for r in rows]),
+        node=[r.get("node") for r in rows],
+        attributes=[r.get("attributes") for r in rows],
+    )
     return out
 
 
@@ -490,13 +545,16 @@ def load_cache(path: str | os.PathLike, task: str | tuple[str, ...] | None = Non
     check_finite_cache(cache, str(path))
     tasks = (task,) if isinstance(task, str) else task
     if tasks is not None and cache.get("task") not in tasks:
-        raise ValueError(f"{path}: cache holds a {cache.get('task')!r} set but this evaluation needs "
-                         f"{' or '.join(tasks)}; pass the matching --embeddings file")
+        raise ValueError(
+            f"{path}: cache holds a {cache.get('task')!r} set but this evaluation needs "
+            f"{' or '.join(tasks)}; pass the matching --embeddings file"
+        )
     cache["path"] = str(path)
     return cache
 
 
 # ----------------------------------------------------------------------------- CLI
+
 
 class _AppendSource(argparse.Action):
     """Collect ``--evalset`` / ``--text-pool`` values in command-line order as (kind, value) pairs."""
@@ -508,27 +566,50 @@ class _AppendSource(argparse.Action):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
-                        help="our model.pt, an official-format MERU/CLIP .pth (also MERU-family peers such as "
-                             "HyCoCLIP), or an open_clip model: openclip:ARCH:WEIGHTS | openclip:hf-hub:ORG/REPO | "
-                             "openclip:local-dir:DIR (CLIP geometry)")
-    parser.add_argument("--evalset", action=_AppendSource,
-                        help="clip-benchmark wds-layout directory, or a dataset name (with --root); repeatable")
-    parser.add_argument("--text-pool", action=_AppendSource,
-                        help="caption pool JSONL (SynthHier eval/captions.jsonl); repeatable")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="our model.pt, an official-format MERU/CLIP .pth (also MERU-family peers such as "
+        "HyCoCLIP), or an open_clip model: openclip:ARCH:WEIGHTS | openclip:hf-hub:ORG/REPO | "
+        "openclip:local-dir:DIR (CLIP geometry)",
+    )
+    parser.add_argument(
+        "--evalset",
+        action=_AppendSource,
+        help="clip-benchmark wds-layout directory, or a dataset name (with --root); repeatable",
+    )
+    parser.add_argument(
+        "--text-pool", action=_AppendSource, help="caption pool JSONL (SynthHier eval/captions.jsonl); repeatable"
+    )
     parser.add_argument("--root", help="directory holding the named dataset's files")
-    parser.add_argument("--out", required=True, action="append",
-                        help="output embedding cache (.pt), one per --evalset/--text-pool, in the same order")
+    parser.add_argument(
+        "--out",
+        required=True,
+        action="append",
+        help="output embedding cache (.pt), one per --evalset/--text-pool, in the same order",
+    )
     parser.add_argument("--split", default="test", help="split of the eval set (wds: a subfolder; default test)")
     parser.add_argument("--batch-size", type=int, default=256, help="images / texts per forward pass")
     parser.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
-    parser.add_argument("--prompts", choices=("auto", "meru", "clip_benchmark"), default="auto",
-                        help="prompt ensemble: MERU's (where it has one; 'auto') or clip-benchmark's")
+    parser.add_argument(
+        "--prompts",
+        choices=("auto", "meru", "clip_benchmark"),
+        default="auto",
+        help="prompt ensemble: MERU's (where it has one; 'auto') or clip-benchmark's",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--no-prompt-sets", dest="prompt_sets", action="store_false",
-                        help="classification: skip the alternative template sets (prompt sensitivity)")
-    parser.add_argument("--amp", choices=("auto", "bf16", "fp32"), default="auto",
-                        help="bf16 autocast for the towers (auto: on CUDA; heads always float32)")
+    parser.add_argument(
+        "--no-prompt-sets",
+        dest="prompt_sets",
+        action="store_false",
+        help="classification: skip the alternative template sets (prompt sensitivity)",
+    )
+    parser.add_argument(
+        "--amp",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="bf16 autocast for the towers (auto: on CUDA; heads always float32)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -545,20 +626,33 @@ def run(args: argparse.Namespace) -> int:
         print("meru embed: give at least one --evalset DIR or --text-pool POOL.jsonl", file=sys.stderr)
         return 2
     if len(sources) != len(args.out):
-        print(f"meru embed: {len(sources)} source(s) (--evalset/--text-pool) but {len(args.out)} --out file(s); "
-              f"give one --out per source, in the same order", file=sys.stderr)
+        print(
+            f"meru embed: {len(sources)} source(s) (--evalset/--text-pool) but {len(args.out)} --out file(s); "
+            f"give one --out per source, in the same order",
+            file=sys.stderr,
+        )
         return 2
     try:
         loader = load_openclip if is_openclip_spec(args.checkpoint) else load_model
         model = loader(args.checkpoint).to(_device(args.device))
         for (kind, source), out in zip(sources, args.out):
             if kind == "text_pool":
-                cache = embed_text_pool(model, source, args.batch_size, checkpoint=args.checkpoint,
-                                        amp=getattr(args, "amp", "auto"))
+                cache = embed_text_pool(
+                    model, source, args.batch_size, checkpoint=args.checkpoint, amp=getattr(args, "amp", "auto")
+                )
             else:
-                cache = embed_evalset(model, source, args.root, args.batch_size, args.num_workers, args.prompts,
-                                      args.split, checkpoint=args.checkpoint,
-                                      prompt_sets=getattr(args, "prompt_sets", True), amp=getattr(args, "amp", "auto"))
+                cache = embed_evalset(
+                    model,
+                    source,
+                    args.root,
+                    args.batch_size,
+                    args.num_workers,
+                    args.prompts,
+                    args.split,
+                    checkpoint=args.checkpoint,
+                    prompt_sets=getattr(args, "prompt_sets", True),
+                    amp=getattr(args, "amp", "auto"),
+                )
             save_cache(cache, out)
             n = cache["image_emb"].shape[0] if "image_emb" in cache else len(cache["texts"])
             print(f"meru embed: {cache['task']} {cache['dataset']}: {n} items -> {out}")

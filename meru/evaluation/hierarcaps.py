@@ -46,6 +46,7 @@ LEVELS = 4
 
 # ----------------------------------------------------------------------------- embedding
 
+
 def embed_hierarcaps(model, directory, batch_size: int = 256, num_workers: int = 0, split: str = "test") -> dict:
     """Cache fields of a HierarCaps wds directory (``meru.data.hierarcaps`` layout): images with resize +
     centre crop (as HierarCaps' CLIP processor), all 4H captions, and the empty caption as [ROOT]."""
@@ -76,8 +77,10 @@ def embed_hierarcaps(model, directory, batch_size: int = 256, num_workers: int =
     for row, i in enumerate(perm):
         meta = metas[i]
         if not isinstance(meta, dict) or "hierarchies" not in meta:
-            raise KeyError(f"{directory}: sample {keys[i]!r} has no json 'hierarchies'; re-run "
-                           "`meru evalsets prepare --dataset hierarcaps`")
+            raise KeyError(
+                f"{directory}: sample {keys[i]!r} has no json 'hierarchies'; re-run "
+                "`meru evalsets prepare --dataset hierarcaps`"
+            )
         for hid, hier in zip(meta["ids"], meta["hierarchies"]):
             if len(hier) != LEVELS:
                 raise ValueError(f"{directory}: hierarchy {hid} of {keys[i]!r} has {len(hier)} levels, not {LEVELS}")
@@ -85,14 +88,24 @@ def embed_hierarcaps(model, directory, batch_size: int = 256, num_workers: int =
             levels.extend(range(LEVELS))
             t2i.extend([row] * LEVELS)
             hier_ids.append(str(hid))
-    return {"task": "hierarcaps", "dataset": "hierarcaps", "keys": [keys[i] for i in perm],
-            "meta": [metas[i] for i in perm], "image_feats": torch.cat(feats)[perm], "image_emb": torch.cat(embs)[perm],
-            "texts": texts, "text_emb": encode_texts(model, texts, True, batch_size),
-            "levels": torch.tensor(levels, dtype=torch.long), "text_to_image": torch.tensor(t2i, dtype=torch.long),
-            "hierarchy_ids": hier_ids, "root_emb": encode_texts(model, [""], True, 1)}
+    return {
+        "task": "hierarcaps",
+        "dataset": "hierarcaps",
+        "keys": [keys[i] for i in perm],
+        "meta": [metas[i] for i in perm],
+        "image_feats": torch.cat(feats)[perm],
+        "image_emb": torch.cat(embs)[perm],
+        "texts": texts,
+        "text_emb": encode_texts(model, texts, True, batch_size),
+        "levels": torch.tensor(levels, dtype=torch.long),
+        "text_to_image": torch.tensor(t2i, dtype=torch.long),
+        "hierarchy_ids": hier_ids,
+        "root_emb": encode_texts(model, [""], True, 1),
+    }
 
 
 # ----------------------------------------------------------------------------- depth
+
 
 def depth_tau(radii: np.ndarray) -> np.ndarray:
     """Kendall tau-b of each row of ``radii [H, L]`` against levels ``0..L-1``; NaN where all are equal.
@@ -102,7 +115,7 @@ def depth_tau(radii: np.ndarray) -> np.ndarray:
     radii = np.asarray(radii, dtype=np.float64)
     n_lev = radii.shape[1]
     i, j = np.triu_indices(n_lev, k=1)
-    sign = np.sign(radii[:, j] - radii[:, i])          # levels increase from i to j
+    sign = np.sign(radii[:, j] - radii[:, i])  # levels increase from i to j
     n0 = len(i)
     tied = (sign == 0).sum(1)
     denom = np.sqrt(n0 * (n0 - tied).astype(np.float64))
@@ -111,6 +124,7 @@ def depth_tau(radii: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- hierarchical retrieval
+
 
 def _longest_increasing_run(levels: list[int]) -> int:
     dedup = [v for n, v in enumerate(levels) if n == 0 or v != levels[n - 1]]
@@ -121,20 +135,25 @@ def _longest_increasing_run(levels: list[int]) -> int:
     return best
 
 
-def hierarchical_retrieval(scores: torch.Tensor, radii: torch.Tensor, texts: list[str],
-                           image_hierarchies: list[list[list[str]]], steps: int = 50) -> dict:
+def hierarchical_retrieval(
+    scores: torch.Tensor,
+    radii: torch.Tensor,
+    texts: list[str],
+    image_hierarchies: list[list[list[str]]],
+    steps: int = 50,
+) -> dict:
     """Per-image ``hr_precision``, ``hr_recall``, ``order_recall`` and the predicted sequences (module doc).
 
     scores: ``[M, K]`` similarity of every image to every caption; radii: ``[K]`` distance from [ROOT];
     texts: ``[K]`` caption strings; image_hierarchies[i]: the 4-caption hierarchies of image i."""
     radii = radii.double()
     thresholds = torch.linspace(float(radii.min()), float(radii.max()), steps, dtype=torch.float64)
-    thresholds[-1] = radii.max()      # the last threshold admits every caption (no rounding loss)
+    thresholds[-1] = radii.max()  # the last threshold admits every caption (no rounding loss)
     preds = []
     for t in thresholds:
         masked = torch.where((radii <= t)[None, :], scores.double(), torch.tensor(-torch.inf, dtype=torch.float64))
-        preds.append(masked.argmax(1))                     # first (lowest-index) maximum
-    preds = torch.stack(preds, 1).numpy()                  # [M, steps]
+        preds.append(masked.argmax(1))  # first (lowest-index) maximum
+    preds = torch.stack(preds, 1).numpy()  # [M, steps]
     out = {"hr_precision": [], "hr_recall": [], "order_recall": [], "predictions": []}
     for i, hiers in enumerate(image_hierarchies):
         seq = []
@@ -157,6 +176,7 @@ def hierarchical_retrieval(scores: torch.Tensor, radii: torch.Tensor, texts: lis
 
 # ----------------------------------------------------------------------------- tie-aware AP / AUROC
 
+
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     """Tie-aware AP: sum over distinct thresholds (descending) of (R_m - R_{m-1}) P_m."""
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
@@ -165,7 +185,7 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
         return float("nan")
     order = np.argsort(-scores, kind="stable")
     s, y = scores[order], labels[order]
-    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]    # end of each group of equal scores
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # end of each group of equal scores
     tp = np.cumsum(y)[last]
     fp = (last + 1) - tp
     precision = tp / (tp + fp)
@@ -202,9 +222,13 @@ def tie_diagnostics(scores: np.ndarray, labels: np.ndarray) -> dict:
     pos = np.bincount(inverse[y], minlength=len(values))
     neg = counts - pos
     n_pos, n_neg = int(y.sum()), int((~y).sum())
-    return {"n_distinct": len(values), "modal_share": float(counts.max() / len(scores)),
-            "tied_pos_neg_share": float((pos * neg).sum() / max(1, n_pos * n_neg)),
-            "ap_optimistic": _ap_ordered(scores, y, True), "ap_pessimistic": _ap_ordered(scores, y, False)}
+    return {
+        "n_distinct": len(values),
+        "modal_share": float(counts.max() / len(scores)),
+        "tied_pos_neg_share": float((pos * neg).sum() / max(1, n_pos * n_neg)),
+        "ap_optimistic": _ap_ordered(scores, y, True),
+        "ap_pessimistic": _ap_ordered(scores, y, False),
+    }
 
 
 def _ap_rows(rows: np.ndarray) -> float:
@@ -232,14 +256,16 @@ def sample_negatives(text_to_image: np.ndarray, texts: list[str], image_hierarch
     return np.stack([pick // m_count, pick % m_count], 1)
 
 
-def _cone_scores(space, text: torch.Tensor, image: torch.Tensor, pairs: np.ndarray, chunk: int = 16) -> np.ndarray | None:
+def _cone_scores(
+    space, text: torch.Tensor, image: torch.Tensor, pairs: np.ndarray, chunk: int = 16
+) -> np.ndarray | None:
     """1.0 where image ``pairs[:, 1]`` lies in caption ``pairs[:, 0]``'s cone; None if the space has no cones."""
     out = np.zeros(len(pairs))
     captions = np.unique(pairs[:, 0])
     try:
         for s in range(0, len(captions), chunk):
-            ks = captions[s:s + chunk]
-            inside = space.entails(text[torch.as_tensor(ks)], image).numpy()     # [c, M]
+            ks = captions[s : s + chunk]
+            inside = space.entails(text[torch.as_tensor(ks)], image).numpy()  # [c, M]
             rows = np.searchsorted(ks, pairs[:, 0])
             sel = np.isin(pairs[:, 0], ks)
             out[sel] = inside[rows[sel], pairs[sel, 1]]
@@ -250,8 +276,16 @@ def _cone_scores(space, text: torch.Tensor, image: torch.Tensor, pairs: np.ndarr
 
 # ----------------------------------------------------------------------------- all metrics
 
-def evaluate_hierarcaps(cache: dict, n_boot: int = 1000, seed: int = 0, steps: int = 50,
-                        n_negatives: int = 100_000, negative_seed: int = 0, n_boot_pairs: int = 200) -> dict:
+
+def evaluate_hierarcaps(
+    cache: dict,
+    n_boot: int = 1000,
+    seed: int = 0,
+    steps: int = 50,
+    n_negatives: int = 100_000,
+    negative_seed: int = 0,
+    n_boot_pairs: int = 200,
+) -> dict:
     """HierarCaps metrics from a ``task == "hierarcaps"`` cache -> ``{"metrics", "intervals", "n",
     "ties", "per_item", ...}`` (module doc). AP/AUROC intervals use ``min(n_boot, n_boot_pairs)``
     resamples of the ~10^5 scored pairs (each resample sorts them; the index matrix is B x pairs)."""
@@ -260,27 +294,31 @@ def evaluate_hierarcaps(cache: dict, n_boot: int = 1000, seed: int = 0, steps: i
     texts = list(cache["texts"])
     t2i = cache["text_to_image"].long().numpy()
     if text.shape[0] % LEVELS or len(texts) != text.shape[0] or len(t2i) != len(texts):
-        raise ValueError(f"{cache.get('path', 'cache')}: texts, text_emb and text_to_image must have 4 rows per "
-                         "hierarchy; re-run `meru embed`")
+        raise ValueError(
+            f"{cache.get('path', 'cache')}: texts, text_emb and text_to_image must have 4 rows per "
+            "hierarchy; re-run `meru embed`"
+        )
     n_h, n_img = text.shape[0] // LEVELS, image.shape[0]
     root = cache.get("root_emb")
     radii = space.root_distance(text, root=None if root is None else root.float().reshape(-1))
     hierarchies = [[] for _ in range(n_img)]
     for h in range(n_h):
-        hierarchies[int(t2i[LEVELS * h])].append(texts[LEVELS * h:LEVELS * (h + 1)])
+        hierarchies[int(t2i[LEVELS * h])].append(texts[LEVELS * h : LEVELS * (h + 1)])
 
     metrics, intervals, ties = {}, {}, {}
     tau = depth_tau(radii.double().numpy().reshape(n_h, LEVELS))
     defined = tau[~np.isnan(tau)]
     r2 = radii.double().numpy().reshape(n_h, LEVELS)
-    ties["depth"] = {"undefined_hierarchies": int(np.isnan(tau).sum()),
-                     "tied_hierarchies_share": float(np.mean([len(np.unique(r)) < LEVELS for r in r2])),
-                     "n_distinct_radii": len(np.unique(r2))}
+    ties["depth"] = {
+        "undefined_hierarchies": int(np.isnan(tau).sum()),
+        "tied_hierarchies_share": float(np.mean([len(np.unique(r)) < LEVELS for r in r2])),
+        "n_distinct_radii": len(np.unique(r2)),
+    }
     metrics["depth_tau"] = float(defined.mean()) if len(defined) else None
     if len(defined):
         intervals["depth_tau"] = list(bootstrap_ci(defined, n_boot=n_boot, seed=seed))
 
-    scores = torch.cat([space.similarity(image[s:s + 1024], text) for s in range(0, n_img, 1024)])   # [M, K]
+    scores = torch.cat([space.similarity(image[s : s + 1024], text) for s in range(0, n_img, 1024)])  # [M, K]
     ret = hierarchical_retrieval(scores, radii, texts, hierarchies, steps)
     for name in ("hr_precision", "hr_recall", "order_recall"):
         vals = np.asarray(ret[name])
@@ -291,11 +329,13 @@ def evaluate_hierarcaps(cache: dict, n_boot: int = 1000, seed: int = 0, steps: i
     pos = np.stack([np.arange(len(texts)), t2i], 1)
     pairs = np.concatenate([pos, neg])
     labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    variants = {"entail": scores.double().numpy()[pairs[:, 1], pairs[:, 0]],
-                "entail_cone": _cone_scores(space, text, image, pairs)}
+    variants = {
+        "entail": scores.double().numpy()[pairs[:, 1], pairs[:, 0]],
+        "entail_cone": _cone_scores(space, text, image, pairs),
+    }
     for prefix, sc in variants.items():
         if sc is None:
-            ties[prefix] = None     # the space defines no entailment cones (e.g. CLIP's sphere)
+            ties[prefix] = None  # the space defines no entailment cones (e.g. CLIP's sphere)
             continue
         metrics[f"{prefix}_ap"] = average_precision(sc, labels)
         metrics[f"{prefix}_auroc"] = auroc(sc, labels)
@@ -304,8 +344,20 @@ def evaluate_hierarcaps(cache: dict, n_boot: int = 1000, seed: int = 0, steps: i
         intervals[f"{prefix}_ap"] = list(bootstrap_ci(rows, statistic=_ap_rows, n_boot=nb, seed=seed))
         intervals[f"{prefix}_auroc"] = list(bootstrap_ci(rows, statistic=_auroc_rows, n_boot=nb, seed=seed))
         ties[prefix] = tie_diagnostics(sc, labels)
-    return {"metrics": metrics, "intervals": intervals, "n": int(n_img), "n_hierarchies": int(n_h),
-            "n_positives": len(pos), "n_negatives": len(neg), "steps": int(steps),
-            "negative_seed": int(negative_seed), "ties": ties,
-            "per_item": {"hr_precision": ret["hr_precision"], "hr_recall": ret["hr_recall"],
-                         "order_recall": ret["order_recall"], "depth_tau": [None if np.isnan(v) else float(v) for v in tau]}}
+    return {
+        "metrics": metrics,
+        "intervals": intervals,
+        "n": int(n_img),
+        "n_hierarchies": int(n_h),
+        "n_positives": len(pos),
+        "n_negatives": len(neg),
+        "steps": int(steps),
+        "negative_seed": int(negative_seed),
+        "ties": ties,
+        "per_item": {
+            "hr_precision": ret["hr_precision"],
+            "hr_recall": ret["hr_recall"],
+            "order_recall": ret["order_recall"],
+            "depth_tau": [None if np.isnan(v) else float(v) for v in tau],
+        },
+    }

@@ -74,16 +74,24 @@ def search_cost(x_tr, y_tr, x_val, y_val, max_iter: int = 1000) -> tuple[float, 
             s = score(c)
             if s > best:
                 best_c, best = c, s
-        delta = delta ** 0.5
+        delta = delta**0.5
     return float(best_c), float(best), history
 
 
-def evaluate_linear_probe(train_cache: dict, test_cache: dict, val_fraction: float = 0.2, n_boot: int = 1000,
-                          seed: int = 0, max_iter: int = 1000) -> dict:
+def evaluate_linear_probe(
+    train_cache: dict,
+    test_cache: dict,
+    val_fraction: float = 0.2,
+    n_boot: int = 1000,
+    seed: int = 0,
+    max_iter: int = 1000,
+) -> dict:
     """Fit the probe on ``train_cache`` (with C search) and score it on ``test_cache``."""
     for name, c in (("train", train_cache), ("test", test_cache)):
         if "image_feats" not in c or "labels" not in c:
-            raise KeyError(f"{c.get('path', name)}: needs 'image_feats' and 'labels' (a classification embedding cache)")
+            raise KeyError(
+                f"{c.get('path', name)}: needs 'image_feats' and 'labels' (a classification embedding cache)"
+            )
     x = train_cache["image_feats"].float().numpy()
     y = train_cache["labels"].long().numpy()
     xt = test_cache["image_feats"].float().numpy()
@@ -98,10 +106,17 @@ def evaluate_linear_probe(train_cache: dict, test_cache: dict, val_fraction: flo
     metrics = {"top1": 100.0 * correct.mean(), "mean_per_class": 100.0 * mean_per_class(correct, yt)}
     intervals = {
         "top1": [100.0 * v for v in bootstrap_ci(correct, n_boot=n_boot, seed=seed)],
-        "mean_per_class": [100.0 * v for v in bootstrap_ci(np.stack([correct, yt], 1), statistic=_mpc_rows,
-                                                            n_boot=n_boot, seed=seed)],
+        "mean_per_class": [
+            100.0 * v for v in bootstrap_ci(np.stack([correct, yt], 1), statistic=_mpc_rows, n_boot=n_boot, seed=seed)
+        ],
     }
-    return {"metrics": metrics, "intervals": intervals, "n": int(len(yt)), "n_train": int(len(y)),
-            "cost": best_c, "val_mean_per_class": 100.0 * best_val,
-            "cost_search": [{"C": c, "val_mean_per_class": 100.0 * s} for c, s in history],
-            "per_item": {"correct": correct.tolist(), "pred": pred.tolist(), "label": yt.tolist()}}
+    return {
+        "metrics": metrics,
+        "intervals": intervals,
+        "n": int(len(yt)),
+        "n_train": int(len(y)),
+        "cost": best_c,
+        "val_mean_per_class": 100.0 * best_val,
+        "cost_search": [{"C": c, "val_mean_per_class": 100.0 * s} for c, s in history],
+        "per_item": {"correct": correct.tolist(), "pred": pred.tolist(), "label": yt.tolist()},
+    }

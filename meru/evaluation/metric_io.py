@@ -72,6 +72,7 @@ def write_json(path: str | os.PathLike, obj: Any, nonfinite: str = "error", inde
 
 def read_json(path: str | os.PathLike) -> Any:
     """Read strict JSON (``NaN``/``Infinity`` literals are rejected with the file name)."""
+
     def _bad(tok):
         raise ValueError(f"{path}: contains {tok}, which strict JSON forbids")
 

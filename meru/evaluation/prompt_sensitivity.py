@@ -55,7 +55,10 @@ def template_sets(dataset: str) -> dict[str, dict]:
     if meru is not None and meru in mp:
         meru_set = {"templates": list(mp[meru]), "source": f"meru_prompts.json:{meru}"}
     else:
-        meru_set = {"templates": list(mp["imagenet"]), "source": "meru_prompts.json:imagenet (no MERU set for this dataset)"}
+        meru_set = {
+            "templates": list(mp["imagenet"]),
+            "source": "meru_prompts.json:imagenet (no MERU set for this dataset)",
+        }
     cb_name = dataset_table()[meru]["clip_benchmark"] if meru is not None else dataset
     table = clip_benchmark_templates()
     keys = [] if cb_name is None else [cb_name, cb_name.split("/", 1)[-1]]
@@ -88,12 +91,19 @@ def evaluate_prompts(cache: dict, n_boot: int = 1000, seed: int = 0) -> dict:
     from meru.evaluation.zeroshot import mean_per_class, zeroshot_scores
 
     if not cache.get("prompt_sets"):
-        raise ValueError(f"{cache.get('path', 'cache')}: no prompt_sets in this embedding cache (made before "
-                         "prompt sensitivity existed, or not a zero-shot set); re-run `meru embed`")
+        raise ValueError(
+            f"{cache.get('path', 'cache')}: no prompt_sets in this embedding cache (made before "
+            "prompt sensitivity existed, or not a zero-shot set); re-run `meru embed`"
+        )
     labels = cache["labels"].long()
     lab = labels.numpy()
-    sets = {"evalset": {"templates": cache["templates"], "source": "eval set templates",
-                        "class_text_raw": cache["class_text_raw"]}}
+    sets = {
+        "evalset": {
+            "templates": cache["templates"],
+            "source": "eval set templates",
+            "class_text_raw": cache["class_text_raw"],
+        }
+    }
     sets.update(cache["prompt_sets"])
     metrics, intervals, info = {}, {}, {}
     for name, entry in sets.items():
@@ -104,8 +114,12 @@ def evaluate_prompts(cache: dict, n_boot: int = 1000, seed: int = 0) -> dict:
         metrics[f"top1_{name}"] = top1
         metrics[f"mean_per_class_{name}"] = mpc
         intervals[f"top1_{name}"] = [100.0 * v for v in bootstrap_ci(correct, n_boot=n_boot, seed=seed)]
-        info[name] = {"top1": top1, "mean_per_class": mpc, "n_templates": len(entry["templates"]),
-                      "source": entry["source"]}
+        info[name] = {
+            "top1": top1,
+            "mean_per_class": mpc,
+            "n_templates": len(entry["templates"]),
+            "source": entry["source"],
+        }
     tops = [v["top1"] for v in info.values()]
     metrics["top1_spread"] = max(tops) - min(tops)
     return {"metrics": metrics, "intervals": intervals, "n": len(lab), "prompt_sets": info}

@@ -31,8 +31,9 @@ def best_positive_ranks(scores: torch.Tensor, positive: torch.Tensor) -> np.ndar
     return ((scores > best) & ~positive).sum(1).numpy().astype(np.int64)
 
 
-def retrieval_ranks(space, image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
-                    batch_size: int = 1024) -> dict[str, np.ndarray]:
+def retrieval_ranks(
+    space, image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor, batch_size: int = 1024
+) -> dict[str, np.ndarray]:
     """``{"i2t": [N], "t2i": [M]}`` ranks (see module doc), computed in query chunks."""
     image_emb, text_emb, t2i = image_emb.float(), text_emb.float(), text_to_image.long()
     n = image_emb.shape[0]
@@ -42,8 +43,8 @@ def retrieval_ranks(space, image_emb: torch.Tensor, text_emb: torch.Tensor, text
         sc = space.similarity(image_emb[rows], text_emb)
         i2t.append(best_positive_ranks(sc, t2i.view(1, -1) == rows.view(-1, 1)))
     for s in range(0, text_emb.shape[0], batch_size):
-        q = t2i[s:s + batch_size]
-        sc = space.similarity(text_emb[s:s + batch_size], image_emb)
+        q = t2i[s : s + batch_size]
+        sc = space.similarity(text_emb[s : s + batch_size], image_emb)
         t2i_r.append(best_positive_ranks(sc, torch.arange(n).view(1, -1) == q.view(-1, 1)))
     return {"i2t": np.concatenate(i2t), "t2i": np.concatenate(t2i_r)}
 
@@ -61,5 +62,10 @@ def evaluate_retrieval(cache: dict, ks=KS, n_boot: int = 1000, seed: int = 0) ->
             hit = (ranks[d] < k).astype(np.float64)
             metrics[f"{d}_r{k}"] = 100.0 * hit.mean()
             intervals[f"{d}_r{k}"] = [100.0 * v for v in bootstrap_ci(hit, n_boot=n_boot, seed=seed)]
-    return {"metrics": metrics, "intervals": intervals, "n": int(len(ranks["i2t"])), "n_texts": int(len(ranks["t2i"])),
-            "per_query": {"i2t_rank": ranks["i2t"].tolist(), "t2i_rank": ranks["t2i"].tolist()}}
+    return {
+        "metrics": metrics,
+        "intervals": intervals,
+        "n": int(len(ranks["i2t"])),
+        "n_texts": int(len(ranks["t2i"])),
+        "per_query": {"i2t_rank": ranks["i2t"].tolist(), "t2i_rank": ranks["t2i"].tolist()},
+    }

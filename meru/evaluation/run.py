@@ -29,12 +29,20 @@ def header(cache: dict, task: str, label: str | None = None, seed: int | None = 
     seed = cache.get("seed") if seed is None else seed
     size = cache.get("size")
     if label and label.endswith("-released") and label.startswith(f"{cache['kind']}-"):
-        size = label[len(cache["kind"]) + 1:-len("-released")]  # released variant: vit-s16 or vit-s16-grit
+        size = label[len(cache["kind"]) + 1 : -len("-released")]  # released variant: vit-s16 or vit-s16-grit
     label = label or f"{cache['kind']}-{size}-s{seed if seed is not None else 0}"
-    return {"model": cache["kind"], "kind": cache["kind"], "size": size,
-            "seed": int(seed) if seed is not None else 0, "label": label, "dataset": cache.get("dataset"),
-            "task": task, "geometry": space_of(cache).geometry(), "checkpoint": cache.get("checkpoint"),
-            "embeddings": cache.get("path")}
+    return {
+        "model": cache["kind"],
+        "kind": cache["kind"],
+        "size": size,
+        "seed": int(seed) if seed is not None else 0,
+        "label": label,
+        "dataset": cache.get("dataset"),
+        "task": task,
+        "geometry": space_of(cache).geometry(),
+        "checkpoint": cache.get("checkpoint"),
+        "embeddings": cache.get("path"),
+    }
 
 
 CB_RECALL_KS = (1, 5, 10)
@@ -63,8 +71,11 @@ def clip_benchmark_zeroshot(cache: dict) -> dict:
     else:
         (acc1,), acc5 = clip_benchmark_accuracy(logits, target, topk=(1,)), float("nan")
     pred = logits.argmax(1)
-    return {"acc1": float(acc1), "acc5": float(acc5),
-            "mean_per_class_recall": float(balanced_accuracy_score(target.numpy(), pred.numpy()))}
+    return {
+        "acc1": float(acc1),
+        "acc5": float(acc5),
+        "mean_per_class_recall": float(balanced_accuracy_score(target.numpy(), pred.numpy())),
+    }
 
 
 def clip_benchmark_retrieval(cache: dict, ks=CB_RECALL_KS, batch_size: int = 64) -> dict:
@@ -114,13 +125,21 @@ def clip_benchmark_record(rec: dict, cb_metrics: dict | None) -> dict | None:
         return None
     model = f"{rec['kind']}-{rec['size']}"
     label = rec["label"]
-    pretrained = label[len(model) + 1:] if label.startswith(model + "-") else label
-    return {"dataset": rec["dataset"], "model": model, "pretrained": pretrained, "task": task,
-            "metrics": metrics, "language": "en"}
+    pretrained = label[len(model) + 1 :] if label.startswith(model + "-") else label
+    return {
+        "dataset": rec["dataset"],
+        "model": model,
+        "pretrained": pretrained,
+        "task": task,
+        "metrics": metrics,
+        "language": "en",
+    }
 
 
 def clip_benchmark_path(out: Path) -> Path:
-    return out.with_name(out.name[:-5] + ".clip_benchmark.json" if out.name.endswith(".json") else out.name + ".clip_benchmark.json")
+    return out.with_name(
+        out.name[:-5] + ".clip_benchmark.json" if out.name.endswith(".json") else out.name + ".clip_benchmark.json"
+    )
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -169,7 +188,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         from meru.evaluation.linear_probe import evaluate_linear_probe
 
         if args.train_embeddings is None:
-            raise ValueError("--task linear-probe needs --train-embeddings TRAIN.pt (features of the probe's training set)")
+            raise ValueError(
+                "--task linear-probe needs --train-embeddings TRAIN.pt (features of the probe's training set)"
+            )
         train = load_cache(args.train_embeddings, "classification")
         cache = load_cache(args.embeddings, "classification")
         res = evaluate_linear_probe(train, cache, **kw)
@@ -187,8 +208,11 @@ def evaluate(args: argparse.Namespace) -> dict:
             from meru.evaluation.traversal import traverse
 
             res = traverse(cache, pool, steps=args.steps, max_images=args.max_images)
-            res["metrics"] = {k: v for k, v in res["summary"].items()
-                              if k in ("monotonic_frac", "precision", "mean_unique") and v is not None}
+            res["metrics"] = {
+                k: v
+                for k, v in res["summary"].items()
+                if k in ("monotonic_frac", "precision", "mean_unique") and v is not None
+            }
             res["n"] = res["summary"]["n_images"]
         res["text_pool"] = str(args.text_pool)
     return {**header(cache, args.task, args.label, args.seed), **res}

@@ -42,8 +42,10 @@ def true_pair_mask(cache: dict, n_pool: int) -> tuple[np.ndarray | None, str | N
     for i, m in enumerate(meta):
         idx = np.asarray(m["true_captions"], dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= n_pool):
-            raise ValueError(f"{cache.get('path', 'cache')}: image {i} has true_captions outside the pool "
-                             f"(size {n_pool}); use the caption pool of the same SynthHier directory")
+            raise ValueError(
+                f"{cache.get('path', 'cache')}: image {i} has true_captions outside the pool "
+                f"(size {n_pool}); use the caption pool of the same SynthHier directory"
+            )
         mask[idx, i] = True
     return mask, "pool_true_captions"
 
@@ -56,8 +58,12 @@ def _rank_corr(a: np.ndarray, b: np.ndarray) -> dict:
         return {"spearman": None, "spearman_p": None, "kendall": None, "kendall_p": None}
     sp = stats.spearmanr(a[ok], b[ok])
     kt = stats.kendalltau(a[ok], b[ok])
-    return {"spearman": float(sp.statistic), "spearman_p": float(sp.pvalue),
-            "kendall": float(kt.statistic), "kendall_p": float(kt.pvalue)}
+    return {
+        "spearman": float(sp.statistic),
+        "spearman_p": float(sp.pvalue),
+        "kendall": float(kt.statistic),
+        "kendall_p": float(kt.pvalue),
+    }
 
 
 def root_distance_by_level(levels: np.ndarray, dist: np.ndarray) -> dict:
@@ -77,8 +83,10 @@ def check_same_space(cache: dict, pool: dict):
     """The space of ``cache``; raises if ``pool`` was embedded in a different one (another model)."""
     space = space_of(cache)
     if not space.matches(space_of(pool)):
-        raise ValueError(f"{pool.get('path')} and {cache.get('path')} come from different models "
-                         "(kind/curvature differ); embed the pool with the same checkpoint")
+        raise ValueError(
+            f"{pool.get('path')} and {cache.get('path')} come from different models "
+            "(kind/curvature differ); embed the pool with the same checkpoint"
+        )
     return space
 
 
@@ -88,11 +96,17 @@ def evaluate_structure(cache: dict, pool: dict, n_boot: int = 1000, seed: int = 
     x, t = cache["image_emb"].float(), pool["text_emb"].float()
     root = space.root(t)
     rx, rt = space.root_distance(x, root).numpy(), space.root_distance(t, root).numpy()
-    metrics = {"image_root_mean": rx.mean(), "image_root_median": np.median(rx),
-               "text_root_mean": rt.mean(), "text_root_median": np.median(rt),
-               "modality_gap": space.modality_gap(x, t)}
-    intervals = {"image_root_mean": list(bootstrap_ci(rx, n_boot=n_boot, seed=seed)),
-                 "text_root_mean": list(bootstrap_ci(rt, n_boot=n_boot, seed=seed))}
+    metrics = {
+        "image_root_mean": rx.mean(),
+        "image_root_median": np.median(rx),
+        "text_root_mean": rt.mean(),
+        "text_root_median": np.median(rt),
+        "modality_gap": space.modality_gap(x, t),
+    }
+    intervals = {
+        "image_root_mean": list(bootstrap_ci(rx, n_boot=n_boot, seed=seed)),
+        "text_root_mean": list(bootstrap_ci(rt, n_boot=n_boot, seed=seed)),
+    }
     extra: dict = {}
     for name in ("specificity", "depth"):
         if name in pool:
@@ -102,8 +116,11 @@ def evaluate_structure(cache: dict, pool: dict, n_boot: int = 1000, seed: int = 
             extra[f"text_root_by_{name}"] = root_distance_by_level(pool[name].double().numpy(), rt)
     lo, hi = float(min(rx.min(), rt.min())), float(max(rx.max(), rt.max()))
     edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-    histogram = {"edges": edges.tolist(), "image_counts": np.histogram(rx, edges)[0].tolist(),
-                 "text_counts": np.histogram(rt, edges)[0].tolist()}
+    histogram = {
+        "edges": edges.tolist(),
+        "image_counts": np.histogram(rx, edges)[0].tolist(),
+        "text_counts": np.histogram(rt, edges)[0].tolist(),
+    }
 
     # true / false (caption, image) pairs
     mask, source = true_pair_mask(cache, t.shape[0])
@@ -133,6 +150,12 @@ def evaluate_structure(cache: dict, pool: dict, n_boot: int = 1000, seed: int = 
         extra["pair_source"] = source
         extra["n_true_pairs"] = int(mask.sum())
         extra["n_false_pairs"] = int((~mask).sum())
-    return {"metrics": metrics, "intervals": intervals, "n": int(x.shape[0]), "n_texts": int(t.shape[0]),
-            "histogram": histogram, "root": space.root_name,
-            **extra}
+    return {
+        "metrics": metrics,
+        "intervals": intervals,
+        "n": int(x.shape[0]),
+        "n_texts": int(t.shape[0]),
+        "histogram": histogram,
+        "root": space.root_name,
+        **extra,
+    }

@@ -37,11 +37,11 @@ NEG = -1e12
 
 def nearest_captions(space, points: torch.Tensor, pool_emb: torch.Tensor, root: torch.Tensor) -> torch.Tensor:
     """``[S]`` index of the best caption for each point; index ``M`` (= len(pool)) is [ROOT]."""
-    scores = space.similarity(points, pool_emb)                           # [S, M]
+    scores = space.similarity(points, pool_emb)  # [S, M]
     if space.has_cones:
-        viol = space.cone_violation_matrix(pool_emb, points).T             # [S, M]
+        viol = space.cone_violation_matrix(pool_emb, points).T  # [S, M]
         scores = scores.masked_fill(viol > 0, NEG)
-    root_score = space.similarity(points, root.view(1, -1))               # [ROOT] entails everything
+    root_score = space.similarity(points, root.view(1, -1))  # [ROOT] entails everything
     return torch.cat([scores, root_score], 1).argmax(1)
 
 
@@ -81,8 +81,14 @@ def traverse(cache: dict, pool: dict, steps: int = 50, max_images: int | None = 
                 listed.append({"t": float(ts[k]), "text": ROOT_TEXT, "specificity": None, "correct": None})
             else:
                 s = float(spec[j]) if np.isfinite(spec[j]) else None
-                listed.append({"t": float(ts[k]), "text": texts[j], "specificity": s,
-                               "correct": None if truth is None else (j in truth)})
+                listed.append(
+                    {
+                        "t": float(ts[k]),
+                        "text": texts[j],
+                        "specificity": s,
+                        "correct": None if truth is None else (j in truth),
+                    }
+                )
         caps = [e for e in listed if e["text"] != ROOT_TEXT]
         sp = [e["specificity"] for e in caps]
         mono.extend(float(b <= a) for a, b in zip(sp, sp[1:]) if a is not None and b is not None)
@@ -93,7 +99,9 @@ def traverse(cache: dict, pool: dict, steps: int = 50, max_images: int | None = 
         counts = np.sum(~np.isnan(per_step), 0)
         means = np.where(counts > 0, np.nansum(per_step, 0) / np.maximum(counts, 1), np.nan)
     summary = {
-        "n_images": n, "steps": steps, "t": ts.tolist(),
+        "n_images": n,
+        "steps": steps,
+        "t": ts.tolist(),
         "monotonic_frac": float(np.mean(mono)) if mono else None,
         "precision": float(np.mean(prec)) if prec else None,
         "mean_unique": float(np.mean([len(im["steps"]) for im in images])) if images else None,

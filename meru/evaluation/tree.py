@@ -63,8 +63,9 @@ class Tree:
     exactly one parent; a second parent, a cycle, or several roots is an error.
     """
 
-    def __init__(self, edges: Iterable[tuple[str, str]], names: Mapping[str, str] | None = None,
-                 source: str = "<edges>"):
+    def __init__(
+        self, edges: Iterable[tuple[str, str]], names: Mapping[str, str] | None = None, source: str = "<edges>"
+    ):
         self.source = source
         self._parent: dict[str, str] = {}
         self._children: dict[str, list[str]] = {}
@@ -78,8 +79,10 @@ class Tree:
             if child in self._parent:
                 if self._parent[child] == parent:
                     continue  # duplicate edge
-                raise ValueError(f"{source}: node {child!r} has two parents "
-                                 f"({self._parent[child]!r} and {parent!r}); a tree needs one")
+                raise ValueError(
+                    f"{source}: node {child!r} has two parents "
+                    f"({self._parent[child]!r} and {parent!r}); a tree needs one"
+                )
             self._parent[child] = parent
             self._children.setdefault(parent, []).append(child)
             order.setdefault(parent)
@@ -88,8 +91,9 @@ class Tree:
             raise ValueError(f"{source}: no edges; expected 'parent child' lines")
         roots = [n for n in order if n not in self._parent]
         if len(roots) != 1:
-            raise ValueError(f"{source}: expected exactly one root (node without a parent), found "
-                             f"{len(roots)}: {roots[:5]}")
+            raise ValueError(
+                f"{source}: expected exactly one root (node without a parent), found {len(roots)}: {roots[:5]}"
+            )
         self.root: str = roots[0]
         self.nodes: list[str] = list(order)
         # depth by walking from the root (also detects nodes unreachable = cycles)
@@ -125,8 +129,10 @@ class Tree:
         """
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"tree file {path} not found; build it with `meru imagenet-tree --out {path}` "
-                                    "or `meru synth` (taxonomy.txt)")
+            raise FileNotFoundError(
+                f"tree file {path} not found; build it with `meru imagenet-tree --out {path}` "
+                "or `meru synth` (taxonomy.txt)"
+            )
         edges = []
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             line = line.strip()
@@ -245,8 +251,9 @@ def _class_indices(tree: Tree, true_leaves, pred_leaves, classes):
     return classes, ti, pi
 
 
-def hierarchical_metrics(tree: Tree, true_leaves, pred_leaves, classes: Sequence[str] | None = None,
-                         batch_size: int = 8192) -> dict[str, np.ndarray]:
+def hierarchical_metrics(
+    tree: Tree, true_leaves, pred_leaves, classes: Sequence[str] | None = None, batch_size: int = 8192
+) -> dict[str, np.ndarray]:
     """Per-sample hierarchical metrics of predictions against ground truth.
 
     true_leaves, pred_leaves: ``[N]`` node ids, or — with ``classes`` (``[C]`` node ids) —
@@ -260,18 +267,18 @@ def hierarchical_metrics(tree: Tree, true_leaves, pred_leaves, classes: Sequence
     out = {k: np.empty(n, dtype=np.float64) for k in METRIC_NAMES}
     if n == 0:
         return out
-    S = tree.ancestor_matrix(classes)                      # [C, V] incl. self
+    S = tree.ancestor_matrix(classes)  # [C, V] incl. self
     node_depth = np.array([tree.depth(v) for v in tree.nodes], dtype=np.int64)
     node_height = np.array([tree.height(v) for v in tree.nodes], dtype=np.float64)
     cls_col = np.array([tree._index[c] for c in classes], dtype=np.int64)
     A = S.copy()
-    A[np.arange(len(classes)), cls_col] = False             # [C, V] proper ancestors
+    A[np.arange(len(classes)), cls_col] = False  # [C, V] proper ancestors
     sizeS = S.sum(1).astype(np.float64)
     sizeA = A.sum(1).astype(np.float64)
     cdepth = node_depth[cls_col]
     for s in range(0, n, batch_size):
-        t, p = ti[s:s + batch_size], pi[s:s + batch_size]
-        common = S[t] & S[p]                                # [B, V] = S(lca)
+        t, p = ti[s : s + batch_size], pi[s : s + batch_size]
+        common = S[t] & S[p]  # [B, V] = S(lca)
         inter_full = common.sum(1).astype(np.float64)
         # lca = deepest common node: depth is unique along a root path
         lca_col = np.argmax(np.where(common, node_depth[None, :], -1), axis=1)
@@ -280,7 +287,7 @@ def hierarchical_metrics(tree: Tree, true_leaves, pred_leaves, classes: Sequence
         union = sizeA[t] + sizeA[p] - inter
         union_full = sizeS[t] + sizeS[p] - inter_full
         sl = slice(s, s + t.shape[0])
-        correct = (t == p)
+        correct = t == p
         out["correct"][sl] = correct
         out["tie"][sl] = cdepth[t] + cdepth[p] - 2 * lca_depth
         out["lca"][sl] = sizeA[p] - inter + 1
@@ -320,8 +327,9 @@ def summarize_hierarchical(per_sample: Mapping[str, np.ndarray]) -> dict[str, fl
     return out
 
 
-def chance_hierarchical(tree: Tree, classes: Sequence[str] | None = None,
-                        true_weights: Sequence[float] | None = None) -> dict[str, float | None]:
+def chance_hierarchical(
+    tree: Tree, classes: Sequence[str] | None = None, true_weights: Sequence[float] | None = None
+) -> dict[str, float | None]:
     """Exact expected metrics of a classifier that predicts uniformly at random.
 
     classes: candidate classes (default: all leaves). The prediction is uniform over
@@ -340,7 +348,7 @@ def chance_hierarchical(tree: Tree, classes: Sequence[str] | None = None,
     ti = np.repeat(np.arange(C), C)
     pi = np.tile(np.arange(C), C)
     per = hierarchical_metrics(tree, ti, pi, classes=classes)
-    pw = np.repeat(w, C) / C                                # pair probabilities
+    pw = np.repeat(w, C) / C  # pair probabilities
     out: dict[str, float | None] = {}
     for k, v in per.items():
         if k == "mistake_severity":
@@ -349,4 +357,3 @@ def chance_hierarchical(tree: Tree, classes: Sequence[str] | None = None,
         else:
             out[k] = float(np.sum(pw * v))
     return out
-

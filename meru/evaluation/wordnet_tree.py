@@ -48,8 +48,11 @@ def _resource_text(name: str) -> str:
 
 def imagenet_wnids() -> list[str]:
     """The 1,000 ImageNet-1k class wnids, sorted (``meru/resources/imagenet_wnids.txt``)."""
-    return [line.strip() for line in _resource_text("imagenet_wnids.txt").splitlines()
-            if line.strip() and not line.startswith("#")]
+    return [
+        line.strip()
+        for line in _resource_text("imagenet_wnids.txt").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
 
 def tiebreak_paths() -> dict[str, list[str]]:
@@ -104,23 +107,24 @@ def read_noun_hypernyms(wordnet_dir: str | Path) -> dict[str, list[str]]:
                 w_cnt = int(fields[3], 16)
                 k = 4 + 2 * w_cnt
                 p_cnt = int(fields[k])
-                ptrs = fields[k + 1:k + 1 + 4 * p_cnt]
+                ptrs = fields[k + 1 : k + 1 + 4 * p_cnt]
             except (IndexError, ValueError) as exc:
                 raise ValueError(f"{path}:{lineno}: not a WordNet data line ({exc}); is this WordNet 3.0?") from exc
             if len(ptrs) != 4 * p_cnt:
                 raise ValueError(f"{path}:{lineno}: truncated pointer list")
             hypernyms["n%08d" % offset] = [
-                "n%08d" % int(ptrs[j + 1]) for j in range(0, len(ptrs), 4)
-                if ptrs[j] == "@" and ptrs[j + 2] == "n"
+                "n%08d" % int(ptrs[j + 1]) for j in range(0, len(ptrs), 4) if ptrs[j] == "@" and ptrs[j + 2] == "n"
             ]
     if ROOT not in hypernyms:
         raise ValueError(f"{path}: synset {ROOT} (physical entity) missing; expected WordNet 3.0 offsets")
     return hypernyms
 
 
-def build_imagenet_edges(wordnet_dir: str | Path | None = None,
-                         classes: list[str] | None = None,
-                         tiebreak: dict[str, list[str]] | None = None) -> list[tuple[str, str]]:
+def build_imagenet_edges(
+    wordnet_dir: str | Path | None = None,
+    classes: list[str] | None = None,
+    tiebreak: dict[str, list[str]] | None = None,
+) -> list[tuple[str, str]]:
     """The ImageNet is-a tree as ``(parent, child)`` edges in output order (module docstring)."""
     hyper = read_noun_hypernyms(find_wordnet_dir(wordnet_dir))
     for child, parent in REWIRINGS.items():
@@ -158,12 +162,14 @@ def build_imagenet_edges(wordnet_dir: str | Path | None = None,
             chosen.append(paths[0])
             continue
         if c not in tiebreak:
-            raise ValueError(f"class {c} has {len(paths)} longest paths to the root and no entry in "
-                             "imagenet_tiebreak_paths.json")
+            raise ValueError(
+                f"class {c} has {len(paths)} longest paths to the root and no entry in imagenet_tiebreak_paths.json"
+            )
         pick = tuple(tiebreak[c])
         if pick not in paths:
-            raise ValueError(f"tie-break path for {c} is not one of its longest WordNet paths; "
-                             "is the WordNet version 3.0?")
+            raise ValueError(
+                f"tie-break path for {c} is not one of its longest WordNet paths; is the WordNet version 3.0?"
+            )
         chosen.append(pick)
 
     children: dict[str, set[str]] = {}
@@ -208,9 +214,12 @@ def write_edges(edges: list[tuple[str, str]], out: str | Path) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output edge file (parent child per line)")
-    parser.add_argument("--wordnet-dir", default=None,
-                        help="directory with WordNet 3.0 data.noun (default: $WORDNET_DIR, /usr/share/wordnet, "
-                             "then nltk's corpora/wordnet)")
+    parser.add_argument(
+        "--wordnet-dir",
+        default=None,
+        help="directory with WordNet 3.0 data.noun (default: $WORDNET_DIR, /usr/share/wordnet, "
+        "then nltk's corpora/wordnet)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

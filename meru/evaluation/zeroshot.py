@@ -33,7 +33,7 @@ def zeroshot_scores(cache: dict, batch_size: int = 4096) -> torch.Tensor:
     """``[N, C]`` similarity of every image to every class embedding."""
     space, w = space_of(cache), classifier_weights(cache)
     x = cache["image_emb"].float()
-    return torch.cat([space.similarity(x[s:s + batch_size], w) for s in range(0, x.shape[0], batch_size)])
+    return torch.cat([space.similarity(x[s : s + batch_size], w) for s in range(0, x.shape[0], batch_size)])
 
 
 def mean_per_class(correct: np.ndarray, labels: np.ndarray) -> float:
@@ -86,19 +86,33 @@ def evaluate_zeroshot(cache: dict, tree=None, n_boot: int = 1000, seed: int = 0)
         "top5": [100.0 * v for v in bootstrap_ci(c5, indices=idx)],
         "mean_per_class": [100.0 * v for v in bootstrap_ci(np.stack([c1, lab], 1), statistic=_mpc_rows, indices=idx)],
     }
-    out = {"metrics": metrics, "intervals": intervals, "n": int(len(c1)), "n_classes": int(scores.shape[1]),
-           "per_item": {"correct": c1.tolist(), "correct_top5": c5.tolist(), "pred": pred.tolist(), "label": lab.tolist()}}
+    out = {
+        "metrics": metrics,
+        "intervals": intervals,
+        "n": int(len(c1)),
+        "n_classes": int(scores.shape[1]),
+        "per_item": {"correct": c1.tolist(), "correct_top5": c5.tolist(), "pred": pred.tolist(), "label": lab.tolist()},
+    }
     if tree is not None:
         nodes = cache.get("class_nodes")
         if not nodes:
-            raise ValueError(f"{cache.get('path', 'cache')}: --tree given but the cache has no class_nodes (the eval "
-                             "set needs class_nodes.json, or ImageNet-1k class order); re-run `meru embed`")
+            raise ValueError(
+                f"{cache.get('path', 'cache')}: --tree given but the cache has no class_nodes (the eval "
+                "set needs class_nodes.json, or ImageNet-1k class order); re-run `meru embed`"
+            )
         out.update(hierarchical(tree, lab, pred.numpy(), nodes, n_boot, seed, indices=idx))
     return out
 
 
-def hierarchical(tree, labels: np.ndarray, pred: np.ndarray, class_nodes, n_boot: int = 1000, seed: int = 0,
-                 indices: np.ndarray | None = None) -> dict:
+def hierarchical(
+    tree,
+    labels: np.ndarray,
+    pred: np.ndarray,
+    class_nodes,
+    n_boot: int = 1000,
+    seed: int = 0,
+    indices: np.ndarray | None = None,
+) -> dict:
     """Hierarchical metrics of top-1 predictions (means over items; mistake severity over mistakes only).
     ``indices``: bootstrap indices over all items (``bootstrap_indices(N, n_boot, seed)``) to reuse."""
     from meru.evaluation.tree import hierarchical_metrics, summarize_hierarchical
@@ -110,9 +124,14 @@ def hierarchical(tree, labels: np.ndarray, pred: np.ndarray, class_nodes, n_boot
         if k == "correct" or summary.get(k) is None:
             continue
         metrics[k] = summary[k]
-        vals = v[~np.isnan(v)] if k == "mistake_severity" else v   # severity: over mistakes only
+        vals = v[~np.isnan(v)] if k == "mistake_severity" else v  # severity: over mistakes only
         reuse = indices is not None and len(vals) == indices.shape[1] and k != "mistake_severity"
-        intervals[k] = list(bootstrap_ci(vals, indices=indices) if reuse else bootstrap_ci(vals, n_boot=n_boot, seed=seed))
+        intervals[k] = list(
+            bootstrap_ci(vals, indices=indices) if reuse else bootstrap_ci(vals, n_boot=n_boot, seed=seed)
+        )
     metrics["n_mistakes"] = summary.get("n_mistakes", 0)
-    return {"hierarchical_metrics": metrics, "hierarchical_intervals": intervals,
-            "per_item_hierarchical": {"tie": per["tie"].tolist()}}
+    return {
+        "hierarchical_metrics": metrics,
+        "hierarchical_intervals": intervals,
+        "per_item_hierarchical": {"tie": per["tie"].tolist()},
+    }

@@ -6,11 +6,27 @@ import torch, timm or open_clip."""
 from importlib import import_module
 
 _EXPORTS = {
-    "CLIP": "meru.models.clip_meru", "MERU": "meru.models.clip_meru", "EuCLIP": "meru.models.clip_meru", "build_model": "meru.models.clip_meru",
-    "fp32_head": "meru.models.clip_meru", "get_tokenizer": "meru.models.clip_meru",
-    "MODEL_SIZES": "meru.models.registry", "ModelSize": "meru.models.registry", "get_size": "meru.models.registry",
+    "CLIP": "meru.models.clip_meru",
+    "MERU": "meru.models.clip_meru",
+    "EuCLIP": "meru.models.clip_meru",
+    "build_model": "meru.models.clip_meru",
+    "fp32_head": "meru.models.clip_meru",
+    "get_tokenizer": "meru.models.clip_meru",
+    "MODEL_SIZES": "meru.models.registry",
+    "ModelSize": "meru.models.registry",
+    "get_size": "meru.models.registry",
 }
-__all__ = ["CLIP", "EuCLIP", "MERU", "MODEL_SIZES", "ModelSize", "build_model", "fp32_head", "get_size", "get_tokenizer"]
+__all__ = [
+    "CLIP",
+    "EuCLIP",
+    "MERU",
+    "MODEL_SIZES",
+    "ModelSize",
+    "build_model",
+    "fp32_head",
+    "get_size",
+    "get_tokenizer",
+]
 
 
 def __getattr__(name):

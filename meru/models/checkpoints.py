@@ -56,8 +56,9 @@ def safe_load(path: str | os.PathLike, map_location="cpu", what: str = "file"):
         specific = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln]
         other = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the documentation", "("))]
         reason = (specific or other or lines or [type(e).__name__])[0][:200]
-        raise UnsafeFileError(f"{path}: refused to load this {what}: it is not a plain tensor file "
-                              f"(weights_only load failed: {reason})") from None
+        raise UnsafeFileError(
+            f"{path}: refused to load this {what}: it is not a plain tensor file (weights_only load failed: {reason})"
+        ) from None
 
 
 def nonfinite_tensors(obj, prefix: str = "") -> list[str]:
@@ -80,8 +81,9 @@ def require_finite(obj, source: str, what: str = "weights") -> None:
     bad = nonfinite_tensors(obj)
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise NonFiniteWeightsError(f"{source}: non-finite (NaN/inf) {what} in {', '.join(bad[:3])}{more}; "
-                                    "a diverged model is refused")
+        raise NonFiniteWeightsError(
+            f"{source}: non-finite (NaN/inf) {what} in {', '.join(bad[:3])}{more}; a diverged model is refused"
+        )
 
 
 def save_model(model: CLIP, path: str | os.PathLike, step: int = 0, config: dict | None = None, **extra) -> None:
@@ -89,9 +91,16 @@ def save_model(model: CLIP, path: str | os.PathLike, step: int = 0, config: dict
     path = Path(path)
     require_finite(model.state_dict(), f"{path} (not written)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "kind": model.kind, "size": model.size, "model_kwargs": model.model_kwargs(),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "step": int(step),
-               "config": config or {}, **extra}
+    payload = {
+        "format": FORMAT,
+        "kind": model.kind,
+        "size": model.size,
+        "model_kwargs": model.model_kwargs(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "step": int(step),
+        "config": config or {},
+        **extra,
+    }
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -106,13 +115,13 @@ def convert_official_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.
         if key in ("pixel_mean", "pixel_std"):
             continue
         if key.startswith("visual_proj."):
-            new = "visual.head.proj." + key[len("visual_proj."):]
+            new = "visual.head.proj." + key[len("visual_proj.") :]
         elif key.startswith("visual."):
-            new = "visual.trunk." + key[len("visual."):]
+            new = "visual.trunk." + key[len("visual.") :]
         elif key == "textual_proj.weight":
             new, value = "text.text_projection", value.T.contiguous()
         elif key.startswith("textual."):
-            rest = key[len("textual."):]
+            rest = key[len("textual.") :]
             rest = rest.replace("token_embed.", "token_embedding.", 1) if rest.startswith("token_embed.") else rest
             rest = "positional_embedding" if rest == "posit_embed" else rest
             rest = "transformer." + rest if rest.startswith("resblocks.") else rest
@@ -138,13 +147,17 @@ def _load_strict(model: CLIP, sd: dict[str, torch.Tensor], source: str) -> CLIP:
         )
     for k, v in own.items():
         if tuple(sd[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{source}: key {k!r} has shape {tuple(sd[k].shape)}, "
-                                  f"but {model.kind}/{model.size} expects {tuple(v.shape)}: wrong architecture.")
+            raise CheckpointError(
+                f"{source}: key {k!r} has shape {tuple(sd[k].shape)}, "
+                f"but {model.kind}/{model.size} expects {tuple(v.shape)}: wrong architecture."
+            )
     model.load_state_dict(sd, strict=False)  # strictness checked above; non-persistent buffers excluded
     return model
 
 
-def load_official(path: str | os.PathLike, kind: str | None = None, size: str | None = None, map_location="cpu") -> CLIP:
+def load_official(
+    path: str | os.PathLike, kind: str | None = None, size: str | None = None, map_location="cpu"
+) -> CLIP:
     """Load a released official checkpoint; ``kind``/``size`` are inferred from keys and shapes if not given."""
     blob = safe_load(path, map_location, "checkpoint")
     if not isinstance(blob, dict) or "model" not in blob:
@@ -165,7 +178,8 @@ def load_official(path: str | os.PathLike, kind: str | None = None, size: str | 
         if (name_kind, name_size) != (inferred_kind, inferred_size):
             raise CheckpointError(
                 f"{path}: the file name says {name_kind}/{name_size} but its contents are {inferred_kind}/"
-                f"{inferred_size} (MERU files have a 'curv' key; ViT width {width}); rename or re-download it.")
+                f"{inferred_size} (MERU files have a 'curv' key; ViT width {width}); rename or re-download it."
+            )
     kind, size = kind or inferred_kind, size or inferred_size
     return _load_strict(build_model(kind, size), convert_official_state_dict(sd), str(path))
 

@@ -64,10 +64,16 @@ class CLIP(nn.Module):
     def __init__(self, size: str = "tiny"):
         super().__init__()
         spec = get_size(size)
-        self.size, self.image_size, self.context_length, self.embed_dim = size, spec.image_size, spec.context_length, spec.embed_dim
+        self.size, self.image_size, self.context_length, self.embed_dim = (
+            size,
+            spec.image_size,
+            spec.context_length,
+            spec.embed_dim,
+        )
         self.visual = build_image_tower(spec.image_tower, spec.image_size, spec.embed_dim)
-        self.text = build_text_tower(spec.text_layers, spec.text_width, spec.text_heads, spec.context_length,
-                                     spec.vocab_size, spec.embed_dim)
+        self.text = build_text_tower(
+            spec.text_layers, spec.text_width, spec.text_heads, spec.context_length, spec.vocab_size, spec.embed_dim
+        )
         self.logit_scale = nn.Parameter(torch.tensor(1 / 0.07).log())
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(-1, 1, 1), persistent=False)
@@ -111,8 +117,10 @@ class CLIP(nn.Module):
         trailing padding: causal attention + [EOT]/argmax pooling; see :func:`~meru.models.towers.trim_tokens`)."""
         tokens = tokens.to(self.device, non_blocking=True)
         if tokens.shape[-1] > self.context_length:
-            raise ValueError(f"tokens have length {tokens.shape[-1]} > context length {self.context_length} of "
-                             f"{self.kind}/{self.size}; tokenize with model.tokenize()")
+            raise ValueError(
+                f"tokens have length {tokens.shape[-1]} > context length {self.context_length} of "
+                f"{self.kind}/{self.size}; tokenize with model.tokenize()"
+            )
         return self.text(tokens)
 
     def project_image(self, raw: Tensor) -> Tensor:
@@ -148,7 +156,11 @@ class CLIP(nn.Module):
 
     def forward(self, images: Tensor, tokens: Tensor) -> dict[str, Tensor]:
         self.clamp_parameters()
-        return {"image": self.encode_image(images), "text": self.encode_text(tokens), "logit_scale": self.logit_scale.exp()}
+        return {
+            "image": self.encode_image(images),
+            "text": self.encode_text(tokens),
+            "logit_scale": self.logit_scale.exp(),
+        }
 
 
 class MERU(CLIP):
@@ -186,8 +198,10 @@ class MERU(CLIP):
         return self.lift(raw, self.textual_alpha)
 
     def projection_scales(self) -> dict:
-        return {"visual_alpha": float(self.visual_alpha.detach().exp()),
-                "textual_alpha": float(self.textual_alpha.detach().exp())}
+        return {
+            "visual_alpha": float(self.visual_alpha.detach().exp()),
+            "textual_alpha": float(self.textual_alpha.detach().exp()),
+        }
 
     def space(self):
         return Lorentz(float(self.curv.detach().exp()))
@@ -195,9 +209,12 @@ class MERU(CLIP):
     def forward(self, images: Tensor, tokens: Tensor) -> dict[str, Tensor]:
         self.clamp_parameters()
         return {
-            "image": self.encode_image(images), "text": self.encode_text(tokens),
-            "logit_scale": self.logit_scale.exp(), "curv": self.curv.exp(),
-            "visual_alpha": self.visual_alpha.exp(), "textual_alpha": self.textual_alpha.exp(),
+            "image": self.encode_image(images),
+            "text": self.encode_text(tokens),
+            "logit_scale": self.logit_scale.exp(),
+            "curv": self.curv.exp(),
+            "visual_alpha": self.visual_alpha.exp(),
+            "textual_alpha": self.textual_alpha.exp(),
         }
 
 

@@ -56,8 +56,13 @@ def parameter_counts(kind: str, size: str) -> dict[str, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--sizes", nargs="*", default=None, metavar="SIZE",
-                        help="only these sizes (default: all registered, including $MERU_SIZES_FILE's)")
+    parser.add_argument(
+        "--sizes",
+        nargs="*",
+        default=None,
+        metavar="SIZE",
+        help="only these sizes (default: all registered, including $MERU_SIZES_FILE's)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,12 +72,22 @@ def run(args: argparse.Namespace) -> int:
     for name in sizes:
         spec = get_size(name)
         for kind in OTHER:
-            rows.append({"size": name, "kind": kind, **parameter_counts(kind, name), "image_size": spec.image_size,
-                         "embed_dim": spec.embed_dim, "description": spec.description})
+            rows.append(
+                {
+                    "size": name,
+                    "kind": kind,
+                    **parameter_counts(kind, name),
+                    "image_size": spec.image_size,
+                    "embed_dim": spec.embed_dim,
+                    "description": spec.description,
+                }
+            )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"{'size':<10} {'kind':<6} {'total':>12} {'visual':>12} {'text':>12}  description")
     for r in rows:
-        print(f"{r['size']:<10} {r['kind']:<6} {r['total']:>12,} {r['visual']:>12,} {r['text']:>12,}  {r['description']}")
+        print(
+            f"{r['size']:<10} {r['kind']:<6} {r['total']:>12,} {r['visual']:>12,} {r['text']:>12,}  {r['description']}"
+        )
     return 0

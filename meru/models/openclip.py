@@ -37,13 +37,15 @@ def is_openclip_spec(spec: str | os.PathLike) -> bool:
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """``openclip:...`` -> (open_clip model name, local weights file or None)."""
-    rest = spec[len(PREFIX):]
+    rest = spec[len(PREFIX) :]
     if rest.startswith(("hf-hub:", "local-dir:")):
         return rest, None
     arch, sep, weights = rest.partition(":")
     if not arch or not sep or not weights:
-        raise ExternalModelError(f"--checkpoint {spec!r}: expected openclip:ARCH:WEIGHTS (e.g. "
-                                 "openclip:ViT-B-32:/path/weights.pt), openclip:hf-hub:ORG/REPO or openclip:local-dir:DIR")
+        raise ExternalModelError(
+            f"--checkpoint {spec!r}: expected openclip:ARCH:WEIGHTS (e.g. "
+            "openclip:ViT-B-32:/path/weights.pt), openclip:hf-hub:ORG/REPO or openclip:local-dir:DIR"
+        )
     return arch, weights
 
 
@@ -130,18 +132,24 @@ def load_openclip(spec: str, map_location="cpu") -> OpenClipModel:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"--checkpoint {spec!r}: weights file {weights} not found")
         if name not in open_clip.list_models():
-            raise ExternalModelError(f"--checkpoint {spec!r}: {name!r} is not an open_clip architecture (see "
-                                     "open_clip.list_models(), or give a model config .json)")
+            raise ExternalModelError(
+                f"--checkpoint {spec!r}: {name!r} is not an open_clip architecture (see "
+                "open_clip.list_models(), or give a model config .json)"
+            )
     try:
         model = open_clip.create_model(name, pretrained=weights, device=map_location, weights_only=True)
         tokenizer = open_clip.get_tokenizer(name)
     except (OSError, RuntimeError, ValueError) as e:
         if name.startswith("hf-hub:"):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ExternalModelError(f"--checkpoint {spec!r}: cannot fetch {name} from the Hugging Face Hub "
-                                     f"(offline?): {first}; download it once and use openclip:local-dir:DIR") from None
-        raise ExternalModelError(f"--checkpoint {spec!r}: open_clip cannot load it: "
-                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+            raise ExternalModelError(
+                f"--checkpoint {spec!r}: cannot fetch {name} from the Hugging Face Hub "
+                f"(offline?): {first}; download it once and use openclip:local-dir:DIR"
+            ) from None
+        raise ExternalModelError(
+            f"--checkpoint {spec!r}: open_clip cannot load it: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        ) from None
     visual = model.visual
     size = visual.image_size if hasattr(visual, "image_size") else 224
     size = size[0] if isinstance(size, (tuple, list)) else size

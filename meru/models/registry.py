@@ -45,17 +45,41 @@ MODEL_SIZES: dict[str, ModelSize] = {
     # small-cpu: ViT patch 8 (16 tokens + [CLS]), width 64, depth 2, 2 heads; text 2 layers, width 64, 2 heads,
     # context 16. Chosen for the 20-minute default run: a MERU training step (fwd + bwd + fused AdamW) at batch
     # 128 on one thread measured ~0.1 s on this 2-core host (patch 4 / width 96 / depth 3 measured ~0.3 s).
-    "small-cpu": ModelSize("meru_vit_smallcpu_p8_32", 32, 2, 64, 2, 16, 64,
-                           description="ViT on 32 px (the first CPU default; for ViT-specific checks)"),
+    "small-cpu": ModelSize(
+        "meru_vit_smallcpu_p8_32",
+        32,
+        2,
+        64,
+        2,
+        16,
+        64,
+        description="ViT on 32 px (the first CPU default; for ViT-specific checks)",
+    ),
     # cpu-conv (the default): a 3-stage ResNet-style conv net (32-64-128 channels, BatchNorm, 308k parameters)
     # and the same text tower as small-cpu. A ViT trained from scratch on 32 px learns SynthHier slowly (leaf
     # zero-shot 26-41% after 3000 steps); this tower reaches the floors of the default run in the same budget
     # (measured: README, "Default run: measured").
-    "cpu-conv": ModelSize("meru_convnet_cpu_32", 32, 2, 64, 2, 16, 64,
-                          description="default workflow on 2 CPU cores (SynthHier, 32 px): conv image tower"),
+    "cpu-conv": ModelSize(
+        "meru_convnet_cpu_32",
+        32,
+        2,
+        64,
+        2,
+        16,
+        64,
+        description="default workflow on 2 CPU cores (SynthHier, 32 px): conv image tower",
+    ),
     "tiny-conv": ModelSize("meru_convnet_tiny_32", 32, 1, 32, 2, 16, 32, description="unit tests: conv image tower"),
-    "vit-s16": ModelSize("vit_small_mocov3_patch16_224", 224, 12, 512, 8, 77, 512,
-                         description="paper: MoCo-v3 ViT-S/16 (12 heads) + 12-layer 512-wide text"),
+    "vit-s16": ModelSize(
+        "vit_small_mocov3_patch16_224",
+        224,
+        12,
+        512,
+        8,
+        77,
+        512,
+        description="paper: MoCo-v3 ViT-S/16 (12 heads) + 12-layer 512-wide text",
+    ),
     "vit-b16": ModelSize("meru_vit_base_patch16_224", 224, 12, 512, 8, 77, 512, description="paper: ViT-B/16"),
     "vit-l16": ModelSize("meru_vit_large_patch16_224", 224, 12, 512, 8, 77, 512, description="paper: ViT-L/16"),
 }
@@ -106,8 +130,10 @@ def register_sizes_file(path: str | os.PathLike) -> list[str]:
         except TypeError as e:
             raise ValueError(f"{path}: size {name!r}: {e}") from None
         if spec.image_tower not in VIT_VARIANTS and spec.image_tower not in CONV_VARIANTS:
-            raise ValueError(f"{path}: size {name!r}: unknown image_tower {spec.image_tower!r}; "
-                             f"known: {sorted(VIT_VARIANTS) + sorted(CONV_VARIANTS)}")
+            raise ValueError(
+                f"{path}: size {name!r}: unknown image_tower {spec.image_tower!r}; "
+                f"known: {sorted(VIT_VARIANTS) + sorted(CONV_VARIANTS)}"
+            )
         if name in MODEL_SIZES and MODEL_SIZES[name] != spec:
             raise ValueError(f"{path}: size {name!r} is already registered with a different architecture")
         MODEL_SIZES[str(name)] = spec
@@ -128,5 +154,7 @@ def get_size(name: str) -> ModelSize:
     try:
         return MODEL_SIZES[name]
     except KeyError:
-        raise ValueError(f"unknown model size {name!r}; choose one of: {', '.join(MODEL_SIZES)} "
-                         f"(or add it in a YAML file named by ${SIZES_FILE_ENV})") from None
+        raise ValueError(
+            f"unknown model size {name!r}; choose one of: {', '.join(MODEL_SIZES)} "
+            f"(or add it in a YAML file named by ${SIZES_FILE_ENV})"
+        ) from None

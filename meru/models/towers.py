@@ -33,7 +33,12 @@ def _register_conv(name: str, img_size: int, stem: int, stages: tuple[tuple[int,
         return
     cfg = ByoModelCfg(
         blocks=tuple(ByoBlockCfg(type="basic", d=1, c=c, s=s, br=1.0) for c, s in stages),
-        stem_chs=stem, stem_type="3x3", stem_pool="", downsample="avg", act_layer="relu", num_features=0,
+        stem_chs=stem,
+        stem_type="3x3",
+        stem_pool="",
+        downsample="avg",
+        act_layer="relu",
+        num_features=0,
     )
 
     def factory(pretrained: bool = False, **kwargs):
@@ -59,8 +64,13 @@ def _register(name: str, img_size: int, patch: int, width: int, depth: int, head
         kwargs.setdefault("norm_layer", nn.LayerNorm)
         kwargs.setdefault("img_size", img_size)  # eps 1e-5 (timm's ViT default is 1e-6)
         return _create_vision_transformer(
-            "vit_small_patch16_224", pretrained=False, patch_size=patch, embed_dim=width, depth=depth,
-            num_heads=heads, **kwargs,
+            "vit_small_patch16_224",
+            pretrained=False,
+            patch_size=patch,
+            embed_dim=width,
+            depth=depth,
+            num_heads=heads,
+            **kwargs,
         )
 
     factory.__name__ = name
@@ -83,7 +93,9 @@ def sincos_2d_position_embedding(grid_h: int, grid_w: int, width: int, cls_token
     """
     if width % 4:
         raise ValueError(f"ViT width {width} must be divisible by 4 for the 2-D sin-cos position embedding")
-    gw, gh = torch.meshgrid(torch.arange(grid_w, dtype=torch.float32), torch.arange(grid_h, dtype=torch.float32), indexing="ij")
+    gw, gh = torch.meshgrid(
+        torch.arange(grid_w, dtype=torch.float32), torch.arange(grid_h, dtype=torch.float32), indexing="ij"
+    )
     pos_dim = width // 4
     omega = 1.0 / (10000.0 ** (torch.arange(pos_dim, dtype=torch.float32) / pos_dim))
     out_w = gw.flatten()[:, None] * omega[None]
@@ -151,9 +163,18 @@ def trim_tokens(tokens: torch.Tensor, multiple: int = 8) -> torch.Tensor:
     return tokens[:, :keep]
 
 
-def build_text_tower(layers: int, width: int, heads: int, context_length: int, vocab_size: int, embed_dim: int) -> TextTransformer:
+def build_text_tower(
+    layers: int, width: int, heads: int, context_length: int, vocab_size: int, embed_dim: int
+) -> TextTransformer:
     """open_clip ``TextTransformer`` (causal, argmax/[EOT] pooling) with a bias-free projection to ``embed_dim``."""
     return TextTransformer(
-        context_length=context_length, vocab_size=vocab_size, width=width, heads=heads, layers=layers,
-        output_dim=embed_dim, pool_type="argmax", proj_type="linear", proj_bias=False,
+        context_length=context_length,
+        vocab_size=vocab_size,
+        width=width,
+        heads=heads,
+        layers=layers,
+        output_dim=embed_dim,
+        pool_type="argmax",
+        proj_type="linear",
+        proj_bias=False,
     )

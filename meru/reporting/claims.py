@@ -47,6 +47,7 @@ CLAIMS = {
 
 # --------------------------------------------------------------------------- decisions
 
+
 def decide(intervals: list, theta: float | None, direction: str = ">") -> str:
     """Per-seed rule for "statistic > θ" (direction '>') or "< θ": see the module docstring."""
     if not intervals:
@@ -60,17 +61,23 @@ def decide(intervals: list, theta: float | None, direction: str = ">") -> str:
     return HOLDS if below else FAILS if above else UNSURE
 
 
-def property_cell(per_seed: list[tuple[float, list | None]], theta: float | None, direction: str = ">",
-                  detail: str = "") -> dict:
+def property_cell(
+    per_seed: list[tuple[float, list | None]], theta: float | None, direction: str = ">", detail: str = ""
+) -> dict:
     """Value = seed mean, interval = union of the seeds' intervals, verdict by :func:`decide`."""
     if not per_seed:
         return {"value": None, "lo": None, "hi": None, "seeds": 0, "verdict": NA, "detail": detail}
     vals = [v for v, _ in per_seed]
     ivs = [iv for _, iv in per_seed]
     known = [iv for iv in ivs if iv is not None]
-    return {"value": float(np.mean(vals)), "lo": min(iv[0] for iv in known) if known else None,
-            "hi": max(iv[1] for iv in known) if known else None, "seeds": len(vals),
-            "verdict": decide(ivs, theta, direction), "detail": detail}
+    return {
+        "value": float(np.mean(vals)),
+        "lo": min(iv[0] for iv in known) if known else None,
+        "hi": max(iv[1] for iv in known) if known else None,
+        "seeds": len(vals),
+        "verdict": decide(ivs, theta, direction),
+        "detail": detail,
+    }
 
 
 def comparison_cell(meru: dict, other: dict, metric: str, outcomes) -> dict:
@@ -97,8 +104,12 @@ def comparison_cell(meru: dict, other: dict, metric: str, outcomes) -> dict:
         cell["verdict"] = HOLDS
     elif hi is not None and hi < 0 and behind == len(common):
         cell["verdict"] = FAILS
-    cell.update(diff=d, diff_lo=lo, diff_hi=hi,
-                detail=f"MERU−{_kind(other)} {_fmt(d, lo, hi)} ({how}); MERU ahead in {ahead}/{len(common)} seeds")
+    cell.update(
+        diff=d,
+        diff_lo=lo,
+        diff_hi=hi,
+        detail=f"MERU−{_kind(other)} {_fmt(d, lo, hi)} ({how}); MERU ahead in {ahead}/{len(common)} seeds",
+    )
     return cell
 
 
@@ -113,6 +124,7 @@ def _interval(rec: dict, metric: str):
 
 # --------------------------------------------------------------------------- per-item outcomes
 
+
 def zeroshot_outcomes(rec: dict):
     c = (rec.get("per_item") or {}).get("correct")
     return None if c is None else 100.0 * np.asarray(c, float)
@@ -122,6 +134,7 @@ def retrieval_outcomes(direction: str, k: int):
     def f(rec: dict):
         ranks = (rec.get("per_query") or {}).get(f"{direction}_rank")
         return None if ranks is None else 100.0 * (np.asarray(ranks) < k).astype(float)
+
     return f
 
 
@@ -144,6 +157,7 @@ def _true_share(items: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------- claims
 
+
 def _group(records: list[dict], task: str) -> dict:
     """{(size, dataset): {kind: {seed: record}}} for one task."""
     out: dict = {}
@@ -154,8 +168,15 @@ def _group(records: list[dict], task: str) -> dict:
 
 
 def _row(cid: str, metric: str, size: str, dataset: str, rule: str, cells: dict) -> dict:
-    return {"claim_id": cid, "claim": CLAIMS[cid], "metric": metric, "size": size, "dataset": dataset,
-            "rule": rule, "cells": cells}
+    return {
+        "claim_id": cid,
+        "claim": CLAIMS[cid],
+        "metric": metric,
+        "size": size,
+        "dataset": dataset,
+        "rule": rule,
+        "cells": cells,
+    }
 
 
 def comparison_rows(records: list[dict], kinds: list[str]) -> list[dict]:
@@ -166,13 +187,18 @@ def comparison_rows(records: list[dict], kinds: list[str]) -> list[dict]:
         for (size, dataset), by_kind in sorted(_group(records, task).items()):
             if "meru" not in by_kind or not any(metric in r["metrics"] for r in by_kind["meru"].values()):
                 continue
-            cells = {"meru": property_cell([(r["metrics"][metric], _interval(r, metric))
-                                            for _, r in sorted(by_kind["meru"].items())], None)}
+            cells = {
+                "meru": property_cell(
+                    [(r["metrics"][metric], _interval(r, metric)) for _, r in sorted(by_kind["meru"].items())], None
+                )
+            }
             cells["meru"].update(verdict="—", detail="reference side of the comparison")
             for kind in kinds:
                 if kind != "meru" and kind in by_kind:
                     cells[kind] = comparison_cell(by_kind["meru"], by_kind[kind], metric, outcomes)
-            rows.append(_row(cid, metric, size, dataset, "MERU − other > 0 (paired, 95%) and MERU ahead in every seed", cells))
+            rows.append(
+                _row(cid, metric, size, dataset, "MERU − other > 0 (paired, 95%) and MERU ahead in every seed", cells)
+            )
     return rows
 
 
@@ -190,6 +216,7 @@ def _structure_cells(by_kind: dict, kinds: list[str], fn, theta, direction=">", 
 def property_rows(records: list[dict], kinds: list[str]) -> list[dict]:
     rows = []
     for (size, dataset), by_kind in sorted(_group(records, "structure").items()):
+
         def gap(r):
             m, iv = r["metrics"], r.get("intervals") or {}
             if "image_root_mean" not in m or "text_root_mean" not in m:
@@ -214,20 +241,53 @@ def property_rows(records: list[dict], kinds: list[str]) -> list[dict]:
             f = m["cone_false_frac"]
             return m["cone_true_frac"] - f, ([iv[0] - f, iv[1] - f] if iv else None)
 
-        rows.append(_row("text_nearer", "image_root_mean − text_root_mean", size, dataset,
-                         "> 0 in every seed (intervals: image lo − text hi, image hi − text lo)",
-                         _structure_cells(by_kind, kinds, gap, 0.0)))
-        rows.append(_row("generic_nearer", "spearman_specificity", size, dataset,
-                         "> 0 in every seed (Fisher-z interval, se² = 1.06/(n_texts − 3))",
-                         _structure_cells(by_kind, kinds, rho, 0.0)))
-        rows.append(_row("image_farther", "image_farther_frac", size, dataset, "> 0.5 in every seed (bootstrap over pairs)",
-                         _structure_cells(by_kind, kinds, farther, 0.5)))
-        rows.append(_row("cones", "cone_true_frac − cone_false_frac", size, dataset,
-                         "> 0 in every seed (bootstrap over true pairs)",
-                         _structure_cells(by_kind, kinds, cones, 0.0, na_detail="no entailment cones")))
-    chance = {r["_label"]: r["n_true_pairs"] / (r["n_true_pairs"] + r["n_false_pairs"])
-              for r in records if r["task"] == "structure" and r.get("n_true_pairs") and r.get("n_false_pairs") is not None}
+        rows.append(
+            _row(
+                "text_nearer",
+                "image_root_mean − text_root_mean",
+                size,
+                dataset,
+                "> 0 in every seed (intervals: image lo − text hi, image hi − text lo)",
+                _structure_cells(by_kind, kinds, gap, 0.0),
+            )
+        )
+        rows.append(
+            _row(
+                "generic_nearer",
+                "spearman_specificity",
+                size,
+                dataset,
+                "> 0 in every seed (Fisher-z interval, se² = 1.06/(n_texts − 3))",
+                _structure_cells(by_kind, kinds, rho, 0.0),
+            )
+        )
+        rows.append(
+            _row(
+                "image_farther",
+                "image_farther_frac",
+                size,
+                dataset,
+                "> 0.5 in every seed (bootstrap over pairs)",
+                _structure_cells(by_kind, kinds, farther, 0.5),
+            )
+        )
+        rows.append(
+            _row(
+                "cones",
+                "cone_true_frac − cone_false_frac",
+                size,
+                dataset,
+                "> 0 in every seed (bootstrap over true pairs)",
+                _structure_cells(by_kind, kinds, cones, 0.0, na_detail="no entailment cones"),
+            )
+        )
+    chance = {
+        r["_label"]: r["n_true_pairs"] / (r["n_true_pairs"] + r["n_false_pairs"])
+        for r in records
+        if r["task"] == "structure" and r.get("n_true_pairs") and r.get("n_false_pairs") is not None
+    }
     for (size, dataset), by_kind in sorted(_group(records, "traversal").items()):
+
         def tau(r):
             items = traversal_items(r)
             if not np.isfinite(items[:, 0]).any():
@@ -243,14 +303,32 @@ def property_rows(records: list[dict], kinds: list[str]) -> list[dict]:
                 return None
             return _true_share(items), list(stats.bootstrap_ci(items, statistic=_true_share))
 
-        rows.append(_row("traversal_generic", "mean Kendall tau(step, caption specificity)", size, dataset,
-                         "< 0 in every seed (bootstrap over images)",
-                         _structure_cells(by_kind, kinds, tau, 0.0, "<", "no image lists two captions of different specificity")))
+        rows.append(
+            _row(
+                "traversal_generic",
+                "mean Kendall tau(step, caption specificity)",
+                size,
+                dataset,
+                "< 0 in every seed (bootstrap over images)",
+                _structure_cells(by_kind, kinds, tau, 0.0, "<", "no image lists two captions of different specificity"),
+            )
+        )
         theta = thetas.pop() if len(thetas) == 1 else None
-        rule = (f"> chance {theta:.4f} in every seed (chance = share of true pairs in the caption pool; bootstrap over images)"
-                if theta is not None else "> chance (unknown: no structure record for this run), so inconclusive")
-        rows.append(_row("traversal_true", "precision (listed captions true of the image)", size, dataset, rule,
-                         _structure_cells(by_kind, kinds, precision, theta, na_detail="no caption listed before [ROOT]")))
+        rule = (
+            f"> chance {theta:.4f} in every seed (chance = share of true pairs in the caption pool; bootstrap over images)"
+            if theta is not None
+            else "> chance (unknown: no structure record for this run), so inconclusive"
+        )
+        rows.append(
+            _row(
+                "traversal_true",
+                "precision (listed captions true of the image)",
+                size,
+                dataset,
+                rule,
+                _structure_cells(by_kind, kinds, precision, theta, na_detail="no caption listed before [ROOT]"),
+            )
+        )
     return rows
 
 
@@ -274,7 +352,10 @@ def build_claims(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     for row in rows:
         base = {k: row[k] for k in ("claim_id", "claim", "metric", "size", "dataset", "rule")}
         base["reading"] = reading(row, kinds)
-        w, d = dict(base), {"claim": row["claim"], "metric": row["metric"], "dataset": row["dataset"], "size": row["size"]}
+        w, d = (
+            dict(base),
+            {"claim": row["claim"], "metric": row["metric"], "dataset": row["dataset"], "size": row["size"]},
+        )
         for kind in kinds:
             cell = row["cells"].get(kind) or {"verdict": NA}
             for f in fields:
@@ -331,8 +412,12 @@ def write_claims(metrics_dir, out_dir) -> tuple[pd.DataFrame, str]:
     out.mkdir(parents=True, exist_ok=True)
     _atomic_write(out / "claims.csv", wide.to_csv(index=False))
     md = disp.to_markdown(index=False) if len(disp) else "(no metric records)"
-    _atomic_write(out / "claims.md", "## claims\n\nVerdicts at 95% (rules: docs/METRICS.md, \"Claims\"; "
-                  "'reading' says which kinds share a property).\n\n" f"Summary: {line}\n\n{md}\n")
+    _atomic_write(
+        out / "claims.md",
+        '## claims\n\nVerdicts at 95% (rules: docs/METRICS.md, "Claims"; '
+        "'reading' says which kinds share a property).\n\n"
+        f"Summary: {line}\n\n{md}\n",
+    )
     return wide, line
 
 
@@ -343,7 +428,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     if not Path(args.metrics).is_dir():
-        print(f"meru claims: --metrics {args.metrics} is not a directory; run the evaluation rules first", file=sys.stderr)
+        print(
+            f"meru claims: --metrics {args.metrics} is not a directory; run the evaluation rules first", file=sys.stderr
+        )
         return 2
     try:
         _, line = write_claims(args.metrics, args.out)

@@ -57,8 +57,10 @@ def plot_names(n_sizes: int) -> list[str]:
 
 def _style(seeds: list[int]) -> dict[int, tuple[str, str]]:
     """seed -> (marker, linestyle), by the seed's rank among ``seeds``."""
-    return {s: (SEED_MARKERS[i % len(SEED_MARKERS)], SEED_LINESTYLES[i % len(SEED_LINESTYLES)])
-            for i, s in enumerate(sorted(set(seeds)))}
+    return {
+        s: (SEED_MARKERS[i % len(SEED_MARKERS)], SEED_LINESTYLES[i % len(SEED_LINESTYLES)])
+        for i, s in enumerate(sorted(set(seeds)))
+    }
 
 
 def _save(fig, path: Path) -> list[Path]:
@@ -107,13 +109,28 @@ def zeroshot_bars(records: list[dict], path: Path) -> list[Path]:
                 continue
             r = r.iloc[0]
             x = g - 0.4 + width * (i + 0.5)
-            ax.bar(x, r["mean"], width * 0.9, color=colors[kind], alpha=0.35,
-                   label=kind_name(kind) + " (seed mean)" if g == 0 else None)
+            ax.bar(
+                x,
+                r["mean"],
+                width * 0.9,
+                color=colors[kind],
+                alpha=0.35,
+                label=kind_name(kind) + " (seed mean)" if g == 0 else None,
+            )
             offsets = np.linspace(-0.25, 0.25, len(r["seeds"])) * width if len(r["seeds"]) > 1 else [0.0]
             for dx, seed, v, lo, hi in zip(offsets, r["seeds"], r["values"], r["seed_lo"], r["seed_hi"]):
                 err = None if lo is None else [[v - lo], [hi - v]]
-                ax.errorbar(x + dx, v, yerr=err, fmt=style[seed][0], color=colors[kind], ms=4, capsize=2, lw=0.8,
-                            label=f"{kind_name(kind)} seed {seed}" if g == 0 else None)
+                ax.errorbar(
+                    x + dx,
+                    v,
+                    yerr=err,
+                    fmt=style[seed][0],
+                    color=colors[kind],
+                    ms=4,
+                    capsize=2,
+                    lw=0.8,
+                    label=f"{kind_name(kind)} seed {seed}" if g == 0 else None,
+                )
     ax.set_xticks(range(len(groups)), [f"{c}\n{s}" for c, s in groups], fontsize=8)
     ax.set_xlabel("dataset (SynthHier: taxonomy level) / model size")
     ax.set_ylabel(f"zero-shot {df.block.iloc[0].lower()} accuracy (%)")
@@ -142,8 +159,14 @@ def scaling(records: list[dict], path: Path) -> list[Path]:
                 per_seed.setdefault(seed, {}).setdefault(r.size, []).append(v)
         for seed, by_size in sorted(per_seed.items()):
             xs = [i for i, s in enumerate(sizes) if s in by_size]
-            ax.plot(xs, [np.mean(by_size[sizes[i]]) for i in xs], marker=style[seed][0], ls=style[seed][1],
-                    color=colors[kind], label=f"{kind_name(kind)} seed {seed}")
+            ax.plot(
+                xs,
+                [np.mean(by_size[sizes[i]]) for i in xs],
+                marker=style[seed][0],
+                ls=style[seed][1],
+                color=colors[kind],
+                label=f"{kind_name(kind)} seed {seed}",
+            )
     ax.set_xticks(range(len(sizes)), sizes)
     ax.set_xlabel("model size")
     ax.set_ylabel("zero-shot top-1 accuracy (%), mean over datasets")
@@ -185,8 +208,14 @@ def root_distance_hist(records: list[dict], path: Path) -> list[Path]:
             ax = axes[row, col]
             for r in grp:
                 h = r["histogram"]
-                ax.stairs(h[f"{what}_counts"], h["edges"], color=colors[r["kind"]], ls=style[r["seed"]][1], lw=1.2,
-                          label=_run_name(r, n_sizes))
+                ax.stairs(
+                    h[f"{what}_counts"],
+                    h["edges"],
+                    color=colors[r["kind"]],
+                    ls=style[r["seed"]][1],
+                    lw=1.2,
+                    label=_run_name(r, n_sizes),
+                )
             ax.set_xlabel(label, fontsize=8)
             ax.set_ylabel(f"{'images' if what == 'image' else 'pool captions'} per bin")
             ax.set_title(f"{'Images' if what == 'image' else 'Captions'}: distance from [ROOT]", fontsize=9)
@@ -211,8 +240,18 @@ def depth_vs_distance(records: list[dict], path: Path, by: str = "specificity") 
         for j, r in enumerate(grp):
             d = r[key]
             x = np.asarray(d["level"]) + 0.06 * (j - (len(grp) - 1) / 2)
-            ax.errorbar(x, d["mean"], yerr=d["sd"], marker=style[r["seed"]][0], ls=style[r["seed"]][1], ms=3,
-                        capsize=2, lw=1, color=colors[r["kind"]], label=_run_name(r, n_sizes))
+            ax.errorbar(
+                x,
+                d["mean"],
+                yerr=d["sd"],
+                marker=style[r["seed"]][0],
+                ls=style[r["seed"]][1],
+                ms=3,
+                capsize=2,
+                lw=1,
+                color=colors[r["kind"]],
+                label=_run_name(r, n_sizes),
+            )
         ax.set_xlabel(f"caption {by} (0 = most generic)")
         ax.set_ylabel(label, fontsize=8)
         ax.legend(fontsize=6)
@@ -231,9 +270,13 @@ def traversal(records: list[dict], path: Path, n_images: int = 4) -> list[Path]:
     for kind in kinds:
         images = (recs.get(kind) or {}).get("images") or []
         text[kind] = "\n\n".join(
-            textwrap.fill(f"image {i}: " + " -> ".join(step["text"] for step in im.get("steps", [])), width=78,
-                          subsequent_indent="    ")
-            for i, im in enumerate(images[:n_images]))
+            textwrap.fill(
+                f"image {i}: " + " -> ".join(step["text"] for step in im.get("steps", [])),
+                width=78,
+                subsequent_indent="    ",
+            )
+            for i, im in enumerate(images[:n_images])
+        )
     lines = max([t.count("\n") + 1 for t in text.values() if t] or [4])
     fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 0.6 + 0.14 * lines), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
@@ -262,8 +305,12 @@ def read_logs(runs_dir: str | os.PathLike) -> dict[str, list[dict]]:
     return logs
 
 
-CURVES = {"loss": "training loss", "curv": "curvature c", "visual_alpha": "image scale alpha",
-          "textual_alpha": "text scale alpha"}
+CURVES = {
+    "loss": "training loss",
+    "curv": "curvature c",
+    "visual_alpha": "image scale alpha",
+    "textual_alpha": "text scale alpha",
+}
 
 
 def training_curves(runs_dir, path: Path) -> list[Path]:
@@ -303,10 +350,14 @@ def write_plots(metrics_dir, runs_dir, out_dir, names: list[str] | None = None) 
     unknown = sorted(set(names) - set(PLOTS))
     if unknown:
         raise ValueError(f"unknown figure(s) {unknown}; choose from {', '.join(PLOTS)}")
-    draw = {"zeroshot_bars": lambda p: zeroshot_bars(records, p), "scaling": lambda p: scaling(records, p),
-            "root_distance_hist": lambda p: root_distance_hist(records, p),
-            "depth_vs_distance": lambda p: depth_vs_distance(records, p), "traversal": lambda p: traversal(records, p),
-            "training_curves": lambda p: training_curves(runs_dir, p)}
+    draw = {
+        "zeroshot_bars": lambda p: zeroshot_bars(records, p),
+        "scaling": lambda p: scaling(records, p),
+        "root_distance_hist": lambda p: root_distance_hist(records, p),
+        "depth_vs_distance": lambda p: depth_vs_distance(records, p),
+        "traversal": lambda p: traversal(records, p),
+        "training_curves": lambda p: training_curves(runs_dir, p),
+    }
     written = []
     for name in PLOTS:
         if name in names:
@@ -321,8 +372,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--metrics", required=True, help="directory of metric JSON files (searched recursively)")
     parser.add_argument("--runs", required=True, help="directory of training runs (RUNS/*/log.jsonl)")
     parser.add_argument("--out", required=True, help="output directory for the PDF and PNG files")
-    parser.add_argument("--figures", help="comma-separated figures to draw (default: all that apply; 'scaling' "
-                        "only with two or more model sizes)")
+    parser.add_argument(
+        "--figures",
+        help="comma-separated figures to draw (default: all that apply; 'scaling' only with two or more model sizes)",
+    )
 
 
 def run(args) -> int:

@@ -35,7 +35,9 @@ def load_prompt_records(directory: str | os.PathLike) -> list[dict]:
         try:
             rec = read_json(path)
         except ValueError as err:
-            raise ValueError(f"{path}: not valid strict JSON ({err}); delete it and re-run the rule that wrote it") from err
+            raise ValueError(
+                f"{path}: not valid strict JSON ({err}); delete it and re-run the rule that wrote it"
+            ) from err
         if isinstance(rec, dict) and rec.get("task") == "prompts" and isinstance(rec.get("prompt_sets"), dict):
             out.append(rec)
     return out
@@ -43,7 +45,7 @@ def load_prompt_records(directory: str | os.PathLike) -> list[dict]:
 
 def build_table(records: list[dict]) -> tuple[pd.DataFrame, dict]:
     """Wide table (see module doc) and ``{(dataset, set): source}`` notes for the Markdown footer."""
-    values = defaultdict(list)   # (model, set, dataset) -> [top1 per seed]
+    values = defaultdict(list)  # (model, set, dataset) -> [top1 per seed]
     sources, models, datasets = {}, [], []
     for rec in records:
         model = f"{rec['kind']}-{rec.get('size', '?')}"
@@ -87,10 +89,20 @@ def to_markdown(df: pd.DataFrame, sources: dict) -> str:
         if c not in ("model", "templates", "seeds"):
             disp[c] = ["" if pd.isna(v) else f"{v:.1f}" for v in disp[c]]
     disp["seeds"] = ["" if pd.isna(v) else str(int(v)) for v in disp["seeds"]]
-    body = disp.to_markdown(index=False, disable_numparse=True) if len(disp) else "| " + " | ".join(disp.columns) + " |\n|" + "---|" * len(disp.columns)
+    body = (
+        disp.to_markdown(index=False, disable_numparse=True)
+        if len(disp)
+        else "| " + " | ".join(disp.columns) + " |\n|" + "---|" * len(disp.columns)
+    )
     notes = "\n".join(f"- `{d}` / `{s}`: {src}" for (d, s), src in sorted(sources.items()))
-    return ("## prompt sensitivity\n\nZero-shot top-1 (%) per template set, mean over seeds; `spread` rows: "
-            "max − min over template sets per dataset; `spread` column: the largest of these. Class names are the same in every set.\n\n" + body + "\n\nTemplate sets:\n\n" + notes + "\n")
+    return (
+        "## prompt sensitivity\n\nZero-shot top-1 (%) per template set, mean over seeds; `spread` rows: "
+        "max − min over template sets per dataset; `spread` column: the largest of these. Class names are the same in every set.\n\n"
+        + body
+        + "\n\nTemplate sets:\n\n"
+        + notes
+        + "\n"
+    )
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -106,8 +118,9 @@ def _atomic_write(path: Path, text: str) -> None:
 def write_table(metrics_dir: str | os.PathLike, out_dir: str | os.PathLike) -> pd.DataFrame:
     records = load_prompt_records(metrics_dir)
     if not records:
-        raise ValueError(f"{metrics_dir}: no prompt-sensitivity records (task 'prompts'); run "
-                         "`meru evaluate --task prompts` first")
+        raise ValueError(
+            f"{metrics_dir}: no prompt-sensitivity records (task 'prompts'); run `meru evaluate --task prompts` first"
+        )
     df, sources = build_table(records)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,8 +136,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not Path(args.metrics).is_dir():
-        print(f"meru prompt-sensitivity: --metrics {args.metrics} is not a directory; run the evaluation rules first",
-              file=sys.stderr)
+        print(
+            f"meru prompt-sensitivity: --metrics {args.metrics} is not a directory; run the evaluation rules first",
+            file=sys.stderr,
+        )
         return 2
     try:
         df = write_table(args.metrics, args.out)

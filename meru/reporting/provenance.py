@@ -24,8 +24,24 @@ from pathlib import Path
 
 from meru.data.manifest import sha256_file
 
-PACKAGES = ("meru-bench", "torch", "torchvision", "open_clip_torch", "timm", "clip-benchmark", "webdataset",
-            "numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "pillow", "snakemake", "pyyaml", "jsonschema")
+PACKAGES = (
+    "meru-bench",
+    "torch",
+    "torchvision",
+    "open_clip_torch",
+    "timm",
+    "clip-benchmark",
+    "webdataset",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "matplotlib",
+    "pillow",
+    "snakemake",
+    "pyyaml",
+    "jsonschema",
+)
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 MANIFEST = "manifest.json"
 
@@ -76,9 +92,14 @@ def gpus() -> list[str]:
 
 def machine() -> dict:
     mem = memory_bytes()
-    return {"hostname": socket.gethostname(), "os": f"{platform.system()} {platform.release()} {platform.machine()}",
-            "cpu": cpu_model(), "cpus": os.cpu_count(), "memory_gib": None if mem is None else round(mem / 2**30, 1),
-            "gpus": gpus()}
+    return {
+        "hostname": socket.gethostname(),
+        "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "memory_gib": None if mem is None else round(mem / 2**30, 1),
+        "gpus": gpus(),
+    }
 
 
 def package_versions(names=PACKAGES) -> dict[str, str | None]:
@@ -126,12 +147,26 @@ def render(config: dict | None, files: list[tuple[str, Path]], cwd: str | os.Pat
     dirty = {True: f"yes ({git['changes']} changed or untracked paths)", False: "no", None: "unknown"}[git["dirty"]]
     if exclude and git["dirty"] is not None:
         dirty += f" (not counting the outputs under {', '.join(str(e) for e in exclude)})"
-    lines = ["# Provenance", "", f"- date (UTC): {date}", f"- git commit: {git['commit'] or 'unknown (not a git tree)'}",
-             f"- uncommitted changes: {dirty}", "", "## Machine", "",
-             f"- hostname: {mach['hostname']}", f"- OS: {mach['os']}", f"- CPU: {mach['cpu']}",
-             f"- logical CPUs: {mach['cpus']}", f"- memory: {mach['memory_gib']} GiB",
-             f"- GPUs: {'; '.join(mach['gpus']) if mach['gpus'] else 'none'}", "", "## Software", "",
-             f"- python: {platform.python_version()} ({sys.executable})"]
+    lines = [
+        "# Provenance",
+        "",
+        f"- date (UTC): {date}",
+        f"- git commit: {git['commit'] or 'unknown (not a git tree)'}",
+        f"- uncommitted changes: {dirty}",
+        "",
+        "## Machine",
+        "",
+        f"- hostname: {mach['hostname']}",
+        f"- OS: {mach['os']}",
+        f"- CPU: {mach['cpu']}",
+        f"- logical CPUs: {mach['cpus']}",
+        f"- memory: {mach['memory_gib']} GiB",
+        f"- GPUs: {'; '.join(mach['gpus']) if mach['gpus'] else 'none'}",
+        "",
+        "## Software",
+        "",
+        f"- python: {platform.python_version()} ({sys.executable})",
+    ]
     lines += [f"- {name}: {ver or 'not installed'}" for name, ver in pkgs.items()]
     lines += ["", "## Inputs (SHA-256)", ""]
     if files:
@@ -139,8 +174,14 @@ def render(config: dict | None, files: list[tuple[str, Path]], cwd: str | os.Pat
         lines += [f"| {kind} | {_shown(p)} | {p.stat().st_size} | `{sha256_file(p)}` |" for kind, p in files]
     else:
         lines.append("(none listed)")
-    lines += ["", "## Config", "", "```json", json.dumps(config, sort_keys=True, indent=1) if config is not None
-              else "null", "```"]
+    lines += [
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps(config, sort_keys=True, indent=1) if config is not None else "null",
+        "```",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -157,14 +198,38 @@ def write_provenance(out: str | os.PathLike, config: dict | None, files: list[tu
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="Markdown file to write (e.g. results/PROVENANCE.md)")
     parser.add_argument("--config-json", help="the workflow config as a JSON string")
-    parser.add_argument("--data", nargs="*", action="extend", default=[], metavar="DIR",
-                        help="data directories whose manifest.json files to hash")
-    parser.add_argument("--reference", nargs="*", action="extend", default=None, metavar="PATH",
-                        help="reference files or directories to hash (default: meru/resources)")
-    parser.add_argument("--checkpoint", nargs="*", action="extend", default=[], metavar="FILE",
-                        help="checkpoint files to hash (e.g. runs/*/model.pt)")
-    parser.add_argument("--outputs", nargs="*", action="extend", default=[], metavar="DIR",
-                        help="workflow output directories (results, runs, data) not counted as uncommitted changes")
+    parser.add_argument(
+        "--data",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="DIR",
+        help="data directories whose manifest.json files to hash",
+    )
+    parser.add_argument(
+        "--reference",
+        nargs="*",
+        action="extend",
+        default=None,
+        metavar="PATH",
+        help="reference files or directories to hash (default: meru/resources)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="FILE",
+        help="checkpoint files to hash (e.g. runs/*/model.pt)",
+    )
+    parser.add_argument(
+        "--outputs",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="DIR",
+        help="workflow output directories (results, runs, data) not counted as uncommitted changes",
+    )
 
 
 def run(args) -> int:

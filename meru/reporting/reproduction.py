@@ -39,11 +39,39 @@ RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 HEADLINE_CSV = RESOURCES / "headline_metrics.csv"
 PUBLISHED_CSV = RESOURCES / "reference_values.csv"
 PUBLISHED_COLUMNS = ["model", "size", "training_data", "task", "dataset", "metric", "value", "source", "notes"]
-COLUMNS = ["kind", "size", "training_data", "task", "dataset", "metric", "reference", "ref_min", "ref_max", "ref_n",
-           "fresh", "fresh_n", "diff", "tol", "low", "high", "within", "source", "notes"]
+COLUMNS = [
+    "kind",
+    "size",
+    "training_data",
+    "task",
+    "dataset",
+    "metric",
+    "reference",
+    "ref_min",
+    "ref_max",
+    "ref_n",
+    "fresh",
+    "fresh_n",
+    "diff",
+    "tol",
+    "low",
+    "high",
+    "within",
+    "source",
+    "notes",
+]
 # what `meru reference refresh` copies from a finished run (tables/reproduction.* excluded: a reference
 # is compared against, it does not carry its own comparison)
-REFERENCE_CONTENT = ("PROVENANCE.md", "metrics", "tables", "plots", "data", "logs", "benchmarks/train", "benchmarks/embed")
+REFERENCE_CONTENT = (
+    "PROVENANCE.md",
+    "metrics",
+    "tables",
+    "plots",
+    "data",
+    "logs",
+    "benchmarks/train",
+    "benchmarks/embed",
+)
 REQUIRED_TABLES = ("zeroshot.csv", "claims.csv", "reproduction.csv")
 _PERCENT = ("top1", "top5", "mean_per_class", "acc1", "acc5", "accuracy", "acc")
 
@@ -53,6 +81,7 @@ class ReferenceError(ValueError):
 
 
 # --------------------------------------------------------------------------- metric records
+
 
 def load_records(directory: str | os.PathLike) -> list[dict]:
     """:func:`meru.reporting.records.load_metrics` plus ``_label``, the run directory's name (e.g.
@@ -80,8 +109,16 @@ def floors(path: str | os.PathLike = HEADLINE_CSV) -> list[dict]:
     for r in headline_metrics(path).itertuples(index=False):
         if r.floor_op:
             kinds = None if r.floor_kinds in ("", "all") else r.floor_kinds.split("|")
-            out.append({"task": r.task, "dataset": r.dataset, "metric": r.metric, "kinds": kinds, "op": r.floor_op,
-                        "floor": float(r.floor)})
+            out.append(
+                {
+                    "task": r.task,
+                    "dataset": r.dataset,
+                    "metric": r.metric,
+                    "kinds": kinds,
+                    "op": r.floor_op,
+                    "floor": float(r.floor),
+                }
+            )
     return out
 
 
@@ -106,7 +143,9 @@ def seed_values(records: list[dict], keys: set[tuple[str, str, str]] | None = No
             key = (rec["kind"], str(rec["size"]), _task(rec), rec["dataset"], metric)
             seed = int(rec["seed"])
             if (key, seed) in seen:
-                raise ValueError(f"two metric files for one seed: {seen[(key, seed)]} and {rec['_path']}; remove the stale one")
+                raise ValueError(
+                    f"two metric files for one seed: {seen[(key, seed)]} and {rec['_path']}; remove the stale one"
+                )
             seen[(key, seed)] = rec["_path"]
             lo, hi = ((rec.get("intervals") or {}).get(metric) or [None, None])[:2]
             out.setdefault(key, []).append((seed, float(value), lo, hi))
@@ -115,22 +154,37 @@ def seed_values(records: list[dict], keys: set[tuple[str, str, str]] | None = No
 
 # --------------------------------------------------------------------------- references
 
+
 def reference_from_run(directory: str | os.PathLike, training_data: str = "") -> pd.DataFrame:
     """Reference rows from a reference run's ``metrics/``: headline metrics, per (kind, size), all seeds."""
     metrics = Path(directory) / "metrics"
     if not metrics.is_dir():
-        raise ReferenceError(f"reference run {directory}: no metrics/ directory; "
-                             f"fill it with `meru reference refresh --from RESULTS --to {directory}`")
+        raise ReferenceError(
+            f"reference run {directory}: no metrics/ directory; "
+            f"fill it with `meru reference refresh --from RESULTS --to {directory}`"
+        )
     head = headline_metrics()
     keys = set(zip(head.task, head.dataset, head.metric))
     rows = []
     for (kind, size, task, dataset, metric), vals in sorted(seed_values(load_records(metrics), keys).items()):
-        rows.append({"kind": kind, "size": size, "training_data": training_data, "task": task, "dataset": dataset,
-                     "metric": metric,
-                     "values": [v for _, v, _, _ in vals], "halfwidths": _halfwidths(vals),
-                     "source": f"{directory} ({len(vals)} seeds)", "notes": ""})
+        rows.append(
+            {
+                "kind": kind,
+                "size": size,
+                "training_data": training_data,
+                "task": task,
+                "dataset": dataset,
+                "metric": metric,
+                "values": [v for _, v, _, _ in vals],
+                "halfwidths": _halfwidths(vals),
+                "source": f"{directory} ({len(vals)} seeds)",
+                "notes": "",
+            }
+        )
     if not rows:
-        raise ReferenceError(f"reference run {directory}: no headline metric in {metrics}; refresh it from a finished run")
+        raise ReferenceError(
+            f"reference run {directory}: no headline metric in {metrics}; refresh it from a finished run"
+        )
     return pd.DataFrame(rows)
 
 
@@ -156,13 +210,26 @@ def run_size(size: str, training_data: str, run_training_data: str) -> str:
     return size if training_data in ("", run_training_data) else f"{size}-{training_data}"
 
 
-def reference_from_published(path: str | os.PathLike = PUBLISHED_CSV, run_training_data: str = "redcaps") -> pd.DataFrame:
+def reference_from_published(
+    path: str | os.PathLike = PUBLISHED_CSV, run_training_data: str = "redcaps"
+) -> pd.DataFrame:
     """Reference rows from published values (S = 1, no interval); sizes mapped by :func:`run_size`."""
     rows = []
     for r in read_published(path).itertuples(index=False):
-        rows.append({"kind": r.model, "size": run_size(r.size, r.training_data, run_training_data),
-                     "training_data": r.training_data, "task": r.task, "dataset": r.dataset, "metric": r.metric,
-                     "values": [float(r.value)], "halfwidths": [], "source": r.source, "notes": r.notes})
+        rows.append(
+            {
+                "kind": r.model,
+                "size": run_size(r.size, r.training_data, run_training_data),
+                "training_data": r.training_data,
+                "task": r.task,
+                "dataset": r.dataset,
+                "metric": r.metric,
+                "values": [float(r.value)],
+                "halfwidths": [],
+                "source": r.source,
+                "notes": r.notes,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -174,14 +241,27 @@ def metric_floor(metric: str, ref_mean: float) -> float:
     """Smallest tolerance (module docstring): 1 point in %, 0.01 on [0, 1] / [-1, 1] scales, else 1% of |ref|."""
     if metric in _PERCENT or re.fullmatch(r"(i2t|t2i)_r\d+", metric):
         return 1.0
-    if metric.endswith(("_frac", "_auc")) or metric.startswith(("spearman", "kendall")) or metric in (
-            "precision", "jaccard", "h_precision", "h_recall", "jaccard_full", "h_precision_full", "h_recall_full",
-            "h_f1_full"):
+    if (
+        metric.endswith(("_frac", "_auc"))
+        or metric.startswith(("spearman", "kendall"))
+        or metric
+        in (
+            "precision",
+            "jaccard",
+            "h_precision",
+            "h_recall",
+            "jaccard_full",
+            "h_precision_full",
+            "h_recall_full",
+            "h_f1_full",
+        )
+    ):
         return 0.01
     return 0.01 * abs(ref_mean)
 
 
 # --------------------------------------------------------------------------- comparison
+
 
 def compare(reference: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
     """One row per reference key: reference, fresh, diff, tolerance, within (None = not evaluated)."""
@@ -191,15 +271,33 @@ def compare(reference: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
         r = np.asarray(ref.values, float)
         ref_mean = float(r.mean())
         vals = fresh.get((ref.kind, ref.size, ref.task, ref.dataset, ref.metric), [])
-        row = {"kind": ref.kind, "size": ref.size, "training_data": ref.training_data, "task": ref.task,
-               "dataset": ref.dataset,
-               "metric": ref.metric, "reference": ref_mean, "ref_min": float(r.min()), "ref_max": float(r.max()),
-               "ref_n": len(r), "fresh": None, "fresh_n": len(vals), "diff": None, "tol": None, "low": None,
-               "high": None, "within": None, "source": ref.source, "notes": ref.notes}
+        row = {
+            "kind": ref.kind,
+            "size": ref.size,
+            "training_data": ref.training_data,
+            "task": ref.task,
+            "dataset": ref.dataset,
+            "metric": ref.metric,
+            "reference": ref_mean,
+            "ref_min": float(r.min()),
+            "ref_max": float(r.max()),
+            "ref_n": len(r),
+            "fresh": None,
+            "fresh_n": len(vals),
+            "diff": None,
+            "tol": None,
+            "low": None,
+            "high": None,
+            "within": None,
+            "source": ref.source,
+            "notes": ref.notes,
+        }
         if vals:
             f = float(np.mean([v for _, v, _, _ in vals]))
-            tol = max([float(r.std(ddof=1)) if len(r) > 1 else 0.0, metric_floor(ref.metric, ref_mean)]
-                      + [float(np.mean(h)) for h in (ref.halfwidths, _halfwidths(vals)) if len(h)])
+            tol = max(
+                [float(r.std(ddof=1)) if len(r) > 1 else 0.0, metric_floor(ref.metric, ref_mean)]
+                + [float(np.mean(h)) for h in (ref.halfwidths, _halfwidths(vals)) if len(h)]
+            )
             low, high = float(r.min()) - tol, float(r.max()) + tol
             row.update(fresh=f, diff=f - ref_mean, tol=tol, low=low, high=high, within=bool(low <= f <= high))
         rows.append(row)
@@ -231,20 +329,35 @@ def _num(x) -> str:
 
 
 def markdown(df: pd.DataFrame | None, line: str, what: str) -> str:
-    head = (f"## reproduction\n\nReference: {what}. Rule: within = the fresh seed mean lies in "
-            "[min(reference) − tol, max(reference) + tol] (docs/METRICS.md, \"Reproduction\").\n\n"
-            f"Summary: {line}\n")
+    head = (
+        f"## reproduction\n\nReference: {what}. Rule: within = the fresh seed mean lies in "
+        '[min(reference) − tol, max(reference) + tol] (docs/METRICS.md, "Reproduction").\n\n'
+        f"Summary: {line}\n"
+    )
     if df is None or not len(df):
         return head
-    disp = pd.DataFrame({
-        "model": df.kind, "size": df["size"], "data": df.training_data, "task": df.task, "dataset": df.dataset, "metric": df.metric,
-        "reference": [_num(m) if n == 1 else f"{_num(m)} [{_num(lo)}, {_num(hi)}]"
-                      for m, lo, hi, n in zip(df.reference, df.ref_min, df.ref_max, df.ref_n)],
-        "fresh": [_num(v) for v in df.fresh], "diff": [_num(v) for v in df["diff"]],
-        "allowed": ["" if lo is None or pd.isna(lo) else f"[{_num(lo)}, {_num(hi)}]" for lo, hi in zip(df.low, df.high)],
-        "within": ["not evaluated" if w is None or pd.isna(w) else ("yes" if w else "**no**") for w in df.within],
-        "source": df.source, "notes": df.notes,
-    })
+    disp = pd.DataFrame(
+        {
+            "model": df.kind,
+            "size": df["size"],
+            "data": df.training_data,
+            "task": df.task,
+            "dataset": df.dataset,
+            "metric": df.metric,
+            "reference": [
+                _num(m) if n == 1 else f"{_num(m)} [{_num(lo)}, {_num(hi)}]"
+                for m, lo, hi, n in zip(df.reference, df.ref_min, df.ref_max, df.ref_n)
+            ],
+            "fresh": [_num(v) for v in df.fresh],
+            "diff": [_num(v) for v in df["diff"]],
+            "allowed": [
+                "" if lo is None or pd.isna(lo) else f"[{_num(lo)}, {_num(hi)}]" for lo, hi in zip(df.low, df.high)
+            ],
+            "within": ["not evaluated" if w is None or pd.isna(w) else ("yes" if w else "**no**") for w in df.within],
+            "source": df.source,
+            "notes": df.notes,
+        }
+    )
     return head + "\n" + disp.to_markdown(index=False) + "\n"
 
 
@@ -254,8 +367,13 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def reproduce(metrics_dir, reference: str | None, out_dir, training_data: str = "",
-              published_csv: str | os.PathLike = PUBLISHED_CSV) -> tuple[pd.DataFrame | None, str]:
+def reproduce(
+    metrics_dir,
+    reference: str | None,
+    out_dir,
+    training_data: str = "",
+    published_csv: str | os.PathLike = PUBLISHED_CSV,
+) -> tuple[pd.DataFrame | None, str]:
     """Write ``reproduction.{csv,md}`` under ``out_dir``; return (table or None, summary line).
 
     reference: a reference-run directory, ``"published"`` (resources/reference_values.csv) or None/"none".
@@ -272,12 +390,15 @@ def reproduce(metrics_dir, reference: str | None, out_dir, training_data: str = 
     line = summary(df, what)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "reproduction.csv", (df if df is not None else pd.DataFrame(columns=COLUMNS)).to_csv(index=False))
+    _atomic_write(
+        out / "reproduction.csv", (df if df is not None else pd.DataFrame(columns=COLUMNS)).to_csv(index=False)
+    )
     _atomic_write(out / "reproduction.md", markdown(df, line, what))
     return df, line
 
 
 # --------------------------------------------------------------------------- refreshing the reference
+
 
 def _provenance_config(run: Path) -> dict:
     text = (run / "PROVENANCE.md").read_text()
@@ -297,7 +418,11 @@ def expected_labels(cfg: dict) -> list[str]:
 def released_label(entry: dict) -> str:
     """``{kind}-{size}-released`` (MERU's RedCaps checkpoints) or ``{kind}-{size}-{data}-released``."""
     data = entry.get("data", "redcaps")
-    return f"{entry['kind']}-{entry['size']}-released" if data == "redcaps" else f"{entry['kind']}-{entry['size']}-{data}-released"
+    return (
+        f"{entry['kind']}-{entry['size']}-released"
+        if data == "redcaps"
+        else f"{entry['kind']}-{entry['size']}-{data}-released"
+    )
 
 
 def check_complete(run: str | os.PathLike) -> list[str]:
@@ -314,8 +439,10 @@ def check_complete(run: str | os.PathLike) -> list[str]:
             problems.append(f"{run}/metrics/{label}/ has no metric JSON")
         names[label] = files
     if len({tuple(v) for v in names.values() if v}) > 1:
-        problems.append(f"{run}/metrics: runs have different evaluations: "
-                        + "; ".join(f"{k}: {len(v)} files" for k, v in names.items()))
+        problems.append(
+            f"{run}/metrics: runs have different evaluations: "
+            + "; ".join(f"{k}: {len(v)} files" for k, v in names.items())
+        )
     problems += [f"{run}/tables/{t} missing" for t in REQUIRED_TABLES if not (run / "tables" / t).is_file()]
     if not list((run / "plots").glob("*.png")):
         problems.append(f"{run}/plots/ has no PNG")
@@ -357,20 +484,30 @@ def refresh(source: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
 
 # --------------------------------------------------------------------------- CLIs
 
+
 def add_arguments(parser) -> None:
     parser.add_argument("--metrics", required=True, help="the run's metric directory (RESULTS/metrics)")
-    parser.add_argument("--reference", default="none",
-                        help="reference-run directory (e.g. results/reference/default), 'published' "
-                             "(meru/resources/reference_values.csv) or 'none'")
-    parser.add_argument("--training-data", default="",
-                        help="the run's training data (config data.source; 'redcaps' for released checkpoints)")
+    parser.add_argument(
+        "--reference",
+        default="none",
+        help="reference-run directory (e.g. results/reference/default), 'published' "
+        "(meru/resources/reference_values.csv) or 'none'",
+    )
+    parser.add_argument(
+        "--training-data",
+        default="",
+        help="the run's training data (config data.source; 'redcaps' for released checkpoints)",
+    )
     parser.add_argument("--published", default=str(PUBLISHED_CSV), help="published values CSV (--reference published)")
     parser.add_argument("--out", required=True, help="output directory for reproduction.{csv,md}")
 
 
 def run(args) -> int:
     if not Path(args.metrics).is_dir():
-        print(f"meru reproduce: --metrics {args.metrics} is not a directory; run the evaluation rules first", file=sys.stderr)
+        print(
+            f"meru reproduce: --metrics {args.metrics} is not a directory; run the evaluation rules first",
+            file=sys.stderr,
+        )
         return 2
     try:
         _, line = reproduce(args.metrics, args.reference, args.out, args.training_data, args.published)
@@ -382,9 +519,14 @@ def run(args) -> int:
 
 
 def add_reference_arguments(parser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True, help="refresh: replace the reference; check: is a run complete")
-    p = sub.add_parser("refresh", help="copy a finished run's metrics, tables, plots, provenance, logs and "
-                                       "per-job benchmarks into the committed reference")
+    sub = parser.add_subparsers(
+        dest="action", required=True, help="refresh: replace the reference; check: is a run complete"
+    )
+    p = sub.add_parser(
+        "refresh",
+        help="copy a finished run's metrics, tables, plots, provenance, logs and "
+        "per-job benchmarks into the committed reference",
+    )
     p.add_argument("--from", dest="source", default="results", help="finished run's results directory")
     p.add_argument("--to", dest="dest", default="results/reference/default", help="reference directory to replace")
     p = sub.add_parser("check", help="say whether a results directory is complete enough to become the reference")

@@ -53,17 +53,35 @@ DEFAULT_N_BOOT = 1000
 SYNTH_LEVELS = ("category", "family", "shape")
 
 METRIC_LABELS = {
-    "top1": "Top-1", "top5": "Top-5", "mean_per_class": "Mean per-class recall",
-    "jaccard": "Jaccard", "h_precision": "hP", "h_recall": "hR", "jaccard_full": "Jaccard (full)",
-    "h_precision_full": "hP (full)", "h_recall_full": "hR (full)", "h_f1_full": "hF1 (full)",
-    "tie": "TIE", "lca": "LCA", "lca_height": "LCA height", "mistake_severity": "Mistake severity",
-    "spearman_specificity": "Spearman, specificity", "kendall_specificity": "Kendall, specificity",
-    "spearman_depth": "Spearman, depth", "kendall_depth": "Kendall, depth",
-    "image_farther_frac": "Image farther than caption", "cone_true_frac": "In cone, true pairs",
-    "cone_false_frac": "In cone, false pairs", "cone_auc": "Cone AUC",
-    "image_root_mean": "Image mean", "image_root_median": "Image median", "text_root_mean": "Caption mean",
-    "text_root_median": "Caption median", "modality_gap": "Modality gap",
-    "monotonic_frac": "Monotonic", "precision": "Precision",
+    "top1": "Top-1",
+    "top5": "Top-5",
+    "mean_per_class": "Mean per-class recall",
+    "jaccard": "Jaccard",
+    "h_precision": "hP",
+    "h_recall": "hR",
+    "jaccard_full": "Jaccard (full)",
+    "h_precision_full": "hP (full)",
+    "h_recall_full": "hR (full)",
+    "h_f1_full": "hF1 (full)",
+    "tie": "TIE",
+    "lca": "LCA",
+    "lca_height": "LCA height",
+    "mistake_severity": "Mistake severity",
+    "spearman_specificity": "Spearman, specificity",
+    "kendall_specificity": "Kendall, specificity",
+    "spearman_depth": "Spearman, depth",
+    "kendall_depth": "Kendall, depth",
+    "image_farther_frac": "Image farther than caption",
+    "cone_true_frac": "In cone, true pairs",
+    "cone_false_frac": "In cone, false pairs",
+    "cone_auc": "Cone AUC",
+    "image_root_mean": "Image mean",
+    "image_root_median": "Image median",
+    "text_root_mean": "Caption mean",
+    "text_root_median": "Caption median",
+    "modality_gap": "Modality gap",
+    "monotonic_frac": "Monotonic",
+    "precision": "Precision",
 }
 _RECALL = re.compile(r"(i2t|t2i)_r(\d+)")
 _TOPK = re.compile(r"top(\d+)")
@@ -112,31 +130,77 @@ def _retrieval_block(dataset, metric):
 
 
 SPECS: tuple[TableSpec, ...] = (
-    TableSpec("zeroshot", "Zero-shot classification", "accuracy, %", "zeroshot",
-              ("top1", "top5", "mean_per_class"), True, 1),
-    TableSpec("retrieval", "Zero-shot retrieval", "recall, %", "retrieval",
-              tuple(f"{d}_r{k}" for k in (1, 5, 10) for d in ("i2t", "t2i")), True, 1,
-              column=_retrieval_column, block=_retrieval_block),
+    TableSpec(
+        "zeroshot", "Zero-shot classification", "accuracy, %", "zeroshot", ("top1", "top5", "mean_per_class"), True, 1
+    ),
+    TableSpec(
+        "retrieval",
+        "Zero-shot retrieval",
+        "recall, %",
+        "retrieval",
+        tuple(f"{d}_r{k}" for k in (1, 5, 10) for d in ("i2t", "t2i")),
+        True,
+        1,
+        column=_retrieval_column,
+        block=_retrieval_block,
+    ),
     TableSpec("linear_probe", "Linear probe", "accuracy, %", "linear-probe", ("top1", "mean_per_class"), True, 1),
-    TableSpec("hierarchy", "Hierarchical classification of the top-1 prediction: ancestor-set overlap",
-              "fraction of tree nodes, 0-1, higher is better", "zeroshot",
-              ("jaccard", "h_precision", "h_recall", "jaccard_full", "h_precision_full", "h_recall_full",
-               "h_f1_full"), False, 3),
-    TableSpec("hierarchy_distance", "Hierarchical classification of the top-1 prediction: tree distance",
-              "tree edges (LCA: edges + 1), lower is better", "zeroshot",
-              ("tie", "lca", "lca_height", "mistake_severity"), False, 2),
-    TableSpec("structure", "Embedding structure: rank correlation of a caption's distance from [ROOT] with "
-              "its specificity / concept depth", "correlation coefficient, -1 to 1", "structure",
-              ("spearman_specificity", "kendall_specificity", "spearman_depth", "kendall_depth"), False, 3),
-    TableSpec("structure_pairs", "Embedding structure: true (caption, image) pairs",
-              "fraction of pairs (AUC: probability), 0-1", "structure",
-              ("image_farther_frac", "cone_true_frac", "cone_false_frac", "cone_auc"), False, 3),
-    TableSpec("root_distance", "Distance from [ROOT] in each model's own space (not comparable across "
-              "geometries; no differences)", "each row's unit is in its 'unit' column", "structure",
-              ("image_root_mean", "image_root_median", "text_root_mean", "text_root_median", "modality_gap"),
-              False, 3, comparable=False),
-    TableSpec("traversal", "Traversals from an image toward [ROOT]", "fraction, 0-1", "traversal",
-              ("monotonic_frac", "precision"), False, 3),
+    TableSpec(
+        "hierarchy",
+        "Hierarchical classification of the top-1 prediction: ancestor-set overlap",
+        "fraction of tree nodes, 0-1, higher is better",
+        "zeroshot",
+        ("jaccard", "h_precision", "h_recall", "jaccard_full", "h_precision_full", "h_recall_full", "h_f1_full"),
+        False,
+        3,
+    ),
+    TableSpec(
+        "hierarchy_distance",
+        "Hierarchical classification of the top-1 prediction: tree distance",
+        "tree edges (LCA: edges + 1), lower is better",
+        "zeroshot",
+        ("tie", "lca", "lca_height", "mistake_severity"),
+        False,
+        2,
+    ),
+    TableSpec(
+        "structure",
+        "Embedding structure: rank correlation of a caption's distance from [ROOT] with "
+        "its specificity / concept depth",
+        "correlation coefficient, -1 to 1",
+        "structure",
+        ("spearman_specificity", "kendall_specificity", "spearman_depth", "kendall_depth"),
+        False,
+        3,
+    ),
+    TableSpec(
+        "structure_pairs",
+        "Embedding structure: true (caption, image) pairs",
+        "fraction of pairs (AUC: probability), 0-1",
+        "structure",
+        ("image_farther_frac", "cone_true_frac", "cone_false_frac", "cone_auc"),
+        False,
+        3,
+    ),
+    TableSpec(
+        "root_distance",
+        "Distance from [ROOT] in each model's own space (not comparable across geometries; no differences)",
+        "each row's unit is in its 'unit' column",
+        "structure",
+        ("image_root_mean", "image_root_median", "text_root_mean", "text_root_median", "modality_gap"),
+        False,
+        3,
+        comparable=False,
+    ),
+    TableSpec(
+        "traversal",
+        "Traversals from an image toward [ROOT]",
+        "fraction, 0-1",
+        "traversal",
+        ("monotonic_frac", "precision"),
+        False,
+        3,
+    ),
 )
 TABLES = tuple(s.name for s in SPECS)
 
@@ -227,18 +291,29 @@ def collect(records: list[dict], spec: TableSpec) -> dict:
             block, column = _keys(spec, rec["dataset"], metric)
             if trivial(rec, metric):
                 dropped.add((block, column))
-            order_b.setdefault(block, (spec.metrics.index(metric), _dataset_key(rec["dataset"])) if spec.by_dataset
-                               else (_dataset_key(rec["dataset"]), 0))
-            order_c.setdefault(column, (_dataset_key(rec["dataset"]), spec.metrics.index(metric)) if spec.by_dataset
-                               else (spec.metrics.index(metric), _dataset_key(rec["dataset"])))
+            order_b.setdefault(
+                block,
+                (spec.metrics.index(metric), _dataset_key(rec["dataset"]))
+                if spec.by_dataset
+                else (_dataset_key(rec["dataset"]), 0),
+            )
+            order_c.setdefault(
+                column,
+                (_dataset_key(rec["dataset"]), spec.metrics.index(metric))
+                if spec.by_dataset
+                else (spec.metrics.index(metric), _dataset_key(rec["dataset"])),
+            )
             lo, hi = ((rec.get("intervals") or {}).get(metric) or [None, None])[:2]
             entries = cells.setdefault((block, column, rec["kind"], rec["size"]), [])
             same = [e for e in entries if e["seed"] == rec["seed"]]
             if same:
-                raise ValueError(f"two metric files for {rec['kind']} {rec['size']} seed {rec['seed']}: "
-                                 f"{same[0]['rec']['_path']} and {rec['_path']}; remove the stale one")
-            entries.append({"seed": rec["seed"], "value": float(value), "lo": lo, "hi": hi, "rec": rec,
-                            "metric": metric})
+                raise ValueError(
+                    f"two metric files for {rec['kind']} {rec['size']} seed {rec['seed']}: "
+                    f"{same[0]['rec']['_path']} and {rec['_path']}; remove the stale one"
+                )
+            entries.append(
+                {"seed": rec["seed"], "value": float(value), "lo": lo, "hi": hi, "rec": rec, "metric": metric}
+            )
     blocks = sorted(order_b, key=order_b.get)
     columns = sorted(order_c, key=order_c.get)
     kinds = kind_order(k for (_, _, k, _) in cells)
@@ -259,9 +334,17 @@ def model_stats(entries: list[dict]) -> dict:
     """Seed statistics of one model cell (module docstring)."""
     values = [e["value"] for e in entries]
     agg = stats.aggregate_seeds(values)
-    return {"n_seeds": agg["n"], "seeds": [e["seed"] for e in entries], "mean": agg["mean"], "sd": agg["std"],
-            "min": min(values), "max": max(values), "values": values,
-            "seed_lo": [e["lo"] for e in entries], "seed_hi": [e["hi"] for e in entries]}
+    return {
+        "n_seeds": agg["n"],
+        "seeds": [e["seed"] for e in entries],
+        "mean": agg["mean"],
+        "sd": agg["std"],
+        "min": min(values),
+        "max": max(values),
+        "values": values,
+        "seed_lo": [e["lo"] for e in entries],
+        "seed_hi": [e["hi"] for e in entries],
+    }
 
 
 def compare(a: list[dict], b: list[dict], n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> dict | None:
@@ -272,8 +355,15 @@ def compare(a: list[dict], b: list[dict], n_boot: int = DEFAULT_N_BOOT, seed: in
     if not common:
         return None
     diff = float(np.mean([sa[s]["value"] for s in common]) - np.mean([sb[s]["value"] for s in common]))
-    out = {"seeds": common, "diff": diff, "wins": sum(sa[s]["value"] > sb[s]["value"] for s in common),
-           "ci": None, "p_value": None, "n_items": None, "n_boot": None}
+    out = {
+        "seeds": common,
+        "diff": diff,
+        "wins": sum(sa[s]["value"] > sb[s]["value"] for s in common),
+        "ci": None,
+        "p_value": None,
+        "n_items": None,
+        "n_boot": None,
+    }
     va = [per_item_values(sa[s]["rec"], sa[s]["metric"]) for s in common]
     vb = [per_item_values(sb[s]["rec"], sb[s]["metric"]) for s in common]
     if all(x is not None and y is not None and x.shape == y.shape for x, y in zip(va, vb)):
@@ -292,9 +382,18 @@ def build(records: list[dict], spec: TableSpec, n_boot: int = DEFAULT_N_BOOT) ->
     for (b, c, s), kinds in by_bcs.items():
         for k, entries in kinds.items():
             st = model_stats(entries)
-            rows.append({"block": b, "column": c, "row_type": "model", "model": kind_name(k), "kind": k, "size": s,
-                         "unit": root_distance_label(entries[0]["rec"]) if not spec.comparable else spec.unit,
-                         **st})
+            rows.append(
+                {
+                    "block": b,
+                    "column": c,
+                    "row_type": "model",
+                    "model": kind_name(k),
+                    "kind": k,
+                    "size": s,
+                    "unit": root_distance_label(entries[0]["rec"]) if not spec.comparable else spec.unit,
+                    **st,
+                }
+            )
         if not spec.comparable or BASELINE not in kinds:
             continue
         for k in kind_order(kinds):
@@ -304,13 +403,50 @@ def build(records: list[dict], spec: TableSpec, n_boot: int = DEFAULT_N_BOOT) ->
             if cmp is None:
                 continue
             ci = cmp["ci"] or [None, None]
-            rows.append({"block": b, "column": c, "row_type": "comparison",
-                         "model": f"{kind_name(k)} − {kind_name(BASELINE)}", "kind": f"{k}-{BASELINE}", "size": s,
-                         "unit": spec.unit, "n_seeds": len(cmp["seeds"]), "seeds": cmp["seeds"], "mean": cmp["diff"],
-                         "diff_lo": ci[0], "diff_hi": ci[1], "p_value": cmp["p_value"], "n_boot": cmp["n_boot"],
-                         "n_items": cmp["n_items"], "wins": cmp["wins"]})
-    cols = ["block", "column", "row_type", "model", "kind", "size", "unit", "n_seeds", "seeds", "mean", "sd", "min",
-            "max", "values", "seed_lo", "seed_hi", "diff_lo", "diff_hi", "p_value", "n_boot", "n_items", "wins"]
+            rows.append(
+                {
+                    "block": b,
+                    "column": c,
+                    "row_type": "comparison",
+                    "model": f"{kind_name(k)} − {kind_name(BASELINE)}",
+                    "kind": f"{k}-{BASELINE}",
+                    "size": s,
+                    "unit": spec.unit,
+                    "n_seeds": len(cmp["seeds"]),
+                    "seeds": cmp["seeds"],
+                    "mean": cmp["diff"],
+                    "diff_lo": ci[0],
+                    "diff_hi": ci[1],
+                    "p_value": cmp["p_value"],
+                    "n_boot": cmp["n_boot"],
+                    "n_items": cmp["n_items"],
+                    "wins": cmp["wins"],
+                }
+            )
+    cols = [
+        "block",
+        "column",
+        "row_type",
+        "model",
+        "kind",
+        "size",
+        "unit",
+        "n_seeds",
+        "seeds",
+        "mean",
+        "sd",
+        "min",
+        "max",
+        "values",
+        "seed_lo",
+        "seed_hi",
+        "diff_lo",
+        "diff_hi",
+        "p_value",
+        "n_boot",
+        "n_items",
+        "wins",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -379,12 +515,16 @@ def notes(df: pd.DataFrame, spec: TableSpec, n_boot: int) -> list[str]:
     if len(df) and (df[df.row_type == "model"]["n_seeds"] == 1).any():
         out.append("Single-seed rows: value [95% percentile bootstrap interval over test items].")
     if len(df) and (df.row_type == "comparison").any():
-        out.append(f"Difference rows A − B: difference of seed means over the seeds both have, [95% interval] and "
-                   f"two-sided p from a paired bootstrap ({n_boot} resamples; p < {1 / n_boot:.2g} means no resample "
-                   "crossed 0) over test items pooled across those seeds (only where per-item data exist); "
-                   "(k/S) = seeds where A is higher.")
-    out.append("— = no value: the model has no such metric, or top-K accuracy with K ≥ the number of classes "
-               "(100% by construction), which is left out.")
+        out.append(
+            f"Difference rows A − B: difference of seed means over the seeds both have, [95% interval] and "
+            f"two-sided p from a paired bootstrap ({n_boot} resamples; p < {1 / n_boot:.2g} means no resample "
+            "crossed 0) over test items pooled across those seeds (only where per-item data exist); "
+            "(k/S) = seeds where A is higher."
+        )
+    out.append(
+        "— = no value: the model has no such metric, or top-K accuracy with K ≥ the number of classes "
+        "(100% by construction), which is left out."
+    )
     return out
 
 
@@ -397,13 +537,18 @@ def per_seed_frame(df: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     rows: dict = {}
     for _, r in m.iterrows():
         for seed, v, lo, hi in zip(r["seeds"], r["values"], r["seed_lo"], r["seed_hi"]):
-            row = rows.setdefault((r["block"], r["size"], r["model"], seed),
-                                  {"block": r["block"], "model": r["model"], "size": r["size"], "seed": seed})
+            row = rows.setdefault(
+                (r["block"], r["size"], r["model"], seed),
+                {"block": r["block"], "model": r["model"], "size": r["size"], "seed": seed},
+            )
             row[r["column"]] = _num(v, d) + (f" [{_num(lo, d)}, {_num(hi, d)}]" if informative(lo, hi, rng) else "")
     columns = list(dict.fromkeys(m["column"]))
     out = pd.DataFrame(list(rows.values()))
-    return out[["block", "model", "size", "seed"] + columns].rename(
-        columns={"block": "metric" if spec.by_dataset else "dataset"}).fillna("—")
+    return (
+        out[["block", "model", "size", "seed"] + columns]
+        .rename(columns={"block": "metric" if spec.by_dataset else "dataset"})
+        .fillna("—")
+    )
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -424,13 +569,33 @@ def to_html(table: pd.DataFrame, title: str, note: list[str], seeds: pd.DataFram
     parts.append(table.to_html(index=False, border=0) if len(table) else "<p>No results for this table.</p>")
     parts.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in note) + "</ul>")
     if len(seeds):
-        parts += ["<h4>Per seed: value [95% bootstrap interval over test items]</h4>", seeds.to_html(index=False, border=0)]
+        parts += [
+            "<h4>Per seed: value [95% bootstrap interval over test items]</h4>",
+            seeds.to_html(index=False, border=0),
+        ]
     return "\n".join(parts) + "</body></html>\n"
 
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "−": r"$-$",
-        "–": "--", "—": "---", "→": r"$\to$", "≥": r"$\geq$", "<": r"$<$", ">": r"$>$"}
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "−": r"$-$",
+    "–": "--",
+    "—": "---",
+    "→": r"$\to$",
+    "≥": r"$\geq$",
+    "<": r"$<$",
+    ">": r"$>$",
+}
 
 
 def tex_escape(s) -> str:
@@ -441,8 +606,14 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
     """A booktabs ``table``: block labels as italic spanning rows, ``\\midrule`` between blocks."""
     cols = list(table.columns[1:])  # the first column (block) becomes the spanning row
     head = " & ".join(tex_escape(c) for c in cols) + r" \\"
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + "l" * 2 + "c" * (len(cols) - 2) + "}",
-             r"\toprule", head]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\begin{tabular}{" + "l" * 2 + "c" * (len(cols) - 2) + "}",
+        r"\toprule",
+        head,
+    ]
     previous = None
     for row in table.itertuples(index=False):
         if row[0] != previous:
@@ -451,8 +622,13 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
                 lines.append(rf"\multicolumn{{{len(cols)}}}{{l}}{{\textit{{{tex_escape(row[0])}}}}} \\")
             previous = row[0]
         lines.append(" & ".join(tex_escape(x) for x in row[1:]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{tex_escape(caption)}}}", rf"\label{{tab:{label}}}",
-              r"\end{table}"]
+    lines += [
+        r"\bottomrule",
+        r"\end{tabular}",
+        rf"\caption{{{tex_escape(caption)}}}",
+        rf"\label{{tab:{label}}}",
+        r"\end{table}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -468,8 +644,10 @@ def _atomic_write(path: Path, text: str) -> None:
 def _stats_csv(df: pd.DataFrame) -> str:
     out = df.copy()
     for col in ("seeds", "values", "seed_lo", "seed_hi"):
-        out[col] = [";".join(f"{x:.10g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list) else ""
-                    for v in out[col]]
+        out[col] = [
+            ";".join(f"{x:.10g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list) else ""
+            for v in out[col]
+        ]
     return out.to_csv(index=False)
 
 
@@ -484,8 +662,12 @@ def write_table(records: list[dict], spec: TableSpec, out: Path, n_boot: int = D
     if len(seeds):
         md += ["", "### Per seed: value [95% bootstrap interval over test items]", "", to_markdown(seeds)]
     _atomic_write(out / f"{spec.name}.md", "\n".join(md) + "\n")
-    _atomic_write(out / f"{spec.name}.tex", to_latex(disp, f"{title}. " + " ".join(note), spec.name) if len(disp)
-                  else f"% {title}: no results in the metrics\n")
+    _atomic_write(
+        out / f"{spec.name}.tex",
+        to_latex(disp, f"{title}. " + " ".join(note), spec.name)
+        if len(disp)
+        else f"% {title}: no results in the metrics\n",
+    )
     _atomic_write(out / f"{spec.name}.html", to_html(disp, title, note, seeds))
     _atomic_write(out / f"{spec.name}.csv", wide(df, spec, text=False).to_csv(index=False))
     _atomic_write(out / f"{spec.name}_stats.csv", _stats_csv(df))
@@ -497,8 +679,9 @@ def output_names() -> list[str]:
     return [f"{s.name}{suffix}" for s in SPECS for suffix in (".csv", ".md", ".tex", ".html", "_stats.csv")]
 
 
-def write_tables(metrics_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                 n_boot: int = DEFAULT_N_BOOT) -> dict[str, pd.DataFrame]:
+def write_tables(
+    metrics_dir: str | os.PathLike, out_dir: str | os.PathLike, n_boot: int = DEFAULT_N_BOOT
+) -> dict[str, pd.DataFrame]:
     """Build every table of :data:`SPECS` and write them under ``out_dir`` (published values beside ours:
     :mod:`meru.reporting.reproduction`)."""
     records = load_metrics(metrics_dir)
@@ -510,8 +693,12 @@ def write_tables(metrics_dir: str | os.PathLike, out_dir: str | os.PathLike,
 def add_arguments(parser) -> None:
     parser.add_argument("--metrics", required=True, help="directory of metric JSON files (searched recursively)")
     parser.add_argument("--out", required=True, help="output directory for the tables")
-    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT,
-                        help="paired-bootstrap resamples for the difference rows (p is floored at 1/B)")
+    parser.add_argument(
+        "--n-boot",
+        type=int,
+        default=DEFAULT_N_BOOT,
+        help="paired-bootstrap resamples for the difference rows (p is floored at 1/B)",
+    )
 
 
 def run(args) -> int:

@@ -24,11 +24,29 @@ import torch
 # Dense (no sparsity) peak FLOP/s per device, from the vendors' data sheets. Matched by substring of
 # torch.cuda.get_device_name, first match wins (so "H100 PCIe" comes before "H100").
 PEAK_FLOPS = {
-    "bf16": {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "GH200": 989e12, "B200": 2250e12,
-             "A100": 312e12, "L40S": 362e12, "A10": 125e12, "V100": 125e12},
+    "bf16": {
+        "H100 PCIe": 756e12,
+        "H100": 989e12,
+        "H200": 989e12,
+        "GH200": 989e12,
+        "B200": 2250e12,
+        "A100": 312e12,
+        "L40S": 362e12,
+        "A10": 125e12,
+        "V100": 125e12,
+    },
     # fp32 without TF32 (training disables TF32): CUDA-core peaks
-    "fp32": {"H100 PCIe": 51e12, "H100": 67e12, "H200": 67e12, "GH200": 67e12, "B200": 80e12,
-             "A100": 19.5e12, "L40S": 91.6e12, "A10": 31.2e12, "V100": 15.7e12},
+    "fp32": {
+        "H100 PCIe": 51e12,
+        "H100": 67e12,
+        "H200": 67e12,
+        "GH200": 67e12,
+        "B200": 80e12,
+        "A100": 19.5e12,
+        "L40S": 91.6e12,
+        "A10": 31.2e12,
+        "V100": 15.7e12,
+    },
 }
 
 

@@ -58,8 +58,13 @@ def dist_env() -> tuple[int, int, int]:
 def rng_state() -> dict:
     """RNG states as tensors and plain types only (so the checkpoint loads with ``weights_only=True``)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
-    numpy_state = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                   "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}
+    numpy_state = {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(gauss),
+    }
     s = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         s["cuda"] = torch.cuda.get_rng_state_all()
@@ -69,7 +74,9 @@ def rng_state() -> dict:
 def set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
     n = s["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     random.setstate(s["python"])
     if "cuda" in s and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
@@ -111,8 +118,17 @@ def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Te
     return (batch["images"].to(device, non_blocking=True), batch["tokens"].to(device, non_blocking=True))
 
 
-def train_step(model, loss_fn, micro_batches, optimizer, scheduler, grad_clip=None, amp_dtype=None,
-               on_nonfinite="stop", device_logs=False):
+def train_step(
+    model,
+    loss_fn,
+    micro_batches,
+    optimizer,
+    scheduler,
+    grad_clip=None,
+    amp_dtype=None,
+    on_nonfinite="stop",
+    device_logs=False,
+):
     """One optimiser step over ``micro_batches`` (list of (images, tokens)); returns (logs, finite).
 
     Loss per micro-batch is divided by the number of micro-batches, so gradients are the mean. Log
@@ -160,9 +176,21 @@ class ResumeConfigMismatch(ConfigError):
 TRAJECTORY_SECTIONS = ("model", "data", "optim", "precision")
 TRAJECTORY_KEYS = ("runtime.seed",)
 # ... and those of them that a resume can apply (``--apply-config-changes``); the rest need a new run.
-APPLICABLE_ON_RESUME = ("optim.lr", "optim.betas", "optim.eps", "optim.weight_decay", "optim.warmup_steps",
-                        "optim.total_steps", "optim.grad_clip", "model.entail_weight", "precision.amp",
-                        "data.augment", "data.sample_captions", "data.subreddit_prefix_prob", "data.scale")
+APPLICABLE_ON_RESUME = (
+    "optim.lr",
+    "optim.betas",
+    "optim.eps",
+    "optim.weight_decay",
+    "optim.warmup_steps",
+    "optim.total_steps",
+    "optim.grad_clip",
+    "model.entail_weight",
+    "precision.amp",
+    "data.augment",
+    "data.sample_captions",
+    "data.subreddit_prefix_prob",
+    "data.scale",
+)
 
 
 def _flatten(cfg: dict, prefix: str = "") -> dict:
@@ -194,11 +222,13 @@ def check_resume_config(saved: dict, cfg: dict, ckpt_path: Path, apply_changes: 
     if fixed:
         raise ResumeConfigMismatch(
             f"{ckpt_path}: cannot resume, the config changes {', '.join(fixed)} ({shown}); these cannot change "
-            "mid-run: restore them, use another --out, or start over with --resume never")
+            "mid-run: restore them, use another --out, or start over with --resume never"
+        )
     if not apply_changes:
         raise ResumeConfigMismatch(
             f"{ckpt_path}: cannot resume, the config changes {shown}; restore the old values, or pass "
-            "--apply-config-changes to continue with the new ones (recorded in log.jsonl)")
+            "--apply-config-changes to continue with the new ones (recorded in log.jsonl)"
+        )
     return changes
 
 
@@ -228,8 +258,10 @@ def acquire_run_lock(out: Path):
         f.seek(0)
         holder = f.read().strip() or "?"
         f.close()
-        raise RunDirLocked(f"{out}: another meru train (pid {holder}) is writing this run directory; "
-                           "wait for it to finish or use another --out") from None
+        raise RunDirLocked(
+            f"{out}: another meru train (pid {holder}) is writing this run directory; "
+            "wait for it to finish or use another --out"
+        ) from None
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")
@@ -263,12 +295,14 @@ def check_finite_state(model, optimizer, step: int, target: Path, ckpt_path: Pat
         raise FloatingPointError(
             f"non-finite weights after step {step} ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
             f"{target} not written; last good checkpoint kept at {ckpt_path}; resume from it with a lower "
-            "optim.lr and --apply-config-changes")
+            "optim.lr and --apply-config-changes"
+        )
 
 
 # --------------------------------------------------------------------------------------------- loop
-def train(cfg: dict, out_dir: str | os.PathLike, resume: str = "auto", loader=None,
-          apply_config_changes: bool = False) -> Path | None:
+def train(
+    cfg: dict, out_dir: str | os.PathLike, resume: str = "auto", loader=None, apply_config_changes: bool = False
+) -> Path | None:
     """Run the training described by ``cfg`` (from ``load_train_config``) in run directory ``out_dir``;
     returns RUNDIR/model.pt (or None when stopped early by ``runtime.stop_after``).
 
@@ -286,8 +320,9 @@ def train(cfg: dict, out_dir: str | os.PathLike, resume: str = "auto", loader=No
             lock.close()
 
 
-def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
-                  apply_config_changes: bool = False) -> Path | None:
+def _train_locked(
+    cfg: dict, out_dir: Path, resume: str = "auto", loader=None, apply_config_changes: bool = False
+) -> Path | None:
     """The training loop of :func:`train` (run directory already locked)."""
     from meru.losses import build_loss
     from meru.models import build_model
@@ -309,8 +344,10 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     B, accum = dc["batch_size"], oc["grad_accum"]
     if B % (world * accum):
-        raise ConfigError(f"data.batch_size = {B} is not divisible by world_size ({world}) x optim.grad_accum ({accum}); "
-                          f"choose a global batch that is a multiple of {world * accum}")
+        raise ConfigError(
+            f"data.batch_size = {B} is not divisible by world_size ({world}) x optim.grad_accum ({accum}); "
+            f"choose a global batch that is a multiple of {world * accum}"
+        )
     micro = B // world // accum
     amp = cfg["precision"]["amp"]
     amp_dtype = torch.bfloat16 if (amp == "bf16" or (amp == "auto" and device.type == "cuda")) else None
@@ -327,17 +364,34 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
                 tower.set_grad_checkpointing(True)
     # fused AdamW: one kernel over all tensors (on CPU ~20x faster than the per-tensor loop, which
     # matters because the 49408-row token embedding dominates the tiny models' parameter count)
-    optimizer = torch.optim.AdamW(param_groups(model, oc["weight_decay"]), lr=oc["lr"],
-                                  betas=tuple(oc["betas"]), eps=oc["eps"], fused=True)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, oc["weight_decay"]), lr=oc["lr"], betas=tuple(oc["betas"]), eps=oc["eps"], fused=True
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_multiplier(s, oc["warmup_steps"], oc["total_steps"]))
+        optimizer, lambda s: lr_multiplier(s, oc["warmup_steps"], oc["total_steps"])
+    )
     if loader is None:
         from meru.data.loader import TrainLoader
-        loader = TrainLoader(dc["train"], micro, model.image_size, model.context_length, seed=seed, rank=rank,
-                             world_size=world, num_workers=dc["num_workers"], shuffle_buffer=dc["shuffle_buffer"],
-                             augment=dc["augment"], scale=tuple(dc["scale"]), sample_captions=dc["sample_captions"],
-                             subreddit_prefix_prob=dc["subreddit_prefix_prob"], in_memory=dc["in_memory"],
-                             image_dtype="uint8", trim_tokens=True, pin_memory=device.type == "cuda")
+
+        loader = TrainLoader(
+            dc["train"],
+            micro,
+            model.image_size,
+            model.context_length,
+            seed=seed,
+            rank=rank,
+            world_size=world,
+            num_workers=dc["num_workers"],
+            shuffle_buffer=dc["shuffle_buffer"],
+            augment=dc["augment"],
+            scale=tuple(dc["scale"]),
+            sample_captions=dc["sample_captions"],
+            subreddit_prefix_prob=dc["subreddit_prefix_prob"],
+            in_memory=dc["in_memory"],
+            image_dtype="uint8",
+            trim_tokens=True,
+            pin_memory=device.type == "cuda",
+        )
 
     step, nonfinite_skips = 0, 0
     ckpt_path = out / "ckpt" / "last.pt"
@@ -357,15 +411,21 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
         history = [r for r in state.get("history", []) if r.get("step", 0) <= step]
         if changes:
             apply_optim_config(optimizer, scheduler, oc, step)
-            history.append({"step": step, "event": "config_change",
-                            "changes": {k: {"old": a, "new": b} for k, (a, b) in changes.items()}})
+            history.append(
+                {
+                    "step": step,
+                    "event": "config_change",
+                    "changes": {k: {"old": a, "new": b} for k, (a, b) in changes.items()},
+                }
+            )
     if rank == 0:  # log.jsonl = the checkpoint's history (drops rows after it; restores a deleted log)
         write_log(out / "log.jsonl", history)
 
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     fwd_model = torch.compile(ddp_model) if rt["compile"] else ddp_model
     loss_fn = build_loss(mc["kind"], entail_weight=mc["entail_weight"], rank=rank, world_size=world)
 
@@ -375,6 +435,7 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
         if rt["tensorboard"]:
             from torch.utils.tensorboard import SummaryWriter
+
             writer = SummaryWriter(str(out / "tb"), purge_step=step)
     from meru.progress import Progress
     from meru.training.flops import peak_flops, train_flops_per_sample
@@ -393,10 +454,20 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
             gathered = [local]
         if rank == 0:
             check_finite_state(model, optimizer, step, ckpt_path, ckpt_path)
-            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "step": step, "nonfinite_skips": nonfinite_skips,
-                         "loader": [g["loader"] for g in gathered], "rng": [g["rng"] for g in gathered],
-                         "config": cfg, "history": history}, ckpt_path)
+            atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": step,
+                    "nonfinite_skips": nonfinite_skips,
+                    "loader": [g["loader"] for g in gathered],
+                    "rng": [g["rng"] for g in gathered],
+                    "config": cfg,
+                    "history": history,
+                },
+                ckpt_path,
+            )
 
     it = iter(loader)
     t0, samples, flops = time.perf_counter(), 0, 0
@@ -413,8 +484,9 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
             if n_text not in flops_per_sample:
                 flops_per_sample[n_text] = train_flops_per_sample(mc["size"], n_text)
             flops += b["tokens"].shape[0] * flops_per_sample[n_text]
-        logs, finite = train_step(fwd_model, loss_fn, micro_batches, optimizer, scheduler, oc["grad_clip"], amp_dtype,
-                                  device_logs=True)
+        logs, finite = train_step(
+            fwd_model, loss_fn, micro_batches, optimizer, scheduler, oc["grad_clip"], amp_dtype, device_logs=True
+        )
         step += 1
         samples += B
         if not finite:
@@ -424,7 +496,8 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
                 raise FloatingPointError(
                     f"non-finite loss/gradient at step {step} (loss={logs['loss']}, grad_norm={logs['grad_norm']}); "
                     f"last good checkpoint kept at {ckpt_path}; resume from it with a lower optim.lr and "
-                    "--apply-config-changes, or set runtime.on_nonfinite=skip")
+                    "--apply-config-changes, or set runtime.on_nonfinite=skip"
+                )
         if step % rt["log_every"] == 0 or step == oc["total_steps"]:
             logs = read_logs(logs)  # the step's values, read from the device only at logging steps
             if world > 1:  # average the per-rank (local-loss) values over ranks
@@ -433,9 +506,15 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
                 dist.all_reduce(vec)
                 logs = dict(zip(keys, (vec / world).tolist()))
             dt = time.perf_counter() - t0
-            row = {"step": step, "lr": scheduler.get_last_lr()[0], **logs, "skipped": skipped,
-                   "nonfinite_skips": nonfinite_skips, "samples_per_s": samples / dt if dt > 0 else 0.0,
-                   "tflops_per_device": flops / dt / 1e12 if dt > 0 else 0.0}
+            row = {
+                "step": step,
+                "lr": scheduler.get_last_lr()[0],
+                **logs,
+                "skipped": skipped,
+                "nonfinite_skips": nonfinite_skips,
+                "samples_per_s": samples / dt if dt > 0 else 0.0,
+                "tflops_per_device": flops / dt / 1e12 if dt > 0 else 0.0,
+            }
             if peak:  # model FLOPs utilisation of this rank's device (formula FLOPs at the batch's text length)
                 row["mfu"] = flops / dt / peak if dt > 0 else 0.0
             row = {k: (v if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in row.items()}
@@ -448,8 +527,11 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
                         if isinstance(v, (int, float)) and k != "step":
                             writer.add_scalar(f"train/{k}", v, step)
                 progress.done = step
-                fields = [f"loss {row['loss']:.4f}" if row.get("loss") is not None else "loss nan",
-                          f"{row['samples_per_s']:,.0f} samples/s", f"{row['tflops_per_device']:.3g} TFLOP/s"]
+                fields = [
+                    f"loss {row['loss']:.4f}" if row.get("loss") is not None else "loss nan",
+                    f"{row['samples_per_s']:,.0f} samples/s",
+                    f"{row['tflops_per_device']:.3g} TFLOP/s",
+                ]
                 if "mfu" in row:
                     fields.append(f"MFU {100 * row['mfu']:.1f}%")
                 progress.report(*fields)
@@ -461,6 +543,7 @@ def _train_locked(cfg: dict, out_dir: Path, resume: str = "auto", loader=None,
     final = out / "model.pt"
     if rank == 0:
         from meru.models.checkpoints import save_model
+
         check_finite_state(model, optimizer, step, final, ckpt_path)
         save_model(model, final, step=step, config=cfg)
     if world > 1:
@@ -476,11 +559,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, required=True, help="training seed")
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.SUB=VALUE", help="override a config key")
-    parser.add_argument("--resume", choices=["auto", "never"], default="auto",
-                        help="auto: continue from the run directory's last checkpoint; never: start fresh")
-    parser.add_argument("--apply-config-changes", action="store_true",
-                        help="on resume, apply changed optimiser/schedule/augmentation settings (recorded in log.jsonl) "
-                             "instead of refusing them")
+    parser.add_argument(
+        "--resume",
+        choices=["auto", "never"],
+        default="auto",
+        help="auto: continue from the run directory's last checkpoint; never: start fresh",
+    )
+    parser.add_argument(
+        "--apply-config-changes",
+        action="store_true",
+        help="on resume, apply changed optimiser/schedule/augmentation settings (recorded in log.jsonl) "
+        "instead of refusing them",
+    )
 
 
 def preflight(cfg: dict, source: str) -> None:

@@ -50,8 +50,12 @@ IMAGE_SEED, STATE_SEED, PROBE_SEED, HEAD = 1, 0, 2, 32
 def _import_official(checkout: Path):
     """Import the official ``meru`` from ``checkout`` (a namespace package: no __init__.py), never ours."""
     # Drop the editable-install finder of our own package and any path that would resolve ours.
-    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "").lower()
-                        and "editable" not in getattr(f, "__name__", "").lower()]
+    sys.meta_path[:] = [
+        f
+        for f in sys.meta_path
+        if "editable" not in getattr(f, "__module__", "").lower()
+        and "editable" not in getattr(f, "__name__", "").lower()
+    ]
     sys.path[:] = [p for p in sys.path if not (Path(p or ".").resolve() / "meru" / "__init__.py").exists()]
     sys.path.insert(0, str(checkout))
     try:
@@ -117,7 +121,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         dist.init_process_group("gloo", init_method=f"file://{tmpdir}/pg", rank=0, world_size=1)
         try:
-            result = _generate(checkout, args.commit, build_timm_vit, TransformerTextEncoder, MERU, CLIPBaseline, Tokenizer)
+            result = _generate(
+                checkout, args.commit, build_timm_vit, TransformerTextEncoder, MERU, CLIPBaseline, Tokenizer
+            )
         finally:
             dist.destroy_process_group()
     tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
@@ -147,19 +153,32 @@ def _generate(checkout, commit, build_timm_vit, TransformerTextEncoder, MERU, CL
     result = {
         "provenance": {
             "official_repo": "facebookresearch/meru",
-            "official_commit": (subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True,
-                                               text=True).stdout.strip() if (checkout / ".git").exists() else "")
-                               or commit,
+            "official_commit": (
+                subprocess.run(
+                    ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True
+                ).stdout.strip()
+                if (checkout / ".git").exists()
+                else ""
+            )
+            or commit,
             "command": "python tests/data/core/make_official_parity.py /tmp/meru_official "
-                       "--out tests/data/core/official_parity.json",
+            "--out tests/data/core/official_parity.json",
             "torch": torch.__version__,
             "timm": __import__("timm").__version__,
             "note": "numbers computed by the official MERU/CLIPBaseline classes in float32 on CPU; "
-                    "weights follow the rule in make_official_parity.py (no weights are stored)",
+            "weights follow the rule in make_official_parity.py (no weights are stored)",
         },
-        "rule": {"state_seed": STATE_SEED, "std": 0.02, "layernorm_gain_offset": 1.0, "overrides": OVERRIDES,
-                 "buffers_kept": list(BUFFERS), "image_seed": IMAGE_SEED, "image_shape": [2, 3, 224, 224],
-                 "probe_seed": PROBE_SEED, "head": HEAD},
+        "rule": {
+            "state_seed": STATE_SEED,
+            "std": 0.02,
+            "layernorm_gain_offset": 1.0,
+            "overrides": OVERRIDES,
+            "buffers_kept": list(BUFFERS),
+            "image_seed": IMAGE_SEED,
+            "image_shape": [2, 3, 224, 224],
+            "probe_seed": PROBE_SEED,
+            "head": HEAD,
+        },
         "official_shapes": shapes,
         "captions": CAPTIONS,
         "official_tokens": [t.tolist() for t in tokens],

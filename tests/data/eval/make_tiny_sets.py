@@ -51,7 +51,7 @@ def write_sets(root: Path, n_per_class: int = 2, seed: int = 0, shard_size: int 
 
     def write(d: Path, items, dtype: str):
         (d / "test").mkdir(parents=True)
-        shards = [items[s:s + shard_size] for s in range(0, len(items), shard_size)]
+        shards = [items[s : s + shard_size] for s in range(0, len(items), shard_size)]
         for k, chunk in enumerate(shards):
             with wds.TarWriter(str(d / "test" / f"{k}.tar")) as w:
                 for it in chunk:
@@ -65,7 +65,14 @@ def write_sets(root: Path, n_per_class: int = 2, seed: int = 0, shard_size: int 
     (zs / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\nan image of a {c}.\n")
     (zs / "class_nodes.json").write_text(json.dumps(CLASSES))
     ret = root / "retrieval"
-    rsamples = [{"__key__": s["__key__"], "png": s["png"], "json": s["json"],
-                 "txt": s["json"]["description"] + ("\nanother caption" if k == 0 else "")} for k, s in enumerate(samples)]
+    rsamples = [
+        {
+            "__key__": s["__key__"],
+            "png": s["png"],
+            "json": s["json"],
+            "txt": s["json"]["description"] + ("\nanother caption" if k == 0 else ""),
+        }
+        for k, s in enumerate(samples)
+    ]
     write(ret, rsamples, "retrieval")
     return {"zeroshot": zs, "retrieval": ret, "pool": root / "captions.jsonl", "taxonomy": root / "taxonomy.txt"}

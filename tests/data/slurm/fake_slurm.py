@@ -34,7 +34,7 @@ def sbatch(argv):
         script = argv[argv.index("--wrap") + 1]
     else:
         wraps = [a for a in argv if a.startswith("--wrap=")]
-        script = wraps[0][len("--wrap="):] if wraps else sys.stdin.read()
+        script = wraps[0][len("--wrap=") :] if wraps else sys.stdin.read()
     state = jobs()
     job_id = str(1000 + len(state))
     record("sbatch", argv, script, job_id=job_id)
@@ -46,7 +46,9 @@ def sbatch(argv):
     out = argv[argv.index("--output") + 1] if "--output" in argv else os.devnull
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as log:
-        rc = subprocess.run(["sh", "-c", script], env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        rc = subprocess.run(
+            ["sh", "-c", script], env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, check=False
+        ).returncode
     state[job_id] = "COMPLETED" if rc == 0 else "FAILED"
     (STATE / "jobs.json").write_text(json.dumps(state))
     print(job_id)
