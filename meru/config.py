@@ -229,10 +229,12 @@ def _cross_field_errors(cfg: dict) -> list[str]:
     return out
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_configs(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` merged in recursively (dicts merged key by key, anything else replaced); copies.
+    The one config merge of the package and the workflow (``train:`` + ``train_overrides[kind]``)."""
     out = copy.deepcopy(base)
     for k, v in (over or {}).items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        out[k] = merge_configs(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
 
 
@@ -346,8 +348,8 @@ def load_train_config(
             )
         over = overrides.get(kind) or {}
         validate_train_config(over, f"{source} (train_overrides.{kind})")
-        cfg = _merge(cfg, over)
-    cfg = _merge(DEFAULTS, cfg)
+        cfg = merge_configs(cfg, over)
+    cfg = merge_configs(DEFAULTS, cfg)
     for item in sets or []:
         keys, value = parse_set(item)
         node = cfg
@@ -454,12 +456,12 @@ def check_workflow_config(config: dict, schema: dict, source: str = "workflow co
     if not pretrained and not messages:
         data_dir = config.get("data_dir", "data")
         for kind in config["models"]:
-            merged = _merge(train, overrides.get(kind) or {})
+            merged = merge_configs(train, overrides.get(kind) or {})
             where = f"train + train_overrides.{kind}"
             try:
                 validate_train_config(merged, where)
                 for size in sizes:
-                    full = _merge(DEFAULTS, merged)
+                    full = merge_configs(DEFAULTS, merged)
                     full["model"]["kind"], full["model"]["size"] = kind, size
                     validate_train_config(_integral_to_int(full, TRAIN_SCHEMA), where)
             except ConfigError as e:

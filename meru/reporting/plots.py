@@ -32,6 +32,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from meru.reporting import tables
+from meru.reporting.outputs import FIGURE_FORMATS as FORMATS
+from meru.reporting.outputs import PLOTS
 from meru.reporting.records import (
     SEED_LINESTYLES,
     SEED_MARKERS,
@@ -45,8 +47,6 @@ from meru.reporting.records import (
     size_order,
 )
 
-PLOTS = ("zeroshot_bars", "scaling", "root_distance_hist", "depth_vs_distance", "traversal", "training_curves")
-FORMATS = ("pdf", "png")
 DPI = 200
 
 

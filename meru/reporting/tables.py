@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from meru import stats
+from meru.reporting import outputs
 from meru.reporting.records import (
     BASELINE,
     kind_name,
@@ -203,6 +204,7 @@ SPECS: tuple[TableSpec, ...] = (
     ),
 )
 TABLES = tuple(s.name for s in SPECS)
+assert TABLES == outputs.TABLES, "meru.reporting.outputs.TABLES must list SPECS in order"
 
 _RANGES = {"%": (0.0, 100.0), "0-1": (0.0, 1.0), "-1 to 1": (-1.0, 1.0)}
 

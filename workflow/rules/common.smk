@@ -49,16 +49,11 @@ def _validate_train_sections():
         validate_train_config(merged_train_config(kind), f"workflow config train + train_overrides.{kind}")
 
 
-def _deep_merge(base, over):
-    out = dict(base)
-    for key, value in (over or {}).items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def merged_train_config(kind):
     """`train:` with `train_overrides[kind]` applied (what `meru train --model kind` sees)."""
-    return _deep_merge(config.get("train", {}), (config.get("train_overrides") or {}).get(kind, {}))
+    from meru.config import merge_configs
+
+    return merge_configs(config.get("train", {}), (config.get("train_overrides") or {}).get(kind, {}))
 
 
 def run_labels():
@@ -155,11 +150,9 @@ def _check_slurm_extra():
 _check_slurm_extra()
 
 
-# `meru tables` writes T.{csv,md,tex,html} + T_stats.csv per table
-TABLES = ["zeroshot", "retrieval", "linear_probe", "hierarchy", "hierarchy_distance", "structure",
-          "structure_pairs", "root_distance", "traversal"]
+from meru.reporting.outputs import FINAL_TABLES, PLOTS as ALL_PLOTS, TABLES  # names of the reporting outputs
+
 TABLE_FILES = [f"{t}{s}" for t in TABLES for s in (".csv", ".md", ".tex", "_stats.csv")]
-FINAL_TABLES = ["claims", "reproduction"]  # meru claims / meru reproduce: csv + md
 
 
 def run_sizes():
@@ -168,8 +161,7 @@ def run_sizes():
 
 
 # `meru plots` figures (PDF + PNG each); `scaling` only with two or more sizes
-PLOTS = [p for p in ["zeroshot_bars", "scaling", "root_distance_hist", "depth_vs_distance", "traversal",
-                     "training_curves"] if p != "scaling" or len(run_sizes()) >= 2]
+PLOTS = [p for p in ALL_PLOTS if p != "scaling" or len(run_sizes()) >= 2]
 
 
 def provenance_data():
