@@ -9,7 +9,9 @@
 # 2. Loader throughput at 224 px on a small generated SynthHier set, 1 and 4 workers (samples/s per
 #    CPU core; ViT-B at 40% MFU on an H100/H200 needs ~3,200 samples/s).
 #    -> results/benchmarks/loader-224-<gpu>.json
-# Then commit both JSON files. Needs no network; the official code is never committed.
+# 3. The same set as JPEG: worker (PIL) decode vs batched GPU decode_jpeg + crop (data.decode_device).
+#    -> results/benchmarks/loader-jpeg-224-<gpu>.json
+# Then commit the JSON files. Needs no network; the official code is never committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -33,5 +35,12 @@ timeout 150 python -m meru synth --out "$DATA/s" --train-size 2000 --test-size 1
   && timeout 120 python benchmarks/bench_loader.py --data "$DATA/s" --batch-size 128 --batches 12 --image-size 224 \
        --context-length 77 --workers 1 4 --paths float32 uint8 --out "results/benchmarks/loader-224-$TAG.json" \
   || echo "bench_loader: skipped or stopped early"
+# ~1 min: the same images as JPEG, decoded in the workers (PIL) vs batched decode_jpeg on the GPU, and the
+# workers' share of the latter alone (CPU per sample left on a GPU host)
+[ -d "$DATA/s/train" ] && timeout 180 python benchmarks/bench_loader.py --data "$DATA/s" --batch-size 128 --batches 12 \
+       --image-size 224 --context-length 77 --workers 1 4 --paths jpeg-worker jpeg-batched jpeg-prep \
+       --out "results/benchmarks/loader-jpeg-224-$TAG.json" \
+  || echo "bench_loader (jpeg): skipped or stopped early"
 rm -rf "$DATA"
-echo "done: results/benchmarks/train-$TAG.json results/benchmarks/loader-224-$TAG.json"
+echo "done: results/benchmarks/train-$TAG.json results/benchmarks/loader-224-$TAG.json" \
+  "results/benchmarks/loader-jpeg-224-$TAG.json"

@@ -52,6 +52,7 @@ TRAIN_SCHEMA: dict = _obj(
                 "subreddit_prefix_prob": {"type": "number", "minimum": 0, "maximum": 1},
                 "scale": {"type": "array", "items": _NUM, "minItems": 2, "maxItems": 2},
                 "in_memory": _BOOL,
+                "decode_device": {"type": "string", "pattern": "^(auto|worker|cpu|cuda(:[0-9]+)?)$"},
             }
         ),
         "optim": _obj(
@@ -102,6 +103,7 @@ DEFAULTS: dict = {
         "subreddit_prefix_prob": 0.0,
         "scale": [0.5, 1.0],
         "in_memory": False,
+        "decode_device": "auto",
     },
     "optim": {
         "lr": 5.0e-4,

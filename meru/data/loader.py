@@ -34,6 +34,18 @@ images stay uint8 (0..255, the resized PIL pixels, 4x fewer bytes than float32; 
 normalises them on its device, giving the same values as ToTensor), tokens are trimmed to the batch's
 longest caption rounded up to 8 (:func:`meru.models.towers.trim_tokens`), and batches are copied into
 page-locked memory so that ``.to(device, non_blocking=True)`` is a real asynchronous copy.
+
+Batched JPEG decode (``decode_device="cuda"``, or ``"cpu"``; ``"auto"``: CUDA when available, else the
+worker path): workers read only the JPEG header (size via PIL, no pixel decode) and check that the data
+ends with the EOI marker, derive the same crop box from (seed, epoch, key), and ship the undecoded bytes;
+the main process decodes the whole batch with ``torchvision.io.decode_jpeg(list, device=...)`` and crops
+and resizes on that device (bicubic, antialiased; within a few grey levels of the PIL path, see
+``docs/PERFORMANCE.md``). Sample order, captions, tokens, skips and resume are unchanged. Non-JPEG images
+(PNG: SynthHier) and JPEGs whose data does not end in EOI take the worker path (the latter so that a
+truncated file is skipped exactly as there). What this path cannot see in the worker: garbled
+entropy-coded data in a complete file, which the worker path skips (libjpeg's "Corrupt JPEG data"
+warnings); here it is decoded as the decoder fills it in (grey blocks), or, if the device decoder
+raises, decoded on the CPU by PIL, counted in :attr:`TrainLoader.decode_fallbacks`.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +139,39 @@ def random_resized_crop_params(
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
+
+
+@dataclass
+class _Jpeg:
+    """An undecoded JPEG that passed the worker's header check: its bytes and size from the header."""
+
+    data: bytes
+    height: int
+    width: int
+
+
+@dataclass
+class _Pending:
+    """A JPEG to be decoded in the main process: bytes as uint8 ``[n]`` and crop box ``(top, left, h, w)``
+    (None: resize the shorter side to the image size, then centre-crop)."""
+
+    data: torch.Tensor
+    box: tuple[int, int, int, int] | None
+
+
+def jpeg_header(data: bytes, name: str) -> _Jpeg | None:
+    """A :class:`_Jpeg` when ``data`` is a JPEG whose header parses and whose data ends with the EOI marker
+    (checked without decoding pixels); None otherwise (not a JPEG, or possibly truncated: decode it fully)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != "JPEG":
+                return None
+            width, height = im.size
+    except Exception:
+        return None
+    if not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        return None
+    return _Jpeg(data, height, width)
 
 
 class CorruptSample(ValueError):
@@ -230,6 +276,7 @@ class _Spec:
     subreddit_prefix_prob: float = 0.0
     image_dtype: str = "float32"
     trim_tokens: bool = False
+    decode_device: str | None = None  # None: decode in the workers (PIL); else batched decode_jpeg there
     log_skips: int = 5  # corrupt samples logged individually per stream
 
 
@@ -347,13 +394,26 @@ class _StreamDataset(torch.utils.data.IterableDataset):
             text = apply_subreddit_prefix(text, subreddit, rng, self.spec.subreddit_prefix_prob)
         return key, image, text
 
-    def _decode(self, sample: dict, key: str) -> Image.Image:
+    def _decode(self, sample: dict, key: str) -> Image.Image | _Jpeg:
+        if self.spec.decode_device is not None:
+            ext = next((e for e in ("jpg", "jpeg") if e in sample), None)
+            if ext is not None and not any(e in sample for e in ("png", "webp")):
+                jpeg = jpeg_header(sample[ext], f"{key}.{ext}")
+                if jpeg is not None:
+                    return jpeg  # decoded with its batch in the main process
         return sample_image(sample, key)
 
-    def _transform(self, image: Image.Image, key: str, epoch: int) -> torch.Tensor:
-        """[3, S, S] float in [0, 1]: random resized crop (augment) or resize + centre crop."""
+    def _transform(self, image: Image.Image | _Jpeg, key: str, epoch: int) -> torch.Tensor | _Pending:
+        """[3, S, S] float in [0, 1]: random resized crop (augment) or resize + centre crop (a
+        :class:`_Pending` for a JPEG left to the main process)."""
         s = self.spec
         size = [s.image_size, s.image_size]
+        if isinstance(image, _Jpeg):
+            box = None
+            if s.augment:
+                rng = random.Random(derive_seed(s.seed, "crop", epoch, key))
+                box = random_resized_crop_params(image.height, image.width, s.scale, RATIO, rng)
+            return _Pending(torch.frombuffer(bytearray(image.data), dtype=torch.uint8), box)
         if s.augment:
             rng = random.Random(derive_seed(s.seed, "crop", epoch, key))
             top, left, h, w = random_resized_crop_params(image.height, image.width, s.scale, RATIO, rng)
@@ -415,7 +475,7 @@ class _StreamDataset(torch.utils.data.IterableDataset):
 
                         tokens = trim_tokens(tokens).contiguous()
                     yield {
-                        "images": torch.stack(images),
+                        **_pack_images(images, s),
                         "tokens": tokens,
                         "keys": list(keys),
                         "texts": list(texts),
@@ -444,6 +504,92 @@ class _StreamDataset(torch.utils.data.IterableDataset):
         # batches g < start_batch with g % S == stream
         done = max(0, (self.start_batch - stream + self.spec.num_streams - 1) // self.spec.num_streams)
         return self._run_stream(stream, None, done)
+
+
+def _pack_images(images: Sequence[torch.Tensor | _Pending], spec: _Spec) -> dict:
+    """``{"images": [B, 3, S, S]}``, or with pending JPEGs: ``images`` holds the worker-decoded ones only,
+    at rows ``_cpu_index`` of the batch; the rest are rows ``_jpeg_index``: their bytes concatenated in
+    ``_jpegs`` (uint8, one tensor, so that workers pass one buffer, not one per image), ``_jpeg_sizes`` and
+    ``_boxes`` (``[n, 4]`` top, left, h, w; -1 rows: resize + centre crop); see :func:`decode_jpeg_batch`."""
+    pending = [i for i, x in enumerate(images) if isinstance(x, _Pending)]
+    if not pending:
+        return {"images": torch.stack(list(images))}
+    done = [i for i, x in enumerate(images) if not isinstance(x, _Pending)]
+    dtype = torch.uint8 if spec.image_dtype == "uint8" else torch.float32
+    return {
+        "images": torch.stack([images[i] for i in done])
+        if done
+        else torch.empty(0, 3, spec.image_size, spec.image_size, dtype=dtype),
+        "_cpu_index": torch.tensor(done, dtype=torch.long),
+        "_jpegs": torch.cat([images[i].data for i in pending]),
+        "_jpeg_sizes": torch.tensor([len(images[i].data) for i in pending], dtype=torch.long),
+        "_jpeg_index": torch.tensor(pending, dtype=torch.long),
+        "_boxes": torch.tensor([images[i].box or (-1, -1, -1, -1) for i in pending], dtype=torch.long),
+    }
+
+
+def resolve_decode_device(decode_device: str | None) -> str | None:
+    """``None``/``"worker"``: decode in the workers; ``"auto"``: ``"cuda"`` if available, else None;
+    ``"cpu"`` / ``"cuda[:N]"``: batched ``decode_jpeg`` on that device (must exist)."""
+    if decode_device in (None, "worker"):
+        return None
+    if decode_device == "auto":
+        return "cuda" if torch.cuda.is_available() else None
+    try:
+        dev = torch.device(decode_device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"decode_device must be 'worker', 'auto', 'cpu' or 'cuda[:N]', got {decode_device!r}") from e
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"decode_device must be 'worker', 'auto', 'cpu' or 'cuda[:N]', got {decode_device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"decode_device={decode_device!r} but no CUDA device is visible; use 'auto' or 'worker'")
+    return str(dev)
+
+
+def decode_jpeg_batch(batch: dict, spec: _Spec, device: str) -> tuple[torch.Tensor, int]:
+    """Assemble a batch's images ``[B, 3, S, S]`` on ``device`` (dtype per ``spec.image_dtype``): decode the
+    pending JPEGs with one ``torchvision.io.decode_jpeg(list, device=device)`` call, crop each to its box and
+    resize it to ``S x S`` (bicubic, antialiased), place the worker-decoded rows. Returns the images and the
+    number of JPEGs the device decoder refused, decoded instead on the CPU by PIL."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.transforms.v2 import functional as F2
+
+    jpegs = list(torch.split(batch.pop("_jpegs"), batch.pop("_jpeg_sizes").tolist()))
+    jpeg_index, boxes = batch.pop("_jpeg_index"), batch.pop("_boxes")
+    cpu_index, cpu_images = batch.pop("_cpu_index"), batch["images"]
+    size, B = spec.image_size, len(jpegs) + len(cpu_index)
+    fallbacks = 0
+
+    def decode(data):
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs (for TorchCodec) on every call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+    try:
+        decoded = decode(jpegs)
+    except RuntimeError:  # one bad image fails the batch call: decode one by one, PIL for the refused ones
+        decoded = []
+        for data in jpegs:
+            try:
+                decoded.append(decode(data))
+            except RuntimeError as e:
+                fallbacks += 1
+                log.warning("device JPEG decode failed (%s); decoded on the CPU by PIL instead", e)
+                with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
+                    rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+                decoded.append(torch.from_numpy(rgb).permute(2, 0, 1).to(device))
+    out = torch.empty(B, 3, size, size, dtype=torch.uint8, device=device)
+    bicubic = F2.InterpolationMode.BICUBIC
+    for row, image, box in zip(jpeg_index.tolist(), decoded, boxes.tolist()):
+        if box[0] < 0:
+            image = F2.resize(image, [size], interpolation=bicubic, antialias=True)
+            out[row] = F2.center_crop(image, [size, size])
+        else:
+            out[row] = F2.resized_crop(image, *box, [size, size], interpolation=bicubic, antialias=True)
+    images = out if spec.image_dtype == "uint8" else out.float().div_(255)
+    if len(cpu_index):
+        images[cpu_index.to(device)] = cpu_images.to(device, non_blocking=True)
+    return images, fallbacks
 
 
 class DecodedShards:
@@ -540,6 +686,9 @@ class TrainLoader:
         image_dtype: ``"float32"`` (values in [0, 1]) or ``"uint8"`` (0..255; the model normalises on its device).
         trim_tokens: tokens ``[B, L]`` with ``L`` the longest caption rounded up to 8 (``<= context_length``).
         pin_memory: page-locked ``images``/``tokens`` for asynchronous host-to-GPU copies (ignored without CUDA).
+        decode_device: where JPEGs are decoded: ``"worker"`` (default; PIL in the workers), ``"cpu"`` /
+            ``"cuda[:N]"`` (batched ``decode_jpeg`` in the main process, ``images`` on that device; see the
+            module docstring) or ``"auto"`` (CUDA when available, else ``"worker"``). Ignored with ``in_memory``.
     """
 
     def __init__(
@@ -562,6 +711,7 @@ class TrainLoader:
         image_dtype: str = "float32",
         trim_tokens: bool = False,
         pin_memory: bool = False,
+        decode_device: str | None = "worker",
     ):
         if batch_size < 1 or image_size < 1 or context_length < 2:
             raise ValueError(
@@ -574,6 +724,8 @@ class TrainLoader:
         if image_dtype not in ("float32", "uint8"):
             raise ValueError(f"image_dtype must be 'float32' or 'uint8', got {image_dtype!r}")
         self.num_workers = int(num_workers)
+        self.decode_device = None if in_memory else resolve_decode_device(decode_device)
+        self.decode_fallbacks = 0  # JPEGs the device decoder refused (decoded by PIL on the CPU instead)
         self.pin_memory = bool(pin_memory) and torch.cuda.is_available()
         self.spec = _Spec(
             shards=resolve_shards(source, verify=verify),  # [(path, expected samples)]
@@ -591,6 +743,7 @@ class TrainLoader:
             subreddit_prefix_prob=float(subreddit_prefix_prob),
             image_dtype=image_dtype,
             trim_tokens=bool(trim_tokens),
+            decode_device=self.decode_device,
         )
         self._batch = 0
         self._streams: list[dict | None] = [None] * self.spec.num_streams
@@ -635,8 +788,13 @@ class TrainLoader:
             self._last_epoch = state["epoch"]
             self._batch += 1
             batch["skipped_total"] = self.skipped_total
+            if "_jpegs" in batch:
+                batch["images"], refused = decode_jpeg_batch(batch, self.spec, self.decode_device)
+                self.decode_fallbacks += refused
             if self.pin_memory and self.num_workers == 0:  # with workers, the DataLoader's pin thread did it
-                batch["images"], batch["tokens"] = batch["images"].pin_memory(), batch["tokens"].pin_memory()
+                batch["tokens"] = batch["tokens"].pin_memory()
+                if not batch["images"].is_cuda:
+                    batch["images"] = batch["images"].pin_memory()
             yield batch
 
     def state_dict(self) -> dict:

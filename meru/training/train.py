@@ -118,6 +118,14 @@ def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Te
     return (batch["images"].to(device, non_blocking=True), batch["tokens"].to(device, non_blocking=True))
 
 
+def _decode_device(setting: str, device: torch.device) -> str:
+    """The loader's ``decode_device`` for ``data.decode_device``: ``auto`` decodes JPEGs on the training
+    device when it is a GPU (batched ``decode_jpeg``), else in the loader workers."""
+    if setting == "auto":
+        return str(device) if device.type == "cuda" else "worker"
+    return setting
+
+
 def train_step(
     model,
     loss_fn,
@@ -175,6 +183,9 @@ class ResumeConfigMismatch(ConfigError):
 # Keys whose change alters the trajectory (model, data, batch, optimiser, schedule, seed) ...
 TRAJECTORY_SECTIONS = ("model", "data", "optim", "precision")
 TRAJECTORY_KEYS = ("runtime.seed",)
+# ... except where images are decoded: same samples, crops and order, pixels within a few grey levels
+# (docs/PERFORMANCE.md); a resume may move between a GPU and a CPU host, and older checkpoints lack it.
+NOT_TRAJECTORY = ("data.decode_device",)
 # ... and those of them that a resume can apply (``--apply-config-changes``); the rest need a new run.
 APPLICABLE_ON_RESUME = (
     "optim.lr",
@@ -207,7 +218,11 @@ def _flatten(cfg: dict, prefix: str = "") -> dict:
 def trajectory_changes(saved: dict, cfg: dict) -> dict[str, tuple]:
     """``{key: (checkpoint value, new value)}`` for every trajectory key that differs."""
     a, b = _flatten(saved), _flatten(cfg)
-    keys = sorted(k for k in set(a) | set(b) if k.split(".")[0] in TRAJECTORY_SECTIONS or k in TRAJECTORY_KEYS)
+    keys = sorted(
+        k
+        for k in set(a) | set(b)
+        if (k.split(".")[0] in TRAJECTORY_SECTIONS or k in TRAJECTORY_KEYS) and k not in NOT_TRAJECTORY
+    )
     return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
 
 
@@ -391,6 +406,7 @@ def _train_locked(
             image_dtype="uint8",
             trim_tokens=True,
             pin_memory=device.type == "cuda",
+            decode_device=_decode_device(dc["decode_device"], device),
         )
 
     step, nonfinite_skips = 0, 0
