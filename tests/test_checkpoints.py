@@ -139,6 +139,36 @@ def test_official_key_conversion_covers_every_official_key():
         assert set(converted) == set(ours) - {"text.attn_mask"}
 
 
+@pytest.mark.parametrize("kind", ["meru", "clip"])
+def test_random_official_format_file_loads_to_the_same_model(tmp_path, kind):
+    """tests/official_format.py (used for the workflow's released-checkpoint fixtures) writes the official
+    key set, shapes and buffers; ``load_model`` detects the format and gives back the source model's embeddings."""
+    from official_format import official_state_dict as to_official
+    from official_format import save_official
+
+    torch.manual_seed(3)
+    source = build_model(kind, "vit-s16").eval()
+    if kind == "meru":
+        with torch.no_grad():
+            source.curv.fill_(math.log(0.7))  # not the default: the value must travel
+    written = to_official(source)
+    reference = official_state_dict(kind)  # official key names and buffers (parity rule above)
+    assert {k: tuple(v.shape) for k, v in written.items()} == {k: tuple(v.shape) for k, v in reference.items()}
+    for key in ("pixel_mean", "pixel_std", "textual.attn_mask"):
+        assert torch.equal(written[key], reference[key]), key
+    path = save_official(source, tmp_path / f"{kind}_vit_s.pth")
+    loaded = load_model(path)
+    assert (loaded.kind, loaded.size, loaded.checkpoint_info["step"]) == (kind, "vit-s16", None)
+    images = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    tokens = source.tokenize(["a photo of a dog", "a red car"])
+    with torch.no_grad():
+        for project in (True, False):
+            torch.testing.assert_close(loaded.encode_image(images, project), source.encode_image(images, project))
+            torch.testing.assert_close(loaded.encode_text(tokens, project), source.encode_text(tokens, project))
+    if kind == "meru":
+        assert float(loaded.curv.detach().exp()) == pytest.approx(0.7)
+
+
 def test_checkpoint_roundtrip_and_strict_errors(tmp_path):
     model = build_model("meru", "tiny", curv_init=2.0).eval()
     with torch.no_grad():

@@ -5,7 +5,9 @@
   workflow `embed` and `evaluate_zeroshot` rules on it;
 * your own dataset: a wds-layout folder at an absolute path with an upper-case name, `train/` beside
   `test/`, zero-shot and a linear probe trained on its own `train` split;
-* the pretrained path: the checkpoint comes through the `released_checkpoint` rule from a `file://` URL.
+* the pretrained path: the checkpoint comes through the `released_checkpoint` rule from a `file://` URL;
+* ImageNet: a torchvision-layout folder with real wnids (`meta.bin`, `val/<wnid>/`, `train/<wnid>/`), zero-shot
+  over the 1,000 classes with the WordNet hierarchy metrics and the linear probe, as configs/pretrained.yaml.
 """
 
 import io
@@ -257,3 +259,123 @@ def test_pretrained_config_runs_end_to_end_on_fixtures(tmp_path):
     assert not (res / "plots" / "scaling.png").exists()  # one model size: no scaling figure
     zs = (res / "tables" / "zeroshot.csv").read_text()
     assert "mnist" in zs and "MERU" in zs and "CLIP" in zs  # the paper-layout table names models by display name
+
+
+def imagenet_wnids() -> list[str]:
+    """The 1,000 ImageNet-1k wnids in class order (``meru/resources/imagenet_wnids.txt``)."""
+    lines = (ROOT / "meru" / "resources" / "imagenet_wnids.txt").read_text().splitlines()
+    return [w.strip() for w in lines if w.strip() and not w.startswith("#")]
+
+
+def write_imagenet_folder(root: Path, n_classes: int = 4, n_val: int = 3, n_train: int = 2, seed: int = 3) -> list:
+    """ImageNet as torchvision's ``ImageNet`` leaves it after unpacking the devkit and archives (what
+    clip-benchmark's ``imagenet1k`` and ``meru evalsets prepare --dataset imagenet`` read): ``root/meta.bin``
+    (``(wnid -> class names, val wnids)``, all 1,000 classes) and ``root/{val,train}/<wnid>/*.JPEG``.
+
+    Only the first ``n_classes`` wnids get images: torchvision numbers the class folders present in sorted
+    order, so with a prefix of the sorted wnids those numbers are the 1,000-class indices. Returns the val labels.
+    """
+    from PIL import Image
+
+    wnids = imagenet_wnids()
+    names = json.loads((ROOT / "meru" / "resources" / "meru_prompts.json").read_text())["classnames"]["imagenet"]
+    rng = np.random.default_rng(seed)
+    labels, val_wnids = [], []
+    for split, n in (("val", n_val), ("train", n_train)):
+        for c, wnid in enumerate(wnids[:n_classes]):
+            (root / split / wnid).mkdir(parents=True)
+            for j in range(n):
+                name = f"ILSVRC2012_val_{len(val_wnids) + 1:08d}.JPEG" if split == "val" else f"{wnid}_{j + 1}.JPEG"
+                Image.fromarray(rng.integers(0, 256, (36, 44, 3), dtype=np.uint8)).save(root / split / wnid / name)
+                if split == "val":
+                    labels.append(c)
+                    val_wnids.append(wnid)
+    torch.save(({w: (n,) for w, n in zip(wnids, names)}, val_wnids), root / "meta.bin")
+    return labels
+
+
+def tree_distances(edges_file: Path, pairs) -> list[int]:
+    """Edges between two nodes of a ``parent child`` tree (written here from the definition, for the check)."""
+    parent = {child: par for par, child in (line.split() for line in edges_file.read_text().splitlines() if line)}
+
+    def path(v):
+        out = [v]
+        while out[-1] in parent:
+            out.append(parent[out[-1]])
+        return out
+
+    dists = []
+    for a, b in pairs:
+        pa, pb = path(a), path(b)
+        common = next(v for v in pa if v in set(pb))
+        dists.append(pa.index(common) + pb.index(common))
+    return dists
+
+
+@pytest.mark.slow
+def test_imagenet_folder_with_wnids_gets_hierarchical_metrics(tmp_path):
+    """configs/pretrained.yaml's ImageNet evaluation (zero-shot over the 1,000 classes with the WordNet
+    hierarchy metrics, linear probe on the train split) on an ImageNet-style folder with real wnids."""
+    from meru.models import build_model
+    from meru.models.checkpoints import save_model
+
+    cfg = yaml.safe_load((ROOT / "configs" / "pretrained.yaml").read_text())
+    torch.manual_seed(0)
+    save_model(build_model("meru", "tiny"), tmp_path / "meru.pt")
+    evalsets, data = tmp_path / "evalsets", tmp_path / "data"
+    labels = write_imagenet_folder(evalsets / "imagenet")
+    # The `imagenet_tree` rule builds this file from WordNet 3.0 (`meru imagenet-tree`, byte-identical to the
+    # shipped copy: tests/test_wordnet_tree.py); placing the shipped copy keeps this test independent of WordNet.
+    data.mkdir()
+    tree = data / "imagenet_tree.txt"
+    shutil.copyfile(ROOT / "meru" / "resources" / "imagenet_isa.txt", tree)
+    cfg.update(results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"), data_dir=str(data))
+    cfg["pretrained"]["checkpoints"] = [
+        {"kind": "meru", "size": "tiny", "url": f"file://{tmp_path}/meru.pt", "sha256": None}
+    ]
+    assert cfg["evaluation"]["imagenet_hierarchy"] is True and cfg["evaluation"]["linear_probe"] == ["imagenet"]
+    cfg["evaluation"].update(
+        evalsets_root=str(evalsets), zeroshot=["imagenet"], retrieval=[], hierarcaps=False, batch_size=8, num_workers=0
+    )
+    cfg["resources"]["embed"].update(threads=1, gpu=0, mem_mb=2000)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    res, label = tmp_path / "results", "meru-tiny-released"
+    targets = [res / "tables" / "hierarchy_distance.csv", res / "metrics" / label / "linear-probe-imagenet.json"]
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            *map(str, targets),
+            "--cores",
+            "2",
+            "--nolock",
+            "--configfile",
+            str(tmp_path / "cfg.yaml"),
+        ],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=600,
+    )
+    logs = "\n".join(p.read_text()[-1500:] for p in (res / "logs").rglob("*.log")) if (res / "logs").is_dir() else ""
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + logs[-4000:]
+    assert not (res / "logs" / "data" / "imagenet_tree.log").exists()  # the placed tree was used, not rebuilt
+
+    cache = torch.load(res / "embeddings" / label / "imagenet.pt", weights_only=True)
+    wnids = imagenet_wnids()
+    assert cache["labels"].tolist() == labels and cache["class_nodes"] == wnids and len(cache["classnames"]) == 1000
+    rec = json.loads((res / "metrics" / label / "zeroshot-imagenet.json").read_text())
+    assert rec["n"] == len(labels) and rec["n_classes"] == 1000 and rec["tree"].endswith("data/imagenet_tree.txt")
+    for name in ("tie", "lca", "jaccard", "h_precision", "h_recall", "lca_height"):
+        assert name in rec["metrics"] and name in rec["intervals"], name
+    items = rec["per_item"]
+    assert items["label"] == labels
+    expected_tie = tree_distances(tree, [(wnids[p], wnids[t]) for p, t in zip(items["pred"], items["label"])])
+    assert items["tie"] == expected_tie and rec["metrics"]["tie"] == pytest.approx(np.mean(expected_tie))
+    lp = json.loads(targets[1].read_text())
+    assert lp["n"] == len(labels) and lp["train_embeddings"].endswith("imagenet@train.pt")
+    table = (res / "tables" / "hierarchy_distance.csv").read_text()
+    assert "ImageNet" in table or "imagenet" in table
