@@ -5,7 +5,8 @@
   workflow `embed` and `evaluate_zeroshot` rules on it;
 * your own dataset: a wds-layout folder at an absolute path with an upper-case name, `train/` beside
   `test/`, zero-shot and a linear probe trained on its own `train` split;
-* the pretrained path: the checkpoint comes through the `released_checkpoint` rule from a `file://` URL;
+* the pretrained path: the checkpoints come through the `released_checkpoint` rule from `file://` URLs, one
+  of them a random ViT-S/16 in the released official file format (tests/official_format.py);
 * ImageNet: a torchvision-layout folder with real wnids (`meta.bin`, `val/<wnid>/`, `train/<wnid>/`), zero-shot
   over the 1,000 classes with the WordNet hierarchy metrics and the linear probe, as configs/pretrained.yaml.
 """
@@ -207,20 +208,25 @@ def test_pretrained_config_runs_end_to_end_on_fixtures(tmp_path):
     checkpoints through file:// URLs, a prepared clip-benchmark dataset (MNIST, also the linear probe on
     its train split), COCO / Flickr30K-style retrieval sets; the same rules carry them to tables, plots
     and the provenance record."""
+    from official_format import save_official
+
     from meru.models import build_model
     from meru.models.checkpoints import save_model
 
     cfg = yaml.safe_load((ROOT / "configs" / "pretrained.yaml").read_text())
-    for kind in ("meru", "clip"):
-        torch.manual_seed(0)
-        save_model(build_model(kind, "tiny"), tmp_path / f"{kind}.pt")
+    torch.manual_seed(0)
+    # MERU: a random ViT-S/16 in the released file format (the smallest size an official file can have: the
+    # loader tells S/B/L apart by the ViT width); CLIP: our format at the test size.
+    save_official(build_model("meru", "vit-s16"), tmp_path / "meru_vit_s.pth")
+    save_model(build_model("clip", "tiny"), tmp_path / "clip.pt")
     evalsets = tmp_path / "evalsets"
     write_mnist_raw(evalsets / "mnist")
     for name in ("coco", "flickr30k"):
         write_wds_retrieval(evalsets / name)
     cfg.update(results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"), data_dir=str(tmp_path / "data"))
     cfg["pretrained"]["checkpoints"] = [
-        {"kind": k, "size": "tiny", "url": f"file://{tmp_path}/{k}.pt", "sha256": None} for k in ("meru", "clip")
+        {"kind": "meru", "size": "vit-s16", "url": f"file://{tmp_path}/meru_vit_s.pth", "sha256": None},
+        {"kind": "clip", "size": "tiny", "url": f"file://{tmp_path}/clip.pt", "sha256": None},
     ]
     cfg["evaluation"].update(
         evalsets_root=str(evalsets),
@@ -250,13 +256,19 @@ def test_pretrained_config_runs_end_to_end_on_fixtures(tmp_path):
         else ""
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + logs[-6000:]
-    for label in ("meru-tiny-released", "clip-tiny-released"):
+    for label in ("meru-vit-s16-released", "clip-tiny-released"):
         for name in ("zeroshot-mnist", "retrieval-coco", "retrieval-flickr30k", "linear-probe-mnist"):
             rec = json.loads((res / "metrics" / label / f"{name}.json").read_text())
             assert rec["label"] == label and rec["n"] == (12 if "mnist" in name else 6)
+    # the official-format file was downloaded as is and embedded as a MERU ViT-S/16 (hyperbolic geometry)
+    released = tmp_path / "runs" / "released" / "meru-vit-s16-released.pth"
+    assert torch.load(released, weights_only=True).keys() == {"model"}
+    cache = torch.load(res / "embeddings" / "meru-vit-s16-released" / "mnist.pt", weights_only=True)
+    assert cache["kind"] == "meru" and cache["size"] == "vit-s16" and cache["image_emb"].shape == (12, 512)
+    assert cache["space"]["name"] == "lorentz" and cache["curv"] == pytest.approx(1.0)
     assert (res / "PROVENANCE.md").is_file() and (res / "tables" / "zeroshot.csv").is_file()
     assert (res / "plots" / "zeroshot_bars.png").is_file()
-    assert not (res / "plots" / "scaling.png").exists()  # one model size: no scaling figure
+    assert (res / "plots" / "scaling.png").is_file()  # two model sizes (vit-s16, tiny): the scaling figure
     zs = (res / "tables" / "zeroshot.csv").read_text()
     assert "mnist" in zs and "MERU" in zs and "CLIP" in zs  # the paper-layout table names models by display name
 
