@@ -11,10 +11,8 @@
 
 import argparse
 import csv
-import importlib.util
 import inspect
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,17 +21,7 @@ from meru.evaluation import embed as E
 from meru.evaluation import run as R
 from meru.evaluation.metric_io import read_json
 
-_spec = importlib.util.spec_from_file_location(
-    "make_tiny_sets", Path(__file__).parent / "data" / "eval" / "make_tiny_sets.py"
-)
-mk = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mk)
-
-
-def cli(module, argv):
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return module.run(parser.parse_args(argv))
+from cli_helpers import cli, mk
 
 
 @pytest.fixture(scope="module", params=["clip", "meru"])

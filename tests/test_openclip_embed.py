@@ -1,12 +1,9 @@
 """`meru embed` with an open_clip architecture and a local weights file (random weights written here),
 evaluated with CLIP geometry; clear one-line errors for bad specs and an unreachable `hf-hub:` name."""
 
-import argparse
-import importlib.util
 import io
 import json
 import tarfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,23 +12,13 @@ from meru.evaluation import embed as E
 from meru.evaluation import run as R
 from meru.evaluation.metric_io import read_json
 
-_spec = importlib.util.spec_from_file_location(
-    "make_tiny_sets", Path(__file__).parent / "data" / "eval" / "make_tiny_sets.py"
-)
-mk = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mk)
+from cli_helpers import cli, mk
 
 TINY = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
-
-
-def cli(module, argv):
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return module.run(parser.parse_args(argv))
 
 
 @pytest.fixture(scope="module")

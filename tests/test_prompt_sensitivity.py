@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,17 +12,7 @@ from meru.evaluation import embed as E
 from meru.evaluation import prompt_sensitivity as P
 from meru.reporting import prompt_sensitivity as T
 
-_spec = importlib.util.spec_from_file_location(
-    "make_tiny_sets", Path(__file__).parent / "data" / "eval" / "make_tiny_sets.py"
-)
-mk = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mk)
-
-
-def cli(module, argv):
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return module.run(parser.parse_args(argv))
+from cli_helpers import cli, mk
 
 
 def test_template_sets_per_dataset():
