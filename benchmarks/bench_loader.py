@@ -33,8 +33,9 @@ from pathlib import Path
 import torch
 
 from meru.data.loader import TrainLoader, _StreamDataset, tar_samples
-from meru.data.manifest import IncompleteDatasetError, atomic_write_text, read_manifest
+from meru.data.manifest import IncompleteDatasetError, read_manifest
 from meru.data.shards import write_shards
+from meru.io import write_text
 from meru.data.synthhier import generate
 
 JPEG_PATHS = ("jpeg-worker", "jpeg-batched", "jpeg-prep")
@@ -188,7 +189,7 @@ def main(argv=None) -> int:
     line = json.dumps(result)
     print(line)
     if args.out:
-        atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+        write_text(args.out, json.dumps(result, indent=1) + "\n")
     return 0
 
 

@@ -12,7 +12,7 @@ import torch
 
 from meru.evaluation import embed as E
 from meru.evaluation import run as R
-from meru.evaluation.metric_io import read_json, write_json
+from meru.io import read_json, write_json
 
 from cli_helpers import cli, mk
 

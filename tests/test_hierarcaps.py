@@ -141,7 +141,7 @@ def test_clip_space_depth_and_no_cones():
 
 
 def test_metric_json_is_strict(tmp_path):
-    from meru.evaluation.metric_io import read_json, write_json
+    from meru.io import read_json, write_json
 
     res = H.evaluate_hierarcaps(meru_cache(same_point=True), n_boot=20)
     write_json(tmp_path / "m.json", res, nonfinite="null")
@@ -280,7 +280,7 @@ def test_embed_and_evaluate_end_to_end(server, tmp_path):
     from meru.data import hierarcaps as D
     from meru.evaluation import embed as E
     from meru.evaluation import run as R
-    from meru.evaluation.metric_io import read_json
+    from meru.io import read_json
     from meru.models import build_model
     from meru.models.checkpoints import save_model
 

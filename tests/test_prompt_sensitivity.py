@@ -94,7 +94,7 @@ def _record(kind, seed, dataset, tops):
 
 
 def test_table_known_values(tmp_path):
-    from meru.evaluation.metric_io import write_json
+    from meru.io import write_json
 
     recs = [
         _record("meru", 0, "zeroshot_shape", {"evalset": 30.0, "single": 20.0, "meru": 25.0, "clip_benchmark": 40.0}),

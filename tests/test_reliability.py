@@ -424,7 +424,7 @@ def test_garbled_jpeg_missing_member_and_duplicates_are_skipped_and_counted(tmp_
 
 
 def test_temp_files_of_killed_runs_are_removed_on_next_start(tmp_path):
-    from meru.data.manifest import pid_alive
+    from meru.io import pid_alive
     from meru.evaluation.embed import save_cache
 
     dead = next(p for p in range(999_999, 900_000, -1) if not pid_alive(p))

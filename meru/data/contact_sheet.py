@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from meru.data.manifest import IncompleteDatasetError, shard_paths
+from meru.io import save_figure
 
 
 def _shard_dir(data: Path) -> Path:
@@ -75,12 +76,8 @@ def draw_contact_sheet(samples: list[dict], out: str | os.PathLike, columns: int
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
+    save_figure(fig, Path(out), dpi=110)
     plt.close(fig)
-    os.replace(tmp, out)
 
 
 def add_arguments(parser) -> None:

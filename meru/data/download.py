@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from meru.data.manifest import write_manifest
+from meru.io import atomic_path
 
 SOURCES = ("redcaps", "cc3m", "cc12m")
 HF_DATASETS = {
@@ -259,9 +260,8 @@ def _write_url_list(rows: list[dict], path: Path, columns: list[str]) -> None:
                 f"({len(done)} shards done), so resuming would mix datasets. Use the same --annotations/"
                 "--max-samples, or a new --out directory."
             )
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def summarize(out: Path) -> tuple[list[tuple[str, int]], Counter, int]:

@@ -32,6 +32,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from meru.io import replace_dir, write_bytes, write_text
+
 CSV_URL = "https://raw.githubusercontent.com/TAU-VAILab/hierarcaps/main/data/hierarcaps_test.csv"
 CSV_NAME = "hierarcaps_test.csv"
 LEVELS = 4
@@ -86,12 +88,6 @@ def _check_image(data: bytes, what: str) -> None:
         raise ValueError(f"{what}: not a readable image ({type(e).__name__}: {e})") from e
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def prepare_hierarcaps(
     root: str | os.PathLike,
     csv_url: str | None = None,
@@ -110,7 +106,7 @@ def prepare_hierarcaps(
     csv_path = root / CSV_NAME
     if not csv_path.is_file():
         try:
-            _atomic_bytes(csv_path, _fetch(csv_url, timeout))
+            write_bytes(csv_path, _fetch(csv_url, timeout))
         except (urllib.error.URLError, OSError) as e:
             raise HierarCapsUnavailable(
                 f"hierarcaps: cannot download {csv_url} ({getattr(e, 'reason', e)}); offline, put {CSV_NAME} "
@@ -141,7 +137,7 @@ def prepare_hierarcaps(
             _check_image(data, url)
         except (urllib.error.URLError, OSError, ValueError) as e:
             return name, url, str(getattr(e, "reason", e))
-        _atomic_bytes(root / "images" / name, data)
+        write_bytes(root / "images" / name, data)
         return name, url, None
 
     failed = []
@@ -177,7 +173,6 @@ def prepare_hierarcaps(
                 )
         n_shards += 1
     (tmp / "nshards.txt").write_text(f"{n_shards}\n")
-    (root / "dataset_type.txt").write_text("hierarcaps\n")
-    shutil.rmtree(root / "test", ignore_errors=True)
-    os.replace(tmp, root / "test")
+    write_text(root / "dataset_type.txt", "hierarcaps\n")
+    replace_dir(tmp, root / "test")
     return {"hierarchies": len(rows), "images": len(names), "downloaded": len(todo)}

@@ -21,6 +21,8 @@ import os
 import sys
 from pathlib import Path
 
+from meru.io import write_text
+
 FORMAT = "meru-bench/shards/1"
 MANIFEST_NAME = "manifest.json"
 
@@ -35,59 +37,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temps(final: str | os.PathLike) -> list[Path]:
-    """Delete the temp siblings ``<final>.tmp-<pid>`` / ``.<name>.tmp-<pid>`` (files or directories) left by
-    killed runs, i.e. whose process no longer exists. Returns what was removed."""
-    import shutil
-
-    final = Path(final)
-    removed = []
-    for pattern in (f"{final.name}.tmp-*", f".{final.name}.tmp-*"):
-        for p in final.parent.glob(pattern) if final.parent.is_dir() else ():
-            pid = p.name.rsplit(".tmp-", 1)[1]
-            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-                removed.append(p)
-    return removed
-
-
-def fresh_temp_dir(final: str | os.PathLike) -> Path:
-    """An empty sibling directory ``<final>.tmp-<pid>`` to build a dataset in before renaming it to ``final``
-    (temp directories of killed runs are removed first)."""
-    import shutil
-
-    final = Path(final)
-    remove_stale_temps(final)
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
 
 
 def write_manifest(
@@ -125,7 +74,7 @@ def write_manifest(
         "command": " ".join(sys.argv),
         **extra,
     }
-    atomic_write_text(directory / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    write_text(directory / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=False) + "\n", fsync=True)
     return manifest
 
 
@@ -203,7 +152,7 @@ def verify_shards(directory: str | os.PathLike, manifest: dict | None = None) ->
         fresh[entry["path"]] = stamp
     if hashed and fresh != cache:
         try:
-            atomic_write_text(cache_path, json.dumps(fresh))
+            write_text(cache_path, json.dumps(fresh))
         except OSError:
             pass
     return hashed

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import webdataset as wds
 
-from meru.data.manifest import fresh_temp_dir, write_manifest
+from meru.data.manifest import write_manifest
+from meru.io import fresh_temp_dir, replace_dir
 
 #: Fixed tar member mtime (2000-01-01T00:00:00Z) so shards are reproducible byte for byte.
 FIXED_MTIME = 946684800  # an int: a float mtime makes tarfile add a PAX header to every member
@@ -31,27 +32,6 @@ def shard_pattern(name: str) -> str:
     if not name or "/" in name or "%" in name:
         raise ValueError(f"shard set name {name!r} must be non-empty and contain no '/' or '%'")
     return f"{name}-%06d.tar"
-
-
-def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
-    """Move the finished directory ``tmp`` to ``final``, replacing an existing ``final``.
-
-    The old ``final`` is first renamed aside, so there is no moment at which ``final`` holds a mix
-    of old and new files; the old copy is deleted afterwards.
-    """
-    tmp, final = Path(tmp), Path(final)
-    old = None
-    if final.exists() or final.is_symlink():
-        old = final.with_name(f"{final.name}.old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()
 
 
 def write_shards(

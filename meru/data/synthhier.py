@@ -43,8 +43,9 @@ import numpy as np
 import webdataset as wds
 from PIL import Image, ImageDraw
 
-from meru.data.manifest import atomic_write_text, fresh_temp_dir, write_manifest
-from meru.data.shards import FIXED_MTIME, replace_dir, write_shards
+from meru.data.manifest import write_manifest
+from meru.data.shards import FIXED_MTIME, write_shards
+from meru.io import fresh_temp_dir, replace_dir, write_text
 
 GENERATOR = "meru-bench/synthhier"
 GENERATOR_VERSION = 1
@@ -482,7 +483,7 @@ def generate(
             ]
             zdir = ev / f"zeroshot_{level}"
             _write_wds_eval(zdir, samples, shard_size, "classification", [tax["names"][n] for n in nodes], TEMPLATES)
-            atomic_write_text(zdir / "class_nodes.json", json.dumps(nodes) + "\n")
+            write_text(zdir / "class_nodes.json", json.dumps(nodes) + "\n")
         # retrieval: first test image of each distinct most-specific description (unique captions)
         seen, retrieval = set(), []
         for it in items:

@@ -516,20 +516,12 @@ def check_finite_cache(cache: dict, source: str) -> None:
 
 def save_cache(cache: dict, path: str | os.PathLike) -> Path:
     """``torch.save`` atomically (temp file in the same directory + rename); refuses non-finite embeddings."""
-    from meru.data.manifest import remove_stale_temps
+    from meru.io import remove_stale_temps, save_torch
 
     path = Path(path)
     check_finite_cache(cache, f"{path} (not written)")
-    path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)  # temp files of killed runs
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(cache, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_torch(path, cache)
 
 
 def load_cache(path: str | os.PathLike, task: str | tuple[str, ...] | None = None) -> dict:

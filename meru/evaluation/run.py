@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from meru.evaluation.metric_io import write_json
+from meru.io import write_json
 from meru.spaces import space_of
 
 TASKS = ("zeroshot", "retrieval", "linear-probe", "structure", "traversal", "prompts", "hierarcaps")

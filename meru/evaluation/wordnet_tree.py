@@ -27,10 +27,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+
+from meru.io import write_text
 
 ROOT = "n00001930"
 # child -> new parent, replacing all of the child's WordNet hypernyms
@@ -200,16 +201,7 @@ def build_imagenet_edges(
 
 def write_edges(edges: list[tuple[str, str]], out: str | Path) -> None:
     """Write ``parent child`` lines atomically (temp file + rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.writelines(f"{p} {c}\n" for p, c in edges)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(out, "".join(f"{p} {c}\n" for p, c in edges))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

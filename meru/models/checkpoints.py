@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from meru.io import save_torch
 from meru.models.clip_meru import CLIP, build_model
 
 FORMAT = "meru-bench/checkpoint/1"
@@ -101,9 +102,7 @@ def save_model(model: CLIP, path: str | os.PathLike, step: int = 0, config: dict
         "config": config or {},
         **extra,
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_torch(path, payload)
 
 
 def convert_official_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -20,7 +20,6 @@ interval is the Student-t interval over the seeds' differences (:func:`meru.stat
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import pandas as pd
 from scipy import stats as sstats
 
 from meru import stats
+from meru.io import write_text
 from meru.reporting.reproduction import kinds_of, load_records
 
 HOLDS, FAILS, UNSURE, NA = "holds", "does not hold", "inconclusive", "n/a"
@@ -399,20 +399,14 @@ def summary(wide: pd.DataFrame) -> str:
     return "MERU claims — " + "; ".join(parts)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_claims(metrics_dir, out_dir) -> tuple[pd.DataFrame, str]:
     wide, disp = build_claims(load_records(metrics_dir))
     line = summary(wide)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "claims.csv", wide.to_csv(index=False))
+    write_text(out / "claims.csv", wide.to_csv(index=False))
     md = disp.to_markdown(index=False) if len(disp) else "(no metric records)"
-    _atomic_write(
+    write_text(
         out / "claims.md",
         '## claims\n\nVerdicts at 95% (rules: docs/METRICS.md, "Claims"; '
         "'reading' says which kinds share a property).\n\n"

@@ -31,6 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from meru.io import save_figure
 from meru.reporting import tables
 from meru.reporting.outputs import FIGURE_FORMATS as FORMATS
 from meru.reporting.outputs import PLOTS
@@ -68,9 +69,7 @@ def _save(fig, path: Path) -> list[Path]:
     out = []
     for fmt in FORMATS:
         target = path.with_suffix(f".{fmt}")
-        tmp = target.with_name(f".{target.stem}.tmp-{os.getpid()}.{fmt}")
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-        os.replace(tmp, target)
+        save_figure(fig, target, dpi=DPI, bbox_inches="tight")
         out.append(target)
     plt.close(fig)
     return out

@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from meru.io import write_text
+
 SET_ORDER = ("evalset", "single", "meru", "clip_benchmark")
 
 
 def load_prompt_records(directory: str | os.PathLike) -> list[dict]:
     """Metric records with ``task == "prompts"`` under ``directory`` (recursive, sorted by path)."""
-    from meru.evaluation.metric_io import read_json
+    from meru.io import read_json
 
     out = []
     for path in sorted(Path(directory).rglob("*.json")):
@@ -105,16 +107,6 @@ def to_markdown(df: pd.DataFrame, sources: dict) -> str:
     )
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_table(metrics_dir: str | os.PathLike, out_dir: str | os.PathLike) -> pd.DataFrame:
     records = load_prompt_records(metrics_dir)
     if not records:
@@ -124,8 +116,8 @@ def write_table(metrics_dir: str | os.PathLike, out_dir: str | os.PathLike) -> p
     df, sources = build_table(records)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "prompt_sensitivity.csv", df.to_csv(index=False))
-    _atomic_write(out / "prompt_sensitivity.md", to_markdown(df, sources))
+    write_text(out / "prompt_sensitivity.csv", df.to_csv(index=False))
+    write_text(out / "prompt_sensitivity.md", to_markdown(df, sources))
     return df
 
 

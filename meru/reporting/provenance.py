@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from meru.data.manifest import sha256_file
+from meru.io import write_text
 
 PACKAGES = (
     "meru-bench",
@@ -186,13 +187,7 @@ def render(config: dict | None, files: list[tuple[str, Path]], cwd: str | os.Pat
 
 
 def write_provenance(out: str | os.PathLike, config: dict | None, files: list[tuple[str, Path]], exclude=()) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = render(config, files, exclude=exclude)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, out)
-    return out
+    return write_text(out, render(config, files, exclude=exclude))
 
 
 def add_arguments(parser) -> None:

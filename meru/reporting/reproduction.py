@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from meru.io import replace_dir, write_text
+
 from meru.reporting.records import load_metrics
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
@@ -361,12 +363,6 @@ def markdown(df: pd.DataFrame | None, line: str, what: str) -> str:
     return head + "\n" + disp.to_markdown(index=False) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def reproduce(
     metrics_dir,
     reference: str | None,
@@ -390,10 +386,8 @@ def reproduce(
     line = summary(df, what)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(
-        out / "reproduction.csv", (df if df is not None else pd.DataFrame(columns=COLUMNS)).to_csv(index=False)
-    )
-    _atomic_write(out / "reproduction.md", markdown(df, line, what))
+    write_text(out / "reproduction.csv", (df if df is not None else pd.DataFrame(columns=COLUMNS)).to_csv(index=False))
+    write_text(out / "reproduction.md", markdown(df, line, what))
     return df, line
 
 
@@ -474,11 +468,7 @@ def refresh(source: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
         else:
             shutil.copy2(src, target)
         copied.append(item)
-    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, dest)
     return copied
 
 

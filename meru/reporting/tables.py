@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from meru import stats
+from meru.io import write_text
 from meru.reporting import outputs
 from meru.reporting.records import (
     BASELINE,
@@ -637,12 +638,6 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
 # ---------------------------------------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _stats_csv(df: pd.DataFrame) -> str:
     out = df.copy()
     for col in ("seeds", "values", "seed_lo", "seed_hi"):
@@ -663,16 +658,16 @@ def write_table(records: list[dict], spec: TableSpec, out: Path, n_boot: int = D
     md += [f"- {n}" for n in note]
     if len(seeds):
         md += ["", "### Per seed: value [95% bootstrap interval over test items]", "", to_markdown(seeds)]
-    _atomic_write(out / f"{spec.name}.md", "\n".join(md) + "\n")
-    _atomic_write(
+    write_text(out / f"{spec.name}.md", "\n".join(md) + "\n")
+    write_text(
         out / f"{spec.name}.tex",
         to_latex(disp, f"{title}. " + " ".join(note), spec.name)
         if len(disp)
         else f"% {title}: no results in the metrics\n",
     )
-    _atomic_write(out / f"{spec.name}.html", to_html(disp, title, note, seeds))
-    _atomic_write(out / f"{spec.name}.csv", wide(df, spec, text=False).to_csv(index=False))
-    _atomic_write(out / f"{spec.name}_stats.csv", _stats_csv(df))
+    write_text(out / f"{spec.name}.html", to_html(disp, title, note, seeds))
+    write_text(out / f"{spec.name}.csv", wide(df, spec, text=False).to_csv(index=False))
+    write_text(out / f"{spec.name}_stats.csv", _stats_csv(df))
     return df
 
 

@@ -26,6 +26,7 @@ import torch.distributed as dist
 import yaml
 
 from meru.config import ConfigError, load_train_config
+from meru.io import save_torch, write_text
 
 NO_DECAY_NAMES = ("logit_scale", "curv", "visual_alpha", "textual_alpha")
 
@@ -80,20 +81,6 @@ def set_rng_state(s: dict) -> None:
     random.setstate(s["python"])
     if "cuda" in s and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _float(v) -> float:
@@ -298,7 +285,7 @@ def remove_stale_temp_files(out: Path) -> list[Path]:
 
 def write_log(path: Path, rows: list[dict]) -> None:
     """Rewrite ``log.jsonl`` from ``rows`` (strict JSON lines), atomically."""
-    atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
+    write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
 
 
 def check_finite_state(model, optimizer, step: int, target: Path, ckpt_path: Path) -> None:
@@ -448,7 +435,7 @@ def _train_locked(
     writer = None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+        write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
         if rt["tensorboard"]:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -470,7 +457,8 @@ def _train_locked(
             gathered = [local]
         if rank == 0:
             check_finite_state(model, optimizer, step, ckpt_path, ckpt_path)
-            atomic_save(
+            save_torch(
+                ckpt_path,
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -482,7 +470,6 @@ def _train_locked(
                     "config": cfg,
                     "history": history,
                 },
-                ckpt_path,
             )
 
     it = iter(loader)
