@@ -1,6 +1,7 @@
 """Files that appear whole or not at all: the one atomic writer of the suite, and strict JSON.
 
-Every output a later stage reads (checkpoints, embedding caches, metric JSON, tables, figures, trees,
+Every output a later stage reads (checkpoints and embedding caches via
+:func:`meru.models.checkpoints.save_torch`, metric JSON, tables, figures, trees,
 manifests, whole dataset directories) is written through :func:`atomic_path`: into a temporary sibling
 ``.NAME.tmp-PID`` in the target's directory, renamed over the target only when the write finished.
 A crash or an exception therefore leaves either the old file or none, never a half-written one that
@@ -26,7 +27,6 @@ __all__ = [
     "atomic_path",
     "write_text",
     "write_bytes",
-    "save_torch",
     "save_figure",
     "to_jsonable",
     "write_json",
@@ -76,15 +76,6 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-    return Path(path)
-
-
-def save_torch(path: str | os.PathLike, obj: Any) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (the object should load with ``weights_only=True``)."""
-    import torch
-
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
     return Path(path)
 
 

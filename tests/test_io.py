@@ -17,7 +17,6 @@ from meru.io import (
     remove_stale_temps,
     replace_dir,
     save_figure,
-    save_torch,
     write_json,
     write_text,
 )
@@ -72,6 +71,8 @@ def test_strict_json_refuses_nan_or_writes_null(tmp_path):
 
 
 def test_save_torch_loads_with_weights_only(tmp_path):
+    from meru.models.checkpoints import save_torch
+
     save_torch(tmp_path / "x.pt", {"a": torch.arange(3)})
     assert torch.equal(torch.load(tmp_path / "x.pt", weights_only=True)["a"], torch.arange(3))
 

@@ -516,7 +516,8 @@ def check_finite_cache(cache: dict, source: str) -> None:
 
 def save_cache(cache: dict, path: str | os.PathLike) -> Path:
     """``torch.save`` atomically (temp file in the same directory + rename); refuses non-finite embeddings."""
-    from meru.io import remove_stale_temps, save_torch
+    from meru.io import remove_stale_temps
+    from meru.models.checkpoints import save_torch
 
     path = Path(path)
     check_finite_cache(cache, f"{path} (not written)")

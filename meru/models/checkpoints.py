@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from meru.io import save_torch
+from meru.io import atomic_path
 from meru.models.clip_meru import CLIP, build_model
 
 FORMAT = "meru-bench/checkpoint/1"
@@ -39,6 +39,14 @@ class UnsafeFileError(CheckpointError):
 
 class NonFiniteWeightsError(CheckpointError):
     """A checkpoint (or a state about to be saved) holds NaN or infinite values."""
+
+
+def save_torch(path: str | os.PathLike, obj) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (:func:`meru.io.atomic_path`); ``obj`` must load with
+    ``weights_only=True`` (tensors, numbers, strings, lists, dicts), as :func:`safe_load` reads it."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def safe_load(path: str | os.PathLike, map_location="cpu", what: str = "file"):

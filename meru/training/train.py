@@ -26,7 +26,8 @@ import torch.distributed as dist
 import yaml
 
 from meru.config import ConfigError, load_train_config
-from meru.io import save_torch, write_text
+from meru.io import write_text
+from meru.models.checkpoints import save_torch
 
 NO_DECAY_NAMES = ("logit_scale", "curv", "visual_alpha", "textual_alpha")
 
