@@ -170,22 +170,21 @@ def test_crop_params_follow_the_scale_and_ratio_rule():
     assert random_resized_crop_params(40, 1, (0.5, 1.0), (3 / 4, 4 / 3), rng) == (19, 0, 1, 1)
 
 
-def test_generated_synthhier_end_to_end(tmp_path):
+def test_generated_synthhier_end_to_end(synthhier):
     import tarfile
 
     from meru.data.manifest import shard_paths
-    from meru.data.synthhier import generate
 
-    generate(tmp_path / "synth", train_size=300, test_size=100, shard_size=100)
+    synth = synthhier(300, 100, shard_size=120)
     captions = {}
-    for path in shard_paths(tmp_path / "synth" / "train"):
+    for path in shard_paths(synth / "train"):
         with tarfile.open(path) as tf:
             for m in tf.getmembers():
                 if m.name.endswith(".json"):
                     captions[m.name[:-5]] = {c["text"] for c in json.loads(tf.extractfile(m).read())["captions"]}
-    assert TrainLoader(tmp_path / "synth", 2, 8, 8).num_samples == 300  # the output dir means its train/
+    assert TrainLoader(synth, 2, 8, 8).num_samples == 300  # the output dir means its train/
     loader = TrainLoader(
-        tmp_path / "synth" / "train", batch_size=32, image_size=32, context_length=24, num_workers=2, shuffle_buffer=50
+        synth / "train", batch_size=32, image_size=32, context_length=24, num_workers=2, shuffle_buffer=50
     )
     batches = _take(loader, 12)  # > one epoch (300 samples)
     seen = set()

@@ -2,8 +2,6 @@
 device-side logs with plain progress lines, bf16 embedding, reused bootstrap indices."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -57,15 +55,9 @@ def test_uint8_images_equal_float_images(kind):
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth") / "d"
-    done = subprocess.run(
-        [sys.executable, "-m", "meru", "synth", "--out", str(out), "--train-size", "64", "--test-size", "8"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    assert "meru synth train: 64/64 images (100.0%)" in done.stderr  # plain progress line
+def synth(synthhier):
+    out = synthhier(64, 8)
+    assert "meru synth train: 64/64 images (100.0%)" in synthhier.stderr[out]  # plain progress line
     return out / "train"
 
 

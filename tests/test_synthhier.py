@@ -20,10 +20,8 @@ PREFIXES = sorted(sh.PREFIXES, key=len, reverse=True)
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory):
-    d = tmp_path_factory.mktemp("synth") / "ds"
-    assert cli_main(["synth", "--out", str(d), "--train-size", "300", "--test-size", "100", "--shard-size", "120"]) == 0
-    return d
+def out(synthhier):
+    return synthhier(300, 100, shard_size=120)
 
 
 def _members(tar_path):

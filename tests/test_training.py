@@ -4,8 +4,6 @@ import json
 import math
 import os
 import random
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,14 +14,8 @@ from meru.training.train import lr_multiplier, param_groups, train
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth") / "d"
-    subprocess.run(
-        [sys.executable, "-m", "meru", "synth", "--out", str(out), "--train-size", "300", "--test-size", "10"],
-        check=True,
-        capture_output=True,
-    )
-    return out / "train"
+def synth(synthhier):
+    return synthhier(300, 10) / "train"
 
 
 def _cfg(data, kind="meru", steps=12, sets=()):
