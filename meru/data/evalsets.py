@@ -16,6 +16,10 @@ numpy 2.4; our metrics live in ``meru.evaluation``).
   ``DIR/classnames.txt``, ``DIR/zeroshot_classification_templates.txt``, ``DIR/dataset_type.txt``), given as
   ``name`` or as ``root`` (then ``name`` only picks the prompts); SynthHier eval sets are in this layout.
 
+Every evaluation set is read through :func:`open_evalset` -> :class:`EvalSet` (name, task, class names,
+templates, class nodes, template sets, items; HierarCaps via :mod:`meru.data.hierarcaps`) and every caption
+pool through :func:`open_text_pool`; ``meru embed`` only encodes them.
+
 Nothing is downloaded unless ``download=True`` (``meru evalsets prepare``).
 """
 
