@@ -244,6 +244,10 @@ class EvalSet:
     hierarchies: object | None = None
     _batches: Callable[[int, int], Iterator[list[dict]]] | None = field(default=None, repr=False)
 
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"{self.source}: task {self.task!r} is not one of {TASKS}")
+
     def batches(self, batch_size: int = 256, num_workers: int = 0) -> Iterator[list[dict]]:
         """Lists of at most ``batch_size`` item dicts (see the class doc), read by ``num_workers`` processes."""
         return self._batches(batch_size, num_workers)

@@ -692,6 +692,8 @@ class TrainLoader:
             raise ValueError(f"rank {rank} outside world_size {world_size}")
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"crop scale {scale} must satisfy 0 < lo <= hi <= 1")
+        if captions is not None and not isinstance(captions, CaptionPolicy):
+            raise TypeError(f"captions must be a meru.data.captions.CaptionPolicy, got {type(captions).__name__}")
         if image_dtype not in ("float32", "uint8"):
             raise ValueError(f"image_dtype must be 'float32' or 'uint8', got {image_dtype!r}")
         self.num_workers = int(num_workers)
