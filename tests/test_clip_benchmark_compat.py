@@ -17,6 +17,7 @@ import math
 import pytest
 import torch
 
+from meru.data.evalsets import image_transform
 from meru.evaluation import embed as E
 from meru.evaluation import run as R
 from meru.io import read_json
@@ -166,7 +167,7 @@ def test_values_match_clip_benchmarks_own_evaluation(outputs, monkeypatch):
     ds = build_dataset(
         "wds/zeroshot_leaf",
         root=str(paths["zeroshot"]),
-        transform=E.image_transform(32, "classification"),
+        transform=image_transform(32, "classification"),
         split="test",
         task="zeroshot_classification",
     )
@@ -187,7 +188,7 @@ def test_values_match_clip_benchmarks_own_evaluation(outputs, monkeypatch):
     ds = build_dataset(
         "wds/retrieval",
         root=str(paths["retrieval"]),
-        transform=E.image_transform(32, "retrieval"),
+        transform=image_transform(32, "retrieval"),
         split="test",
         task="zeroshot_retrieval",
     )

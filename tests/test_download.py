@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import threading
 import time
 import zipfile
@@ -235,16 +234,3 @@ def test_classify_error():
     assert dl.classify_error("IncompleteRead(10 bytes read, 20 more expected)") == "truncated"
     assert dl.classify_error("Image decoding error") == "not_an_image"  # img2dataset resizer
     assert dl.classify_error("something else") == "other"
-
-
-def test_subreddit_prefix():
-    assert dl.segment_subreddit("itookapicture") == "i took a picture"
-    assert dl.segment_subreddit("EarthPorn") == "earth porn"
-    assert dl.segment_subreddit("qwzx") == "qwzx"  # unknown: kept whole
-    rng = random.Random(0)
-    outs = [dl.apply_subreddit_prefix("a cat", "catpics", rng, prob=0.5) for _ in range(400)]
-    assert set(outs) == {"a cat", "cat pics : a cat"}
-    ref = random.Random(0)
-    assert [o != "a cat" for o in outs] == [ref.random() < 0.5 for _ in range(400)]
-    assert dl.apply_subreddit_prefix("x", "catpics", random.Random(1), prob=0.0) == "x"
-    assert dl.apply_subreddit_prefix("x", None, random.Random(1), prob=1.0) == "x"

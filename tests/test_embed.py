@@ -147,6 +147,21 @@ def test_embed_needs_one_out_per_source(setup, tmp_path, capsys):
     assert "2 source(s)" in capsys.readouterr().err and not (tmp_path / "a.pt").exists()
 
 
+def test_name_travels_into_the_cache_in_command_line_order(setup, tmp_path, capsys):
+    d, paths = setup
+    outs = [tmp_path / "zs.pt", tmp_path / "pool.pt"]
+    base = ["--checkpoint", str(d / "model.pt"), "--evalset", str(paths["zeroshot"]), "--name", "synthhier-leaf"]
+    base += ["--out", str(outs[0]), "--text-pool", str(paths["pool"]), "--name", "textpool-synthhier"]
+    assert cli(E, base + ["--out", str(outs[1]), "--batch-size", "4", "--no-prompt-sets"]) == 0
+    assert E.load_cache(outs[0])["dataset"] == "synthhier-leaf"
+    assert E.load_cache(outs[1])["dataset"] == "textpool-synthhier"
+    assert E.load_cache(d / "zs.pt")["dataset"] == "zeroshot_leaf"  # default: the directory name
+    assert E.load_cache(d / "pool.pt")["dataset"] == "captions.jsonl"  # default: the file name
+    one_name = base[:6] + ["--out", str(tmp_path / "x.pt"), "--text-pool", str(paths["pool"]), "--out", str(outs[1])]
+    assert cli(E, one_name) == 2
+    assert "1 --name(s)" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+
+
 def test_wrong_cache_task_is_a_clear_error(setup):
     d, _ = setup
     with pytest.raises(ValueError, match="retrieval"):

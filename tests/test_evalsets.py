@@ -163,3 +163,74 @@ def test_clip_benchmark_templates_cifar10(tmp_path, monkeypatch):
 def test_missing_torchvision_data_no_download(tmp_path):
     with pytest.raises(ev.EvalDatasetUnavailable, match="meru evalsets prepare"):
         ev.build_eval_dataset("cifar10", tmp_path)
+
+
+# ----------------------------------------------------------------------------- open_evalset -> EvalSet
+
+
+def _items(evalset, batch_size=3, num_workers=0):
+    items = [it for batch in evalset.batches(batch_size, num_workers) for it in batch]
+    return sorted(items, key=lambda it: it["order"])
+
+
+def test_open_evalset_classification_fields_and_items(tmp_path):
+    root = tmp_path / "zeroshot_leaf"
+    samples = [{"__key__": f"s{i:03d}", "png": _img(i * 20), "cls": i % 3, "json": {"node": f"n{i}"}} for i in range(7)]
+    _write_wds(root, samples, ["red", "green", "blue"], ["a photo of a {c}.", "a {c}."])
+    (root / "class_nodes.json").write_text('["c.red", "c.green", "c.blue"]')
+    es = ev.open_evalset(root, image_size=6)
+    assert (es.name, es.task, es.split, es.num_items) == ("zeroshot_leaf", "classification", "test", None)
+    assert es.classnames == ["red", "green", "blue"] and es.templates == ["a photo of a {c}.", "a {c}."]
+    assert es.class_nodes == ["c.red", "c.green", "c.blue"] and es.hierarchies is None
+    assert es.prompt_source == {"templates": "clip_benchmark", "classnames": "clip_benchmark"}
+    assert list(es.prompt_sets) == ["single", "meru", "clip_benchmark"]
+    for workers in (0, 2):  # shards read by different workers; "order" restores file order
+        items = _items(es, 2, workers)
+        assert [it["key"] for it in items] == [f"s{i:03d}" for i in range(7)]
+        assert [it["label"] for it in items] == [i % 3 for i in range(7)]
+        assert [it["meta"] for it in items] == [{"node": f"n{i}"} for i in range(7)]
+        assert items[3]["image"].shape == (3, 6, 6) and float(items[3]["image"][0, 0, 0]) == pytest.approx(60 / 255)
+    assert ev.open_evalset(root, image_size=6, name="synthhier-leaf").name == "synthhier-leaf"
+    # the same folder as --root of a named set: the name is the one given, its prompts MERU's
+    with pytest.warns(UserWarning, match="not verified"):  # 3 local classes are not CIFAR-10's 10
+        named = ev.open_evalset("cifar10", root=root, image_size=6)
+    assert named.name == "cifar10" and named.prompt_sets["meru"]["source"] == "meru_prompts.json:cifar10"
+
+
+def test_open_evalset_retrieval_and_manifest_count(tmp_path):
+    root = tmp_path / "retrieval"
+    samples = [{"__key__": f"r{i}", "png": _img(i), "txt": f"caption {i} a\ncaption {i} b"} for i in range(4)]
+    _write_wds(root, samples, dataset_type="retrieval")
+    (root / "test" / "manifest.json").write_text('{"shards": [{"num_samples": 3}, {"num_samples": 1}]}')
+    es = ev.open_evalset(str(root), image_size=8, name="synthhier-retrieval")
+    assert (es.name, es.task, es.num_items) == ("synthhier-retrieval", "retrieval", 4)
+    assert es.classnames is None and es.templates is None and es.prompt_sets is None
+    items = _items(es)
+    assert [it["captions"] for it in items] == [[f"caption {i} a", f"caption {i} b"] for i in range(4)]
+    assert items[0]["image"].shape == (3, 8, 8)
+
+
+def test_open_evalset_named_without_root_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--root"):
+        ev.open_evalset("cifar10")
+
+
+def test_text_pool(tmp_path):
+    p = tmp_path / "captions.jsonl"
+    p.write_text('{"text": "a cat.", "depth": 1}\n\n{"text": "an object.", "depth": 0}\n')
+    pool = ev.open_text_pool(p)
+    assert pool.name == "captions.jsonl" and pool.texts == ["a cat.", "an object."] and pool.rows[0]["depth"] == 1
+    assert ev.open_text_pool(p, name="textpool-synthhier").name == "textpool-synthhier"
+    p.write_text('{"txt": "x"}\n')
+    with pytest.raises(KeyError, match="line 1 has no 'text'"):
+        ev.open_text_pool(p)
+    p.write_text("\n")
+    with pytest.raises(ValueError, match="empty caption pool"):
+        ev.open_text_pool(p)
+
+
+def test_prompt_sets_for_synthhier_names():
+    for name in ("synthhier-shape", "zeroshot_shape"):  # no MERU or clip-benchmark set: ImageNet's
+        sets = ev.prompt_sets(name)
+        assert sets["meru"]["templates"] == ev.meru_prompts()["templates"]["imagenet"]
+        assert sets["clip_benchmark"]["source"].startswith("clip_benchmark:imagenet1k")

@@ -254,6 +254,32 @@ def test_prepare_downloads_and_packs(server, tmp_path):
     assert D.prepare_hierarcaps(root, csv_url="http://127.0.0.1:9/none.csv")["downloaded"] == 0
 
 
+def test_open_evalset_reads_the_hierarchies(server, tmp_path):
+    from meru.data import evalsets as ev
+    from meru.data import hierarcaps as D
+
+    base, _ = server
+    root = tmp_path / "hc"
+    D.prepare_hierarcaps(root, csv_url=f"{base}/hierarcaps_test.csv", threads=2)
+    es = ev.open_evalset(root, image_size=16)
+    assert (es.task, es.name, es.num_items) == ("hierarcaps", "hierarcaps", 2)
+    h = es.hierarchies
+    assert h.keys == ["COCO_val2014_000000000001", "COCO_val2014_000000000002"]
+    assert h.hierarchy_ids == ["0", "2", "1"] and h.levels == [0, 1, 2, 3] * 3
+    assert h.texts[:4] == [c.strip() for c in CSV_ROWS[0][1].split("=>")] and h.texts[4] == "bird"
+    assert h.text_to_image == [0] * 8 + [1] * 4
+    items = [it for batch in es.batches(4, 0) for it in batch]
+    assert [it["key"] for it in items] == h.keys and items[0]["image"].shape == (3, 16, 16)
+    assert ev.open_evalset(root, image_size=16, name="hierarcaps-coco").name == "hierarcaps-coco"
+    # a packed sample without hierarchies: refused when the set is opened, naming the sample and the fix
+    import webdataset as wds
+
+    with wds.TarWriter(str(root / "test" / "0.tar")) as w:
+        w.write({"__key__": "x", "jpg": _jpeg(3), "txt": "a", "json": json.dumps({"image_url": "u"}).encode()})
+    with pytest.raises(KeyError, match="'x' has no json 'hierarchies'.*meru evalsets prepare"):
+        ev.open_evalset(root, image_size=16)
+
+
 def test_prepare_offline_is_one_clear_line(tmp_path, capsys, monkeypatch):
     from meru.data import evalsets as ev
     from meru.data import hierarcaps as D

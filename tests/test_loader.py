@@ -11,9 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+from meru.data.captions import CaptionPolicy
 from meru.data.loader import TrainLoader, random_resized_crop_params
 from meru.data.manifest import IncompleteDatasetError
 from meru.data.shards import write_shards
+
+TXT_ONLY = CaptionPolicy(sample_json_captions=False)  # the txt member, no prefix
 
 torch.set_num_threads(1)
 
@@ -59,9 +62,7 @@ def _assert_same(a, b):
 
 
 def test_batch_contents(shard_dir):
-    loader = TrainLoader(
-        shard_dir, batch_size=8, image_size=12, context_length=10, augment=False, sample_captions=False
-    )
+    loader = TrainLoader(shard_dir, batch_size=8, image_size=12, context_length=10, augment=False, captions=TXT_ONLY)
     (batch,) = _take(loader, 1)
     assert batch["images"].shape == (8, 3, 12, 12) and batch["images"].dtype == torch.float32
     assert batch["tokens"].shape == (8, 10) and batch["tokens"].dtype == torch.long
@@ -233,7 +234,7 @@ def test_truncated_shard_is_skipped(tmp_path):
     # damage met while reading). Each sample = 3 members (json, png, txt) of 512-byte header + data padded to 512
     shard.write_bytes(data[: 5 * 3 * 1024 + 700])
     loader = TrainLoader(
-        out, batch_size=5, image_size=8, context_length=8, shuffle_buffer=1, sample_captions=False, verify=False
+        out, batch_size=5, image_size=8, context_length=8, shuffle_buffer=1, captions=TXT_ONLY, verify=False
     )
     batches = _take(loader, 6)  # one epoch = 25 usable samples, then one batch of the next epoch
     keys = [k for b in batches[:5] for k in b["keys"]]

@@ -6,6 +6,7 @@ import json
 import numpy as np
 from PIL import Image
 
+from meru.data.captions import CaptionPolicy
 from meru.data.loader import TrainLoader
 from meru.data.shards import write_shards
 
@@ -34,10 +35,10 @@ def _texts(loader, n_batches):
 def test_prefix_always_never_and_only_with_subreddit(tmp_path):
     out = tmp_path / "redcaps"
     write_shards(_samples(20), out, "r", shard_size=10, source="test")
-    common = dict(batch_size=10, image_size=8, context_length=16, shuffle_buffer=1, sample_captions=False)
-    never = _texts(TrainLoader(out, subreddit_prefix_prob=0.0, **common), 2)
+    common = dict(batch_size=10, image_size=8, context_length=16, shuffle_buffer=1)
+    never = _texts(TrainLoader(out, captions=CaptionPolicy(False, 0.0), **common), 2)
     assert all(t.startswith("caption ") for t in never)
-    always = _texts(TrainLoader(out, subreddit_prefix_prob=1.0, **common), 2)
+    always = _texts(TrainLoader(out, captions=CaptionPolicy(False, 1.0), **common), 2)
     for t in always:
         i = int(t.rsplit(" ", 1)[1])
         assert t == (f"i took a picture : caption {i}" if i % 2 == 0 else f"caption {i}")
@@ -51,8 +52,7 @@ def test_prefix_probability_is_deterministic_and_about_p(tmp_path):
         image_size=8,
         context_length=16,
         shuffle_buffer=1,
-        sample_captions=False,
-        subreddit_prefix_prob=0.5,
+        captions=CaptionPolicy(sample_json_captions=False, subreddit_prefix_prob=0.5),
         seed=3,
     )
     a, b = _texts(TrainLoader(out, **common), 2), _texts(TrainLoader(out, **common), 2)

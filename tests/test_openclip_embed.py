@@ -8,6 +8,7 @@ import tarfile
 import pytest
 import torch
 
+from meru.data.evalsets import image_transform
 from meru.evaluation import embed as E
 from meru.evaluation import run as R
 from meru.io import read_json
@@ -59,7 +60,7 @@ def test_embed_with_open_clip_architecture_and_local_weights(tiny_openclip, caps
         png = tar.extractfile("img0000.png").read()
     from PIL import Image
 
-    x = E.image_transform(32, "classification")(Image.open(io.BytesIO(png)).convert("RGB")).unsqueeze(0)
+    x = image_transform(32, "classification")(Image.open(io.BytesIO(png)).convert("RGB")).unsqueeze(0)
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
     with torch.no_grad():

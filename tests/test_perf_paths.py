@@ -139,7 +139,7 @@ def test_prompt_encoding_at_own_length_equals_full_context():
 
 
 def test_imagenet_class_nodes_skip_header_lines():
-    from meru.evaluation.embed import _class_nodes
+    from meru.data.evalsets import _class_nodes
 
     nodes = _class_nodes(None, "imagenet1k", [f"class {i}" for i in range(1000)])
     assert nodes is not None and len(nodes) == 1000 and len(set(nodes)) == 1000

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from meru.data.evalsets import meru_prompts
+from meru.data.evalsets import clip_benchmark_templates, meru_prompts, prompt_sets
 from meru.evaluation import embed as E
 from meru.evaluation import prompt_sensitivity as P
 from meru.reporting import prompt_sensitivity as T
@@ -15,16 +15,16 @@ from meru.reporting import prompt_sensitivity as T
 from cli_helpers import cli, mk
 
 
-def test_template_sets_per_dataset():
-    synth = P.template_sets("zeroshot_shape")  # SynthHier: MERU's and clip-benchmark's ImageNet sets
+def test_prompt_sets_per_dataset():
+    synth = prompt_sets("synthhier-shape")  # SynthHier: MERU's and clip-benchmark's ImageNet sets
     assert synth["single"]["templates"] == ["a photo of a {}."]
     assert synth["meru"]["templates"] == meru_prompts()["templates"]["imagenet"]
-    assert synth["clip_benchmark"]["templates"] == P.clip_benchmark_templates()["imagenet1k"]
+    assert synth["clip_benchmark"]["templates"] == clip_benchmark_templates()["imagenet1k"]
     assert len(synth["clip_benchmark"]["templates"]) == 80 and "imagenet1k" in synth["clip_benchmark"]["source"]
-    cifar = P.template_sets("cifar10")
+    cifar = prompt_sets("cifar10")
     assert cifar["meru"]["templates"] == meru_prompts()["templates"]["cifar10"]
-    assert cifar["clip_benchmark"]["templates"] == P.clip_benchmark_templates()["cifar10"]
-    assert P.template_sets("resisc45")["clip_benchmark"]["source"] == "clip_benchmark:resisc45"  # vtab/ stripped
+    assert cifar["clip_benchmark"]["templates"] == clip_benchmark_templates()["cifar10"]
+    assert prompt_sets("resisc45")["clip_benchmark"]["source"] == "clip_benchmark:resisc45"  # vtab/ stripped
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from PIL import Image
 
 from meru.cli import main
 from meru.config import load_train_config
+from meru.data.captions import CaptionPolicy
 from meru.data.loader import TrainLoader
 from meru.data.manifest import CorruptDatasetError
 from meru.data.shards import write_shards
@@ -369,7 +370,14 @@ def _fresh(tmp_path, name, samples=None, shard_size=16):
 
 def _loader(path, **kw):
     return TrainLoader(
-        path, batch_size=4, image_size=8, context_length=8, shuffle_buffer=1, sample_captions=False, augment=False, **kw
+        path,
+        batch_size=4,
+        image_size=8,
+        context_length=8,
+        shuffle_buffer=1,
+        captions=CaptionPolicy(sample_json_captions=False),
+        augment=False,
+        **kw,
     )
 
 

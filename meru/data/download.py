@@ -16,7 +16,7 @@
 
 Samples in the shards: ``jpg`` (image), ``txt`` (the caption, *without* any subreddit prefix) and
 ``json`` (img2dataset metadata + ``subreddit``/``image_id``/... for RedCaps). The MERU training-time
-prefix ("<subreddit words> : <caption>" with probability p) is :func:`apply_subreddit_prefix`.
+prefix ("<subreddit words> : <caption>" with probability p) is :func:`meru.data.captions.apply_subreddit_prefix`.
 
 img2dataset names its shards ``00000.tar`` (not ``{name}-000000.tar``); the manifest lists them by path,
 which is all the loader uses.
@@ -29,7 +29,6 @@ import csv
 import glob
 import json
 import os
-import random
 import re
 import sys
 import zipfile
@@ -49,67 +48,6 @@ HF_DATASETS = {
 REDCAPS_COLUMNS = ("image_id", "author", "subreddit", "score", "created_utc", "permalink")
 FAILURE_REASONS = ("http_404", "http_error", "timeout", "truncated", "not_an_image", "other")
 URLS_NAME = "_urls.parquet"
-
-
-# ----------------------------------------------------------------------------- subreddit prefix
-
-# Small wordlist for splitting concatenated subreddit names (RedCaps' 350 subreddits are mostly
-# lower-case compounds like "itookapicture", "earthporn", "birdpics"). Words are plain English;
-# segmentation is the fewest-pieces split into known words; unknown names are kept whole.
-_WORDS = set(
-    """
-    a i am an and any art at ball balls be bird birds blue book books box bread build by cake cakes car cars cat
-    cats city clouds coffee cozy cute day design diy dog dogs dream drone earth eat eating everything fish
-    flower flowers food for forest fountain garden gardening green hands have home house houses how i in
-    interior is it knit knitting life lil look macro made me mildly mushroom mushrooms my
-    nature night of old on one our out pen pic pics picture pictures plant plants pizza porn pot pottery
-    reddit room rose sea shoe shoes sky snake snakes space spider spiders street sun table tea that the
-    these this thrift to took tree trees up view views village water way where wild with wood woodworking
-    work world you your
-    """.split()
-)
-_WORDS |= {"interesting", "photo", "photos", "photography"}
-
-
-def segment_subreddit(name: str, words: set[str] | None = None) -> str:
-    """Split a subreddit name into words: underscores/CamelCase first, then dynamic programming over a
-    wordlist (fewest known words covering the whole lower-cased token). A token with no full cover is kept.
-
-    >>> segment_subreddit("itookapicture")
-    'i took a picture'
-    """
-    words = _WORDS if words is None else words
-    name = name.strip()
-    if name.lower().startswith("r/"):
-        name = name[2:]
-    tokens = [t for part in re.split(r"[_\-\s]+", name) for t in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", part)]
-    out = []
-    for tok in tokens:
-        tok = tok.lower()
-        n = len(tok)
-        best: list[list[str] | None] = [None] * (n + 1)
-        best[0] = []
-        for end in range(1, n + 1):
-            for start in range(end):
-                piece = tok[start:end]
-                if best[start] is not None and (piece in words or piece.isdigit()):
-                    cand = best[start] + [piece]
-                    if best[end] is None or len(cand) < len(best[end]):
-                        best[end] = cand
-        out.extend(best[n] if best[n] is not None else [tok])
-    return " ".join(out)
-
-
-def apply_subreddit_prefix(caption: str, subreddit: str | None, rng: random.Random, prob: float = 0.5) -> str:
-    """MERU's RedCaps caption: with probability ``prob`` return ``"<subreddit words> : <caption>"``.
-
-    One ``rng.random()`` draw per call (so a seeded ``random.Random`` makes it deterministic).
-    No subreddit (CC3M/CC12M) -> the caption unchanged, and still one draw, so streams stay aligned.
-    """
-    draw = rng.random()
-    if not subreddit or draw >= prob:
-        return caption
-    return f"{segment_subreddit(subreddit)} : {caption}"
 
 
 # ----------------------------------------------------------------------------- annotations

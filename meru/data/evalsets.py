@@ -16,6 +16,10 @@ numpy 2.4; our metrics live in ``meru.evaluation``).
   ``DIR/classnames.txt``, ``DIR/zeroshot_classification_templates.txt``, ``DIR/dataset_type.txt``), given as
   ``name`` or as ``root`` (then ``name`` only picks the prompts); SynthHier eval sets are in this layout.
 
+Every evaluation set is read through :func:`open_evalset` -> :class:`EvalSet` (name, task, class names,
+templates, class nodes, template sets, items; HierarCaps via :mod:`meru.data.hierarcaps`) and every caption
+pool through :func:`open_text_pool`; ``meru embed`` only encodes them.
+
 Nothing is downloaded unless ``download=True`` (``meru evalsets prepare``).
 """
 
@@ -27,6 +31,8 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -200,6 +206,271 @@ def _apply_meru_prompts(ds, meru: str | None, name: str) -> None:
             "keeping clip-benchmark's class names (templates are MERU's).",
             stacklevel=3,
         )
+
+
+# ----------------------------------------------------------------------------- evaluation sets
+
+TASKS = ("classification", "retrieval", "hierarcaps")
+SINGLE_TEMPLATE = "a photo of a {}."
+PROMPT_SET_NAMES = ("single", "meru", "clip_benchmark")
+
+
+@dataclass
+class EvalSet:
+    """One evaluation set, opened by :func:`open_evalset`: what it is and an iterator over its items.
+
+    ``name``: the dataset name that travels into the embedding cache and the metric record.
+    ``task``: ``classification`` | ``retrieval`` | ``hierarcaps``. ``classnames [C]``, ``templates [T]``,
+    ``class_nodes [C]`` (taxonomy ids or None), ``prompt_source`` and ``prompt_sets`` (alternative template
+    sets ``{name: {"templates", "source"}}``, :func:`prompt_sets`) for classification, else None.
+    ``num_items``: images in the split when known (progress lines), else None. ``hierarchies``: HierarCaps'
+    caption hierarchies (:class:`meru.data.hierarcaps.CaptionHierarchies`), else None.
+
+    :meth:`batches` yields lists of item dicts ``{"order": (shard, position), "key", "image" [3, S, S] in
+    [0, 1], "meta": json dict or None, "label": int | "captions": [str]}``; with several workers the lists
+    may interleave shards, and ``order`` sorts them back into file order.
+    """
+
+    name: str
+    task: str
+    split: str
+    source: str
+    classnames: list[str] | None = None
+    templates: list[str] | None = None
+    class_nodes: list[str] | None = None
+    prompt_source: dict | None = None
+    prompt_sets: dict[str, dict] | None = None
+    num_items: int | None = None
+    hierarchies: object | None = None
+    _batches: Callable[[int, int], Iterator[list[dict]]] | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"{self.source}: task {self.task!r} is not one of {TASKS}")
+
+    def batches(self, batch_size: int = 256, num_workers: int = 0) -> Iterator[list[dict]]:
+        """Lists of at most ``batch_size`` item dicts (see the class doc), read by ``num_workers`` processes."""
+        return self._batches(batch_size, num_workers)
+
+
+def image_transform(image_size: int, task: str):
+    """Official MERU evaluation transforms: classification = resize short side + centre crop;
+    retrieval = squeeze to a square. Both bicubic, then ``ToTensor`` ([0, 1], no normalisation)."""
+    import torchvision.transforms as T
+
+    bicubic = T.InterpolationMode.BICUBIC
+    if task == "retrieval":
+        return T.Compose([T.Resize((image_size, image_size), bicubic), T.ToTensor()])
+    return T.Compose([T.Resize(image_size, bicubic), T.CenterCrop(image_size), T.ToTensor()])
+
+
+def _dataset_type(local: Path) -> str:
+    type_file = local / "dataset_type.txt"
+    return type_file.read_text().strip().lower() if type_file.is_file() else "classification"
+
+
+def open_evalset(
+    evalset: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    split: str = "test",
+    prompts: str = "auto",
+    image_size: int = 224,
+    name: str | None = None,
+) -> EvalSet:
+    """The evaluation set ``evalset`` -> :class:`EvalSet` (nothing is downloaded).
+
+    ``evalset``: a clip-benchmark wds-layout directory (SynthHier's and HierarCaps' are), or a MERU /
+    clip-benchmark name whose files are under ``root`` (a wds-layout ``root`` is read directly).
+    ``prompts``: ``auto`` (MERU's where it has an ensemble for the dataset), ``meru`` or ``clip_benchmark``.
+    ``image_size``: the model's input side (:func:`image_transform`). ``name``: the dataset name for the
+    cache and the metric record; default the directory name (wds directory) or ``evalset`` as given
+    (HierarCaps: ``hierarcaps``).
+    """
+    evalset = str(evalset)
+    local = _wds_dir_of(evalset, root, split)
+    ident = Path(evalset).name if Path(evalset).is_dir() else evalset  # what the dataset is (prompt lookup)
+    if local is not None and _dataset_type(local) == "hierarcaps":
+        from meru.data.hierarcaps import open_hierarcaps
+
+        return open_hierarcaps(local, split, image_size, name or "hierarcaps")
+    prompts = _resolve_prompts(evalset, prompts)
+    if local is not None:
+        task = "retrieval" if _dataset_type(local) == "retrieval" else "classification"
+        ds_info = build_eval_dataset(
+            evalset, root if root is not None else local, transform=None, split=split, prompts=prompts
+        )
+        from meru.data.wds_eval import WdsShards, iter_batches
+
+        data = WdsShards(local, split, task, image_transform(image_size, task))
+
+        def batches(batch_size, num_workers):
+            return iter_batches(data, batch_size, num_workers)
+
+        total = _wds_total(local, split)
+    else:
+        if root is None:
+            raise FileNotFoundError(
+                f"--evalset {evalset!r} is not a wds-layout directory (no {evalset}/{split}/"
+                "nshards.txt); for a named dataset pass --root DIR where its files are"
+            )
+        ds_info = build_eval_dataset(
+            evalset, root, transform=image_transform(image_size, "classification"), split=split, prompts=prompts
+        )
+        task = "classification" if getattr(ds_info, "classes", None) is not None else "retrieval"
+        if task == "retrieval":
+            ds_info = build_eval_dataset(
+                evalset, root, transform=image_transform(image_size, "retrieval"), split=split, prompts=prompts
+            )
+
+        def batches(batch_size, num_workers, ds=ds_info):
+            from meru.data.wds_eval import map_style_batches
+
+            return map_style_batches(ds, task, batch_size, num_workers)
+
+        total = len(ds_info) if hasattr(ds_info, "__len__") else None
+    out = EvalSet(
+        name=name or ident,
+        task=task,
+        split=split,
+        source=evalset,
+        prompt_source=getattr(ds_info, "prompt_source", None),
+        num_items=total,
+        _batches=batches,
+    )
+    if task == "classification":
+        out.classnames = list(ds_info.classes)
+        out.templates = list(ds_info.templates or ["{}"])
+        out.class_nodes = _class_nodes(local, evalset, out.classnames)
+        out.prompt_sets = prompt_sets(ident)
+    return out
+
+
+def _wds_dir_of(evalset: str, root: str | os.PathLike | None, split: str) -> Path | None:
+    """The wds-layout directory to read: ``evalset`` itself, else ``root``, else None (a named dataset)."""
+    if Path(evalset).is_dir() and is_wds_dir(evalset, split):
+        return Path(evalset)
+    if root is not None and Path(root).is_dir() and is_wds_dir(root, split):
+        return Path(root)
+    return None
+
+
+def _resolve_prompts(evalset: str, prompts: str) -> str:
+    """``auto`` -> ``meru`` for a MERU/clip-benchmark name with a MERU ensemble, else ``clip_benchmark``."""
+    if prompts != "auto":
+        return prompts
+    name = None if Path(evalset).is_dir() else _meru_name_for(evalset)
+    return "meru" if name is not None and name in meru_prompts()["templates"] else "clip_benchmark"
+
+
+def _wds_total(local: Path, split: str) -> int | None:
+    """Samples in a wds split per its manifest (for progress lines), None when it has none."""
+    try:
+        manifest = json.loads((local / split / "manifest.json").read_text())
+        return int(sum(int(e["num_samples"]) for e in manifest["shards"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _class_nodes(local: Path | None, evalset: str, classnames: list[str]) -> list[str] | None:
+    """Taxonomy node per class: ``class_nodes.json`` beside the eval set, or the ImageNet-1k wnids."""
+    if local is not None and (local / "class_nodes.json").is_file():
+        nodes = json.loads((local / "class_nodes.json").read_text())
+        if isinstance(nodes, dict):
+            nodes = [nodes[str(i)] for i in range(len(nodes))]
+        if len(nodes) != len(classnames):
+            raise ValueError(
+                f"{local}/class_nodes.json has {len(nodes)} nodes but classnames.txt has {len(classnames)} classes"
+            )
+        return [str(n) for n in nodes]
+    if len(classnames) == 1000 and "imagenet" in evalset.lower():
+        lines = resources.files("meru.resources").joinpath("imagenet_wnids.txt").read_text().splitlines()
+        wnids = [w.strip() for w in lines if w.strip() and not w.lstrip().startswith("#")]
+        if len(wnids) != 1000:
+            raise ValueError(
+                f"meru/resources/imagenet_wnids.txt lists {len(wnids)} wnids, expected 1000; "
+                "restore it from the repository"
+            )
+        return wnids
+    return None
+
+
+# ----------------------------------------------------------------------------- prompt template sets
+
+
+@lru_cache(maxsize=None)
+def clip_benchmark_templates() -> dict[str, list[str]]:
+    """clip-benchmark's packaged English zero-shot templates, ``{dataset: [template, ...]}``."""
+    from clip_benchmark.datasets import builder
+
+    path = Path(os.path.dirname(builder.__file__)) / "en_zeroshot_classification_templates.json"
+    return json.loads(path.read_text())
+
+
+def prompt_sets(dataset: str) -> dict[str, dict]:
+    """Alternative template sets of a classification dataset, ``{name: {"templates": [...], "source": str}}``.
+
+    With ``m`` the MERU name of ``dataset`` (a MERU or clip-benchmark name, or an eval-set directory name;
+    None for SynthHier): ``single`` = ``["a photo of a {}."]``; ``meru`` = MERU's ensemble for ``m``
+    (``meru_prompts.json``), else MERU's ImageNet ensemble; ``clip_benchmark`` = clip-benchmark's English
+    templates for the dataset's clip-benchmark name (looked up as clip-benchmark does: the name, its part
+    after ``vtab/`` or ``wds/``, then ``imagenet1k``)."""
+    meru = _meru_name_for(dataset)
+    mp = meru_prompts()["templates"]
+    if meru is not None and meru in mp:
+        meru_set = {"templates": list(mp[meru]), "source": f"meru_prompts.json:{meru}"}
+    else:
+        meru_set = {
+            "templates": list(mp["imagenet"]),
+            "source": "meru_prompts.json:imagenet (no MERU set for this dataset)",
+        }
+    cb_name = dataset_table()[meru]["clip_benchmark"] if meru is not None else dataset
+    table = clip_benchmark_templates()
+    keys = [] if cb_name is None else [cb_name, cb_name.split("/", 1)[-1]]
+    key = next((k for k in keys if k in table), "imagenet1k")
+    note = "" if key in keys else " (no clip-benchmark set for this dataset)"
+    return {
+        "single": {"templates": [SINGLE_TEMPLATE], "source": "single"},
+        "meru": meru_set,
+        "clip_benchmark": {"templates": list(table[key]), "source": f"clip_benchmark:{key}{note}"},
+    }
+
+
+# ----------------------------------------------------------------------------- caption pools
+
+
+@dataclass
+class TextPool:
+    """A caption pool without images (SynthHier ``eval/captions.jsonl``): ``rows`` of ``{"text",
+    "specificity", "depth", "node", "attributes"}`` (only ``text`` is required); ``name`` for the cache."""
+
+    name: str
+    path: str
+    rows: list[dict]
+
+    @property
+    def texts(self) -> list[str]:
+        return [r["text"] for r in self.rows]
+
+
+def read_text_pool(path: str | os.PathLike) -> list[dict]:
+    """Rows of a caption pool (``captions.jsonl``: ``text``, ``specificity``, ``depth``, ``node``, ``attributes``)."""
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "text" not in row:
+                raise KeyError(f"{path}: line {i + 1} has no 'text' field")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: empty caption pool")
+    return rows
+
+
+def open_text_pool(path: str | os.PathLike, name: str | None = None) -> TextPool:
+    """:class:`TextPool` of a ``captions.jsonl``; ``name`` defaults to the file name."""
+    return TextPool(name=name or Path(path).name, path=str(path), rows=read_text_pool(path))
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -30,6 +30,7 @@ import shutil
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from meru.io import replace_dir, write_bytes, write_text
@@ -176,3 +177,79 @@ def prepare_hierarcaps(
     write_text(root / "dataset_type.txt", "hierarcaps\n")
     replace_dir(tmp, root / "test")
     return {"hierarchies": len(rows), "images": len(names), "downloaded": len(todo)}
+
+
+# ----------------------------------------------------------------------------- reading the packed set
+
+
+@dataclass
+class CaptionHierarchies:
+    """The caption hierarchies of a packed HierarCaps split, images in file order (M images, H hierarchies).
+
+    ``keys [M]``: image keys; ``meta [M]``: their json dicts; caption ``k = 4 h + l`` is level ``l`` of
+    hierarchy ``h``: ``texts [4H]``, ``levels [4H]`` (0 general .. 3 specific), ``text_to_image [4H]`` (image
+    row), ``hierarchy_ids [H]`` (CSV ids)."""
+
+    keys: list[str]
+    meta: list[dict]
+    texts: list[str]
+    levels: list[int]
+    text_to_image: list[int]
+    hierarchy_ids: list[str]
+
+
+def read_hierarchies(directory: str | os.PathLike, split: str = "test") -> CaptionHierarchies:
+    """Read the json members of ``directory/split`` (no image decoding, nothing unpickled) in file order."""
+    import webdataset as wds
+
+    directory = Path(directory)
+    n = int((directory / split / "nshards.txt").read_text().strip())
+    keys, metas = [], []
+    for i in range(n):
+        url = directory / split / f"{i}.tar"
+        if not url.is_file():
+            raise FileNotFoundError(f"{directory}/{split}/nshards.txt says {n} shards but {url} is missing")
+        for s in wds.tarfile_to_samples()(iter([{"url": str(url)}])):
+            raw = s.get("json")
+            try:
+                meta = json.loads(raw) if raw is not None else None
+            except ValueError as e:
+                raise ValueError(f"{url}: sample {s['__key__']!r}: invalid json ({e})") from None
+            keys.append(s["__key__"])
+            metas.append(meta)
+    if not keys:
+        raise ValueError(f"{directory}: the {split} split has no samples")
+    texts, levels, t2i, hier_ids = [], [], [], []
+    for row, (key, meta) in enumerate(zip(keys, metas)):
+        if not isinstance(meta, dict) or "hierarchies" not in meta:
+            raise KeyError(
+                f"{directory}: sample {key!r} has no json 'hierarchies'; re-run `meru evalsets prepare --dataset hierarcaps`"
+            )
+        for hid, hier in zip(meta["ids"], meta["hierarchies"]):
+            if len(hier) != LEVELS:
+                raise ValueError(f"{directory}: hierarchy {hid} of {key!r} has {len(hier)} levels, not {LEVELS}")
+            texts.extend(hier)
+            levels.extend(range(LEVELS))
+            t2i.extend([row] * LEVELS)
+            hier_ids.append(str(hid))
+    return CaptionHierarchies(keys, metas, texts, levels, t2i, hier_ids)
+
+
+def open_hierarcaps(directory: str | os.PathLike, split: str = "test", image_size: int = 224, name: str = "hierarcaps"):
+    """:class:`meru.data.evalsets.EvalSet` (task ``hierarcaps``) of a packed split: images resized + centre
+    cropped (as HierarCaps' CLIP processor), captions per item (one per line), ``hierarchies`` read up front."""
+    from meru.data.evalsets import EvalSet, image_transform
+    from meru.data.wds_eval import WdsShards, iter_batches
+
+    directory = Path(directory)
+    hierarchies = read_hierarchies(directory, split)
+    data = WdsShards(directory, split, "retrieval", image_transform(image_size, "classification"))
+    return EvalSet(
+        name=name,
+        task="hierarcaps",
+        split=split,
+        source=str(directory),
+        num_items=len(hierarchies.keys),
+        hierarchies=hierarchies,
+        _batches=lambda batch_size, num_workers: iter_batches(data, batch_size, num_workers),
+    )

@@ -50,9 +50,7 @@ raises, decoded on the CPU by PIL, counted in :attr:`TrainLoader.decode_fallback
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import math
 import os
@@ -70,6 +68,7 @@ import webdataset as wds
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+from meru.data.captions import CaptionError, CaptionPolicy, derive_seed
 from meru.data.manifest import read_manifest, verify_shards
 
 log = logging.getLogger(__name__)
@@ -79,12 +78,6 @@ IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
 _WARNED: set[str] = set()  # damaged shards already reported by this process
 _WARNED_DUPLICATES: set[str] = set()  # shards whose duplicate keys were already reported
-
-
-def derive_seed(*parts) -> int:
-    """A 63-bit integer seed that depends only on ``parts`` (stable across processes and platforms)."""
-    digest = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 def resolve_shards(
@@ -272,8 +265,7 @@ class _Spec:
     shuffle_buffer: int
     augment: bool
     scale: tuple[float, float]
-    sample_captions: bool
-    subreddit_prefix_prob: float = 0.0
+    captions: CaptionPolicy
     image_dtype: str = "float32"
     trim_tokens: bool = False
     decode_device: str | None = None  # None: decode in the workers (PIL); else batched decode_jpeg there
@@ -364,34 +356,13 @@ class _StreamDataset(torch.utils.data.IterableDataset):
     # -- per-sample work ---------------------------------------------------------------------------
 
     def _parse(self, sample: dict, epoch: int) -> tuple[str, Image.Image, str]:
-        """Decode the image and choose the caption; raise :class:`CorruptSample` if unusable."""
+        """Decode the image and choose the caption (``spec.captions``); raise :class:`CorruptSample` if unusable."""
         key = sample.get("__key__", "?")
         image = self._decode(sample, key)
-        text = None
-        if self.spec.sample_captions and "json" in sample:
-            try:
-                captions = json.loads(sample["json"]).get("captions")
-            except Exception as e:
-                raise CorruptSample(f"{key}.json: invalid JSON ({e})") from e
-            if captions:
-                rng = random.Random(derive_seed(self.spec.seed, "caption", epoch, key))
-                text = captions[rng.randrange(len(captions))]["text"]
-        if text is None:
-            if "txt" not in sample:
-                raise CorruptSample(f"{key}: no caption (.txt or json captions)")
-            text = sample["txt"].decode("utf-8", errors="replace").strip()
-        if not text:
-            raise CorruptSample(f"{key}: empty caption")
-        if self.spec.subreddit_prefix_prob > 0 and "json" in sample:
-            # MERU's RedCaps captions: "<subreddit words> : <caption>" with probability p, drawn per sample
-            from meru.data.download import apply_subreddit_prefix
-
-            try:
-                subreddit = json.loads(sample["json"]).get("subreddit")
-            except Exception as e:
-                raise CorruptSample(f"{key}.json: invalid JSON ({e})") from e
-            rng = random.Random(derive_seed(self.spec.seed, "prefix", epoch, key))
-            text = apply_subreddit_prefix(text, subreddit, rng, self.spec.subreddit_prefix_prob)
+        try:
+            text = self.spec.captions.caption(sample, key, epoch, self.spec.seed)
+        except CaptionError as e:
+            raise CorruptSample(str(e)) from e
         return key, image, text
 
     def _decode(self, sample: dict, key: str) -> Image.Image | _Jpeg:
@@ -679,7 +650,8 @@ class TrainLoader:
     Args:
         source: shard directory with a complete manifest (a SynthHier output directory means its
             ``train/``), or a list of directories / ``.tar`` paths.
-        sample_captions: draw a fresh caption from ``json["captions"]`` per draw (SynthHier); else use ``txt``.
+        captions: the caption choice per draw (:class:`meru.data.captions.CaptionPolicy`: SynthHier's
+            ``json["captions"]`` or ``txt``, RedCaps' subreddit prefix); default ``CaptionPolicy()``.
         num_workers: DataLoader worker processes; also the number of logical streams (batches depend on it).
         verify: check shard sizes and sha256 against the manifests first (refuses changed shards); with
             ``False`` damage is only met while reading (unreadable samples skipped and counted).
@@ -704,8 +676,7 @@ class TrainLoader:
         shuffle_buffer: int = 1000,
         augment: bool = True,
         scale: tuple[float, float] = (0.5, 1.0),
-        sample_captions: bool = True,
-        subreddit_prefix_prob: float = 0.0,
+        captions: CaptionPolicy | None = None,
         in_memory: bool = False,
         verify: bool = True,
         image_dtype: str = "float32",
@@ -721,6 +692,8 @@ class TrainLoader:
             raise ValueError(f"rank {rank} outside world_size {world_size}")
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"crop scale {scale} must satisfy 0 < lo <= hi <= 1")
+        if captions is not None and not isinstance(captions, CaptionPolicy):
+            raise TypeError(f"captions must be a meru.data.captions.CaptionPolicy, got {type(captions).__name__}")
         if image_dtype not in ("float32", "uint8"):
             raise ValueError(f"image_dtype must be 'float32' or 'uint8', got {image_dtype!r}")
         self.num_workers = int(num_workers)
@@ -739,8 +712,7 @@ class TrainLoader:
             shuffle_buffer=int(shuffle_buffer),
             augment=bool(augment),
             scale=(float(scale[0]), float(scale[1])),
-            sample_captions=bool(sample_captions),
-            subreddit_prefix_prob=float(subreddit_prefix_prob),
+            captions=captions if captions is not None else CaptionPolicy(),
             image_dtype=image_dtype,
             trim_tokens=bool(trim_tokens),
             decode_device=self.decode_device,

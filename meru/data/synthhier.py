@@ -43,6 +43,17 @@ import numpy as np
 import webdataset as wds
 from PIL import Image, ImageDraw
 
+from meru.data.captions import (
+    CAPTIONS_PER_SPECIFICITY,
+    PREFIXES,
+    SYNTH_ATTRIBUTES,
+    TEMPLATES,
+    attribute_subsets,
+    synth_caption,
+    synth_phrase,
+    synth_specificity,
+    synth_training_captions,
+)
 from meru.data.manifest import write_manifest
 from meru.data.shards import FIXED_MTIME, write_shards
 from meru.io import fresh_temp_dir, replace_dir, write_text
@@ -57,11 +68,9 @@ TREE: dict[str, dict[str, list[str]]] = {
     "shape": {"polygon": ["triangle", "square", "hexagon"], "curve": ["circle", "ring", "crescent"]},
     "sign": {"mark": ["cross", "star", "chevron"], "letter": ["letter T", "letter L", "letter H"]},
 }
-PLURALS = {"cross": "crosses", "letter T": "letter Ts", "letter L": "letter Ls", "letter H": "letter Hs"}
 LEVELS = ("category", "family", "shape")  # taxonomy levels below the root, depth 1..3
 
 COUNTS = (1, 2, 3)
-NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
 SIZES = ("small", "large")
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 40, 40),
@@ -72,15 +81,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "white": (240, 240, 240),
 }
 TEXTURES = ("plain", "stripes", "dots")
-TEXTURE_PHRASES = {"plain": "on a plain background", "stripes": "on stripes", "dots": "on dots"}
-ATTRIBUTES = ("count", "size", "colour", "texture")
+ATTRIBUTES = SYNTH_ATTRIBUTES  # caption rules (word order, plurals, prefixes): meru.data.captions
 ATTRIBUTE_VALUES = {"count": COUNTS, "size": SIZES, "colour": tuple(COLOURS), "texture": TEXTURES}
 CELL_NAMES = ("top left", "top right", "bottom left", "bottom right")
 
-# Caption prefixes; zero-shot templates are prefix + "a {c}." (all class names start with a consonant).
-PREFIXES = ("", "a photo of ", "a picture of ", "an image of ", "a drawing of ", "a rendering of ")
-TEMPLATES = tuple(p + "a {c}." for p in PREFIXES)
-CAPTIONS_PER_SPECIFICITY = 3
 MAX_SPECIFICITY = len(LEVELS) + len(ATTRIBUTES)  # 7
 
 
@@ -132,29 +136,19 @@ _check_names()
 
 
 def phrase(node: str, attrs: dict) -> str:
-    """Noun phrase for ``node`` with the attribute values in ``attrs`` (any subset of ATTRIBUTES).
+    """Noun phrase for taxonomy ``node`` with the attribute values in ``attrs`` (any subset of ATTRIBUTES);
+    the rules are :func:`meru.data.captions.synth_phrase`.
 
     >>> phrase("shape.triangle", {"count": 2, "size": "small", "colour": "red", "texture": "stripes"})
     'two small red triangles on stripes'
     >>> phrase("object", {"colour": "white"})
     'a white object'
     """
-    name = taxonomy()["names"][node]
-    count = attrs.get("count")
-    noun = PLURALS.get(name, name + "s") if count and count > 1 else name
-    words = [NUMBER_WORDS[count]] if count else []
-    words += [attrs[a] for a in ("size", "colour") if a in attrs]
-    words.append(noun)
-    text = " ".join(words)
-    if not count:
-        text = ("an " if text[0] in "aeiou" else "a ") + text
-    if "texture" in attrs:
-        text += " " + TEXTURE_PHRASES[attrs["texture"]]
-    return text
+    return synth_phrase(taxonomy()["names"][node], attrs)
 
 
 def _subsets() -> list[tuple[str, ...]]:
-    return [c for k in range(len(ATTRIBUTES) + 1) for c in itertools.combinations(ATTRIBUTES, k)]
+    return attribute_subsets()
 
 
 @lru_cache(maxsize=1)
@@ -174,8 +168,8 @@ def caption_pool() -> tuple[list[dict], dict]:
                 index[key] = len(rows)
                 rows.append(
                     {
-                        "text": phrase(node, attrs) + ".",
-                        "specificity": tax["depth"][node] + len(attrs),
+                        "text": synth_caption(tax["names"][node], attrs),
+                        "specificity": synth_specificity(tax["depth"][node], attrs),
                         "depth": tax["depth"][node],
                         "node": node,
                         "attributes": attrs,
@@ -345,29 +339,11 @@ def _attrs(spec: dict) -> dict:
 
 
 def training_captions(spec: dict, rng: np.random.Generator) -> list[dict]:
-    """``CAPTIONS_PER_SPECIFICITY`` captions per specificity 0..7: random (node, attribute subset), prefix."""
-    path = taxonomy()["paths"][spec["leaf"]]
-    attrs = _attrs(spec)
-    combos = _combos_by_specificity()
-    out = []
-    for s in range(MAX_SPECIFICITY + 1):
-        options = combos[s]
-        picks = rng.choice(len(options), size=CAPTIONS_PER_SPECIFICITY, replace=len(options) < CAPTIONS_PER_SPECIFICITY)
-        for p in picks:
-            depth, subset = options[p]
-            prefix = PREFIXES[rng.integers(len(PREFIXES))]
-            text = prefix + phrase(path[depth], {a: attrs[a] for a in subset}) + "."
-            out.append({"text": text, "specificity": s})
-    return out
-
-
-@lru_cache(maxsize=1)
-def _combos_by_specificity() -> dict[int, list[tuple[int, tuple[str, ...]]]]:
-    combos: dict[int, list] = {s: [] for s in range(MAX_SPECIFICITY + 1)}
-    for depth in range(len(LEVELS) + 1):
-        for subset in _subsets():
-            combos[depth + len(subset)].append((depth, subset))
-    return combos
+    """``CAPTIONS_PER_SPECIFICITY`` captions per specificity 0..7: random (node, attribute subset), prefix
+    (:func:`meru.data.captions.synth_training_captions` over the image's root-to-leaf path)."""
+    tax = taxonomy()
+    names = [tax["names"][n] for n in tax["paths"][spec["leaf"]]]
+    return synth_training_captions(names, _attrs(spec), rng)
 
 
 def _metadata(spec: dict, cells: list[int]) -> dict:
@@ -379,7 +355,7 @@ def _metadata(spec: dict, cells: list[int]) -> dict:
         "path": path,
         "labels": labels,
         "attributes": {**_attrs(spec), "cells": cells, "positions": [CELL_NAMES[c] for c in cells]},
-        "description": phrase(spec["leaf"], _attrs(spec)) + ".",
+        "description": synth_caption(tax["names"][spec["leaf"]], _attrs(spec)),
     }
 
 

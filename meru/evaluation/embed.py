@@ -24,9 +24,12 @@ Cache (``torch.save`` of a plain dict, loads with ``weights_only=True``; all ten
      # text pool (no images)
      "texts", "text_emb", "specificity" [M], "depth" [M], "node" [M], "attributes" [M]}
 
-Preprocessing follows the official MERU evaluation: classification resizes the short side to
-``model.image_size`` (bicubic) and centre-crops; retrieval squeezes to ``image_size x image_size``
-(bicubic); then ``ToTensor`` (values in [0, 1]; the model normalises pixels itself).
+Reading is the data layer's: :func:`meru.data.evalsets.open_evalset` gives an ``EvalSet`` (name, task,
+class names, templates, class nodes, template sets, items) and :func:`meru.data.evalsets.open_text_pool` a
+``TextPool``; this module only encodes them. Preprocessing follows the official MERU evaluation
+(:func:`meru.data.evalsets.image_transform`): classification resizes the short side to ``model.image_size``
+(bicubic) and centre-crops; retrieval squeezes to ``image_size x image_size`` (bicubic); then ``ToTensor``
+(values in [0, 1]; the model normalises pixels itself).
 
 Speed: on a GPU the towers run under bf16 autocast (``--amp auto``) while the image projection and
 MERU's lift (alpha scaling, exp map) run in float32 (:func:`meru.models.fp32_head`); texts and prompts
@@ -37,8 +40,6 @@ output as full-context padding. Progress goes to stderr as plain lines (count, r
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import math
 import os
 import sys
@@ -47,26 +48,7 @@ from pathlib import Path
 import torch
 
 FORMAT = "meru-bench/embeddings/1"
-IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 TASKS = ("classification", "retrieval", "text-pool", "hierarcaps")
-
-
-# ----------------------------------------------------------------------------- transforms
-
-
-def image_transform(image_size: int, task: str):
-    """Official MERU evaluation transforms: classification = resize short side + centre crop;
-    retrieval = squeeze to a square. Both bicubic, then ``ToTensor`` ([0, 1], no normalisation)."""
-    import torchvision.transforms as T
-
-    bicubic = T.InterpolationMode.BICUBIC
-    if task == "retrieval":
-        return T.Compose([T.Resize((image_size, image_size), bicubic), T.ToTensor()])
-    return T.Compose([T.Resize(image_size, bicubic), T.CenterCrop(image_size), T.ToTensor()])
-
-
-def _rgb(transform):
-    return lambda im: transform(im.convert("RGB"))
 
 
 # ----------------------------------------------------------------------------- model info
@@ -168,206 +150,42 @@ def class_text_raw(
     return raw.view(len(templates), len(classnames), -1)
 
 
-# ----------------------------------------------------------------------------- reading wds eval sets
-
-
-class _WdsShards(torch.utils.data.IterableDataset):
-    """Samples of a clip-benchmark wds split in file order, tagged (shard, position) so the
-    output can be put back in order when several workers read different shards."""
-
-    def __init__(self, directory: Path, split: str, task: str, transform):
-        n = int((directory / split / "nshards.txt").read_text().strip())
-        self.urls = [str(directory / split / f"{i}.tar") for i in range(n)]
-        missing = [u for u in self.urls if not Path(u).is_file()]
-        if missing:
-            raise FileNotFoundError(f"{directory}/{split}/nshards.txt says {n} shards but {missing[0]} is missing")
-        self.task, self.transform = task, transform
-
-    def __iter__(self):
-        import webdataset as wds
-
-        wi = torch.utils.data.get_worker_info()
-        wid, nw = (wi.id, wi.num_workers) if wi is not None else (0, 1)
-        for si, url in enumerate(self.urls):
-            if si % nw != wid:
-                continue
-            # raw bytes only: webdataset's default decoders unpickle .pyd/.pickle and torch.load .pth members
-            decoder = _SafeDecoder(url)
-            ds = wds.WebDataset(url, shardshuffle=False, empty_check=False, nodesplitter=_all, workersplitter=_all).map(
-                decoder
-            )  # shards are split above
-            for pos, s in enumerate(ds):
-                ext = next((e for e in IMAGE_EXTS if e in s), None)
-                if ext is None:
-                    raise KeyError(f"{url}: sample {s.get('__key__')!r} has no image ({'/'.join(IMAGE_EXTS)})")
-                item = {
-                    "order": (si, pos),
-                    "key": s["__key__"],
-                    "image": self.transform(s[ext].convert("RGB")),
-                    "meta": s.get("json"),
-                }
-                if self.task == "retrieval":
-                    if "txt" not in s:
-                        raise KeyError(f"{url}: retrieval sample {s['__key__']!r} has no 'txt' captions")
-                    txt = s["txt"]
-                    txt = txt.decode() if isinstance(txt, bytes) else txt
-                    item["captions"] = [c for c in txt.splitlines() if c.strip()]
-                else:
-                    if "cls" not in s:
-                        raise KeyError(f"{url}: classification sample {s['__key__']!r} has no 'cls' label")
-                    item["label"] = int(s["cls"])
-                yield item
-            if decoder.ignored:
-                counts = ", ".join(f"{n} .{e}" for e, n in sorted(decoder.ignored.items()))
-                print(
-                    f"meru embed: warning: {url}: ignored {sum(decoder.ignored.values())} member(s) that are not "
-                    f"image/txt/cls/json ({counts}); they are never decoded (could hold pickled code)",
-                    file=sys.stderr,
-                )
-
-
-def _all(src):
-    return src
-
-
-class _SafeDecoder:
-    """Decode a raw wds sample without running code: images with PIL (fully loaded), ``txt``/``cls`` as
-    text, ``json`` with the json module; every other member (``.pyd``/``.pth``/``.pickle``, ...) is
-    dropped unread and counted in ``ignored`` (extension -> count)."""
-
-    def __init__(self, url: str):
-        self.url, self.ignored = url, {}
-
-    def __call__(self, sample: dict) -> dict:
-        from PIL import Image
-
-        out = {"__key__": sample["__key__"]}
-        for name, value in sample.items():
-            if name.startswith("__"):
-                continue
-            ext = name.rsplit(".", 1)[-1].lower()
-            if ext in IMAGE_EXTS:
-                try:
-                    with Image.open(io.BytesIO(value)) as im:
-                        im.load()
-                        out[ext] = im.convert("RGB")
-                except Exception as e:  # noqa: BLE001 (PIL raises many types for bad bytes)
-                    raise ValueError(f"{self.url}: sample {sample['__key__']!r}: cannot decode .{ext} ({e})") from None
-            elif ext in ("txt", "cls"):
-                out[ext] = value.decode("utf-8")
-            elif ext == "json":
-                out[ext] = json.loads(value)
-            else:
-                self.ignored[ext] = self.ignored.get(ext, 0) + 1
-        return out
-
-
-def _collate(items):
-    return items
-
-
-def _iter_batches(dataset, batch_size: int, num_workers: int):
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
-    yield from loader
-
-
-def _wds_dir_of(evalset: str, root: str | None, split: str) -> Path | None:
-    from meru.data.evalsets import is_wds_dir
-
-    if Path(evalset).is_dir() and is_wds_dir(evalset, split):
-        return Path(evalset)
-    if root is not None and Path(root).is_dir() and is_wds_dir(root, split):
-        return Path(root)
-    return None
-
-
-def _resolve_prompts(evalset: str, prompts: str, local: Path | None) -> str:
-    if prompts != "auto":
-        return prompts
-    from meru.data.evalsets import _meru_name_for, meru_prompts
-
-    name = None if Path(evalset).is_dir() else _meru_name_for(evalset)
-    return "meru" if name is not None and name in meru_prompts()["templates"] else "clip_benchmark"
-
-
-def _wds_total(local: Path, split: str) -> int | None:
-    """Samples in a wds split per its manifest (for progress lines), None when it has none."""
-    try:
-        manifest = json.loads((local / split / "manifest.json").read_text())
-        return int(sum(int(e["num_samples"]) for e in manifest["shards"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+# ----------------------------------------------------------------------------- evaluation sets
 
 
 def embed_evalset(
     model,
-    evalset: str,
-    root: str | None = None,
+    evalset,
     batch_size: int = 256,
     num_workers: int = 0,
-    prompts: str = "auto",
-    split: str = "test",
     checkpoint: str | None = None,
     prompt_sets: bool = True,
     amp: str = "auto",
 ) -> dict:
     """Encode a whole evaluation set -> cache dict (see module docstring).
 
-    ``evalset``: a clip-benchmark wds-layout directory, or a MERU / clip-benchmark name read from ``root``.
-    ``amp``: bf16 autocast for the towers (``auto``: on CUDA), see :func:`encode_images`.
+    ``evalset``: a :class:`meru.data.evalsets.EvalSet` (:func:`meru.data.evalsets.open_evalset`); its
+    name, task, class names, templates, class nodes and template sets are copied into the cache.
+    ``prompt_sets``: also encode the alternative template sets (classification). ``amp``: bf16 autocast for
+    the towers (``auto``: on CUDA), see :func:`encode_images`.
     """
-    from meru.data.evalsets import build_eval_dataset
     from meru.progress import Progress
 
     model = model.eval()
-    local = _wds_dir_of(evalset, root, split)
-    prompts = _resolve_prompts(evalset, prompts, local)
     out = model_info(model, checkpoint)
-    out["dataset"] = Path(evalset).name if Path(evalset).is_dir() else evalset
-    if (
-        local is not None
-        and (local / "dataset_type.txt").is_file()
-        and (local / "dataset_type.txt").read_text().strip().lower() == "hierarcaps"
-    ):
+    out["dataset"] = evalset.name
+    if evalset.task == "hierarcaps":
         # HierarCaps: images + 4-level caption hierarchies (meru.evaluation.hierarcaps)
         from meru.evaluation.hierarcaps import embed_hierarcaps
 
-        return {**out, **embed_hierarcaps(model, local, batch_size, num_workers, split)}
-    if local is not None:
-        type_file = local / "dataset_type.txt"
-        task = (
-            "retrieval"
-            if type_file.is_file() and type_file.read_text().strip().lower() == "retrieval"
-            else "classification"
-        )
-        ds_info = build_eval_dataset(
-            evalset, root if root is not None else local, transform=None, split=split, prompts=prompts
-        )
-        data = _WdsShards(local, split, task, image_transform(model.image_size, task))
-        items_iter = _iter_batches(data, batch_size, num_workers)
-        total = _wds_total(local, split)
-    else:
-        if root is None:
-            raise FileNotFoundError(
-                f"--evalset {evalset!r} is not a wds-layout directory (no {evalset}/{split}/"
-                "nshards.txt); for a named dataset pass --root DIR where its files are"
-            )
-        ds_info = build_eval_dataset(
-            evalset, root, transform=image_transform(model.image_size, "classification"), split=split, prompts=prompts
-        )
-        task = "classification" if getattr(ds_info, "classes", None) is not None else "retrieval"
-        if task == "retrieval":
-            ds_info = build_eval_dataset(
-                evalset, root, transform=image_transform(model.image_size, "retrieval"), split=split, prompts=prompts
-            )
-        items_iter = _map_style_batches(ds_info, task, batch_size, num_workers)
-        total = len(ds_info) if hasattr(ds_info, "__len__") else None
+        return {**out, **embed_hierarcaps(model, evalset, batch_size, num_workers, amp)}
+    task = evalset.task
     out["task"] = task
-    progress = Progress(f"meru embed {out['dataset']}", total, "images")
-    out["prompt_source"] = getattr(ds_info, "prompt_source", None)
+    progress = Progress(f"meru embed {out['dataset']}", evalset.num_items, "images")
+    out["prompt_source"] = evalset.prompt_source
 
     orders, keys, metas, feats, embs, labels, captions = [], [], [], [], [], [], []
-    for batch in items_iter:
+    for batch in evalset.batches(batch_size, num_workers):
         f, e = encode_images(model, torch.stack([it["image"] for it in batch]), amp=amp)
         progress.update(len(batch))
         feats.append(f)
@@ -379,24 +197,24 @@ def embed_evalset(
             labels.append(it.get("label"))
             captions.append(it.get("captions"))
     if not orders:
-        raise ValueError(f"{evalset}: the {split} split has no samples")
+        raise ValueError(f"{evalset.source}: the {evalset.split} split has no samples")
     perm = sorted(range(len(orders)), key=orders.__getitem__)
     feats, embs = torch.cat(feats)[perm], torch.cat(embs)[perm]
     keys, metas = [keys[i] for i in perm], [metas[i] for i in perm]
     out.update(keys=keys, meta=metas if any(m is not None for m in metas) else None, image_feats=feats, image_emb=embs)
     if task == "classification":
-        classnames, templates = list(ds_info.classes), list(ds_info.templates or ["{}"])
+        classnames, templates = list(evalset.classnames), list(evalset.templates)
         out.update(
             labels=torch.tensor([labels[i] for i in perm], dtype=torch.long),
             classnames=classnames,
             templates=templates,
             class_text_raw=class_text_raw(model, classnames, templates, batch_size, amp),
-            class_nodes=_class_nodes(local, evalset, classnames),
+            class_nodes=evalset.class_nodes,
         )
         if prompt_sets:  # alternative template sets for prompt sensitivity (meru.evaluation.prompt_sensitivity)
             from meru.evaluation.prompt_sensitivity import embed_prompt_sets
 
-            out["prompt_sets"] = embed_prompt_sets(model, out["dataset"], classnames, batch_size)
+            out["prompt_sets"] = embed_prompt_sets(model, evalset.prompt_sets, classnames, batch_size, amp)
     else:
         texts, t2i = [], []
         for row, i in enumerate(perm):
@@ -411,83 +229,21 @@ def embed_evalset(
     return out
 
 
-def _map_style_batches(ds, task: str, batch_size: int, num_workers: int):
-    """Batches of item dicts from a map-style (torchvision / clip-benchmark) dataset, in index order."""
-
-    class _Items(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(ds)
-
-        def __getitem__(self, i):
-            image, target = ds[i]
-            item = {"order": (0, i), "key": str(i), "image": image}
-            if task == "retrieval":
-                item["captions"] = [target] if isinstance(target, str) else list(target)
-            else:
-                item["label"] = int(target)
-            return item
-
-    loader = torch.utils.data.DataLoader(_Items(), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
-    yield from loader
-
-
-def _class_nodes(local: Path | None, evalset: str, classnames: list[str]) -> list[str] | None:
-    """Taxonomy node per class: ``class_nodes.json`` beside the eval set, or the ImageNet-1k wnids."""
-    if local is not None and (local / "class_nodes.json").is_file():
-        nodes = json.loads((local / "class_nodes.json").read_text())
-        if isinstance(nodes, dict):
-            nodes = [nodes[str(i)] for i in range(len(nodes))]
-        if len(nodes) != len(classnames):
-            raise ValueError(
-                f"{local}/class_nodes.json has {len(nodes)} nodes but classnames.txt has {len(classnames)} classes"
-            )
-        return [str(n) for n in nodes]
-    if len(classnames) == 1000 and "imagenet" in evalset.lower():
-        from importlib import resources
-
-        lines = resources.files("meru.resources").joinpath("imagenet_wnids.txt").read_text().splitlines()
-        wnids = [w.strip() for w in lines if w.strip() and not w.lstrip().startswith("#")]
-        if len(wnids) != 1000:
-            raise ValueError(
-                f"meru/resources/imagenet_wnids.txt lists {len(wnids)} wnids, expected 1000; "
-                "restore it from the repository"
-            )
-        return wnids
-    return None
-
-
-def read_text_pool(path: str | os.PathLike) -> list[dict]:
-    """Rows of a caption pool (``captions.jsonl``: ``text``, ``specificity``, ``depth``, ``node``, ``attributes``)."""
-    rows = []
-    with open(path) as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if "text" not in row:
-                raise KeyError(f"{path}: line {i + 1} has no 'text' field")
-            rows.append(row)
-    if not rows:
-        raise ValueError(f"{path}: empty caption pool")
-    return rows
-
-
-def embed_text_pool(
-    model, pool_path: str | os.PathLike, batch_size: int = 256, checkpoint: str | None = None, amp: str = "auto"
-) -> dict:
-    """Encode a caption pool -> cache dict with ``texts``, ``text_emb`` and the pool's annotations."""
+def embed_text_pool(model, pool, batch_size: int = 256, checkpoint: str | None = None, amp: str = "auto") -> dict:
+    """Encode a caption pool (:class:`meru.data.evalsets.TextPool`) -> cache dict with ``texts``, ``text_emb``
+    and the pool's annotations."""
     from meru.progress import Progress
 
-    rows = read_text_pool(pool_path)
+    rows = pool.rows
     out = model_info(model.eval(), checkpoint)
     texts = [r["text"] for r in rows]
     nan = float("nan")
     out.update(
         task="text-pool",
-        dataset=Path(pool_path).name,
+        dataset=pool.name,
         texts=texts,
         text_emb=encode_texts(
-            model, texts, True, batch_size, amp, Progress(f"meru embed {Path(pool_path).name}", len(texts), "captions")
+            model, texts, True, batch_size, amp, Progress(f"meru embed {pool.name}", len(texts), "captions")
         ),
         specificity=torch.tensor([float(r.get("specificity", nan)) for r in rows]),
         depth=torch.tensor([float(r.get("depth", nan)) for r in rows]),
@@ -576,6 +332,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--root", help="directory holding the named dataset's files")
     parser.add_argument(
+        "--name",
+        action="append",
+        help="dataset name recorded in the cache (and the metric record), one per --evalset/--text-pool in "
+        "the same order (default: the directory or file name, or the dataset name as given)",
+    )
+    parser.add_argument(
         "--out",
         required=True,
         action="append",
@@ -625,26 +387,36 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    names = getattr(args, "name", None) or [None] * len(sources)
+    if len(names) != len(sources):
+        print(
+            f"meru embed: {len(sources)} source(s) (--evalset/--text-pool) but {len(names)} --name(s); "
+            "give one --name per source, in the same order, or none",
+            file=sys.stderr,
+        )
+        return 2
+    from meru.data.evalsets import open_evalset, open_text_pool
+
     try:
         loader = load_openclip if is_openclip_spec(args.checkpoint) else load_model
         model = loader(args.checkpoint).to(_device(args.device))
-        for (kind, source), out in zip(sources, args.out):
+        amp = getattr(args, "amp", "auto")
+        for (kind, source), name, out in zip(sources, names, args.out):
             if kind == "text_pool":
-                cache = embed_text_pool(
-                    model, source, args.batch_size, checkpoint=args.checkpoint, amp=getattr(args, "amp", "auto")
-                )
+                pool = open_text_pool(source, name=name)
+                cache = embed_text_pool(model, pool, args.batch_size, checkpoint=args.checkpoint, amp=amp)
             else:
+                evalset = open_evalset(
+                    source, args.root, args.split, args.prompts, image_size=model.image_size, name=name
+                )
                 cache = embed_evalset(
                     model,
-                    source,
-                    args.root,
+                    evalset,
                     args.batch_size,
                     args.num_workers,
-                    args.prompts,
-                    args.split,
                     checkpoint=args.checkpoint,
                     prompt_sets=getattr(args, "prompt_sets", True),
-                    amp=getattr(args, "amp", "auto"),
+                    amp=amp,
                 )
             save_cache(cache, out)
             n = cache["image_emb"].shape[0] if "image_emb" in cache else len(cache["texts"])

@@ -47,60 +47,40 @@ LEVELS = 4
 # ----------------------------------------------------------------------------- embedding
 
 
-def embed_hierarcaps(model, directory, batch_size: int = 256, num_workers: int = 0, split: str = "test") -> dict:
-    """Cache fields of a HierarCaps wds directory (``meru.data.hierarcaps`` layout): images with resize +
-    centre crop (as HierarCaps' CLIP processor), all 4H captions, and the empty caption as [ROOT]."""
-    from pathlib import Path
+def embed_hierarcaps(model, evalset, batch_size: int = 256, num_workers: int = 0, amp: str = "auto") -> dict:
+    """Cache fields of a HierarCaps ``EvalSet`` (:func:`meru.data.hierarcaps.open_hierarcaps`): its images
+    (resize + centre crop, as HierarCaps' CLIP processor), all 4H captions, and the empty caption as [ROOT]."""
+    from meru.evaluation.embed import encode_images, encode_texts
 
-    from meru.evaluation.embed import (
-        _iter_batches,
-        _WdsShards,
-        encode_images,
-        encode_texts,
-        image_transform,
-    )
-
-    data = _WdsShards(Path(directory), split, "retrieval", image_transform(model.image_size, "classification"))
-    orders, keys, metas, feats, embs = [], [], [], [], []
-    for batch in _iter_batches(data, batch_size, num_workers):
-        f, e = encode_images(model, torch.stack([it["image"] for it in batch]))
+    hier = evalset.hierarchies
+    orders, keys, feats, embs = [], [], [], []
+    for batch in evalset.batches(batch_size, num_workers):
+        f, e = encode_images(model, torch.stack([it["image"] for it in batch]), amp=amp)
         feats.append(f)
         embs.append(e)
         for it in batch:
             orders.append(it["order"])
             keys.append(it["key"])
-            metas.append(it["meta"])
     if not orders:
-        raise ValueError(f"{directory}: the {split} split has no samples")
+        raise ValueError(f"{evalset.source}: the {evalset.split} split has no samples")
     perm = sorted(range(len(orders)), key=orders.__getitem__)
-    texts, levels, t2i, hier_ids = [], [], [], []
-    for row, i in enumerate(perm):
-        meta = metas[i]
-        if not isinstance(meta, dict) or "hierarchies" not in meta:
-            raise KeyError(
-                f"{directory}: sample {keys[i]!r} has no json 'hierarchies'; re-run "
-                "`meru evalsets prepare --dataset hierarcaps`"
-            )
-        for hid, hier in zip(meta["ids"], meta["hierarchies"]):
-            if len(hier) != LEVELS:
-                raise ValueError(f"{directory}: hierarchy {hid} of {keys[i]!r} has {len(hier)} levels, not {LEVELS}")
-            texts.extend(hier)
-            levels.extend(range(LEVELS))
-            t2i.extend([row] * LEVELS)
-            hier_ids.append(str(hid))
+    if [keys[i] for i in perm] != hier.keys:
+        raise ValueError(
+            f"{evalset.source}: images and caption hierarchies are out of step; re-run `meru evalsets prepare`"
+        )
     return {
         "task": "hierarcaps",
-        "dataset": "hierarcaps",
-        "keys": [keys[i] for i in perm],
-        "meta": [metas[i] for i in perm],
+        "dataset": evalset.name,
+        "keys": list(hier.keys),
+        "meta": list(hier.meta),
         "image_feats": torch.cat(feats)[perm],
         "image_emb": torch.cat(embs)[perm],
-        "texts": texts,
-        "text_emb": encode_texts(model, texts, True, batch_size),
-        "levels": torch.tensor(levels, dtype=torch.long),
-        "text_to_image": torch.tensor(t2i, dtype=torch.long),
-        "hierarchy_ids": hier_ids,
-        "root_emb": encode_texts(model, [""], True, 1),
+        "texts": list(hier.texts),
+        "text_emb": encode_texts(model, hier.texts, True, batch_size, amp),
+        "levels": torch.tensor(hier.levels, dtype=torch.long),
+        "text_to_image": torch.tensor(hier.text_to_image, dtype=torch.long),
+        "hierarchy_ids": list(hier.hierarchy_ids),
+        "root_emb": encode_texts(model, [""], True, 1, amp),
     }
 
 

@@ -374,6 +374,7 @@ def _train_locked(
         optimizer, lambda s: lr_multiplier(s, oc["warmup_steps"], oc["total_steps"])
     )
     if loader is None:
+        from meru.data.captions import CaptionPolicy
         from meru.data.loader import TrainLoader
 
         loader = TrainLoader(
@@ -388,8 +389,7 @@ def _train_locked(
             shuffle_buffer=dc["shuffle_buffer"],
             augment=dc["augment"],
             scale=tuple(dc["scale"]),
-            sample_captions=dc["sample_captions"],
-            subreddit_prefix_prob=dc["subreddit_prefix_prob"],
+            captions=CaptionPolicy.from_config(dc),
             in_memory=dc["in_memory"],
             image_dtype="uint8",
             trim_tokens=True,

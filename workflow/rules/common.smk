@@ -271,10 +271,11 @@ def synth_embedding_sets():
 
 
 def synth_embedding_flag(name):
-    """`meru embed` source flag of one SynthHier cache, as an argument list (quoted one by one in the shell)."""
+    """`meru embed` source and name flags of one SynthHier cache, as an argument list (quoted one by one in
+    the shell); the cache (and every metric record made from it) carries `name` as its dataset name."""
     if name == "textpool-synthhier":
-        return ["--text-pool", f"{DATA}/synthhier/eval/captions.jsonl"]
-    return ["--evalset", evalset_source(name)[1]]
+        return ["--text-pool", f"{DATA}/synthhier/eval/captions.jsonl", "--name", name]
+    return ["--evalset", evalset_source(name)[1], "--name", name]
 
 
 def leaf_set():

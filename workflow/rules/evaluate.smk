@@ -29,8 +29,10 @@ rule embed:
         prompt_sets=lambda w: "" if w.evalset in zeroshot_datasets() else "--no-prompt-sets",
     shell:
         # --evalset NAME picks the prompts (MERU's for its datasets); --root is the folder, a clip-benchmark
-        # wds-layout copy or what `meru evalsets prepare` downloaded (torchvision layout).
-        "meru embed --checkpoint {input.ckpt:q} --evalset {params.name:q} --root {input.data:q} --split {params.split:q} "
+        # wds-layout copy or what `meru evalsets prepare` downloaded (torchvision layout); --name NAME is the
+        # dataset name of the cache and the metric records (the config's name).
+        "meru embed --checkpoint {input.ckpt:q} --evalset {params.name:q} --name {params.name:q} "
+        "--root {input.data:q} --split {params.split:q} "
         "--out {output:q} --batch-size {params.bs:q} --num-workers {params.workers:q} {params.prompt_sets} > {log:q} 2>&1"
 
 
