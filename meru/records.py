@@ -133,6 +133,33 @@ class EmbeddingCache:
                 raise CacheError(f"{self.name}: {name} is a {type(value).__name__}, not a tensor; re-run `meru embed`")
         if self.path is not None:
             self.path = Path(self.path)
+        self._check_lengths()
+
+    def _check_lengths(self) -> None:
+        """Per-image fields have one row per image, per-caption fields one per caption, ``class_text_raw`` is
+        ``[len(templates), len(classnames), D]`` (each check where both sides are present)."""
+        groups = {
+            "image_emb": ("image_feats", "labels", "keys", "meta"),
+            "text_emb": ("texts", "text_to_image", "specificity", "depth", "node", "attributes", "levels"),
+        }
+        for anchor, others in groups.items():
+            ref = getattr(self, anchor)
+            if ref is None:
+                continue
+            for other in others:
+                value = getattr(self, other)
+                if value is not None and len(value) != len(ref):
+                    raise CacheError(
+                        f"{self.name}: {other} has {len(value)} rows but {anchor} {len(ref)}; re-run `meru embed`"
+                    )
+        raw = self.class_text_raw
+        if raw is not None:
+            want = (len(self.templates or raw), len(self.classnames or raw[0])) if raw.ndim == 3 else None
+            if want is None or tuple(raw.shape[:2]) != want:
+                raise CacheError(
+                    f"{self.name}: class_text_raw has shape {tuple(raw.shape)}, expected [templates, classnames, D] "
+                    f"= {want}; re-run `meru embed`"
+                )
 
     # ------------------------------------------------------------------ helpers for readers
     @property

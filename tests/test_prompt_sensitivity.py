@@ -74,7 +74,8 @@ def test_evaluate_prompts_matches_zeroshot_per_set(caches):
     assert set(res["prompt_sets"]) == {"evalset", "single", "meru", "clip_benchmark"}
     assert res["metrics"]["top1_evalset"] == pytest.approx(evaluate_zeroshot(c, n_boot=20)["metrics"]["top1"])
     for name in ("single", "clip_benchmark"):
-        alt = dataclasses.replace(c, class_text_raw=c.prompt_sets[name].class_text_raw)
+        ps = c.prompt_sets[name]
+        alt = dataclasses.replace(c, templates=ps.templates, class_text_raw=ps.class_text_raw)
         assert res["metrics"][f"top1_{name}"] == pytest.approx(evaluate_zeroshot(alt, n_boot=20)["metrics"]["top1"])
     tops = [v["top1"] for v in res["prompt_sets"].values()]
     assert res["metrics"]["top1_spread"] == pytest.approx(max(tops) - min(tops))

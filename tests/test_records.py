@@ -183,3 +183,14 @@ def test_save_removes_temporaries_of_killed_writes(tmp_path):
     (tmp_path / f".emb.pt.tmp-{dead}").write_bytes(b"half")
     _meru_cache().save(tmp_path / "emb.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.pt"]
+
+
+def test_rows_that_disagree_are_refused():
+    with pytest.raises(CacheError, match="labels has 2 rows but image_emb 3"):
+        _meru_cache(labels=torch.tensor([0, 1]))
+    with pytest.raises(CacheError, match="text_to_image has 1 rows but text_emb 2"):
+        EmbeddingCache(
+            task="retrieval", space=get_space("clip"), text_emb=torch.ones(2, 4), text_to_image=torch.tensor([0])
+        )
+    with pytest.raises(CacheError, match=r"class_text_raw has shape \(2, 3, 4\), expected .* = \(2, 2\)"):
+        _meru_cache(class_text_raw=torch.ones(2, 3, 4))
