@@ -6,7 +6,9 @@
 and the fix when it is wrong. The dataset name and the run label travel as fields; nothing downstream
 parses them back from file names.
 
-This module sits below the models (it imports only :mod:`meru.io` and :mod:`meru.spaces`).
+This module sits below the models: it imports :mod:`meru.io` and :mod:`meru.spaces`, and the cache's
+``load``/``save`` import :mod:`meru.models.checkpoints` (``safe_load``, ``require_finite``) when called, so
+reporting, which never opens embedding caches, does not load the models.
 """
 
 from __future__ import annotations
@@ -14,6 +16,304 @@ from __future__ import annotations
 # ----------------------------------------------------------------------------------------- embedding cache
 # EmbeddingCache: written by meru.evaluation.embed, read by every evaluator (section owned by the
 # embedding-cache change).
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from meru.io import remove_stale_temps, save_torch
+from meru.spaces import MIN_RADIUS, SPACES, Space, get_space
+
+#: on-disk format of an embedding cache (2: the space record replaces the bare ``curv``; every field is stored)
+CACHE_FORMAT = "meru-bench/embeddings/2"
+#: what a cache holds: an image set with class prompts, an image set with captions, a caption pool, HierarCaps
+CACHE_TASKS = ("classification", "retrieval", "text-pool", "hierarcaps")
+#: fields that hold embeddings (refused when non-finite); ``prompt_sets[*].class_text_raw`` too
+EMBEDDING_FIELDS = ("image_emb", "image_feats", "text_emb", "class_text_raw", "root_emb")
+_TENSOR_FIELDS = EMBEDDING_FIELDS + ("labels", "text_to_image", "specificity", "depth", "levels")
+_SPACE_BY_NAME = {cls.name: kind for kind, cls in SPACES.items()}
+
+
+class CacheError(ValueError):
+    """An embedding cache cannot be read or written (one line naming the file and the fix)."""
+
+
+@dataclasses.dataclass
+class PromptSet:
+    """One alternative template set of a classification cache (:mod:`meru.evaluation.prompt_sensitivity`):
+    ``templates`` [T'], where they come from (``source``), raw projected text features ``class_text_raw``
+    [T', C, D] of the cache's class names."""
+
+    templates: list[str]
+    source: str
+    class_text_raw: Tensor
+
+
+@dataclasses.dataclass(kw_only=True, eq=False)
+class EmbeddingCache:
+    """Embeddings of one evaluation set (or caption pool) under one model: what ``meru embed`` writes and every
+    evaluator reads. Tensors are float32 on CPU (labels / indices long); fields a task does not have are None.
+    ``N`` images, ``D`` embedding width, ``W`` pre-projection image width, ``C`` classes, ``T`` templates,
+    ``M`` captions, ``H`` HierarCaps hierarchies (``M = 4H``)."""
+
+    # identity: model kind ("clip" | "meru" | "euclip"; None: the space's), task (CACHE_TASKS), eval-set name,
+    # model size, training seed and step, the checkpoint (path or openclip spec) the embeddings came from
+    task: str
+    kind: str | None = None
+    dataset: str | None = None
+    size: str | None = None
+    seed: int | None = None
+    step: int | None = None
+    checkpoint: str | None = None
+
+    # the space the embeddings live in (meru.spaces; MERU: its curvature), and the towers' scales applied to raw
+    # projected features before the space's lift (MERU: exp of the learned log-alphas; EuCLIP: 1/sqrt(D);
+    # CLIP: None); ``textual_alpha`` ensembles ``class_text_raw`` at evaluate time
+    space: Space
+    visual_alpha: float | None = None
+    textual_alpha: float | None = None
+
+    # images: sample keys [N], per-image json dicts [N] (or None), embeddings [N, D] (CLIP: unit vectors;
+    # MERU: hyperboloid space components; EuCLIP: alpha * raw), pre-projection features [N, W] (linear probe)
+    keys: list[str] | None = None
+    meta: list[Any] | None = None
+    image_emb: Tensor | None = None
+    image_feats: Tensor | None = None
+
+    # classification: labels [N] long, classnames [C], templates [T], raw projected text features of every
+    # template x class [T, C, D] (before the lift; ``space.ensemble`` at evaluate time), taxonomy node per
+    # class [C] (or None), where templates and class names come from (``{"templates", "classnames"}``: ``"meru"``
+    # or ``"clip_benchmark"``; None for a wds set's own files), alternative template sets {name: PromptSet}
+    labels: Tensor | None = None
+    classnames: list[str] | None = None
+    templates: list[str] | None = None
+    class_text_raw: Tensor | None = None
+    class_nodes: list[str] | None = None
+    prompt_source: dict[str, str] | None = None
+    prompt_sets: dict[str, PromptSet] | None = None
+
+    # retrieval (also text pool and HierarCaps): captions [M], their embeddings [M, D], image row of each [M] long
+    texts: list[str] | None = None
+    text_emb: Tensor | None = None
+    text_to_image: Tensor | None = None
+
+    # text pool annotations [M]: specificity and concept depth (float, NaN = not annotated), node, attributes
+    specificity: Tensor | None = None
+    depth: Tensor | None = None
+    node: list[Any] | None = None
+    attributes: list[Any] | None = None
+
+    # HierarCaps: caption level [4H] long (0 general .. 3 specific; caption 4h + l), hierarchy ids [H],
+    # embedding of the empty caption [1, D] ([ROOT])
+    levels: Tensor | None = None
+    hierarchy_ids: list[str] | None = None
+    root_emb: Tensor | None = None
+
+    # where the cache was loaded from (not saved)
+    path: Path | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.space, Space):
+            raise CacheError(f"{self.name}: space must be a meru.spaces.Space, got {type(self.space).__name__}")
+        if self.kind is None:
+            self.kind = self.space.kind
+        if self.kind != self.space.kind:
+            raise CacheError(
+                f"{self.name}: model kind {self.kind!r} but the {self.space.name} space; re-run `meru embed`"
+            )
+        if self.task not in CACHE_TASKS:
+            raise CacheError(f"{self.name}: unknown task {self.task!r} (one of {', '.join(CACHE_TASKS)})")
+        for name in _TENSOR_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Tensor):
+                raise CacheError(f"{self.name}: {name} is a {type(value).__name__}, not a tensor; re-run `meru embed`")
+        if self.path is not None:
+            self.path = Path(self.path)
+        self._check_lengths()
+
+    def _check_lengths(self) -> None:
+        """Per-image fields have one row per image, per-caption fields one per caption, ``class_text_raw`` is
+        ``[len(templates), len(classnames), D]`` (each check where both sides are present)."""
+        groups = {
+            "image_emb": ("image_feats", "labels", "keys", "meta"),
+            "text_emb": ("texts", "text_to_image", "specificity", "depth", "node", "attributes", "levels"),
+        }
+        for anchor, others in groups.items():
+            ref = getattr(self, anchor)
+            if ref is None:
+                continue
+            for other in others:
+                value = getattr(self, other)
+                if value is not None and len(value) != len(ref):
+                    raise CacheError(
+                        f"{self.name}: {other} has {len(value)} rows but {anchor} {len(ref)}; re-run `meru embed`"
+                    )
+        raw = self.class_text_raw
+        if raw is not None:
+            want = (len(self.templates or raw), len(self.classnames or raw[0])) if raw.ndim == 3 else None
+            if want is None or tuple(raw.shape[:2]) != want:
+                raise CacheError(
+                    f"{self.name}: class_text_raw has shape {tuple(raw.shape)}, expected [templates, classnames, D] "
+                    f"= {want}; re-run `meru embed`"
+                )
+
+    # ------------------------------------------------------------------ helpers for readers
+    @property
+    def name(self) -> str:
+        """The file the cache was loaded from, for messages (``"embedding cache"`` when built in memory)."""
+        return str(self.path) if self.path is not None else "embedding cache"
+
+    def require(self, *fields: str, what: str) -> None:
+        """Raise :class:`CacheError` naming the file unless every field in ``fields`` is present (not None);
+        ``what``: the kind of cache the evaluation needs (e.g. ``"a retrieval embedding cache"``)."""
+        missing = [f for f in fields if getattr(self, f) is None]
+        if missing:
+            raise CacheError(f"{self.name}: no {', '.join(missing)}; it is not {what}")
+
+    def n_items(self) -> int:
+        """Images (or, for a caption pool, captions) in the cache."""
+        if self.image_emb is not None:
+            return int(self.image_emb.shape[0])
+        return len(self.texts or [])
+
+    # ------------------------------------------------------------------ plain dict (the file's content)
+    def to_dict(self) -> dict:
+        """The on-disk plain dict (loads with ``torch.load(weights_only=True)``): ``format``, every field but
+        ``path`` (None where absent), ``space`` as :meth:`meru.spaces.Space.record`, prompt sets as dicts."""
+        out: dict = {"format": CACHE_FORMAT}
+        for f in dataclasses.fields(self):
+            if f.name == "path":
+                continue
+            value = getattr(self, f.name)
+            if f.name == "space":
+                value = value.record()
+            elif f.name == "prompt_sets" and value is not None:
+                value = {
+                    k: {"templates": v.templates, "source": v.source, "class_text_raw": v.class_text_raw}
+                    for k, v in value.items()
+                }
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict, path: str | os.PathLike | None = None) -> EmbeddingCache:
+        """Typed cache from the plain dict :meth:`to_dict` writes (or ``meru embed`` assembles: ``format`` may be
+        absent, missing fields are None). Raises :class:`CacheError` (one line naming ``path``) for another
+        format, unknown fields or a bad space record."""
+        where = str(path) if path is not None else "embedding cache"
+        fmt = data.get("format", CACHE_FORMAT)
+        if fmt != CACHE_FORMAT:
+            if isinstance(fmt, str) and fmt.startswith("meru-bench/embeddings/"):
+                raise CacheError(
+                    f"{where}: embedding cache of format {fmt!r}, this meru-bench reads {CACHE_FORMAT!r}; "
+                    "re-run `meru embed` to rewrite it"
+                )
+            raise CacheError(f"{where}: not an embedding cache (expected format {CACHE_FORMAT!r}); re-run `meru embed`")
+        names = {f.name for f in dataclasses.fields(cls)} - {"path"}
+        unknown = sorted(set(data) - names - {"format"})
+        if unknown:
+            raise CacheError(f"{where}: unknown embedding-cache field(s) {', '.join(unknown)}; re-run `meru embed`")
+        for required in ("task", "space"):
+            if data.get(required) is None:
+                raise CacheError(f"{where}: embedding cache without {required!r}; re-run `meru embed`")
+        fields = {k: v for k, v in data.items() if k in names}
+        fields["space"] = space_from_record(data["space"], where)
+        if fields.get("prompt_sets") is not None:
+            try:
+                fields["prompt_sets"] = {k: PromptSet(**v) for k, v in fields["prompt_sets"].items()}
+            except (TypeError, AttributeError):
+                raise CacheError(
+                    f"{where}: prompt_sets must map names to {{templates, source, class_text_raw}}; re-run `meru embed`"
+                ) from None
+        for name in ("visual_alpha", "textual_alpha"):
+            if isinstance(fields.get(name), Tensor):
+                fields[name] = float(fields[name])
+        return cls(**fields, path=None if path is None else Path(path))
+
+    # ------------------------------------------------------------------ checks and I/O
+    def check_finite(self, source: str | None = None) -> None:
+        """Refuse (``NonFiniteWeightsError``, one line) NaN/inf embeddings, curvature or alphas: a diverged model
+        must never be scored (NaN distances make every ranking a tie, which reads as perfect recall)."""
+        from meru.models.checkpoints import NonFiniteWeightsError, require_finite
+
+        source = source or self.name
+        tensors = {k: getattr(self, k) for k in EMBEDDING_FIELDS if getattr(self, k) is not None}
+        for set_name, entry in (self.prompt_sets or {}).items():
+            tensors[f"prompt_sets.{set_name}.class_text_raw"] = entry.class_text_raw
+        require_finite(tensors, source, "embeddings")
+        for name, value in (
+            ("curv", self.space.curv),
+            ("visual_alpha", self.visual_alpha),
+            ("textual_alpha", self.textual_alpha),
+        ):
+            if value is not None and not math.isfinite(float(value)):
+                raise NonFiniteWeightsError(
+                    f"{source}: {name} = {float(value)!r} is not finite; a diverged model is refused"
+                )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` to ``path`` atomically (:func:`meru.io.save_torch`), after removing temporaries
+        of killed writes; refuses non-finite embeddings (nothing is written)."""
+        path = Path(path)
+        self.check_finite(f"{path} (not written)")
+        remove_stale_temps(path)
+        return save_torch(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, task: str | tuple[str, ...] | None = None) -> EmbeddingCache:
+        """Read a cache written by :meth:`save` (``weights_only=True``: nothing in the file can run code) and
+        check its format, content, finiteness and (given ``task``: one task or a tuple of allowed ones) its task.
+        Every refusal is one line naming the file and the fix."""
+        from meru.models.checkpoints import safe_load
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: embedding cache not found; create it with `meru embed ... --out {path}`")
+        data = safe_load(path, "cpu", "embedding cache")
+        if not isinstance(data, dict) or "format" not in data:
+            raise CacheError(f"{path}: not an embedding cache (expected format {CACHE_FORMAT!r}); re-run `meru embed`")
+        cache = cls.from_dict(data, path)
+        cache.check_finite()
+        tasks = (task,) if isinstance(task, str) else task
+        if tasks is not None and cache.task not in tasks:
+            raise CacheError(
+                f"{path}: cache holds a {cache.task!r} set but this evaluation needs "
+                f"{' or '.join(tasks)}; pass the matching --embeddings file"
+            )
+        return cache
+
+    # ------------------------------------------------------------------ from a model
+    @staticmethod
+    def model_fields(model, checkpoint: str | os.PathLike | None = None) -> dict:
+        """Identity and space fields of a loaded model (plain dict for :meth:`from_dict`): ``kind``, ``size``,
+        ``checkpoint``, ``seed`` (training config), ``step``, ``space`` (record), ``visual_alpha``, ``textual_alpha``."""
+        info = getattr(model, "checkpoint_info", None) or {}
+        config = info.get("config") or {}
+        seed = (config.get("runtime") or {}).get("seed") if isinstance(config, dict) else None
+        return {
+            "kind": model.kind,
+            "size": getattr(model, "size", None),
+            "checkpoint": str(checkpoint) if checkpoint is not None else None,
+            "seed": None if seed is None else int(seed),
+            "step": info.get("step"),
+            "space": model.space().record(),
+            **model.projection_scales(),
+        }
+
+
+def space_from_record(record: dict, where: str = "embedding cache") -> Space:
+    """The space of a :meth:`meru.spaces.Space.record` dict (``name``, ``curv``, ``min_radius``)."""
+    name = record.get("name") if isinstance(record, dict) else None
+    if name not in _SPACE_BY_NAME:
+        raise CacheError(f"{where}: space record {record!r} names no known space; re-run `meru embed`")
+    try:
+        return get_space(_SPACE_BY_NAME[name], record.get("curv"), record.get("min_radius", MIN_RADIUS))
+    except (TypeError, ValueError) as e:
+        raise CacheError(f"{where}: bad space record {record!r} ({e}); re-run `meru embed`") from None
 
 
 # ------------------------------------------------------------------------------------------- metric record

@@ -15,7 +15,7 @@ Public interface of every space (``x``: ``[N, D]``, ``y``: ``[M, D]``, ``raw``: 
 
 * identity: ``name``, ``kind``, ``root_label``, ``root_name``, ``has_cones``, ``min_radius``, ``curv``;
   ``record()`` (saved in embedding caches), ``geometry()`` (the ``"geometry"`` field of metric JSON),
-  ``matches(other)``; :func:`space_of` rebuilds a space from a cache / record, :func:`get_space` from a kind.
+  ``matches(other)``; :func:`get_space` builds a space from a kind, :func:`meru.records.space_from_record` from a record.
 * projection: ``lift(raw [N, D], alpha) -> [N, D]``, ``ensemble(raw [T, C, D], alpha) -> [C, D]`` (prompt ensemble).
 * scores: ``logits(x, y) -> [N, M]`` (training logit before the learned scale; differentiable),
   ``similarity(x, y) -> [N, M]`` (evaluation score, higher = closer), ``distance(x, y) -> [N, M]``.
@@ -57,7 +57,7 @@ class Space:
 
     # ---------------------------------------------------------------------------------- identity
     def record(self) -> dict:
-        """Plain-dict description saved in embedding caches; :func:`space_of` rebuilds the space from it."""
+        """Plain-dict description saved in embedding caches; :func:`meru.records.space_from_record` rebuilds the space."""
         return {
             "name": self.name,
             "kind": self.kind,
@@ -301,7 +301,6 @@ class Euclidean(Space):
 
 #: model kind -> its space class
 SPACES: dict[str, type[Space]] = {"clip": EuclideanSphere, "meru": Lorentz, "euclip": Euclidean}
-_BY_NAME = {cls.name: cls for cls in SPACES.values()}
 
 
 def get_space(kind: str, curv: float | None = None, min_radius: float = MIN_RADIUS) -> Space:
@@ -321,18 +320,4 @@ def _build(cls: type[Space], curv, min_radius) -> Space:
     return cls(min_radius)
 
 
-def space_of(record: dict) -> Space:
-    """The space an embedding cache (or pool, or any dict with the same header) was made in: from its
-    ``"space"`` record (:meth:`Space.record`), else from ``"kind"`` and ``"curv"`` (caches written before the
-    record existed)."""
-    rec = record.get("space")
-    if isinstance(rec, dict) and rec.get("name") in _BY_NAME:
-        return _build(_BY_NAME[rec["name"]], rec.get("curv"), rec.get("min_radius", MIN_RADIUS))
-    if "kind" not in record:
-        raise ValueError(
-            f"{record.get('path', 'embedding cache')}: records neither 'space' nor 'kind'; re-run `meru embed`"
-        )
-    return get_space(record["kind"], record.get("curv"))
-
-
-__all__ = ["MIN_RADIUS", "SPACES", "Euclidean", "EuclideanSphere", "Lorentz", "Space", "get_space", "space_of"]
+__all__ = ["MIN_RADIUS", "SPACES", "Euclidean", "EuclideanSphere", "Lorentz", "Space", "get_space"]

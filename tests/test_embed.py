@@ -13,6 +13,7 @@ import torch
 from meru.evaluation import embed as E
 from meru.evaluation import run as R
 from meru.io import read_json, write_json
+from meru.records import EmbeddingCache
 
 from cli_helpers import cli, mk
 
@@ -61,11 +62,11 @@ def test_cache_matches_the_model(setup):
     from meru.models.checkpoints import load_model
 
     model = load_model(d / "model.pt")
-    c = E.load_cache(d / "zs.pt", "classification")
-    assert c["kind"] == "meru" and c["size"] == "tiny" and c["seed"] == 7
-    assert c["keys"] == [f"img{i:04d}" for i in range(6)] and c["labels"].tolist() == [0, 1, 2, 0, 1, 2]
-    assert c["class_nodes"] == mk.CLASSES and c["meta"][0]["true_captions"] == mk.TRUE["cat"]
-    assert c["curv"] == pytest.approx(float(model.curv.exp()))
+    c = EmbeddingCache.load(d / "zs.pt", "classification")
+    assert c.kind == "meru" and c.size == "tiny" and c.seed == 7
+    assert c.keys == [f"img{i:04d}" for i in range(6)] and c.labels.tolist() == [0, 1, 2, 0, 1, 2]
+    assert c.class_nodes == mk.CLASSES and c.meta[0]["true_captions"] == mk.TRUE["cat"]
+    assert c.space.curv == pytest.approx(float(model.curv.exp()))
     # recompute image 3 independently: decode its PNG, resize short side + centre crop, encode
     import io
     import webdataset as wds
@@ -81,25 +82,23 @@ def test_cache_matches_the_model(setup):
     im = TF.center_crop(TF.resize(im, 32, TF.InterpolationMode.BICUBIC), 32)
     with torch.no_grad():
         x = TF.to_tensor(im)[None]
-        torch.testing.assert_close(c["image_emb"][3], model.encode_image(x)[0], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(c["image_feats"][3], model.image_features(x)[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(c.image_emb[3], model.encode_image(x)[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(c.image_feats[3], model.image_features(x)[0], rtol=1e-4, atol=1e-5)
         tok = model.tokenize(["an image of a dog."])
         torch.testing.assert_close(
-            c["class_text_raw"][1, 1], model.encode_text(tok, project=False)[0], rtol=1e-4, atol=1e-5
+            c.class_text_raw[1, 1], model.encode_text(tok, project=False)[0], rtol=1e-4, atol=1e-5
         )
-    assert c["class_text_raw"].shape == (2, 3, 32)
+    assert c.class_text_raw.shape == (2, 3, 32)
 
 
 def test_retrieval_cache_keeps_order_with_workers(setup):
     d, _ = setup
-    c = E.load_cache(d / "ret.pt", "retrieval")
-    assert c["keys"] == [f"img{i:04d}" for i in range(6)]
-    assert c["texts"][:2] == ["a cat 0", "another caption"]
-    assert c["text_to_image"].tolist() == [0, 0, 1, 2, 3, 4, 5]
-    p = E.load_cache(d / "pool.pt", "text-pool")
-    assert p["texts"] == [r["text"] for r in mk.POOL] and p["specificity"].tolist() == [
-        r["specificity"] for r in mk.POOL
-    ]
+    c = EmbeddingCache.load(d / "ret.pt", "retrieval")
+    assert c.keys == [f"img{i:04d}" for i in range(6)]
+    assert c.texts[:2] == ["a cat 0", "another caption"]
+    assert c.text_to_image.tolist() == [0, 0, 1, 2, 3, 4, 5]
+    p = EmbeddingCache.load(d / "pool.pt", "text-pool")
+    assert p.texts == [r["text"] for r in mk.POOL] and p.specificity.tolist() == [r["specificity"] for r in mk.POOL]
 
 
 def test_one_process_embeds_several_sources_like_separate_runs(setup, tmp_path):
@@ -125,10 +124,10 @@ def test_one_process_embeds_several_sources_like_separate_runs(setup, tmp_path):
         )
         == 0
     )
-    pool, zs = E.load_cache(outs[0], "text-pool"), E.load_cache(outs[1], "classification")
-    torch.testing.assert_close(pool["text_emb"], E.load_cache(d / "pool.pt")["text_emb"])
-    torch.testing.assert_close(zs["image_emb"], E.load_cache(d / "zs.pt")["image_emb"])
-    assert zs["keys"] == E.load_cache(d / "zs.pt")["keys"]
+    pool, zs = EmbeddingCache.load(outs[0], "text-pool"), EmbeddingCache.load(outs[1], "classification")
+    torch.testing.assert_close(pool.text_emb, EmbeddingCache.load(d / "pool.pt").text_emb)
+    torch.testing.assert_close(zs.image_emb, EmbeddingCache.load(d / "zs.pt").image_emb)
+    assert zs.keys == EmbeddingCache.load(d / "zs.pt").keys
 
 
 def test_embed_needs_one_out_per_source(setup, tmp_path, capsys):
@@ -165,9 +164,9 @@ def test_name_travels_into_the_cache_in_command_line_order(setup, tmp_path, caps
 def test_wrong_cache_task_is_a_clear_error(setup):
     d, _ = setup
     with pytest.raises(ValueError, match="retrieval"):
-        E.load_cache(d / "zs.pt", "retrieval")
+        EmbeddingCache.load(d / "zs.pt", "retrieval")
     with pytest.raises(FileNotFoundError, match="meru embed"):
-        E.load_cache(d / "missing.pt")
+        EmbeddingCache.load(d / "missing.pt")
 
 
 @pytest.mark.parametrize("task", ["zeroshot", "retrieval", "linear-probe", "structure", "traversal"])
@@ -218,12 +217,13 @@ def test_caches_record_their_space_and_metric_json_its_geometry(setup, tmp_path)
     """Evaluation rebuilds the space from the cache alone; every metric JSON labels its geometry."""
     from meru.models import build_model
     from meru.models.checkpoints import save_model
-    from meru.spaces import space_of
+    from meru.models.checkpoints import load_model
+    from meru.spaces import Lorentz
 
     d, paths = setup
-    c = E.load_cache(d / "zs.pt", "classification")
-    assert c["space"]["name"] == "lorentz" and c["space"]["curv"] == pytest.approx(c["curv"])
-    assert space_of(c).matches(space_of({"kind": "meru", "curv": c["curv"]}))
+    c = EmbeddingCache.load(d / "zs.pt", "classification")
+    assert isinstance(c.space, Lorentz) and c.space.matches(load_model(d / "model.pt").space())
+    assert torch.load(d / "zs.pt", weights_only=True)["space"] == c.space.record()
     torch.manual_seed(0)
     save_model(build_model("euclip", "tiny"), tmp_path / "eu.pt")
     assert (
@@ -244,9 +244,9 @@ def test_caches_record_their_space_and_metric_json_its_geometry(setup, tmp_path)
         )
         == 0
     )
-    eu = E.load_cache(tmp_path / "zs.pt")
-    assert eu["kind"] == "euclip" and eu["space"]["name"] == "euclidean" and eu["curv"] is None
-    assert eu["textual_alpha"] == pytest.approx(32**-0.5)
+    eu = EmbeddingCache.load(tmp_path / "zs.pt")
+    assert eu.kind == "euclip" and eu.space.name == "euclidean" and eu.space.curv is None
+    assert eu.textual_alpha == pytest.approx(32**-0.5)
     for task in ("zeroshot", "structure", "traversal"):
         out = tmp_path / f"{task}.json"
         argv = ["--task", task, "--embeddings", str(tmp_path / "zs.pt"), "--out", str(out), "--n-boot", "20"]

@@ -17,6 +17,8 @@ import torch
 from scipy.stats import kendalltau
 
 from meru.evaluation import hierarcaps as H
+from meru.records import EmbeddingCache
+from meru.spaces import get_space
 
 LEVELS = 4
 
@@ -29,7 +31,9 @@ def _lorentz_point(direction: torch.Tensor, r: float, curv: float = 1.0) -> torc
     return math.sinh(math.sqrt(curv) * r) / math.sqrt(curv) * torch.nn.functional.normalize(direction, dim=0)
 
 
-def meru_cache(n_h: int = 5, radii=(0.5, 1.0, 1.5, 2.0), image_r: float = 3.0, same_point: bool = False) -> dict:
+def meru_cache(
+    n_h: int = 5, radii=(0.5, 1.0, 1.5, 2.0), image_r: float = 3.0, same_point: bool = False
+) -> EmbeddingCache:
     """H hierarchies on orthogonal rays, caption level l at ``radii[l]``, image h further out on the same ray.
     ``same_point``: every caption and every image is one and the same point (all scores tied)."""
     dim = n_h + 1
@@ -41,19 +45,19 @@ def meru_cache(n_h: int = 5, radii=(0.5, 1.0, 1.5, 2.0), image_r: float = 3.0, s
             emb.append(_lorentz_point(u, radii[lv] if not same_point else 1.0))
             t2i.append(h)
         images.append(_lorentz_point(u, image_r if not same_point else 1.0))
-    return {
-        "kind": "meru",
-        "curv": 1.0,
-        "texts": texts,
-        "text_emb": torch.stack(emb),
-        "image_emb": torch.stack(images),
-        "text_to_image": torch.tensor(t2i),
-        "root_emb": torch.zeros(1, dim),
-        "path": "fixture",
-    }
+    return EmbeddingCache(
+        task="hierarcaps",
+        space=get_space("meru", 1.0),
+        texts=texts,
+        text_emb=torch.stack(emb),
+        image_emb=torch.stack(images),
+        text_to_image=torch.tensor(t2i),
+        root_emb=torch.zeros(1, dim),
+        path="fixture",
+    )
 
 
-def clip_cache(n_h: int = 4, reverse: bool = False) -> dict:
+def clip_cache(n_h: int = 4, reverse: bool = False) -> EmbeddingCache:
     """Unit vectors: caption level l at angle 0.2 (l + 1) from the root direction e0 towards hierarchy h's axis."""
     dim = n_h + 1
     texts, emb, t2i, images = [], [], [], []
@@ -64,16 +68,16 @@ def clip_cache(n_h: int = 4, reverse: bool = False) -> dict:
             emb.append(math.cos(a) * torch.eye(dim)[0] + math.sin(a) * torch.eye(dim)[h + 1])
             t2i.append(h)
         images.append(math.cos(1.2) * torch.eye(dim)[0] + math.sin(1.2) * torch.eye(dim)[h + 1])
-    return {
-        "kind": "clip",
-        "curv": None,
-        "texts": texts,
-        "text_emb": torch.stack(emb),
-        "image_emb": torch.stack(images),
-        "text_to_image": torch.tensor(t2i),
-        "root_emb": torch.eye(dim)[:1],
-        "path": "fixture",
-    }
+    return EmbeddingCache(
+        task="hierarcaps",
+        space=get_space("clip"),
+        texts=texts,
+        text_emb=torch.stack(emb),
+        image_emb=torch.stack(images),
+        text_to_image=torch.tensor(t2i),
+        root_emb=torch.eye(dim)[:1],
+        path="fixture",
+    )
 
 
 # ----------------------------------------------------------------------------- depth
@@ -315,7 +319,8 @@ def test_embed_and_evaluate_end_to_end(server, tmp_path):
     root = tmp_path / "hc"
     D.prepare_hierarcaps(root, csv_url=f"{base}/hierarcaps_test.csv", threads=2)
     torch.manual_seed(0)
-    save_model(build_model("meru", "tiny"), tmp_path / "model.pt")
+    model = build_model("meru", "tiny")
+    save_model(model, tmp_path / "model.pt")
 
     def cli(module, argv):
         parser = argparse.ArgumentParser()
@@ -326,10 +331,11 @@ def test_embed_and_evaluate_end_to_end(server, tmp_path):
         cli(E, ["--checkpoint", str(tmp_path / "model.pt"), "--evalset", str(root), "--out", str(tmp_path / "hc.pt")])
         == 0
     )
-    c = E.load_cache(tmp_path / "hc.pt", "hierarcaps")
-    assert c["texts"][:4] == [s.strip() for s in CSV_ROWS[0][1].split("=>")]
-    assert c["text_to_image"].tolist() == [0] * 4 + [0] * 4 + [1] * 4 and c["image_emb"].shape[0] == 2
-    assert c["hierarchy_ids"] == ["0", "2", "1"] and c["root_emb"].shape == (1, c["text_emb"].shape[1])
+    c = EmbeddingCache.load(tmp_path / "hc.pt", "hierarcaps")
+    assert c.texts[:4] == [s.strip() for s in CSV_ROWS[0][1].split("=>")]
+    assert c.text_to_image.tolist() == [0] * 4 + [0] * 4 + [1] * 4 and c.image_emb.shape[0] == 2
+    assert c.hierarchy_ids == ["0", "2", "1"] and c.root_emb.shape == (1, c.text_emb.shape[1])
+    assert c.levels.tolist() == [0, 1, 2, 3] * 3 and c.space.matches(model.space())
     out = tmp_path / "m.json"
     assert (
         cli(R, ["--task", "hierarcaps", "--embeddings", str(tmp_path / "hc.pt"), "--out", str(out), "--n-boot", "20"])

@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from meru.evaluation import linear_probe as lp
+from meru.records import EmbeddingCache
+from meru.spaces import get_space
 
 
 def blobs(n, seed, sep=6.0, dim=8, classes=3):
@@ -15,7 +17,7 @@ def blobs(n, seed, sep=6.0, dim=8, classes=3):
 
 
 def cache(x, y):
-    return {"image_feats": x, "labels": y}
+    return EmbeddingCache(task="classification", space=get_space("clip"), image_feats=x, labels=y)
 
 
 def test_separable_blobs_are_classified_perfectly():

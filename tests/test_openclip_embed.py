@@ -12,6 +12,7 @@ from meru.data.evalsets import image_transform
 from meru.evaluation import embed as E
 from meru.evaluation import run as R
 from meru.io import read_json
+from meru.records import EmbeddingCache
 
 from cli_helpers import cli, mk
 
@@ -51,10 +52,10 @@ def test_embed_with_open_clip_architecture_and_local_weights(tiny_openclip, caps
         )
         == 0
     ), capsys.readouterr().err
-    c = E.load_cache(d / "zs.pt", "classification")
-    assert c["kind"] == "clip" and c["curv"] is None and c["size"] == "openclip-meru-test-tiny-vit"
-    assert c["image_emb"].shape == (6, 16) and torch.allclose(c["image_emb"].norm(dim=-1), torch.ones(6), atol=1e-5)
-    assert c["image_feats"].shape == (6, 32)  # pre-projection ViT width
+    c = EmbeddingCache.load(d / "zs.pt", "classification")
+    assert c.kind == "clip" and c.space.curv is None and c.size == "openclip-meru-test-tiny-vit"
+    assert c.image_emb.shape == (6, 16) and torch.allclose(c.image_emb.norm(dim=-1), torch.ones(6), atol=1e-5)
+    assert c.image_feats.shape == (6, 32)  # pre-projection ViT width
     # image 0 by hand: decode, our eval transform, open_clip's mean/std, open_clip's own encode_image
     with tarfile.open(paths["zeroshot"] / "test" / "0.tar") as tar:
         png = tar.extractfile("img0000.png").read()
@@ -66,8 +67,8 @@ def test_embed_with_open_clip_architecture_and_local_weights(tiny_openclip, caps
     with torch.no_grad():
         ref = model.encode_image((x - mean) / std, normalize=True)[0]
         text = model.encode_text(open_clip.get_tokenizer("meru-test-tiny-vit")(["a photo of a cat."]))[0]
-    assert torch.allclose(c["image_emb"][0], ref, atol=1e-5)
-    assert torch.allclose(c["class_text_raw"][0, 0], text, atol=1e-5)  # template 0, class "cat", unnormalised
+    assert torch.allclose(c.image_emb[0], ref, atol=1e-5)
+    assert torch.allclose(c.class_text_raw[0, 0], text, atol=1e-5)  # template 0, class "cat", unnormalised
     out = d / "m" / "zs.json"
     assert cli(R, ["--task", "zeroshot", "--embeddings", str(d / "zs.pt"), "--out", str(out), "--n-boot", "10"]) == 0
     rec = read_json(out)

@@ -161,18 +161,20 @@ def test_bootstrap_indices_reused_give_identical_intervals():
 
 def test_zeroshot_intervals_unchanged_by_index_reuse():
     from meru.evaluation.zeroshot import _mpc_rows, evaluate_zeroshot
+    from meru.records import EmbeddingCache
+    from meru.spaces import get_space
     from meru.stats import bootstrap_ci
 
     g = torch.Generator().manual_seed(0)
-    cache = {
-        "kind": "clip",
-        "curv": None,
-        "textual_alpha": None,
-        "classnames": ["a", "b", "c"],
-        "class_text_raw": torch.randn(2, 3, 8, generator=g),
-        "image_emb": torch.randn(50, 8, generator=g),
-        "labels": torch.randint(0, 3, (50,), generator=g),
-    }
+    cache = EmbeddingCache(
+        task="classification",
+        space=get_space("clip"),
+        textual_alpha=None,
+        classnames=["a", "b", "c"],
+        class_text_raw=torch.randn(2, 3, 8, generator=g),
+        image_emb=torch.randn(50, 8, generator=g),
+        labels=torch.randint(0, 3, (50,), generator=g),
+    )
     out = evaluate_zeroshot(cache, n_boot=100, seed=4)
     c1, lab = np.array(out["per_item"]["correct"]), np.array(out["per_item"]["label"])
     assert out["intervals"]["top1"] == [100.0 * v for v in bootstrap_ci(c1, n_boot=100, seed=4)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 
 import pandas as pd
 import pytest
@@ -10,6 +11,7 @@ import torch
 from meru.data.evalsets import clip_benchmark_templates, meru_prompts, prompt_sets
 from meru.evaluation import embed as E
 from meru.evaluation import prompt_sensitivity as P
+from meru.records import EmbeddingCache
 from meru.reporting import prompt_sensitivity as T
 
 from cli_helpers import cli, mk
@@ -52,33 +54,34 @@ def caches(tmp_path_factory):
 def test_cache_fields_and_unchanged_existing_fields(caches):
     from meru.models.checkpoints import load_model
 
-    c = E.load_cache(caches / "zs.pt", "classification")
-    plain = E.load_cache(caches / "plain.pt", "classification")
-    assert "prompt_sets" not in plain
-    assert torch.equal(c["class_text_raw"], plain["class_text_raw"]) and c["templates"] == plain["templates"]
-    assert set(c["prompt_sets"]) == {"single", "meru", "clip_benchmark"}
+    c = EmbeddingCache.load(caches / "zs.pt", "classification")
+    plain = EmbeddingCache.load(caches / "plain.pt", "classification")
+    assert plain.prompt_sets is None
+    assert torch.equal(c.class_text_raw, plain.class_text_raw) and c.templates == plain.templates
+    assert set(c.prompt_sets) == {"single", "meru", "clip_benchmark"}
     model = load_model(caches / "model.pt")
-    single = E.class_text_raw(model, c["classnames"], ["a photo of a {}."])
-    assert torch.allclose(c["prompt_sets"]["single"]["class_text_raw"], single, atol=1e-6)
-    cb = c["prompt_sets"]["clip_benchmark"]
-    assert cb["class_text_raw"].shape == (80, len(mk.CLASSES), c["class_text_raw"].shape[-1])
+    single = E.class_text_raw(model, c.classnames, ["a photo of a {}."])
+    assert torch.allclose(c.prompt_sets["single"].class_text_raw, single, atol=1e-6)
+    cb = c.prompt_sets["clip_benchmark"]
+    assert cb.class_text_raw.shape == (80, len(mk.CLASSES), c.class_text_raw.shape[-1])
 
 
 def test_evaluate_prompts_matches_zeroshot_per_set(caches):
     from meru.evaluation.zeroshot import evaluate_zeroshot
 
-    c = E.load_cache(caches / "zs.pt", "classification")
+    c = EmbeddingCache.load(caches / "zs.pt", "classification")
     res = P.evaluate_prompts(c, n_boot=20)
     assert set(res["prompt_sets"]) == {"evalset", "single", "meru", "clip_benchmark"}
     assert res["metrics"]["top1_evalset"] == pytest.approx(evaluate_zeroshot(c, n_boot=20)["metrics"]["top1"])
     for name in ("single", "clip_benchmark"):
-        alt = {**c, "class_text_raw": c["prompt_sets"][name]["class_text_raw"]}
+        ps = c.prompt_sets[name]
+        alt = dataclasses.replace(c, templates=ps.templates, class_text_raw=ps.class_text_raw)
         assert res["metrics"][f"top1_{name}"] == pytest.approx(evaluate_zeroshot(alt, n_boot=20)["metrics"]["top1"])
     tops = [v["top1"] for v in res["prompt_sets"].values()]
     assert res["metrics"]["top1_spread"] == pytest.approx(max(tops) - min(tops))
     assert res["prompt_sets"]["clip_benchmark"]["n_templates"] == 80
     with pytest.raises(ValueError, match="no prompt_sets"):
-        P.evaluate_prompts(E.load_cache(caches / "plain.pt"))
+        P.evaluate_prompts(EmbeddingCache.load(caches / "plain.pt"))
 
 
 def _record(kind, seed, dataset, tops):

@@ -30,6 +30,8 @@ from meru.models.checkpoints import (
     load_model,
     save_model,
 )
+from meru.records import EmbeddingCache
+from meru.spaces import get_space
 from meru.training.train import ResumeConfigMismatch, RunDirLocked, train
 
 torch.set_num_threads(1)
@@ -240,18 +242,20 @@ def test_nan_model_refused_by_embed_and_nan_cache_by_evaluate(tmp_path, capsys):
     )
     _one_line_error(capsys, "nan.pt", "non-finite", "curv")
     assert not (tmp_path / "e.pt").exists()
-    cache = {
-        "format": "meru-bench/embeddings/1",
-        "kind": "clip",
-        "task": "classification",
-        "dataset": "x",
-        "image_emb": torch.full((4, 8), float("nan")),
-        "labels": torch.tensor([0, 1, 0, 1]),
-        "classnames": ["a", "b"],
-        "templates": ["{}"],
-        "class_text_raw": torch.randn(1, 2, 8),
-    }
-    torch.save(cache, tmp_path / "nan_emb.pt")
+    cache = EmbeddingCache(
+        task="classification",
+        space=get_space("clip"),
+        dataset="x",
+        image_emb=torch.full((4, 8), float("nan")),
+        labels=torch.tensor([0, 1, 0, 1]),
+        classnames=["a", "b"],
+        templates=["{}"],
+        class_text_raw=torch.randn(1, 2, 8),
+    )
+    with pytest.raises(NonFiniteWeightsError, match="image_emb"):
+        cache.save(tmp_path / "nan_emb.pt")  # never written ...
+    assert not (tmp_path / "nan_emb.pt").exists()
+    torch.save(cache.to_dict(), tmp_path / "nan_emb.pt")  # ... and refused when read
     assert (
         main(
             [
@@ -433,12 +437,11 @@ def test_garbled_jpeg_missing_member_and_duplicates_are_skipped_and_counted(tmp_
 
 def test_temp_files_of_killed_runs_are_removed_on_next_start(tmp_path):
     from meru.io import pid_alive
-    from meru.evaluation.embed import save_cache
 
     dead = next(p for p in range(999_999, 900_000, -1) if not pid_alive(p))
     (tmp_path / f"ds.tmp-{dead}").mkdir()  # a dataset build killed half-way
     (tmp_path / f".emb.pt.tmp-{dead}").write_bytes(b"half")  # an embedding cache write killed half-way
     write_shards(_samples(4), tmp_path / "ds", "t", shard_size=4, source="test")
-    save_cache({"format": "meru-bench/embeddings/1", "image_emb": torch.zeros(2, 3)}, tmp_path / "emb.pt")
+    EmbeddingCache(task="retrieval", space=get_space("clip"), image_emb=torch.zeros(2, 3)).save(tmp_path / "emb.pt")
     assert not (tmp_path / f"ds.tmp-{dead}").exists() and not (tmp_path / f".emb.pt.tmp-{dead}").exists()
     assert (tmp_path / "ds" / "manifest.json").exists() and (tmp_path / "emb.pt").exists()

@@ -210,10 +210,13 @@ def test_released_variant_records_carry_the_variant_as_size():
     """Records of `meru-vit-s16-grit-released` get size vit-s16-grit (not vit-s16), so they neither collide
     with the RedCaps checkpoint's records nor miss their published rows."""
     from meru.evaluation.run import header
+    from meru.records import EmbeddingCache
+    from meru.spaces import Lorentz
 
-    cache = {"kind": "meru", "size": "vit-s16", "seed": None, "curv": 1.0}
+    cache = EmbeddingCache(task="classification", space=Lorentz(1.0), size="vit-s16", seed=None)
     assert header(cache, "zeroshot", "meru-vit-s16-grit-released")["size"] == "vit-s16-grit"
     assert header(cache, "zeroshot", "meru-vit-s16-released")["size"] == "vit-s16"
-    assert header(dict(cache, seed=3), "zeroshot", "meru-vit-s16-s3")["size"] == "vit-s16"
+    cache.seed = 3
+    assert header(cache, "zeroshot", "meru-vit-s16-s3")["size"] == "vit-s16"
     assert rp.released_label({"kind": "clip", "size": "vit-b16", "data": "grit"}) == "clip-vit-b16-grit-released"
     assert rp.released_label({"kind": "clip", "size": "vit-b16"}) == "clip-vit-b16-released"

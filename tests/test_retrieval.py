@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from meru.evaluation.retrieval import best_positive_ranks, evaluate_retrieval
+from meru.records import EmbeddingCache
+from meru.spaces import get_space
 
 
 def test_best_positive_rank_by_hand():
@@ -28,7 +30,8 @@ def test_recall_clip_multi_caption():
             [0.0, 0.0, 1.0],
         ]
     )  # caption of img2
-    cache = {"kind": "clip", "image_emb": img, "text_emb": txt, "text_to_image": torch.tensor([0, 0, 1, 2])}
+    t2i = torch.tensor([0, 0, 1, 2])
+    cache = EmbeddingCache(task="retrieval", space=get_space("clip"), image_emb=img, text_emb=txt, text_to_image=t2i)
     res = evaluate_retrieval(cache, n_boot=20)
     # i2t ranks: img0 -> captions sorted by x: c1(1/|.|), c2, c0 ... best positive c1 -> rank 0
     #            img1 -> by y/|t|: c0 (0.995), c2 (0.447) -> rank 1 ; img2 -> c3 rank 0
@@ -45,7 +48,10 @@ def test_meru_uses_lorentzian_inner_product():
     # same direction, different norms: cosine ties, the Lorentzian inner product prefers the nearest point
     img = torch.tensor([[1.0, 0.0], [3.0, 0.0]])
     txt = torch.tensor([[3.1, 0.0], [0.9, 0.0]])
-    cache = {"kind": "meru", "curv": 1.0, "image_emb": img, "text_emb": txt, "text_to_image": torch.tensor([1, 0])}
+    t2i = torch.tensor([1, 0])
+    cache = EmbeddingCache(
+        task="retrieval", space=get_space("meru", 1.0), image_emb=img, text_emb=txt, text_to_image=t2i
+    )
     assert evaluate_retrieval(cache, n_boot=5)["metrics"]["i2t_r1"] == 100.0
-    cache["kind"], cache["curv"] = "clip", None
+    cache = EmbeddingCache(task="retrieval", space=get_space("clip"), image_emb=img, text_emb=txt, text_to_image=t2i)
     assert evaluate_retrieval(cache, n_boot=5)["per_query"]["i2t_rank"] == [0, 0]  # ties favour positives

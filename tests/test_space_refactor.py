@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from meru import lorentz as L
-from meru.evaluation.embed import encode_images, model_info
+from meru.evaluation.embed import encode_images
+from meru.records import EmbeddingCache
 from meru.evaluation.traversal import nearest_captions
 from meru.losses import build_loss
 from meru.spaces import get_space
@@ -139,9 +140,10 @@ def test_model_projection_and_cache_header_identical(kind):
         raw = model.visual.head(model.image_features(images)).float()
         old = model.lift(raw, model.visual_alpha) if kind == "meru" else F.normalize(raw, dim=-1)
     assert torch.equal(encode_images(model, images)[1], old)
-    info = model_info(model)
+    info = EmbeddingCache.from_dict({**EmbeddingCache.model_fields(model), "task": "text-pool"})
+    assert info.kind == kind and info.space.matches(model.space())
     if kind == "meru":
-        assert info["curv"] == float(model.curv.detach().exp())
-        assert info["textual_alpha"] == float(model.textual_alpha.detach().exp())
+        assert info.space.curv == float(model.curv.detach().exp())
+        assert info.textual_alpha == float(model.textual_alpha.detach().exp())
     else:
-        assert info["curv"] is None and info["textual_alpha"] is None and info["visual_alpha"] is None
+        assert info.space.curv is None and info.textual_alpha is None and info.visual_alpha is None

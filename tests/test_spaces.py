@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from meru import lorentz as L
-from meru.spaces import Euclidean, EuclideanSphere, Lorentz, get_space, space_of
+from meru.records import space_from_record
+from meru.spaces import Euclidean, EuclideanSphere, Lorentz, get_space
 
 
 def test_get_space():
@@ -178,11 +179,12 @@ def test_euclidean_logits_root_paths_and_projection():
 
 def test_space_records_round_trip_and_geometry_labels():
     for space in (EuclideanSphere(), Lorentz(0.7), Euclidean(min_radius=0.2)):
-        rebuilt = space_of({"space": space.record()})
+        rebuilt = space_from_record(space.record())
         assert type(rebuilt) is type(space) and rebuilt.matches(space) and rebuilt.min_radius == space.min_radius
-        assert space_of({"kind": space.kind, "curv": space.curv}).matches(space)  # caches without a record
         g = space.geometry()
         assert set(g) == {"space", "root_distance"} and g["space"] == space.name and g["root_distance"]
     assert not Lorentz(0.7).matches(Lorentz(0.8)) and not Euclidean().matches(EuclideanSphere())
     with pytest.raises(ValueError, match="re-run"):
-        space_of({})
+        space_from_record({})
+    with pytest.raises(ValueError, match="re-run"):
+        space_from_record({"name": "lorentz", "curv": None, "min_radius": 0.1})  # MERU needs its curvature

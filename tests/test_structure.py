@@ -1,5 +1,6 @@
 """Structure metrics on constructed hyperbolic / spherical points with a known depth ordering."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -7,26 +8,28 @@ import pytest
 import torch
 
 from meru.evaluation.structure import evaluate_structure
+from meru.records import EmbeddingCache
+from meru.spaces import get_space
 
 E1, E2 = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
 POOL_NORMS = [(E1, 0.5, 1), (E1, 1.0, 3), (E1, 2.0, 5), (E2, 0.6, 2), (E2, 1.5, 4)]
 
 
 def meru_inputs():
-    pool = {
-        "kind": "meru",
-        "curv": 1.0,
-        "text_emb": torch.stack([d * r for d, r, _ in POOL_NORMS]),
-        "specificity": torch.tensor([float(s) for *_, s in POOL_NORMS]),
-        "path": "pool",
-    }
-    cache = {
-        "kind": "meru",
-        "curv": 1.0,
-        "image_emb": torch.stack([3.0 * E1, 2.5 * E2]),
-        "path": "emb",
-        "meta": [{"true_captions": [0, 1, 2]}, {"true_captions": [3, 4]}],
-    }
+    pool = EmbeddingCache(
+        task="text-pool",
+        space=get_space("meru", 1.0),
+        text_emb=torch.stack([d * r for d, r, _ in POOL_NORMS]),
+        specificity=torch.tensor([float(s) for *_, s in POOL_NORMS]),
+        path="pool",
+    )
+    cache = EmbeddingCache(
+        task="classification",
+        space=get_space("meru", 1.0),
+        image_emb=torch.stack([3.0 * E1, 2.5 * E2]),
+        path="emb",
+        meta=[{"true_captions": [0, 1, 2]}, {"true_captions": [3, 4]}],
+    )
     return cache, pool
 
 
@@ -50,8 +53,8 @@ def test_meru_structure_hand_computed():
 
 def test_reversed_depth_gives_negative_correlation_and_images_inside():
     cache, pool = meru_inputs()
-    pool["specificity"] = -pool["specificity"]
-    cache["image_emb"] = torch.stack([0.2 * E1, 0.2 * E2])  # images nearer the origin than captions
+    pool.specificity = -pool.specificity
+    cache.image_emb = torch.stack([0.2 * E1, 0.2 * E2])  # images nearer the origin than captions
     m = evaluate_structure(cache, pool, n_boot=10)["metrics"]
     assert m["spearman_specificity"] == pytest.approx(-1.0)
     assert m["image_farther_frac"] == 0.0
@@ -59,8 +62,15 @@ def test_reversed_depth_gives_negative_correlation_and_images_inside():
 
 
 def test_clip_root_is_mean_caption_direction_and_no_cones():
-    pool = {"kind": "clip", "curv": None, "text_emb": torch.stack([E1, E2]), "specificity": torch.tensor([0.0, 1.0])}
-    cache = {"kind": "clip", "curv": None, "image_emb": torch.stack([E1, E1]), "meta": [{"true_captions": [0]}] * 2}
+    pool = EmbeddingCache(
+        task="text-pool", space=get_space("clip"), text_emb=torch.stack([E1, E2]), specificity=torch.tensor([0.0, 1.0])
+    )
+    cache = EmbeddingCache(
+        task="classification",
+        space=get_space("clip"),
+        image_emb=torch.stack([E1, E1]),
+        meta=[{"true_captions": [0]}] * 2,
+    )
     res = evaluate_structure(cache, pool, n_boot=10)
     m = res["metrics"]
     assert m["image_root_mean"] == pytest.approx(math.pi / 4, rel=1e-5)
@@ -70,7 +80,7 @@ def test_clip_root_is_mean_caption_direction_and_no_cones():
 
 def test_models_must_match():
     cache, pool = meru_inputs()
-    pool["curv"] = 2.0
+    pool.space = get_space("meru", 2.0)
     with pytest.raises(ValueError, match="different models"):
         evaluate_structure(cache, pool)
 
@@ -86,20 +96,20 @@ def test_root_distance_by_level_groups_captions():
 
 def test_euclip_structure_hand_computed():
     """EuCLIP: [ROOT] = origin, r = ||x||, Euclidean cones of half-aperture asin(0.1 / ||t||)."""
-    pool = {
-        "kind": "euclip",
-        "curv": None,
-        "text_emb": torch.stack([d * r for d, r, _ in POOL_NORMS]),
-        "specificity": torch.tensor([float(s) for *_, s in POOL_NORMS]),
-        "path": "pool",
-    }
-    cache = {
-        "kind": "euclip",
-        "curv": None,
-        "image_emb": torch.stack([3.0 * E1, 2.5 * E2]),
-        "path": "emb",
-        "meta": [{"true_captions": [0, 1, 2]}, {"true_captions": [3, 4]}],
-    }
+    pool = EmbeddingCache(
+        task="text-pool",
+        space=get_space("euclip"),
+        text_emb=torch.stack([d * r for d, r, _ in POOL_NORMS]),
+        specificity=torch.tensor([float(s) for *_, s in POOL_NORMS]),
+        path="pool",
+    )
+    cache = EmbeddingCache(
+        task="classification",
+        space=get_space("euclip"),
+        image_emb=torch.stack([3.0 * E1, 2.5 * E2]),
+        path="emb",
+        meta=[{"true_captions": [0, 1, 2]}, {"true_captions": [3, 4]}],
+    )
     res = evaluate_structure(cache, pool, n_boot=20)
     m = res["metrics"]
     assert m["image_root_mean"] == pytest.approx(2.75) and m["text_root_median"] == pytest.approx(1.0)
@@ -111,4 +121,4 @@ def test_euclip_structure_hand_computed():
     assert res["root"] == "origin"
     # a MERU pool cannot be compared with EuCLIP images
     with pytest.raises(ValueError, match="different models"):
-        evaluate_structure(cache, dict(pool, kind="meru", curv=1.0))
+        evaluate_structure(cache, dataclasses.replace(pool, kind="meru", space=get_space("meru", 1.0)))

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from meru.evaluation.traversal import ROOT_TEXT, traverse
-from meru.spaces import Lorentz
+from meru.records import EmbeddingCache
+from meru.spaces import Lorentz, get_space
 
 E1, E2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
 
@@ -25,20 +26,20 @@ def test_meru_path_is_the_geodesic_to_the_origin():
 def test_meru_traversal_steps_up_the_hierarchy():
     # captions on the image's ray at increasing distance (specificity 1, 2, 3) + a distractor elsewhere
     norms = [0.5, 1.0, 1.5]
-    pool = {
-        "kind": "meru",
-        "curv": 1.0,
-        "texts": ["general", "middle", "specific", "other"],
-        "text_emb": torch.stack([E1 * r for r in norms] + [E2 * 1.2]),
-        "specificity": torch.tensor([1.0, 2.0, 3.0, 3.0]),
-    }
-    cache = {
-        "kind": "meru",
-        "curv": 1.0,
-        "image_emb": (2.0 * E1)[None],
-        "keys": ["im"],
-        "meta": [{"true_captions": [0, 1, 2]}],
-    }
+    pool = EmbeddingCache(
+        task="text-pool",
+        space=get_space("meru", 1.0),
+        texts=["general", "middle", "specific", "other"],
+        text_emb=torch.stack([E1 * r for r in norms] + [E2 * 1.2]),
+        specificity=torch.tensor([1.0, 2.0, 3.0, 3.0]),
+    )
+    cache = EmbeddingCache(
+        task="classification",
+        space=get_space("meru", 1.0),
+        image_emb=(2.0 * E1)[None],
+        keys=["im"],
+        meta=[{"true_captions": [0, 1, 2]}],
+    )
     steps = 11
     out = traverse(cache, pool, steps=steps)
     listed = out["images"][0]["steps"]
@@ -62,14 +63,14 @@ def test_meru_traversal_steps_up_the_hierarchy():
 def test_clip_traversal_linear_interpolation_to_mean_caption():
     ang = [0, 30, 60, 90]
     emb = torch.tensor([[math.cos(math.radians(a)), math.sin(math.radians(a))] for a in ang])
-    pool = {
-        "kind": "clip",
-        "curv": None,
-        "texts": [f"a{a}" for a in ang],
-        "text_emb": emb,
-        "specificity": torch.tensor([3.0, 2.0, 1.0, 0.0]),
-    }
-    cache = {"kind": "clip", "curv": None, "image_emb": emb[:1].clone(), "keys": ["im"]}
+    pool = EmbeddingCache(
+        task="text-pool",
+        space=get_space("clip"),
+        texts=[f"a{a}" for a in ang],
+        text_emb=emb,
+        specificity=torch.tensor([3.0, 2.0, 1.0, 0.0]),
+    )
+    cache = EmbeddingCache(task="classification", space=get_space("clip"), image_emb=emb[:1].clone(), keys=["im"])
     out = traverse(cache, pool, steps=9)
     # root = 45 degrees; path angles go 0 -> 45: nearest a0 until > 15 degrees, then a30; root at the end
     assert [s["text"] for s in out["images"][0]["steps"]] == ["a0", "a30", ROOT_TEXT]
@@ -80,20 +81,20 @@ def test_euclip_traversal_steps_up_the_hierarchy():
     """EuCLIP: straight line to the origin; at each point the nearest (by squared distance) caption whose
     Euclidean cone contains the point."""
     norms = [0.5, 1.0, 1.5]
-    pool = {
-        "kind": "euclip",
-        "curv": None,
-        "texts": ["general", "middle", "specific", "other"],
-        "text_emb": torch.stack([E1 * r for r in norms] + [E2 * 1.2]),
-        "specificity": torch.tensor([1.0, 2.0, 3.0, 3.0]),
-    }
-    cache = {
-        "kind": "euclip",
-        "curv": None,
-        "image_emb": (2.1 * E1)[None],
-        "keys": ["im"],
-        "meta": [{"true_captions": [0, 1, 2]}],
-    }
+    pool = EmbeddingCache(
+        task="text-pool",
+        space=get_space("euclip"),
+        texts=["general", "middle", "specific", "other"],
+        text_emb=torch.stack([E1 * r for r in norms] + [E2 * 1.2]),
+        specificity=torch.tensor([1.0, 2.0, 3.0, 3.0]),
+    )
+    cache = EmbeddingCache(
+        task="classification",
+        space=get_space("euclip"),
+        image_emb=(2.1 * E1)[None],
+        keys=["im"],
+        meta=[{"true_captions": [0, 1, 2]}],
+    )
     steps = 11
     out = traverse(cache, pool, steps=steps)
     listed = out["images"][0]["steps"]

@@ -265,7 +265,7 @@ def test_pretrained_config_runs_end_to_end_on_fixtures(tmp_path):
     assert torch.load(released, weights_only=True).keys() == {"model"}
     cache = torch.load(res / "embeddings" / "meru-vit-s16-released" / "mnist.pt", weights_only=True)
     assert cache["kind"] == "meru" and cache["size"] == "vit-s16" and cache["image_emb"].shape == (12, 512)
-    assert cache["space"]["name"] == "lorentz" and cache["curv"] == pytest.approx(1.0)
+    assert cache["space"]["name"] == "lorentz" and cache["space"]["curv"] == pytest.approx(1.0)
     assert (res / "PROVENANCE.md").is_file() and (res / "tables" / "zeroshot.csv").is_file()
     assert (res / "plots" / "zeroshot_bars.png").is_file()
     assert (res / "plots" / "scaling.png").is_file()  # two model sizes (vit-s16, tiny): the scaling figure

@@ -6,19 +6,21 @@ import pytest
 import torch
 
 from meru.evaluation.tree import Tree
+from meru.records import EmbeddingCache
+from meru.spaces import get_space
 from meru.evaluation.zeroshot import classifier_weights, evaluate_zeroshot, topk_correct, zeroshot_scores
 
 
 def clip_cache(image_emb, raw, labels):
-    return {
-        "kind": "clip",
-        "curv": None,
-        "textual_alpha": None,
-        "image_emb": image_emb,
-        "class_text_raw": raw,
-        "labels": torch.tensor(labels),
-        "classnames": [f"c{i}" for i in range(raw.shape[1])],
-    }
+    return EmbeddingCache(
+        task="classification",
+        space=get_space("clip"),
+        textual_alpha=None,
+        image_emb=image_emb,
+        class_text_raw=raw,
+        labels=torch.tensor(labels),
+        classnames=[f"c{i}" for i in range(raw.shape[1])],
+    )
 
 
 def test_clip_hand_computed_accuracies():
@@ -40,7 +42,7 @@ def test_clip_hand_computed_accuracies():
 def test_clip_ensemble_normalise_mean_normalise():
     torch.manual_seed(0)
     raw = torch.randn(4, 3, 5) * torch.tensor([1, 5, 0.2, 3])[:, None, None]
-    w = classifier_weights({"kind": "clip", "class_text_raw": raw})
+    w = classifier_weights(EmbeddingCache(task="classification", space=get_space("clip"), class_text_raw=raw))
     n = raw / raw.norm(dim=-1, keepdim=True)
     m = n.mean(0)
     torch.testing.assert_close(w, m / m.norm(dim=-1, keepdim=True))
@@ -49,7 +51,8 @@ def test_clip_ensemble_normalise_mean_normalise():
 def test_meru_ensemble_is_tangent_space_average():
     torch.manual_seed(0)
     raw, c, alpha = torch.randn(5, 3, 4), 0.7, 0.3
-    w = classifier_weights({"kind": "meru", "curv": c, "textual_alpha": alpha, "class_text_raw": raw})
+    cache = EmbeddingCache(task="classification", space=get_space("meru", c), textual_alpha=alpha, class_text_raw=raw)
+    w = classifier_weights(cache)
     for k in range(3):
         v = alpha * raw[:, k].mean(0).double()
         r = math.sqrt(c) * v.norm()
@@ -68,16 +71,16 @@ def test_meru_ensemble_is_tangent_space_average():
 def test_meru_score_is_lorentzian_inner_product():
     torch.manual_seed(1)
     c = 1.3
-    cache = {
-        "kind": "meru",
-        "curv": c,
-        "textual_alpha": 0.5,
-        "class_text_raw": torch.randn(2, 4, 3),
-        "image_emb": torch.randn(6, 3),
-    }
+    cache = EmbeddingCache(
+        task="classification",
+        space=get_space("meru", c),
+        textual_alpha=0.5,
+        class_text_raw=torch.randn(2, 4, 3),
+        image_emb=torch.randn(6, 3),
+    )
     s = zeroshot_scores(cache)
     w = classifier_weights(cache)
-    x = cache["image_emb"]
+    x = cache.image_emb
     xt = torch.sqrt(1 / c + (x**2).sum(1))
     wt = torch.sqrt(1 / c + (w**2).sum(1))
     torch.testing.assert_close(s, x @ w.T - xt[:, None] * wt[None], rtol=1e-5, atol=1e-5)
@@ -110,7 +113,7 @@ def test_hierarchical_metrics_on_a_small_tree():
     # true a1 each time; predictions a1, a2 (sibling), b1 (cousin)
     x = torch.eye(4)[[0, 1, 2]]
     cache = clip_cache(x, raw, [0, 0, 0])
-    cache["class_nodes"] = classes
+    cache.class_nodes = classes
     res = evaluate_zeroshot(cache, tree=tree, n_boot=20)
     h = res["hierarchical_metrics"]
     assert h["tie"] == pytest.approx((0 + 2 + 4) / 3)

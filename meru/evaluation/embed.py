@@ -2,27 +2,17 @@
 
 Every metric (``meru evaluate``) reads this cache, so the towers run once per (checkpoint, eval set).
 
-Cache (``torch.save`` of a plain dict, loads with ``weights_only=True``; all tensors float32 on CPU)::
-
-    {"format": "meru-bench/embeddings/1", "kind": "meru"|"clip"|"euclip", "curv": float|None,
-     "space": {"name", "kind", "curv", "min_radius"},   # meru.spaces record: space_of(cache) rebuilds the space
-     "visual_alpha": float|None, "textual_alpha": float|None,   # the towers' scales (MERU: exp of the learned
-                                                                 # log-alphas; EuCLIP: 1/sqrt(D); CLIP: None)
-     "checkpoint": str, "size": str, "seed": int|None, "step": int|None,
-     "dataset": str, "task": "classification"|"retrieval"|"text-pool",
-     "keys": [N] sample keys, "meta": [N] per-image json dicts or None,
-     "image_emb": [N, D] projected (CLIP: unit vectors; MERU: hyperboloid space components; EuCLIP: raw / sqrt(D)),
-     "image_feats": [N, W] pre-projection image features (linear probe),
-     # classification
-     "labels": [N] long, "classnames": [C], "templates": [T], "class_text_raw": [T, C, D]
-         (raw projected text features of every template x class, before the space's lift;
-          ensembled at evaluate time with ``space.ensemble``), "class_nodes": [C] taxonomy ids or None,
-     "prompt_sets": {name: {"templates", "source", "class_text_raw" [T', C, D]}} (other template sets,
-         same class names; meru.evaluation.prompt_sensitivity),
-     # retrieval
-     "texts": [M], "text_emb": [M, D], "text_to_image": [M] long (image row of each caption),
-     # text pool (no images)
-     "texts", "text_emb", "specificity" [M], "depth" [M], "node" [M], "attributes" [M]}
+The cache is a :class:`meru.records.EmbeddingCache` (typed fields, one per item below; the record's docstring
+gives the shapes), written with :meth:`~meru.records.EmbeddingCache.save` (atomic; refuses NaN/inf) as a plain
+dict that loads with ``torch.load(weights_only=True)`` (format ``meru-bench/embeddings/2``) and read with
+:meth:`~meru.records.EmbeddingCache.load`. All tensors are float32 on CPU. It holds the model's identity
+(kind, size, seed, step, checkpoint), its space (:mod:`meru.spaces`, MERU with its curvature) and the towers'
+alphas, the image embeddings ``[N, D]`` and pre-projection features ``[N, W]``; classification sets add labels,
+class names, templates and the raw projected text features ``[T, C, D]`` of every template x class (ensembled
+at evaluate time with ``space.ensemble``) and alternative template sets (``prompt_sets``,
+:mod:`meru.evaluation.prompt_sensitivity`); retrieval sets their captions ``[M, D]`` and ``text_to_image``;
+caption pools (no images) their captions with specificity, depth, node and attributes; HierarCaps
+(:mod:`meru.evaluation.hierarcaps`) its caption levels, hierarchy ids and the empty caption's embedding.
 
 Reading is the data layer's: :func:`meru.data.evalsets.open_evalset` gives an ``EvalSet`` (name, task,
 class names, templates, class nodes, template sets, items) and :func:`meru.data.evalsets.open_text_pool` a
@@ -40,36 +30,12 @@ output as full-context padding. Progress goes to stderr as plain lines (count, r
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-from pathlib import Path
 
 import torch
 
-FORMAT = "meru-bench/embeddings/1"
-TASKS = ("classification", "retrieval", "text-pool", "hierarcaps")
-
-
-# ----------------------------------------------------------------------------- model info
-
-
-def model_info(model, checkpoint: str | os.PathLike | None = None) -> dict:
-    """kind, space, size, curvature, alphas, seed and step of a loaded model (cache header)."""
-    info = getattr(model, "checkpoint_info", None) or {}
-    config = info.get("config") or {}
-    seed = (config.get("runtime") or {}).get("seed") if isinstance(config, dict) else None
-    out = {
-        "format": FORMAT,
-        "kind": model.kind,
-        "size": getattr(model, "size", None),
-        "checkpoint": str(checkpoint) if checkpoint is not None else None,
-        "seed": None if seed is None else int(seed),
-        "step": info.get("step"),
-    }
-    space = model.space().record()
-    out.update(space=space, curv=space["curv"], **model.projection_scales())
-    return out
+from meru.records import EmbeddingCache
 
 
 def _autocast(model, amp: str):
@@ -161,8 +127,8 @@ def embed_evalset(
     checkpoint: str | None = None,
     prompt_sets: bool = True,
     amp: str = "auto",
-) -> dict:
-    """Encode a whole evaluation set -> cache dict (see module docstring).
+) -> EmbeddingCache:
+    """Encode a whole evaluation set -> embedding cache (see module docstring).
 
     ``evalset``: a :class:`meru.data.evalsets.EvalSet` (:func:`meru.data.evalsets.open_evalset`); its
     name, task, class names, templates, class nodes and template sets are copied into the cache.
@@ -172,13 +138,13 @@ def embed_evalset(
     from meru.progress import Progress
 
     model = model.eval()
-    out = model_info(model, checkpoint)
+    out = EmbeddingCache.model_fields(model, checkpoint)
     out["dataset"] = evalset.name
     if evalset.task == "hierarcaps":
         # HierarCaps: images + 4-level caption hierarchies (meru.evaluation.hierarcaps)
         from meru.evaluation.hierarcaps import embed_hierarcaps
 
-        return {**out, **embed_hierarcaps(model, evalset, batch_size, num_workers, amp)}
+        return EmbeddingCache.from_dict({**out, **embed_hierarcaps(model, evalset, batch_size, num_workers, amp)})
     task = evalset.task
     out["task"] = task
     progress = Progress(f"meru embed {out['dataset']}", evalset.num_items, "images")
@@ -226,16 +192,18 @@ def embed_evalset(
             text_emb=encode_texts(model, texts, True, batch_size, amp, text_progress),
             text_to_image=torch.tensor(t2i, dtype=torch.long),
         )
-    return out
+    return EmbeddingCache.from_dict(out)
 
 
-def embed_text_pool(model, pool, batch_size: int = 256, checkpoint: str | None = None, amp: str = "auto") -> dict:
-    """Encode a caption pool (:class:`meru.data.evalsets.TextPool`) -> cache dict with ``texts``, ``text_emb``
+def embed_text_pool(
+    model, pool, batch_size: int = 256, checkpoint: str | None = None, amp: str = "auto"
+) -> EmbeddingCache:
+    """Encode a caption pool (:class:`meru.data.evalsets.TextPool`) -> embedding cache with ``texts``, ``text_emb``
     and the pool's annotations."""
     from meru.progress import Progress
 
     rows = pool.rows
-    out = model_info(model.eval(), checkpoint)
+    out = EmbeddingCache.model_fields(model.eval(), checkpoint)
     texts = [r["text"] for r in rows]
     nan = float("nan")
     out.update(
@@ -250,56 +218,7 @@ def embed_text_pool(model, pool, batch_size: int = 256, checkpoint: str | None =
         node=[r.get("node") for r in rows],
         attributes=[r.get("attributes") for r in rows],
     )
-    return out
-
-
-# ----------------------------------------------------------------------------- cache I/O
-
-EMBEDDING_KEYS = ("image_emb", "image_feats", "text_emb", "class_text_raw")
-
-
-def check_finite_cache(cache: dict, source: str) -> None:
-    """Refuse (``NonFiniteWeightsError``, one line) NaN/inf embeddings or model scalars: a diverged model must
-    never be scored (NaN distances make every ranking a tie, which reads as perfect recall)."""
-    from meru.models.checkpoints import NonFiniteWeightsError, require_finite
-
-    require_finite({k: cache[k] for k in EMBEDDING_KEYS if k in cache}, source, "embeddings")
-    for k in ("curv", "visual_alpha", "textual_alpha"):
-        v = cache.get(k)
-        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
-            raise NonFiniteWeightsError(f"{source}: {k} = {v!r} is not finite; a diverged model is refused")
-
-
-def save_cache(cache: dict, path: str | os.PathLike) -> Path:
-    """``torch.save`` atomically (temp file in the same directory + rename); refuses non-finite embeddings."""
-    from meru.io import remove_stale_temps
-    from meru.models.checkpoints import save_torch
-
-    path = Path(path)
-    check_finite_cache(cache, f"{path} (not written)")
-    remove_stale_temps(path)  # temp files of killed runs
-    return save_torch(path, cache)
-
-
-def load_cache(path: str | os.PathLike, task: str | tuple[str, ...] | None = None) -> dict:
-    """Load an embedding cache and check its format (and task, if given)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: embedding cache not found; create it with `meru embed ... --out {path}`")
-    from meru.models.checkpoints import safe_load
-
-    cache = safe_load(path, "cpu", "embedding cache")
-    if not isinstance(cache, dict) or cache.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an embedding cache (expected format {FORMAT!r}); re-run `meru embed`")
-    check_finite_cache(cache, str(path))
-    tasks = (task,) if isinstance(task, str) else task
-    if tasks is not None and cache.get("task") not in tasks:
-        raise ValueError(
-            f"{path}: cache holds a {cache.get('task')!r} set but this evaluation needs "
-            f"{' or '.join(tasks)}; pass the matching --embeddings file"
-        )
-    cache["path"] = str(path)
-    return cache
+    return EmbeddingCache.from_dict(out)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -418,9 +337,8 @@ def run(args: argparse.Namespace) -> int:
                     prompt_sets=getattr(args, "prompt_sets", True),
                     amp=amp,
                 )
-            save_cache(cache, out)
-            n = cache["image_emb"].shape[0] if "image_emb" in cache else len(cache["texts"])
-            print(f"meru embed: {cache['task']} {cache['dataset']}: {n} items -> {out}")
+            cache.save(out)
+            print(f"meru embed: {cache.task} {cache.dataset}: {cache.n_items()} items -> {out}")
     except (FileNotFoundError, KeyError, ValueError, CheckpointError, ExternalModelError) as e:
         print(f"meru embed: error: {e}", file=sys.stderr)
         return 2

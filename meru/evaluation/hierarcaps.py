@@ -3,7 +3,7 @@ specificity, and does it support retrieving a caption hierarchy for an image?
 
 Data: H hierarchies of 4 captions (level 0 general .. 3 specific) over M images (an image may have
 several hierarchies); caption k = (hierarchy h, level l) is row ``4 h + l`` of ``text_emb [4H, D]``, and
-``text_to_image [4H]`` its image. All geometry goes through ``space = get_space(kind, curv)``:
+``text_to_image [4H]`` its image. All geometry goes through the cache's space (``cache.space``, :mod:`meru.spaces`):
 ``r_k = space.root_distance(text_emb, root)`` with ``root`` = the embedding of the empty caption (MERU:
 ignored, the origin is the root; CLIP: the angle to it), ``s(i, k) = space.similarity`` (MERU:
 Lorentzian inner product; CLIP: cosine).
@@ -38,7 +38,7 @@ import itertools
 import numpy as np
 import torch
 
-from meru.spaces import get_space
+from meru.records import EmbeddingCache
 from meru.stats import bootstrap_ci
 
 LEVELS = 4
@@ -258,7 +258,7 @@ def _cone_scores(
 
 
 def evaluate_hierarcaps(
-    cache: dict,
+    cache: EmbeddingCache,
     n_boot: int = 1000,
     seed: int = 0,
     steps: int = 50,
@@ -269,17 +269,17 @@ def evaluate_hierarcaps(
     """HierarCaps metrics from a ``task == "hierarcaps"`` cache -> ``{"metrics", "intervals", "n",
     "ties", "per_item", ...}`` (module doc). AP/AUROC intervals use ``min(n_boot, n_boot_pairs)``
     resamples of the ~10^5 scored pairs (each resample sorts them; the index matrix is B x pairs)."""
-    space = get_space(cache["kind"], cache.get("curv"))
-    text, image = cache["text_emb"].float(), cache["image_emb"].float()
-    texts = list(cache["texts"])
-    t2i = cache["text_to_image"].long().numpy()
+    cache.require("image_emb", "texts", "text_emb", "text_to_image", what="a HierarCaps embedding cache")
+    space = cache.space
+    text, image = cache.text_emb.float(), cache.image_emb.float()
+    texts = list(cache.texts)
+    t2i = cache.text_to_image.long().numpy()
     if text.shape[0] % LEVELS or len(texts) != text.shape[0] or len(t2i) != len(texts):
         raise ValueError(
-            f"{cache.get('path', 'cache')}: texts, text_emb and text_to_image must have 4 rows per "
-            "hierarchy; re-run `meru embed`"
+            f"{cache.name}: texts, text_emb and text_to_image must have 4 rows per hierarchy; re-run `meru embed`"
         )
     n_h, n_img = text.shape[0] // LEVELS, image.shape[0]
-    root = cache.get("root_emb")
+    root = cache.root_emb
     radii = space.root_distance(text, root=None if root is None else root.float().reshape(-1))
     hierarchies = [[] for _ in range(n_img)]
     for h in range(n_h):

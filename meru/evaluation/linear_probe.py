@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 
+from meru.records import EmbeddingCache
 from meru.stats import bootstrap_ci
 from meru.evaluation.zeroshot import _mpc_rows, mean_per_class
 
@@ -79,23 +80,20 @@ def search_cost(x_tr, y_tr, x_val, y_val, max_iter: int = 1000) -> tuple[float, 
 
 
 def evaluate_linear_probe(
-    train_cache: dict,
-    test_cache: dict,
+    train_cache: EmbeddingCache,
+    test_cache: EmbeddingCache,
     val_fraction: float = 0.2,
     n_boot: int = 1000,
     seed: int = 0,
     max_iter: int = 1000,
 ) -> dict:
     """Fit the probe on ``train_cache`` (with C search) and score it on ``test_cache``."""
-    for name, c in (("train", train_cache), ("test", test_cache)):
-        if "image_feats" not in c or "labels" not in c:
-            raise KeyError(
-                f"{c.get('path', name)}: needs 'image_feats' and 'labels' (a classification embedding cache)"
-            )
-    x = train_cache["image_feats"].float().numpy()
-    y = train_cache["labels"].long().numpy()
-    xt = test_cache["image_feats"].float().numpy()
-    yt = test_cache["labels"].long().numpy()
+    for c in (train_cache, test_cache):
+        c.require("image_feats", "labels", what="a classification embedding cache")
+    x = train_cache.image_feats.float().numpy()
+    y = train_cache.labels.long().numpy()
+    xt = test_cache.image_feats.float().numpy()
+    yt = test_cache.labels.long().numpy()
     if x.shape[1] != xt.shape[1]:
         raise ValueError(f"train features have width {x.shape[1]} but test features {xt.shape[1]}: different models?")
     tr, va = split_train_val(y, val_fraction)

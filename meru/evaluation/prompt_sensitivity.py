@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from meru.records import EmbeddingCache, PromptSet
 from meru.stats import bootstrap_ci
 
 
@@ -33,7 +34,7 @@ def embed_prompt_sets(model, sets: dict, classnames: list[str], batch_size: int 
     return out
 
 
-def evaluate_prompts(cache: dict, n_boot: int = 1000, seed: int = 0) -> dict:
+def evaluate_prompts(cache: EmbeddingCache, n_boot: int = 1000, seed: int = 0) -> dict:
     """Zero-shot top-1 and mean per-class accuracy (%) under every template set of the cache.
 
     Returns ``{"metrics": {"top1_<set>", "mean_per_class_<set>", "top1_spread"}, "intervals", "n",
@@ -42,24 +43,18 @@ def evaluate_prompts(cache: dict, n_boot: int = 1000, seed: int = 0) -> dict:
     ``prompt_sets``."""
     from meru.evaluation.zeroshot import mean_per_class, zeroshot_scores
 
-    if not cache.get("prompt_sets"):
+    if not cache.prompt_sets:
         raise ValueError(
-            f"{cache.get('path', 'cache')}: no prompt_sets in this embedding cache (made before "
+            f"{cache.name}: no prompt_sets in this embedding cache (made before "
             "prompt sensitivity existed, or not a zero-shot set); re-run `meru embed`"
         )
-    labels = cache["labels"].long()
+    cache.require("labels", "templates", "class_text_raw", what="a classification embedding cache")
+    labels = cache.labels.long()
     lab = labels.numpy()
-    sets = {
-        "evalset": {
-            "templates": cache["templates"],
-            "source": "eval set templates",
-            "class_text_raw": cache["class_text_raw"],
-        }
-    }
-    sets.update(cache["prompt_sets"])
+    sets = {"evalset": PromptSet(cache.templates, "eval set templates", cache.class_text_raw), **cache.prompt_sets}
     metrics, intervals, info = {}, {}, {}
     for name, entry in sets.items():
-        scores = zeroshot_scores({**cache, "class_text_raw": entry["class_text_raw"]})
+        scores = zeroshot_scores(cache, class_text_raw=entry.class_text_raw)
         correct = (scores.argmax(1) == labels).numpy().astype(np.int64)
         top1 = 100.0 * float(correct.mean())
         mpc = 100.0 * mean_per_class(correct, lab)
@@ -69,8 +64,8 @@ def evaluate_prompts(cache: dict, n_boot: int = 1000, seed: int = 0) -> dict:
         info[name] = {
             "top1": top1,
             "mean_per_class": mpc,
-            "n_templates": len(entry["templates"]),
-            "source": entry["source"],
+            "n_templates": len(entry.templates),
+            "source": entry.source,
         }
     tops = [v["top1"] for v in info.values()]
     metrics["top1_spread"] = max(tops) - min(tops)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meru.spaces import space_of
+from meru.records import EmbeddingCache
 from meru.stats import bootstrap_ci
 
 KS = (1, 5, 10)
@@ -49,13 +49,10 @@ def retrieval_ranks(
     return {"i2t": np.concatenate(i2t), "t2i": np.concatenate(t2i_r)}
 
 
-def evaluate_retrieval(cache: dict, ks=KS, n_boot: int = 1000, seed: int = 0) -> dict:
+def evaluate_retrieval(cache: EmbeddingCache, ks=KS, n_boot: int = 1000, seed: int = 0) -> dict:
     """Recall@K both directions with bootstrap intervals over queries, and per-query ranks."""
-    for key in ("image_emb", "text_emb", "text_to_image"):
-        if key not in cache:
-            raise KeyError(f"{cache.get('path', 'cache')}: no {key!r}; it is not a retrieval embedding cache")
-    space = space_of(cache)
-    ranks = retrieval_ranks(space, cache["image_emb"], cache["text_emb"], cache["text_to_image"])
+    cache.require("image_emb", "text_emb", "text_to_image", what="a retrieval embedding cache")
+    ranks = retrieval_ranks(cache.space, cache.image_emb, cache.text_emb, cache.text_to_image)
     metrics, intervals = {}, {}
     for d in ("i2t", "t2i"):
         for k in ks:

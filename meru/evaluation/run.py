@@ -19,29 +19,30 @@ import sys
 from pathlib import Path
 
 from meru.io import write_json
-from meru.spaces import space_of
+from meru.records import EmbeddingCache
 
 TASKS = ("zeroshot", "retrieval", "linear-probe", "structure", "traversal", "prompts", "hierarcaps")
 
 
-def header(cache: dict, task: str, label: str | None = None, seed: int | None = None) -> dict:
+def header(cache: EmbeddingCache, task: str, label: str | None = None, seed: int | None = None) -> dict:
     """Identity fields of a metric record, from the cache (checkpoint) unless overridden."""
-    seed = cache.get("seed") if seed is None else seed
-    size = cache.get("size")
-    if label and label.endswith("-released") and label.startswith(f"{cache['kind']}-"):
-        size = label[len(cache["kind"]) + 1 : -len("-released")]  # released variant: vit-s16 or vit-s16-grit
-    label = label or f"{cache['kind']}-{size}-s{seed if seed is not None else 0}"
+    kind = cache.kind
+    seed = cache.seed if seed is None else seed
+    size = cache.size
+    if label and label.endswith("-released") and label.startswith(f"{kind}-"):
+        size = label[len(kind) + 1 : -len("-released")]  # released variant: vit-s16 or vit-s16-grit
+    label = label or f"{kind}-{size}-s{seed if seed is not None else 0}"
     return {
-        "model": cache["kind"],
-        "kind": cache["kind"],
+        "model": kind,
+        "kind": kind,
         "size": size,
         "seed": int(seed) if seed is not None else 0,
         "label": label,
-        "dataset": cache.get("dataset"),
+        "dataset": cache.dataset,
         "task": task,
-        "geometry": space_of(cache).geometry(),
-        "checkpoint": cache.get("checkpoint"),
-        "embeddings": cache.get("path"),
+        "geometry": cache.space.geometry(),
+        "checkpoint": cache.checkpoint,
+        "embeddings": None if cache.path is None else str(cache.path),
     }
 
 
@@ -57,7 +58,7 @@ def clip_benchmark_accuracy(logits, target, topk=(1,)) -> list[float]:
     return [correct[:k].reshape(-1).float().sum().item() / len(target) for k in topk]
 
 
-def clip_benchmark_zeroshot(cache: dict) -> dict:
+def clip_benchmark_zeroshot(cache: EmbeddingCache) -> dict:
     """clip-benchmark's zero-shot classification metrics, computed its way (its top-k ``accuracy`` on the
     ``[N, C]`` scores, scikit-learn's ``balanced_accuracy_score`` of the argmax); ``acc5`` is NaN when the
     dataset has fewer than 5 classes, as clip-benchmark writes it (our strict JSON stores it as ``null``)."""
@@ -65,7 +66,7 @@ def clip_benchmark_zeroshot(cache: dict) -> dict:
 
     from meru.evaluation.zeroshot import zeroshot_scores
 
-    logits, target = zeroshot_scores(cache), cache["labels"].long()
+    logits, target = zeroshot_scores(cache), cache.labels.long()
     if logits.shape[1] >= 5:
         acc1, acc5 = clip_benchmark_accuracy(logits, target, topk=(1, 5))
     else:
@@ -78,7 +79,7 @@ def clip_benchmark_zeroshot(cache: dict) -> dict:
     }
 
 
-def clip_benchmark_retrieval(cache: dict, ks=CB_RECALL_KS, batch_size: int = 64) -> dict:
+def clip_benchmark_retrieval(cache: EmbeddingCache, ks=CB_RECALL_KS, batch_size: int = 64) -> dict:
     """clip-benchmark's retrieval recalls, computed its way: ``scores = sim(texts, images)`` ``[M, N]``,
     ``image_retrieval_recall@k`` = mean over texts of ``recall_at_k(scores, positives, k) > 0``,
     ``text_retrieval_recall@k`` the same on the transposes. ``sim`` is the model's own similarity
@@ -86,13 +87,10 @@ def clip_benchmark_retrieval(cache: dict, ks=CB_RECALL_KS, batch_size: int = 64)
     import torch
     from clip_benchmark.metrics.zeroshot_retrieval import batchify, recall_at_k
 
-    from meru.spaces import get_space
-
-    space = get_space(cache["kind"], cache.get("curv"))
-    images, texts = cache["image_emb"].float(), cache["text_emb"].float()
-    scores = space.similarity(texts, images)
+    images, texts = cache.image_emb.float(), cache.text_emb.float()
+    scores = cache.space.similarity(texts, images)
     positive = torch.zeros(scores.shape, dtype=torch.bool)
-    positive[range(len(texts)), cache["text_to_image"].long()] = True
+    positive[range(len(texts)), cache.text_to_image.long()] = True
     out = {}
     for k in ks:
         if k <= images.shape[0]:
@@ -143,15 +141,13 @@ def clip_benchmark_path(out: Path) -> Path:
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    from meru.evaluation.embed import load_cache
-
     if args.embeddings is None:
         raise ValueError("--embeddings EMB.pt is required")
     kw = {"n_boot": args.n_boot, "seed": args.bootstrap_seed}
     if args.task == "zeroshot":
         from meru.evaluation.zeroshot import evaluate_zeroshot
 
-        cache = load_cache(args.embeddings, "classification")
+        cache = EmbeddingCache.load(args.embeddings, "classification")
         tree = None
         if args.tree:
             from meru.evaluation.tree import Tree
@@ -171,17 +167,17 @@ def evaluate(args: argparse.Namespace) -> dict:
     elif args.task == "prompts":
         from meru.evaluation.prompt_sensitivity import evaluate_prompts
 
-        cache = load_cache(args.embeddings, "classification")
+        cache = EmbeddingCache.load(args.embeddings, "classification")
         res = evaluate_prompts(cache, **kw)
     elif args.task == "hierarcaps":
         from meru.evaluation.hierarcaps import evaluate_hierarcaps
 
-        cache = load_cache(args.embeddings, "hierarcaps")
+        cache = EmbeddingCache.load(args.embeddings, "hierarcaps")
         res = evaluate_hierarcaps(cache, **kw)
     elif args.task == "retrieval":
         from meru.evaluation.retrieval import evaluate_retrieval
 
-        cache = load_cache(args.embeddings, "retrieval")
+        cache = EmbeddingCache.load(args.embeddings, "retrieval")
         res = evaluate_retrieval(cache, **kw)
         res["_clip_benchmark"] = clip_benchmark_retrieval(cache)
     elif args.task == "linear-probe":
@@ -191,15 +187,15 @@ def evaluate(args: argparse.Namespace) -> dict:
             raise ValueError(
                 "--task linear-probe needs --train-embeddings TRAIN.pt (features of the probe's training set)"
             )
-        train = load_cache(args.train_embeddings, "classification")
-        cache = load_cache(args.embeddings, "classification")
+        train = EmbeddingCache.load(args.train_embeddings, "classification")
+        cache = EmbeddingCache.load(args.embeddings, "classification")
         res = evaluate_linear_probe(train, cache, **kw)
         res["train_embeddings"] = str(args.train_embeddings)
     else:
         if args.text_pool is None:
             raise ValueError(f"--task {args.task} needs --text-pool POOL.pt (`meru embed --text-pool captions.jsonl`)")
-        cache = load_cache(args.embeddings, ("classification", "retrieval"))
-        pool = load_cache(args.text_pool, "text-pool")
+        cache = EmbeddingCache.load(args.embeddings, ("classification", "retrieval"))
+        pool = EmbeddingCache.load(args.text_pool, "text-pool")
         if args.task == "structure":
             from meru.evaluation.structure import evaluate_structure
 

@@ -26,16 +26,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from meru.spaces import space_of
+from meru.records import EmbeddingCache
+from meru.spaces import Space
 from meru.stats import bootstrap_ci
 
 HIST_BINS = 30
 
 
-def true_pair_mask(cache: dict, n_pool: int) -> tuple[np.ndarray | None, str | None]:
+def true_pair_mask(cache: EmbeddingCache, n_pool: int) -> tuple[np.ndarray | None, str | None]:
     """``[M, N]`` bool of true (pool caption, image) pairs from ``meta[i]["true_captions"]``."""
-    meta = cache.get("meta")
-    n = cache["image_emb"].shape[0]
+    meta = cache.meta
+    n = cache.image_emb.shape[0]
     if not meta or not all(isinstance(m, dict) and "true_captions" in m for m in meta):
         return None, None
     mask = np.zeros((n_pool, n), dtype=bool)
@@ -43,7 +44,7 @@ def true_pair_mask(cache: dict, n_pool: int) -> tuple[np.ndarray | None, str | N
         idx = np.asarray(m["true_captions"], dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= n_pool):
             raise ValueError(
-                f"{cache.get('path', 'cache')}: image {i} has true_captions outside the pool "
+                f"{cache.name}: image {i} has true_captions outside the pool "
                 f"(size {n_pool}); use the caption pool of the same SynthHier directory"
             )
         mask[idx, i] = True
@@ -79,21 +80,24 @@ def root_distance_by_level(levels: np.ndarray, dist: np.ndarray) -> dict:
     return out
 
 
-def check_same_space(cache: dict, pool: dict):
+def check_same_space(cache: EmbeddingCache, pool: EmbeddingCache) -> Space:
     """The space of ``cache``; raises if ``pool`` was embedded in a different one (another model)."""
-    space = space_of(cache)
-    if not space.matches(space_of(pool)):
+    if not cache.space.matches(pool.space):
         raise ValueError(
-            f"{pool.get('path')} and {cache.get('path')} come from different models "
+            f"{pool.name} and {cache.name} come from different models "
             "(kind/curvature differ); embed the pool with the same checkpoint"
         )
-    return space
+    pool.require("text_emb", what="a caption-pool embedding cache")
+    cache.require("image_emb", what="an image embedding cache")
+    return cache.space
 
 
-def evaluate_structure(cache: dict, pool: dict, n_boot: int = 1000, seed: int = 0, bins: int = HIST_BINS) -> dict:
+def evaluate_structure(
+    cache: EmbeddingCache, pool: EmbeddingCache, n_boot: int = 1000, seed: int = 0, bins: int = HIST_BINS
+) -> dict:
     """Structure metrics (module doc) of ``cache`` (images) against the caption pool ``pool``."""
     space = check_same_space(cache, pool)
-    x, t = cache["image_emb"].float(), pool["text_emb"].float()
+    x, t = cache.image_emb.float(), pool.text_emb.float()
     root = space.root(t)
     rx, rt = space.root_distance(x, root).numpy(), space.root_distance(t, root).numpy()
     metrics = {
@@ -108,12 +112,12 @@ def evaluate_structure(cache: dict, pool: dict, n_boot: int = 1000, seed: int = 
         "text_root_mean": list(bootstrap_ci(rt, n_boot=n_boot, seed=seed)),
     }
     extra: dict = {}
-    for name in ("specificity", "depth"):
-        if name in pool:
-            c = _rank_corr(pool[name].double().numpy(), rt.astype(np.float64))
+    for name, levels in (("specificity", pool.specificity), ("depth", pool.depth)):
+        if levels is not None:
+            c = _rank_corr(levels.double().numpy(), rt.astype(np.float64))
             metrics[f"spearman_{name}"], metrics[f"kendall_{name}"] = c["spearman"], c["kendall"]
             extra[f"spearman_{name}_p"], extra[f"kendall_{name}_p"] = c["spearman_p"], c["kendall_p"]
-            extra[f"text_root_by_{name}"] = root_distance_by_level(pool[name].double().numpy(), rt)
+            extra[f"text_root_by_{name}"] = root_distance_by_level(levels.double().numpy(), rt)
     lo, hi = float(min(rx.min(), rt.min())), float(max(rx.max(), rt.max()))
     edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
     histogram = {
@@ -125,10 +129,10 @@ def evaluate_structure(cache: dict, pool: dict, n_boot: int = 1000, seed: int = 
     # true / false (caption, image) pairs
     mask, source = true_pair_mask(cache, t.shape[0])
     pair_text, pair_rt = t, rt
-    if mask is None and "text_emb" in cache and "text_to_image" in cache:
-        pair_text = cache["text_emb"].float()
+    if mask is None and cache.text_emb is not None and cache.text_to_image is not None:
+        pair_text = cache.text_emb.float()
         pair_rt = space.root_distance(pair_text, root).numpy()
-        t2i = cache["text_to_image"].long().numpy()
+        t2i = cache.text_to_image.long().numpy()
         mask = np.zeros((pair_text.shape[0], x.shape[0]), dtype=bool)
         mask[np.arange(len(t2i)), t2i] = True
         source = "paired_captions"

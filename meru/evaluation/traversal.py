@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from meru.evaluation.structure import check_same_space
+from meru.records import EmbeddingCache
 
 ROOT_TEXT = "[ROOT]"
 NEG = -1e12
@@ -45,21 +46,22 @@ def nearest_captions(space, points: torch.Tensor, pool_emb: torch.Tensor, root: 
     return torch.cat([scores, root_score], 1).argmax(1)
 
 
-def traverse(cache: dict, pool: dict, steps: int = 50, max_images: int | None = None) -> dict:
+def traverse(cache: EmbeddingCache, pool: EmbeddingCache, steps: int = 50, max_images: int | None = None) -> dict:
     """Traversals of every image of ``cache`` (or the first ``max_images``) over the caption ``pool``."""
     space = check_same_space(cache, pool)
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
-    pool_emb = pool["text_emb"].float()
-    texts = list(pool["texts"])
+    pool.require("texts", what="a caption-pool embedding cache")
+    pool_emb = pool.text_emb.float()
+    texts = list(pool.texts)
     m = len(texts)
-    spec = pool.get("specificity")
+    spec = pool.specificity
     spec = spec.double().numpy() if spec is not None else np.full(m, np.nan)
     root = space.root(pool_emb)
-    x = cache["image_emb"].float()
+    x = cache.image_emb.float()
     n = x.shape[0] if max_images is None else min(max_images, x.shape[0])
-    keys = cache.get("keys") or [str(i) for i in range(x.shape[0])]
-    meta = cache.get("meta") or [None] * x.shape[0]
+    keys = cache.keys or [str(i) for i in range(x.shape[0])]
+    meta = cache.meta or [None] * x.shape[0]
     ts = np.linspace(0.0, 1.0, steps)
 
     images, per_step = [], np.full((n, steps), np.nan)

@@ -16,23 +16,31 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meru.spaces import space_of
+from meru.records import EmbeddingCache
 from meru.stats import bootstrap_ci, bootstrap_indices
 
 
-def classifier_weights(cache: dict) -> torch.Tensor:
-    """``[C, D]`` class embeddings: prompt ensemble of ``class_text_raw [T, C, D]`` (see module doc)."""
-    raw = cache["class_text_raw"].float()
+def classifier_weights(cache: EmbeddingCache, class_text_raw: torch.Tensor | None = None) -> torch.Tensor:
+    """``[C, D]`` class embeddings: prompt ensemble of ``class_text_raw [T, C, D]`` (see module doc); default the
+    cache's own, else another template set's (prompt sensitivity)."""
+    if class_text_raw is None:
+        cache.require("class_text_raw", what="a classification embedding cache")
+        class_text_raw = cache.class_text_raw
+    raw = class_text_raw.float()
     if raw.ndim != 3:
-        raise ValueError(f"{cache.get('path', 'cache')}: class_text_raw must be [T, C, D], got {tuple(raw.shape)}")
-    alpha = cache.get("textual_alpha")
-    return space_of(cache).ensemble(raw, 1.0 if alpha is None else float(alpha))
+        raise ValueError(f"{cache.name}: class_text_raw must be [T, C, D], got {tuple(raw.shape)}")
+    alpha = cache.textual_alpha
+    return cache.space.ensemble(raw, 1.0 if alpha is None else float(alpha))
 
 
-def zeroshot_scores(cache: dict, batch_size: int = 4096) -> torch.Tensor:
-    """``[N, C]`` similarity of every image to every class embedding."""
-    space, w = space_of(cache), classifier_weights(cache)
-    x = cache["image_emb"].float()
+def zeroshot_scores(
+    cache: EmbeddingCache, batch_size: int = 4096, class_text_raw: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``[N, C]`` similarity of every image to every class embedding (``class_text_raw``: as
+    :func:`classifier_weights`)."""
+    cache.require("image_emb", what="an image embedding cache")
+    space, w = cache.space, classifier_weights(cache, class_text_raw)
+    x = cache.image_emb.float()
     return torch.cat([space.similarity(x[s : s + batch_size], w) for s in range(0, x.shape[0], batch_size)])
 
 
@@ -62,19 +70,20 @@ def topk_correct(scores: torch.Tensor, labels: torch.Tensor, k: int) -> np.ndarr
     return (above.sum(1) < k).numpy().astype(np.int64)
 
 
-def evaluate_zeroshot(cache: dict, tree=None, n_boot: int = 1000, seed: int = 0) -> dict:
+def evaluate_zeroshot(cache: EmbeddingCache, tree=None, n_boot: int = 1000, seed: int = 0) -> dict:
     """Zero-shot metrics, bootstrap intervals and per-item data for one embedding cache.
 
     Returns ``{"metrics", "intervals", "n", "per_item", "hierarchical_classes"}``; with ``tree`` (a
-    :class:`meru.evaluation.tree.Tree`) and ``cache["class_nodes"]`` also TIE, LCA, Jaccard, hP, hR and
+    :class:`meru.evaluation.tree.Tree`) and ``cache.class_nodes`` also TIE, LCA, Jaccard, hP, hR and
     mistake severity from :func:`meru.evaluation.tree.hierarchical_metrics` on the top-1 predictions.
     """
-    labels = cache["labels"].long()
+    cache.require("labels", "classnames", what="a classification embedding cache")
+    labels = cache.labels.long()
     scores = zeroshot_scores(cache)
-    if scores.shape[1] != len(cache["classnames"]):
+    if scores.shape[1] != len(cache.classnames):
         raise ValueError("class_text_raw and classnames disagree on the number of classes")
     if labels.numel() and (labels.min() < 0 or labels.max() >= scores.shape[1]):
-        raise ValueError(f"{cache.get('path', 'cache')}: labels outside [0, {scores.shape[1]})")
+        raise ValueError(f"{cache.name}: labels outside [0, {scores.shape[1]})")
     pred = scores.argmax(1)
     c1 = (pred == labels).numpy().astype(np.int64)
     c5 = topk_correct(scores, labels, 5)
@@ -94,10 +103,10 @@ def evaluate_zeroshot(cache: dict, tree=None, n_boot: int = 1000, seed: int = 0)
         "per_item": {"correct": c1.tolist(), "correct_top5": c5.tolist(), "pred": pred.tolist(), "label": lab.tolist()},
     }
     if tree is not None:
-        nodes = cache.get("class_nodes")
+        nodes = cache.class_nodes
         if not nodes:
             raise ValueError(
-                f"{cache.get('path', 'cache')}: --tree given but the cache has no class_nodes (the eval "
+                f"{cache.name}: --tree given but the cache has no class_nodes (the eval "
                 "set needs class_nodes.json, or ImageNet-1k class order); re-run `meru embed`"
             )
         out.update(hierarchical(tree, lab, pred.numpy(), nodes, n_boot, seed, indices=idx))
