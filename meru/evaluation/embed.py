@@ -30,7 +30,6 @@ output as full-context padding. Progress goes to stderr as plain lines (count, r
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import torch
