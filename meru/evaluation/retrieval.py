@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from meru.records import Measurement
 from meru.spaces import space_of
 from meru.stats import bootstrap_ci
 
@@ -49,8 +50,9 @@ def retrieval_ranks(
     return {"i2t": np.concatenate(i2t), "t2i": np.concatenate(t2i_r)}
 
 
-def evaluate_retrieval(cache: dict, ks=KS, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Recall@K both directions with bootstrap intervals over queries, and per-query ranks."""
+def evaluate_retrieval(cache: dict, ks=KS, n_boot: int = 1000, seed: int = 0) -> Measurement:
+    """Recall@K both directions with bootstrap intervals over queries; per item the ranks ``i2t_rank [N]``
+    (image queries) and ``t2i_rank [M]`` (caption queries); details ``n_texts`` = M."""
     for key in ("image_emb", "text_emb", "text_to_image"):
         if key not in cache:
             raise KeyError(f"{cache.get('path', 'cache')}: no {key!r}; it is not a retrieval embedding cache")
@@ -62,10 +64,10 @@ def evaluate_retrieval(cache: dict, ks=KS, n_boot: int = 1000, seed: int = 0) ->
             hit = (ranks[d] < k).astype(np.float64)
             metrics[f"{d}_r{k}"] = 100.0 * hit.mean()
             intervals[f"{d}_r{k}"] = [100.0 * v for v in bootstrap_ci(hit, n_boot=n_boot, seed=seed)]
-    return {
-        "metrics": metrics,
-        "intervals": intervals,
-        "n": int(len(ranks["i2t"])),
-        "n_texts": int(len(ranks["t2i"])),
-        "per_query": {"i2t_rank": ranks["i2t"].tolist(), "t2i_rank": ranks["t2i"].tolist()},
-    }
+    return Measurement(
+        metrics,
+        intervals,
+        n=int(len(ranks["i2t"])),
+        per_item={"i2t_rank": ranks["i2t"].tolist(), "t2i_rank": ranks["t2i"].tolist()},
+        details={"n_texts": int(len(ranks["t2i"]))},
+    )

@@ -69,6 +69,17 @@ rule embed_synthhier:
         "--batch-size {params.bs:q} --num-workers {params.workers:q} > {log:q} 2>&1"
 
 
+def size_args(label):
+    """`--size SIZE` for a released checkpoint's records: `{size}` (MERU's RedCaps checkpoints) or
+    `{size}-{data}` (as meru.reporting.reproduction.run_size), from its `pretrained.checkpoints` entry;
+    trained runs take the size from their checkpoint (no flag)."""
+    for c in PRETRAINED.get("checkpoints") or []:
+        if released_label(c) == label:
+            data = c.get("data", "redcaps")
+            return ["--size", c["size"] if data == "redcaps" else f"{c['size']}-{data}"]
+    return []
+
+
 rule evaluate_zeroshot:
     input:
         unpack(zeroshot_inputs),
@@ -83,9 +94,10 @@ rule evaluate_zeroshot:
     params:
         tree=zeroshot_tree_args,
         seed=lambda w: seed_of(w.label),
+        size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task zeroshot --embeddings {input.emb:q} {params.tree:q} --out {output:q} "
-        "--label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
+        "--label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_retrieval:
@@ -101,9 +113,10 @@ rule evaluate_retrieval:
         cpu_jobs=1,
     params:
         seed=lambda w: seed_of(w.label),
+        size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task retrieval --embeddings {input.emb:q} --out {output:q} "
-        "--label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
+        "--label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_linear_probe:
@@ -121,9 +134,10 @@ rule evaluate_linear_probe:
         cpu_jobs=1,
     params:
         seed=lambda w: seed_of(w.label),
+        size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task linear-probe --train-embeddings {input.train:q} --embeddings {input.test:q} "
-        "--out {output:q} --label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
+        "--out {output:q} --label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_structure:
@@ -138,9 +152,11 @@ rule evaluate_structure:
         "../../envs/eval.yaml"
     resources:
         cpu_jobs=1,
+    params:
+        size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task structure --embeddings {input.emb:q} --text-pool {input.pool:q} --out {output:q} "
-        "--label {wildcards.label:q} > {log:q} 2>&1"
+        "--label {wildcards.label:q} {params.size:q} > {log:q} 2>&1"
 
 
 rule evaluate_traversal:
@@ -155,9 +171,11 @@ rule evaluate_traversal:
         "../../envs/eval.yaml"
     resources:
         cpu_jobs=1,
+    params:
+        size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task traversal --embeddings {input.emb:q} --text-pool {input.pool:q} --max-images 64 --out {output:q} "
-        "--label {wildcards.label:q} > {log:q} 2>&1"
+        "--label {wildcards.label:q} {params.size:q} > {log:q} 2>&1"
 
 
 rule evaluate_prompts:
@@ -174,9 +192,10 @@ rule evaluate_prompts:
         cpu_jobs=1,
     params:
         seed=lambda w: seed_of(w.label),
+        size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task prompts --embeddings {input.emb:q} --out {output:q} "
-        "--label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
+        "--label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_hierarcaps:
@@ -194,6 +213,7 @@ rule evaluate_hierarcaps:
         cpu_jobs=1,
     params:
         seed=lambda w: seed_of(w.label),
+        size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task hierarcaps --embeddings {input.emb:q} --out {output:q} "
-        "--label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
+        "--label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
