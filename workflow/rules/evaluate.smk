@@ -69,17 +69,6 @@ rule embed_synthhier:
         "--batch-size {params.bs:q} --num-workers {params.workers:q} > {log:q} 2>&1"
 
 
-def size_args(label):
-    """`--size SIZE` for a released checkpoint's records: `{size}` (MERU's RedCaps checkpoints) or
-    `{size}-{data}` (as meru.reporting.reproduction.run_size), from its `pretrained.checkpoints` entry;
-    trained runs take the size from their checkpoint (no flag)."""
-    for c in PRETRAINED.get("checkpoints") or []:
-        if released_label(c) == label:
-            data = c.get("data", "redcaps")
-            return ["--size", c["size"] if data == "redcaps" else f"{c['size']}-{data}"]
-    return []
-
-
 rule evaluate_zeroshot:
     input:
         unpack(zeroshot_inputs),
