@@ -12,7 +12,6 @@ This module sits below the models (it imports only :mod:`meru.io` and :mod:`meru
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +43,10 @@ class Measurement:
     * ``metrics``: ``{name: float | None}``, the headline numbers (None: undefined on this data);
     * ``intervals``: ``{name: [lo, hi]}``, 95% percentile bootstrap intervals over the test items;
     * ``n``: number of test items (images);
-    * ``per_item``: ``{name: list}``, per-item (per-query) outcomes for paired statistics; a list whose mean is
-      ``metrics[name]`` (or, for ``correct``/``correct_topK``/``DIR_rank``, the documented transform of it);
+    * ``per_item``: ``{name: list}``, per-item outcomes for paired statistics, each over the task's items
+      (images; retrieval ``t2i_rank``: captions; HierarCaps ``depth_tau``: hierarchies); reporting pairs them
+      only where their mean (of ``correct``, ``correct_topK``, ``rank < K`` or the list named after the
+      metric) reproduces the metric;
     * ``plot``: what the figures need (structure: ``histogram``, ``text_root_by_specificity`` / ``_by_depth``;
       traversal: ``paths`` and ``per_step``);
     * ``details``: other facts of the task (``n_texts``, ``n_classes``, ``n_mistakes``, ``root``, pair counts,
@@ -152,7 +153,7 @@ class MetricRecord:
         """Read one record; :class:`RecordError` (one line naming the file and the fix) when it is not one."""
         try:
             data = read_json(path)
-        except (json.JSONDecodeError, ValueError) as err:
+        except ValueError as err:  # json.JSONDecodeError, NaN/Infinity literals, bad UTF-8
             msg = str(err).splitlines()[0]
             raise RecordError(
                 f"{path}: not valid strict JSON ({msg}); delete it and re-run the rule that wrote it"
