@@ -1,13 +1,15 @@
 """meru claims: verdict rules on constructed metric records, kinds discovered from the records."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from meru.records import MetricRecord
 from meru.reporting import claims
+
+from metric_helpers import record, write
 
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "default" / "metrics"
 
@@ -21,21 +23,9 @@ def test_decide_rule():
     assert claims.decide([None], 0.0) == claims.UNSURE
 
 
-def _write(d: Path, kind, seed, task, metrics, **extra):
-    rec = {
-        "model": kind,
-        "kind": kind,
-        "size": "tiny",
-        "seed": seed,
-        "label": f"{kind}-tiny-s{seed}",
-        "dataset": "zeroshot_shape" if task != "retrieval" else "retrieval",
-        "task": task,
-        "metrics": metrics,
-        **extra,
-    }
-    p = d / f"{kind}-tiny-s{seed}" / f"{task}.json"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(rec))
+def _write(d: Path, kind, seed, task, metrics, **fields):
+    dataset = "synthhier-shape" if task != "retrieval" else "synthhier-retrieval"
+    write(d, record(kind, seed, task, dataset, metrics=metrics, **fields))
 
 
 def _structure(kind, spearman, farther_iv, cones=True):
@@ -49,7 +39,9 @@ def _structure(kind, spearman, farther_iv, cones=True):
     if cones:
         m.update(cone_true_frac=0.8, cone_false_frac=0.1)
         iv["cone_true_frac"] = [0.78, 0.82]
-    return {"metrics": m, "intervals": iv, "n_texts": 500, "n_true_pairs": 10, "n_false_pairs": 990}
+    root = "origin" if kind != "clip" else "normalised mean pool caption direction"
+    details = {"n_texts": 500, "root": root, "n_true_pairs": 10, "n_false_pairs": 990}
+    return {"metrics": m, "intervals": iv, "details": details}
 
 
 def test_claims_end_to_end_three_kinds(tmp_path):
@@ -91,8 +83,8 @@ def test_claims_end_to_end_three_kinds(tmp_path):
 
 
 def test_traversal_items_tau_and_precision():
-    rec = {
-        "images": [
+    paths = {
+        "paths": [
             {
                 "steps": [
                     {"specificity": 4.0, "correct": True},
@@ -104,18 +96,18 @@ def test_traversal_items_tau_and_precision():
             {"steps": [{"specificity": 3.0, "correct": False}]},
         ]
     }
-    items = claims.traversal_items(rec)
+    items = claims.traversal_items(record("meru", task="traversal", plot=paths))
     assert items[0, 0] == pytest.approx(-1.0) and np.isnan(items[1, 0])
     assert claims._true_share(items) == pytest.approx(2 / 4)
 
 
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="no committed reference run")
 def test_retrieval_outcomes_match_the_recorded_recall():
-    """hit@k from per_query ranks reproduces the JSON's R@k (so the paired test tests the reported metric)."""
-    rec = json.loads(next(REFERENCE.glob("*/retrieval-synthhier.json")).read_text())
+    """hit@k from per-item ranks reproduces the record's R@k (so the paired test tests the reported metric)."""
+    rec = MetricRecord.load(next(REFERENCE.glob("*/retrieval-synthhier.json")))
     for d in ("i2t", "t2i"):
         for k in (1, 5, 10):
-            assert claims.retrieval_outcomes(d, k)(rec).mean() == pytest.approx(rec["metrics"][f"{d}_r{k}"])
+            assert claims.retrieval_outcomes(d, k)(rec).mean() == pytest.approx(rec.metrics[f"{d}_r{k}"])
 
 
 def test_spearman_ci_fisher_z():

@@ -194,9 +194,10 @@ def test_evaluate_writes_strict_json(setup, task):
     if task == "retrieval":
         cb = read_json(d / "retrieval.clip_benchmark.json")
         assert cb["metrics"]["image_retrieval_recall@1"] == pytest.approx(rec["metrics"]["t2i_r1"] / 100)
-        assert len(rec["per_query"]["t2i_rank"]) == 7
+        assert len(rec["per_item"]["t2i_rank"]) == 7
     if task == "traversal":
-        assert rec["images"][0]["key"] == "img0000" and rec["images"][0]["steps"][0]["t"] == 0.0
+        paths = rec["plot"]["paths"]
+        assert paths[0]["key"] == "img0000" and paths[0]["steps"][0]["t"] == 0.0
 
 
 def test_evaluate_missing_input_fails_without_output(tmp_path, capsys):

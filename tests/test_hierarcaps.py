@@ -99,22 +99,22 @@ def test_depth_tau_perfect_reversed_tied_and_scipy():
 
 def test_meru_perfect_hierarchy_scores_one_everywhere():
     res = H.evaluate_hierarcaps(meru_cache(), n_boot=50, n_negatives=1000)
-    m = res["metrics"]
+    m = res.metrics
     assert m["depth_tau"] == pytest.approx(1.0)
     assert m["hr_precision"] == 1.0 and m["hr_recall"] == 1.0 and m["order_recall"] == 1.0
     assert m["entail_ap"] == pytest.approx(1.0) and m["entail_auroc"] == pytest.approx(1.0)
     assert m["entail_cone_ap"] == pytest.approx(1.0) and m["entail_cone_auroc"] == pytest.approx(1.0)
     n_pos, n_neg = 20, 5 * 4 * 4  # every caption x every other image
-    assert res["n_positives"] == n_pos and res["n_negatives"] == n_neg
-    cone = res["ties"]["entail_cone"]  # binary cone scores: two distinct values
+    assert res.details["n_positives"] == n_pos and res.details["n_negatives"] == n_neg
+    cone = res.details["ties"]["entail_cone"]  # binary cone scores: two distinct values
     assert cone["n_distinct"] == 2 and cone["modal_share"] == pytest.approx(n_neg / (n_pos + n_neg))
     assert cone["tied_pos_neg_share"] == 0.0
-    assert res["ties"]["depth"]["undefined_hierarchies"] == 0
+    assert res.details["ties"]["depth"]["undefined_hierarchies"] == 0
 
 
 def test_meru_reversed_depth():
     res = H.evaluate_hierarcaps(meru_cache(radii=(2.0, 1.5, 1.0, 0.5)), n_boot=20, n_negatives=1000)
-    m = res["metrics"]
+    m = res.metrics
     assert m["depth_tau"] == pytest.approx(-1.0)
     # thresholds admit level 3 first (nearest the root), then 2, 1, 0: every caption found, never in order
     assert m["hr_precision"] == 1.0 and m["hr_recall"] == 1.0 and m["order_recall"] == pytest.approx(0.25)
@@ -122,12 +122,12 @@ def test_meru_reversed_depth():
 
 def test_all_tied_scores_are_handled_tie_aware():
     res = H.evaluate_hierarcaps(meru_cache(same_point=True), n_boot=20, n_negatives=1000)
-    m, t = res["metrics"], res["ties"]
+    m, t = res.metrics, res.details["ties"]
     assert m["depth_tau"] is None and t["depth"]["undefined_hierarchies"] == 5
     assert t["depth"]["tied_hierarchies_share"] == 1.0
     # one threshold admits everything; the lowest index wins: hierarchy 0 level 0 for every image
     assert m["hr_recall"] == pytest.approx((0.25 + 0 * 4) / 5)
-    p, n = res["n_positives"], res["n_negatives"]
+    p, n = res.details["n_positives"], res.details["n_negatives"]
     assert m["entail_ap"] == pytest.approx(p / (p + n)) and m["entail_auroc"] == pytest.approx(0.5)
     sim = t["entail"]
     assert sim["n_distinct"] == 1 and sim["modal_share"] == 1.0 and sim["tied_pos_neg_share"] == 1.0
@@ -137,20 +137,23 @@ def test_all_tied_scores_are_handled_tie_aware():
 
 def test_clip_space_depth_and_no_cones():
     res = H.evaluate_hierarcaps(clip_cache(), n_boot=20)
-    assert res["metrics"]["depth_tau"] == pytest.approx(1.0)
-    assert res["metrics"]["hr_recall"] == 1.0 and res["metrics"]["order_recall"] == 1.0
-    assert "entail_cone_ap" not in res["metrics"] and res["ties"]["entail_cone"] is None
+    assert res.metrics["depth_tau"] == pytest.approx(1.0)
+    assert res.metrics["hr_recall"] == 1.0 and res.metrics["order_recall"] == 1.0
+    assert "entail_cone_ap" not in res.metrics and res.details["ties"]["entail_cone"] is None
     rev = H.evaluate_hierarcaps(clip_cache(reverse=True), n_boot=20)
-    assert rev["metrics"]["depth_tau"] == pytest.approx(-1.0)
+    assert rev.metrics["depth_tau"] == pytest.approx(-1.0)
 
 
 def test_metric_json_is_strict(tmp_path):
-    from meru.io import read_json, write_json
+    from meru.records import MetricRecord
 
     res = H.evaluate_hierarcaps(meru_cache(same_point=True), n_boot=20)
-    write_json(tmp_path / "m.json", res, nonfinite="null")
-    back = read_json(tmp_path / "m.json")
-    assert back["metrics"]["depth_tau"] is None and back["per_item"]["depth_tau"] == [None] * 5
+    geometry = {"space": "lorentz", "root_distance": "geodesic distance from the origin"}
+    rec = MetricRecord.of(
+        res, kind="meru", size="tiny", seed=0, label="x", dataset="hierarcaps", task="hierarcaps", geometry=geometry
+    )
+    back = MetricRecord.load(rec.write(tmp_path / "m.json"))
+    assert back.metrics["depth_tau"] is None and back.per_item["depth_tau"] == [None] * 5
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -310,8 +313,8 @@ def test_embed_and_evaluate_end_to_end(server, tmp_path):
     from meru.data import hierarcaps as D
     from meru.evaluation import embed as E
     from meru.evaluation import run as R
-    from meru.io import read_json
     from meru.models import build_model
+    from meru.records import MetricRecord
     from meru.models.checkpoints import save_model
 
     torch.set_num_threads(1)
@@ -341,9 +344,9 @@ def test_embed_and_evaluate_end_to_end(server, tmp_path):
         cli(R, ["--task", "hierarcaps", "--embeddings", str(tmp_path / "hc.pt"), "--out", str(out), "--n-boot", "20"])
         == 0
     )
-    rec = read_json(out)
-    assert rec["task"] == "hierarcaps" and rec["n_hierarchies"] == 3 and rec["n_positives"] == 12
-    assert set(rec["metrics"]) >= {
+    rec = MetricRecord.load(out)
+    assert rec.task == "hierarcaps" and rec.details["n_hierarchies"] == 3 and rec.details["n_positives"] == 12
+    assert set(rec.metrics) >= {
         "depth_tau",
         "hr_precision",
         "hr_recall",

@@ -23,9 +23,9 @@ def cache(x, y):
 def test_separable_blobs_are_classified_perfectly():
     torch.set_num_threads(1)
     res = lp.evaluate_linear_probe(cache(*blobs(60, 0)), cache(*blobs(30, 1)), n_boot=20)
-    assert res["metrics"]["top1"] == 100.0 and res["metrics"]["mean_per_class"] == 100.0
-    assert 1e-6 / 10 <= res["cost"] <= 1e6 * 10
-    assert len(res["cost_search"]) == 7 + 8  # first pass + 4 steps x 2
+    assert res.metrics["top1"] == 100.0 and res.metrics["mean_per_class"] == 100.0
+    assert 1e-6 / 10 <= res.details["cost"] <= 1e6 * 10
+    assert len(res.details["cost_search"]) == 7 + 8  # first pass + 4 steps x 2
 
 
 def test_cost_search_schedule(monkeypatch):

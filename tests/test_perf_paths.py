@@ -176,9 +176,9 @@ def test_zeroshot_intervals_unchanged_by_index_reuse():
         labels=torch.randint(0, 3, (50,), generator=g),
     )
     out = evaluate_zeroshot(cache, n_boot=100, seed=4)
-    c1, lab = np.array(out["per_item"]["correct"]), np.array(out["per_item"]["label"])
-    assert out["intervals"]["top1"] == [100.0 * v for v in bootstrap_ci(c1, n_boot=100, seed=4)]
-    assert out["intervals"]["mean_per_class"] == [
+    c1, lab = np.array(out.per_item["correct"]), np.array(out.per_item["label"])
+    assert out.intervals["top1"] == [100.0 * v for v in bootstrap_ci(c1, n_boot=100, seed=4)]
+    assert out.intervals["mean_per_class"] == [
         100.0 * v for v in bootstrap_ci(np.stack([c1, lab], 1), statistic=_mpc_rows, n_boot=100, seed=4)
     ]
 

@@ -15,6 +15,7 @@ from meru.records import EmbeddingCache
 from meru.reporting import prompt_sensitivity as T
 
 from cli_helpers import cli, mk
+from metric_helpers import record, write
 
 
 def test_prompt_sets_per_dataset():
@@ -71,53 +72,50 @@ def test_evaluate_prompts_matches_zeroshot_per_set(caches):
 
     c = EmbeddingCache.load(caches / "zs.pt", "classification")
     res = P.evaluate_prompts(c, n_boot=20)
-    assert set(res["prompt_sets"]) == {"evalset", "single", "meru", "clip_benchmark"}
-    assert res["metrics"]["top1_evalset"] == pytest.approx(evaluate_zeroshot(c, n_boot=20)["metrics"]["top1"])
+    assert set(res.details["prompt_sets"]) == {"evalset", "single", "meru", "clip_benchmark"}
+    assert res.metrics["top1_evalset"] == pytest.approx(evaluate_zeroshot(c, n_boot=20).metrics["top1"])
     for name in ("single", "clip_benchmark"):
         ps = c.prompt_sets[name]
         alt = dataclasses.replace(c, templates=ps.templates, class_text_raw=ps.class_text_raw)
-        assert res["metrics"][f"top1_{name}"] == pytest.approx(evaluate_zeroshot(alt, n_boot=20)["metrics"]["top1"])
-    tops = [v["top1"] for v in res["prompt_sets"].values()]
-    assert res["metrics"]["top1_spread"] == pytest.approx(max(tops) - min(tops))
-    assert res["prompt_sets"]["clip_benchmark"]["n_templates"] == 80
+        assert res.metrics[f"top1_{name}"] == pytest.approx(evaluate_zeroshot(alt, n_boot=20).metrics["top1"])
+    tops = [res.metrics[f"top1_{name}"] for name in res.details["prompt_sets"]]
+    assert res.metrics["top1_spread"] == pytest.approx(max(tops) - min(tops))
+    assert res.details["prompt_sets"]["clip_benchmark"]["n_templates"] == 80
     with pytest.raises(ValueError, match="no prompt_sets"):
         P.evaluate_prompts(EmbeddingCache.load(caches / "plain.pt"))
 
 
 def _record(kind, seed, dataset, tops):
-    return {
-        "task": "prompts",
-        "kind": kind,
-        "size": "tiny",
-        "seed": seed,
-        "dataset": dataset,
-        "metrics": {},
-        "prompt_sets": {k: {"top1": v, "mean_per_class": v, "n_templates": 1, "source": k} for k, v in tops.items()},
-    }
+    return record(
+        kind,
+        seed,
+        "prompts",
+        dataset,
+        metrics={f"top1_{k}": v for k, v in tops.items()},
+        details={"prompt_sets": {k: {"n_templates": 1, "source": k} for k in tops}},
+    )
 
 
 def test_table_known_values(tmp_path):
-    from meru.io import write_json
-
     recs = [
-        _record("meru", 0, "zeroshot_shape", {"evalset": 30.0, "single": 20.0, "meru": 25.0, "clip_benchmark": 40.0}),
-        _record("meru", 1, "zeroshot_shape", {"evalset": 34.0, "single": 22.0, "meru": 25.0, "clip_benchmark": 38.0}),
-        _record("meru", 0, "zeroshot_family", {"evalset": 60.0, "single": 61.0, "meru": 62.0, "clip_benchmark": 63.0}),
-        _record("clip", 0, "zeroshot_shape", {"evalset": 50.0, "single": 50.0, "meru": 50.0, "clip_benchmark": 50.0}),
+        _record("meru", 0, "synthhier-shape", {"evalset": 30.0, "single": 20.0, "meru": 25.0, "clip_benchmark": 40.0}),
+        _record("meru", 1, "synthhier-shape", {"evalset": 34.0, "single": 22.0, "meru": 25.0, "clip_benchmark": 38.0}),
+        _record("meru", 0, "synthhier-family", {"evalset": 60.0, "single": 61.0, "meru": 62.0, "clip_benchmark": 63.0}),
+        _record("clip", 0, "synthhier-shape", {"evalset": 50.0, "single": 50.0, "meru": 50.0, "clip_benchmark": 50.0}),
     ]
-    for i, r in enumerate(recs):
-        write_json(tmp_path / "m" / f"r{i}" / "prompts.json", r)
-    write_json(tmp_path / "m" / "other.json", {"task": "zeroshot", "kind": "meru", "metrics": {"top1": 1.0}})
+    for r in recs:
+        write(tmp_path / "m", r)
+    write(tmp_path / "m", record("meru", 0, "zeroshot", metrics={"top1": 1.0}))  # other tasks are left out
     assert cli(T, ["--metrics", str(tmp_path / "m"), "--out", str(tmp_path / "t")]) == 0
     df = pd.read_csv(tmp_path / "t" / "prompt_sensitivity.csv")
     meru = df[df.model == "meru-tiny"].set_index("templates")
     assert list(meru.index) == ["evalset", "single", "meru", "clip_benchmark", "spread (max - min)"]
-    assert meru.loc["evalset", "zeroshot_shape"] == pytest.approx(32.0) and meru.loc["evalset", "seeds"] == 2
-    assert meru.loc["spread (max - min)", "zeroshot_shape"] == pytest.approx(39.0 - 21.0)
-    assert meru.loc["spread (max - min)", "zeroshot_family"] == pytest.approx(3.0)
+    assert meru.loc["evalset", "synthhier-shape"] == pytest.approx(32.0) and meru.loc["evalset", "seeds"] == 2
+    assert meru.loc["spread (max - min)", "synthhier-shape"] == pytest.approx(39.0 - 21.0)
+    assert meru.loc["spread (max - min)", "synthhier-family"] == pytest.approx(3.0)
     assert meru.loc["spread (max - min)", "spread"] == pytest.approx(18.0)
     clip = df[df.model == "clip-tiny"].set_index("templates")
-    assert clip.loc["spread (max - min)", "zeroshot_shape"] == 0.0 and pd.isna(clip.loc["single", "zeroshot_family"])
+    assert clip.loc["spread (max - min)", "synthhier-shape"] == 0.0 and pd.isna(clip.loc["single", "synthhier-family"])
     md = (tmp_path / "t" / "prompt_sensitivity.md").read_text()
     assert "spread (max - min)" in md and "18.0" in md
 

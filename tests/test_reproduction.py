@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from meru.records import load_metric_records
 from meru.reporting import reproduction as rp
+
+from metric_helpers import record, write
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "results" / "reference" / "default"
@@ -18,46 +21,34 @@ REFERENCE = ROOT / "results" / "reference" / "default"
 
 def _rec(d: Path, kind, seed, task, dataset, metrics, intervals=None, size="tiny", label=None):
     label = label or f"{kind}-{size}-s{seed}"
-    rec = {
-        "model": kind,
-        "kind": kind,
-        "size": size,
-        "seed": seed,
-        "label": label,
-        "dataset": dataset,
-        "task": task,
-        "metrics": metrics,
-        "intervals": intervals or {},
-    }
-    name = f"{task}-{dataset}.json"
-    p = d / label / name
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(rec))
+    write(d, record(kind, seed, task, dataset, size, metrics=metrics, intervals=intervals or {}, label=label))
 
 
 def _run(d: Path, shift=0.0, seeds=(0, 1)):
     for seed in seeds:
         for kind in ("meru", "clip"):
             v = 60.0 + seed + shift
-            _rec(d, kind, seed, "zeroshot", "zeroshot_shape", {"top1": v, "tie": 1.2}, {"top1": [v - 1.0, v + 1.0]})
-            _rec(d, kind, seed, "linear-probe", "zeroshot_shape", {"top1": 40.0 + shift})
+            _rec(d, kind, seed, "zeroshot", "synthhier-shape", {"top1": v, "tie": 1.2}, {"top1": [v - 1.0, v + 1.0]})
+            _rec(d, kind, seed, "linear-probe", "synthhier-shape", {"top1": 40.0 + shift})
 
 
 def test_compare_within_and_outside_the_seed_spread(tmp_path):
     _run(tmp_path / "ref" / "metrics")
     ref = rp.reference_from_run(tmp_path / "ref", "synthhier")
     # same values: within; linear probe and zero-shot top-1 share dataset and metric but not the task
-    same = rp.compare(ref, rp.load_records(tmp_path / "ref" / "metrics"))
+    same = rp.compare(ref, load_metric_records(tmp_path / "ref" / "metrics"))
     assert same.within.all() and len(same) == 6 and (same["diff"] == 0).all()
     # seeds 60, 61 -> [60, 61]; tol = max(sd 0.707, bootstrap half-width 1, floor 1) = 1 -> allowed [59, 62]
     _run(tmp_path / "ok" / "metrics", shift=1.4)
-    row = rp.compare(ref, rp.load_records(tmp_path / "ok" / "metrics")).query("task == 'zeroshot' and metric == 'top1'")
+    row = rp.compare(ref, load_metric_records(tmp_path / "ok" / "metrics")).query(
+        "task == 'zeroshot' and metric == 'top1'"
+    )
     assert row.low.iloc[0] == pytest.approx(59.0) and row.high.iloc[0] == pytest.approx(62.0)
     assert row.within.all()
     _run(tmp_path / "bad" / "metrics", shift=3.0)
-    df = rp.compare(ref, rp.load_records(tmp_path / "bad" / "metrics"))
+    df = rp.compare(ref, load_metric_records(tmp_path / "bad" / "metrics"))
     line = rp.summary(df, "test")
-    assert line.startswith("differs, ") and "of 6 metrics outside the spread" in line and "zeroshot_shape top1" in line
+    assert line.startswith("differs, ") and "of 6 metrics outside the spread" in line and "synthhier-shape top1" in line
     # TIE did not move: within
     assert df.query("metric == 'tie'").within.all()
 
@@ -163,7 +154,7 @@ def test_refresh_copies_exactly_the_reference_and_refuses_incomplete_runs(tmp_pa
     assert set(copied) == {"PROVENANCE.md", "metrics", "tables", "plots", "benchmarks/train"}
     assert not (dest / "stale.txt").exists() and not (dest / "embeddings").exists()
     assert (dest / "tables" / "zeroshot.csv").exists() and not (dest / "tables" / "reproduction.md").exists()
-    assert (dest / "metrics" / "meru-tiny-s0" / "zeroshot-zeroshot_shape.json").exists()
+    assert (dest / "metrics" / "meru-tiny-s0" / "zeroshot-synthhier-shape.json").exists()
     # an incomplete run: a configured seed without metrics
     shutil.rmtree(run / "metrics" / "clip-tiny-s0")
     (run / "tables" / "claims.csv").unlink()
@@ -175,9 +166,9 @@ def test_refresh_copies_exactly_the_reference_and_refuses_incomplete_runs(tmp_pa
 def _reference_values():
     """{(kind, task, dataset, metric): [(label, value), ...]} of the committed reference run."""
     out = {}
-    for rec in rp.load_records(REFERENCE / "metrics"):
-        for metric, v in rec["metrics"].items():
-            out.setdefault((rec["kind"], rec["task"], rec["dataset"], metric), []).append((rec["_label"], v))
+    for rec in load_metric_records(REFERENCE / "metrics"):
+        for metric, v in rec.metrics.items():
+            out.setdefault((rec.kind, rec.task, rec.dataset, metric), []).append((rec.label, v))
     return out
 
 
@@ -208,15 +199,46 @@ def test_committed_reference_meets_the_floors():
 
 def test_released_variant_records_carry_the_variant_as_size():
     """Records of `meru-vit-s16-grit-released` get size vit-s16-grit (not vit-s16), so they neither collide
-    with the RedCaps checkpoint's records nor miss their published rows."""
-    from meru.evaluation.run import header
+    with the RedCaps checkpoint's records nor miss their published rows: the workflow passes `--size` (from the
+    config's checkpoint entry, never parsed from the label) and `meru evaluate` writes it as given."""
+    from meru.evaluation.run import identity
     from meru.records import EmbeddingCache
     from meru.spaces import Lorentz
 
-    cache = EmbeddingCache(task="classification", space=Lorentz(1.0), size="vit-s16", seed=None)
-    assert header(cache, "zeroshot", "meru-vit-s16-grit-released")["size"] == "vit-s16-grit"
-    assert header(cache, "zeroshot", "meru-vit-s16-released")["size"] == "vit-s16"
+    cache = EmbeddingCache(task="classification", space=Lorentz(1.0), size="vit-s16", seed=None, dataset="imagenet")
+    assert identity(cache, "zeroshot", "meru-vit-s16-grit-released", size="vit-s16-grit")["size"] == "vit-s16-grit"
+    assert identity(cache, "zeroshot", "meru-vit-s16-grit-released")["size"] == "vit-s16"  # no label parsing
     cache.seed = 3
-    assert header(cache, "zeroshot", "meru-vit-s16-s3")["size"] == "vit-s16"
+    assert identity(cache, "zeroshot")["label"] == "meru-vit-s16-s3"
+    import subprocess
+    import sys
+
+    targets = [
+        f"results-pretrained/metrics/{label}/zeroshot-imagenet.json"
+        for label in ("meru-vit-s16-grit-released", "meru-vit-s16-released")
+    ]
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            *targets,
+            "-n",
+            "-p",
+            "--forceall",
+            "--configfile",
+            "configs/pretrained.yaml",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    commands = [line for line in r.stdout.splitlines() if "meru evaluate" in line]
+    assert len(commands) == 2
+    assert sum("--label meru-vit-s16-grit-released --size vit-s16-grit " in c for c in commands) == 1
+    assert sum("--label meru-vit-s16-released --size vit-s16 " in c for c in commands) == 1
+    assert rp.run_size("vit-s16", "grit", "redcaps") == "vit-s16-grit"
     assert rp.released_label({"kind": "clip", "size": "vit-b16", "data": "grit"}) == "clip-vit-b16-grit-released"
     assert rp.released_label({"kind": "clip", "size": "vit-b16"}) == "clip-vit-b16-released"

@@ -35,13 +35,13 @@ def test_recall_clip_multi_caption():
     res = evaluate_retrieval(cache, n_boot=20)
     # i2t ranks: img0 -> captions sorted by x: c1(1/|.|), c2, c0 ... best positive c1 -> rank 0
     #            img1 -> by y/|t|: c0 (0.995), c2 (0.447) -> rank 1 ; img2 -> c3 rank 0
-    assert res["per_query"]["i2t_rank"] == [0, 1, 0]
+    assert res.per_item["i2t_rank"] == [0, 1, 0]
     # t2i: c0 -> img1 first, img0 second -> rank 1; c1 -> img0 rank 0; c2 -> img0 first -> rank 1; c3 -> 0
-    assert res["per_query"]["t2i_rank"] == [1, 0, 1, 0]
-    m = res["metrics"]
+    assert res.per_item["t2i_rank"] == [1, 0, 1, 0]
+    m = res.metrics
     assert m["i2t_r1"] == pytest.approx(200 / 3) and m["i2t_r5"] == 100.0
     assert m["t2i_r1"] == pytest.approx(50.0) and m["t2i_r10"] == 100.0
-    assert res["n"] == 3 and res["n_texts"] == 4
+    assert res.n == 3 and res.details["n_texts"] == 4
 
 
 def test_meru_uses_lorentzian_inner_product():
@@ -52,6 +52,6 @@ def test_meru_uses_lorentzian_inner_product():
     cache = EmbeddingCache(
         task="retrieval", space=get_space("meru", 1.0), image_emb=img, text_emb=txt, text_to_image=t2i
     )
-    assert evaluate_retrieval(cache, n_boot=5)["metrics"]["i2t_r1"] == 100.0
+    assert evaluate_retrieval(cache, n_boot=5).metrics["i2t_r1"] == 100.0
     cache = EmbeddingCache(task="retrieval", space=get_space("clip"), image_emb=img, text_emb=txt, text_to_image=t2i)
-    assert evaluate_retrieval(cache, n_boot=5)["per_query"]["i2t_rank"] == [0, 0]  # ties favour positives
+    assert evaluate_retrieval(cache, n_boot=5).per_item["i2t_rank"] == [0, 0]  # ties favour positives

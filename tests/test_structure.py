@@ -36,7 +36,7 @@ def meru_inputs():
 def test_meru_structure_hand_computed():
     cache, pool = meru_inputs()
     res = evaluate_structure(cache, pool, n_boot=20)
-    m = res["metrics"]
+    m = res.metrics
     # d0(x) = asinh(||x||) for c = 1
     assert m["image_root_mean"] == pytest.approx((math.asinh(3) + math.asinh(2.5)) / 2, rel=1e-5)
     assert m["text_root_median"] == pytest.approx(math.asinh(1.0), rel=1e-5)
@@ -46,16 +46,16 @@ def test_meru_structure_hand_computed():
     gi = (math.asinh(3) * E1 + math.asinh(2.5) * E2) / 2
     gt = ((math.asinh(0.5) + math.asinh(1) + math.asinh(2)) * E1 + (math.asinh(0.6) + math.asinh(1.5)) * E2) / 5
     assert m["modality_gap"] == pytest.approx(float((gi - gt).norm()), rel=1e-5)
-    h = res["histogram"]
+    h = res.plot["histogram"]
     assert sum(h["image_counts"]) == 2 and sum(h["text_counts"]) == 5 and len(h["edges"]) == 31
-    assert res["n_true_pairs"] == 5 and res["n_false_pairs"] == 5
+    assert res.details["n_true_pairs"] == 5 and res.details["n_false_pairs"] == 5
 
 
 def test_reversed_depth_gives_negative_correlation_and_images_inside():
     cache, pool = meru_inputs()
     pool.specificity = -pool.specificity
     cache.image_emb = torch.stack([0.2 * E1, 0.2 * E2])  # images nearer the origin than captions
-    m = evaluate_structure(cache, pool, n_boot=10)["metrics"]
+    m = evaluate_structure(cache, pool, n_boot=10).metrics
     assert m["spearman_specificity"] == pytest.approx(-1.0)
     assert m["image_farther_frac"] == 0.0
     assert m["cone_true_frac"] == 0.0  # behind the caption (exterior angle pi) is outside its cone
@@ -72,7 +72,7 @@ def test_clip_root_is_mean_caption_direction_and_no_cones():
         meta=[{"true_captions": [0]}] * 2,
     )
     res = evaluate_structure(cache, pool, n_boot=10)
-    m = res["metrics"]
+    m = res.metrics
     assert m["image_root_mean"] == pytest.approx(math.pi / 4, rel=1e-5)
     assert m["modality_gap"] == pytest.approx(math.sqrt(0.5), rel=1e-5)  # |e1 - (e1+e2)/2|
     assert "cone_auc" not in m and m["image_farther_frac"] == 0.0  # equal angles are not farther
@@ -111,14 +111,14 @@ def test_euclip_structure_hand_computed():
         meta=[{"true_captions": [0, 1, 2]}, {"true_captions": [3, 4]}],
     )
     res = evaluate_structure(cache, pool, n_boot=20)
-    m = res["metrics"]
+    m = res.metrics
     assert m["image_root_mean"] == pytest.approx(2.75) and m["text_root_median"] == pytest.approx(1.0)
     assert m["spearman_specificity"] == pytest.approx(1.0) and m["image_farther_frac"] == 1.0
     # images lie further along their captions' rays (angle 0): inside; the other axis is at >= 90 deg: outside
     assert m["cone_true_frac"] == 1.0 and m["cone_false_frac"] == 0.0 and m["cone_auc"] == 1.0
     gi, gt = (3.0 * E1 + 2.5 * E2) / 2, (3.5 * E1 + 2.1 * E2) / 5
     assert m["modality_gap"] == pytest.approx(float((gi - gt).norm()), rel=1e-5)
-    assert res["root"] == "origin"
+    assert res.details["root"] == "origin"
     # a MERU pool cannot be compared with EuCLIP images
     with pytest.raises(ValueError, match="different models"):
         evaluate_structure(cache, dataclasses.replace(pool, kind="meru", space=get_space("meru", 1.0)))

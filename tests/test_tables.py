@@ -8,31 +8,30 @@ import pandas as pd
 import pytest
 
 from meru import stats
+from meru.records import RecordError, load_metric_records
 from meru.reporting import tables
+
+from metric_helpers import record, write
 
 SPEC = {s.name: s for s in tables.SPECS}
 
 
-def _write(d, kind, seed, correct, dataset="zeroshot_shape", n_classes=12, size="tiny"):
+def _write(d, kind, seed, correct, dataset="synthhier-shape", n_classes=12, size="tiny"):
     correct = np.asarray(correct, int)
     acc = 100.0 * correct.mean()
-    rec = {
-        "model": kind,
-        "kind": kind,
-        "size": size,
-        "seed": seed,
-        "label": f"{kind}-{size}-s{seed}",
-        "dataset": dataset,
-        "task": "zeroshot",
-        "n_classes": n_classes,
-        "metrics": {"top1": acc, "top5": 100.0, "mistake_severity": 1.5},
-        "intervals": {"top1": [acc - 5, acc + 5], "top5": [100.0, 100.0]},
-        "n": len(correct),
-        "per_item": {"correct": correct.tolist(), "correct_top5": [1] * len(correct)},
-    }
-    p = d / f"{kind}-{size}-s{seed}" / f"zeroshot-{dataset}.json"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(rec))
+    rec = record(
+        kind,
+        seed,
+        "zeroshot",
+        dataset,
+        size,
+        metrics={"top1": acc, "top5": 100.0, "mistake_severity": 1.5},
+        intervals={"top1": [acc - 5, acc + 5], "top5": [100.0, 100.0]},
+        n=len(correct),
+        per_item={"correct": correct.tolist(), "correct_top5": [1] * len(correct)},
+        details={"n_classes": n_classes},
+    )
+    write(d, rec)
     return rec
 
 
@@ -71,23 +70,21 @@ def test_wide_layout_seed_stats_and_pooled_paired_test(tmp_path):
 def test_trivial_top5_is_dropped(tmp_path):
     m = tmp_path / "metrics"
     for k in ("meru", "clip"):
-        _write(m, k, 0, [1, 0, 1, 1], dataset="zeroshot_category", n_classes=2)
-        _write(m, k, 0, [1, 0, 0, 1], dataset="zeroshot_shape", n_classes=12)
-    df = tables.build(tables.load_metrics(m), SPEC["zeroshot"])
+        _write(m, k, 0, [1, 0, 1, 1], dataset="synthhier-category", n_classes=2)
+        _write(m, k, 0, [1, 0, 0, 1], dataset="synthhier-shape", n_classes=12)
+    df = tables.build(load_metric_records(m), SPEC["zeroshot"])
     assert set(df[df.block == "Top-5"].column) == {"shape"}
     assert set(df[df.block == "Top-1"].column) == {"category", "shape"}
-    # records without n_classes: inferred from the class indices, trivial only when the value is 100
-    rec = {"metrics": {"top5": 100.0}, "per_item": {"label": [0, 1, 2], "pred": [1, 1, 0]}}
-    assert tables.trivial(rec, "top5") and not tables.trivial(dict(rec, metrics={"top5": 90.0}), "top5")
+    assert tables.trivial(record("meru", details={"n_classes": 5}), "top5")
+    assert not tables.trivial(record("meru", details={"n_classes": 6}), "top5")
 
 
 def test_single_seed_shows_bootstrap_interval_unless_uninformative(tmp_path):
     m = tmp_path / "metrics"
     _write(m, "meru", 0, [1, 0] * 50)
-    p = m / "clip-tiny-s0" / "zeroshot-zeroshot_shape.json"
     rec = _write(m, "clip", 0, [1, 0] * 50)
-    rec["intervals"]["top1"] = [0.0, 100.0]  # spans the whole range: says nothing
-    p.write_text(json.dumps(rec))
+    rec.intervals["top1"] = [0.0, 100.0]  # spans the whole range: says nothing
+    write(m, rec)
     tables.write_tables(m, tmp_path / "out")
     rows = {
         line.split(" | ")[1]: line
@@ -118,64 +115,35 @@ def test_retrieval_recall_test_uses_per_query_ranks(tmp_path):
         for s in (0, 1):
             ranks = {d: rng.integers(0, scale * 5, 200) for d in ("i2t", "t2i")}
             met = {f"{d}_r{n}": 100 * float(np.mean(ranks[d] < n)) for d in ranks for n in (1, 5, 10)}
-            p = tmp_path / f"{k}-tiny-s{s}" / "retrieval-synth.json"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(
-                json.dumps(
-                    {
-                        "kind": k,
-                        "size": "tiny",
-                        "seed": s,
-                        "dataset": "coco",
-                        "task": "retrieval",
-                        "metrics": met,
-                        "intervals": {},
-                        "per_query": {f"{d}_rank": r.tolist() for d, r in ranks.items()},
-                    }
-                )
-            )
-    df = tables.build(tables.load_metrics(tmp_path), SPEC["retrieval"])
+            per_item = {f"{d}_rank": r.tolist() for d, r in ranks.items()}
+            write(tmp_path, record(k, s, "retrieval", "coco", metrics=met, n=200, per_item=per_item))
+    df = tables.build(load_metric_records(tmp_path), SPEC["retrieval"])
     c = df[(df.row_type == "comparison") & (df.block == "R@5") & (df.column == "coco image→text")].iloc[0]
     assert c["n_items"] == 400 and c["diff_lo"] > 0 and c["p_value"] < 0.01
 
 
 def test_bad_json_and_duplicate_seeds_name_files(tmp_path):
     (tmp_path / "x.json").write_text("{nope")
-    with pytest.raises(ValueError, match="x.json"):
-        tables.load_metrics(tmp_path)
+    with pytest.raises(RecordError, match="x.json: not valid strict JSON"):
+        load_metric_records(tmp_path)
     (tmp_path / "x.json").unlink()
     _write(tmp_path / "a", "meru", 0, [1, 0])
     _write(tmp_path / "b", "meru", 0, [1, 1])
     with pytest.raises(ValueError, match="remove the stale one"):
-        tables.build(tables.load_metrics(tmp_path), SPEC["zeroshot"])
+        tables.build(load_metric_records(tmp_path), SPEC["zeroshot"])
 
 
 def test_distances_in_own_space_get_their_unit_and_no_difference(tmp_path):
     for kind, gap, geometry in (
-        ("meru", 0.3, None),
+        ("meru", 0.3, {"space": "lorentz", "root_distance": "geodesic distance from the origin"}),
         ("clip", 0.7, {"space": "sphere", "root_distance": "angle (rad)"}),
     ):
-        p = tmp_path / f"{kind}-tiny-s0" / "structure-synthhier.json"
-        p.parent.mkdir(parents=True)
-        rec = {
-            "kind": kind,
-            "size": "tiny",
-            "seed": 0,
-            "dataset": "synth",
-            "task": "structure",
-            "metrics": {"modality_gap": gap, "spearman_specificity": gap},
-            "intervals": {},
-        }
-        if geometry:
-            rec["geometry"] = geometry
-        p.write_text(json.dumps(rec))
-    recs = tables.load_metrics(tmp_path)
+        metrics = {"modality_gap": gap, "spearman_specificity": gap}
+        write(tmp_path, record(kind, 0, "structure", "synthhier-shape", metrics=metrics, geometry=geometry))
+    recs = load_metric_records(tmp_path)
     dist = tables.build(recs, SPEC["root_distance"])
     assert set(dist.row_type) == {"model"}
-    assert dict(zip(dist.kind, dist.unit)) == {
-        "clip": "angle (rad)",
-        "meru": "geodesic distance from the origin (hyperboloid)",
-    }
+    assert dict(zip(dist.kind, dist.unit)) == {"clip": "angle (rad)", "meru": "geodesic distance from the origin"}
     corr = tables.build(recs, SPEC["structure"]).set_index("model")
     assert corr.loc["MERU − CLIP", "mean"] == pytest.approx(-0.4) and pd.isna(corr.loc["MERU − CLIP", "p_value"])
 
@@ -187,7 +155,7 @@ def test_clip_benchmark_side_files_are_skipped(tmp_path):
             {"dataset": "x", "model": "meru-tiny-s0", "task": "zeroshot_classification", "metrics": {"acc1": 0.5}}
         )
     )
-    assert [r["task"] for r in tables.load_metrics(tmp_path)] == ["zeroshot"]
+    assert [r.task for r in load_metric_records(tmp_path)] == ["zeroshot"]
 
 
 def test_cli_names_a_missing_metrics_dir(tmp_path, capsys):

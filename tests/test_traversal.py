@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from meru.evaluation.traversal import ROOT_TEXT, traverse
+from meru.evaluation.traversal import ROOT_TEXT, evaluate_traversal, traverse
 from meru.records import EmbeddingCache
 from meru.spaces import Lorentz, get_space
 
@@ -58,6 +58,12 @@ def test_meru_traversal_steps_up_the_hierarchy():
     assert s["monotonic_frac"] == 1.0 and s["precision"] == 1.0 and s["mean_unique"] == 4.0
     assert s["mean_specificity_per_step"][0] == 3.0 and s["mean_specificity_per_step"][-1] is None
     assert s["root_frac_per_step"][-1] == 1.0
+    # as a metric record's parts: summary numbers -> metrics, listed captions and per-step curves -> plot
+    res = evaluate_traversal(cache, pool, steps=steps)
+    assert res.metrics == {"monotonic_frac": 1.0, "precision": 1.0, "mean_unique": 4.0} and res.n == 1
+    assert res.plot["paths"] == out["images"] and res.plot["per_step"]["root_frac"] == s["root_frac_per_step"]
+    assert res.plot["per_step"]["mean_specificity"] == s["mean_specificity_per_step"]
+    assert res.details == {"steps": steps, "root": "origin"}
 
 
 def test_clip_traversal_linear_interpolation_to_mean_caption():

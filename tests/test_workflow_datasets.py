@@ -156,7 +156,7 @@ def test_prepared_and_own_datasets_run_through_the_workflow(tmp_path):
     lp = json.loads(targets[3].read_text())
     train = torch.load(res / "embeddings" / label / "My_Set@train.pt", weights_only=True)
     assert train["image_emb"].shape[0] == 9 and train["keys"][0] == "train000"
-    assert lp["n"] == 6 and lp["train_embeddings"].endswith("My_Set@train.pt")
+    assert lp["n"] == 6 and lp["provenance"]["train_embeddings"].endswith("My_Set@train.pt")
     sha = (tmp_path / "runs" / "released" / f"{label}.sha256").read_text().split()[0]
     import hashlib
 
@@ -380,7 +380,8 @@ def test_imagenet_folder_with_wnids_gets_hierarchical_metrics(tmp_path):
     wnids = imagenet_wnids()
     assert cache["labels"].tolist() == labels and cache["class_nodes"] == wnids and len(cache["classnames"]) == 1000
     rec = json.loads((res / "metrics" / label / "zeroshot-imagenet.json").read_text())
-    assert rec["n"] == len(labels) and rec["n_classes"] == 1000 and rec["tree"].endswith("data/imagenet_tree.txt")
+    assert rec["n"] == len(labels) and rec["details"]["n_classes"] == 1000
+    assert rec["provenance"]["tree"].endswith("data/imagenet_tree.txt")
     for name in ("tie", "lca", "jaccard", "h_precision", "h_recall", "lca_height"):
         assert name in rec["metrics"] and name in rec["intervals"], name
     items = rec["per_item"]
@@ -388,6 +389,6 @@ def test_imagenet_folder_with_wnids_gets_hierarchical_metrics(tmp_path):
     expected_tie = tree_distances(tree, [(wnids[p], wnids[t]) for p, t in zip(items["pred"], items["label"])])
     assert items["tie"] == expected_tie and rec["metrics"]["tie"] == pytest.approx(np.mean(expected_tie))
     lp = json.loads(targets[1].read_text())
-    assert lp["n"] == len(labels) and lp["train_embeddings"].endswith("imagenet@train.pt")
+    assert lp["n"] == len(labels) and lp["provenance"]["train_embeddings"].endswith("imagenet@train.pt")
     table = (res / "tables" / "hierarchy_distance.csv").read_text()
     assert "ImageNet" in table or "imagenet" in table

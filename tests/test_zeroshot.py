@@ -30,12 +30,12 @@ def test_clip_hand_computed_accuracies():
     x = torch.tensor([[1, 0.1, 0], [1, 0, 0.2], [0.9, 0.1, 0.1], [0, 1, 0.0], [0, 1, 0.0], [0.1, 0.8, 0.3]])
     labels = [0, 0, 0, 0, 1, 2]
     res = evaluate_zeroshot(clip_cache(x, raw, labels), n_boot=50)
-    m = res["metrics"]
+    m = res.metrics
     assert m["top1"] == pytest.approx(100 * 4 / 6)
     assert m["mean_per_class"] == pytest.approx(100 * (3 / 4 + 1 + 0) / 3)
     assert m["top5"] == 100.0  # C = 3 < 5
-    assert res["per_item"]["correct"] == [1, 1, 1, 0, 1, 0]
-    lo, hi = res["intervals"]["top1"]
+    assert res.per_item["correct"] == [1, 1, 1, 0, 1, 0]
+    lo, hi = res.intervals["top1"]
     assert lo <= m["top1"] <= hi
 
 
@@ -101,7 +101,7 @@ def test_random_embeddings_are_at_chance():
         torch.randn(3, C, 16, generator=g),
         torch.randint(0, C, (N,), generator=g).tolist(),
     )
-    m = evaluate_zeroshot(cache, n_boot=20)["metrics"]
+    m = evaluate_zeroshot(cache, n_boot=20).metrics
     assert abs(m["top1"] - 100 / C) < 2.0  # sd ~ 0.47 points
     assert abs(m["top5"] - 500 / C) < 4.0
 
@@ -115,11 +115,11 @@ def test_hierarchical_metrics_on_a_small_tree():
     cache = clip_cache(x, raw, [0, 0, 0])
     cache.class_nodes = classes
     res = evaluate_zeroshot(cache, tree=tree, n_boot=20)
-    h = res["hierarchical_metrics"]
+    h = res.metrics
     assert h["tie"] == pytest.approx((0 + 2 + 4) / 3)
     assert h["mistake_severity"] == pytest.approx((1 + 2) / 2)  # lca heights a, r
     assert h["lca_height"] == pytest.approx((0 + 1 + 2) / 3)
-    assert res["per_item_hierarchical"]["tie"] == [0, 2, 4]
+    assert res.per_item["tie"] == [0, 2, 4] and res.details == {"n_classes": 4, "n_mistakes": 2}
 
 
 def test_tree_without_class_nodes_is_an_error():

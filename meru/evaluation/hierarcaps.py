@@ -38,7 +38,7 @@ import itertools
 import numpy as np
 import torch
 
-from meru.records import EmbeddingCache
+from meru.records import EmbeddingCache, Measurement
 from meru.stats import bootstrap_ci
 
 LEVELS = 4
@@ -265,9 +265,10 @@ def evaluate_hierarcaps(
     n_negatives: int = 100_000,
     negative_seed: int = 0,
     n_boot_pairs: int = 200,
-) -> dict:
-    """HierarCaps metrics from a ``task == "hierarcaps"`` cache -> ``{"metrics", "intervals", "n",
-    "ties", "per_item", ...}`` (module doc). AP/AUROC intervals use ``min(n_boot, n_boot_pairs)``
+) -> Measurement:
+    """HierarCaps metrics from a ``task == "hierarcaps"`` cache (module doc); per item ``hr_precision``,
+    ``hr_recall``, ``order_recall`` (per image) and ``depth_tau`` (per hierarchy); details ``n_hierarchies``,
+    ``n_positives``, ``n_negatives``, ``steps``, ``negative_seed``, ``ties``. AP/AUROC intervals use ``min(n_boot, n_boot_pairs)``
     resamples of the ~10^5 scored pairs (each resample sorts them; the index matrix is B x pairs)."""
     cache.require("image_emb", "texts", "text_emb", "text_to_image", what="a HierarCaps embedding cache")
     space = cache.space
@@ -324,20 +325,22 @@ def evaluate_hierarcaps(
         intervals[f"{prefix}_ap"] = list(bootstrap_ci(rows, statistic=_ap_rows, n_boot=nb, seed=seed))
         intervals[f"{prefix}_auroc"] = list(bootstrap_ci(rows, statistic=_auroc_rows, n_boot=nb, seed=seed))
         ties[prefix] = tie_diagnostics(sc, labels)
-    return {
-        "metrics": metrics,
-        "intervals": intervals,
-        "n": int(n_img),
-        "n_hierarchies": int(n_h),
-        "n_positives": len(pos),
-        "n_negatives": len(neg),
-        "steps": int(steps),
-        "negative_seed": int(negative_seed),
-        "ties": ties,
-        "per_item": {
+    return Measurement(
+        metrics,
+        intervals,
+        n=int(n_img),
+        per_item={
             "hr_precision": ret["hr_precision"],
             "hr_recall": ret["hr_recall"],
             "order_recall": ret["order_recall"],
             "depth_tau": [None if np.isnan(v) else float(v) for v in tau],
         },
-    }
+        details={
+            "n_hierarchies": int(n_h),
+            "n_positives": len(pos),
+            "n_negatives": len(neg),
+            "steps": int(steps),
+            "negative_seed": int(negative_seed),
+            "ties": ties,
+        },
+    )

@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from meru.records import EmbeddingCache
+from meru.records import EmbeddingCache, Measurement
 from meru.stats import bootstrap_ci
 from meru.evaluation.zeroshot import _mpc_rows, mean_per_class
 
@@ -86,8 +86,9 @@ def evaluate_linear_probe(
     n_boot: int = 1000,
     seed: int = 0,
     max_iter: int = 1000,
-) -> dict:
-    """Fit the probe on ``train_cache`` (with C search) and score it on ``test_cache``."""
+) -> Measurement:
+    """Fit the probe on ``train_cache`` (with C search) and score it on ``test_cache``. Per item: ``correct``,
+    ``pred``, ``label``; details: ``n_train``, ``cost`` (chosen C), ``val_mean_per_class`` (%), ``cost_search``."""
     for c in (train_cache, test_cache):
         c.require("image_feats", "labels", what="a classification embedding cache")
     x = train_cache.image_feats.float().numpy()
@@ -108,13 +109,15 @@ def evaluate_linear_probe(
             100.0 * v for v in bootstrap_ci(np.stack([correct, yt], 1), statistic=_mpc_rows, n_boot=n_boot, seed=seed)
         ],
     }
-    return {
-        "metrics": metrics,
-        "intervals": intervals,
-        "n": int(len(yt)),
-        "n_train": int(len(y)),
-        "cost": best_c,
-        "val_mean_per_class": 100.0 * best_val,
-        "cost_search": [{"C": c, "val_mean_per_class": 100.0 * s} for c, s in history],
-        "per_item": {"correct": correct.tolist(), "pred": pred.tolist(), "label": yt.tolist()},
-    }
+    return Measurement(
+        metrics,
+        intervals,
+        n=int(len(yt)),
+        per_item={"correct": correct.tolist(), "pred": pred.tolist(), "label": yt.tolist()},
+        details={
+            "n_train": int(len(y)),
+            "cost": best_c,
+            "val_mean_per_class": 100.0 * best_val,
+            "cost_search": [{"C": c, "val_mean_per_class": 100.0 * s} for c, s in history],
+        },
+    )

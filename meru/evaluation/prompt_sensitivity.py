@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from meru.records import EmbeddingCache, PromptSet
+from meru.records import EmbeddingCache, Measurement, PromptSet
 from meru.stats import bootstrap_ci
 
 
@@ -34,13 +34,12 @@ def embed_prompt_sets(model, sets: dict, classnames: list[str], batch_size: int 
     return out
 
 
-def evaluate_prompts(cache: EmbeddingCache, n_boot: int = 1000, seed: int = 0) -> dict:
+def evaluate_prompts(cache: EmbeddingCache, n_boot: int = 1000, seed: int = 0) -> Measurement:
     """Zero-shot top-1 and mean per-class accuracy (%) under every template set of the cache.
 
-    Returns ``{"metrics": {"top1_<set>", "mean_per_class_<set>", "top1_spread"}, "intervals", "n",
-    "prompt_sets": {set: {"top1", "mean_per_class", "n_templates", "source"}}}``; ``top1_spread`` is
-    max − min of top-1 over the sets. Sets: ``evalset`` (the cache's own templates) and the cache's
-    ``prompt_sets``."""
+    Metrics ``top1_<set>``, ``mean_per_class_<set>``, ``top1_spread`` (max − min of top-1 over the sets);
+    details ``prompt_sets``: ``{set: {"n_templates", "source"}}``. Sets: ``evalset`` (the cache's own
+    templates) and the cache's ``prompt_sets``."""
     from meru.evaluation.zeroshot import mean_per_class, zeroshot_scores
 
     if not cache.prompt_sets:
@@ -61,12 +60,7 @@ def evaluate_prompts(cache: EmbeddingCache, n_boot: int = 1000, seed: int = 0) -
         metrics[f"top1_{name}"] = top1
         metrics[f"mean_per_class_{name}"] = mpc
         intervals[f"top1_{name}"] = [100.0 * v for v in bootstrap_ci(correct, n_boot=n_boot, seed=seed)]
-        info[name] = {
-            "top1": top1,
-            "mean_per_class": mpc,
-            "n_templates": len(entry.templates),
-            "source": entry.source,
-        }
-    tops = [v["top1"] for v in info.values()]
+        info[name] = {"n_templates": len(entry.templates), "source": entry.source}
+    tops = [metrics[f"top1_{name}"] for name in info]
     metrics["top1_spread"] = max(tops) - min(tops)
-    return {"metrics": metrics, "intervals": intervals, "n": len(lab), "prompt_sets": info}
+    return Measurement(metrics, intervals, n=len(lab), details={"prompt_sets": info})

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meru.records import EmbeddingCache
+from meru.records import EmbeddingCache, Measurement
 from meru.stats import bootstrap_ci
 
 KS = (1, 5, 10)
@@ -49,8 +49,9 @@ def retrieval_ranks(
     return {"i2t": np.concatenate(i2t), "t2i": np.concatenate(t2i_r)}
 
 
-def evaluate_retrieval(cache: EmbeddingCache, ks=KS, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Recall@K both directions with bootstrap intervals over queries, and per-query ranks."""
+def evaluate_retrieval(cache: EmbeddingCache, ks=KS, n_boot: int = 1000, seed: int = 0) -> Measurement:
+    """Recall@K both directions with bootstrap intervals over queries; per item the ranks ``i2t_rank [N]``
+    (image queries) and ``t2i_rank [M]`` (caption queries); details ``n_texts`` = M."""
     cache.require("image_emb", "text_emb", "text_to_image", what="a retrieval embedding cache")
     ranks = retrieval_ranks(cache.space, cache.image_emb, cache.text_emb, cache.text_to_image)
     metrics, intervals = {}, {}
@@ -59,10 +60,10 @@ def evaluate_retrieval(cache: EmbeddingCache, ks=KS, n_boot: int = 1000, seed: i
             hit = (ranks[d] < k).astype(np.float64)
             metrics[f"{d}_r{k}"] = 100.0 * hit.mean()
             intervals[f"{d}_r{k}"] = [100.0 * v for v in bootstrap_ci(hit, n_boot=n_boot, seed=seed)]
-    return {
-        "metrics": metrics,
-        "intervals": intervals,
-        "n": int(len(ranks["i2t"])),
-        "n_texts": int(len(ranks["t2i"])),
-        "per_query": {"i2t_rank": ranks["i2t"].tolist(), "t2i_rank": ranks["t2i"].tolist()},
-    }
+    return Measurement(
+        metrics,
+        intervals,
+        n=int(len(ranks["i2t"])),
+        per_item={"i2t_rank": ranks["i2t"].tolist(), "t2i_rank": ranks["t2i"].tolist()},
+        details={"n_texts": int(len(ranks["t2i"]))},
+    )

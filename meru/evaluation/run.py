@@ -1,15 +1,14 @@
-"""`meru evaluate`: metrics from cached embeddings (see ``meru.evaluation.embed``) -> strict metric JSON.
+"""`meru evaluate`: metrics from cached embeddings (see ``meru.evaluation.embed``) -> a metric record.
 
 Tasks: ``zeroshot``, ``retrieval``, ``linear-probe``, ``structure``, ``traversal``, ``prompts`` (zero-shot
 accuracy per template set, :mod:`meru.evaluation.prompt_sensitivity`), ``hierarcaps``
-(:mod:`meru.evaluation.hierarcaps`). Each writes ``--out M.json``
-(atomically, strict JSON) with ``model`` (= kind), ``kind``, ``size``, ``seed``, ``label``, ``dataset``, ``task``,
-``geometry`` (``{"space": name, "root_distance": what distances from [ROOT] measure, with unit}``, from
-:meth:`meru.spaces.Space.geometry`, so reporting labels axes without knowing model kinds),
-``metrics``, ``intervals`` (95% percentile bootstrap over items), ``n`` and per-item data; zero-shot,
-retrieval and linear-probe also write ``M.clip_benchmark.json`` beside it, a result file that
-``clip_benchmark build`` reads (``{"dataset", "model", "pretrained", "task", "metrics", "language"}``; see
-:func:`clip_benchmark_record`).
+(:mod:`meru.evaluation.hierarcaps`). Every evaluator returns a :class:`meru.records.Measurement`; this module
+adds the identity (:func:`identity`: ``kind``, ``size``, ``seed``, ``label``, ``dataset``, ``task``,
+``geometry`` from :meth:`meru.spaces.Space.geometry`, so reporting labels axes without knowing model kinds)
+and the input files (``provenance``) and writes the :class:`meru.records.MetricRecord` to ``--out M.json``
+(atomically, strict JSON). Zero-shot, retrieval and linear-probe also write ``M.clip_benchmark.json`` beside
+it, a result file that ``clip_benchmark build`` reads (``{"dataset", "model", "pretrained", "task",
+"metrics", "language"}``; see :func:`clip_benchmark_record`).
 """
 
 from __future__ import annotations
@@ -19,30 +18,27 @@ import sys
 from pathlib import Path
 
 from meru.io import write_json
-from meru.records import EmbeddingCache
+from meru.records import EmbeddingCache, MetricRecord, Provenance
 
 TASKS = ("zeroshot", "retrieval", "linear-probe", "structure", "traversal", "prompts", "hierarcaps")
 
 
-def header(cache: EmbeddingCache, task: str, label: str | None = None, seed: int | None = None) -> dict:
-    """Identity fields of a metric record, from the cache (checkpoint) unless overridden."""
-    kind = cache.kind
+def identity(
+    cache: EmbeddingCache, task: str, label: str | None = None, seed: int | None = None, size: str | None = None
+) -> dict:
+    """Identity fields of a metric record, from the cache (checkpoint) unless given (``--label``, ``--seed``,
+    ``--size``; released checkpoints trained on other data get ``--size {size}-{data}`` from the workflow)."""
     seed = cache.seed if seed is None else seed
-    size = cache.size
-    if label and label.endswith("-released") and label.startswith(f"{kind}-"):
-        size = label[len(kind) + 1 : -len("-released")]  # released variant: vit-s16 or vit-s16-grit
-    label = label or f"{kind}-{size}-s{seed if seed is not None else 0}"
+    size = cache.size if size is None else size
+    seed = int(seed) if seed is not None else 0
     return {
-        "model": kind,
-        "kind": kind,
+        "kind": cache.kind,
         "size": size,
-        "seed": int(seed) if seed is not None else 0,
-        "label": label,
+        "seed": seed,
+        "label": label or f"{cache.kind}-{size}-s{seed}",
         "dataset": cache.dataset,
         "task": task,
         "geometry": cache.space.geometry(),
-        "checkpoint": cache.checkpoint,
-        "embeddings": None if cache.path is None else str(cache.path),
     }
 
 
@@ -102,7 +98,7 @@ def clip_benchmark_retrieval(cache: EmbeddingCache, ks=CB_RECALL_KS, batch_size:
     return out
 
 
-def clip_benchmark_record(rec: dict, cb_metrics: dict | None) -> dict | None:
+def clip_benchmark_record(rec: MetricRecord, cb_metrics: dict | None) -> dict | None:
     """A result file that ``clip_benchmark build`` reads: its keys (``dataset``, ``model``, ``pretrained``,
     ``task``, ``metrics``, ``language``). ``model`` is ``KIND-SIZE`` and ``pretrained`` the rest of the run
     label (``s0``, ``released``), like clip-benchmark's architecture / weights pair.
@@ -111,21 +107,21 @@ def clip_benchmark_record(rec: dict, cb_metrics: dict | None) -> dict | None:
     linear probe is a different method (scikit-learn logistic regression with a C search, not
     clip-benchmark's torch weight-decay sweep), so it gets keys of its own: task ``linear_probe_logreg``,
     metrics ``logreg_acc1`` and ``logreg_mean_per_class_recall``; merged tables never mix the two."""
-    m = rec["metrics"]
-    if rec["task"] == "zeroshot":
+    m = rec.metrics
+    if rec.task == "zeroshot":
         task, metrics = "zeroshot_classification", cb_metrics
-    elif rec["task"] == "retrieval":
+    elif rec.task == "retrieval":
         task, metrics = "zeroshot_retrieval", cb_metrics
-    elif rec["task"] == "linear-probe":
+    elif rec.task == "linear-probe":
         task = "linear_probe_logreg"
         metrics = {"logreg_acc1": m["top1"] / 100, "logreg_mean_per_class_recall": m["mean_per_class"] / 100}
     else:
         return None
-    model = f"{rec['kind']}-{rec['size']}"
-    label = rec["label"]
+    model = f"{rec.kind}-{rec.size}"
+    label = rec.label
     pretrained = label[len(model) + 1 :] if label.startswith(model + "-") else label
     return {
-        "dataset": rec["dataset"],
+        "dataset": rec.dataset,
         "model": model,
         "pretrained": pretrained,
         "task": task,
@@ -140,10 +136,12 @@ def clip_benchmark_path(out: Path) -> Path:
     )
 
 
-def evaluate(args: argparse.Namespace) -> dict:
+def evaluate(args: argparse.Namespace) -> tuple[MetricRecord, dict | None]:
+    """The metric record of ``args`` and, for zero-shot and retrieval, clip-benchmark's metrics (else None)."""
     if args.embeddings is None:
         raise ValueError("--embeddings EMB.pt is required")
     kw = {"n_boot": args.n_boot, "seed": args.bootstrap_seed}
+    inputs, cb = Provenance(embeddings=str(args.embeddings)), None
     if args.task == "zeroshot":
         from meru.evaluation.zeroshot import evaluate_zeroshot
 
@@ -153,17 +151,9 @@ def evaluate(args: argparse.Namespace) -> dict:
             from meru.evaluation.tree import Tree
 
             tree = Tree.from_edges_file(args.tree, names=args.tree_names)
+            inputs.tree = str(args.tree)
         res = evaluate_zeroshot(cache, tree=tree, **kw)
-        res["_clip_benchmark"] = clip_benchmark_zeroshot(cache)
-        hm, hi = res.pop("hierarchical_metrics", {}), res.pop("hierarchical_intervals", {})
-        if "n_mistakes" in hm:
-            res["n_mistakes"] = int(hm.pop("n_mistakes"))
-        res["metrics"].update(hm)
-        res["intervals"].update(hi)
-        if "per_item_hierarchical" in res:
-            res["per_item"].update(res.pop("per_item_hierarchical"))
-        if tree is not None:
-            res["tree"] = str(args.tree)
+        cb = clip_benchmark_zeroshot(cache)
     elif args.task == "prompts":
         from meru.evaluation.prompt_sensitivity import evaluate_prompts
 
@@ -179,7 +169,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
         cache = EmbeddingCache.load(args.embeddings, "retrieval")
         res = evaluate_retrieval(cache, **kw)
-        res["_clip_benchmark"] = clip_benchmark_retrieval(cache)
+        cb = clip_benchmark_retrieval(cache)
     elif args.task == "linear-probe":
         from meru.evaluation.linear_probe import evaluate_linear_probe
 
@@ -190,7 +180,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         train = EmbeddingCache.load(args.train_embeddings, "classification")
         cache = EmbeddingCache.load(args.embeddings, "classification")
         res = evaluate_linear_probe(train, cache, **kw)
-        res["train_embeddings"] = str(args.train_embeddings)
+        inputs.train_embeddings = str(args.train_embeddings)
     else:
         if args.text_pool is None:
             raise ValueError(f"--task {args.task} needs --text-pool POOL.pt (`meru embed --text-pool captions.jsonl`)")
@@ -201,17 +191,13 @@ def evaluate(args: argparse.Namespace) -> dict:
 
             res = evaluate_structure(cache, pool, **kw)
         else:
-            from meru.evaluation.traversal import traverse
+            from meru.evaluation.traversal import evaluate_traversal
 
-            res = traverse(cache, pool, steps=args.steps, max_images=args.max_images)
-            res["metrics"] = {
-                k: v
-                for k, v in res["summary"].items()
-                if k in ("monotonic_frac", "precision", "mean_unique") and v is not None
-            }
-            res["n"] = res["summary"]["n_images"]
-        res["text_pool"] = str(args.text_pool)
-    return {**header(cache, args.task, args.label, args.seed), **res}
+            res = evaluate_traversal(cache, pool, steps=args.steps, max_images=args.max_images)
+        inputs.text_pool = str(args.text_pool)
+    inputs.checkpoint = cache.checkpoint
+    who = identity(cache, args.task, args.label, args.seed, args.size)
+    return MetricRecord.of(res, inputs, **who), cb
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -224,6 +210,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="metric JSON to write")
     parser.add_argument("--label", help="run name (default: KIND-SIZE-sSEED)")
     parser.add_argument("--seed", type=int, help="training seed (default: from the checkpoint config)")
+    parser.add_argument(
+        "--size",
+        help="model size of the record (default: from the checkpoint); released checkpoints trained on other "
+        "data than MERU's RedCaps ones get SIZE-DATA, e.g. vit-s16-grit",
+    )
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
     parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--steps", type=int, default=50, help="traversal: points from image to [ROOT]")
@@ -234,15 +225,15 @@ def run(args: argparse.Namespace) -> int:
     from meru.models.checkpoints import CheckpointError
 
     try:
-        rec = evaluate(args)
+        rec, cb_metrics = evaluate(args)
     except (FileNotFoundError, KeyError, ValueError, CheckpointError) as e:
         print(f"meru evaluate: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    cb = clip_benchmark_record(rec, rec.pop("_clip_benchmark", None))
+    cb = clip_benchmark_record(rec, cb_metrics)
     if cb is not None:  # side file first: M.json appearing last marks the evaluation finished
         write_json(clip_benchmark_path(out), cb, nonfinite="null")
-    write_json(out, rec, nonfinite="null")
-    shown = {k: round(float(v), 4) for k, v in rec.get("metrics", {}).items() if isinstance(v, (int, float)) and v == v}
-    print(f"meru evaluate: {args.task} {rec['dataset']} ({rec['label']}): {shown} -> {out}")
+    rec.write(out)
+    shown = {k: round(float(v), 4) for k, v in rec.metrics.items() if isinstance(v, (int, float)) and v == v}
+    print(f"meru evaluate: {args.task} {rec.dataset} ({rec.label}): {shown} -> {out}")
     return 0

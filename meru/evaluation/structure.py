@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from meru.records import EmbeddingCache
+from meru.records import EmbeddingCache, Measurement
 from meru.spaces import Space
 from meru.stats import bootstrap_ci
 
@@ -94,8 +94,12 @@ def check_same_space(cache: EmbeddingCache, pool: EmbeddingCache) -> Space:
 
 def evaluate_structure(
     cache: EmbeddingCache, pool: EmbeddingCache, n_boot: int = 1000, seed: int = 0, bins: int = HIST_BINS
-) -> dict:
-    """Structure metrics (module doc) of ``cache`` (images) against the caption pool ``pool``."""
+) -> Measurement:
+    """Structure metrics (module doc) of ``cache`` (images) against the caption pool ``pool``.
+
+    Plot data: ``histogram`` (``edges``, ``image_counts``, ``text_counts``), ``text_root_by_{specificity,depth}``
+    (:func:`root_distance_by_level`). Details: ``n_texts`` (pool size), ``root``, ``{spearman,kendall}_*_p``,
+    ``pair_source``, ``n_true_pairs``, ``n_false_pairs``."""
     space = check_same_space(cache, pool)
     x, t = cache.image_emb.float(), pool.text_emb.float()
     root = space.root(t)
@@ -154,12 +158,11 @@ def evaluate_structure(
         extra["pair_source"] = source
         extra["n_true_pairs"] = int(mask.sum())
         extra["n_false_pairs"] = int((~mask).sum())
-    return {
-        "metrics": metrics,
-        "intervals": intervals,
-        "n": int(x.shape[0]),
-        "n_texts": int(t.shape[0]),
-        "histogram": histogram,
-        "root": space.root_name,
-        **extra,
-    }
+    plot = {"histogram": histogram, **{k: extra.pop(k) for k in list(extra) if k.startswith("text_root_by_")}}
+    return Measurement(
+        metrics,
+        intervals,
+        n=int(x.shape[0]),
+        plot=plot,
+        details={"n_texts": int(t.shape[0]), "root": space.root_name, **extra},
+    )

@@ -15,8 +15,10 @@ At each point the nearest caption of the pool plus [ROOT] is retrieved by ``spac
 cones (MERU, EuCLIP) only keep captions whose cone contains the point (``space.cone_violation_matrix <= 0``;
 [ROOT] entails everything). As in the official script, a caption is listed only the first time it is retrieved.
 
-Output (``T.json``): ``{"images": [{"key", "steps": [{"t", "text", "specificity", "correct"}]}],
-"summary": {...}}``, [ROOT] listed with ``specificity`` and ``correct`` null. Summary:
+:func:`traverse` returns ``{"images": [{"key", "steps": [{"t", "text", "specificity", "correct"}]}],
+"summary": {...}}``, [ROOT] listed with ``specificity`` and ``correct`` null; :func:`evaluate_traversal` turns
+it into the metric record's parts (metrics ``monotonic_frac``, ``precision``, ``mean_unique``; plot data
+``paths`` = the images' listed captions and ``per_step`` = ``t``, ``mean_specificity``, ``root_frac``). Summary:
 ``monotonic_frac`` — over consecutive pairs of listed captions (excluding [ROOT]), the fraction where
 specificity does not increase; ``precision`` — fraction of listed captions (excluding [ROOT]) that are
 true of the image (``meta["true_captions"]``); ``mean_specificity_per_step`` — for each of the S points,
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 from meru.evaluation.structure import check_same_space
-from meru.records import EmbeddingCache
+from meru.records import EmbeddingCache, Measurement
 
 ROOT_TEXT = "[ROOT]"
 NEG = -1e12
@@ -112,3 +114,22 @@ def traverse(cache: EmbeddingCache, pool: EmbeddingCache, steps: int = 50, max_i
         "root": space.root_name,
     }
     return {"images": images, "summary": summary}
+
+
+def evaluate_traversal(cache: dict, pool: dict, steps: int = 50, max_images: int | None = None) -> Measurement:
+    """:func:`traverse` as a metric record's parts (module doc); ``n`` = the number of images traversed."""
+    out = traverse(cache, pool, steps=steps, max_images=max_images)
+    s = out["summary"]
+    return Measurement(
+        {k: s[k] for k in ("monotonic_frac", "precision", "mean_unique")},
+        n=int(s["n_images"]),
+        plot={
+            "paths": out["images"],
+            "per_step": {
+                "t": s["t"],
+                "mean_specificity": s["mean_specificity_per_step"],
+                "root_frac": s["root_frac_per_step"],
+            },
+        },
+        details={"steps": int(s["steps"]), "root": s["root"]},
+    )

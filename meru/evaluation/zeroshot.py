@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meru.records import EmbeddingCache
+from meru.records import EmbeddingCache, Measurement
 from meru.stats import bootstrap_ci, bootstrap_indices
 
 
@@ -70,12 +70,13 @@ def topk_correct(scores: torch.Tensor, labels: torch.Tensor, k: int) -> np.ndarr
     return (above.sum(1) < k).numpy().astype(np.int64)
 
 
-def evaluate_zeroshot(cache: EmbeddingCache, tree=None, n_boot: int = 1000, seed: int = 0) -> dict:
+def evaluate_zeroshot(cache: EmbeddingCache, tree=None, n_boot: int = 1000, seed: int = 0) -> Measurement:
     """Zero-shot metrics, bootstrap intervals and per-item data for one embedding cache.
 
-    Returns ``{"metrics", "intervals", "n", "per_item", "hierarchical_classes"}``; with ``tree`` (a
+    Per item: ``correct``, ``correct_top5`` (0/1), ``pred``, ``label``; details: ``n_classes``. With ``tree`` (a
     :class:`meru.evaluation.tree.Tree`) and ``cache.class_nodes`` also TIE, LCA, Jaccard, hP, hR and
-    mistake severity from :func:`meru.evaluation.tree.hierarchical_metrics` on the top-1 predictions.
+    mistake severity from :func:`meru.evaluation.tree.hierarchical_metrics` on the top-1 predictions
+    (:func:`hierarchical`: per-item ``tie``, details ``n_mistakes``).
     """
     cache.require("labels", "classnames", what="a classification embedding cache")
     labels = cache.labels.long()
@@ -95,13 +96,13 @@ def evaluate_zeroshot(cache: EmbeddingCache, tree=None, n_boot: int = 1000, seed
         "top5": [100.0 * v for v in bootstrap_ci(c5, indices=idx)],
         "mean_per_class": [100.0 * v for v in bootstrap_ci(np.stack([c1, lab], 1), statistic=_mpc_rows, indices=idx)],
     }
-    out = {
-        "metrics": metrics,
-        "intervals": intervals,
-        "n": int(len(c1)),
-        "n_classes": int(scores.shape[1]),
-        "per_item": {"correct": c1.tolist(), "correct_top5": c5.tolist(), "pred": pred.tolist(), "label": lab.tolist()},
-    }
+    out = Measurement(
+        metrics,
+        intervals,
+        n=int(len(c1)),
+        per_item={"correct": c1.tolist(), "correct_top5": c5.tolist(), "pred": pred.tolist(), "label": lab.tolist()},
+        details={"n_classes": int(scores.shape[1])},
+    )
     if tree is not None:
         nodes = cache.class_nodes
         if not nodes:
@@ -121,7 +122,7 @@ def hierarchical(
     n_boot: int = 1000,
     seed: int = 0,
     indices: np.ndarray | None = None,
-) -> dict:
+) -> Measurement:
     """Hierarchical metrics of top-1 predictions (means over items; mistake severity over mistakes only).
     ``indices``: bootstrap indices over all items (``bootstrap_indices(N, n_boot, seed)``) to reuse."""
     from meru.evaluation.tree import hierarchical_metrics, summarize_hierarchical
@@ -138,9 +139,10 @@ def hierarchical(
         intervals[k] = list(
             bootstrap_ci(vals, indices=indices) if reuse else bootstrap_ci(vals, n_boot=n_boot, seed=seed)
         )
-    metrics["n_mistakes"] = summary.get("n_mistakes", 0)
-    return {
-        "hierarchical_metrics": metrics,
-        "hierarchical_intervals": intervals,
-        "per_item_hierarchical": {"tie": per["tie"].tolist()},
-    }
+    return Measurement(
+        metrics,
+        intervals,
+        n=int(len(labels)),
+        per_item={"tie": per["tie"].tolist()},
+        details={"n_mistakes": int(summary.get("n_mistakes", 0))},
+    )

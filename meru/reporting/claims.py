@@ -1,4 +1,4 @@
-"""The MERU paper's qualitative claims, computed from a run's metric JSON (``meru claims``).
+"""The MERU paper's qualitative claims, computed from a run's metric records (``meru claims``).
 
 Writes ``claims.{csv,md}``: one row per (claim, metric, size, dataset) with, for every model kind the
 run has (discovered from the records: meru, clip, euclip, ...), the value over seeds, the union of the
@@ -29,7 +29,8 @@ from scipy import stats as sstats
 
 from meru import stats
 from meru.io import write_text
-from meru.reporting.reproduction import kinds_of, load_records
+from meru.records import MetricRecord, load_metric_records
+from meru.reporting.reproduction import kinds_of
 
 HOLDS, FAILS, UNSURE, NA = "holds", "does not hold", "inconclusive", "n/a"
 
@@ -83,13 +84,13 @@ def property_cell(
 def comparison_cell(meru: dict, other: dict, metric: str, outcomes) -> dict:
     """MERU − other on ``metric``; meru/other: {seed: record}; outcomes(rec) -> per-item array in the metric's unit or None."""
     common = sorted(set(meru) & set(other))
-    cell = property_cell([(other[s]["metrics"][metric], _interval(other[s], metric)) for s in sorted(other)], None)
+    cell = property_cell([(other[s].metrics[metric], _interval(other[s], metric)) for s in sorted(other)], None)
     cell["verdict"] = UNSURE
     if not common:
         cell.update(verdict=NA, detail="no seed in common with MERU")
         return cell
-    vm = np.array([meru[s]["metrics"][metric] for s in common], float)
-    vo = np.array([other[s]["metrics"][metric] for s in common], float)
+    vm = np.array([meru[s].metrics[metric] for s in common], float)
+    vo = np.array([other[s].metrics[metric] for s in common], float)
     a = [outcomes(meru[s]) for s in common]
     b = [outcomes(other[s]) for s in common]
     if all(x is not None for x in a + b) and len({len(x) for x in a + b}) == 1:
@@ -114,39 +115,37 @@ def comparison_cell(meru: dict, other: dict, metric: str, outcomes) -> dict:
 
 
 def _kind(recs: dict) -> str:
-    return next(iter(recs.values()))["kind"].upper()
+    return next(iter(recs.values())).kind.upper()
 
 
-def _interval(rec: dict, metric: str):
-    iv = (rec.get("intervals") or {}).get(metric)
+def _interval(rec: MetricRecord, metric: str):
+    iv = rec.intervals.get(metric)  # not every metric has an interval
     return list(iv[:2]) if iv and iv[0] is not None and iv[1] is not None else None
 
 
 # --------------------------------------------------------------------------- per-item outcomes
 
 
-def zeroshot_outcomes(rec: dict):
-    c = (rec.get("per_item") or {}).get("correct")
-    return None if c is None else 100.0 * np.asarray(c, float)
+def zeroshot_outcomes(rec: MetricRecord):
+    return 100.0 * np.asarray(rec.per_item["correct"], float)
 
 
 def retrieval_outcomes(direction: str, k: int):
-    def f(rec: dict):
-        ranks = (rec.get("per_query") or {}).get(f"{direction}_rank")
-        return None if ranks is None else 100.0 * (np.asarray(ranks) < k).astype(float)
+    def f(rec: MetricRecord):
+        return 100.0 * (np.asarray(rec.per_item[f"{direction}_rank"]) < k).astype(float)
 
     return f
 
 
-def traversal_items(rec: dict) -> np.ndarray:
+def traversal_items(rec: MetricRecord) -> np.ndarray:
     """[n_images, 3]: Kendall tau-b(step order, specificity) of the listed captions ([ROOT] excluded;
     NaN with < 2 captions or one specificity), number of listed captions that are true, number listed."""
     rows = []
-    for img in rec.get("images") or []:
-        steps = [s for s in img["steps"] if s.get("specificity") is not None]
+    for img in rec.plot["paths"]:
+        steps = [s for s in img["steps"] if s["specificity"] is not None]
         spec = [s["specificity"] for s in steps]
         tau = float(sstats.kendalltau(np.arange(len(spec)), spec).statistic) if len(set(spec)) > 1 else math.nan
-        rows.append([tau, sum(bool(s.get("correct")) for s in steps), len(steps)])
+        rows.append([tau, sum(bool(s["correct"]) for s in steps), len(steps)])
     return np.asarray(rows, float).reshape(-1, 3)
 
 
@@ -158,12 +157,12 @@ def _true_share(items: np.ndarray) -> float:
 # --------------------------------------------------------------------------- claims
 
 
-def _group(records: list[dict], task: str) -> dict:
+def _group(records: list[MetricRecord], task: str) -> dict:
     """{(size, dataset): {kind: {seed: record}}} for one task."""
     out: dict = {}
     for r in records:
-        if r["task"].replace("_", "-") == task:
-            out.setdefault((str(r["size"]), r["dataset"]), {}).setdefault(r["kind"], {})[int(r["seed"])] = r
+        if r.task == task:
+            out.setdefault((r.size, r.dataset), {}).setdefault(r.kind, {})[r.seed] = r
     return out
 
 
@@ -179,17 +178,17 @@ def _row(cid: str, metric: str, size: str, dataset: str, rule: str, cells: dict)
     }
 
 
-def comparison_rows(records: list[dict], kinds: list[str]) -> list[dict]:
+def comparison_rows(records: list[MetricRecord], kinds: list[str]) -> list[MetricRecord]:
     rows = []
     specs = [("zeroshot", "zeroshot", "top1", zeroshot_outcomes)]
     specs += [("retrieval", "retrieval", f"{d}_r{k}", retrieval_outcomes(d, k)) for k in (1, 5) for d in ("i2t", "t2i")]
     for cid, task, metric, outcomes in specs:
         for (size, dataset), by_kind in sorted(_group(records, task).items()):
-            if "meru" not in by_kind or not any(metric in r["metrics"] for r in by_kind["meru"].values()):
+            if "meru" not in by_kind or not any(metric in r.metrics for r in by_kind["meru"].values()):
                 continue
             cells = {
                 "meru": property_cell(
-                    [(r["metrics"][metric], _interval(r, metric)) for _, r in sorted(by_kind["meru"].items())], None
+                    [(r.metrics[metric], _interval(r, metric)) for _, r in sorted(by_kind["meru"].items())], None
                 )
             }
             cells["meru"].update(verdict="—", detail="reference side of the comparison")
@@ -207,18 +206,18 @@ def _structure_cells(by_kind: dict, kinds: list[str], fn, theta, direction=">", 
     for kind in kinds:
         recs = by_kind.get(kind, {})
         per_seed = [x for x in (fn(r) for _, r in sorted(recs.items())) if x is not None]
-        roots = {str(r.get("root", "")) for r in recs.values()} - {""}
+        roots = {r.details["root"] for r in recs.values()}
         detail = f"[ROOT] = {', '.join(sorted(roots))}" if roots else ""
         cells[kind] = property_cell(per_seed, theta, direction, detail if per_seed else na_detail)
     return cells
 
 
-def property_rows(records: list[dict], kinds: list[str]) -> list[dict]:
+def property_rows(records: list[MetricRecord], kinds: list[str]) -> list[MetricRecord]:
     rows = []
     for (size, dataset), by_kind in sorted(_group(records, "structure").items()):
 
         def gap(r):
-            m, iv = r["metrics"], r.get("intervals") or {}
+            m, iv = r.metrics, r.intervals
             if "image_root_mean" not in m or "text_root_mean" not in m:
                 return None
             ii, ti = iv.get("image_root_mean"), iv.get("text_root_mean")
@@ -226,15 +225,15 @@ def property_rows(records: list[dict], kinds: list[str]) -> list[dict]:
             return m["image_root_mean"] - m["text_root_mean"], ci
 
         def rho(r):
-            v = r["metrics"].get("spearman_specificity")
-            return None if v is None else (v, stats.spearman_ci(v, r.get("n_texts")))
+            v = r.metrics.get("spearman_specificity")  # absent when the pool has no specificity
+            return None if v is None else (v, stats.spearman_ci(v, r.details["n_texts"]))
 
         def farther(r):
-            v = r["metrics"].get("image_farther_frac")
+            v = r.metrics.get("image_farther_frac")  # absent without true pairs
             return None if v is None else (v, _interval(r, "image_farther_frac"))
 
         def cones(r):
-            m = r["metrics"]
+            m = r.metrics
             if "cone_true_frac" not in m or "cone_false_frac" not in m:
                 return None
             iv = _interval(r, "cone_true_frac")
@@ -282,9 +281,9 @@ def property_rows(records: list[dict], kinds: list[str]) -> list[dict]:
             )
         )
     chance = {
-        r["_label"]: r["n_true_pairs"] / (r["n_true_pairs"] + r["n_false_pairs"])
+        r.label: r.details["n_true_pairs"] / (r.details["n_true_pairs"] + r.details["n_false_pairs"])
         for r in records
-        if r["task"] == "structure" and r.get("n_true_pairs") and r.get("n_false_pairs") is not None
+        if r.task == "structure" and r.details.get("n_true_pairs")  # pair counts exist only with true pairs
     }
     for (size, dataset), by_kind in sorted(_group(records, "traversal").items()):
 
@@ -295,7 +294,7 @@ def property_rows(records: list[dict], kinds: list[str]) -> list[dict]:
             t = items[:, 0][np.isfinite(items[:, 0])]
             return float(t.mean()), list(stats.bootstrap_ci(t))
 
-        thetas = {chance.get(r["_label"]) for recs in by_kind.values() for r in recs.values()}
+        thetas = {chance.get(r.label) for recs in by_kind.values() for r in recs.values()}
 
         def precision(r):
             items = traversal_items(r)
@@ -343,7 +342,7 @@ def reading(row: dict, kinds: list[str]) -> str:
     return f"not MERU: {', '.join(k.upper() for k in holds)}" if holds else "none"
 
 
-def build_claims(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_claims(records: list[MetricRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(wide CSV frame, Markdown display frame)."""
     kinds = kinds_of(records)
     rows = comparison_rows(records, kinds) + property_rows(records, kinds)
@@ -400,7 +399,7 @@ def summary(wide: pd.DataFrame) -> str:
 
 
 def write_claims(metrics_dir, out_dir) -> tuple[pd.DataFrame, str]:
-    wide, disp = build_claims(load_records(metrics_dir))
+    wide, disp = build_claims(load_metric_records(metrics_dir))
     line = summary(wide)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

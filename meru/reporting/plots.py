@@ -1,18 +1,21 @@
-"""Figures from metric JSON and training logs (``meru plots --metrics DIR --runs DIR --out DIR``).
+"""Figures from metric records and training logs (``meru plots --metrics DIR --runs DIR --out DIR``).
 
 Each figure is written as ``NAME.pdf`` and ``NAME.png`` (200 dpi), atomically. Everything comes from the
-metric JSON records (no embedding cache is opened) and ``RUNS/*/log.jsonl``. Model kinds are those in the
-records; colour = kind (fixed palette, fallback colours for others), marker / line style = seed.
+metric records' fields (``plot`` holds what a figure needs; no embedding cache is opened) and the training
+runs' ``RUNS/*/log.jsonl`` with their ``config.yaml``. Model kinds are those in the records; colour = kind
+(fixed palette, fallback colours for others), marker / line style = seed.
 
 - ``zeroshot_bars``: zero-shot top-1 per dataset (SynthHier: taxonomy level) and size: bar = seed mean,
   points = seeds with their 95% bootstrap intervals over test items;
 - ``scaling``: mean zero-shot top-1 over datasets vs model size (only written with >= 2 sizes);
-- ``root_distance_hist``: histograms of the distance from [ROOT] of images and captions (structure JSON
-  ``histogram``), one column per geometry, each with its own axis and unit;
+- ``root_distance_hist``: histograms of the distance from [ROOT] of images and captions (structure record
+  ``plot["histogram"]``), one column per geometry, each with its own axis and unit;
 - ``depth_vs_distance``: mean ± sd distance from [ROOT] of pool captions per specificity level (structure
-  JSON ``text_root_by_specificity``), one panel per geometry;
-- ``traversal``: the captions met walking from the first images toward [ROOT], one panel per kind;
-- ``training_curves``: loss, curvature and alpha scales vs step.
+  record ``plot["text_root_by_specificity"]``), one panel per geometry;
+- ``traversal``: the captions met walking from the first images toward [ROOT] (traversal record
+  ``plot["paths"]``), one panel per kind;
+- ``training_curves``: loss, curvature and alpha scales vs step; kind, size and seed of each run from its
+  ``config.yaml`` (``model.kind``, ``model.size``, ``runtime.seed``), never from the directory name.
 
 Figures whose data are absent say so in their body, so the declared outputs exist for every config.
 """
@@ -31,7 +34,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from meru.config import load_yaml
 from meru.io import save_figure
+from meru.records import MetricRecord, load_metric_records
 from meru.reporting import tables
 from meru.reporting.outputs import FIGURE_FORMATS as FORMATS
 from meru.reporting.outputs import PLOTS
@@ -41,9 +46,7 @@ from meru.reporting.records import (
     kind_colors,
     kind_name,
     kind_order,
-    load_metrics,
     metrics_dir_missing,
-    parse_label,
     root_distance_label,
     size_order,
 )
@@ -80,7 +83,7 @@ def _empty(ax, what: str) -> None:
     ax.set_axis_off()
 
 
-def zeroshot_frame(records: list[dict], metric: str = "Top-1"):
+def zeroshot_frame(records: list[MetricRecord], metric: str = "Top-1"):
     """Model rows of the zero-shot table for one metric block (``Top-1``; else the first block present)."""
     spec = next(s for s in tables.SPECS if s.name == "zeroshot")
     df = tables.build(records, spec, n_boot=1)
@@ -90,7 +93,7 @@ def zeroshot_frame(records: list[dict], metric: str = "Top-1"):
     return df.reset_index(drop=True)
 
 
-def zeroshot_bars(records: list[dict], path: Path) -> list[Path]:
+def zeroshot_bars(records: list[MetricRecord], path: Path) -> list[Path]:
     df = zeroshot_frame(records)
     groups = list(dict.fromkeys(zip(df["column"], df["size"]))) if len(df) else []
     fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(groups) + 2), 3.6))
@@ -139,7 +142,7 @@ def zeroshot_bars(records: list[dict], path: Path) -> list[Path]:
     return _save(fig, path)
 
 
-def scaling(records: list[dict], path: Path) -> list[Path]:
+def scaling(records: list[MetricRecord], path: Path) -> list[Path]:
     """Mean top-1 over the datasets present for every size, per kind and seed (>= 2 sizes)."""
     df = zeroshot_frame(records)
     sizes = size_order(df["size"]) if len(df) else []
@@ -173,25 +176,25 @@ def scaling(records: list[dict], path: Path) -> list[Path]:
     return _save(fig, path)
 
 
-def _structure(records: list[dict]) -> list[dict]:
-    recs = [r for r in records if r["task"] == "structure"]
-    kinds, sizes = kind_order({r["kind"] for r in recs}), size_order({r["size"] for r in recs})
-    return sorted(recs, key=lambda r: (kinds.index(r["kind"]), sizes.index(r["size"]), r["seed"]))
+def _structure(records: list[MetricRecord]) -> list[MetricRecord]:
+    recs = [r for r in records if r.task == "structure"]
+    kinds, sizes = kind_order({r.kind for r in recs}), size_order({r.size for r in recs})
+    return sorted(recs, key=lambda r: (kinds.index(r.kind), sizes.index(r.size), r.seed))
 
 
-def _by_geometry(recs: list[dict]) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
+def _by_geometry(recs: list[MetricRecord]) -> dict[str, list[MetricRecord]]:
+    out: dict[str, list[MetricRecord]] = {}
     for r in recs:
         out.setdefault(root_distance_label(r), []).append(r)
     return out
 
 
-def _run_name(rec: dict, n_sizes: int) -> str:
-    return f"{kind_name(rec['kind'])}{' ' + rec['size'] if n_sizes > 1 else ''} seed {rec['seed']}"
+def _run_name(rec: MetricRecord, n_sizes: int) -> str:
+    return f"{kind_name(rec.kind)}{' ' + rec.size if n_sizes > 1 else ''} seed {rec.seed}"
 
 
-def root_distance_hist(records: list[dict], path: Path) -> list[Path]:
-    recs = [r for r in _structure(records) if (r.get("histogram") or {}).get("edges")]
+def root_distance_hist(records: list[MetricRecord], path: Path) -> list[Path]:
+    recs = [r for r in _structure(records) if r.plot["histogram"]["edges"]]
     groups = _by_geometry(recs)
     ncol = max(1, len(groups))
     fig, axes = plt.subplots(2, ncol, figsize=(4.2 * ncol, 5.4), squeeze=False)
@@ -199,19 +202,19 @@ def root_distance_hist(records: list[dict], path: Path) -> list[Path]:
         for ax in axes.ravel():
             _empty(ax, "distance histograms (structure results)")
         return _save(fig, path)
-    colors = kind_colors(r["kind"] for r in recs)
-    style = _style([r["seed"] for r in recs])
-    n_sizes = len({r["size"] for r in recs})
+    colors = kind_colors(r.kind for r in recs)
+    style = _style([r.seed for r in recs])
+    n_sizes = len({r.size for r in recs})
     for col, (label, grp) in enumerate(groups.items()):
         for row, what in enumerate(("image", "text")):
             ax = axes[row, col]
             for r in grp:
-                h = r["histogram"]
+                h = r.plot["histogram"]
                 ax.stairs(
                     h[f"{what}_counts"],
                     h["edges"],
-                    color=colors[r["kind"]],
-                    ls=style[r["seed"]][1],
+                    color=colors[r.kind],
+                    ls=style[r.seed][1],
                     lw=1.2,
                     label=_run_name(r, n_sizes),
                 )
@@ -223,32 +226,32 @@ def root_distance_hist(records: list[dict], path: Path) -> list[Path]:
     return _save(fig, path)
 
 
-def depth_vs_distance(records: list[dict], path: Path, by: str = "specificity") -> list[Path]:
+def depth_vs_distance(records: list[MetricRecord], path: Path, by: str = "specificity") -> list[Path]:
     key = f"text_root_by_{by}"
-    recs = [r for r in _structure(records) if (r.get(key) or {}).get("level")]
+    recs = [r for r in _structure(records) if key in r.plot and r.plot[key]["level"]]  # needs pool levels
     groups = _by_geometry(recs)
     ncol = max(1, len(groups))
     fig, axes = plt.subplots(1, ncol, figsize=(4.4 * ncol, 3.6), squeeze=False)
     if not groups:
         _empty(axes[0, 0], f"per-{by} caption distances ('{key}' in structure results)")
         return _save(fig, path)
-    colors = kind_colors(r["kind"] for r in recs)
-    style = _style([r["seed"] for r in recs])
-    n_sizes = len({r["size"] for r in recs})
+    colors = kind_colors(r.kind for r in recs)
+    style = _style([r.seed for r in recs])
+    n_sizes = len({r.size for r in recs})
     for ax, (label, grp) in zip(axes[0], groups.items()):
         for j, r in enumerate(grp):
-            d = r[key]
+            d = r.plot[key]
             x = np.asarray(d["level"]) + 0.06 * (j - (len(grp) - 1) / 2)
             ax.errorbar(
                 x,
                 d["mean"],
                 yerr=d["sd"],
-                marker=style[r["seed"]][0],
-                ls=style[r["seed"]][1],
+                marker=style[r.seed][0],
+                ls=style[r.seed][1],
                 ms=3,
                 capsize=2,
                 lw=1,
-                color=colors[r["kind"]],
+                color=colors[r.kind],
                 label=_run_name(r, n_sizes),
             )
         ax.set_xlabel(f"caption {by} (0 = most generic)")
@@ -259,18 +262,18 @@ def depth_vs_distance(records: list[dict], path: Path, by: str = "specificity") 
     return _save(fig, path)
 
 
-def traversal(records: list[dict], path: Path, n_images: int = 4) -> list[Path]:
+def traversal(records: list[MetricRecord], path: Path, n_images: int = 4) -> list[Path]:
     """Captions listed along image -> [ROOT] for the first ``n_images`` images of each kind's first run."""
-    recs: dict[str, dict] = {}
-    for r in sorted((r for r in records if r["task"] == "traversal"), key=lambda r: (r["size"], r["seed"])):
-        recs.setdefault(r["kind"], r)
+    recs: dict[str, MetricRecord] = {}
+    for r in sorted((r for r in records if r.task == "traversal"), key=lambda r: (r.size, r.seed)):
+        recs.setdefault(r.kind, r)
     kinds = kind_order(recs) or ["(none)"]
     text = {}
     for kind in kinds:
-        images = (recs.get(kind) or {}).get("images") or []
+        images = recs[kind].plot["paths"] if kind in recs else []
         text[kind] = "\n\n".join(
             textwrap.fill(
-                f"image {i}: " + " -> ".join(step["text"] for step in im.get("steps", [])),
+                f"image {i}: " + " -> ".join(step["text"] for step in im["steps"]),
                 width=78,
                 subsequent_indent="    ",
             )
@@ -284,7 +287,7 @@ def traversal(records: list[dict], path: Path, n_images: int = 4) -> list[Path]:
         if not text[kind]:
             _empty(ax, "traversals")
             continue
-        ax.set_title(f"{kind_name(kind)} {r['size']} seed {r['seed']}: image -> [ROOT]", fontsize=9)
+        ax.set_title(f"{kind_name(kind)} {r.size} seed {r.seed}: image -> [ROOT]", fontsize=9)
         ax.text(0, 1, text[kind], va="top", ha="left", fontsize=7, family="monospace", transform=ax.transAxes)
     return _save(fig, path)
 
@@ -304,6 +307,18 @@ def read_logs(runs_dir: str | os.PathLike) -> dict[str, list[dict]]:
     return logs
 
 
+def run_identity(run_dir: str | os.PathLike) -> dict:
+    """``{"kind", "size", "seed"}`` of a training run, from the ``config.yaml`` that ``meru train`` writes."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ValueError(f"{path} missing: the training run did not start; re-run its `meru train` rule")
+    cfg = load_yaml(path)
+    try:
+        return {"kind": cfg["model"]["kind"], "size": cfg["model"]["size"], "seed": int(cfg["runtime"]["seed"])}
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: no model.kind / model.size / runtime.seed ({err}); re-run `meru train`") from None
+
+
 CURVES = {
     "loss": "training loss",
     "curv": "curvature c",
@@ -314,7 +329,7 @@ CURVES = {
 
 def training_curves(runs_dir, path: Path) -> list[Path]:
     logs = read_logs(runs_dir) if runs_dir and Path(runs_dir).is_dir() else {}
-    runs = {name: parse_label(name) or {"kind": name, "size": "?", "seed": 0} for name in logs}
+    runs = {name: run_identity(Path(runs_dir) / name) for name in logs}
     colors = kind_colors(r["kind"] for r in runs.values())
     style = _style([r["seed"] for r in runs.values()])
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
@@ -341,11 +356,11 @@ def training_curves(runs_dir, path: Path) -> list[Path]:
 def write_plots(metrics_dir, runs_dir, out_dir, names: list[str] | None = None) -> list[Path]:
     """The figures ``names`` (default: :func:`plot_names` of the sizes in the records) as PDF + PNG; figures of
     :data:`PLOTS` not asked for are removed from ``out_dir`` (e.g. a stale ``scaling`` of an earlier config)."""
-    records = load_metrics(metrics_dir) if Path(metrics_dir).is_dir() else []
+    records = load_metric_records(metrics_dir) if Path(metrics_dir).is_dir() else []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if names is None:
-        names = plot_names(len({r["size"] for r in records if r["task"] == "zeroshot"}))
+        names = plot_names(len({r.size for r in records if r.task == "zeroshot"}))
     unknown = sorted(set(names) - set(PLOTS))
     if unknown:
         raise ValueError(f"unknown figure(s) {unknown}; choose from {', '.join(PLOTS)}")

@@ -1,7 +1,8 @@
 """Prompt-sensitivity table (``meru prompt-sensitivity --metrics DIR --out DIR``).
 
-Reads every ``*.json`` under ``--metrics`` with ``"task": "prompts"`` (written by
-``meru evaluate --task prompts``; one per run and zero-shot dataset) and writes
+Reads the metric records under ``--metrics`` with task ``prompts`` (written by ``meru evaluate --task
+prompts``; one per run and zero-shot dataset: metrics ``top1_<set>``, details ``prompt_sets`` =
+``{set: {"n_templates", "source"}}``) and writes
 ``prompt_sensitivity.csv`` and ``prompt_sensitivity.md`` (atomically).
 
 Rows: model (``{kind}-{size}``, seeds averaged) x template set (``evalset`` = the eval set's own
@@ -24,40 +25,29 @@ import numpy as np
 import pandas as pd
 
 from meru.io import write_text
+from meru.records import MetricRecord, load_metric_records
 
 SET_ORDER = ("evalset", "single", "meru", "clip_benchmark")
 
 
-def load_prompt_records(directory: str | os.PathLike) -> list[dict]:
-    """Metric records with ``task == "prompts"`` under ``directory`` (recursive, sorted by path)."""
-    from meru.io import read_json
-
-    out = []
-    for path in sorted(Path(directory).rglob("*.json")):
-        try:
-            rec = read_json(path)
-        except ValueError as err:
-            raise ValueError(
-                f"{path}: not valid strict JSON ({err}); delete it and re-run the rule that wrote it"
-            ) from err
-        if isinstance(rec, dict) and rec.get("task") == "prompts" and isinstance(rec.get("prompt_sets"), dict):
-            out.append(rec)
-    return out
+def load_prompt_records(directory: str | os.PathLike) -> list[MetricRecord]:
+    """Metric records with task ``prompts`` under ``directory`` (recursive, sorted by path)."""
+    return [r for r in load_metric_records(directory) if r.task == "prompts"]
 
 
-def build_table(records: list[dict]) -> tuple[pd.DataFrame, dict]:
+def build_table(records: list[MetricRecord]) -> tuple[pd.DataFrame, dict]:
     """Wide table (see module doc) and ``{(dataset, set): source}`` notes for the Markdown footer."""
     values = defaultdict(list)  # (model, set, dataset) -> [top1 per seed]
     sources, models, datasets = {}, [], []
     for rec in records:
-        model = f"{rec['kind']}-{rec.get('size', '?')}"
-        dataset = rec["dataset"]
+        model = f"{rec.kind}-{rec.size}"
+        dataset = rec.dataset
         if model not in models:
             models.append(model)
         if dataset not in datasets:
             datasets.append(dataset)
-        for name, entry in rec["prompt_sets"].items():
-            values[(model, name, dataset)].append(float(entry["top1"]))
+        for name, entry in rec.details["prompt_sets"].items():
+            values[(model, name, dataset)].append(float(rec.metrics[f"top1_{name}"]))
             sources[(dataset, name)] = f"{entry['source']} ({entry['n_templates']} templates)"
     datasets.sort()
     rows = []

@@ -34,8 +34,7 @@ import numpy as np
 import pandas as pd
 
 from meru.io import replace_dir, write_text
-
-from meru.reporting.records import load_metrics
+from meru.records import MetricRecord, load_metric_records
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 HEADLINE_CSV = RESOURCES / "headline_metrics.csv"
@@ -85,15 +84,10 @@ class ReferenceError(ValueError):
 # --------------------------------------------------------------------------- metric records
 
 
-def load_records(directory: str | os.PathLike) -> list[dict]:
-    """:func:`meru.reporting.records.load_metrics` plus ``_label``, the run directory's name (e.g.
-    ``meru-vit-s16-grit-released``). Kinds are not filtered: whatever kinds the run has are compared."""
-    return [dict(rec, _label=Path(rec["_path"]).parent.name) for rec in load_metrics(directory)]
-
-
-def kinds_of(records: list[dict]) -> list[str]:
-    """Model kinds present, MERU first, CLIP second, any others alphabetically."""
-    present = {r["kind"] for r in records}
+def kinds_of(records: list[MetricRecord]) -> list[str]:
+    """Model kinds present, MERU first, CLIP second, any others alphabetically. Kinds are not filtered:
+    whatever kinds the run has are compared."""
+    present = {r.kind for r in records}
     order = [k for k in ("meru", "clip") if k in present]
     return order + sorted(present - set(order))
 
@@ -124,11 +118,7 @@ def floors(path: str | os.PathLike = HEADLINE_CSV) -> list[dict]:
     return out
 
 
-def _task(rec: dict) -> str:
-    return rec["task"].replace("_", "-")
-
-
-def seed_values(records: list[dict], keys: set[tuple[str, str, str]] | None = None) -> dict:
+def seed_values(records: list[MetricRecord], keys: set[tuple[str, str, str]] | None = None) -> dict:
     """``{(kind, size, task, dataset, metric): [(seed, value, lo, hi), ...]}`` for numeric metrics.
 
     keys: ``{(task, dataset, metric)}`` to keep (None = all). ``lo``/``hi`` are the record's bootstrap
@@ -137,19 +127,19 @@ def seed_values(records: list[dict], keys: set[tuple[str, str, str]] | None = No
     out: dict = {}
     seen: dict = {}
     for rec in records:
-        for metric, value in rec["metrics"].items():
+        for metric, value in rec.metrics.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 continue
-            if keys is not None and (_task(rec), rec["dataset"], metric) not in keys:
+            if keys is not None and (rec.task, rec.dataset, metric) not in keys:
                 continue
-            key = (rec["kind"], str(rec["size"]), _task(rec), rec["dataset"], metric)
-            seed = int(rec["seed"])
+            key = (rec.kind, rec.size, rec.task, rec.dataset, metric)
+            seed = rec.seed
             if (key, seed) in seen:
                 raise ValueError(
-                    f"two metric files for one seed: {seen[(key, seed)]} and {rec['_path']}; remove the stale one"
+                    f"two metric files for one seed: {seen[(key, seed)]} and {rec.path}; remove the stale one"
                 )
-            seen[(key, seed)] = rec["_path"]
-            lo, hi = ((rec.get("intervals") or {}).get(metric) or [None, None])[:2]
+            seen[(key, seed)] = rec.path
+            lo, hi = rec.intervals.get(metric, [None, None])  # not every metric has an interval
             out.setdefault(key, []).append((seed, float(value), lo, hi))
     return out
 
@@ -168,7 +158,7 @@ def reference_from_run(directory: str | os.PathLike, training_data: str = "") ->
     head = headline_metrics()
     keys = set(zip(head.task, head.dataset, head.metric))
     rows = []
-    for (kind, size, task, dataset, metric), vals in sorted(seed_values(load_records(metrics), keys).items()):
+    for (kind, size, task, dataset, metric), vals in sorted(seed_values(load_metric_records(metrics), keys).items()):
         rows.append(
             {
                 "kind": kind,
@@ -265,7 +255,7 @@ def metric_floor(metric: str, ref_mean: float) -> float:
 # --------------------------------------------------------------------------- comparison
 
 
-def compare(reference: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
+def compare(reference: pd.DataFrame, records: list[MetricRecord]) -> pd.DataFrame:
     """One row per reference key: reference, fresh, diff, tolerance, within (None = not evaluated)."""
     fresh = seed_values(records)
     rows = []
@@ -374,7 +364,7 @@ def reproduce(
 
     reference: a reference-run directory, ``"published"`` (resources/reference_values.csv) or None/"none".
     """
-    records = load_records(metrics_dir)
+    records = load_metric_records(metrics_dir)
     if reference in (None, "", "none"):
         df, what = None, "none configured"
     elif reference == "published":

@@ -1,4 +1,4 @@
-"""Paper-layout tables from metric JSON (``meru tables --metrics DIR --out DIR [--n-boot B]``).
+"""Paper-layout tables from metric records (``meru tables --metrics DIR --out DIR [--n-boot B]``).
 
 Every table in :data:`SPECS` has one unit. Rows are models x sizes (CLIP first), followed by one
 comparison row ``KIND - CLIP`` per other kind present; columns are datasets (SynthHier: taxonomy levels)
@@ -14,7 +14,7 @@ For each table ``T`` it writes, atomically:
 Statistics (all from :mod:`meru.stats`; definitions in docs/METRICS.md, "Tables"):
 
 - a model cell with S >= 2 seeds: ``mean ± sd (min–max)`` over seeds (:func:`meru.stats.aggregate_seeds`);
-  with S = 1 the seed's value and its 95% bootstrap interval over test items (the metric JSON's
+  with S = 1 the seed's value and its 95% bootstrap interval over test items (the metric record's
   ``intervals``). Each seed's bootstrap interval is listed in the per-seed section and ``T_stats.csv``;
   an interval covering the metric's whole range is not printed.
 - a comparison cell ``A - B``: the difference of seed means over the seeds both have, a paired bootstrap
@@ -40,12 +40,12 @@ import pandas as pd
 
 from meru import stats
 from meru.io import write_text
+from meru.records import MetricRecord, load_metric_records
 from meru.reporting import outputs
 from meru.reporting.records import (
     BASELINE,
     kind_name,
     kind_order,
-    load_metrics,
     metrics_dir_missing,
     root_distance_label,
     size_order,
@@ -97,8 +97,11 @@ def metric_label(metric: str) -> str:
 
 
 def dataset_label(dataset: str) -> str:
-    """``zeroshot_shape`` -> ``shape`` (SynthHier level); other names unchanged."""
-    return str(dataset).removeprefix("zeroshot_")
+    """``synthhier-shape`` -> ``shape`` (SynthHier level), ``synthhier-retrieval`` -> ``synthhier``; other names
+    unchanged."""
+    if dataset == "synthhier-retrieval":
+        return "synthhier"
+    return dataset.removeprefix("synthhier-")
 
 
 def _dataset_key(dataset: str):
@@ -225,31 +228,19 @@ def informative(lo, hi, rng: tuple[float, float]) -> bool:
     return not (lo <= rng[0] and hi >= rng[1])
 
 
-def n_classes(rec: dict) -> int | None:
-    """Number of classes of a zero-shot / probe record: ``n_classes`` if written, else inferred from the
-    largest class index in ``per_item`` (a lower bound)."""
-    if isinstance(rec.get("n_classes"), int):
-        return rec["n_classes"]
-    pi = rec.get("per_item") or {}
-    idx = [max(v) for k in ("label", "pred") if isinstance(v := pi.get(k), list) and v]
-    return int(max(idx)) + 1 if idx else None
-
-
-def trivial(rec: dict, metric: str) -> bool:
-    """Top-K accuracy with K >= number of classes is 100% by construction."""
+def trivial(rec: MetricRecord, metric: str) -> bool:
+    """Top-K accuracy with K >= the number of classes (``details["n_classes"]``) is 100% by construction."""
     m = _TOPK.fullmatch(metric)
     if not m or int(m[1]) == 1:
         return False
-    c = n_classes(rec)
-    if c is None or c > int(m[1]):
-        return False
-    return "n_classes" in rec or float(rec["metrics"][metric]) >= 100.0  # inferred C: only when the value agrees
+    return rec.details["n_classes"] <= int(m[1])
 
 
-def per_item_values(rec: dict, metric: str) -> np.ndarray | None:
-    """Per-item values whose mean is the metric, from the record's ``per_item`` / ``per_query`` data; None when
-    the record has none or its mean does not reproduce ``metrics[metric]`` (then no paired test)."""
-    pi, pq = rec.get("per_item") or {}, rec.get("per_query") or {}
+def per_item_values(rec: MetricRecord, metric: str) -> np.ndarray | None:
+    """Per-item values whose mean is the metric, from the record's ``per_item`` data (``correct``,
+    ``correct_topK``, ``i2t_rank`` / ``t2i_rank``, or a list named after the metric); None when the record has
+    none or its mean does not reproduce ``metrics[metric]`` (then no paired test)."""
+    pi = rec.per_item
     v = None
     m = _TOPK.fullmatch(metric)
     r = _RECALL.fullmatch(metric)
@@ -257,13 +248,13 @@ def per_item_values(rec: dict, metric: str) -> np.ndarray | None:
         v = 100.0 * np.asarray(pi["correct"], float)
     elif m and f"correct_top{m[1]}" in pi:
         v = 100.0 * np.asarray(pi[f"correct_top{m[1]}"], float)
-    elif r and f"{r[1]}_rank" in pq:
-        v = 100.0 * (np.asarray(pq[f"{r[1]}_rank"]) < int(r[2])).astype(float)
+    elif r and f"{r[1]}_rank" in pi:
+        v = 100.0 * (np.asarray(pi[f"{r[1]}_rank"]) < int(r[2])).astype(float)
     elif metric in pi and metric not in ("pred", "label"):
         v = np.asarray(pi[metric], float)
     if v is None or v.size == 0 or not np.all(np.isfinite(v)):
         return None
-    target = float(rec["metrics"][metric])
+    target = float(rec.metrics[metric])
     return v if abs(float(v.mean()) - target) <= 1e-6 * max(1.0, abs(target)) else None
 
 
@@ -276,7 +267,7 @@ def _keys(spec: TableSpec, dataset: str, metric: str) -> tuple[str, str]:
     return dataset_label(dataset), metric_label(metric)
 
 
-def collect(records: list[dict], spec: TableSpec) -> dict:
+def collect(records: list[MetricRecord], spec: TableSpec) -> dict:
     """``{(block, column, kind, size): [seed entries]}`` for one table, in display order.
 
     A seed entry: ``{"seed", "value", "lo", "hi", "rec", "metric"}``. Trivial cells are dropped (for every
@@ -285,38 +276,36 @@ def collect(records: list[dict], spec: TableSpec) -> dict:
     cells: dict = {}
     order_b, order_c, dropped = {}, {}, set()
     for rec in records:
-        if rec["task"].replace("_", "-") != spec.task:
+        if rec.task != spec.task:
             continue
         for metric in spec.metrics:
-            value = rec["metrics"].get(metric)
+            value = rec.metrics.get(metric)  # a task's metrics vary with its data (e.g. no cones, no tree)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 continue
-            block, column = _keys(spec, rec["dataset"], metric)
+            block, column = _keys(spec, rec.dataset, metric)
             if trivial(rec, metric):
                 dropped.add((block, column))
             order_b.setdefault(
                 block,
-                (spec.metrics.index(metric), _dataset_key(rec["dataset"]))
+                (spec.metrics.index(metric), _dataset_key(rec.dataset))
                 if spec.by_dataset
-                else (_dataset_key(rec["dataset"]), 0),
+                else (_dataset_key(rec.dataset), 0),
             )
             order_c.setdefault(
                 column,
-                (_dataset_key(rec["dataset"]), spec.metrics.index(metric))
+                (_dataset_key(rec.dataset), spec.metrics.index(metric))
                 if spec.by_dataset
-                else (spec.metrics.index(metric), _dataset_key(rec["dataset"])),
+                else (spec.metrics.index(metric), _dataset_key(rec.dataset)),
             )
-            lo, hi = ((rec.get("intervals") or {}).get(metric) or [None, None])[:2]
-            entries = cells.setdefault((block, column, rec["kind"], rec["size"]), [])
-            same = [e for e in entries if e["seed"] == rec["seed"]]
+            lo, hi = rec.intervals.get(metric, [None, None])  # not every metric has an interval
+            entries = cells.setdefault((block, column, rec.kind, rec.size), [])
+            same = [e for e in entries if e["seed"] == rec.seed]
             if same:
                 raise ValueError(
-                    f"two metric files for {rec['kind']} {rec['size']} seed {rec['seed']}: "
-                    f"{same[0]['rec']['_path']} and {rec['_path']}; remove the stale one"
+                    f"two metric files for {rec.kind} {rec.size} seed {rec.seed}: "
+                    f"{same[0]['rec'].path} and {rec.path}; remove the stale one"
                 )
-            entries.append(
-                {"seed": rec["seed"], "value": float(value), "lo": lo, "hi": hi, "rec": rec, "metric": metric}
-            )
+            entries.append({"seed": rec.seed, "value": float(value), "lo": lo, "hi": hi, "rec": rec, "metric": metric})
     blocks = sorted(order_b, key=order_b.get)
     columns = sorted(order_c, key=order_c.get)
     kinds = kind_order(k for (_, _, k, _) in cells)
@@ -375,7 +364,7 @@ def compare(a: list[dict], b: list[dict], n_boot: int = DEFAULT_N_BOOT, seed: in
     return out
 
 
-def build(records: list[dict], spec: TableSpec, n_boot: int = DEFAULT_N_BOOT) -> pd.DataFrame:
+def build(records: list[MetricRecord], spec: TableSpec, n_boot: int = DEFAULT_N_BOOT) -> pd.DataFrame:
     """Tidy statistics of one table: one row per (block, column, row), ``row_type`` "model" or "comparison"."""
     cells = collect(records, spec)
     rows = []
@@ -648,7 +637,7 @@ def _stats_csv(df: pd.DataFrame) -> str:
     return out.to_csv(index=False)
 
 
-def write_table(records: list[dict], spec: TableSpec, out: Path, n_boot: int = DEFAULT_N_BOOT) -> pd.DataFrame:
+def write_table(records: list[MetricRecord], spec: TableSpec, out: Path, n_boot: int = DEFAULT_N_BOOT) -> pd.DataFrame:
     df = build(records, spec, n_boot)
     title = f"{spec.title} ({spec.unit})"
     disp = wide(df, spec)
@@ -681,7 +670,7 @@ def write_tables(
 ) -> dict[str, pd.DataFrame]:
     """Build every table of :data:`SPECS` and write them under ``out_dir`` (published values beside ours:
     :mod:`meru.reporting.reproduction`)."""
-    records = load_metrics(metrics_dir)
+    records = load_metric_records(metrics_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return {spec.name: write_table(records, spec, out, n_boot) for spec in SPECS}

@@ -308,6 +308,17 @@ def seed_of(label):
     return label.rsplit("-s", 1)[1] if not label.endswith("-released") else "0"
 
 
+def size_args(label):
+    """`--size SIZE` for a released checkpoint's records: `{size}` (MERU's RedCaps checkpoints) or
+    `{size}-{data}` (as meru.reporting.reproduction.run_size), from its `pretrained.checkpoints` entry;
+    trained runs take the size from their checkpoint (no flag)."""
+    for c in PRETRAINED.get("checkpoints") or []:
+        if released_label(c) == label:
+            data = c.get("data", "redcaps")
+            return ["--size", c["size"] if data == "redcaps" else f"{c['size']}-{data}"]
+    return []
+
+
 def training_logs():
     """What the training-curve plot waits for: each run's model.pt (its log.jsonl is complete then). log.jsonl
     is not a declared output, so Snakemake never deletes the history of a failed or killed run."""

@@ -85,9 +85,10 @@ rule evaluate_zeroshot:
     params:
         tree=zeroshot_tree_args,
         seed=lambda w: seed_of(w.label),
+        size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task zeroshot --embeddings {input.emb:q} {params.tree:q} --out {output:q} "
-        "--label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
+        "--label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_retrieval:
@@ -103,9 +104,10 @@ rule evaluate_retrieval:
         cpu_jobs=1,
     params:
         seed=lambda w: seed_of(w.label),
+        size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task retrieval --embeddings {input.emb:q} --out {output:q} "
-        "--label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
+        "--label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_linear_probe:
@@ -123,9 +125,10 @@ rule evaluate_linear_probe:
         cpu_jobs=1,
     params:
         seed=lambda w: seed_of(w.label),
+        size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task linear-probe --train-embeddings {input.train:q} --embeddings {input.test:q} "
-        "--out {output:q} --label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
+        "--out {output:q} --label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_structure:
@@ -140,9 +143,11 @@ rule evaluate_structure:
         "../../envs/eval.yaml"
     resources:
         cpu_jobs=1,
+    params:
+        size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task structure --embeddings {input.emb:q} --text-pool {input.pool:q} --out {output:q} "
-        "--label {wildcards.label:q} > {log:q} 2>&1"
+        "--label {wildcards.label:q} {params.size:q} > {log:q} 2>&1"
 
 
 rule evaluate_traversal:
@@ -157,9 +162,11 @@ rule evaluate_traversal:
         "../../envs/eval.yaml"
     resources:
         cpu_jobs=1,
+    params:
+        size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task traversal --embeddings {input.emb:q} --text-pool {input.pool:q} --max-images 64 --out {output:q} "
-        "--label {wildcards.label:q} > {log:q} 2>&1"
+        "--label {wildcards.label:q} {params.size:q} > {log:q} 2>&1"
 
 
 rule evaluate_prompts:
@@ -176,9 +183,10 @@ rule evaluate_prompts:
         cpu_jobs=1,
     params:
         seed=lambda w: seed_of(w.label),
+        size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task prompts --embeddings {input.emb:q} --out {output:q} "
-        "--label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
+        "--label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_hierarcaps:
@@ -196,6 +204,7 @@ rule evaluate_hierarcaps:
         cpu_jobs=1,
     params:
         seed=lambda w: seed_of(w.label),
+        size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task hierarcaps --embeddings {input.emb:q} --out {output:q} "
-        "--label {wildcards.label:q} --seed {params.seed:q} > {log:q} 2>&1"
+        "--label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
