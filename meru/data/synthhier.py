@@ -13,7 +13,7 @@ Training samples store 3 captions per specificity level (random node/attribute s
 such as "a photo of "), from which the loader draws one fresh caption per step; zero-shot templates
 use the same prefixes, so prompts are in-distribution.
 
-Output layout (``docs/ARCHITECTURE.md``)::
+Output layout (``docs/CONTRACTS.md``)::
 
     DIR/train/                 webdataset shards + manifest.json (png, txt, json)
     DIR/eval/zeroshot_{level}/ clip-benchmark wds layout, level in category/family/shape (cls, png, json)
