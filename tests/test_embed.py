@@ -152,10 +152,10 @@ def test_name_travels_into_the_cache_in_command_line_order(setup, tmp_path, caps
     base = ["--checkpoint", str(d / "model.pt"), "--evalset", str(paths["zeroshot"]), "--name", "synthhier-leaf"]
     base += ["--out", str(outs[0]), "--text-pool", str(paths["pool"]), "--name", "textpool-synthhier"]
     assert cli(E, base + ["--out", str(outs[1]), "--batch-size", "4", "--no-prompt-sets"]) == 0
-    assert E.load_cache(outs[0])["dataset"] == "synthhier-leaf"
-    assert E.load_cache(outs[1])["dataset"] == "textpool-synthhier"
-    assert E.load_cache(d / "zs.pt")["dataset"] == "zeroshot_leaf"  # default: the directory name
-    assert E.load_cache(d / "pool.pt")["dataset"] == "captions.jsonl"  # default: the file name
+    assert EmbeddingCache.load(outs[0]).dataset == "synthhier-leaf"
+    assert EmbeddingCache.load(outs[1]).dataset == "textpool-synthhier"
+    assert EmbeddingCache.load(d / "zs.pt").dataset == "zeroshot_leaf"  # default: the directory name
+    assert EmbeddingCache.load(d / "pool.pt").dataset == "captions.jsonl"  # default: the file name
     one_name = base[:6] + ["--out", str(tmp_path / "x.pt"), "--text-pool", str(paths["pool"]), "--out", str(outs[1])]
     assert cli(E, one_name) == 2
     assert "1 --name(s)" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()

@@ -242,3 +242,32 @@ def test_released_variant_records_carry_the_variant_as_size():
     assert rp.run_size("vit-s16", "grit", "redcaps") == "vit-s16-grit"
     assert rp.released_label({"kind": "clip", "size": "vit-b16", "data": "grit"}) == "clip-vit-b16-grit-released"
     assert rp.released_label({"kind": "clip", "size": "vit-b16"}) == "clip-vit-b16-released"
+
+
+def test_reference_compare_finds_every_moved_number(tmp_path, capsys):
+    """`meru reference compare`: the committed reference equals itself exactly; one moved metric, one moved
+    per-item value and one missing record are each reported, and the exit status says the runs differ."""
+    import argparse
+
+    run = tmp_path / "run"
+    shutil.copytree(REFERENCE / "metrics", run / "metrics")
+
+    def compare(*extra):
+        parser = argparse.ArgumentParser()
+        rp.add_reference_arguments(parser)
+        return rp.run_reference(parser.parse_args(["compare", "--from", str(run), "--to", str(REFERENCE), *extra]))
+
+    assert compare("--out", str(tmp_path / "same.md")) == 0
+    assert "**all equal**" in (tmp_path / "same.md").read_text()
+    rec_path = run / "metrics" / "meru-cpu-conv-s1" / "zeroshot-synthhier-shape.json"
+    rec = json.loads(rec_path.read_text())
+    rec["metrics"]["top1"] += 1e-9
+    rec["per_item"]["correct"][7] = 1 - rec["per_item"]["correct"][7]
+    rec_path.write_text(json.dumps(rec))
+    (run / "metrics" / "clip-cpu-conv-s2" / "retrieval-synthhier.json").unlink()
+    assert compare("--out", str(tmp_path / "diff.md")) == 1
+    text = (tmp_path / "diff.md").read_text()
+    assert "**2 differ**" in text and "per_item.correct[7]" in text and "| metrics.top1 |" in text
+    assert "Only in" in text and "clip-cpu-conv-s2/retrieval/synthhier-retrieval" in text
+    result = rp.compare_runs(run, REFERENCE, rel_tol=1e-6)  # the 1e-9 move is inside a 1e-6 tolerance
+    assert [d[1] for d in result["differ"]] == ["per_item.correct[7]"]
