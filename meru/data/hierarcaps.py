@@ -26,14 +26,13 @@ import csv
 import io
 import json
 import os
-import shutil
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from meru.io import replace_dir, write_bytes, write_text
+from meru.io import fresh_temp_dir, replace_dir, write_bytes, write_text
 
 CSV_URL = "https://raw.githubusercontent.com/TAU-VAILab/hierarcaps/main/data/hierarcaps_test.csv"
 CSV_NAME = "hierarcaps_test.csv"
@@ -152,9 +151,7 @@ def prepare_hierarcaps(
             f"put them in {root}/images/ (or pass --coco-dir with COCO val2014) and re-run (finished downloads are kept)"
         )
 
-    tmp = root / f"test.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = fresh_temp_dir(root / "test")  # killed runs' temporaries removed first
     names = list(by_image)
     n_shards = 0
     for start in range(0, len(names), shard_size):
