@@ -18,3 +18,21 @@ def cli(module, argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)
     return module.run(parser.parse_args(argv))
+
+
+def tiny_sets_and_model(directory: Path, kind: str = "meru", run_seed: int | None = None, **sets) -> tuple[dict, str]:
+    """The tiny evaluation sets under ``directory`` and a ``tiny`` model of ``kind`` (weights from
+    ``torch.manual_seed(0)``; ``run_seed``: the training seed its config records) saved as
+    ``directory/model.pt``. One thread, so the embeddings do not depend on the machine. Returns
+    (the sets' paths, the checkpoint path)."""
+    import torch
+
+    from meru.models import build_model
+    from meru.models.checkpoints import save_model
+
+    torch.set_num_threads(1)
+    paths = mk.write_sets(directory, **sets)
+    torch.manual_seed(0)
+    config = None if run_seed is None else {"runtime": {"seed": run_seed}}
+    save_model(build_model(kind, "tiny"), directory / "model.pt", config=config)
+    return paths, str(directory / "model.pt")

@@ -15,20 +15,13 @@ from meru.evaluation import run as R
 from meru.io import read_json, write_json
 from meru.records import EmbeddingCache
 
-from cli_helpers import cli, mk
+from cli_helpers import cli, mk, tiny_sets_and_model
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("eval")
-    paths = mk.write_sets(d)
-    from meru.models import build_model
-    from meru.models.checkpoints import save_model
-
-    torch.manual_seed(0)
-    save_model(build_model("meru", "tiny"), d / "model.pt", config={"runtime": {"seed": 7}})
-    ck = str(d / "model.pt")
+    paths, ck = tiny_sets_and_model(d, "meru", run_seed=7)
     assert (
         cli(
             E, ["--checkpoint", ck, "--evalset", str(paths["zeroshot"]), "--out", str(d / "zs.pt"), "--batch-size", "4"]

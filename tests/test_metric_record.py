@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from meru.evaluation import embed as E
 from meru.evaluation import run as R
@@ -25,7 +24,7 @@ from meru.records import (
     load_metric_records,
 )
 
-from cli_helpers import cli, mk
+from cli_helpers import cli, tiny_sets_and_model
 from metric_helpers import record, write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,15 +96,8 @@ def test_directory_loader_skips_clip_benchmark_side_files(tmp_path):
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     """Every `meru evaluate` task on the tiny generated sets, written by the CLI."""
-    from meru.models import build_model
-    from meru.models.checkpoints import save_model
-
-    torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("records")
-    paths = mk.write_sets(d)
-    torch.manual_seed(0)
-    save_model(build_model("meru", "tiny"), d / "model.pt", config={"runtime": {"seed": 2}})
-    ck = str(d / "model.pt")
+    paths, ck = tiny_sets_and_model(d, "meru", run_seed=2)
     for name, source in (
         ("zs", ["--evalset", str(paths["zeroshot"])]),
         ("ret", ["--evalset", str(paths["retrieval"])]),

@@ -14,7 +14,7 @@ from meru.evaluation import prompt_sensitivity as P
 from meru.records import EmbeddingCache
 from meru.reporting import prompt_sensitivity as T
 
-from cli_helpers import cli, mk
+from cli_helpers import cli, mk, tiny_sets_and_model
 from metric_helpers import record, write
 
 
@@ -32,15 +32,8 @@ def test_prompt_sets_per_dataset():
 
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
-    from meru.models import build_model
-    from meru.models.checkpoints import save_model
-
-    torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("ps")
-    paths = mk.write_sets(d)
-    torch.manual_seed(0)
-    save_model(build_model("clip", "tiny"), d / "model.pt")
-    ck = str(d / "model.pt")
+    paths, ck = tiny_sets_and_model(d, "clip")
     assert cli(E, ["--checkpoint", ck, "--evalset", str(paths["zeroshot"]), "--out", str(d / "zs.pt")]) == 0
     assert (
         cli(
