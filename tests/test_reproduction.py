@@ -12,6 +12,7 @@ import yaml
 
 from meru.records import load_metric_records
 from meru.reporting import reproduction as rp
+from meru.reporting.outputs import released_run
 
 from metric_helpers import record, write
 
@@ -124,7 +125,7 @@ def test_published_values_file_is_complete_and_planned():
     for r in rp.reference_from_published().itertuples():
         assert (r.kind, r.size) in sizes, f"no released checkpoint for {r.kind} {r.size}"
         assert (r.task, r.dataset) in evals, f"{r.task} {r.dataset} not evaluated by configs/pretrained.yaml"
-    labels = {rp.released_label(c) for c in cfg["pretrained"]["checkpoints"]}
+    labels = {released_run(c)["label"] for c in cfg["pretrained"]["checkpoints"]}
     assert "meru-vit-s16-grit-released" in labels and "meru-vit-l16-released" in labels
 
 
@@ -240,8 +241,9 @@ def test_released_variant_records_carry_the_variant_as_size():
     assert sum("--label meru-vit-s16-grit-released --size vit-s16-grit " in c for c in commands) == 1
     assert sum("--label meru-vit-s16-released --size vit-s16 " in c for c in commands) == 1
     assert rp.run_size("vit-s16", "grit", "redcaps") == "vit-s16-grit"
-    assert rp.released_label({"kind": "clip", "size": "vit-b16", "data": "grit"}) == "clip-vit-b16-grit-released"
-    assert rp.released_label({"kind": "clip", "size": "vit-b16"}) == "clip-vit-b16-released"
+    grit = released_run({"kind": "clip", "size": "vit-b16", "data": "grit"})
+    assert (grit["label"], grit["size"]) == ("clip-vit-b16-grit-released", "vit-b16-grit")
+    assert released_run({"kind": "clip", "size": "vit-b16"})["label"] == "clip-vit-b16-released"
 
 
 def test_reference_compare_finds_every_moved_number(tmp_path, capsys):

@@ -35,6 +35,7 @@ import pandas as pd
 
 from meru.io import replace_dir, write_text
 from meru.records import MetricRecord, load_metric_records
+from meru.reporting.outputs import released_run, trained_run
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 HEADLINE_CSV = RESOURCES / "headline_metrics.csv"
@@ -393,20 +394,10 @@ def _provenance_config(run: Path) -> dict:
 
 
 def expected_labels(cfg: dict) -> list[str]:
-    """Run labels a config evaluates (as workflow/rules/common.smk's run_labels)."""
+    """Run labels a config evaluates (the same rule as workflow/rules/common.smk's ``runs``)."""
     if cfg.get("pretrained"):
-        return [released_label(c) for c in cfg["pretrained"]["checkpoints"]]
-    return [f"{k}-{s}-s{n}" for s in cfg["sizes"] for k in cfg["models"] for n in cfg["seeds"]]
-
-
-def released_label(entry: dict) -> str:
-    """``{kind}-{size}-released`` (MERU's RedCaps checkpoints) or ``{kind}-{size}-{data}-released``."""
-    data = entry.get("data", "redcaps")
-    return (
-        f"{entry['kind']}-{entry['size']}-released"
-        if data == "redcaps"
-        else f"{entry['kind']}-{entry['size']}-{data}-released"
-    )
+        return [released_run(c)["label"] for c in cfg["pretrained"]["checkpoints"]]
+    return [trained_run(k, s, n)["label"] for s in cfg["sizes"] for k in cfg["models"] for n in cfg["seeds"]]
 
 
 def check_complete(run: str | os.PathLike) -> list[str]:

@@ -56,18 +56,18 @@ def merged_train_config(kind):
     return merge_configs(config.get("train", {}), (config.get("train_overrides") or {}).get(kind, {}))
 
 
-def run_labels():
-    """Every evaluated model: `{kind}-{size}-s{seed}` (trained) or `{kind}-{size}-released` (pretrained)."""
+def runs():
+    """Every evaluated model by label: `{"kind", "size", "seed", "released"}` (meru.reporting.outputs: trained
+    runs `{kind}-{size}-s{seed}`, released checkpoints `{kind}-{size}[-{data}]-released`)."""
     if PRETRAINED:
-        return [released_label(c) for c in PRETRAINED["checkpoints"]]
-    return [f"{k}-{s}-s{n}" for s in config["sizes"] for k in config["models"] for n in config["seeds"]]
+        out = [released_run(c) for c in PRETRAINED["checkpoints"]]
+    else:
+        out = [trained_run(k, s, n) for s in config["sizes"] for k in config["models"] for n in config["seeds"]]
+    return {r["label"]: r for r in out}
 
 
-def released_label(c):
-    """`{kind}-{size}-released` (MERU's RedCaps checkpoints) or `{kind}-{size}-{data}-released` (as
-    meru.reporting.reproduction.released_label; records of the latter carry size `{size}-{data}`)."""
-    data = c.get("data", "redcaps")
-    return f"{c['kind']}-{c['size']}-released" if data == "redcaps" else f"{c['kind']}-{c['size']}-{data}-released"
+def run_labels():
+    return list(runs())
 
 
 def checkpoint_path(label):
@@ -151,13 +151,14 @@ _check_slurm_extra()
 
 
 from meru.reporting.outputs import FINAL_TABLES, PLOTS as ALL_PLOTS, TABLES  # names of the reporting outputs
+from meru.reporting.outputs import released_run, trained_run  # run labels
 
 TABLE_FILES = [f"{t}{s}" for t in TABLES for s in (".csv", ".md", ".tex", "_stats.csv")]
 
 
 def run_sizes():
-    """Model sizes evaluated (from the run labels, so pretrained configs count their checkpoints)."""
-    return sorted({label.split("-", 1)[1].rsplit("-", 1)[0] for label in run_labels()})
+    """Model sizes evaluated (pretrained configs count their checkpoints)."""
+    return sorted({r["size"] for r in runs().values()})
 
 
 # `meru plots` figures (PDF + PNG each); `scaling` only with two or more sizes
@@ -305,18 +306,14 @@ def zeroshot_tree_args(w, input):
 
 
 def seed_of(label):
-    return label.rsplit("-s", 1)[1] if not label.endswith("-released") else "0"
+    return runs()[label]["seed"]
 
 
 def size_args(label):
-    """`--size SIZE` for a released checkpoint's records: `{size}` (MERU's RedCaps checkpoints) or
-    `{size}-{data}` (as meru.reporting.reproduction.run_size), from its `pretrained.checkpoints` entry;
-    trained runs take the size from their checkpoint (no flag)."""
-    for c in PRETRAINED.get("checkpoints") or []:
-        if released_label(c) == label:
-            data = c.get("data", "redcaps")
-            return ["--size", c["size"] if data == "redcaps" else f"{c['size']}-{data}"]
-    return []
+    """`--size SIZE` for a released checkpoint's records (`{size}`, or `{size}-{data}` for checkpoints trained on
+    other data: meru.reporting.outputs.released_run); trained runs take the size from their checkpoint."""
+    run = runs()[label]
+    return ["--size", run["size"]] if run["released"] else []
 
 
 def training_logs():
@@ -341,7 +338,7 @@ def reference_inputs():
 
 def released(label):
     for c in PRETRAINED.get("checkpoints", []):
-        if released_label(c) == label:
+        if released_run(c)["label"] == label:
             return c
     raise ValueError(f"no pretrained checkpoint for {label!r} in config 'pretrained.checkpoints'")
 
