@@ -36,6 +36,7 @@ import pandas as pd
 from meru.io import replace_dir, write_text
 from meru.records import MetricRecord, load_metric_records
 from meru.reporting.outputs import released_run, trained_run
+from meru.reporting.tables import metric_scale
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 HEADLINE_CSV = RESOURCES / "headline_metrics.csv"
@@ -230,25 +231,14 @@ def _halfwidths(vals) -> list[float]:
     return [(hi - lo) / 2 for _, _, lo, hi in vals if lo is not None and hi is not None]
 
 
-def metric_floor(metric: str, ref_mean: float) -> float:
-    """Smallest tolerance (module docstring): 1 point in %, 0.01 on [0, 1] / [-1, 1] scales, else 1% of |ref|."""
-    if metric in _PERCENT or re.fullmatch(r"(i2t|t2i)_r\d+", metric):
+def metric_floor(task: str, metric: str, ref_mean: float) -> float:
+    """Smallest tolerance (module docstring): 1 point in %, 0.01 on [0, 1] / [-1, 1] scales, else 1% of |ref|.
+    The scale is the unit of the table that shows the metric (:func:`meru.reporting.tables.metric_scale`);
+    metrics no table shows (published clip-benchmark names, HierarCaps) go by their names."""
+    scale = metric_scale(task, metric)
+    if scale == (0.0, 100.0) or (scale is None and (metric in _PERCENT or re.fullmatch(r"(i2t|t2i)_r\d+", metric))):
         return 1.0
-    if (
-        metric.endswith(("_frac", "_auc"))
-        or metric.startswith(("spearman", "kendall"))
-        or metric
-        in (
-            "precision",
-            "jaccard",
-            "h_precision",
-            "h_recall",
-            "jaccard_full",
-            "h_precision_full",
-            "h_recall_full",
-            "h_f1_full",
-        )
-    ):
+    if scale is not None or metric.endswith(("_frac", "_auc")) or metric.startswith(("spearman", "kendall")):
         return 0.01
     return 0.01 * abs(ref_mean)
 
@@ -288,7 +278,7 @@ def compare(reference: pd.DataFrame, records: list[MetricRecord]) -> pd.DataFram
         if vals:
             f = float(np.mean([v for _, v, _, _ in vals]))
             tol = max(
-                [float(r.std(ddof=1)) if len(r) > 1 else 0.0, metric_floor(ref.metric, ref_mean)]
+                [float(r.std(ddof=1)) if len(r) > 1 else 0.0, metric_floor(ref.task, ref.metric, ref_mean)]
                 + [float(np.mean(h)) for h in (ref.halfwidths, _halfwidths(vals)) if len(h)]
             )
             low, high = float(r.min()) - tol, float(r.max()) + tol

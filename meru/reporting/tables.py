@@ -221,6 +221,16 @@ def metric_range(spec: TableSpec) -> tuple[float, float]:
     return -math.inf, math.inf
 
 
+def metric_scale(task: str, metric: str) -> tuple[float, float] | None:
+    """Values ``metric`` of ``task`` can take, from the unit of the table that shows it; None when no table
+    shows it (published-only names, HierarCaps) or its unit is unbounded."""
+    for spec in SPECS:
+        if spec.task == task and metric in spec.metrics:
+            rng = metric_range(spec)
+            return None if math.isinf(rng[0]) else rng
+    return None
+
+
 def informative(lo, hi, rng: tuple[float, float]) -> bool:
     """False for a missing interval or one that covers the whole range (it says nothing)."""
     if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
