@@ -31,6 +31,7 @@ from meru import stats
 from meru.io import write_text
 from meru.records import MetricRecord, load_metric_records
 from meru.reporting.reproduction import kinds_of
+from meru.reporting.records import metrics_dir_missing
 
 HOLDS, FAILS, UNSURE, NA = "holds", "does not hold", "inconclusive", "n/a"
 
@@ -420,10 +421,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if not Path(args.metrics).is_dir():
-        print(
-            f"meru claims: --metrics {args.metrics} is not a directory; run the evaluation rules first", file=sys.stderr
-        )
+    if metrics_dir_missing(args.metrics, "claims"):
         return 2
     try:
         _, line = write_claims(args.metrics, args.out)

@@ -26,6 +26,7 @@ import pandas as pd
 
 from meru.io import write_text
 from meru.records import MetricRecord, load_metric_records
+from meru.reporting.records import metrics_dir_missing
 
 SET_ORDER = ("evalset", "single", "meru", "clip_benchmark")
 
@@ -117,11 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not Path(args.metrics).is_dir():
-        print(
-            f"meru prompt-sensitivity: --metrics {args.metrics} is not a directory; run the evaluation rules first",
-            file=sys.stderr,
-        )
+    if metrics_dir_missing(args.metrics, "prompt-sensitivity"):
         return 2
     try:
         df = write_table(args.metrics, args.out)

@@ -36,6 +36,7 @@ import pandas as pd
 from meru.io import replace_dir, write_text
 from meru.records import MetricRecord, load_metric_records
 from meru.reporting.outputs import released_run, trained_run
+from meru.reporting.records import metrics_dir_missing
 from meru.reporting.tables import metric_scale
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
@@ -464,11 +465,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if not Path(args.metrics).is_dir():
-        print(
-            f"meru reproduce: --metrics {args.metrics} is not a directory; run the evaluation rules first",
-            file=sys.stderr,
-        )
+    if metrics_dir_missing(args.metrics, "reproduce"):
         return 2
     try:
         _, line = reproduce(args.metrics, args.reference, args.out, args.training_data, args.published)
