@@ -9,6 +9,8 @@ import os
 
 from snakemake.utils import min_version, validate
 
+from meru.kinds import KINDS
+
 min_version("9.0")
 
 
@@ -23,7 +25,7 @@ validate(config, "configs/schema.yaml")
 
 wildcard_constraints:
     label=r"[a-z]+-[a-z0-9-]+-(s\d+|released)",
-    model=r"meru|clip|euclip",
+    model="|".join(KINDS),
     size=r"[a-z0-9-]+",
     seed=r"\d+",
     name=r"[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*",

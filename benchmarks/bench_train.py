@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from meru.kinds import BASELINE, PAPER  # noqa: E402 (after the sys.path entry)
 from meru.training.flops import peak_flops, train_flops_per_sample  # noqa: E402 (after the sys.path entry)
 
 OFFICIAL_ARCH = {
@@ -351,7 +352,7 @@ def measure_official(
 def main(argv=None) -> int:
     gpu = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--kinds", nargs="+", default=["meru", "clip"], help="model kinds (any that build_model knows)")
+    p.add_argument("--kinds", nargs="+", default=[PAPER, BASELINE], help="model kinds (any of meru.kinds.KINDS)")
     p.add_argument("--sizes", nargs="+", default=["vit-s16", "vit-b16", "vit-l16"] if gpu else ["tiny", "small-cpu"])
     p.add_argument(
         "--batch",
@@ -407,7 +408,7 @@ def main(argv=None) -> int:
             if row["kind"] != "official-meru" or "samples_per_s" not in row:
                 continue
             ours = [
-                r for r in result["rows"] if r["size"] == row["size"] and r["kind"] == "meru" and "samples_per_s" in r
+                r for r in result["rows"] if r["size"] == row["size"] and r["kind"] == PAPER and "samples_per_s" in r
             ]
             if ours:
                 best = max(ours, key=lambda r: r["samples_per_s"])
@@ -455,18 +456,18 @@ def main(argv=None) -> int:
                 for r in result["rows"]
                 if r["size"] == size and r.get("compile") == comp and "samples_per_s" in r
             }
-            if "meru" in ok and "clip" in ok:
+            if PAPER in ok and BASELINE in ok:
                 result["ratios"].append(
                     {
                         "size": size,
                         "compile": comp,
-                        "meru_over_clip_step_time": round(ok["meru"]["step_ms"] / ok["clip"]["step_ms"], 4),
+                        "meru_over_clip_step_time": round(ok[PAPER]["step_ms"] / ok[BASELINE]["step_ms"], 4),
                         "meru_over_clip_min_step_time": round(
-                            ok["meru"]["synced_step_ms_min"] / ok["clip"]["synced_step_ms_min"], 4
+                            ok[PAPER]["synced_step_ms_min"] / ok[BASELINE]["synced_step_ms_min"], 4
                         ),
                     }
                 )
-            if args.official and "meru" in args.kinds and comp == compiles[0]:
+            if args.official and PAPER in args.kinds and comp == compiles[0]:
                 amp = "bf16" if amp_dtype is not None else "fp32"
                 t0 = time.perf_counter()
                 off = measure_official(

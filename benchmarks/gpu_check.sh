@@ -17,8 +17,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OFFICIAL=${1:-}
 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check.sh: no CUDA device visible')"
-KINDS="meru clip"
-python -c "from meru.models import build_model; build_model('euclip', 'tiny')" 2>/dev/null && KINDS="meru clip euclip"
+KINDS=$(python -c "from meru.kinds import KINDS; print(' '.join(KINDS))")
 TAG=$(python -c "import sys; sys.path.insert(0, 'benchmarks'); import bench_train as b; print(b.device_tag())")
 NOTE="one GPU, issue-15 gpu_check.sh"
 OFF=()

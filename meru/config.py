@@ -21,6 +21,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from meru.kinds import KINDS, OFFICIAL, PAPER
+
 _NUM = {"type": "number"}
 _INT = {"type": "integer"}
 _BOOL = {"type": "boolean"}
@@ -30,15 +32,18 @@ def _obj(props: dict, required: tuple = ()) -> dict:
     return {"type": "object", "properties": props, "additionalProperties": False, "required": list(required)}
 
 
+_KIND_OPTIONS: dict = {key: spec for kind in KINDS.values() for key, spec in kind.options.items()}
+
+
 TRAIN_SCHEMA: dict = _obj(
     {
         "model": _obj(
             {
-                "kind": {"enum": ["meru", "clip", "euclip"]},
+                "kind": {"enum": list(KINDS)},
                 "size": {"type": "string"},
                 "entail_weight": {"type": "number", "minimum": 0},
-                "curv_init": {"type": "number", "exclusiveMinimum": 0},
-                "learn_curv": _BOOL,
+                # each kind's model options (meru.kinds.Kind.options), e.g. MERU's curv_init, learn_curv
+                **{key: {k: v for k, v in spec.items() if k != "default"} for key, spec in _KIND_OPTIONS.items()},
             }
         ),
         "data": _obj(
@@ -92,7 +97,12 @@ TRAIN_SCHEMA: dict = _obj(
 )
 
 DEFAULTS: dict = {
-    "model": {"kind": "meru", "size": "cpu-conv", "entail_weight": 0.2, "curv_init": 1.0, "learn_curv": True},
+    "model": {
+        "kind": PAPER,
+        "size": "cpu-conv",
+        "entail_weight": 0.2,
+        **{key: spec["default"] for key, spec in _KIND_OPTIONS.items()},
+    },
     "data": {
         "train": "data/synthhier/train",
         "batch_size": 2048,
@@ -389,17 +399,30 @@ def _same_path(a: str, b: str) -> bool:
     return os.path.normpath(a) == os.path.normpath(b)
 
 
+def with_kinds(schema: dict) -> dict:
+    """``configs/schema.yaml`` with the model kinds filled in from :data:`meru.kinds.KINDS` (the file leaves them
+    open, so it never lists kinds): ``models`` items, ``train_overrides`` keys, released checkpoints' kinds."""
+    schema = copy.deepcopy(schema)
+    props = schema["properties"]
+    props["models"]["items"] = {"enum": list(KINDS)}
+    props["train_overrides"].update(properties={k: {"type": "object"} for k in KINDS}, additionalProperties=False)
+    released = props["pretrained"]["properties"]["checkpoints"]["items"]["properties"]
+    released["kind"] = {"enum": list(OFFICIAL)}
+    return schema
+
+
 def check_workflow_config(config: dict, schema: dict, source: str = "workflow config") -> None:
     """Plan-time check of a whole workflow config; raise :class:`ConfigError` in one line naming every bad key.
 
-    Types and ranges come from ``schema`` (``configs/schema.yaml``); on top: sizes must be registered,
+    Types and ranges come from ``schema`` (``configs/schema.yaml``, kinds from :func:`with_kinds`); on top: sizes must be registered,
     evaluation-set names known (or present under ``evaluation.evalsets_root``), the ``train:`` section valid
     and complete for every model kind and size (``meru.config`` schema and cross-key checks), and
     ``train.data.train`` must be the dataset the workflow builds, ``{data_dir}/{data.source}[/train]``.
     """
     MODEL_SIZES = model_sizes()
     errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]
+        jsonschema.Draft202012Validator(with_kinds(schema)).iter_errors(config),
+        key=lambda e: [str(p) for p in e.absolute_path],
     )
     messages = [_describe(e) for e in errors] + [
         f"{k} = {v!r} is not a finite number" for k, v in _nonfinite_numbers(config)

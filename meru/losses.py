@@ -5,9 +5,9 @@ Follows open_clip's ``ClipLoss`` ("local loss": each rank scores its own queries
 labels offset by ``rank * B``) and reuses its ``gather_features``. Geometry comes only from
 :mod:`meru.spaces`: each loss names its space (:meth:`ClipLoss.space`) and takes the logits from it.
 
-* :class:`ClipLoss` (``clip``): logits ``s * <x_i, y_j>`` of unit vectors.
-* :class:`MeruLoss` (``meru``): logits ``-s * d_L(x_i, y_j)`` on the hyperboloid (learned curvature).
-* :class:`EuclipLoss` (``euclip``): logits ``-s * ||x_i - y_j||^2``.
+* :class:`ClipLoss` (CLIP): logits ``s * <x_i, y_j>`` of unit vectors; each kind's loss (``LOSS`` in
+  ``meru/kinds/<kind>.py``) extends it: MERU's logits ``-s * d_L(x_i, y_j)`` on the hyperboloid (learned
+  curvature), EuCLIP's ``-s * ||x_i - y_j||^2``.
 * ``s = exp(logit_scale) <= 100``; contrastive loss ``(CE(image -> text) + CE(text -> image)) / 2``.
 * Entailment (:class:`ConeLoss`, the base of MERU and EuCLIP): ``mean_i max(0, ext(t_i, v_i) - aper(t_i))``,
   the space's exterior angle minus the half-aperture of the caption's cone (each caption's cone should contain
@@ -26,13 +26,12 @@ from open_clip.loss import gather_features
 from torch import Tensor
 
 from meru.models.clip_meru import fp32_head
-from meru.spaces import MIN_RADIUS, Euclidean, EuclideanSphere, Lorentz, Space
+from meru.kinds import get_kind
+from meru.spaces import MIN_RADIUS, EuclideanSphere, Space
 
 
 class ClipLoss:
     """CLIP's symmetric contrastive loss; subclasses change the space and add terms / diagnostics."""
-
-    kind = "clip"
 
     def __init__(self, rank: int = 0, world_size: int = 1):
         self.rank, self.world_size = rank, world_size
@@ -108,40 +107,12 @@ class ConeLoss(ClipLoss):
         }
 
 
-class MeruLoss(ConeLoss):
-    """MERU: hyperbolic distance logits and cones with the model's learned curvature ``out["curv"]``."""
-
-    kind = "meru"
-
-    def space(self, out):
-        return Lorentz(out["curv"].float(), self.min_radius)
-
-    def diagnostics(self, space, out, image, text, all_text):
-        logs = {"curv": out["curv"], "visual_alpha": out["visual_alpha"], "textual_alpha": out["textual_alpha"]}
-        logs["clamp_hits_expmap"] = (space.lift_clamped(image).sum() + space.lift_clamped(text).sum()).float()
-        logs["clamp_hits_acosh"] = space.acosh_clamped(image, all_text).sum().float()
-        return {**logs, **super().diagnostics(space, out, image, text, all_text)}
-
-
-class EuclipLoss(ConeLoss):
-    """EuCLIP: negative squared Euclidean distance logits and Euclidean cones."""
-
-    kind = "euclip"
-
-    def space(self, out):
-        return Euclidean(self.min_radius)
-
-
-LOSSES: dict[str, type[ClipLoss]] = {"clip": ClipLoss, "meru": MeruLoss, "euclip": EuclipLoss}
-
-
 def build_loss(
     kind: str, entail_weight: float = 0.2, rank: int = 0, world_size: int = 1, min_radius: float = MIN_RADIUS
 ) -> ClipLoss:
-    """The loss of model ``kind``; ``entail_weight`` and ``min_radius`` apply to the kinds with cones."""
-    cls = LOSSES.get(kind)
-    if cls is None:
-        raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(repr(k) for k in LOSSES)}")
+    """The loss of model ``kind`` (its ``LOSS`` in ``meru/kinds/<kind>.py``); ``entail_weight`` and ``min_radius``
+    apply to the kinds with cones."""
+    cls = get_kind(kind).loss_class
     if issubclass(cls, ConeLoss):
         return cls(entail_weight=entail_weight, min_radius=min_radius, rank=rank, world_size=world_size)
     return cls(rank=rank, world_size=world_size)

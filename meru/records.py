@@ -24,7 +24,8 @@ from typing import Any
 from torch import Tensor
 
 from meru.io import read_json, remove_stale_temps, write_json
-from meru.spaces import MIN_RADIUS, SPACES, Space, get_space
+from meru.kinds import kind_of_space
+from meru.spaces import MIN_RADIUS, Space, get_space
 
 # ----------------------------------------------------------------------------------------- embedding cache
 # EmbeddingCache: written by meru.evaluation.embed, read by every evaluator.
@@ -36,7 +37,6 @@ CACHE_TASKS = ("classification", "retrieval", "text-pool", "hierarcaps")
 #: fields that hold embeddings (refused when non-finite); ``prompt_sets[*].class_text_raw`` too
 EMBEDDING_FIELDS = ("image_emb", "image_feats", "text_emb", "class_text_raw", "root_emb")
 _TENSOR_FIELDS = EMBEDDING_FIELDS + ("labels", "text_to_image", "specificity", "depth", "levels")
-_SPACE_BY_NAME = {cls.name: kind for kind, cls in SPACES.items()}
 
 
 class CacheError(ValueError):
@@ -61,7 +61,7 @@ class EmbeddingCache:
     ``N`` images, ``D`` embedding width, ``W`` pre-projection image width, ``C`` classes, ``T`` templates,
     ``M`` captions, ``H`` HierarCaps hierarchies (``M = 4H``)."""
 
-    # identity: model kind ("clip" | "meru" | "euclip"; None: the space's), task (CACHE_TASKS), eval-set name,
+    # identity: model kind (a name in meru.kinds.KINDS; None: the space's), task (CACHE_TASKS), eval-set name,
     # model size, training seed and step, the checkpoint (path or openclip spec) the embeddings came from
     task: str
     kind: str | None = None
@@ -310,11 +310,11 @@ class EmbeddingCache:
 
 def space_from_record(record: dict, where: str = "embedding cache") -> Space:
     """The space of a :meth:`meru.spaces.Space.record` dict (``name``, ``curv``, ``min_radius``)."""
-    name = record.get("name") if isinstance(record, dict) else None
-    if name not in _SPACE_BY_NAME:
+    kind = kind_of_space(record.get("name")) if isinstance(record, dict) else None
+    if kind is None:
         raise CacheError(f"{where}: space record {record!r} names no known space; re-run `meru embed`")
     try:
-        return get_space(_SPACE_BY_NAME[name], record.get("curv"), record.get("min_radius", MIN_RADIUS))
+        return get_space(kind, record.get("curv"), record.get("min_radius", MIN_RADIUS))
     except (TypeError, ValueError) as e:
         raise CacheError(f"{where}: bad space record {record!r} ({e}); re-run `meru embed`") from None
 

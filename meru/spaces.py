@@ -1,13 +1,14 @@
 """Embedding spaces: the one door to geometry. Evaluation, embedding and the losses call only these.
 
-Three spaces, one per model kind:
+Three spaces; each model kind names its own (``SPACE`` in ``meru/kinds/<kind>.py``, its name in
+:data:`meru.kinds.KINDS`):
 
-* :class:`EuclideanSphere` (``clip``): unit vectors; score = cosine, distance = angle; [ROOT] = the
+* :class:`EuclideanSphere` (CLIP): unit vectors; score = cosine, distance = angle; [ROOT] = the
   normalised mean caption of a pool (MERU paper's CLIP root); no entailment cones.
-* :class:`Lorentz` (``meru``): space components on the hyperboloid of curvature ``-c``; score = Lorentzian
+* :class:`Lorentz` (MERU): space components on the hyperboloid of curvature ``-c``; score = Lorentzian
   inner product (official zero-shot/retrieval score), training logit = ``-d_L``; [ROOT] = the origin;
   cones of half-aperture ``asin(2K / (sqrt(c) ||x||))`` (Le et al. 2019; MERU Eq. 7-8).
-* :class:`Euclidean` (``euclip``, Hong et al. 2024, arXiv 2409.13079): unnormalised vectors; score = training
+* :class:`Euclidean` (EuCLIP, Hong et al. 2024, arXiv 2409.13079): unnormalised vectors; score = training
   logit = ``-||x - y||^2``; [ROOT] = the origin; Euclidean cones (Ganea et al. 2018) of half-aperture
   ``asin(K / ||x||)``, exterior angle ``acos(<y - x, x> / (||y - x|| ||x||))``.
 
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from meru import lorentz as L
+from meru.kinds import get_kind, kind_of_space
 
 #: default entailment-cone min radius ``K`` (MERU and EuCLIP both use 0.1)
 MIN_RADIUS = 0.1
@@ -46,7 +48,6 @@ class Space:
     """Interface shared by the three spaces; subclasses fill in the geometry (see module doc)."""
 
     name: str = ""
-    kind: str = ""
     root_label: str = ""
     root_name: str = "origin"
     has_cones: bool = False
@@ -54,6 +55,16 @@ class Space:
 
     def __init__(self, min_radius: float = MIN_RADIUS):
         self.min_radius = float(min_radius)
+
+    @classmethod
+    def build(cls, curv: float | Tensor | None = None, min_radius: float = MIN_RADIUS) -> Space:
+        """The space from its record's fields (``curv`` is ignored by the spaces without a curvature)."""
+        return cls(min_radius)
+
+    @property
+    def kind(self) -> str | None:
+        """The model kind whose space this is (:func:`meru.kinds.kind_of_space`)."""
+        return kind_of_space(self.name)
 
     # ---------------------------------------------------------------------------------- identity
     def record(self) -> dict:
@@ -134,7 +145,7 @@ class Space:
 class EuclideanSphere(Space):
     """CLIP: unit vectors on the sphere."""
 
-    name, kind = "sphere", "clip"
+    name = "sphere"
     root_label = "angle to the mean text direction (rad)"
     root_name = "normalised mean pool caption direction"
 
@@ -178,13 +189,19 @@ class EuclideanSphere(Space):
 class Lorentz(Space):
     """MERU: the hyperboloid of curvature ``-c``, points stored by their space components."""
 
-    name, kind = "lorentz", "meru"
+    name = "lorentz"
     root_label = "geodesic distance from the origin"
     has_cones = True
 
     def __init__(self, curv: float | Tensor, min_radius: float = MIN_RADIUS):
         super().__init__(min_radius)
         self.curv = curv if isinstance(curv, Tensor) else float(curv)
+
+    @classmethod
+    def build(cls, curv: float | Tensor | None = None, min_radius: float = MIN_RADIUS) -> Lorentz:
+        if curv is None:
+            raise ValueError("the Lorentz space needs its curvature c")
+        return cls(curv, min_radius)
 
     def logits(self, x: Tensor, y: Tensor) -> Tensor:
         """Training logit before the scale: ``-d_L(x_i, y_j)`` (official acosh form), ``[N, M]``."""
@@ -242,7 +259,7 @@ class Lorentz(Space):
 class Euclidean(Space):
     """EuCLIP: unnormalised Euclidean vectors, squared-distance logits, Euclidean entailment cones."""
 
-    name, kind = "euclidean", "euclip"
+    name = "euclidean"
     root_label = "Euclidean norm"
     has_cones = True
 
@@ -299,25 +316,9 @@ class Euclidean(Space):
         return torch.acos(torch.clamp(cos, min=-1 + self.eps, max=1 - self.eps))
 
 
-#: model kind -> its space class
-SPACES: dict[str, type[Space]] = {"clip": EuclideanSphere, "meru": Lorentz, "euclip": Euclidean}
-
-
 def get_space(kind: str, curv: float | None = None, min_radius: float = MIN_RADIUS) -> Space:
-    """The space of model ``kind``: ``"clip" -> EuclideanSphere()``, ``"meru" -> Lorentz(curv)``,
-    ``"euclip" -> Euclidean()``."""
-    cls = SPACES.get(kind)
-    if cls is None:
-        raise ValueError(f"unknown embedding space {kind!r}; choose one of {', '.join(repr(k) for k in SPACES)}")
-    return _build(cls, curv, min_radius)
+    """The space of model ``kind`` (``SPACE`` of ``meru/kinds/<kind>.py``), e.g. MERU's ``Lorentz(curv)``."""
+    return get_kind(kind).space_class.build(curv, min_radius)
 
 
-def _build(cls: type[Space], curv, min_radius) -> Space:
-    if cls is Lorentz:
-        if curv is None:
-            raise ValueError("the MERU space needs its curvature c")
-        return Lorentz(curv, min_radius)
-    return cls(min_radius)
-
-
-__all__ = ["MIN_RADIUS", "SPACES", "Euclidean", "EuclideanSphere", "Lorentz", "Space", "get_space"]
+__all__ = ["MIN_RADIUS", "Euclidean", "EuclideanSphere", "Lorentz", "Space", "get_space"]

@@ -1,8 +1,9 @@
 """The package reads top-down: each module imports only from its own layer or the layers above it.
 
-Layers, top to bottom (docs/ARCHITECTURE.md): foundation (``meru.io``, ``meru.stats``, ``meru.progress``) ->
-geometry -> models -> losses -> data -> training -> records -> evaluation -> reporting. Every import counts,
-including those inside functions; ``meru.cli`` (the dispatcher that names every command) is outside the order.
+Layers, top to bottom (docs/ARCHITECTURE.md): foundation (``meru.io``, ``meru.stats``, ``meru.progress``, the
+light kind registry ``meru.kinds``) -> geometry -> models -> losses -> kinds (``meru/kinds/<kind>.py``) -> data ->
+training -> records -> evaluation -> reporting. Every import counts, including those inside functions; ``meru.cli``
+(the dispatcher that names every command) is outside the order. A prefix ending in ``.`` names submodules only.
 """
 
 import ast
@@ -12,10 +13,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
-    ("foundation", ("meru", "meru.io", "meru.stats", "meru.progress", "meru.resources")),
+    ("foundation", ("meru", "meru.io", "meru.stats", "meru.progress", "meru.resources", "meru.kinds")),
     ("geometry", ("meru.lorentz", "meru.spaces")),
     ("models", ("meru.models",)),
     ("losses", ("meru.losses",)),
+    ("kinds", ("meru.kinds.",)),
     ("data", ("meru.data",)),
     ("training", ("meru.config", "meru.training")),
     ("records", ("meru.records",)),
@@ -29,7 +31,8 @@ def layer_of(module: str) -> int:
     best = None
     for i, (_, prefixes) in enumerate(LAYERS):
         for p in prefixes:
-            if (module == p or module.startswith(p + ".")) and (best is None or len(p) > len(best[1])):
+            hit = module.startswith(p) if p.endswith(".") else module == p or module.startswith(p + ".")
+            if hit and (best is None or len(p) > len(best[1])):
                 best = (i, p)
     if best is None:
         raise AssertionError(f"{module} is in no layer; add it to LAYERS and docs/ARCHITECTURE.md")
@@ -72,4 +75,9 @@ def test_a_downward_import_is_found(tmp_path):
     bad.write_text("def f():\n    from meru.reporting.tables import write_tables\n    import meru.evaluation.embed\n")
     found = meru_imports(bad)
     assert found == {"meru.reporting.tables", "meru.evaluation.embed"}
-    assert {layer_of(m) for m in found} == {7, 8} and layer_of("meru.data.loader") == 4
+    assert {layer_of(m) for m in found} == {8, 9} and layer_of("meru.data.loader") == 5
+
+
+def test_the_kind_registry_is_foundation_and_each_kind_below_the_losses():
+    assert layer_of("meru.kinds") == 0
+    assert layer_of("meru.kinds.meru") == layer_of("meru.losses") + 1 == layer_of("meru.data") - 1

@@ -17,7 +17,7 @@ def test_get_space():
     assert isinstance(get_space("euclip"), Euclidean)
     with pytest.raises(ValueError, match="curvature"):
         get_space("meru")
-    with pytest.raises(ValueError, match="unknown embedding space"):
+    with pytest.raises(ValueError, match="unknown model kind"):
         get_space("poincare")
 
 

@@ -44,7 +44,7 @@ DEFAULT_WORDNET_DIRS = ("/usr/share/wordnet",)
 
 
 def _resource_text(name: str) -> str:
-    return resources.files("meru").joinpath("resources", name).read_text(encoding="utf-8")
+    return resources.files("meru.resources").joinpath(name).read_text(encoding="utf-8")
 
 
 def imagenet_wnids() -> list[str]:

@@ -1,4 +1,5 @@
-"""Models: named sizes, open_clip towers, CLIP, MERU and EuCLIP, checkpoints.
+"""Models: named sizes, open_clip towers, the CLIP baseline (every kind's model extends it, ``meru/kinds/``),
+checkpoints.
 
 The names below are imported on first use (PEP 562), so ``meru.models.registry`` / ``meru info`` do not
 import torch, timm or open_clip."""
@@ -7,8 +8,6 @@ from importlib import import_module
 
 _EXPORTS = {
     "CLIP": "meru.models.clip_meru",
-    "MERU": "meru.models.clip_meru",
-    "EuCLIP": "meru.models.clip_meru",
     "build_model": "meru.models.clip_meru",
     "fp32_head": "meru.models.clip_meru",
     "get_tokenizer": "meru.models.clip_meru",
@@ -18,8 +17,6 @@ _EXPORTS = {
 }
 __all__ = [
     "CLIP",
-    "EuCLIP",
-    "MERU",
     "MODEL_SIZES",
     "ModelSize",
     "build_model",

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from meru.io import atomic_path
+from meru.kinds import BASELINE, PAPER
 from meru.models.clip_meru import CLIP, build_model
 
 FORMAT = "meru-bench/checkpoint/1"
@@ -171,7 +172,7 @@ def load_official(
         raise CheckpointError(f"{path}: not an official MERU/CLIP checkpoint (no 'model' key)")
     sd = blob["model"]
     require_finite(sd, str(path))
-    inferred_kind = "meru" if "curv" in sd else "clip"
+    inferred_kind = PAPER if "curv" in sd else BASELINE  # the official release: MERU files have 'curv'; CLIP not
     ref = sd.get("visual.cls_token", sd.get("visual.pos_embed"))
     if ref is None:
         raise CheckpointError(f"{path}: no 'visual.cls_token' / 'visual.pos_embed' key: not an official ViT checkpoint")

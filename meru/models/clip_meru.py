@@ -1,13 +1,8 @@
-"""CLIP, MERU and EuCLIP: the same towers and projections, differing only in the embedding space.
+"""The CLIP baseline: towers, projections and the unit-sphere space. Every model kind is ``CLIP`` or a subclass
+of it whose diff is the method, in ``meru/kinds/<kind>.py`` (MERU: the Lorentz lift and its learned scalars;
+EuCLIP: the fixed ``1/sqrt(D)`` scale); :func:`build_model` builds any kind by name (:data:`meru.kinds.KINDS`).
 
 * ``CLIP``: L2-normalised embeddings on the unit sphere, cosine logits.
-* ``MERU`` (Desai et al., ICML 2023): projected features ``v`` are scaled by a learned ``alpha`` and
-  lifted onto the Lorentz hyperboloid of curvature ``-c`` with ``exp_map0``; learned ``c``
-  (log-parametrised, init ``c0``, clamped to ``[c0/10, 10 c0]``), ``alpha`` (init ``1/sqrt(D)``, ``<= 1``).
-* ``EuCLIP`` (Hong et al., ECCV 2024 workshop, arXiv 2409.13079; ``--geometry euclidean-squared`` of the
-  ``euclip`` branch of EIFY/open_clip): projected features scaled by the fixed ``1/sqrt(D)``, not normalised;
-  logits ``-s ||x - y||^2``; Euclidean entailment cones; ``log s`` initialised at -1 (the paper's choice for
-  models trained with the entailment loss), clamped to ``<= log 100`` like CLIP's.
 
 Every model exposes the same projection API: ``project_image(raw)`` / ``project_text(raw)`` (raw projected
 features -> embeddings of its space), ``projection_scales()`` (the ``alpha`` of each tower, or None) and
@@ -26,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from meru import lorentz as L
+from meru.kinds import BASELINE, get_kind, model_options
 from meru.models.registry import get_size
 from meru.models.towers import build_image_tower, build_text_tower, trim_tokens
-from meru.spaces import Euclidean, EuclideanSphere, Lorentz
+from meru.spaces import EuclideanSphere
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,7 +54,7 @@ def get_tokenizer(context_length: int = 77):
 class CLIP(nn.Module):
     """CLIP baseline. ``images``: ``[B, 3, H, W]`` in ``[0, 1]``; ``tokens``: ``[B, L]`` token ids."""
 
-    kind = "clip"
+    kind = BASELINE
 
     def __init__(self, size: str = "tiny"):
         super().__init__()
@@ -163,99 +158,8 @@ class CLIP(nn.Module):
         }
 
 
-class MERU(CLIP):
-    """MERU: CLIP with a Lorentz-hyperboloid embedding space (space components returned)."""
-
-    kind = "meru"
-
-    def __init__(self, size: str = "tiny", curv_init: float = 1.0, learn_curv: bool = True):
-        super().__init__(size)
-        self.curv_init, self.learn_curv = float(curv_init), bool(learn_curv)
-        self.curv = nn.Parameter(torch.tensor(curv_init).log(), requires_grad=learn_curv)
-        self.curv_min, self.curv_max = math.log(curv_init / 10), math.log(curv_init * 10)
-        self.visual_alpha = nn.Parameter(torch.tensor(self.embed_dim**-0.5).log())
-        self.textual_alpha = nn.Parameter(torch.tensor(self.embed_dim**-0.5).log())
-
-    def model_kwargs(self) -> dict:
-        return {"curv_init": self.curv_init, "learn_curv": self.learn_curv}
-
-    @torch.no_grad()
-    def clamp_parameters(self) -> None:
-        super().clamp_parameters()
-        self.curv.clamp_(self.curv_min, self.curv_max)
-        self.visual_alpha.clamp_(max=0.0)
-        self.textual_alpha.clamp_(max=0.0)
-
-    def lift(self, raw: Tensor, log_alpha: Tensor) -> Tensor:
-        """``exp_map0(alpha * v, c)`` in float32 with autocast and TF32 off. ``[B, D] -> [B, D]``."""
-        with fp32_head(self.device.type):
-            return L.exp_map0(raw.float() * log_alpha.float().exp(), self.curv.float().exp())
-
-    def project_image(self, raw: Tensor) -> Tensor:
-        return self.lift(raw, self.visual_alpha)
-
-    def project_text(self, raw: Tensor) -> Tensor:
-        return self.lift(raw, self.textual_alpha)
-
-    def projection_scales(self) -> dict:
-        return {
-            "visual_alpha": float(self.visual_alpha.detach().exp()),
-            "textual_alpha": float(self.textual_alpha.detach().exp()),
-        }
-
-    def space(self):
-        return Lorentz(float(self.curv.detach().exp()))
-
-    def forward(self, images: Tensor, tokens: Tensor) -> dict[str, Tensor]:
-        self.clamp_parameters()
-        return {
-            "image": self.encode_image(images),
-            "text": self.encode_text(tokens),
-            "logit_scale": self.logit_scale.exp(),
-            "curv": self.curv.exp(),
-            "visual_alpha": self.visual_alpha.exp(),
-            "textual_alpha": self.textual_alpha.exp(),
-        }
-
-
-class EuCLIP(CLIP):
-    """EuCLIP: CLIP with unnormalised Euclidean embeddings ``x = raw / sqrt(D)`` and squared-distance logits."""
-
-    kind = "euclip"
-    LOGIT_SCALE_INIT = -1.0
-
-    def __init__(self, size: str = "tiny"):
-        super().__init__(size)
-        self.embed_scale = self.embed_dim**-0.5  # fixed (EuCLIP's dim_scale), not learned
-        with torch.no_grad():
-            self.logit_scale.fill_(self.LOGIT_SCALE_INIT)
-
-    def _scale(self, raw: Tensor) -> Tensor:
-        with fp32_head(self.device.type):
-            return raw.float() * self.embed_scale
-
-    def project_image(self, raw: Tensor) -> Tensor:
-        return self._scale(raw)
-
-    def project_text(self, raw: Tensor) -> Tensor:
-        return self._scale(raw)
-
-    def projection_scales(self) -> dict:
-        return {"visual_alpha": self.embed_scale, "textual_alpha": self.embed_scale}
-
-    def space(self):
-        return Euclidean()
-
-
-MODEL_CLASSES = {"clip": CLIP, "meru": MERU, "euclip": EuCLIP}
-#: keyword arguments each kind's constructor takes (others passed to build_model are ignored)
-MODEL_KWARGS = {"clip": (), "meru": ("curv_init", "learn_curv"), "euclip": ()}
-
-
 def build_model(kind: str, size: str = "tiny", **kwargs) -> CLIP:
-    """``build_model("meru"|"clip"|"euclip", size, **model_kwargs)``; MERU takes ``curv_init``, ``learn_curv``
-    (the other kinds ignore them, so one call serves every kind)."""
-    if kind not in MODEL_CLASSES:
-        raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(repr(k) for k in MODEL_CLASSES)}")
-    kwargs = {k: v for k, v in kwargs.items() if k in MODEL_KWARGS[kind]}
-    return MODEL_CLASSES[kind](size, **kwargs)
+    """``build_model(kind, size, **model_kwargs)``: the ``MODEL`` of ``meru/kinds/<kind>.py``, given the keyword
+    arguments that are its options (``meru.kinds.KINDS[kind].options``, e.g. MERU's ``curv_init``,
+    ``learn_curv``); the other kinds' options are ignored, so one call serves every kind."""
+    return get_kind(kind).model_class(size, **model_options(kind, kwargs))

@@ -7,7 +7,8 @@ text layers, ``V`` vocabulary, ``T`` context, ``D`` embedding size); one pre-LN 
 
     visual = 3 p^2 W + W (patch conv) + W ([CLS]) + (1 + n) W (position) + L (12 W^2 + 13 W) + 2 W (LN) + W D
     text   = V w + T w + l (12 w^2 + 13 w) + 2 w (final LN) + w D
-    other  = 1 (logit scale) [+ 3 for MERU: curvature, visual and textual alpha; EuCLIP: the logit scale only]
+    other  = the kind's learned scalars (meru.kinds.Kind.scalars): 1 (logit scale) [+ 3 for MERU: curvature,
+             visual and textual alpha; EuCLIP: the logit scale only]
 
 Conv trunks (stem ``s``; stages ``c_i`` from ``c_{i-1}``, ``c_0 = s``; BatchNorm has 2 parameters per channel;
 the shortcut is a 1x1 conv + BN when a stage is strided or changes width)::
@@ -22,9 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from meru.kinds import KINDS, get_kind
 from meru.models.registry import CONV_VARIANTS, MODEL_SIZES, VIT_VARIANTS, get_size
-
-OTHER = {"clip": 1, "meru": 4, "euclip": 1}
 
 
 def _block(width: int) -> int:
@@ -50,7 +50,7 @@ def parameter_counts(kind: str, size: str) -> dict[str, int]:
         visual += width * spec.embed_dim
     w = spec.text_width
     text = spec.vocab_size * w + spec.context_length * w + spec.text_layers * _block(w) + 2 * w + w * spec.embed_dim
-    other = OTHER[kind]
+    other = get_kind(kind).scalars
     return {"total": visual + text + other, "visual": visual, "text": text, "other": other}
 
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for name in sizes:
         spec = get_size(name)
-        for kind in OTHER:
+        for kind in KINDS:
             rows.append(
                 {
                     "size": name,

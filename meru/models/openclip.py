@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from meru.kinds import BASELINE
+
 PREFIX = "openclip:"
 
 
@@ -50,9 +52,9 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 
 class OpenClipModel(nn.Module):
-    """An open_clip model behind the CLIP interface of :mod:`meru.models.clip_meru` (``kind = "clip"``)."""
+    """An open_clip model behind the CLIP interface of :mod:`meru.models.clip_meru` (the baseline's kind)."""
 
-    kind = "clip"
+    kind = BASELINE
 
     def __init__(self, model: nn.Module, tokenizer, name: str, image_size: int, mean, std):
         super().__init__()

@@ -29,6 +29,7 @@ from scipy import stats as sstats
 
 from meru import stats
 from meru.io import write_text
+from meru.kinds import PAPER
 from meru.records import MetricRecord, load_metric_records
 from meru.reporting.reproduction import kinds_of
 from meru.reporting.records import metrics_dir_missing
@@ -185,17 +186,17 @@ def comparison_rows(records: list[MetricRecord], kinds: list[str]) -> list[Metri
     specs += [("retrieval", "retrieval", f"{d}_r{k}", retrieval_outcomes(d, k)) for k in (1, 5) for d in ("i2t", "t2i")]
     for cid, task, metric, outcomes in specs:
         for (size, dataset), by_kind in sorted(_group(records, task).items()):
-            if "meru" not in by_kind or not any(metric in r.metrics for r in by_kind["meru"].values()):
+            if PAPER not in by_kind or not any(metric in r.metrics for r in by_kind[PAPER].values()):
                 continue
             cells = {
-                "meru": property_cell(
-                    [(r.metrics[metric], _interval(r, metric)) for _, r in sorted(by_kind["meru"].items())], None
+                PAPER: property_cell(
+                    [(r.metrics[metric], _interval(r, metric)) for _, r in sorted(by_kind[PAPER].items())], None
                 )
             }
-            cells["meru"].update(verdict="—", detail="reference side of the comparison")
+            cells[PAPER].update(verdict="—", detail="reference side of the comparison")
             for kind in kinds:
-                if kind != "meru" and kind in by_kind:
-                    cells[kind] = comparison_cell(by_kind["meru"], by_kind[kind], metric, outcomes)
+                if kind != PAPER and kind in by_kind:
+                    cells[kind] = comparison_cell(by_kind[PAPER], by_kind[kind], metric, outcomes)
             rows.append(
                 _row(cid, metric, size, dataset, "MERU − other > 0 (paired, 95%) and MERU ahead in every seed", cells)
             )
@@ -337,8 +338,8 @@ def reading(row: dict, kinds: list[str]) -> str:
     if row["claim_id"] in ("zeroshot", "retrieval"):
         return ""
     holds = [k for k in kinds if row["cells"].get(k, {}).get("verdict") == HOLDS]
-    if "meru" in holds:
-        others = [k.upper() for k in holds if k != "meru"]
+    if PAPER in holds:
+        others = [k.upper() for k in holds if k != PAPER]
         return f"shared: {', '.join(others)}" if others else "MERU only"
     return f"not MERU: {', '.join(k.upper() for k in holds)}" if holds else "none"
 

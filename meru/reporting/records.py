@@ -2,7 +2,7 @@
 
 Reporting reads only the metric records that ``meru evaluate`` writes (:class:`meru.records.MetricRecord`,
 loaded with :func:`meru.records.load_metric_records`; the clip-benchmark side files are skipped) and reads
-their fields exactly. Model kinds are whatever the records say (meru, clip, euclip, ...); what a kind's
+their fields exactly. Model kinds are whatever the records say (``meru.kinds.KINDS`` and others); what a kind's
 distances from [ROOT] measure comes from each record's ``geometry``.
 """
 
@@ -12,12 +12,13 @@ import os
 import sys
 from pathlib import Path
 
+from meru.kinds import BASELINE, KINDS
 from meru.records import MetricRecord
 
-KIND_NAMES = {"meru": "MERU", "clip": "CLIP", "euclip": "EuCLIP"}
-KIND_COLORS = {"clip": "tab:blue", "meru": "tab:red", "euclip": "tab:green"}
+KIND_NAMES = {k.name: k.display_name for k in KINDS.values()}
+KIND_COLORS = {k.name: k.color for k in KINDS.values()}
 _FALLBACK_COLORS = ("tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
-BASELINE = "clip"  # comparisons are "KIND - CLIP" for every other kind present
+# BASELINE (meru.kinds): comparisons are "KIND - CLIP" for every other kind present
 SIZE_ORDER = ("tiny", "small-cpu", "vit-s16", "vit-b16", "vit-l16")
 SEED_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 SEED_LINESTYLES = ("-", "--", ":", "-.")

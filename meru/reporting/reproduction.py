@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from meru.io import replace_dir, write_text
+from meru.kinds import BASELINE, PAPER
 from meru.records import MetricRecord, load_metric_records
 from meru.reporting.outputs import released_run, trained_run
 from meru.reporting.records import metrics_dir_missing
@@ -91,7 +92,7 @@ def kinds_of(records: list[MetricRecord]) -> list[str]:
     """Model kinds present, MERU first, CLIP second, any others alphabetically. Kinds are not filtered:
     whatever kinds the run has are compared."""
     present = {r.kind for r in records}
-    order = [k for k in ("meru", "clip") if k in present]
+    order = [k for k in (PAPER, BASELINE) if k in present]
     return order + sorted(present - set(order))
 
 

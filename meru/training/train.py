@@ -26,6 +26,7 @@ import torch.distributed as dist
 import yaml
 
 from meru.config import ConfigError, load_train_config
+from meru.kinds import KINDS
 from meru.io import write_text
 from meru.models.checkpoints import save_torch
 
@@ -558,7 +559,7 @@ def _train_locked(
 # ---------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="train YAML or workflow YAML (train: + train_overrides:)")
-    parser.add_argument("--model", choices=["meru", "clip", "euclip"], required=True, help="model kind")
+    parser.add_argument("--model", choices=list(KINDS), required=True, help="model kind")
     parser.add_argument("--size", required=True, help="registered model size (see `meru info`)")
     parser.add_argument("--seed", type=int, required=True, help="training seed")
     parser.add_argument("--out", required=True, help="run directory")

@@ -1,0 +1,63 @@
+"""EuCLIP (Hong et al., ECCV 2024 workshop, arXiv 2409.13079; ``--geometry euclidean-squared`` of the ``euclip``
+branch of EIFY/open_clip): CLIP with unnormalised Euclidean embeddings and Euclidean entailment cones.
+
+* space: :class:`~meru.spaces.Euclidean`; training logit and score ``-||x - y||^2``; cones of half-aperture
+  ``asin(K / ||x||)`` (Ganea et al. 2018).
+* lift: projected features scaled by the fixed ``1/sqrt(D)`` (EuCLIP's ``dim_scale``, not learned), not normalised.
+* scalars: ``logit_scale`` only, initialised at -1 (the paper's choice with the entailment loss), clamped to
+  ``<= log 100`` like CLIP's.
+* loss: contrastive over ``-exp(logit_scale) ||x_i - y_j||^2`` + ``entail_weight`` * the cone loss
+  (:class:`~meru.losses.ConeLoss`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from meru.losses import ConeLoss
+from meru.models.clip_meru import CLIP, fp32_head
+from meru.spaces import Euclidean
+
+SPACE = Euclidean
+
+
+class EuCLIP(CLIP):
+    """EuCLIP: CLIP with unnormalised Euclidean embeddings ``x = raw / sqrt(D)`` and squared-distance logits."""
+
+    kind = "euclip"
+    LOGIT_SCALE_INIT = -1.0
+
+    def __init__(self, size: str = "tiny"):
+        super().__init__(size)
+        self.embed_scale = self.embed_dim**-0.5  # fixed (EuCLIP's dim_scale), not learned
+        with torch.no_grad():
+            self.logit_scale.fill_(self.LOGIT_SCALE_INIT)
+
+    def _scale(self, raw: Tensor) -> Tensor:
+        """``raw / sqrt(D)`` through the space, in float32 with autocast and TF32 off. ``[B, D] -> [B, D]``."""
+        with fp32_head(self.device.type):
+            return SPACE().lift(raw, self.embed_scale)
+
+    def project_image(self, raw: Tensor) -> Tensor:
+        return self._scale(raw)
+
+    def project_text(self, raw: Tensor) -> Tensor:
+        return self._scale(raw)
+
+    def projection_scales(self) -> dict:
+        return {"visual_alpha": self.embed_scale, "textual_alpha": self.embed_scale}
+
+    def space(self):
+        return SPACE()
+
+
+class EuclipLoss(ConeLoss):
+    """EuCLIP: negative squared Euclidean distance logits and Euclidean cones."""
+
+    def space(self, out):
+        return SPACE(self.min_radius)
+
+
+MODEL = EuCLIP
+LOSS = EuclipLoss
