@@ -111,7 +111,7 @@ def test_refresh_cleans_the_temporaries_of_killed_refreshes(tmp_path):
     dest = tmp_path / "reference" / "default"
     ref.refresh(run, dest)
     pid = _dead_pid()
-    for leftover in (f"default.tmp-{pid}", f"default.old-{pid}"):
+    for leftover in (f"default.tmp-{pid}", f"default.old-{pid}", f".default.new-{pid}"):
         shutil.copytree(dest, dest.parent / leftover)
     ref.refresh(run, dest)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["default"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -66,14 +67,16 @@ def check_destination(source: Path, dest: Path, force: bool = False) -> None:
 
 def recover_interrupted(dest: Path) -> list[Path]:
     """Clean up after refreshes that were killed: put an old reference left aside (``DEST.old-PID`` of a dead
-    process, ``DEST`` missing) back, and delete the other ``DEST.old-PID`` / ``DEST.tmp-PID`` of dead processes.
+    process, ``DEST`` missing) back, and delete the other ``DEST.old-PID`` and ``.DEST.new-PID`` (temporaries of
+    earlier versions) of dead processes; ``DEST.tmp-PID`` are removed by :func:`meru.io.fresh_temp_dir`.
     Returns what was deleted."""
     removed = []
-    for old in sorted(dest.parent.glob(f"{dest.name}.old-*")) if dest.parent.is_dir() else ():
-        pid = old.name.rsplit(".old-", 1)[1]
+    patterns = (f"{dest.name}.old-*", f".{dest.name}.new-*")  # .DEST.new-PID: refreshes before the marker
+    for old in sorted(p for pat in patterns for p in dest.parent.glob(pat)) if dest.parent.is_dir() else ():
+        pid = re.split(r"\.(?:old|new)-", old.name)[-1]
         if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
             continue
-        if not dest.exists() and is_reference(old):
+        if not dest.exists() and ".old-" in old.name and is_reference(old):
             os.replace(old, dest)
             continue
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
