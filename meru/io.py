@@ -5,7 +5,8 @@ Every output a later stage reads (checkpoints and embedding caches via
 manifests, whole dataset directories) is written through :func:`atomic_path`: into a temporary sibling
 ``.NAME.tmp-PID`` in the target's directory, renamed over the target only when the write finished.
 A crash or an exception therefore leaves either the old file or none, never a half-written one that
-looks finished; the temporary file is deleted on error, and temporaries of killed processes are removed
+looks finished; the temporary file is deleted on error (a full disk or file size limit: one line,
+:class:`DiskFullError`), and temporaries of killed processes are removed
 by :func:`remove_stale_temps`. Directories go through :func:`fresh_temp_dir` + :func:`replace_dir`.
 
 Strict JSON (:func:`write_json`, :func:`read_json`): no NaN/inf ever reaches a file or is accepted from one.
@@ -14,6 +15,7 @@ This module sits below every layer (it imports nothing from ``meru``).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DiskFullError",
     "atomic_path",
     "write_text",
     "write_bytes",
@@ -38,14 +41,64 @@ __all__ = [
 ]
 
 
+NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # disk full, file size limit (ulimit -f), quota
+
+
+class DiskFullError(OSError):
+    """A write that ran out of space (ENOSPC, EDQUOT) or hit the file size limit (EFBIG); one line naming the file,
+    the free space and the fix. The temporary file is gone and the previous file is unchanged."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _no_space_errno(exc: BaseException) -> int | None:
+    """The ENOSPC / EFBIG / EDQUOT errno behind ``exc`` (itself, or the exception it was raised from or during:
+    torch.save reports a failed write as a RuntimeError raised during the OSError), else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            return exc.errno
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """Free space on the file system holding ``path`` (its nearest existing ancestor), e.g. ``'1.2 GB'``."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    free = shutil.disk_usage(p).free
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if free < 1000 or unit == "TB":
+            return f"{free:.0f} {unit}" if unit == "B" else f"{free:.1f} {unit}"
+        free /= 1000
+    return ""
+
+
+def disk_full_error(path: str | os.PathLike, code: int) -> DiskFullError:
+    """The one-line :class:`DiskFullError` for a failed write of ``path`` (``code``: ENOSPC, EFBIG or EDQUOT)."""
+    why = {
+        errno.EFBIG: "the file size limit was reached (File too large; see `ulimit -f`)",
+        errno.EDQUOT: "the disk quota is exhausted",
+    }.get(code, "the disk is full (No space left on device)")
+    return DiskFullError(
+        code,
+        f"{path}: not written, {why}; {free_space(path)} free on its disk. The partial file was removed and "
+        "the previous file, if any, is unchanged; free space (or raise the limit) and re-run",
+    )
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, keep_suffix: bool = False, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` when the block exits cleanly.
 
-    The temporary file is ``.NAME.tmp-PID`` (``keep_suffix=True``: ``.STEM.tmp-PID.SUFFIX``, for writers
-    that choose the format from the suffix, e.g. matplotlib). Parent directories are created. On an
-    exception the temporary file is deleted and the target is left untouched. ``fsync=True`` flushes the
-    file to disk before the rename (manifests: the record that marks a dataset complete).
+        The temporary file is ``.NAME.tmp-PID`` (``keep_suffix=True``: ``.STEM.tmp-PID.SUFFIX``, for writers
+        that choose the format from the suffix, e.g. matplotlib). Parent directories are created. On an
+        exception the temporary file is deleted and the target is left untouched; a write that runs out of space or
+    hits the file size limit becomes a one-line :class:`DiskFullError` (path, free space, fix). ``fsync=True`` flushes the
+        file to disk before the rename (manifests: the record that marks a dataset complete).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +112,11 @@ def atomic_path(path: str | os.PathLike, keep_suffix: bool = False, fsync: bool 
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as exc:
+        code = _no_space_errno(exc)
+        if code is None or isinstance(exc, DiskFullError):
+            raise
+        raise disk_full_error(path, code) from exc
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -55,3 +55,23 @@ def test_meru_uses_lorentzian_inner_product():
     assert evaluate_retrieval(cache, n_boot=5).metrics["i2t_r1"] == 100.0
     cache = EmbeddingCache(task="retrieval", space=get_space("clip"), image_emb=img, text_emb=txt, text_to_image=t2i)
     assert evaluate_retrieval(cache, n_boot=5).per_item["i2t_rank"] == [0, 0]  # ties favour positives
+
+
+def test_nan_scores_rank_worst():
+    """A NaN is never a tie in the right answer's favour: a NaN positive ranks below every other item, a NaN
+    negative never beats a finite positive; finite rows rank as before."""
+    nan = float("nan")
+    scores = torch.tensor([[nan, nan, nan, nan], [0.9, nan, 0.5, nan], [nan, 0.2, 0.9, 0.1], [0.3, 0.9, 0.5, 0.1]])
+    pos = torch.tensor([[1, 0, 0, 0], [0, 0, 1, 0], [1, 1, 0, 0], [0, 0, 1, 0]], dtype=torch.bool)
+    assert best_positive_ranks(scores, pos).tolist() == [3, 1, 1, 1]
+
+
+@pytest.mark.parametrize("kind", ["clip", "meru", "euclip"])
+def test_huge_embeddings_are_refused_not_perfect(kind):
+    """Finite but huge embeddings (~1e30) made every score NaN (MERU, EuCLIP) or 0 (CLIP) and R@1 = 100."""
+    gen = torch.Generator().manual_seed(0)
+    img, txt = torch.randn(8, 16, generator=gen) * 1e30, torch.randn(8, 16, generator=gen) * 1e30
+    space = get_space(kind, 1.0) if kind == "meru" else get_space(kind)
+    cache = EmbeddingCache(task="retrieval", space=space, image_emb=img, text_emb=txt, text_to_image=torch.arange(8))
+    with pytest.raises(ValueError, match="too large to score.*largest \\|x\\| = "):
+        evaluate_retrieval(cache, n_boot=5)

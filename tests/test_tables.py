@@ -168,3 +168,70 @@ def test_cli_names_a_missing_metrics_dir(tmp_path, capsys):
         assert module.run(args) == 2
         assert f"--metrics {tmp_path / 'none'} is not a directory" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _tables_cli(metrics, out, capsys) -> tuple[int, str]:
+    from meru.cli import main
+
+    code = main(["tables", "--metrics", str(metrics), "--out", str(out), "--n-boot", "50"])
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("bad", ["1e999", '"71.5"', "true", "[71.5]"])
+def test_unusable_metric_value_is_refused_in_one_line(tmp_path, capsys, bad):
+    """A metric written as 1e999 (read as inf), a string, a boolean or a list is not skipped silently."""
+    m = tmp_path / "metrics"
+    for seed in (0, 1, 2):
+        _write(m, "meru", seed, [1, 0, 1])
+    path = m / "meru-tiny-s2" / "zeroshot-synthhier-shape.json"
+    text = path.read_text()
+    top1 = json.dumps(json.loads(text)["metrics"]["top1"])
+    path.write_text(text.replace(f'"top1": {top1}', f'"top1": {bad}', 1))
+    code, err = _tables_cli(m, tmp_path / "out", capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and str(path) in err and "top1" in err
+    assert not (tmp_path / "out" / "zeroshot.md").exists()
+
+
+def test_record_named_like_a_side_file_is_refused(tmp_path, capsys):
+    m = tmp_path / "metrics"
+    for seed in (0, 1):
+        _write(m, "meru", seed, [1, 0, 1])
+    rec = m / "meru-tiny-s1" / "zeroshot-synthhier-shape.json"
+    rec.rename(rec.with_name("zeroshot-synthhier-shape.clip_benchmark.json"))
+    code, err = _tables_cli(m, tmp_path / "out", capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "zeroshot-synthhier-shape.clip_benchmark.json" in err
+    assert "rename it to NAME.json" in err
+    # a real clip-benchmark side file beside its record is no record: accepted
+    rec.with_name("zeroshot-synthhier-shape.clip_benchmark.json").unlink()
+    _write(m, "meru", 1, [1, 0, 1])
+    (m / "meru-tiny-s1" / "zeroshot-synthhier-shape.clip_benchmark.json").write_text('{"metrics": {"acc1": 0.5}}')
+    assert _tables_cli(m, tmp_path / "out", capsys)[0] == 0
+
+
+def test_evaluate_refuses_a_side_file_name_for_its_record(tmp_path, capsys):
+    from meru.cli import main
+
+    out = tmp_path / "x.clip_benchmark.json"
+    assert main(["evaluate", "--task", "zeroshot", "--embeddings", "none.pt", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "may not end in .clip_benchmark.json" in err and not out.exists()
+
+
+def test_seeds_column_counts_the_values_used(tmp_path):
+    """Seeds are counted from the values used: a seed whose record has no value (null top-5) or no record (the
+    family dataset of seed 2) is not counted in that cell; a row whose cells differ says 2–3 and marks (S=2)."""
+    m = tmp_path / "metrics"
+    for seed in (0, 1, 2):
+        rec = _write(m, "meru", seed, [1, 0, 1, 1])
+        if seed == 2:
+            rec.metrics["top5"] = None
+            rec.intervals.pop("top5")
+            write(m, rec)
+        else:
+            _write(m, "meru", seed, [1, 1, 1, 0], dataset="synthhier-family")
+    tables.write_tables(m, tmp_path / "out", n_boot=50)
+    wide = pd.read_csv(tmp_path / "out" / "zeroshot.csv").set_index("metric")
+    assert wide.loc["Top-1", "seeds"] == "2–3" and str(wide.loc["Top-5", "seeds"]) == "2"
+    md = (tmp_path / "out" / "zeroshot.md").read_text()
+    top1 = next(line for line in md.splitlines() if line.startswith("| Top-1 | MERU"))
+    assert "| 2–3 |" in top1 and top1.count("(S=2)") == 1 and "(S=k): only k of the row's seeds" in md

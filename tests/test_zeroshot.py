@@ -8,7 +8,7 @@ import torch
 from meru.evaluation.tree import Tree
 from meru.records import EmbeddingCache
 from meru.spaces import get_space
-from meru.evaluation.zeroshot import classifier_weights, evaluate_zeroshot, topk_correct, zeroshot_scores
+from meru.evaluation.zeroshot import classifier_weights, evaluate_zeroshot, predict, topk_correct, zeroshot_scores
 
 
 def clip_cache(image_emb, raw, labels):
@@ -126,3 +126,28 @@ def test_tree_without_class_nodes_is_an_error():
     tree = Tree.from_edges([("r", "a"), ("r", "b")])
     with pytest.raises(ValueError, match="class_nodes"):
         evaluate_zeroshot(clip_cache(torch.eye(2), torch.eye(2)[None], [0, 1]), tree=tree, n_boot=5)
+
+
+def test_topk_nan_ranks_worst():
+    nan = float("nan")
+    scores = torch.tensor([[nan, nan, nan], [nan, 0.5, 0.1], [0.2, nan, 0.9], [0.9, 0.1, nan]])
+    labels = torch.tensor([0, 1, 1, 0])
+    assert topk_correct(scores, labels, 1).tolist() == [0, 1, 0, 1]  # a NaN right answer ranks last
+    assert topk_correct(scores, labels, 2).tolist() == [0, 1, 0, 1]
+    assert topk_correct(scores, labels, 3).tolist() == [1, 1, 1, 1]  # k = C: every class is in the top k
+    assert predict(scores).tolist()[1:] == [1, 2, 0]  # argmax would pick the NaN
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e19])
+def test_huge_embeddings_are_refused(scale):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, generator=gen) * scale
+    with pytest.raises(ValueError, match="image_emb holds embeddings too large to score"):
+        evaluate_zeroshot(clip_cache(x, torch.eye(3)[None], [0, 1, 2, 0, 1, 2]), n_boot=5)
+
+
+def test_nonfinite_scores_are_refused():
+    cache = clip_cache(torch.eye(3), torch.eye(3)[None], [0, 1, 2])
+    cache.space.similarity = lambda x, w: torch.full((x.shape[0], w.shape[0]), float("nan"))
+    with pytest.raises(ValueError, match="9 of 9 zero-shot scores are not finite"):
+        zeroshot_scores(cache)

@@ -223,7 +223,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from meru.models.checkpoints import CheckpointError
+    from meru.records import CLIP_BENCHMARK_SUFFIX
 
+    if args.out.endswith(CLIP_BENCHMARK_SUFFIX):  # every reader would skip it as a clip-benchmark side file
+        print(
+            f"meru evaluate: --out {args.out}: a record may not end in {CLIP_BENCHMARK_SUFFIX}; name it NAME.json",
+            file=sys.stderr,
+        )
+        return 2
     try:
         rec, cb_metrics = evaluate(args)
     except (FileNotFoundError, KeyError, ValueError, CheckpointError) as e:

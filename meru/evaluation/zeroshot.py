@@ -8,7 +8,9 @@ Classifier: the T prompt templates of class c give raw projected text features `
 
 Metrics (in %): ``top1`` (micro accuracy), ``top5`` (true class among the 5 highest scores; all
 classes if C < 5), ``mean_per_class`` (mean over classes of per-class recall; MERU's reported metric,
-torchmetrics ``MulticlassAccuracy`` with macro averaging). Ties go to the lower class index.
+torchmetrics ``MulticlassAccuracy`` with macro averaging). Ties go to the lower class index; a NaN score ranks
+worst (an item whose true class scores NaN is wrong at every k); embeddings too large to score and non-finite
+scores are refused (:mod:`meru.evaluation.ranking`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from meru.evaluation.ranking import nan_as_worst, require_finite_scores, require_scorable
 from meru.records import EmbeddingCache, Measurement
 from meru.stats import bootstrap_ci, bootstrap_indices
 
@@ -37,11 +40,14 @@ def zeroshot_scores(
     cache: EmbeddingCache, batch_size: int = 4096, class_text_raw: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``[N, C]`` similarity of every image to every class embedding (``class_text_raw``: as
-    :func:`classifier_weights`)."""
+    :func:`classifier_weights`). Refused (ValueError, one line): embeddings too large to score, non-finite scores."""
     cache.require("image_emb", what="an image embedding cache")
     space, w = cache.space, classifier_weights(cache, class_text_raw)
     x = cache.image_emb.float()
-    return torch.cat([space.similarity(x[s : s + batch_size], w) for s in range(0, x.shape[0], batch_size)])
+    require_scorable(cache.name, image_emb=x, class_embeddings=w)
+    scores = torch.cat([space.similarity(x[s : s + batch_size], w) for s in range(0, x.shape[0], batch_size)])
+    require_finite_scores(scores, cache.name, "zero-shot")
+    return scores
 
 
 def mean_per_class(correct: np.ndarray, labels: np.ndarray) -> float:
@@ -58,15 +64,24 @@ def _mpc_rows(rows: np.ndarray) -> float:
     return mean_per_class(rows[:, 0], rows[:, 1].astype(np.int64))
 
 
+def predict(scores: torch.Tensor) -> torch.Tensor:
+    """``[N]`` index of the highest score of each row of ``scores [N, C]`` (the lowest index among equal ones;
+    NaN ranks worst)."""
+    return nan_as_worst(scores).argmax(1)
+
+
 def topk_correct(scores: torch.Tensor, labels: torch.Tensor, k: int) -> np.ndarray:
     """``[N]`` 0/1: the true class is among the ``min(k, C)`` highest-scoring classes.
 
     Ties: a class counts as above the true class only if its score is strictly higher, except
-    for equal-scoring lower indices (argmax convention: the lower index wins)."""
+    for equal-scoring lower indices (argmax convention: the lower index wins). NaN ranks worst: a NaN class is
+    never above the true class, and every other class is above a NaN true class."""
     k = min(k, scores.shape[1])
-    true = scores.gather(1, labels.view(-1, 1))
+    clean = nan_as_worst(scores)
+    true = clean.gather(1, labels.view(-1, 1))
     idx = torch.arange(scores.shape[1]).view(1, -1)
-    above = (scores > true) | ((scores == true) & (idx < labels.view(-1, 1)))
+    above = (clean > true) | ((clean == true) & (idx < labels.view(-1, 1)))
+    above |= torch.isnan(scores.gather(1, labels.view(-1, 1))) & (idx != labels.view(-1, 1))
     return (above.sum(1) < k).numpy().astype(np.int64)
 
 
@@ -85,8 +100,8 @@ def evaluate_zeroshot(cache: EmbeddingCache, tree=None, n_boot: int = 1000, seed
         raise ValueError("class_text_raw and classnames disagree on the number of classes")
     if labels.numel() and (labels.min() < 0 or labels.max() >= scores.shape[1]):
         raise ValueError(f"{cache.name}: labels outside [0, {scores.shape[1]})")
-    pred = scores.argmax(1)
-    c1 = (pred == labels).numpy().astype(np.int64)
+    pred = predict(scores)
+    c1 = topk_correct(scores, labels, 1)
     c5 = topk_correct(scores, labels, 5)
     lab = labels.numpy()
     metrics = {"top1": 100.0 * c1.mean(), "top5": 100.0 * c5.mean(), "mean_per_class": 100.0 * mean_per_class(c1, lab)}

@@ -45,8 +45,8 @@ class NonFiniteWeightsError(CheckpointError):
 def save_torch(path: str | os.PathLike, obj) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (:func:`meru.io.atomic_path`); ``obj`` must load with
     ``weights_only=True`` (tensors, numbers, strings, lists, dicts), as :func:`safe_load` reads it."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk surfaces as OSError
+        torch.save(obj, f)
     return Path(path)
 
 

@@ -1,5 +1,5 @@
 """A run's headline metrics against a reference (``meru reproduce``), and the committed reference run
-itself (``meru reference refresh``).
+itself (``meru reference refresh``, :mod:`meru.reporting.reference`).
 
 A *reference* is one of two things, compared by one code path (:func:`compare`):
 
@@ -26,14 +26,13 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from meru.io import replace_dir, write_text
+from meru.io import write_text
 from meru.kinds import BASELINE, PAPER
 from meru.records import MetricRecord, load_metric_records
 from meru.reporting.outputs import released_run, trained_run
@@ -416,35 +415,6 @@ def check_complete(run: str | os.PathLike) -> list[str]:
     return problems
 
 
-def refresh(source: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
-    """Replace ``dest`` by the reference content of the finished run ``source``; return the copied paths.
-
-    Refuses (ReferenceError) an incomplete run. The new reference is assembled beside ``dest`` and
-    swapped in with renames, so an interrupted refresh leaves the old reference in place.
-    """
-    source, dest = Path(source), Path(dest)
-    problems = check_complete(source)
-    if problems:
-        raise ReferenceError(f"{source} is not a complete run, not copied:\n  " + "\n  ".join(problems))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.new-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    copied = []
-    for item in REFERENCE_CONTENT:
-        src = source / item
-        if not src.exists():
-            continue
-        target = tmp / item
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, target, ignore=shutil.ignore_patterns("reproduction.*", ".*"))
-        else:
-            shutil.copy2(src, target)
-        copied.append(item)
-    replace_dir(tmp, dest)
-    return copied
-
-
 # --------------------------------------------------------------------------- CLIs
 
 
@@ -474,118 +444,4 @@ def run(args) -> int:
         print(f"meru reproduce: {err}", file=sys.stderr)
         return 2
     print(f"{args.out}/reproduction.md: {line}")
-    return 0
-
-
-def compare_runs(run: str | os.PathLike, reference: str | os.PathLike, rel_tol: float = 0.0) -> dict:
-    """Every number of two runs' metric records, side by side: are they the same?
-
-    Records are matched by (label, task, dataset); within each, every metric, interval bound and per-item
-    value is compared (equal within ``rel_tol``, relative; 0 = exactly; nulls equal only nulls). Returns
-    ``{"records", "values", "differ": [(record, field, ours, reference)], "only_run", "only_reference"}``;
-    the runs are the same when ``differ``, ``only_run`` and ``only_reference`` are all empty."""
-
-    def index(directory):
-        return {(r.label, r.task, r.dataset): r for r in load_metric_records(Path(directory) / "metrics")}
-
-    def same(a, b) -> bool:
-        if a is None or b is None or isinstance(a, (str, bool)) or isinstance(b, (str, bool)):
-            return a == b
-        return a == b or math.isclose(float(a), float(b), rel_tol=rel_tol, abs_tol=0.0)
-
-    ours, ref = index(run), index(reference)
-    out = {"records": 0, "values": 0, "differ": [], "only_run": sorted(set(ours) - set(ref))}
-    out["only_reference"] = sorted(set(ref) - set(ours))
-    for key in sorted(set(ours) & set(ref)):
-        a, b = ours[key], ref[key]
-        name = "/".join(key)
-        out["records"] += 1
-        pairs = [(f"metrics.{m}", a.metrics.get(m), v) for m, v in b.metrics.items()]
-        pairs += [(f"metrics.{m}", v, None) for m, v in a.metrics.items() if m not in b.metrics]
-        for m, (lo, hi) in b.intervals.items():
-            mine = a.intervals.get(m) or [None, None]
-            pairs += [(f"intervals.{m}[0]", mine[0], lo), (f"intervals.{m}[1]", mine[1], hi)]
-        for f, vals in b.per_item.items():
-            mine = a.per_item.get(f)
-            if mine is None or len(mine) != len(vals):
-                pairs.append((f"per_item.{f} (length)", None if mine is None else len(mine), len(vals)))
-                continue
-            pairs += [(f"per_item.{f}[{i}]", x, y) for i, (x, y) in enumerate(zip(mine, vals))]
-        pairs.append(("n", a.n, b.n))
-        for field_name, x, y in pairs:
-            out["values"] += 1
-            if not same(x, y):
-                out["differ"].append((name, field_name, x, y))
-    return out
-
-
-def compare_text(result: dict, run, reference, rel_tol: float) -> str:
-    """Markdown summary of :func:`compare_runs`."""
-    tol = "exactly" if rel_tol == 0 else f"within {rel_tol:g} (relative)"
-    same = not (result["differ"] or result["only_run"] or result["only_reference"])
-    lines = [
-        f"# `{run}` vs `{reference}`",
-        "",
-        f"{result['records']} metric records matched by (label, task, dataset); {result['values']} numbers "
-        f"(metrics, interval bounds, per-item values, n) compared {tol}: "
-        + ("**all equal**." if same else f"**{len(result['differ'])} differ**."),
-    ]
-    for what in ("only_run", "only_reference"):
-        if result[what]:
-            where = run if what == "only_run" else reference
-            lines += ["", f"Only in `{where}`: " + ", ".join("/".join(k) for k in result[what])]
-    if result["differ"]:
-        lines += ["", "| record | field | this run | reference |", "|---|---|---|---|"]
-        lines += [f"| {r} | {f} | {x} | {y} |" for r, f, x, y in result["differ"][:200]]
-    return "\n".join(lines) + "\n"
-
-
-def add_reference_arguments(parser) -> None:
-    sub = parser.add_subparsers(
-        dest="action",
-        required=True,
-        help="refresh: replace the reference; check: is a run complete; compare: are its numbers the same",
-    )
-    p = sub.add_parser(
-        "refresh",
-        help="copy a finished run's metrics, tables, plots, provenance, logs and "
-        "per-job benchmarks into the committed reference",
-    )
-    p.add_argument("--from", dest="source", default="results", help="finished run's results directory")
-    p.add_argument("--to", dest="dest", default="results/reference/default", help="reference directory to replace")
-    p = sub.add_parser("check", help="say whether a results directory is complete enough to become the reference")
-    p.add_argument("--from", dest="source", default="results", help="finished run's results directory")
-    p = sub.add_parser(
-        "compare",
-        help="compare every number (metrics, intervals, per-item values) of a run with the reference: "
-        "did a change move any?",
-    )
-    p.add_argument("--from", dest="source", default="results", help="finished run's results directory")
-    p.add_argument("--to", dest="dest", default="results/reference/default", help="reference directory")
-    p.add_argument("--rel-tol", type=float, default=0.0, help="relative tolerance (default 0: exactly equal)")
-    p.add_argument("--out", help="also write the summary (Markdown) to this file")
-
-
-def run_reference(args) -> int:
-    if args.action == "compare":
-        for d in (args.source, args.dest):
-            if not (Path(d) / "metrics").is_dir():
-                print(f"meru reference compare: {d}/metrics is not a directory; finish the run first", file=sys.stderr)
-                return 2
-        result = compare_runs(args.source, args.dest, args.rel_tol)
-        text = compare_text(result, args.source, args.dest, args.rel_tol)
-        if args.out:
-            write_text(args.out, text)
-        print(text.split("\n")[2])
-        return 0 if not (result["differ"] or result["only_run"] or result["only_reference"]) else 1
-    if args.action == "check":
-        problems = check_complete(args.source)
-        print(f"{args.source}: complete" if not problems else "\n".join(problems))
-        return 0 if not problems else 1
-    try:
-        copied = refresh(args.source, args.dest)
-    except ReferenceError as err:
-        print(f"meru reference refresh: {err}", file=sys.stderr)
-        return 2
-    print(f"meru reference refresh: {args.dest} <- {args.source}: {', '.join(copied)}")
     return 0

@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 
 from meru import stats
-from meru.io import write_text
-from meru.records import MetricRecord, load_metric_records
+from meru.io import read_json, write_text
+from meru.records import CLIP_BENCHMARK_SUFFIX, METRIC_FORMAT, MetricRecord, load_metric_records
 from meru.reporting import outputs
 from meru.reporting.records import (
     BASELINE,
@@ -277,11 +277,40 @@ def _keys(spec: TableSpec, dataset: str, metric: str) -> tuple[str, str]:
     return dataset_label(dataset), metric_label(metric)
 
 
+def usable_value(rec: MetricRecord, metric: str) -> float | None:
+    """``rec.metrics[metric]`` as a float; None when absent or null (a task's metrics vary with its data: no
+    cones, no tree, top-K with K >= C). Any other value that is not a finite number (a string, a boolean,
+    ``1e999`` read as inf) is refused: ValueError naming the file, the metric and the value."""
+    value = rec.metrics.get(metric)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(
+            f"{rec.path}: metrics.{metric} = {value!r} is not a finite number, so the table cannot use it; "
+            "delete the file and re-run the `meru evaluate` rule that writes it"
+        )
+    return float(value)
+
+
+def misnamed_records(metrics_dir: str | os.PathLike) -> list[Path]:
+    """Metric records named like a clip-benchmark side file (``*.clip_benchmark.json``), which every reader skips."""
+    out = []
+    for p in sorted(Path(metrics_dir).rglob(f"*{CLIP_BENCHMARK_SUFFIX}")):
+        try:
+            data = read_json(p)
+        except (OSError, ValueError):
+            continue  # not a record either; the comparison of side files reports it
+        if isinstance(data, dict) and data.get("format") == METRIC_FORMAT:
+            out.append(p)
+    return out
+
+
 def collect(records: list[MetricRecord], spec: TableSpec) -> dict:
     """``{(block, column, kind, size): [seed entries]}`` for one table, in display order.
 
     A seed entry: ``{"seed", "value", "lo", "hi", "rec", "metric"}``. Trivial cells are dropped (for every
-    model, when any record of the cell is trivial); duplicate seeds raise naming both files.
+    model, when any record of the cell is trivial); duplicate seeds and unusable values
+    (:func:`usable_value`) raise naming the files.
     """
     cells: dict = {}
     order_b, order_c, dropped = {}, {}, set()
@@ -289,8 +318,8 @@ def collect(records: list[MetricRecord], spec: TableSpec) -> dict:
         if rec.task != spec.task:
             continue
         for metric in spec.metrics:
-            value = rec.metrics.get(metric)  # a task's metrics vary with its data (e.g. no cones, no tree)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            value = usable_value(rec, metric)
+            if value is None:
                 continue
             block, column = _keys(spec, rec.dataset, metric)
             if trivial(rec, metric):
@@ -496,9 +525,16 @@ def wide(df: pd.DataFrame, spec: TableSpec, text: bool = True) -> pd.DataFrame:
         key = (r["block"], r["row_type"] == "comparison", r["model"], r["size"])
         row = rows.setdefault(key, {"block": r["block"], "model": r["model"], "size": r["size"], "seeds": ""})
         row[r["column"]] = cell_text(r, spec) if text else r["mean"]
-        row["seeds"] = max(int(row["seeds"] or 0), int(r["n_seeds"]))
+        row.setdefault("_n", {})[r["column"]] = int(r["n_seeds"])
         if not spec.comparable:
             row["unit"] = r["unit"]
+    for (_, comparison, _, _), row in rows.items():  # seeds = those with a used value; a cell with fewer says so
+        n = row.pop("_n")
+        lo, hi = min(n.values()), max(n.values())
+        row["seeds"] = str(hi) if lo == hi else f"{lo}–{hi}"
+        for column, k in n.items():
+            if text and k < hi and not comparison:  # difference cells already end in (wins/S)
+                row[column] += f" (S={k})"
     block_order = list(dict.fromkeys(df["block"]))
     size_rank = {s: i for i, s in enumerate(size_order(df["size"]))}
     model_rank = {m: i for i, m in enumerate(dict.fromkeys(df["model"]))}
@@ -523,6 +559,8 @@ def notes(df: pd.DataFrame, spec: TableSpec, n_boot: int) -> list[str]:
             "crossed 0) over test items pooled across those seeds (only where per-item data exist); "
             "(k/S) = seeds where A is higher."
         )
+    if len(df) and (df.groupby(["block", "model", "size"])["n_seeds"].nunique() > 1).any():
+        out.append("(S=k): only k of the row's seeds have a value in this cell; seeds = the range over the row.")
     out.append(
         "— = no value: the model has no such metric, or top-K accuracy with K ≥ the number of classes "
         "(100% by construction), which is left out."
@@ -680,6 +718,12 @@ def write_tables(
 ) -> dict[str, pd.DataFrame]:
     """Build every table of :data:`SPECS` and write them under ``out_dir`` (published values beside ours:
     :mod:`meru.reporting.reproduction`)."""
+    misnamed = misnamed_records(metrics_dir)
+    if misnamed:
+        raise ValueError(
+            f"{misnamed[0]}: a metric record named like a clip-benchmark side file (*{CLIP_BENCHMARK_SUFFIX}), which "
+            f"is not read as a record ({len(misnamed)} such file(s)); rename it to NAME.json"
+        )
     records = load_metric_records(metrics_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
