@@ -53,6 +53,7 @@ TRAIN_SCHEMA: dict = _obj(
                 "scale": {"type": "array", "items": _NUM, "minItems": 2, "maxItems": 2},
                 "in_memory": _BOOL,
                 "decode_device": {"type": "string", "pattern": "^(auto|worker|cpu|cuda(:[0-9]+)?)$"},
+                "max_skipped_fraction": {"type": "number", "minimum": 0, "maximum": 1},
             }
         ),
         "optim": _obj(
@@ -104,6 +105,7 @@ DEFAULTS: dict = {
         "scale": [0.5, 1.0],
         "in_memory": False,
         "decode_device": "auto",
+        "max_skipped_fraction": 0.01,  # corrupt samples a run may skip (meru.training.train.check_skipped)
     },
     "optim": {
         "lr": 5.0e-4,
