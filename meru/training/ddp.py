@@ -5,7 +5,9 @@ others blocked in their next collective (the gradient all-reduce) until the proc
 (30 min for gloo, 10 min for NCCL) or a launcher kills them; plain ``srun`` or separately started processes
 do not. Protocol, through the process group's key-value store (the one every rank already shares):
 
-- a failing rank sets ``meru/train/failed/RANK`` to its one-line reason (:func:`announce_failure`), then exits;
+- a failing rank sets ``meru/train/failed/RANK`` to its one-line reason (:func:`announce_failure`), waits (at
+  most ``ACK_WAIT_S``) until every other rank has read it (``meru/train/stopped/RANK``; the store may live in
+  this process), then exits at once (:func:`end_failed_rank`);
 - every rank runs a watcher thread that polls the other ranks' keys every ``POLL_S`` seconds; on a peer's key
   it prints ``meru train: error: rank R of W failed: REASON (rank S stopped)`` and ends its process with
   status 2 (``os._exit``: the main thread may be blocked inside a collective that never returns);
@@ -18,10 +20,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 
 POLL_S = 0.5
 GRACE_S = 3.0
 KEY = "meru/train/failed/{}"
+ACK = "meru/train/stopped/{}"  # a rank that read a peer's failure says so; the failed rank waits for that
+ACK_WAIT_S = 5.0
 
 _watch: dict = {}  # this process's watcher: rank, world, store, stop event, thread
 
@@ -40,7 +45,15 @@ def _peer_failure(store, rank: int, world: int) -> str | None:
     return None
 
 
-def _end(line: str) -> None:
+def _acknowledge(store, rank: int) -> None:
+    try:
+        store.set(ACK.format(rank), "1")
+    except Exception:  # noqa: BLE001,S110 (store gone)
+        pass
+
+
+def _end(line: str, store, rank: int) -> None:
+    _acknowledge(store, rank)
     print(f"meru train: error: {line}", file=sys.stderr, flush=True)
     os._exit(2)
 
@@ -51,10 +64,10 @@ def _poll(store, rank: int, world: int, stop: threading.Event) -> None:
             peer = _peer_failure(store, rank, world)
         except Exception as e:  # noqa: BLE001 (store gone: its host rank ended)
             if not stop.wait(GRACE_S):
-                _end(f"rank {rank} of {world} lost contact with the other ranks ({type(e).__name__}: {e}); stopped")
+                _end(f"rank {rank} of {world} lost contact with the other ranks ({type(e).__name__}: {e})", store, rank)
             return
         if peer and not stop.is_set():
-            _end(f"{peer} (rank {rank} stopped)")
+            _end(f"{peer} (rank {rank} stopped)", store, rank)
 
 
 def start_failure_watch(rank: int, world: int) -> None:
@@ -75,23 +88,41 @@ def stop_failure_watch() -> None:
         _watch.clear()
 
 
-def announce_failure(reason: str) -> str:
-    """Tell the other ranks that this rank fails with ``reason``; returns the line this rank prints (a peer's
-    earlier failure if there is one: this rank's error may only be its consequence)."""
+def announce_failure(reason: str) -> tuple[str, bool]:
+    """Tell the other ranks that this rank fails with ``reason``. Returns (the line this rank prints, whether
+    the failure is its own): a peer's earlier failure comes first, this rank's error may be its consequence
+    (e.g. gloo's "Connection closed by peer")."""
     if not _watch:
-        return reason
+        return reason, True
     rank, world, store = _watch["rank"], _watch["world"], _watch["store"]
     _watch["stop"].set()
     try:
         peer = _peer_failure(store, rank, world)
         if peer:
-            return f"{peer} (rank {rank} stopped)"
+            _acknowledge(store, rank)
+            return f"{peer} (rank {rank} stopped)", False
         store.set(KEY.format(rank), reason.splitlines()[0][:500] if reason else "?")
-    except Exception:  # noqa: BLE001,S110 (store gone: the others learn it from the store too)
+    except Exception as e:  # noqa: BLE001 (store gone: its host rank ended first; this error is the consequence)
+        return f"rank {rank} of {world} lost contact with the other ranks ({type(e).__name__}: {e}): {reason}", False
+    return f"rank {rank} of {world} failed: {reason}", True
+
+
+def end_failed_rank(traceback: bool = False) -> None:
+    """After :func:`announce_failure` under DDP: end this process at once with status 2 (its peers are being
+    stopped; a collective cleanup such as ``destroy_process_group`` could wait on them). No-op otherwise."""
+    if not _watch:
+        return
+    if traceback:
+        import traceback as tb
+
+        tb.print_exc()
+    rank, world, store = _watch["rank"], _watch["world"], _watch["store"]
+    deadline = time.monotonic() + ACK_WAIT_S  # the rank hosting the store keeps it until the others read it
+    try:
+        while time.monotonic() < deadline and not all(store.check([ACK.format(r)]) for r in range(world) if r != rank):
+            time.sleep(0.1)
+    except Exception:  # noqa: BLE001,S110 (store gone)
         pass
-    return f"rank {rank} of {world} failed: {reason}"
-
-
-def distributed_failure() -> bool:
-    """Whether a failure watch is (or was, until this failure) active: the caller skips collective cleanup."""
-    return bool(_watch)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2)

@@ -553,12 +553,12 @@ class Checkpointer:
 
         opt = nonfinite_tensors(self.optimizer.state_dict()["state"], "optimizer")
         for what, bad in (
-            ("non-finite", nonfinite_tensors(self.model.state_dict()) + opt),
-            ("exploded (> 1e6 x initial scale)", absurd_tensors(self.model.state_dict(), self.initial)),
+            ("non-finite weights", nonfinite_tensors(self.model.state_dict()) + opt),
+            ("exploded weights (> 1e6 x initial scale)", absurd_tensors(self.model.state_dict(), self.initial)),
         ):
             if bad:
                 raise FloatingPointError(
-                    f"{what} weights after step {step} ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
+                    f"{what} after step {step} ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
                     f"{target} not written; {self.advice()}"
                 )
 
@@ -566,10 +566,7 @@ class Checkpointer:
         """Where to go on after a divergence: the last good checkpoint of this run, or a fresh start."""
         if self.saved_step is None:
             never = " and --resume never" if self.path.exists() else ""
-            return (
-                f"this run wrote no checkpoint yet (the first is due at step "
-                f"{self.cfg['runtime']['checkpoint_every']}): rerun with a lower optim.lr{never}"
-            )
+            return f"this run has no good checkpoint to resume from yet: rerun with a lower optim.lr{never}"
         return (
             f"last good checkpoint kept at {self.path} (step {self.saved_step}); resume from it with a lower "
             "optim.lr (--set optim.lr=...) and --apply-config-changes"
@@ -790,7 +787,7 @@ def preflight(cfg: dict, source: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from meru.data.manifest import IncompleteDatasetError
     from meru.models.checkpoints import CheckpointError
-    from meru.training.ddp import announce_failure, distributed_failure
+    from meru.training.ddp import announce_failure, end_failed_rank
 
     try:
         cfg = load_train_config(args.config, args.model, args.size, args.seed, args.set)
@@ -804,14 +801,17 @@ def run(args: argparse.Namespace) -> int:
         IncompleteDatasetError,
         TooManySkipped,
     ) as e:
-        print(f"meru train: error: {announce_failure(str(e))}", file=sys.stderr)
+        print(f"meru train: error: {announce_failure(str(e))[0]}", file=sys.stderr)
+        end_failed_rank()  # under DDP: exit now (no collective cleanup with peers that are stopping)
         return 2
     except BaseException as e:  # a bug or a lost peer: the other ranks stop too (this one shows its traceback)
-        announce_failure(f"{type(e).__name__}: {e}")
+        line, own = announce_failure(f"{type(e).__name__}: {e}")
+        if not own:  # this error is the consequence of a peer's failure: say which
+            print(f"meru train: error: {line}", file=sys.stderr)
+        end_failed_rank(traceback=own)
         raise
-    finally:
-        if dist.is_initialized() and not distributed_failure():
-            dist.destroy_process_group()
+    if dist.is_initialized():
+        dist.destroy_process_group()
     if path is not None and dist_env()[0] == 0:
         print(path)
     return 0
