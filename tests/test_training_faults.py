@@ -313,3 +313,18 @@ def test_bad_bases_are_one_line(tmp_path):
         assert len(str(err.value).splitlines()) == 1
     cfg = load_train_config(tmp_path / "e.yaml", "clip", "tiny", 0)
     assert cfg["optim"]["lr"] == 0.1 and cfg["optim"]["total_steps"] == 7
+
+
+def test_workflow_resolves_base_chains(tmp_path):
+    """`snakemake --configfile X` with X -> configs/ablation.yaml -> configs/default.yaml plans X's runs."""
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(f"base: {ROOT / 'configs' / 'ablation.yaml'}\nseeds: [0]\n")
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--nolock", "--configfile", str(cfg)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr + r.stdout
+    counts = dict(line.split() for line in r.stdout.splitlines() if line.split()[:1] in (["train"], ["total"]))
+    assert counts["train"] == "3", r.stdout  # meru, clip, euclip x seed 0
+    cfg.write_text("base: nowhere.yaml\n")
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    errors = [x for x in r.stderr.splitlines() if x.startswith("config error:")]
+    assert r.returncode == 1 and len(errors) == 1 and "nowhere.yaml" in errors[0], r.stderr

@@ -101,6 +101,7 @@ def announce_failure(reason: str) -> tuple[str, bool]:
         if peer:
             _acknowledge(store, rank)
             return f"{peer} (rank {rank} stopped)", False
+        _watch["own"] = True
         store.set(KEY.format(rank), reason.splitlines()[0][:500] if reason else "?")
     except Exception as e:  # noqa: BLE001 (store gone: its host rank ended first; this error is the consequence)
         return f"rank {rank} of {world} lost contact with the other ranks ({type(e).__name__}: {e}): {reason}", False
@@ -117,7 +118,8 @@ def end_failed_rank(traceback: bool = False) -> None:
 
         tb.print_exc()
     rank, world, store = _watch["rank"], _watch["world"], _watch["store"]
-    deadline = time.monotonic() + ACK_WAIT_S  # the rank hosting the store keeps it until the others read it
+    # the failed rank (its store may serve the others) waits until they have read its reason
+    deadline = time.monotonic() + (ACK_WAIT_S if _watch.get("own") else 0.0)
     try:
         while time.monotonic() < deadline and not all(store.check([ACK.format(r)]) for r in range(world) if r != rank):
             time.sleep(0.1)

@@ -6,6 +6,13 @@ half-cosine decay, lr(t) = lr * cos^2(pi/2 * (t - w) / (T - w)) = lr * (1 + cos(
 The global batch is fixed: each of ``W`` ranks takes ``B / W`` samples per step, split into
 ``grad_accum`` micro-batches. Exact resume: model, optimiser, scheduler, RNG states and the loader's
 stream position are saved atomically to RUNDIR/ckpt/last.pt.
+
+Reads top to bottom: the pieces (schedule, parameter groups, RNG state, :func:`train_step`), the run directory
+(resume checks, :class:`RunLock`, the skipped-sample budget), setup (:func:`select_device`,
+:func:`init_distributed`, :func:`build_training_model`, :func:`build_loader`, :func:`wrap_model`), the
+:class:`Checkpointer` (resume, save, refuse diverged weights), :class:`RunLog` (the one place a logging step's
+record is emitted) and the loop itself (:func:`_train_locked`). One rank's failure under DDP ends every rank
+(:mod:`meru.training.ddp`).
 """
 
 from __future__ import annotations
