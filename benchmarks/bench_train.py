@@ -42,8 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from meru.kinds import BASELINE, PAPER  # noqa: E402 (after the sys.path entry)
-from meru.training.flops import peak_flops, train_flops_per_sample  # noqa: E402 (after the sys.path entry)
+from meru.io import write_text  # noqa: E402 (after the sys.path entry)
+from meru.kinds import BASELINE, PAPER  # noqa: E402
+from meru.training.flops import peak_flops, train_flops_per_sample  # noqa: E402
 
 OFFICIAL_ARCH = {
     "vit-s16": "vit_small_mocov3_patch16_224",
@@ -398,10 +399,7 @@ def main(argv=None) -> int:
 
     def save():
         result["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        os.replace(tmp, out)
+        write_text(out, json.dumps(result, indent=1) + "\n")  # atomic: an interrupted run keeps the last rows
 
     def official_ratios():
         for row in result["rows"]:

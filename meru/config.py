@@ -58,6 +58,7 @@ TRAIN_SCHEMA: dict = _obj(
                 "scale": {"type": "array", "items": _NUM, "minItems": 2, "maxItems": 2},
                 "in_memory": _BOOL,
                 "decode_device": {"type": "string", "pattern": "^(auto|worker|cpu|cuda(:[0-9]+)?)$"},
+                "max_skipped_fraction": {"type": "number", "minimum": 0, "maximum": 1},
             }
         ),
         "optim": _obj(
@@ -114,6 +115,7 @@ DEFAULTS: dict = {
         "scale": [0.5, 1.0],
         "in_memory": False,
         "decode_device": "auto",
+        "max_skipped_fraction": 0.01,  # corrupt samples a run may skip (meru.training.train.check_skipped)
     },
     "optim": {
         "lr": 5.0e-4,
@@ -185,6 +187,39 @@ def load_yaml(path: str | os.PathLike) -> Any:
         context = getattr(e, "context", None)
         what = f"{problem} ({context})" if context and context not in problem else problem
         raise ConfigError(f"{source}{where}: not valid YAML: {' '.join(str(what).split())}") from None
+
+
+def config_bases(path: str | os.PathLike, _seen: tuple = ()) -> dict:
+    """What the config file at ``path`` extends: ``base: FILE`` (a path relative to ``path``'s folder) names
+    a config whose keys lie beneath this file's; bases may have bases. Returns the merged chain without
+    ``path``'s own keys (``{}`` without a ``base:``); one-line :class:`ConfigError` for a bad or missing base or
+    a cycle. The workflow (``workflow/rules/common.smk``) puts it beneath each ``--configfile``."""
+    raw = load_yaml(path)
+    if not isinstance(raw, dict) or "base" not in raw:
+        return {}
+    base = raw["base"]
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base = {base!r} must name the config file this one extends, e.g. default.yaml")
+    base_path = os.path.join(os.path.dirname(os.path.abspath(path)), base)
+    seen = (*_seen, os.path.realpath(path))
+    if os.path.realpath(base_path) in seen:
+        raise ConfigError(f"{path}: base = {base!r} leads back to {base_path}: the bases form a cycle")
+    if not os.path.isfile(base_path):
+        raise ConfigError(f"{path}: base = {base!r}: {base_path} not found (a path relative to {path}'s folder)")
+    parent = load_config_file(base_path, seen)
+    if not isinstance(parent, dict):
+        raise ConfigError(f"{base_path}: the base of {path} must be a mapping, got {type(parent).__name__}")
+    return parent
+
+
+def load_config_file(path: str | os.PathLike, _seen: tuple = ()) -> Any:
+    """:func:`load_yaml` of ``path`` with its ``base:`` chain resolved (:func:`config_bases`): the base's keys
+    merged with this file's (:func:`merge_configs`), without the ``base`` key."""
+    raw = load_yaml(path)
+    if not isinstance(raw, dict) or "base" not in raw:
+        return raw
+    own = {k: v for k, v in raw.items() if k != "base"}
+    return merge_configs(config_bases(path, _seen), own)
 
 
 def _nonfinite_numbers(obj, path: str = "") -> list[tuple[str, float]]:
@@ -338,11 +373,12 @@ def load_train_config(
     seed: int | None = None,
     sets: list[str] | None = None,
 ) -> dict:
-    """Resolved train config: defaults <- file (``train:`` + ``train_overrides[kind]`` or bare) <- CLI; validated."""
+    """Resolved train config: defaults <- file (its ``base:`` chain resolved; ``train:`` + ``train_overrides[kind]``
+    or bare) <- CLI; validated."""
     source = str(path) if path else "<defaults>"
     raw: dict = {}
     if path:
-        raw = load_yaml(path)
+        raw = load_config_file(path)
         raw = {} if raw is None else raw
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")

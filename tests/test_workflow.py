@@ -26,10 +26,10 @@ def test_lint_clean():
 
 
 def _default_runs(name: str = "default") -> int:
-    """Training runs a config asks for: models x sizes x seeds."""
-    import yaml
+    """Training runs a config asks for: models x sizes x seeds (its `base:` chain resolved)."""
+    from meru.config import load_config_file
 
-    cfg = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+    cfg = load_config_file(ROOT / "configs" / f"{name}.yaml")
     return len(cfg["models"]) * len(cfg["sizes"]) * len(cfg["seeds"])
 
 

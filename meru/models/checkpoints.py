@@ -42,6 +42,20 @@ class NonFiniteWeightsError(CheckpointError):
     """A checkpoint (or a state about to be saved) holds NaN or infinite values."""
 
 
+class AbsurdWeightsError(NonFiniteWeightsError):
+    """A checkpoint (or a state about to be saved) holds finite but exploded values (see :data:`ABSURD_FACTOR`)."""
+
+
+# A tensor is absurd when max|x| > ABSURD_FACTOR * max(1, max|x| of the same tensor freshly initialised).
+# Measured initial scales (every kind at tiny, cpu-conv, small-cpu, vit-s16): <= 1 for weights (trunc-normal std
+# 0.02, LayerNorm/BatchNorm gains 1), up to 2 for timm's ViT init, 2.7 (logit_scale = log 1/0.07) and 3.1 (MERU's
+# log alphas) for the scalars; the unit floor covers tensors initialised to 0 (biases). So the limit is 1e6 to
+# 3e6. Trained CLIP-family weights stay within a few hundred (normalised activations, weight decay; no real
+# checkpoint, e.g. the official ViT-L, is reachable here to measure, so the margin is kept wide, 1e4 over 1e2);
+# a diverging run reaches 2e7 .. 1e30 before its loss turns NaN (issue 22): those are refused.
+ABSURD_FACTOR = 1e6
+
+
 def save_torch(path: str | os.PathLike, obj) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (:func:`meru.io.atomic_path`); ``obj`` must load with
     ``weights_only=True`` (tensors, numbers, strings, lists, dicts), as :func:`safe_load` reads it."""
@@ -96,10 +110,54 @@ def require_finite(obj, source: str, what: str = "weights") -> None:
         )
 
 
-def save_model(model: CLIP, path: str | os.PathLike, step: int = 0, config: dict | None = None, **extra) -> None:
-    """Write ``model`` in our format atomically (temp file + rename)."""
+def tensor_scales(state: dict) -> dict[str, float]:
+    """``{name: max|x|}`` of the floating tensors of a state dict (the reference scales of :func:`absurd_tensors`)."""
+    return {
+        k: float(v.detach().abs().max()) if v.numel() else 0.0
+        for k, v in state.items()
+        if torch.is_tensor(v) and v.is_floating_point()
+    }
+
+
+def initial_scales(kind: str, size: str, **model_kwargs) -> dict[str, float]:
+    """:func:`tensor_scales` of a freshly initialised ``kind``/``size`` model (the global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        return tensor_scales(build_model(kind, size, **model_kwargs).state_dict())
+
+
+def absurd_tensors(state: dict, initial: dict[str, float]) -> list[str]:
+    """``"name (max |x| = V)"`` for every tensor of ``state`` with max|x| > ABSURD_FACTOR * max(1, initial[name])."""
+    scales = tensor_scales(state)
+    return [f"{k} (max |x| = {v:.3g})" for k, v in scales.items() if v > ABSURD_FACTOR * max(1.0, initial.get(k, 1.0))]
+
+
+def require_sane(state: dict, initial: dict[str, float], source: str, what: str = "weights") -> None:
+    """:func:`require_finite`, then raise :class:`AbsurdWeightsError` (one line, up to 3 tensors) for exploded
+    finite values (:func:`absurd_tensors`)."""
+    require_finite(state, source, what)
+    bad = absurd_tensors(state, initial)
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise AbsurdWeightsError(
+            f"{source}: exploded {what} in {', '.join(bad[:3])}{more}, beyond {ABSURD_FACTOR:.0e} x their initial "
+            "scale; a diverged model is refused"
+        )
+
+
+def save_model(
+    model: CLIP,
+    path: str | os.PathLike,
+    step: int = 0,
+    config: dict | None = None,
+    initial: dict[str, float] | None = None,
+    **extra,
+) -> None:
+    """Write ``model`` in our format atomically (temp file + rename); refuses non-finite or exploded weights
+    (:func:`require_sane`; ``initial``: the tensors' initial scales, else those of a fresh model)."""
     path = Path(path)
-    require_finite(model.state_dict(), f"{path} (not written)")
+    if initial is None:
+        initial = initial_scales(model.kind, model.size, **model.model_kwargs())
+    require_sane(model.state_dict(), initial, f"{path} (not written)")
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
@@ -159,6 +217,7 @@ def _load_strict(model: CLIP, sd: dict[str, torch.Tensor], source: str) -> CLIP:
                 f"{source}: key {k!r} has shape {tuple(sd[k].shape)}, "
                 f"but {model.kind}/{model.size} expects {tuple(v.shape)}: wrong architecture."
             )
+    require_sane(sd, tensor_scales(own), source)  # ``own``: the freshly initialised model's tensors
     model.load_state_dict(sd, strict=False)  # strictness checked above; non-persistent buffers excluded
     return model
 

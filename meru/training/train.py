@@ -6,6 +6,13 @@ half-cosine decay, lr(t) = lr * cos^2(pi/2 * (t - w) / (T - w)) = lr * (1 + cos(
 The global batch is fixed: each of ``W`` ranks takes ``B / W`` samples per step, split into
 ``grad_accum`` micro-batches. Exact resume: model, optimiser, scheduler, RNG states and the loader's
 stream position are saved atomically to RUNDIR/ckpt/last.pt.
+
+Reads top to bottom: the pieces (schedule, parameter groups, RNG state, :func:`train_step`), the run directory
+(resume checks, :class:`RunLock`, the skipped-sample budget), setup (:func:`select_device`,
+:func:`init_distributed`, :func:`build_training_model`, :func:`build_loader`, :func:`wrap_model`), the
+:class:`Checkpointer` (resume, save, refuse diverged weights), :class:`RunLog` (the one place a logging step's
+record is emitted) and the loop itself (:func:`_train_locked`). One rank's failure under DDP ends every rank
+(:mod:`meru.training.ddp`).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +131,6 @@ def train_step(
     scheduler,
     grad_clip=None,
     amp_dtype=None,
-    on_nonfinite="stop",
     device_logs=False,
 ):
     """One optimiser step over ``micro_batches`` (list of (images, tokens)); returns (logs, finite).
@@ -173,8 +180,9 @@ class ResumeConfigMismatch(ConfigError):
 TRAJECTORY_SECTIONS = ("model", "data", "optim", "precision")
 TRAJECTORY_KEYS = ("runtime.seed",)
 # ... except where images are decoded: same samples, crops and order, pixels within a few grey levels
-# (docs/PERFORMANCE.md); a resume may move between a GPU and a CPU host, and older checkpoints lack it.
-NOT_TRAJECTORY = ("data.decode_device",)
+# (docs/PERFORMANCE.md); a resume may move between a GPU and a CPU host, and older checkpoints lack it;
+# and the skipped-sample budget, which only decides whether the run stops.
+NOT_TRAJECTORY = ("data.decode_device", "data.max_skipped_fraction")
 # ... and those of them that a resume can apply (``--apply-config-changes``); the rest need a new run.
 APPLICABLE_ON_RESUME = (
     "optim.lr",
@@ -249,28 +257,80 @@ def apply_optim_config(optimizer, scheduler, oc: dict, step: int) -> None:
     scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
 
 
-def acquire_run_lock(out: Path):
-    """Exclusive, non-blocking ``flock`` on ``RUNDIR/.lock`` (released when the file is closed or the
-    process dies); raise :class:`RunDirLocked` naming the holder's pid."""
-    import fcntl
+class RunLock:
+    """Exclusive, non-blocking ``flock`` on the run directory itself and on ``RUNDIR/.lock`` (which names the
+    holder's pid), held until :meth:`close` or the process's death. Deleting ``RUNDIR/.lock`` cannot let a
+    second writer in: the directory's lock stays (where the file system supports ``flock`` on directories;
+    elsewhere, e.g. NFS, the file lock alone); :meth:`refresh` re-creates a deleted or replaced ``.lock``."""
 
-    out.mkdir(parents=True, exist_ok=True)
-    f = open(out / ".lock", "a+")  # noqa: SIM115 (held open for the whole run: the lock)
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "?"
-        f.close()
-        raise RunDirLocked(
-            f"{out}: another meru train (pid {holder}) is writing this run directory; "
+    def __init__(self, out: Path):
+        out.mkdir(parents=True, exist_ok=True)
+        self.out, self.path, self._file = out, out / ".lock", None
+        self._dir = os.open(out, os.O_RDONLY)
+        try:
+            self._lock_dir()
+            self._file = self._lock_file()
+        except BaseException:
+            self.close()
+            raise
+
+    def _refused(self) -> RunDirLocked:
+        try:
+            holder = self.path.read_text().strip() or "?"
+        except OSError:
+            holder = "?"
+        return RunDirLocked(
+            f"{self.out}: another meru train (pid {holder}) is writing this run directory; "
             "wait for it to finish or use another --out"
-        ) from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
+        )
+
+    def _lock_dir(self) -> None:
+        import fcntl
+
+        try:
+            fcntl.flock(self._dir, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._refused() from None
+        except OSError:  # no flock on directories here: the file lock alone
+            pass
+
+    def _lock_file(self):
+        import fcntl
+
+        f = open(self.path, "a+")  # noqa: SIM115 (held open for the whole run: the lock)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise self._refused() from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        return f
+
+    def refresh(self) -> None:
+        """Re-create ``RUNDIR/.lock`` (locked, with this pid) if it was deleted or replaced."""
+        try:
+            if os.path.samestat(os.stat(self.path), os.fstat(self._file.fileno())):
+                return
+        except FileNotFoundError:
+            pass
+        try:
+            old, self._file = self._file, self._lock_file()
+            old.close()
+        except RunDirLocked:  # a refused writer holds the new file a moment: next time
+            pass
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        os.close(self._dir)
+
+
+def acquire_run_lock(out: Path) -> RunLock:
+    """Lock the run directory (:class:`RunLock`); raise :class:`RunDirLocked` naming the holder's pid."""
+    return RunLock(out)
 
 
 def remove_stale_temp_files(out: Path) -> list[Path]:
@@ -290,17 +350,333 @@ def write_log(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
 
 
-def check_finite_state(model, optimizer, step: int, target: Path, ckpt_path: Path) -> None:
-    """Raise ``FloatingPointError`` (nothing written) if a weight or optimiser tensor is NaN/inf."""
-    from meru.models.checkpoints import nonfinite_tensors
+class TooManySkipped(RuntimeError):
+    """More training samples were skipped as corrupt than ``data.max_skipped_fraction`` allows."""
 
-    bad = nonfinite_tensors(model.state_dict()) + nonfinite_tensors(optimizer.state_dict()["state"], "optimizer")
-    if bad:
-        raise FloatingPointError(
-            f"non-finite weights after step {step} ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
-            f"{target} not written; last good checkpoint kept at {ckpt_path}; resume from it with a lower "
-            "optim.lr and --apply-config-changes"
+
+def check_skipped(skipped: int, used: int, cfg: dict, num_samples: int | None, rank: int, world: int) -> None:
+    """Raise :class:`TooManySkipped` (one line) when this rank's skipped samples ``s`` exceed
+    ``f * (u + s + N / W)``: ``f`` = ``data.max_skipped_fraction``, ``u`` the samples it used, ``N`` the
+    dataset's samples (0 if unknown), ``W`` ranks. The ``N / W`` term allows a corrupt fraction ``f`` of the
+    dataset from the first batch on (each epoch meets the same corrupt samples again, so ``s`` grows with
+    ``u + s``, the samples read)."""
+    f = cfg["data"]["max_skipped_fraction"]
+    n = num_samples or 0
+    if skipped > f * (used + skipped + n / world):
+        raise TooManySkipped(
+            f"{cfg['data']['train']}: rank {rank} skipped {skipped} corrupt samples of {used + skipped} read, more "
+            f"than data.max_skipped_fraction = {f} allows ({f} x (samples read + {n / world:g} of the dataset's "
+            f"{n})); the warnings above name the shards: re-create the dataset, or raise data.max_skipped_fraction"
         )
+
+
+# ------------------------------------------------------------------------------------------- setup
+def select_device(rt: dict, local_rank: int) -> torch.device:
+    """The training device of ``runtime.device`` (``auto``: this rank's GPU, else the CPU); no TF32."""
+    if rt["threads"]:
+        torch.set_num_threads(rt["threads"])
+    device = torch.device(
+        (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu") if rt["device"] == "auto" else rt["device"]
+    )
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return device
+
+
+def init_distributed(rank: int, world: int, device: torch.device) -> None:
+    """Join the process group (NCCL on GPUs, gloo on CPUs) and watch for the other ranks' failures."""
+    from meru.training.ddp import start_failure_watch
+
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    start_failure_watch(rank, world)
+
+
+def micro_batch_size(cfg: dict, world: int) -> int:
+    """Samples per micro-batch: global ``B`` / ``W`` ranks / ``grad_accum``; refuse a ``B`` they do not divide."""
+    B, accum = cfg["data"]["batch_size"], cfg["optim"]["grad_accum"]
+    if B % (world * accum):
+        raise ConfigError(
+            f"data.batch_size = {B} is not divisible by world_size ({world}) x optim.grad_accum ({accum}); "
+            f"choose a global batch that is a multiple of {world * accum}"
+        )
+    return B // world // accum
+
+
+def autocast_dtype(amp: str, device: torch.device):
+    """bf16 for ``precision.amp = bf16`` (or ``auto`` on a GPU), else None (fp32)."""
+    return torch.bfloat16 if (amp == "bf16" or (amp == "auto" and device.type == "cuda")) else None
+
+
+def build_training_model(cfg: dict, device: torch.device):
+    """(model, AdamW, schedule): the model initialised from ``runtime.seed`` (same on every rank)."""
+    from meru.models import build_model
+
+    mc, oc, seed = cfg["model"], cfg["optim"], cfg["runtime"]["seed"]
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # build_model passes each kind only the keyword arguments it takes (MERU: curvature)
+    model = build_model(mc["kind"], mc["size"], curv_init=mc["curv_init"], learn_curv=mc["learn_curv"]).to(device)
+    if cfg["runtime"]["grad_checkpointing"]:
+        for tower in (getattr(model, "visual", None), getattr(model, "text", None)):
+            if hasattr(tower, "set_grad_checkpointing"):
+                tower.set_grad_checkpointing(True)
+    # fused AdamW: one kernel over all tensors (on CPU ~20x faster than the per-tensor loop, which
+    # matters because the 49408-row token embedding dominates the tiny models' parameter count)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, oc["weight_decay"]), lr=oc["lr"], betas=tuple(oc["betas"]), eps=oc["eps"], fused=True
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_multiplier(s, oc["warmup_steps"], oc["total_steps"])
+    )
+    return model, optimizer, scheduler
+
+
+def build_loader(cfg: dict, model, device: torch.device, micro: int, rank: int, world: int):
+    """This rank's :class:`meru.data.loader.TrainLoader` of ``data.train`` (uint8 images, trimmed tokens)."""
+    from meru.data.captions import CaptionPolicy
+    from meru.data.loader import TrainLoader
+
+    dc = cfg["data"]
+    return TrainLoader(
+        dc["train"],
+        micro,
+        model.image_size,
+        model.context_length,
+        seed=cfg["runtime"]["seed"],
+        rank=rank,
+        world_size=world,
+        num_workers=dc["num_workers"],
+        shuffle_buffer=dc["shuffle_buffer"],
+        augment=dc["augment"],
+        scale=tuple(dc["scale"]),
+        captions=CaptionPolicy.from_config(dc),
+        in_memory=dc["in_memory"],
+        image_dtype="uint8",
+        trim_tokens=True,
+        pin_memory=device.type == "cuda",
+        decode_device=_decode_device(dc["decode_device"], device),
+    )
+
+
+def wrap_model(model, rt: dict, world: int, device: torch.device):
+    """The module the steps call: DDP over ``world`` ranks, compiled with ``runtime.compile``."""
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    return torch.compile(model) if rt["compile"] else model
+
+
+# ---------------------------------------------------------------------------- checkpoints and logs
+@dataclass
+class RunState:
+    """Where the run is: optimiser steps taken, non-finite steps skipped, every log row so far."""
+
+    step: int = 0
+    nonfinite_skips: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class Checkpointer:
+    """``RUNDIR/ckpt/last.pt`` (exact resume: model, optimiser, schedule, every rank's loader and RNG state,
+    step, log history, config) and ``RUNDIR/model.pt``. Rank 0 writes, atomically, and only weights that are
+    finite and not exploded (:func:`meru.models.checkpoints.require_sane` against the initial scales)."""
+
+    def __init__(self, out: Path, cfg: dict, model, optimizer, scheduler, loader, rank: int, world: int):
+        from meru.models.checkpoints import tensor_scales
+
+        self.out, self.cfg, self.rank, self.world = out, cfg, rank, world
+        self.model, self.optimizer, self.scheduler, self.loader = model, optimizer, scheduler, loader
+        self.path = out / "ckpt" / "last.pt"
+        self.initial = tensor_scales(model.state_dict())  # before any resume: the initial scales
+        self.saved_step: int | None = None  # step of the checkpoint this run wrote or resumed from
+
+    def resume(self, apply_changes: bool) -> RunState:
+        """Load ``last.pt`` into model, optimiser, schedule, loader and RNG (refusing changed trajectory keys
+        unless ``apply_changes``, :func:`check_resume_config`); a fresh state if there is none."""
+        from meru.models.checkpoints import require_sane, safe_load
+
+        if not self.path.exists():
+            return RunState()
+        state = safe_load(self.path, "cpu", "training checkpoint")
+        require_sane(state["model"], self.initial, str(self.path))
+        changes = check_resume_config(state.get("config") or {}, self.cfg, self.path, apply_changes)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        own = lambda v: v[self.rank] if isinstance(v, list) else v  # noqa: E731 (per-rank lists; old: one dict)
+        self.loader.load_state_dict(own(state["loader"]))
+        set_rng_state(own(state["rng"]))
+        run = RunState(state["step"], state.get("nonfinite_skips", 0))
+        run.history = [r for r in state.get("history", []) if r.get("step", 0) <= run.step]
+        if changes:
+            apply_optim_config(self.optimizer, self.scheduler, self.cfg["optim"], run.step)
+            changed = {k: {"old": a, "new": b} for k, (a, b) in changes.items()}
+            run.history.append({"step": run.step, "event": "config_change", "changes": changed})
+        self.saved_step = run.step
+        return run
+
+    def save(self, run: RunState) -> None:
+        """All ranks contribute loader + RNG state (gathered), rank 0 checks the weights and writes."""
+        local = {"loader": self.loader.state_dict(), "rng": rng_state()}
+        gathered = [None] * self.world if self.world > 1 else [local]
+        if self.world > 1:
+            dist.all_gather_object(gathered, local)
+        if self.rank == 0:
+            self.check_weights(run.step, self.path)
+            state = {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": run.step,
+                "nonfinite_skips": run.nonfinite_skips,
+                "loader": [g["loader"] for g in gathered],
+                "rng": [g["rng"] for g in gathered],
+                "config": self.cfg,
+                "history": run.history,
+            }
+            save_torch(self.path, state)
+        self.saved_step = run.step
+
+    def save_final(self, run: RunState) -> Path:
+        """Write ``RUNDIR/model.pt`` (rank 0; every rank waits for it) and return its path."""
+        from meru.models.checkpoints import save_model
+
+        final = self.out / "model.pt"
+        if self.rank == 0:
+            self.check_weights(run.step, final)
+            save_model(self.model, final, step=run.step, config=self.cfg, initial=self.initial)
+        if self.world > 1:
+            dist.barrier()
+        return final
+
+    def check_weights(self, step: int, target: Path) -> None:
+        """Raise ``FloatingPointError`` (nothing written) if a weight or optimiser tensor is NaN/inf or a weight
+        exploded (> 1e6 x its initial scale); the message says which checkpoint to resume from."""
+        from meru.models.checkpoints import absurd_tensors, nonfinite_tensors
+
+        opt = nonfinite_tensors(self.optimizer.state_dict()["state"], "optimizer")
+        for what, bad in (
+            ("non-finite weights", nonfinite_tensors(self.model.state_dict()) + opt),
+            ("exploded weights (> 1e6 x initial scale)", absurd_tensors(self.model.state_dict(), self.initial)),
+        ):
+            if bad:
+                raise FloatingPointError(
+                    f"{what} after step {step} ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
+                    f"{target} not written; {self.advice()}"
+                )
+
+    def advice(self) -> str:
+        """Where to go on after a divergence: the last good checkpoint of this run, or a fresh start."""
+        if self.saved_step is None:
+            never = " and --resume never" if self.path.exists() else ""
+            return f"this run has no good checkpoint to resume from yet: rerun with a lower optim.lr{never}"
+        return (
+            f"last good checkpoint kept at {self.path} (step {self.saved_step}); resume from it with a lower "
+            "optim.lr (--set optim.lr=...) and --apply-config-changes"
+        )
+
+
+def nonfinite_step_error(run: RunState, rt: dict, logs: dict, ckpt: Checkpointer) -> FloatingPointError:
+    """The error that stops the run at a NaN/inf step (``on_nonfinite: stop``, or too many skipped)."""
+    if rt["on_nonfinite"] == "stop":
+        why, other = "", ", or set runtime.on_nonfinite=skip"
+    else:
+        why = f" (more than runtime.max_nonfinite_skips = {rt['max_nonfinite_skips']} skipped)"
+        other = ", or raise runtime.max_nonfinite_skips"
+    return FloatingPointError(
+        f"non-finite loss/gradient at step {run.step}{why} (loss={logs['loss']}, grad_norm={logs['grad_norm']}); "
+        f"{ckpt.advice()}{other}"
+    )
+
+
+class RunLog:
+    """The one place where a logging step's record is emitted: the row (values averaged over ranks, throughput,
+    TFLOP/s, MFU) is appended to ``log.jsonl`` and the run's history, to TensorBoard and as a progress line
+    (rank 0). Between logging steps it only counts samples and formula FLOPs."""
+
+    def __init__(self, out: Path, cfg: dict, device, amp_dtype, run: RunState, rank: int, world: int, lock=None):
+        from meru.progress import Progress
+        from meru.training.flops import peak_flops
+
+        self.out, self.cfg, self.device, self.rank, self.world, self.lock = out, cfg, device, rank, world, lock
+        mc, rt = cfg["model"], cfg["runtime"]
+        self.progress = Progress(
+            f"meru train {mc['kind']}/{mc['size']}", cfg["optim"]["total_steps"], "steps", start=run.step
+        )
+        self.peak = peak_flops(device, amp_dtype)  # None on CPU / unlisted GPUs: TFLOP/s logged, MFU not
+        self.flops_per_sample: dict[int, float] = {}  # text length -> training FLOPs per sample (formula)
+        self.writer = None
+        if rank == 0 and rt["tensorboard"]:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out / "tb"), purge_step=run.step)
+        self.reset()
+
+    def reset(self) -> None:
+        self.t0, self.samples, self.flops = time.perf_counter(), 0, 0
+
+    def count(self, batches: list[dict]) -> None:
+        """Account one step's micro-batches (samples of the global batch; FLOPs at each batch's text length)."""
+        from meru.training.flops import train_flops_per_sample
+
+        for b in batches:
+            n_text = b["tokens"].shape[-1]
+            if n_text not in self.flops_per_sample:
+                self.flops_per_sample[n_text] = train_flops_per_sample(self.cfg["model"]["size"], n_text)
+            self.flops += b["tokens"].shape[0] * self.flops_per_sample[n_text]
+        self.samples += self.cfg["data"]["batch_size"]
+
+    def due(self, step: int) -> bool:
+        return step % self.cfg["runtime"]["log_every"] == 0 or step == self.cfg["optim"]["total_steps"]
+
+    def row(self, run: RunState, logs: dict, lr: float, skipped: int) -> dict:
+        """The step's log row; device values read (one sync) and averaged over ranks; NaN/inf -> None."""
+        logs = read_logs(logs)
+        if self.world > 1:  # average the per-rank (local-loss) values over ranks
+            keys = sorted(logs)
+            vec = torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=self.device)
+            dist.all_reduce(vec)
+            logs = dict(zip(keys, (vec / self.world).tolist()))
+        dt = time.perf_counter() - self.t0
+        row = {"step": run.step, "lr": lr, **logs, "skipped": skipped, "nonfinite_skips": run.nonfinite_skips}
+        row["samples_per_s"] = self.samples / dt if dt > 0 else 0.0
+        row["tflops_per_device"] = self.flops / dt / 1e12 if dt > 0 else 0.0
+        if self.peak:  # model FLOPs utilisation of this rank's device (formula FLOPs at the batch's text length)
+            row["mfu"] = self.flops / dt / self.peak if dt > 0 else 0.0
+        return {k: (v if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in row.items()}
+
+    def emit(self, run: RunState, logs: dict, lr: float, skipped: int) -> None:
+        """Record one logging step (every rank takes part in the averaging; rank 0 writes)."""
+        row = self.row(run, logs, lr, skipped)
+        if self.rank == 0:
+            run.history.append(row)
+            with open(self.out / "log.jsonl", "a") as f:
+                f.write(json.dumps(row, allow_nan=False) + "\n")
+            if self.writer:
+                for k, v in row.items():
+                    if isinstance(v, (int, float)) and k != "step":
+                        self.writer.add_scalar(f"train/{k}", v, run.step)
+            self.progress.done = run.step
+            fields = [
+                f"loss {row['loss']:.4f}" if row.get("loss") is not None else "loss nan",
+                f"{row['samples_per_s']:,.0f} samples/s",
+                f"{row['tflops_per_device']:.3g} TFLOP/s",
+            ]
+            if "mfu" in row:
+                fields.append(f"MFU {100 * row['mfu']:.1f}%")
+            self.progress.report(*fields)
+            if self.lock is not None:
+                self.lock.refresh()
+        self.reset()
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
 
 
 # --------------------------------------------------------------------------------------------- loop
@@ -318,241 +694,62 @@ def train(
     try:
         if lock is not None:
             remove_stale_temp_files(out)
-        return _train_locked(cfg, out, resume, loader, apply_config_changes)
+        return _train_locked(cfg, out, resume, loader, apply_config_changes, lock)
     finally:
         if lock is not None:
             lock.close()
 
 
-def _train_locked(
-    cfg: dict, out_dir: Path, resume: str = "auto", loader=None, apply_config_changes: bool = False
-) -> Path | None:
-    """The training loop of :func:`train` (run directory already locked)."""
+def _train_locked(cfg: dict, out: Path, resume: str, loader, apply_config_changes: bool, lock) -> Path | None:
+    """The training loop of :func:`train` (run directory already locked): setup, resume, then one optimiser
+    step per global batch, logging and checkpointing on their schedules."""
     from meru.losses import build_loss
-    from meru.models import build_model
+    from meru.training.ddp import stop_failure_watch
 
-    out = out_dir
-    rt, oc, dc, mc = cfg["runtime"], cfg["optim"], cfg["data"], cfg["model"]
+    rt, oc, mc = cfg["runtime"], cfg["optim"], cfg["model"]
     rank, world, local_rank = dist_env()
-    if rt["threads"]:
-        torch.set_num_threads(rt["threads"])
-    dev = rt["device"]
-    if dev == "auto":
-        dev = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(dev)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    B, accum = dc["batch_size"], oc["grad_accum"]
-    if B % (world * accum):
-        raise ConfigError(
-            f"data.batch_size = {B} is not divisible by world_size ({world}) x optim.grad_accum ({accum}); "
-            f"choose a global batch that is a multiple of {world * accum}"
-        )
-    micro = B // world // accum
-    amp = cfg["precision"]["amp"]
-    amp_dtype = torch.bfloat16 if (amp == "bf16" or (amp == "auto" and device.type == "cuda")) else None
-
-    seed = rt["seed"]
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # same init on every rank
-    # build_model passes each kind only the keyword arguments it takes (MERU: curvature)
-    model = build_model(mc["kind"], mc["size"], curv_init=mc["curv_init"], learn_curv=mc["learn_curv"]).to(device)
-    if rt["grad_checkpointing"]:
-        for tower in (getattr(model, "visual", None), getattr(model, "text", None)):
-            if hasattr(tower, "set_grad_checkpointing"):
-                tower.set_grad_checkpointing(True)
-    # fused AdamW: one kernel over all tensors (on CPU ~20x faster than the per-tensor loop, which
-    # matters because the 49408-row token embedding dominates the tiny models' parameter count)
-    optimizer = torch.optim.AdamW(
-        param_groups(model, oc["weight_decay"]), lr=oc["lr"], betas=tuple(oc["betas"]), eps=oc["eps"], fused=True
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_multiplier(s, oc["warmup_steps"], oc["total_steps"])
-    )
-    if loader is None:
-        from meru.data.captions import CaptionPolicy
-        from meru.data.loader import TrainLoader
-
-        loader = TrainLoader(
-            dc["train"],
-            micro,
-            model.image_size,
-            model.context_length,
-            seed=seed,
-            rank=rank,
-            world_size=world,
-            num_workers=dc["num_workers"],
-            shuffle_buffer=dc["shuffle_buffer"],
-            augment=dc["augment"],
-            scale=tuple(dc["scale"]),
-            captions=CaptionPolicy.from_config(dc),
-            in_memory=dc["in_memory"],
-            image_dtype="uint8",
-            trim_tokens=True,
-            pin_memory=device.type == "cuda",
-            decode_device=_decode_device(dc["decode_device"], device),
-        )
-
-    step, nonfinite_skips = 0, 0
-    ckpt_path = out / "ckpt" / "last.pt"
-    history: list[dict] = []  # every log row up to the current step (kept in the checkpoint)
-    if resume == "auto" and ckpt_path.exists():
-        from meru.models.checkpoints import require_finite, safe_load
-
-        state = safe_load(ckpt_path, "cpu", "training checkpoint")
-        require_finite(state["model"], str(ckpt_path))
-        changes = check_resume_config(state.get("config") or {}, cfg, ckpt_path, apply_config_changes)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        loader.load_state_dict(state["loader"][rank] if isinstance(state["loader"], list) else state["loader"])
-        set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
-        step, nonfinite_skips = state["step"], state.get("nonfinite_skips", 0)
-        history = [r for r in state.get("history", []) if r.get("step", 0) <= step]
-        if changes:
-            apply_optim_config(optimizer, scheduler, oc, step)
-            history.append(
-                {
-                    "step": step,
-                    "event": "config_change",
-                    "changes": {k: {"old": a, "new": b} for k, (a, b) in changes.items()},
-                }
-            )
+    device = select_device(rt, local_rank)
+    init_distributed(rank, world, device)
+    micro = micro_batch_size(cfg, world)
+    amp_dtype = autocast_dtype(cfg["precision"]["amp"], device)
+    model, optimizer, scheduler = build_training_model(cfg, device)
+    loader = loader if loader is not None else build_loader(cfg, model, device, micro, rank, world)
+    ckpt = Checkpointer(out, cfg, model, optimizer, scheduler, loader, rank, world)
+    run = ckpt.resume(apply_config_changes) if resume == "auto" else RunState()
     if rank == 0:  # log.jsonl = the checkpoint's history (drops rows after it; restores a deleted log)
-        write_log(out / "log.jsonl", history)
-
-    ddp_model = model
-    if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    fwd_model = torch.compile(ddp_model) if rt["compile"] else ddp_model
+        write_log(out / "log.jsonl", run.history)
+        write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))  # the validated, merged config
+    fwd_model = wrap_model(model, rt, world, device)
     loss_fn = build_loss(mc["kind"], entail_weight=mc["entail_weight"], rank=rank, world_size=world)
-
-    writer = None
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
-        if rt["tensorboard"]:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(out / "tb"), purge_step=step)
-    from meru.progress import Progress
-    from meru.training.flops import peak_flops, train_flops_per_sample
-
-    progress = Progress(f"meru train {mc['kind']}/{mc['size']}", oc["total_steps"], "steps", start=step)
-    peak = peak_flops(device, amp_dtype)  # None on CPU / unlisted GPUs: TFLOP/s logged, MFU not
-    flops_per_sample = {}  # text length -> training FLOPs per sample (formula, meru.training.flops)
-
-    def save_state():
-        """All ranks contribute loader + RNG state (gathered), rank 0 writes."""
-        local = {"loader": loader.state_dict(), "rng": rng_state()}
-        if world > 1:
-            gathered = [None] * world
-            dist.all_gather_object(gathered, local)
-        else:
-            gathered = [local]
-        if rank == 0:
-            check_finite_state(model, optimizer, step, ckpt_path, ckpt_path)
-            save_torch(
-                ckpt_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "step": step,
-                    "nonfinite_skips": nonfinite_skips,
-                    "loader": [g["loader"] for g in gathered],
-                    "rng": [g["rng"] for g in gathered],
-                    "config": cfg,
-                    "history": history,
-                },
-            )
-
-    it = iter(loader)
-    t0, samples, flops = time.perf_counter(), 0, 0
-    while step < oc["total_steps"]:
-        if rt["stop_after"] is not None and step >= rt["stop_after"]:
-            save_state()
+    log = RunLog(out, cfg, device, amp_dtype, run, rank, world, lock)
+    batches = iter(loader)
+    while run.step < oc["total_steps"]:
+        if rt["stop_after"] is not None and run.step >= rt["stop_after"]:
+            ckpt.save(run)
+            log.close()
+            stop_failure_watch()
             return None
-        micro_batches, skipped = [], 0
-        for _ in range(accum):
-            b = next(it)
-            micro_batches.append(to_device(b, device))
-            skipped = b.get("skipped_total", 0)
-            n_text = b["tokens"].shape[-1]
-            if n_text not in flops_per_sample:
-                flops_per_sample[n_text] = train_flops_per_sample(mc["size"], n_text)
-            flops += b["tokens"].shape[0] * flops_per_sample[n_text]
+        micro_batches = [next(batches) for _ in range(oc["grad_accum"])]
+        log.count(micro_batches)
+        on_device = [to_device(b, device) for b in micro_batches]
         logs, finite = train_step(
-            fwd_model, loss_fn, micro_batches, optimizer, scheduler, oc["grad_clip"], amp_dtype, device_logs=True
+            fwd_model, loss_fn, on_device, optimizer, scheduler, oc["grad_clip"], amp_dtype, device_logs=True
         )
-        step += 1
-        samples += B
+        run.step += 1
         if not finite:
-            nonfinite_skips += 1
-            if rt["on_nonfinite"] == "stop" or nonfinite_skips > rt["max_nonfinite_skips"]:
-                logs = read_logs(logs)
-                raise FloatingPointError(
-                    f"non-finite loss/gradient at step {step} (loss={logs['loss']}, grad_norm={logs['grad_norm']}); "
-                    f"last good checkpoint kept at {ckpt_path}; resume from it with a lower optim.lr and "
-                    "--apply-config-changes, or set runtime.on_nonfinite=skip"
-                )
-        if step % rt["log_every"] == 0 or step == oc["total_steps"]:
-            logs = read_logs(logs)  # the step's values, read from the device only at logging steps
-            if world > 1:  # average the per-rank (local-loss) values over ranks
-                keys = sorted(logs)
-                vec = torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=device)
-                dist.all_reduce(vec)
-                logs = dict(zip(keys, (vec / world).tolist()))
-            dt = time.perf_counter() - t0
-            row = {
-                "step": step,
-                "lr": scheduler.get_last_lr()[0],
-                **logs,
-                "skipped": skipped,
-                "nonfinite_skips": nonfinite_skips,
-                "samples_per_s": samples / dt if dt > 0 else 0.0,
-                "tflops_per_device": flops / dt / 1e12 if dt > 0 else 0.0,
-            }
-            if peak:  # model FLOPs utilisation of this rank's device (formula FLOPs at the batch's text length)
-                row["mfu"] = flops / dt / peak if dt > 0 else 0.0
-            row = {k: (v if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in row.items()}
-            if rank == 0:
-                history.append(row)
-                with open(out / "log.jsonl", "a") as f:
-                    f.write(json.dumps(row, allow_nan=False) + "\n")
-                if writer:
-                    for k, v in row.items():
-                        if isinstance(v, (int, float)) and k != "step":
-                            writer.add_scalar(f"train/{k}", v, step)
-                progress.done = step
-                fields = [
-                    f"loss {row['loss']:.4f}" if row.get("loss") is not None else "loss nan",
-                    f"{row['samples_per_s']:,.0f} samples/s",
-                    f"{row['tflops_per_device']:.3g} TFLOP/s",
-                ]
-                if "mfu" in row:
-                    fields.append(f"MFU {100 * row['mfu']:.1f}%")
-                progress.report(*fields)
-            t0, samples, flops = time.perf_counter(), 0, 0
-        if step % rt["checkpoint_every"] == 0 or step == oc["total_steps"]:
-            save_state()
-    if writer:
-        writer.close()
-    final = out / "model.pt"
-    if rank == 0:
-        from meru.models.checkpoints import save_model
-
-        check_finite_state(model, optimizer, step, final, ckpt_path)
-        save_model(model, final, step=step, config=cfg)
-    if world > 1:
-        dist.barrier()
+            run.nonfinite_skips += 1
+            if rt["on_nonfinite"] == "stop" or run.nonfinite_skips > rt["max_nonfinite_skips"]:
+                raise nonfinite_step_error(run, rt, read_logs(logs), ckpt)
+        skipped = micro_batches[-1].get("skipped_total", 0)
+        used = run.step * cfg["data"]["batch_size"] // world
+        check_skipped(skipped, used, cfg, getattr(loader, "num_samples", None), rank, world)
+        if log.due(run.step):
+            log.emit(run, logs, scheduler.get_last_lr()[0], skipped)
+        if run.step % rt["checkpoint_every"] == 0 or run.step == oc["total_steps"]:
+            ckpt.save(run)
+    log.close()
+    final = ckpt.save_final(run)
+    stop_failure_watch()  # every rank passed the final barrier
     return final
 
 
@@ -598,17 +795,31 @@ def preflight(cfg: dict, source: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from meru.data.manifest import IncompleteDatasetError
     from meru.models.checkpoints import CheckpointError
+    from meru.training.ddp import announce_failure, end_failed_rank
 
     try:
         cfg = load_train_config(args.config, args.model, args.size, args.seed, args.set)
         preflight(cfg, str(args.config))
         path = train(cfg, args.out, resume=args.resume, apply_config_changes=args.apply_config_changes)
-    except (ConfigError, FloatingPointError, RunDirLocked, CheckpointError, IncompleteDatasetError) as e:
-        print(f"meru train: error: {e}", file=sys.stderr)
+    except (
+        ConfigError,
+        FloatingPointError,
+        RunDirLocked,
+        CheckpointError,
+        IncompleteDatasetError,
+        TooManySkipped,
+    ) as e:
+        print(f"meru train: error: {announce_failure(str(e))[0]}", file=sys.stderr)
+        end_failed_rank()  # under DDP: exit now (no collective cleanup with peers that are stopping)
         return 2
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    except BaseException as e:  # a bug or a lost peer: the other ranks stop too (this one shows its traceback)
+        line, own = announce_failure(f"{type(e).__name__}: {e}")
+        if not own:  # this error is the consequence of a peer's failure: say which
+            print(f"meru train: error: {line}", file=sys.stderr)
+        end_failed_rank(traceback=own)
+        raise
+    if dist.is_initialized():
+        dist.destroy_process_group()
     if path is not None and dist_env()[0] == 0:
         print(path)
     return 0

@@ -2,6 +2,28 @@
 
 from pathlib import Path
 
+def _compose_bases():
+    """`base: FILE` in a --configfile (e.g. configs/ablation.yaml): that file's base chain goes beneath it
+    (meru.config.config_bases, as `meru train --config` reads it); the `base` key itself is dropped."""
+    import sys
+
+    from meru.config import ConfigError, config_bases, merge_configs
+
+    try:
+        bases = {}
+        for f in workflow.overwrite_configfiles:
+            bases = merge_configs(bases, config_bases(f))
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(1)
+    composed = merge_configs(merge_configs(config, bases), workflow.config_settings.overwrite_config)
+    composed.pop("base", None)
+    config.clear()
+    config.update(composed)
+
+
+_compose_bases()
+
 if config.get("sizes_file"):  # extra model sizes (YAML, see meru.models.registry); every `meru` command reads it
     os.environ.update({"MERU_SIZES_FILE": os.path.abspath(config["sizes_file"])})
 
