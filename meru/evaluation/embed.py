@@ -37,7 +37,7 @@ import sys
 
 import torch
 
-from meru.evaluation.encode import class_text_raw, encode_images, encode_texts, encode_evalset_images  # noqa: F401
+from meru.evaluation.encode import encode_evalset_images
 from meru.evaluation.task import EmbedOptions
 from meru.evaluation.tasks import tasks_embedding
 from meru.records import EmbeddingCache
