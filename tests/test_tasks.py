@@ -87,3 +87,21 @@ def test_a_registered_task_is_embedded_and_evaluated_without_other_changes(tmp_p
     assert rec["task"] == "count-images" and rec["metrics"] == {"images": float(n_images)} and n_images > 0
     assert rec["label"] == "meru-tiny-s0"
     assert not R.clip_benchmark_path(out).exists()  # the task has no clip-benchmark counterpart
+
+
+def test_each_task_brings_its_own_flags_once(monkeypatch):
+    flags = R.task_arguments()
+    assert list(flags) == ["--tree", "--tree-names", "--train-embeddings", "--text-pool", "--steps", "--max-images"]
+    assert flags["--steps"] == {"type": int, "default": 50, "help": "traversal: points from image to [ROOT]"}
+
+    class Clash(Task):
+        name = "clash"
+        arguments = (("--steps", {"type": float}),)
+
+    monkeypatch.setitem(TASKS, "clash", Clash())
+    try:
+        R.task_arguments()
+    except ValueError as e:
+        assert "clash declares --steps" in str(e)
+    else:
+        raise AssertionError("a flag declared two ways was accepted")

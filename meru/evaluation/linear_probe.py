@@ -132,6 +132,7 @@ class LinearProbeTask(Task):
 
     name = "linear-probe"
     tables = ("linear_probe",)
+    arguments = (("--train-embeddings", {"help": "linear-probe: embedding cache of the probe's training set"}),)
 
     def evaluate(self, args, inputs) -> Evaluation:
         if args.train_embeddings is None:

@@ -84,10 +84,6 @@ def evaluate(args: argparse.Namespace) -> tuple[MetricRecord, dict | None]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, choices=tuple(TASKS), help="which evaluation")
     parser.add_argument("--embeddings", help="embedding cache of the test set (meru embed --out)")
-    parser.add_argument("--train-embeddings", help="linear-probe: embedding cache of the probe's training set")
-    parser.add_argument("--text-pool", help="structure/traversal: caption-pool cache (meru embed --text-pool)")
-    parser.add_argument("--tree", help="zeroshot: taxonomy edge file ('parent child' lines) for hierarchical metrics")
-    parser.add_argument("--tree-names", help="zeroshot: node id -> name JSON for the tree")
     parser.add_argument("--out", required=True, help="metric JSON to write")
     parser.add_argument("--label", help="run name (default: KIND-SIZE-sSEED)")
     parser.add_argument("--seed", type=int, help="training seed (default: from the checkpoint config)")
@@ -98,8 +94,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
     parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resampling")
-    parser.add_argument("--steps", type=int, default=50, help="traversal: points from image to [ROOT]")
-    parser.add_argument("--max-images", type=int, help="traversal: only the first N images")
+    for flag, options in task_arguments().items():
+        parser.add_argument(flag, **options)
+
+
+def task_arguments() -> dict[str, dict]:
+    """Flag -> argparse options of every task's own flags (``Task.arguments``), each flag once; a flag that two
+    tasks declare differently is a programming error."""
+    out: dict[str, dict] = {}
+    for task in TASKS.values():
+        for flag, options in task.arguments:
+            if out.setdefault(flag, options) != options:
+                raise ValueError(f"task {task.name} declares {flag} unlike another task: {options} vs {out[flag]}")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

@@ -169,6 +169,10 @@ def evaluate_structure(
     )
 
 
+#: the caption-pool flag of ``structure`` and ``traversal``
+TEXT_POOL_ARGUMENT = ("--text-pool", {"help": "structure/traversal: caption-pool cache (meru embed --text-pool)"})
+
+
 def load_with_pool(args, inputs, task: str) -> tuple[EmbeddingCache, EmbeddingCache]:
     """The image cache (``--embeddings``: classification or retrieval) and the caption-pool cache
     (``--text-pool``) of ``meru evaluate --task structure | traversal``."""
@@ -188,6 +192,7 @@ class StructureTask(Task):
     name = "structure"
     tables = ("structure", "structure_pairs", "root_distance")
     embeds = "text-pool"
+    arguments = (TEXT_POOL_ARGUMENT,)
 
     def embed(self, model, pool, images, options: EmbedOptions) -> dict:
         import torch

@@ -10,6 +10,7 @@ declares
   ``hierarcaps`` or ``text-pool``) whose embedding cache it adds fields to at ``meru embed`` time, and those
   fields (``meru embed`` encodes the images once, :class:`meru.evaluation.encode.ImagePass`, then asks every
   task that embeds that kind);
+* ``arguments``: the ``meru evaluate`` flags only this task reads (``--tree``, ``--steps`` ...);
 * :meth:`Task.evaluate`: ``meru evaluate``'s arguments -> an :class:`Evaluation` (the
   :class:`meru.records.Measurement`, the cache that gives the record its identity, the inputs it read and,
   for tasks clip-benchmark also has, its result in clip-benchmark's names).
@@ -50,6 +51,9 @@ class Task:
     name: str = ""
     tables: tuple[str, ...] = ()
     embeds: str | None = None
+    #: ``meru evaluate`` flags of this task only: ``(flag, argparse keyword arguments)``; a flag two tasks
+    #: share is declared alike by both (``meru evaluate`` adds it once)
+    arguments: tuple[tuple[str, dict], ...] = ()
 
     def embed(self, model, source, images, options: EmbedOptions) -> dict:
         """Embedding-cache fields this task needs from ``source`` (an ``EvalSet``, or a ``TextPool`` when

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meru.evaluation.structure import check_same_space, load_with_pool
+from meru.evaluation.structure import TEXT_POOL_ARGUMENT, check_same_space, load_with_pool
 from meru.evaluation.task import Evaluation, Task
 from meru.records import EmbeddingCache, Measurement
 
@@ -142,6 +142,11 @@ class TraversalTask(Task):
 
     name = "traversal"
     tables = ("traversal",)
+    arguments = (
+        TEXT_POOL_ARGUMENT,
+        ("--steps", {"type": int, "default": 50, "help": "traversal: points from image to [ROOT]"}),
+        ("--max-images", {"type": int, "help": "traversal: only the first N images"}),
+    )
 
     def evaluate(self, args, inputs) -> Evaluation:
         cache, pool = load_with_pool(args, inputs, self.name)

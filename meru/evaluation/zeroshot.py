@@ -157,6 +157,10 @@ class ZeroShotTask(Task):
     name = "zeroshot"
     tables = ("zeroshot", "hierarchy", "hierarchy_distance")
     embeds = "classification"
+    arguments = (
+        ("--tree", {"help": "zeroshot: taxonomy edge file ('parent child' lines) for hierarchical metrics"}),
+        ("--tree-names", {"help": "zeroshot: node id -> name JSON for the tree"}),
+    )
 
     def embed(self, model, evalset, images, options: EmbedOptions) -> dict:
         from meru.evaluation.encode import class_text_raw
