@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
-    ("foundation", ("meru", "meru.io", "meru.stats", "meru.progress", "meru.resources", "meru.kinds")),
+    ("foundation", ("meru", "meru.io", "meru.stats", "meru.progress", "meru.resources", "meru.kinds", "meru.runs")),
     ("geometry", ("meru.lorentz", "meru.spaces")),
     ("models", ("meru.models",)),
     ("losses", ("meru.losses",)),
@@ -81,3 +81,69 @@ def test_a_downward_import_is_found(tmp_path):
 def test_the_kind_registry_is_foundation_and_each_kind_below_the_losses():
     assert layer_of("meru.kinds") == 0
     assert layer_of("meru.kinds.meru") == layer_of("meru.losses") + 1 == layer_of("meru.data") - 1
+
+
+def import_graph(paths: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the meru modules it imports (module level and inside functions); ``from meru.data import
+    wds_layout`` counts as importing ``meru.data.wds_layout``."""
+    graph = {}
+    for name, path in paths.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in paths}
+            elif (
+                isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.startswith("meru")
+            ):
+                for a in node.names:
+                    sub = f"{node.module}.{a.name}"
+                    edges.add(sub if sub in paths else node.module)
+        graph[name] = {m for m in edges if m in paths and m != name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circle():
+    paths = dict((name, path) for name, path in modules())
+    cycles = import_cycles(import_graph(paths))
+    assert not cycles, "import circles in meru/: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_an_import_circle_is_found(tmp_path):
+    a, b, c = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
+    a.write_text("from meru.x import b\n")
+    b.write_text("def f():\n    import meru.x.a\n")  # a function-level import closes the circle
+    c.write_text("from meru.x.a import something\n")
+    graph = import_graph({"meru.x.a": a, "meru.x.b": b, "meru.x.c": c})
+    assert graph == {"meru.x.a": {"meru.x.b"}, "meru.x.b": {"meru.x.a"}, "meru.x.c": {"meru.x.a"}}
+    assert import_cycles(graph) == [["meru.x.a", "meru.x.b"]]

@@ -111,7 +111,7 @@ def test_training_writes_plain_progress_lines_and_flop_telemetry(synth, tmp_path
 def test_bf16_embedding_is_close_to_fp32(kind):
     """CPU bf16 autocast stands in for the GPU path: towers in bf16, projection and lift in fp32.
     Stated tolerance: relative L2 error per embedding <= 3e-2 (bf16 has 8 mantissa bits)."""
-    from meru.evaluation.embed import encode_images, encode_texts
+    from meru.evaluation.encode import encode_images, encode_texts
 
     torch.manual_seed(0)
     model = build_model(kind, "small-cpu").eval()
@@ -128,7 +128,7 @@ def test_bf16_embedding_is_close_to_fp32(kind):
 
 
 def test_prompt_encoding_at_own_length_equals_full_context():
-    from meru.evaluation.embed import encode_texts
+    from meru.evaluation.encode import encode_texts
 
     torch.manual_seed(0)
     model = build_model("meru", "tiny").eval()

@@ -11,6 +11,7 @@ import torch
 from meru.data.evalsets import clip_benchmark_templates, meru_prompts, prompt_sets
 from meru.evaluation import embed as E
 from meru.evaluation import prompt_sensitivity as P
+from meru.evaluation.encode import class_text_raw
 from meru.records import EmbeddingCache
 from meru.reporting import prompt_sensitivity as T
 
@@ -54,7 +55,7 @@ def test_cache_fields_and_unchanged_existing_fields(caches):
     assert torch.equal(c.class_text_raw, plain.class_text_raw) and c.templates == plain.templates
     assert set(c.prompt_sets) == {"single", "meru", "clip_benchmark"}
     model = load_model(caches / "model.pt")
-    single = E.class_text_raw(model, c.classnames, ["a photo of a {}."])
+    single = class_text_raw(model, c.classnames, ["a photo of a {}."])
     assert torch.allclose(c.prompt_sets["single"].class_text_raw, single, atol=1e-6)
     cb = c.prompt_sets["clip_benchmark"]
     assert cb.class_text_raw.shape == (80, len(mk.CLASSES), c.class_text_raw.shape[-1])

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from meru import lorentz as L
-from meru.evaluation.embed import encode_images
+from meru.evaluation.encode import encode_images
 from meru.records import EmbeddingCache
 from meru.evaluation.traversal import nearest_captions
 from meru.losses import build_loss

@@ -37,6 +37,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from meru.data.wds_layout import dataset_type, is_wds_dir
+
 PROMPT_CHOICES = ("clip_benchmark", "meru")
 
 
@@ -57,10 +59,6 @@ def dataset_table() -> dict[str, dict]:
 def meru_prompts() -> dict:
     """``{"classnames": {meru_name: [...]}, "templates": {meru_name: [...]}, "citation": ...}``."""
     return _resource("meru_prompts.json")
-
-
-def is_wds_dir(path: str | os.PathLike, split: str = "test") -> bool:
-    return (Path(path) / split / "nshards.txt").is_file()
 
 
 def _meru_name_for(name: str) -> str | None:
@@ -264,11 +262,6 @@ def image_transform(image_size: int, task: str):
     return T.Compose([T.Resize(image_size, bicubic), T.CenterCrop(image_size), T.ToTensor()])
 
 
-def _dataset_type(local: Path) -> str:
-    type_file = local / "dataset_type.txt"
-    return type_file.read_text().strip().lower() if type_file.is_file() else "classification"
-
-
 def open_evalset(
     evalset: str | os.PathLike,
     root: str | os.PathLike | None = None,
@@ -289,13 +282,11 @@ def open_evalset(
     evalset = str(evalset)
     local = _wds_dir_of(evalset, root, split)
     ident = Path(evalset).name if Path(evalset).is_dir() else evalset  # what the dataset is (prompt lookup)
-    if local is not None and _dataset_type(local) == "hierarcaps":
-        from meru.data.hierarcaps import open_hierarcaps
-
+    if local is not None and dataset_type(local) == "hierarcaps":
         return open_hierarcaps(local, split, image_size, name or "hierarcaps")
     prompts = _resolve_prompts(evalset, prompts)
     if local is not None:
-        task = "retrieval" if _dataset_type(local) == "retrieval" else "classification"
+        task = "retrieval" if dataset_type(local) == "retrieval" else "classification"
         ds_info = build_eval_dataset(
             evalset, root if root is not None else local, transform=None, split=split, prompts=prompts
         )
@@ -343,6 +334,29 @@ def open_evalset(
         out.class_nodes = _class_nodes(local, evalset, out.classnames)
         out.prompt_sets = prompt_sets(ident)
     return out
+
+
+def open_hierarcaps(
+    directory: str | os.PathLike, split: str = "test", image_size: int = 224, name: str = "hierarcaps"
+) -> EvalSet:
+    """:class:`EvalSet` (task ``hierarcaps``) of a packed HierarCaps split (:mod:`meru.data.hierarcaps`): images
+    resized + centre cropped (as HierarCaps' CLIP processor), captions per item (one per line), ``hierarchies``
+    (:func:`meru.data.hierarcaps.read_hierarchies`) read up front."""
+    from meru.data.hierarcaps import read_hierarchies
+    from meru.data.wds_eval import WdsShards, iter_batches
+
+    directory = Path(directory)
+    hierarchies = read_hierarchies(directory, split)
+    data = WdsShards(directory, split, "retrieval", image_transform(image_size, "classification"))
+    return EvalSet(
+        name=name,
+        task="hierarcaps",
+        split=split,
+        source=str(directory),
+        num_items=len(hierarchies.keys),
+        hierarchies=hierarchies,
+        _batches=lambda batch_size, num_workers: iter_batches(data, batch_size, num_workers),
+    )
 
 
 def _wds_dir_of(evalset: str, root: str | os.PathLike | None, split: str) -> Path | None:

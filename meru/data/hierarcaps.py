@@ -15,6 +15,8 @@ An image can have several hierarchies (rows).
         "json" = {"image_url", "ids": [CSV ids], "hierarchies": [[4 captions] per row, CSV order]}
     root/dataset_type.txt                    # "hierarcaps" (``meru embed`` then caches images + levels)
 
+(files as :mod:`meru.data.wds_layout` writes them; tar members get a fixed mtime, so re-runs give the same bytes).
+
 Images already in ``root/images/`` (or in ``coco_dir``, e.g. a local COCO ``val2014/``) are not
 downloaded again. ``test/`` is written to a temporary directory and renamed last, so a failed run
 leaves no ``test/nshards.txt``.
@@ -32,7 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from meru.io import fresh_temp_dir, replace_dir, write_bytes, write_text
+from meru.data import wds_layout
+from meru.io import fresh_temp_dir, replace_dir, write_bytes
 
 CSV_URL = "https://raw.githubusercontent.com/TAU-VAILab/hierarcaps/main/data/hierarcaps_test.csv"
 CSV_NAME = "hierarcaps_test.csv"
@@ -88,21 +91,8 @@ def _check_image(data: bytes, what: str) -> None:
         raise ValueError(f"{what}: not a readable image ({type(e).__name__}: {e})") from e
 
 
-def prepare_hierarcaps(
-    root: str | os.PathLike,
-    csv_url: str | None = None,
-    coco_dir: str | os.PathLike | None = None,
-    threads: int = 16,
-    timeout: float = 30.0,
-    shard_size: int = 500,
-) -> dict:
-    """Download (or find) the CSV and its images and write the wds layout (module doc). Returns a summary
-    ``{"hierarchies", "images", "downloaded"}``; ``csv_url`` defaults to :data:`CSV_URL`. Raises :class:`HierarCapsUnavailable` when offline."""
-    import webdataset as wds
-
-    root = Path(root)
-    csv_url = csv_url or CSV_URL
-    (root / "images").mkdir(parents=True, exist_ok=True)
+def _csv_rows(root: Path, csv_url: str, timeout: float) -> list[dict]:
+    """The CSV's rows (:func:`parse_csv`), downloaded into ``root`` first unless it is there."""
     csv_path = root / CSV_NAME
     if not csv_path.is_file():
         try:
@@ -113,22 +103,29 @@ def prepare_hierarcaps(
                 f"(TAU-VAILab/hierarcaps data/) in {root}/ and its COCO val2014 images in {root}/images/ "
                 "(or pass --coco-dir), then re-run"
             ) from e
-    rows = parse_csv(csv_path)
+    return parse_csv(csv_path)
 
+
+def _group_by_image(rows: list[dict]) -> dict[str, dict]:
+    """Image file name -> ``{"image_url", "ids", "hierarchies"}`` (the sample's json), CSV order."""
     by_image: dict[str, dict] = {}
     for r in rows:
         name = _image_name(r["image_url"])
         entry = by_image.setdefault(name, {"image_url": r["image_url"], "ids": [], "hierarchies": []})
         entry["ids"].append(r["id"])
         entry["hierarchies"].append(r["captions"])
+    return by_image
 
-    def local_copy(name: str) -> Path | None:
-        for d in [root / "images"] + ([Path(coco_dir)] if coco_dir else []):
-            if (d / name).is_file():
-                return d / name
-        return None
 
-    todo = [(n, e["image_url"]) for n, e in by_image.items() if local_copy(n) is None]
+def _local_copy(name: str, folders: list[Path]) -> Path | None:
+    for d in folders:
+        if (d / name).is_file():
+            return d / name
+    return None
+
+
+def _download_images(todo: list[tuple[str, str]], images: Path, n_total: int, threads: int, timeout: float) -> None:
+    """Download ``[(file name, url)]`` into ``images``; every failure is reported in one line after all tried."""
 
     def download(item):
         name, url = item
@@ -137,7 +134,7 @@ def prepare_hierarcaps(
             _check_image(data, url)
         except (urllib.error.URLError, OSError, ValueError) as e:
             return name, url, str(getattr(e, "reason", e))
-        write_bytes(root / "images" / name, data)
+        write_bytes(images / name, data)
         return name, url, None
 
     failed = []
@@ -146,34 +143,47 @@ def prepare_hierarcaps(
             failed = [(n, u, err) for n, u, err in pool.map(download, todo) if err is not None]
     if failed:
         name, url, err = failed[0]
+        root = images.parent
         raise HierarCapsUnavailable(
-            f"hierarcaps: {len(failed)} of {len(by_image)} images could not be downloaded (first: {url}: {err}); "
+            f"hierarcaps: {len(failed)} of {n_total} images could not be downloaded (first: {url}: {err}); "
             f"put them in {root}/images/ (or pass --coco-dir with COCO val2014) and re-run (finished downloads are kept)"
         )
 
+
+def _samples(by_image: dict[str, dict], folders: list[Path]):
+    """One wds sample per image (module doc), each image checked readable."""
+    for name, e in by_image.items():
+        path = _local_copy(name, folders)
+        data = path.read_bytes()
+        _check_image(data, str(path))
+        captions = [c for h in e["hierarchies"] for c in h]
+        yield {"__key__": Path(name).stem, "jpg": data, "txt": "\n".join(captions), "json": json.dumps(e).encode()}
+
+
+def prepare_hierarcaps(
+    root: str | os.PathLike,
+    csv_url: str | None = None,
+    coco_dir: str | os.PathLike | None = None,
+    threads: int = 16,
+    timeout: float = 30.0,
+    shard_size: int = 500,
+) -> dict:
+    """Download (or find) the CSV and its images and write the wds layout (module doc). Returns a summary
+    ``{"hierarchies", "images", "downloaded"}``; ``csv_url`` defaults to :data:`CSV_URL`. Raises :class:`HierarCapsUnavailable` when offline."""
+    from meru.data.shards import FIXED_MTIME
+
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = _csv_rows(root, csv_url or CSV_URL, timeout)
+    by_image = _group_by_image(rows)
+    folders = [root / "images"] + ([Path(coco_dir)] if coco_dir else [])
+    todo = [(n, e["image_url"]) for n, e in by_image.items() if _local_copy(n, folders) is None]
+    _download_images(todo, root / "images", len(by_image), threads, timeout)
     tmp = fresh_temp_dir(root / "test")  # killed runs' temporaries removed first
-    names = list(by_image)
-    n_shards = 0
-    for start in range(0, len(names), shard_size):
-        with wds.TarWriter(str(tmp / f"{n_shards}.tar")) as w:
-            for name in names[start : start + shard_size]:
-                e = by_image[name]
-                data = local_copy(name).read_bytes()
-                _check_image(data, str(local_copy(name)))
-                captions = [c for h in e["hierarchies"] for c in h]
-                w.write(
-                    {
-                        "__key__": Path(name).stem,
-                        "jpg": data,
-                        "txt": "\n".join(captions),
-                        "json": json.dumps(e).encode(),
-                    }
-                )
-        n_shards += 1
-    (tmp / "nshards.txt").write_text(f"{n_shards}\n")
-    write_text(root / "dataset_type.txt", "hierarcaps\n")
+    wds_layout.write_split(tmp, _samples(by_image, folders), shard_size, mtime=FIXED_MTIME)
+    wds_layout.write_set_files(root, "hierarcaps")
     replace_dir(tmp, root / "test")
-    return {"hierarchies": len(rows), "images": len(names), "downloaded": len(todo)}
+    return {"hierarchies": len(rows), "images": len(by_image), "downloaded": len(todo)}
 
 
 # ----------------------------------------------------------------------------- reading the packed set
@@ -197,23 +207,11 @@ class CaptionHierarchies:
 
 def read_hierarchies(directory: str | os.PathLike, split: str = "test") -> CaptionHierarchies:
     """Read the json members of ``directory/split`` (no image decoding, nothing unpickled) in file order."""
-    import webdataset as wds
-
     directory = Path(directory)
-    n = int((directory / split / "nshards.txt").read_text().strip())
     keys, metas = [], []
-    for i in range(n):
-        url = directory / split / f"{i}.tar"
-        if not url.is_file():
-            raise FileNotFoundError(f"{directory}/{split}/nshards.txt says {n} shards but {url} is missing")
-        for s in wds.tarfile_to_samples()(iter([{"url": str(url)}])):
-            raw = s.get("json")
-            try:
-                meta = json.loads(raw) if raw is not None else None
-            except ValueError as e:
-                raise ValueError(f"{url}: sample {s['__key__']!r}: invalid json ({e})") from None
-            keys.append(s["__key__"])
-            metas.append(meta)
+    for key, meta, _ in wds_layout.json_members(directory, split):
+        keys.append(key)
+        metas.append(meta)
     if not keys:
         raise ValueError(f"{directory}: the {split} split has no samples")
     texts, levels, t2i, hier_ids = [], [], [], []
@@ -230,23 +228,3 @@ def read_hierarchies(directory: str | os.PathLike, split: str = "test") -> Capti
             t2i.extend([row] * LEVELS)
             hier_ids.append(str(hid))
     return CaptionHierarchies(keys, metas, texts, levels, t2i, hier_ids)
-
-
-def open_hierarcaps(directory: str | os.PathLike, split: str = "test", image_size: int = 224, name: str = "hierarcaps"):
-    """:class:`meru.data.evalsets.EvalSet` (task ``hierarcaps``) of a packed split: images resized + centre
-    cropped (as HierarCaps' CLIP processor), captions per item (one per line), ``hierarchies`` read up front."""
-    from meru.data.evalsets import EvalSet, image_transform
-    from meru.data.wds_eval import WdsShards, iter_batches
-
-    directory = Path(directory)
-    hierarchies = read_hierarchies(directory, split)
-    data = WdsShards(directory, split, "retrieval", image_transform(image_size, "classification"))
-    return EvalSet(
-        name=name,
-        task="hierarcaps",
-        split=split,
-        source=str(directory),
-        num_items=len(hierarchies.keys),
-        hierarchies=hierarchies,
-        _batches=lambda batch_size, num_workers: iter_batches(data, batch_size, num_workers),
-    )

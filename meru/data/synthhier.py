@@ -40,7 +40,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import webdataset as wds
 from PIL import Image, ImageDraw
 
 from meru.data.captions import (
@@ -54,6 +53,7 @@ from meru.data.captions import (
     synth_specificity,
     synth_training_captions,
 )
+from meru.data import wds_layout
 from meru.data.manifest import write_manifest
 from meru.data.shards import FIXED_MTIME, write_shards
 from meru.io import fresh_temp_dir, replace_dir, write_text
@@ -401,24 +401,83 @@ def _write_wds_eval(
     classnames: list[str] | None = None,
     templates: tuple[str, ...] | None = None,
 ) -> None:
-    """clip-benchmark wds layout: ``test/{0..N-1}.tar`` + ``test/nshards.txt`` (+ a manifest) and metadata."""
+    """One eval set in clip-benchmark's wds layout (:mod:`meru.data.wds_layout`), with a manifest of ``test/``."""
     test = directory / "test"
-    test.mkdir(parents=True)
-    shards = []
-    for k, start in enumerate(range(0, len(samples), shard_size)):
-        chunk = samples[start : start + shard_size]
-        path = test / f"{k}.tar"
-        with wds.TarWriter(str(path), mtime=FIXED_MTIME) as writer:
-            for sample in chunk:
-                writer.write(sample)
-        shards.append((path.name, len(chunk)))
-    (test / "nshards.txt").write_text(f"{len(shards)}\n")
+    shards = wds_layout.write_split(test, samples, shard_size, mtime=FIXED_MTIME)
     write_manifest(test, name=directory.name, source="synthhier", shards=shards)
-    (directory / "dataset_type.txt").write_text(dataset_type + "\n")
-    if classnames is not None:
-        (directory / "classnames.txt").write_text("".join(c + "\n" for c in classnames))
-    if templates is not None:
-        (directory / "zeroshot_classification_templates.txt").write_text("".join(t + "\n" for t in templates))
+    wds_layout.write_set_files(directory, dataset_type, classnames, templates)
+
+
+def _write_zeroshot_sets(ev: Path, items: list[dict], tax: dict, shard_size: int) -> None:
+    """``eval/zeroshot_{level}``: the test images labelled with their ancestor at each taxonomy level."""
+    for level in LEVELS:
+        nodes = tax["levels"][level]
+        samples = [
+            {"__key__": it["key"], "png": it["png"], "cls": it["meta"]["labels"][level], "json": it["meta"]}
+            for it in items
+        ]
+        zdir = ev / f"zeroshot_{level}"
+        _write_wds_eval(zdir, samples, shard_size, "classification", [tax["names"][n] for n in nodes], TEMPLATES)
+        write_text(zdir / "class_nodes.json", json.dumps(nodes) + "\n")
+
+
+def _write_retrieval_set(ev: Path, items: list[dict], shard_size: int) -> list[dict]:
+    """``eval/retrieval``: the first test image of each distinct most-specific description (unique captions);
+    returns those items."""
+    seen, retrieval = set(), []
+    for it in items:
+        if it["meta"]["description"] not in seen:
+            seen.add(it["meta"]["description"])
+            retrieval.append(it)
+    samples = [
+        {"__key__": it["key"], "png": it["png"], "txt": it["meta"]["description"], "json": it["meta"]}
+        for it in retrieval
+    ]
+    _write_wds_eval(ev / "retrieval", samples, shard_size, "retrieval")
+    return retrieval
+
+
+def _write_caption_pool(ev: Path, retrieval: list[dict]) -> int:
+    """``eval/captions.jsonl`` and ``eval/caption_matches.json``; returns the pool size."""
+    pool, _ = caption_pool()
+    (ev / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pool))
+    matches = {
+        "pool": "captions.jsonl",
+        "keys": [it["key"] for it in retrieval],
+        "captions": [_pool_index(it["meta"]) for it in retrieval],
+        "true_captions": [it["meta"]["true_captions"] for it in retrieval],
+    }
+    (ev / "caption_matches.json").write_text(json.dumps(matches) + "\n")
+    return len(pool)
+
+
+def _write_taxonomy(out: Path, tax: dict) -> None:
+    edges = [f"{tax['parent'][n]} {n}" for n in tax["names"] if tax["parent"][n] is not None]
+    (out / "taxonomy.txt").write_text("".join(e + "\n" for e in edges))
+    (out / "taxonomy_names.json").write_text(json.dumps(tax["names"], indent=1) + "\n")
+
+
+def _info(tax: dict, seed, image_size, train_size, test_size, retrieval_size, shard_size, pool_size) -> dict:
+    """``info.json``: the generator, its arguments and the dataset's shape."""
+    return {
+        "generator": GENERATOR,
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "image_size": image_size,
+        "train_size": train_size,
+        "test_size": test_size,
+        "retrieval_size": retrieval_size,
+        "shard_size": shard_size,
+        "root": ROOT,
+        "levels": list(LEVELS),
+        "class_counts": {lvl: len(tax["levels"][lvl]) for lvl in LEVELS},
+        "attributes": {a: list(v) for a, v in ATTRIBUTE_VALUES.items()},
+        "max_specificity": MAX_SPECIFICITY,
+        "captions_per_sample": CAPTIONS_PER_SPECIFICITY * (MAX_SPECIFICITY + 1),
+        "caption_pool_size": pool_size,
+        "prefixes": list(PREFIXES),
+        "templates": list(TEMPLATES),
+    }
 
 
 def generate(
@@ -450,62 +509,11 @@ def generate(
             image_size=image_size,
         )
         items = _test_items(test_size, seed, image_size)
-        ev = tmp / "eval"
-        for d, level in enumerate(LEVELS):
-            nodes = tax["levels"][level]
-            samples = [
-                {"__key__": it["key"], "png": it["png"], "cls": it["meta"]["labels"][level], "json": it["meta"]}
-                for it in items
-            ]
-            zdir = ev / f"zeroshot_{level}"
-            _write_wds_eval(zdir, samples, shard_size, "classification", [tax["names"][n] for n in nodes], TEMPLATES)
-            write_text(zdir / "class_nodes.json", json.dumps(nodes) + "\n")
-        # retrieval: first test image of each distinct most-specific description (unique captions)
-        seen, retrieval = set(), []
-        for it in items:
-            if it["meta"]["description"] not in seen:
-                seen.add(it["meta"]["description"])
-                retrieval.append(it)
-        _write_wds_eval(
-            ev / "retrieval",
-            [
-                {"__key__": it["key"], "png": it["png"], "txt": it["meta"]["description"], "json": it["meta"]}
-                for it in retrieval
-            ],
-            shard_size,
-            "retrieval",
-        )
-        pool, _ = caption_pool()
-        (ev / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pool))
-        matches = {
-            "pool": "captions.jsonl",
-            "keys": [it["key"] for it in retrieval],
-            "captions": [_pool_index(it["meta"]) for it in retrieval],
-            "true_captions": [it["meta"]["true_captions"] for it in retrieval],
-        }
-        (ev / "caption_matches.json").write_text(json.dumps(matches) + "\n")
-        edges = [f"{tax['parent'][n]} {n}" for n in tax["names"] if tax["parent"][n] is not None]
-        (tmp / "taxonomy.txt").write_text("".join(e + "\n" for e in edges))
-        (tmp / "taxonomy_names.json").write_text(json.dumps(tax["names"], indent=1) + "\n")
-        info = {
-            "generator": GENERATOR,
-            "version": GENERATOR_VERSION,
-            "seed": seed,
-            "image_size": image_size,
-            "train_size": train_size,
-            "test_size": test_size,
-            "retrieval_size": len(retrieval),
-            "shard_size": shard_size,
-            "root": ROOT,
-            "levels": list(LEVELS),
-            "class_counts": {lvl: len(tax["levels"][lvl]) for lvl in LEVELS},
-            "attributes": {a: list(v) for a, v in ATTRIBUTE_VALUES.items()},
-            "max_specificity": MAX_SPECIFICITY,
-            "captions_per_sample": CAPTIONS_PER_SPECIFICITY * (MAX_SPECIFICITY + 1),
-            "caption_pool_size": len(pool),
-            "prefixes": list(PREFIXES),
-            "templates": list(TEMPLATES),
-        }
+        _write_zeroshot_sets(tmp / "eval", items, tax, shard_size)
+        retrieval = _write_retrieval_set(tmp / "eval", items, shard_size)
+        pool_size = _write_caption_pool(tmp / "eval", retrieval)
+        _write_taxonomy(tmp, tax)
+        info = _info(tax, seed, image_size, train_size, test_size, len(retrieval), shard_size, pool_size)
         (tmp / "info.json").write_text(json.dumps(info, indent=1) + "\n")
         replace_dir(tmp, out)
     except BaseException:

@@ -1,6 +1,7 @@
 """Reading evaluation images: clip-benchmark wds splits (without running code) and map-style datasets.
 
-Used by :func:`meru.data.evalsets.open_evalset` and :mod:`meru.data.hierarcaps`; items are dicts
+The layout (which files, how many shards) is :mod:`meru.data.wds_layout`'s; this module decodes the samples.
+Used by :func:`meru.data.evalsets.open_evalset` (HierarCaps included); items are dicts
 ``{"order": (shard, position), "key", "image", "meta", "label" | "captions"}`` (:class:`meru.data.evalsets.EvalSet`).
 Kept apart from ``evalsets`` so that the dataset table (config checks) does not import torch.
 """
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from meru.data.wds_layout import shard_paths
+
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 
 
@@ -22,11 +25,7 @@ class WdsShards(torch.utils.data.IterableDataset):
     output can be put back in order when several workers read different shards."""
 
     def __init__(self, directory: Path, split: str, task: str, transform):
-        n = int((directory / split / "nshards.txt").read_text().strip())
-        self.urls = [str(directory / split / f"{i}.tar") for i in range(n)]
-        missing = [u for u in self.urls if not Path(u).is_file()]
-        if missing:
-            raise FileNotFoundError(f"{directory}/{split}/nshards.txt says {n} shards but {missing[0]} is missing")
+        self.urls = [str(p) for p in shard_paths(directory, split)]
         self.task, self.transform = task, transform
 
     def __iter__(self):

@@ -16,7 +16,10 @@ caption pools (no images) their captions with specificity, depth, node and attri
 
 Reading is the data layer's: :func:`meru.data.evalsets.open_evalset` gives an ``EvalSet`` (name, task,
 class names, templates, class nodes, template sets, items) and :func:`meru.data.evalsets.open_text_pool` a
-``TextPool``; this module only encodes them. Preprocessing follows the official MERU evaluation
+``TextPool``; this module encodes the images once (:func:`meru.evaluation.encode.encode_evalset_images`) and
+asks every task that embeds this kind of set (:data:`meru.evaluation.tasks.TASKS`, ``Task.embed``) for its
+fields: zero-shot the class prompts, prompt sensitivity the template sets, retrieval the captions, HierarCaps
+its caption hierarchies, structure the caption pool. Preprocessing follows the official MERU evaluation
 (:func:`meru.data.evalsets.image_transform`): classification resizes the short side to ``model.image_size``
 (bicubic) and centre-crops; retrieval squeezes to ``image_size x image_size`` (bicubic); then ``ToTensor``
 (values in [0, 1]; the model normalises pixels itself).
@@ -34,88 +37,16 @@ import sys
 
 import torch
 
+from meru.evaluation.encode import encode_evalset_images
+from meru.evaluation.task import EmbedOptions
+from meru.evaluation.tasks import tasks_embedding
 from meru.records import EmbeddingCache
-
-
-def _autocast(model, amp: str):
-    """bf16 autocast for the towers: ``amp="auto"`` on CUDA only, ``"bf16"`` on any device, ``"fp32"`` never."""
-    from contextlib import nullcontext
-
-    if amp not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"amp must be auto, bf16 or fp32, got {amp!r}")
-    device_type = model.device.type
-    if amp == "bf16" or (amp == "auto" and device_type == "cuda"):
-        return torch.autocast(device_type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-# ----------------------------------------------------------------------------- encoding
-
-
-@torch.no_grad()
-def encode_images(model, images: torch.Tensor, amp: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """``[B, 3, S, S]`` in [0, 1] -> (pre-projection features ``[B, W]``, embeddings ``[B, D]``), float32 CPU.
-
-    The trunk runs once (under bf16 autocast per ``amp``, see :func:`_autocast`): the projection head and
-    ``model.project_image`` are applied to its output in float32 (identical to ``model.encode_image``);
-    models without a ``visual.head`` run twice."""
-    from meru.models import fp32_head
-
-    images = images.to(model.device, non_blocking=True)
-    with _autocast(model, amp):
-        feats = model.image_features(images)
-    head = getattr(getattr(model, "visual", None), "head", None)
-    if head is not None:
-        with fp32_head(model.device.type):
-            emb = model.project_image(head(feats.float()).float())
-    else:  # pragma: no cover - other architectures
-        emb = model.encode_image(images, project=True)
-    return feats.float().cpu(), emb.float().cpu()
-
-
-@torch.no_grad()
-def encode_texts(
-    model, texts: list[str], project: bool = True, batch_size: int = 256, amp: str = "auto", progress=None
-) -> torch.Tensor:
-    """``[M]`` strings -> ``[M, D]`` float32 (``project=False``: raw projected features).
-
-    Each batch runs at its longest text (``model.tokenize(..., trim=True)``), under bf16 autocast per
-    ``amp`` for the tower; MERU's lift runs in float32. ``progress``: a :class:`meru.progress.Progress`."""
-    out = []
-    for s in range(0, len(texts), batch_size):
-        tokens = model.tokenize(texts[s : s + batch_size], trim=True).to(model.device, non_blocking=True)
-        with _autocast(model, amp):
-            out.append(model.encode_text(tokens, project=project).float().cpu())
-        if progress is not None:
-            progress.update(tokens.shape[0])
-    if not out:
-        return torch.zeros(0, model.embed_dim)
-    return torch.cat(out)
-
-
-def fill_template(template: str, classname: str) -> str:
-    """MERU templates use ``{}``, clip-benchmark's ``{c}``; a template without a slot gets the name appended."""
-    if "{" not in template:
-        return f"{template} {classname}"
-    return template.format(classname, c=classname)
-
-
-def class_text_raw(
-    model, classnames: list[str], templates: list[str], batch_size: int = 256, amp: str = "auto"
-) -> torch.Tensor:
-    """Raw projected text features of every prompt ``templates[t].format(classnames[c])`` -> ``[T, C, D]``."""
-    prompts = [fill_template(t, c) for t in templates for c in classnames]
-    raw = encode_texts(model, prompts, project=False, batch_size=batch_size, amp=amp)
-    return raw.view(len(templates), len(classnames), -1)
-
-
-# ----------------------------------------------------------------------------- evaluation sets
 
 
 def embed_evalset(
@@ -129,68 +60,19 @@ def embed_evalset(
 ) -> EmbeddingCache:
     """Encode a whole evaluation set -> embedding cache (see module docstring).
 
-    ``evalset``: a :class:`meru.data.evalsets.EvalSet` (:func:`meru.data.evalsets.open_evalset`); its
-    name, task, class names, templates, class nodes and template sets are copied into the cache.
-    ``prompt_sets``: also encode the alternative template sets (classification). ``amp``: bf16 autocast for
-    the towers (``auto``: on CUDA), see :func:`encode_images`.
+    ``evalset``: a :class:`meru.data.evalsets.EvalSet` (:func:`meru.data.evalsets.open_evalset`). The images
+    are encoded once (:func:`meru.evaluation.encode.encode_evalset_images`); then every task that embeds this
+    kind of set (:func:`meru.evaluation.tasks.tasks_embedding`) adds its fields. ``prompt_sets``: also encode
+    the alternative template sets (classification). ``amp``: bf16 autocast for the towers (``auto``: on CUDA).
     """
-    from meru.progress import Progress
-
     model = model.eval()
     out = EmbeddingCache.model_fields(model, checkpoint)
-    out["dataset"] = evalset.name
-    if evalset.task == "hierarcaps":
-        # HierarCaps: images + 4-level caption hierarchies (meru.evaluation.hierarcaps)
-        from meru.evaluation.hierarcaps import embed_hierarcaps
-
-        return EmbeddingCache.from_dict({**out, **embed_hierarcaps(model, evalset, batch_size, num_workers, amp)})
-    task = evalset.task
-    out["task"] = task
-    progress = Progress(f"meru embed {out['dataset']}", evalset.num_items, "images")
-    out["prompt_source"] = evalset.prompt_source
-
-    orders, keys, metas, feats, embs, labels, captions = [], [], [], [], [], [], []
-    for batch in evalset.batches(batch_size, num_workers):
-        f, e = encode_images(model, torch.stack([it["image"] for it in batch]), amp=amp)
-        progress.update(len(batch))
-        feats.append(f)
-        embs.append(e)
-        for it in batch:
-            orders.append(it["order"])
-            keys.append(it["key"])
-            metas.append(it.get("meta"))
-            labels.append(it.get("label"))
-            captions.append(it.get("captions"))
-    if not orders:
-        raise ValueError(f"{evalset.source}: the {evalset.split} split has no samples")
-    perm = sorted(range(len(orders)), key=orders.__getitem__)
-    feats, embs = torch.cat(feats)[perm], torch.cat(embs)[perm]
-    keys, metas = [keys[i] for i in perm], [metas[i] for i in perm]
-    out.update(keys=keys, meta=metas if any(m is not None for m in metas) else None, image_feats=feats, image_emb=embs)
-    if task == "classification":
-        classnames, templates = list(evalset.classnames), list(evalset.templates)
-        out.update(
-            labels=torch.tensor([labels[i] for i in perm], dtype=torch.long),
-            classnames=classnames,
-            templates=templates,
-            class_text_raw=class_text_raw(model, classnames, templates, batch_size, amp),
-            class_nodes=evalset.class_nodes,
-        )
-        if prompt_sets:  # alternative template sets for prompt sensitivity (meru.evaluation.prompt_sensitivity)
-            from meru.evaluation.prompt_sensitivity import embed_prompt_sets
-
-            out["prompt_sets"] = embed_prompt_sets(model, evalset.prompt_sets, classnames, batch_size, amp)
-    else:
-        texts, t2i = [], []
-        for row, i in enumerate(perm):
-            texts.extend(captions[i])
-            t2i.extend([row] * len(captions[i]))
-        text_progress = Progress(f"meru embed {out['dataset']}", len(texts), "captions")
-        out.update(
-            texts=texts,
-            text_emb=encode_texts(model, texts, True, batch_size, amp, text_progress),
-            text_to_image=torch.tensor(t2i, dtype=torch.long),
-        )
+    out.update(dataset=evalset.name, task=evalset.task, prompt_source=evalset.prompt_source)
+    images = encode_evalset_images(model, evalset, batch_size, num_workers, amp)
+    out.update(images.cache_fields())
+    options = EmbedOptions(batch_size=batch_size, amp=amp, prompt_sets=prompt_sets)
+    for task in tasks_embedding(evalset.task):
+        out.update(task.embed(model, evalset, images, options))
     return EmbeddingCache.from_dict(out)
 
 
@@ -198,25 +80,12 @@ def embed_text_pool(
     model, pool, batch_size: int = 256, checkpoint: str | None = None, amp: str = "auto"
 ) -> EmbeddingCache:
     """Encode a caption pool (:class:`meru.data.evalsets.TextPool`) -> embedding cache with ``texts``, ``text_emb``
-    and the pool's annotations."""
-    from meru.progress import Progress
-
-    rows = pool.rows
+    and the pool's annotations (the fields of the tasks that embed ``text-pool``)."""
     out = EmbeddingCache.model_fields(model.eval(), checkpoint)
-    texts = [r["text"] for r in rows]
-    nan = float("nan")
-    out.update(
-        task="text-pool",
-        dataset=pool.name,
-        texts=texts,
-        text_emb=encode_texts(
-            model, texts, True, batch_size, amp, Progress(f"meru embed {pool.name}", len(texts), "captions")
-        ),
-        specificity=torch.tensor([float(r.get("specificity", nan)) for r in rows]),
-        depth=torch.tensor([float(r.get("depth", nan)) for r in rows]),
-        node=[r.get("node") for r in rows],
-        attributes=[r.get("attributes") for r in rows],
-    )
+    out.update(task="text-pool", dataset=pool.name)
+    options = EmbedOptions(batch_size=batch_size, amp=amp)
+    for task in tasks_embedding("text-pool"):
+        out.update(task.embed(model, pool, None, options))
     return EmbeddingCache.from_dict(out)
 
 

@@ -38,50 +38,11 @@ import itertools
 import numpy as np
 import torch
 
+from meru.evaluation.task import EmbedOptions, Evaluation, Task, bootstrap_options, load_test_cache
 from meru.records import EmbeddingCache, Measurement
 from meru.stats import bootstrap_ci
 
 LEVELS = 4
-
-
-# ----------------------------------------------------------------------------- embedding
-
-
-def embed_hierarcaps(model, evalset, batch_size: int = 256, num_workers: int = 0, amp: str = "auto") -> dict:
-    """Cache fields of a HierarCaps ``EvalSet`` (:func:`meru.data.hierarcaps.open_hierarcaps`): its images
-    (resize + centre crop, as HierarCaps' CLIP processor), all 4H captions, and the empty caption as [ROOT]."""
-    from meru.evaluation.embed import encode_images, encode_texts
-
-    hier = evalset.hierarchies
-    orders, keys, feats, embs = [], [], [], []
-    for batch in evalset.batches(batch_size, num_workers):
-        f, e = encode_images(model, torch.stack([it["image"] for it in batch]), amp=amp)
-        feats.append(f)
-        embs.append(e)
-        for it in batch:
-            orders.append(it["order"])
-            keys.append(it["key"])
-    if not orders:
-        raise ValueError(f"{evalset.source}: the {evalset.split} split has no samples")
-    perm = sorted(range(len(orders)), key=orders.__getitem__)
-    if [keys[i] for i in perm] != hier.keys:
-        raise ValueError(
-            f"{evalset.source}: images and caption hierarchies are out of step; re-run `meru evalsets prepare`"
-        )
-    return {
-        "task": "hierarcaps",
-        "dataset": evalset.name,
-        "keys": list(hier.keys),
-        "meta": list(hier.meta),
-        "image_feats": torch.cat(feats)[perm],
-        "image_emb": torch.cat(embs)[perm],
-        "texts": list(hier.texts),
-        "text_emb": encode_texts(model, hier.texts, True, batch_size, amp),
-        "levels": torch.tensor(hier.levels, dtype=torch.long),
-        "text_to_image": torch.tensor(hier.text_to_image, dtype=torch.long),
-        "hierarchy_ids": list(hier.hierarchy_ids),
-        "root_emb": encode_texts(model, [""], True, 1, amp),
-    }
 
 
 # ----------------------------------------------------------------------------- depth
@@ -257,6 +218,63 @@ def _cone_scores(
 # ----------------------------------------------------------------------------- all metrics
 
 
+def _hierarchies_of(cache: EmbeddingCache) -> tuple[list[str], np.ndarray, list[list[list[str]]]]:
+    """``texts [4H]``, ``text_to_image [4H]`` and each image's caption hierarchies, checked 4 rows apiece."""
+    cache.require("image_emb", "texts", "text_emb", "text_to_image", what="a HierarCaps embedding cache")
+    texts = list(cache.texts)
+    t2i = cache.text_to_image.long().numpy()
+    if cache.text_emb.shape[0] % LEVELS or len(texts) != cache.text_emb.shape[0] or len(t2i) != len(texts):
+        raise ValueError(
+            f"{cache.name}: texts, text_emb and text_to_image must have 4 rows per hierarchy; re-run `meru embed`"
+        )
+    hierarchies = [[] for _ in range(cache.image_emb.shape[0])]
+    for h in range(len(texts) // LEVELS):
+        hierarchies[int(t2i[LEVELS * h])].append(texts[LEVELS * h : LEVELS * (h + 1)])
+    return texts, t2i, hierarchies
+
+
+def _depth_part(radii: torch.Tensor, n_h: int, n_boot: int, seed: int) -> tuple[dict, dict, dict, np.ndarray]:
+    """``depth_tau`` (metric, interval), its tie diagnostics and the per-hierarchy taus."""
+    r2 = radii.double().numpy().reshape(n_h, LEVELS)
+    tau = depth_tau(r2)
+    defined = tau[~np.isnan(tau)]
+    ties = {
+        "undefined_hierarchies": int(np.isnan(tau).sum()),
+        "tied_hierarchies_share": float(np.mean([len(np.unique(r)) < LEVELS for r in r2])),
+        "n_distinct_radii": len(np.unique(r2)),
+    }
+    metrics = {"depth_tau": float(defined.mean()) if len(defined) else None}
+    intervals = {"depth_tau": list(bootstrap_ci(defined, n_boot=n_boot, seed=seed))} if len(defined) else {}
+    return metrics, intervals, ties, tau
+
+
+def _retrieval_part(scores, radii, texts, hierarchies, steps: int, n_boot: int, seed: int):
+    """Hierarchical retrieval metrics and intervals (per image), and the per-image values."""
+    ret = hierarchical_retrieval(scores, radii, texts, hierarchies, steps)
+    metrics, intervals = {}, {}
+    for name in ("hr_precision", "hr_recall", "order_recall"):
+        vals = np.asarray(ret[name])
+        metrics[name] = float(vals.mean())
+        intervals[name] = list(bootstrap_ci(vals, n_boot=n_boot, seed=seed))
+    return metrics, intervals, ret
+
+
+def _entailment_part(variants: dict, labels: np.ndarray, n_boot: int, seed: int) -> tuple[dict, dict, dict]:
+    """AP / AUROC with intervals and tie diagnostics of each score variant (None: the space has no cones)."""
+    metrics, intervals, ties = {}, {}, {}
+    for prefix, sc in variants.items():
+        if sc is None:
+            ties[prefix] = None  # the space defines no entailment cones (e.g. CLIP's sphere)
+            continue
+        metrics[f"{prefix}_ap"] = average_precision(sc, labels)
+        metrics[f"{prefix}_auroc"] = auroc(sc, labels)
+        rows = np.stack([sc, labels], 1)
+        intervals[f"{prefix}_ap"] = list(bootstrap_ci(rows, statistic=_ap_rows, n_boot=n_boot, seed=seed))
+        intervals[f"{prefix}_auroc"] = list(bootstrap_ci(rows, statistic=_auroc_rows, n_boot=n_boot, seed=seed))
+        ties[prefix] = tie_diagnostics(sc, labels)
+    return metrics, intervals, ties
+
+
 def evaluate_hierarcaps(
     cache: EmbeddingCache,
     n_boot: int = 1000,
@@ -270,41 +288,18 @@ def evaluate_hierarcaps(
     ``hr_recall``, ``order_recall`` (per image) and ``depth_tau`` (per hierarchy); details ``n_hierarchies``,
     ``n_positives``, ``n_negatives``, ``steps``, ``negative_seed``, ``ties``. AP/AUROC intervals use ``min(n_boot, n_boot_pairs)``
     resamples of the ~10^5 scored pairs (each resample sorts them; the index matrix is B x pairs)."""
-    cache.require("image_emb", "texts", "text_emb", "text_to_image", what="a HierarCaps embedding cache")
+    texts, t2i, hierarchies = _hierarchies_of(cache)
     space = cache.space
     text, image = cache.text_emb.float(), cache.image_emb.float()
-    texts = list(cache.texts)
-    t2i = cache.text_to_image.long().numpy()
-    if text.shape[0] % LEVELS or len(texts) != text.shape[0] or len(t2i) != len(texts):
-        raise ValueError(
-            f"{cache.name}: texts, text_emb and text_to_image must have 4 rows per hierarchy; re-run `meru embed`"
-        )
     n_h, n_img = text.shape[0] // LEVELS, image.shape[0]
     root = cache.root_emb
     radii = space.root_distance(text, root=None if root is None else root.float().reshape(-1))
-    hierarchies = [[] for _ in range(n_img)]
-    for h in range(n_h):
-        hierarchies[int(t2i[LEVELS * h])].append(texts[LEVELS * h : LEVELS * (h + 1)])
 
-    metrics, intervals, ties = {}, {}, {}
-    tau = depth_tau(radii.double().numpy().reshape(n_h, LEVELS))
-    defined = tau[~np.isnan(tau)]
-    r2 = radii.double().numpy().reshape(n_h, LEVELS)
-    ties["depth"] = {
-        "undefined_hierarchies": int(np.isnan(tau).sum()),
-        "tied_hierarchies_share": float(np.mean([len(np.unique(r)) < LEVELS for r in r2])),
-        "n_distinct_radii": len(np.unique(r2)),
-    }
-    metrics["depth_tau"] = float(defined.mean()) if len(defined) else None
-    if len(defined):
-        intervals["depth_tau"] = list(bootstrap_ci(defined, n_boot=n_boot, seed=seed))
-
+    metrics, intervals, depth_ties, tau = _depth_part(radii, n_h, n_boot, seed)
     scores = torch.cat([space.similarity(image[s : s + 1024], text) for s in range(0, n_img, 1024)])  # [M, K]
-    ret = hierarchical_retrieval(scores, radii, texts, hierarchies, steps)
-    for name in ("hr_precision", "hr_recall", "order_recall"):
-        vals = np.asarray(ret[name])
-        metrics[name] = float(vals.mean())
-        intervals[name] = list(bootstrap_ci(vals, n_boot=n_boot, seed=seed))
+    m, i, ret = _retrieval_part(scores, radii, texts, hierarchies, steps, n_boot, seed)
+    metrics.update(m)
+    intervals.update(i)
 
     neg = sample_negatives(t2i, texts, hierarchies, n_negatives, negative_seed)
     pos = np.stack([np.arange(len(texts)), t2i], 1)
@@ -314,17 +309,9 @@ def evaluate_hierarcaps(
         "entail": scores.double().numpy()[pairs[:, 1], pairs[:, 0]],
         "entail_cone": _cone_scores(space, text, image, pairs),
     }
-    for prefix, sc in variants.items():
-        if sc is None:
-            ties[prefix] = None  # the space defines no entailment cones (e.g. CLIP's sphere)
-            continue
-        metrics[f"{prefix}_ap"] = average_precision(sc, labels)
-        metrics[f"{prefix}_auroc"] = auroc(sc, labels)
-        rows = np.stack([sc, labels], 1)
-        nb = min(n_boot, n_boot_pairs)
-        intervals[f"{prefix}_ap"] = list(bootstrap_ci(rows, statistic=_ap_rows, n_boot=nb, seed=seed))
-        intervals[f"{prefix}_auroc"] = list(bootstrap_ci(rows, statistic=_auroc_rows, n_boot=nb, seed=seed))
-        ties[prefix] = tie_diagnostics(sc, labels)
+    m, i, ties = _entailment_part(variants, labels, min(n_boot, n_boot_pairs), seed)
+    metrics.update(m)
+    intervals.update(i)
     return Measurement(
         metrics,
         intervals,
@@ -341,6 +328,39 @@ def evaluate_hierarcaps(
             "n_negatives": len(neg),
             "steps": int(steps),
             "negative_seed": int(negative_seed),
-            "ties": ties,
+            "ties": {"depth": depth_ties, **ties},
         },
     )
+
+
+class HierarCapsTask(Task):
+    """``hierarcaps``: HierarCaps caches get all 4H captions with their levels, image rows and hierarchy ids,
+    and the empty caption's embedding as [ROOT]; evaluated by :func:`evaluate_hierarcaps`."""
+
+    name = "hierarcaps"
+    embeds = "hierarcaps"
+
+    def embed(self, model, evalset, images, options: EmbedOptions) -> dict:
+        """Cache fields of a HierarCaps ``EvalSet`` (:func:`meru.data.evalsets.open_hierarcaps`): images as read
+        (resize + centre crop, as HierarCaps' CLIP processor), all 4H captions, and the empty caption as [ROOT]."""
+        from meru.evaluation.encode import encode_texts
+
+        hier = evalset.hierarchies
+        if images.keys != hier.keys:
+            raise ValueError(
+                f"{evalset.source}: images and caption hierarchies are out of step; re-run `meru evalsets prepare`"
+            )
+        return {
+            "keys": list(hier.keys),
+            "meta": list(hier.meta),
+            "texts": list(hier.texts),
+            "text_emb": encode_texts(model, hier.texts, True, options.batch_size, options.amp),
+            "levels": torch.tensor(hier.levels, dtype=torch.long),
+            "text_to_image": torch.tensor(hier.text_to_image, dtype=torch.long),
+            "hierarchy_ids": list(hier.hierarchy_ids),
+            "root_emb": encode_texts(model, [""], True, 1, options.amp),
+        }
+
+    def evaluate(self, args, inputs) -> Evaluation:
+        cache = load_test_cache(args, "hierarcaps")
+        return Evaluation(evaluate_hierarcaps(cache, **bootstrap_options(args)), cache)

@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 
+from meru.evaluation.task import Evaluation, Task, bootstrap_options, load_test_cache
 from meru.records import EmbeddingCache, Measurement
 from meru.stats import bootstrap_ci
 from meru.evaluation.zeroshot import _mpc_rows, mean_per_class
@@ -121,3 +122,27 @@ def evaluate_linear_probe(
             "cost_search": [{"C": c, "val_mean_per_class": 100.0 * s} for c, s in history],
         },
     )
+
+
+class LinearProbeTask(Task):
+    """``linear-probe``: reads two classification caches (their ``image_feats`` and ``labels``, embedded for
+    zero-shot): ``--train-embeddings`` fits the probe, ``--embeddings`` scores it (:func:`evaluate_linear_probe`).
+    Its clip-benchmark result has keys of its own (``linear_probe_logreg``): the method differs from
+    clip-benchmark's torch weight-decay sweep, so merged tables never mix the two."""
+
+    name = "linear-probe"
+    tables = ("linear_probe",)
+    arguments = (("--train-embeddings", {"help": "linear-probe: embedding cache of the probe's training set"}),)
+
+    def evaluate(self, args, inputs) -> Evaluation:
+        if args.train_embeddings is None:
+            raise ValueError(
+                "--task linear-probe needs --train-embeddings TRAIN.pt (features of the probe's training set)"
+            )
+        train = EmbeddingCache.load(args.train_embeddings, "classification")
+        cache = load_test_cache(args, "classification")
+        res = evaluate_linear_probe(train, cache, **bootstrap_options(args))
+        inputs.train_embeddings = str(args.train_embeddings)
+        m = res.metrics
+        cb = {"logreg_acc1": m["top1"] / 100, "logreg_mean_per_class_recall": m["mean_per_class"] / 100}
+        return Evaluation(res, cache, {"task": "linear_probe_logreg", "metrics": cb})

@@ -16,9 +16,9 @@ zero-shot protocol of :mod:`meru.evaluation.zeroshot`.
 
 from __future__ import annotations
 
-
 import numpy as np
 
+from meru.evaluation.task import EmbedOptions, Evaluation, Task, bootstrap_options, load_test_cache
 from meru.records import EmbeddingCache, Measurement, PromptSet
 from meru.stats import bootstrap_ci
 
@@ -26,7 +26,7 @@ from meru.stats import bootstrap_ci
 def embed_prompt_sets(model, sets: dict, classnames: list[str], batch_size: int = 256, amp: str = "auto") -> dict:
     """Cache field ``prompt_sets``: ``{name: {"templates", "source", "class_text_raw" [T', C, D]}}`` of every
     set in ``sets`` (``EvalSet.prompt_sets``: ``{name: {"templates", "source"}}``)."""
-    from meru.evaluation.embed import class_text_raw
+    from meru.evaluation.encode import class_text_raw
 
     out = {}
     for name, entry in (sets or {}).items():
@@ -64,3 +64,22 @@ def evaluate_prompts(cache: EmbeddingCache, n_boot: int = 1000, seed: int = 0) -
     tops = [metrics[f"top1_{name}"] for name in info]
     metrics["top1_spread"] = max(tops) - min(tops)
     return Measurement(metrics, intervals, n=len(lab), details={"prompt_sets": info})
+
+
+class PromptSensitivityTask(Task):
+    """``prompts``: classification caches get the alternative template sets (``prompt_sets``; skipped with
+    ``meru embed --no-prompt-sets``); evaluated by :func:`evaluate_prompts`. Its table is written by
+    ``meru prompt-sensitivity`` (:mod:`meru.reporting.prompt_sensitivity`), not ``meru tables``."""
+
+    name = "prompts"
+    embeds = "classification"
+
+    def embed(self, model, evalset, images, options: EmbedOptions) -> dict:
+        if not options.prompt_sets:
+            return {}
+        sets = embed_prompt_sets(model, evalset.prompt_sets, list(evalset.classnames), options.batch_size, options.amp)
+        return {"prompt_sets": sets}
+
+    def evaluate(self, args, inputs) -> Evaluation:
+        cache = load_test_cache(args, "classification")
+        return Evaluation(evaluate_prompts(cache, **bootstrap_options(args)), cache)

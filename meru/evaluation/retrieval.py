@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from meru.evaluation.ranking import nan_as_worst, require_finite_scores, require_scorable
+from meru.evaluation.task import EmbedOptions, Evaluation, Task, bootstrap_options, load_test_cache
 from meru.records import EmbeddingCache, Measurement
 from meru.stats import bootstrap_ci
 
@@ -83,3 +84,34 @@ def evaluate_retrieval(cache: EmbeddingCache, ks=KS, n_boot: int = 1000, seed: i
         per_item={"i2t_rank": ranks["i2t"].tolist(), "t2i_rank": ranks["t2i"].tolist()},
         details={"n_texts": int(len(ranks["t2i"]))},
     )
+
+
+class RetrievalTask(Task):
+    """``retrieval``: retrieval caches get every caption ``[M, D]`` and ``text_to_image [M]``; evaluated by
+    :func:`evaluate_retrieval`, plus clip-benchmark's ``zeroshot_retrieval`` result."""
+
+    name = "retrieval"
+    tables = ("retrieval",)
+    embeds = "retrieval"
+
+    def embed(self, model, evalset, images, options: EmbedOptions) -> dict:
+        from meru.evaluation.encode import encode_texts
+        from meru.progress import Progress
+
+        texts, t2i = [], []
+        for row, captions in enumerate(images.captions):
+            texts.extend(captions)
+            t2i.extend([row] * len(captions))
+        progress = Progress(f"meru embed {evalset.name}", len(texts), "captions")
+        return {
+            "texts": texts,
+            "text_emb": encode_texts(model, texts, True, options.batch_size, options.amp, progress),
+            "text_to_image": torch.tensor(t2i, dtype=torch.long),
+        }
+
+    def evaluate(self, args, inputs) -> Evaluation:
+        from meru.evaluation.clip_benchmark import clip_benchmark_retrieval
+
+        cache = load_test_cache(args, "retrieval")
+        res = evaluate_retrieval(cache, **bootstrap_options(args))
+        return Evaluation(res, cache, {"task": "zeroshot_retrieval", "metrics": clip_benchmark_retrieval(cache)})

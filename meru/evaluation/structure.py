@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from meru.evaluation.task import EmbedOptions, Evaluation, Task, bootstrap_options, load_test_cache
 from meru.records import EmbeddingCache, Measurement
 from meru.spaces import Space
 from meru.stats import bootstrap_ci
@@ -166,3 +167,51 @@ def evaluate_structure(
         plot=plot,
         details={"n_texts": int(t.shape[0]), "root": space.root_name, **extra},
     )
+
+
+#: the caption-pool flag of ``structure`` and ``traversal``
+TEXT_POOL_ARGUMENT = ("--text-pool", {"help": "structure/traversal: caption-pool cache (meru embed --text-pool)"})
+
+
+def load_with_pool(args, inputs, task: str) -> tuple[EmbeddingCache, EmbeddingCache]:
+    """The image cache (``--embeddings``: classification or retrieval) and the caption-pool cache
+    (``--text-pool``) of ``meru evaluate --task structure | traversal``."""
+    if args.text_pool is None:
+        raise ValueError(f"--task {task} needs --text-pool POOL.pt (`meru embed --text-pool captions.jsonl`)")
+    cache = load_test_cache(args, "classification", "retrieval")
+    pool = EmbeddingCache.load(args.text_pool, "text-pool")
+    inputs.text_pool = str(args.text_pool)
+    return cache, pool
+
+
+class StructureTask(Task):
+    """``structure``: caption-pool caches (``meru embed --text-pool``) get every caption ``[M, D]`` with its
+    ``specificity``, ``depth``, ``node`` and ``attributes``; evaluated by :func:`evaluate_structure` against an
+    image cache."""
+
+    name = "structure"
+    tables = ("structure", "structure_pairs", "root_distance")
+    embeds = "text-pool"
+    arguments = (TEXT_POOL_ARGUMENT,)
+
+    def embed(self, model, pool, images, options: EmbedOptions) -> dict:
+        import torch
+
+        from meru.evaluation.encode import encode_texts
+        from meru.progress import Progress
+
+        rows, nan = pool.rows, float("nan")
+        texts = [r["text"] for r in rows]
+        progress = Progress(f"meru embed {pool.name}", len(texts), "captions")
+        return {
+            "texts": texts,
+            "text_emb": encode_texts(model, texts, True, options.batch_size, options.amp, progress),
+            "specificity": torch.tensor([float(r.get("specificity", nan)) for r in rows]),
+            "depth": torch.tensor([float(r.get("depth", nan)) for r in rows]),
+            "node": [r.get("node") for r in rows],
+            "attributes": [r.get("attributes") for r in rows],
+        }
+
+    def evaluate(self, args, inputs) -> Evaluation:
+        cache, pool = load_with_pool(args, inputs, self.name)
+        return Evaluation(evaluate_structure(cache, pool, **bootstrap_options(args)), cache)

@@ -31,7 +31,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meru.evaluation.structure import check_same_space
+from meru.evaluation.structure import TEXT_POOL_ARGUMENT, check_same_space, load_with_pool
+from meru.evaluation.task import Evaluation, Task
 from meru.records import EmbeddingCache, Measurement
 
 ROOT_TEXT = "[ROOT]"
@@ -133,3 +134,20 @@ def evaluate_traversal(cache: dict, pool: dict, steps: int = 50, max_images: int
         },
         details={"steps": int(s["steps"]), "root": s["root"]},
     )
+
+
+class TraversalTask(Task):
+    """``traversal``: reads an image cache and the caption pool embedded for ``structure``; ``--steps`` points
+    per path, ``--max-images`` the first N images (:func:`evaluate_traversal`)."""
+
+    name = "traversal"
+    tables = ("traversal",)
+    arguments = (
+        TEXT_POOL_ARGUMENT,
+        ("--steps", {"type": int, "default": 50, "help": "traversal: points from image to [ROOT]"}),
+        ("--max-images", {"type": int, "help": "traversal: only the first N images"}),
+    )
+
+    def evaluate(self, args, inputs) -> Evaluation:
+        cache, pool = load_with_pool(args, inputs, self.name)
+        return Evaluation(evaluate_traversal(cache, pool, steps=args.steps, max_images=args.max_images), cache)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from meru.evaluation.ranking import nan_as_worst, require_finite_scores, require_scorable
+from meru.evaluation.task import EmbedOptions, Evaluation, Task, bootstrap_options, load_test_cache
 from meru.records import EmbeddingCache, Measurement
 from meru.stats import bootstrap_ci, bootstrap_indices
 
@@ -161,3 +162,43 @@ def hierarchical(
         per_item={"tie": per["tie"].tolist()},
         details={"n_mistakes": int(summary.get("n_mistakes", 0))},
     )
+
+
+class ZeroShotTask(Task):
+    """``zeroshot``: classification caches get labels, class names, templates, class nodes and the raw text
+    features of every template x class ``[T, C, D]``; evaluated by :func:`evaluate_zeroshot` (with ``--tree``,
+    the hierarchical metrics), plus clip-benchmark's ``zeroshot_classification`` result."""
+
+    name = "zeroshot"
+    tables = ("zeroshot", "hierarchy", "hierarchy_distance")
+    embeds = "classification"
+    arguments = (
+        ("--tree", {"help": "zeroshot: taxonomy edge file ('parent child' lines) for hierarchical metrics"}),
+        ("--tree-names", {"help": "zeroshot: node id -> name JSON for the tree"}),
+    )
+
+    def embed(self, model, evalset, images, options: EmbedOptions) -> dict:
+        from meru.evaluation.encode import class_text_raw
+
+        classnames, templates = list(evalset.classnames), list(evalset.templates)
+        return {
+            "labels": torch.tensor(images.labels, dtype=torch.long),
+            "classnames": classnames,
+            "templates": templates,
+            "class_text_raw": class_text_raw(model, classnames, templates, options.batch_size, options.amp),
+            "class_nodes": evalset.class_nodes,
+        }
+
+    def evaluate(self, args, inputs) -> Evaluation:
+        from meru.evaluation.clip_benchmark import clip_benchmark_classification
+
+        cache = load_test_cache(args, "classification")
+        tree = None
+        if args.tree:
+            from meru.evaluation.tree import Tree
+
+            tree = Tree.from_edges_file(args.tree, names=args.tree_names)
+            inputs.tree = str(args.tree)
+        res = evaluate_zeroshot(cache, tree=tree, **bootstrap_options(args))
+        cb = clip_benchmark_classification(zeroshot_scores(cache), cache.labels.long())
+        return Evaluation(res, cache, {"task": "zeroshot_classification", "metrics": cb})

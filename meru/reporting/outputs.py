@@ -4,6 +4,9 @@ Importing this module is cheap (no pandas, matplotlib or torch), so ``workflow/r
 the lists from here when it plans the targets.
 """
 
+# Run names (every evaluated model is one run, named by its label): built in meru.runs, re-exported for the workflow
+from meru.runs import released_run, trained_run  # noqa: F401
+
 # `meru tables` writes T.{csv,md,tex,html} + T_stats.csv for each T (meru.reporting.tables.SPECS, same order)
 TABLES = (
     "zeroshot",
@@ -22,24 +25,3 @@ FINAL_TABLES = ("claims", "reproduction")
 # `meru plots` figures, each as PDF + PNG; `scaling` only when the run has two or more model sizes
 PLOTS = ("zeroshot_bars", "scaling", "root_distance_hist", "depth_vs_distance", "traversal", "training_curves")
 FIGURE_FORMATS = ("pdf", "png")
-
-
-# Run names: every evaluated model is one run, named by its label (the metric records' `label` field).
-def trained_run(kind: str, size: str, seed: int) -> dict:
-    """A trained run: ``{"label": "{kind}-{size}-s{seed}", "kind", "size", "seed"}``."""
-    return {"label": f"{kind}-{size}-s{seed}", "kind": kind, "size": size, "seed": int(seed), "released": False}
-
-
-def released_run(entry: dict) -> dict:
-    """A released checkpoint of ``pretrained.checkpoints`` (``kind``, ``size``, ``data``: default ``redcaps``,
-    MERU's own training data): label ``{kind}-{size}-released``, or ``{kind}-{size}-{data}-released`` with
-    record size ``{size}-{data}`` for checkpoints trained on other data (e.g. HyCoCLIP's GRIT ones); seed 0."""
-    data = entry.get("data", "redcaps")
-    size = entry["size"] if data == "redcaps" else f"{entry['size']}-{data}"
-    return {
-        "label": f"{entry['kind']}-{size}-released",
-        "kind": entry["kind"],
-        "size": size,
-        "seed": 0,
-        "released": True,
-    }

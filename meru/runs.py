@@ -1,0 +1,30 @@
+"""Run names: every evaluated model is one run, named by its label (the metric records' ``label`` field).
+
+The one builder of run labels, in the foundation layer (no imports), so that evaluation (``meru evaluate``'s
+default ``--label``), reporting and the workflow (through :mod:`meru.reporting.outputs`) all build them here.
+"""
+
+
+def run_label(kind: str, size: str, seed: int) -> str:
+    """The label of a trained run: ``{kind}-{size}-s{seed}``."""
+    return f"{kind}-{size}-s{int(seed)}"
+
+
+def trained_run(kind: str, size: str, seed: int) -> dict:
+    """A trained run: ``{"label": "{kind}-{size}-s{seed}", "kind", "size", "seed"}``."""
+    return {"label": run_label(kind, size, seed), "kind": kind, "size": size, "seed": int(seed), "released": False}
+
+
+def released_run(entry: dict) -> dict:
+    """A released checkpoint of ``pretrained.checkpoints`` (``kind``, ``size``, ``data``: default ``redcaps``,
+    MERU's own training data): label ``{kind}-{size}-released``, or ``{kind}-{size}-{data}-released`` with
+    record size ``{size}-{data}`` for checkpoints trained on other data (e.g. HyCoCLIP's GRIT ones); seed 0."""
+    data = entry.get("data", "redcaps")
+    size = entry["size"] if data == "redcaps" else f"{entry['size']}-{data}"
+    return {
+        "label": f"{entry['kind']}-{size}-released",
+        "kind": entry["kind"],
+        "size": size,
+        "seed": 0,
+        "released": True,
+    }
