@@ -1,5 +1,13 @@
 """Reporting: tables, figures (both in the HTML report with captions) and the provenance record."""
 
+import shlex
+
+
+def traversal_images():
+    """The SynthHier folder whose leaf-level eval set holds the traversal figure's images (when evaluated)."""
+    return [evalset_source(leaf_set())[0]] if "traversal-synthhier" in synth_evals() else []
+
+
 
 rule tables:
     input:
@@ -41,6 +49,7 @@ rule plots:
     input:
         metrics=metric_files(),
         logs=training_logs(),
+        images=traversal_images(),
     output:
         [f"{RESULTS}/plots/{p}.pdf" for p in PLOTS],
         [
@@ -55,10 +64,11 @@ rule plots:
         metrics=lambda w: f"{RESULTS}/metrics",
         runs=lambda w: RUNS,
         figures=",".join(PLOTS),
+        images=lambda w, input: f"--images {shlex.quote(evalset_source(leaf_set())[1])}" if input.images else "",
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
         "meru plots --metrics {params.metrics:q} --runs {params.runs:q} --figures {params.figures:q} "
-        "--out {params.out:q} > {log:q} 2>&1"
+        "{params.images} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule provenance:
