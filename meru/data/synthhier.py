@@ -54,6 +54,7 @@ from meru.data.captions import (
     synth_specificity,
     synth_training_captions,
 )
+from meru.data.cards import CARD_NAME, synthhier_card
 from meru.data.manifest import write_manifest
 from meru.data.shards import FIXED_MTIME, write_shards
 from meru.io import fresh_temp_dir, replace_dir, write_text
@@ -507,6 +508,7 @@ def generate(
             "templates": list(TEMPLATES),
         }
         (tmp / "info.json").write_text(json.dumps(info, indent=1) + "\n")
+        (tmp / CARD_NAME).write_text(synthhier_card(tmp, out.name))
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
