@@ -107,7 +107,7 @@ rule report_pages:
     params:
         results=lambda w, input: os.path.dirname(input.provenance),
         cfg=lambda w: json.dumps(config, sort_keys=True),
-        files=lambda w: " ".join(f"--config-file {shlex.quote(f)}" for f in map(str, workflow.overwrite_configfiles)),
+        files=lambda w: " ".join(f"--config-file {shlex.quote(os.path.relpath(f))}" for f in workflow.overwrite_configfiles),
         out=lambda w, output: os.path.dirname(output.rst),
     shell:
         "meru report-pages --results {params.results:q} --out {params.out:q} --config-json {params.cfg:q} {params.files} "
