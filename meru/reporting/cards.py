@@ -20,7 +20,6 @@ from meru.data.cards import dataset_card
 from meru.data.manifest import MANIFEST_NAME, sha256_file
 from meru.io import write_text
 from meru.records import MetricRecord, load_metric_records
-from meru.reporting.outputs import MODEL_CARD
 from meru.reporting.pages import markdown_page
 from meru.reporting.provenance import git_state
 from meru.reporting.records import kind_name
