@@ -414,7 +414,7 @@ def _short_value(m, lo=None, hi=None) -> str:
 def compact_cell(group: pd.DataFrame, kind: str, comparison: bool) -> str:
     """One kind's cell of one claim: the verdicts of its rows (counted when they differ) and, for a claim with
     a single row, the value (property) or the difference MERU − kind (comparison) with its 95% interval."""
-    if comparison and kind == "meru":
+    if comparison and set(group.get(f"{kind}_verdict", [])) == {"—"}:  # the side the others are compared with
         return "(reference)"
     verdict = _verdict_counts(list(group.get(f"{kind}_verdict", [])))
     if len(group) != 1:
