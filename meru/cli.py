@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "meru.reporting.prompt_sensitivity",
         "tabulate zero-shot accuracy per prompt template set from metric JSON",
     ),
+    "card": ("meru.reporting.cards", "write a MODEL_CARD.md (trained run) or DATASET_CARD.md (dataset directory)"),
+    "report-pages": ("meru.reporting.pages", "the report's landing description and Verdicts pages (HTML)"),
 }
 
 

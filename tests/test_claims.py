@@ -78,8 +78,16 @@ def test_claims_end_to_end_three_kinds(tmp_path):
     cones = wide[wide.claim_id == "cones"].iloc[0]
     assert cones.meru_verdict == claims.HOLDS and cones.clip_verdict == claims.NA
     md = (tmp_path / "out" / "claims.md").read_text()
-    assert "| EUCLIP" in md and "Summary: MERU claims" in md and line in md
+    assert "| EuCLIP" in md and "Summary: MERU claims" in md and line in md
     assert len(pd.read_csv(tmp_path / "out" / "claims.csv")) == len(wide)
+    # compact table: one row per claim present, short cells, numbers from the CSV's rows
+    table = [r for r in md.splitlines() if r.startswith("| ") and not r.startswith("| claim")]
+    assert len(table) == wide.claim_id.nunique()
+    assert max(len(cell.strip()) for r in table for cell in r.split("|")) <= 40
+    far_row = next(r for r in table if r.startswith("| " + claims.SHORT["image_farther"]))
+    assert f"holds: {far.meru_value:.3g} [{far.meru_lo:.3g}, {far.meru_hi:.3g}]" in far_row
+    zs_row = next(r for r in table if r.startswith("| " + claims.SHORT["zeroshot"]))
+    assert "(reference)" in zs_row and f"holds: Δ {zs.clip_diff:.3g}" in zs_row
 
 
 def test_traversal_items_tau_and_precision():

@@ -54,6 +54,7 @@ from meru.data.captions import (
     synth_training_captions,
 )
 from meru.data import wds_layout
+from meru.data.cards import CARD_NAME, synthhier_card
 from meru.data.manifest import write_manifest
 from meru.data.shards import FIXED_MTIME, write_shards
 from meru.io import fresh_temp_dir, replace_dir, write_text
@@ -515,6 +516,7 @@ def generate(
         _write_taxonomy(tmp, tax)
         info = _info(tax, seed, image_size, train_size, test_size, len(retrieval), shard_size, pool_size)
         (tmp / "info.json").write_text(json.dumps(info, indent=1) + "\n")
+        (tmp / CARD_NAME).write_text(synthhier_card(tmp, out.name))
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -134,3 +134,27 @@ def map_style_batches(ds, task: str, batch_size: int, num_workers: int):
 
     loader = torch.utils.data.DataLoader(_Items(), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
     yield from loader
+
+
+def images_by_key(directory: str | Path, keys, split: str = "test") -> dict:
+    """``{key: PIL RGB image}`` for the samples of a wds split whose ``__key__`` is in ``keys`` (e.g. the
+    thumbnails of a traversal figure); keys not found are left out. Reads only image members (no decoder
+    runs code); raises ``FileNotFoundError`` naming ``nshards.txt`` when ``directory`` is not a wds split."""
+    import tarfile
+
+    from PIL import Image
+
+    wanted, out = set(keys), {}
+    listing = Path(directory) / split / "nshards.txt"
+    if not listing.is_file():
+        raise FileNotFoundError(f"{listing} missing: {directory} is not a clip-benchmark wds folder")
+    for i in range(int(listing.read_text().strip())):
+        with tarfile.open(Path(directory) / split / f"{i}.tar") as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                if key in wanted and key not in out and ext.lower() in IMAGE_EXTS and member.isfile():
+                    with Image.open(io.BytesIO(tar.extractfile(member).read())) as im:
+                        out[key] = im.convert("RGB")
+        if len(out) == len(wanted):
+            break
+    return out

@@ -32,7 +32,7 @@ from meru.io import write_text
 from meru.kinds import PAPER
 from meru.records import MetricRecord, load_metric_records
 from meru.reporting.reproduction import kinds_of
-from meru.reporting.records import metrics_dir_missing
+from meru.reporting.records import kind_name, metrics_dir_missing
 
 HOLDS, FAILS, UNSURE, NA = "holds", "does not hold", "inconclusive", "n/a"
 
@@ -180,7 +180,10 @@ def _row(cid: str, metric: str, size: str, dataset: str, rule: str, cells: dict)
     }
 
 
-def comparison_rows(records: list[MetricRecord], kinds: list[str]) -> list[MetricRecord]:
+def comparison_rows(records: list[MetricRecord], kinds: list[str]) -> list[dict]:
+    """Rows of the comparison claims (zero-shot top-1, retrieval R@1/R@5 both ways): MERU against each other
+    kind, per (size, dataset); each row ``{"claim_id", "claim", "metric", "size", "dataset", "rule", "cells"}``
+    with ``cells[kind]`` from :func:`comparison_cell` (MERU's own cell: its value, verdict "—")."""
     rows = []
     specs = [("zeroshot", "zeroshot", "top1", zeroshot_outcomes)]
     specs += [("retrieval", "retrieval", f"{d}_r{k}", retrieval_outcomes(d, k)) for k in (1, 5) for d in ("i2t", "t2i")]
@@ -214,96 +217,109 @@ def _structure_cells(by_kind: dict, kinds: list[str], fn, theta, direction=">", 
     return cells
 
 
-def property_rows(records: list[MetricRecord], kinds: list[str]) -> list[MetricRecord]:
+# per-seed statistics of the property claims: record -> (value, 95% interval or None), or None when absent
+
+
+def root_gap(r: MetricRecord):
+    """image_root_mean − text_root_mean; interval [image lo − text hi, image hi − text lo]."""
+    m, iv = r.metrics, r.intervals
+    if "image_root_mean" not in m or "text_root_mean" not in m:
+        return None
+    ii, ti = iv.get("image_root_mean"), iv.get("text_root_mean")
+    ci = [ii[0] - ti[1], ii[1] - ti[0]] if ii and ti else None
+    return m["image_root_mean"] - m["text_root_mean"], ci
+
+
+def specificity_rho(r: MetricRecord):
+    """Spearman rho(distance from [ROOT], caption specificity) with its Fisher-z interval."""
+    v = r.metrics.get("spearman_specificity")  # absent when the pool has no specificity
+    return None if v is None else (v, stats.spearman_ci(v, r.details["n_texts"]))
+
+
+def farther_share(r: MetricRecord):
+    v = r.metrics.get("image_farther_frac")  # absent without true pairs
+    return None if v is None else (v, _interval(r, "image_farther_frac"))
+
+
+def cone_gap(r: MetricRecord):
+    """cone_true_frac − cone_false_frac; interval from the true pairs' bootstrap."""
+    m = r.metrics
+    if "cone_true_frac" not in m or "cone_false_frac" not in m:
+        return None
+    iv = _interval(r, "cone_true_frac")
+    f = m["cone_false_frac"]
+    return m["cone_true_frac"] - f, ([iv[0] - f, iv[1] - f] if iv else None)
+
+
+def traversal_tau(r: MetricRecord):
+    """Mean Kendall tau(step, specificity) over images, bootstrap interval over images."""
+    items = traversal_items(r)
+    if not np.isfinite(items[:, 0]).any():
+        return None
+    t = items[:, 0][np.isfinite(items[:, 0])]
+    return float(t.mean()), list(stats.bootstrap_ci(t))
+
+
+def traversal_precision(r: MetricRecord):
+    """Pooled share of listed captions true of the image, bootstrap interval over images."""
+    items = traversal_items(r)
+    if not len(items) or items[:, 2].sum() == 0:
+        return None
+    return _true_share(items), list(stats.bootstrap_ci(items, statistic=_true_share))
+
+
+STRUCTURE_CLAIMS = (  # (claim id, metric, rule, statistic, threshold, N/A detail)
+    (
+        "text_nearer",
+        "image_root_mean − text_root_mean",
+        "> 0 in every seed (intervals: image lo − text hi, image hi − text lo)",
+        root_gap,
+        0.0,
+        "",
+    ),
+    (
+        "generic_nearer",
+        "spearman_specificity",
+        "> 0 in every seed (Fisher-z interval, se² = 1.06/(n_texts − 3))",
+        specificity_rho,
+        0.0,
+        "",
+    ),
+    ("image_farther", "image_farther_frac", "> 0.5 in every seed (bootstrap over pairs)", farther_share, 0.5, ""),
+    (
+        "cones",
+        "cone_true_frac − cone_false_frac",
+        "> 0 in every seed (bootstrap over true pairs)",
+        cone_gap,
+        0.0,
+        "no entailment cones",
+    ),
+)
+
+
+def structure_rows(records: list[MetricRecord], kinds: list[str]) -> list[dict]:
+    """Rows of the structure-record property claims (:data:`STRUCTURE_CLAIMS`), per (size, dataset)."""
     rows = []
     for (size, dataset), by_kind in sorted(_group(records, "structure").items()):
-
-        def gap(r):
-            m, iv = r.metrics, r.intervals
-            if "image_root_mean" not in m or "text_root_mean" not in m:
-                return None
-            ii, ti = iv.get("image_root_mean"), iv.get("text_root_mean")
-            ci = [ii[0] - ti[1], ii[1] - ti[0]] if ii and ti else None
-            return m["image_root_mean"] - m["text_root_mean"], ci
-
-        def rho(r):
-            v = r.metrics.get("spearman_specificity")  # absent when the pool has no specificity
-            return None if v is None else (v, stats.spearman_ci(v, r.details["n_texts"]))
-
-        def farther(r):
-            v = r.metrics.get("image_farther_frac")  # absent without true pairs
-            return None if v is None else (v, _interval(r, "image_farther_frac"))
-
-        def cones(r):
-            m = r.metrics
-            if "cone_true_frac" not in m or "cone_false_frac" not in m:
-                return None
-            iv = _interval(r, "cone_true_frac")
-            f = m["cone_false_frac"]
-            return m["cone_true_frac"] - f, ([iv[0] - f, iv[1] - f] if iv else None)
-
-        rows.append(
-            _row(
-                "text_nearer",
-                "image_root_mean − text_root_mean",
-                size,
-                dataset,
-                "> 0 in every seed (intervals: image lo − text hi, image hi − text lo)",
-                _structure_cells(by_kind, kinds, gap, 0.0),
+        for cid, metric, rule, fn, theta, na in STRUCTURE_CLAIMS:
+            rows.append(
+                _row(cid, metric, size, dataset, rule, _structure_cells(by_kind, kinds, fn, theta, na_detail=na))
             )
-        )
-        rows.append(
-            _row(
-                "generic_nearer",
-                "spearman_specificity",
-                size,
-                dataset,
-                "> 0 in every seed (Fisher-z interval, se² = 1.06/(n_texts − 3))",
-                _structure_cells(by_kind, kinds, rho, 0.0),
-            )
-        )
-        rows.append(
-            _row(
-                "image_farther",
-                "image_farther_frac",
-                size,
-                dataset,
-                "> 0.5 in every seed (bootstrap over pairs)",
-                _structure_cells(by_kind, kinds, farther, 0.5),
-            )
-        )
-        rows.append(
-            _row(
-                "cones",
-                "cone_true_frac − cone_false_frac",
-                size,
-                dataset,
-                "> 0 in every seed (bootstrap over true pairs)",
-                _structure_cells(by_kind, kinds, cones, 0.0, na_detail="no entailment cones"),
-            )
-        )
+    return rows
+
+
+def traversal_rows(records: list[MetricRecord], kinds: list[str]) -> list[dict]:
+    """Rows of the traversal claims: captions ever more generic (tau < 0) and true of the image more often
+    than chance (the share of true pairs in the caption pool, from the run's structure record)."""
     chance = {
         r.label: r.details["n_true_pairs"] / (r.details["n_true_pairs"] + r.details["n_false_pairs"])
         for r in records
         if r.task == "structure" and r.details.get("n_true_pairs")  # pair counts exist only with true pairs
     }
+    rows = []
     for (size, dataset), by_kind in sorted(_group(records, "traversal").items()):
-
-        def tau(r):
-            items = traversal_items(r)
-            if not np.isfinite(items[:, 0]).any():
-                return None
-            t = items[:, 0][np.isfinite(items[:, 0])]
-            return float(t.mean()), list(stats.bootstrap_ci(t))
-
         thetas = {chance.get(r.label) for recs in by_kind.values() for r in recs.values()}
-
-        def precision(r):
-            items = traversal_items(r)
-            if not len(items) or items[:, 2].sum() == 0:
-                return None
-            return _true_share(items), list(stats.bootstrap_ci(items, statistic=_true_share))
-
+        no_pair = "no image lists two captions of different specificity"
         rows.append(
             _row(
                 "traversal_generic",
@@ -311,7 +327,7 @@ def property_rows(records: list[MetricRecord], kinds: list[str]) -> list[MetricR
                 size,
                 dataset,
                 "< 0 in every seed (bootstrap over images)",
-                _structure_cells(by_kind, kinds, tau, 0.0, "<", "no image lists two captions of different specificity"),
+                _structure_cells(by_kind, kinds, traversal_tau, 0.0, "<", no_pair),
             )
         )
         theta = thetas.pop() if len(thetas) == 1 else None
@@ -320,22 +336,21 @@ def property_rows(records: list[MetricRecord], kinds: list[str]) -> list[MetricR
             if theta is not None
             else "> chance (unknown: no structure record for this run), so inconclusive"
         )
-        rows.append(
-            _row(
-                "traversal_true",
-                "precision (listed captions true of the image)",
-                size,
-                dataset,
-                rule,
-                _structure_cells(by_kind, kinds, precision, theta, na_detail="no caption listed before [ROOT]"),
-            )
+        cells = _structure_cells(
+            by_kind, kinds, traversal_precision, theta, na_detail="no caption listed before [ROOT]"
         )
+        rows.append(_row("traversal_true", "precision (listed captions true of the image)", size, dataset, rule, cells))
     return rows
+
+
+def property_rows(records: list[MetricRecord], kinds: list[str]) -> list[dict]:
+    """Rows of the property claims (each kind on its own): structure claims, then traversal claims."""
+    return structure_rows(records, kinds) + traversal_rows(records, kinds)
 
 
 def reading(row: dict, kinds: list[str]) -> str:
     """Whose finding it is: 'MERU only', 'shared: CLIP, ...', 'not MERU: ...', 'none' (property claims)."""
-    if row["claim_id"] in ("zeroshot", "retrieval"):
+    if row["claim_id"] in COMPARISONS:
         return ""
     holds = [k for k in kinds if row["cells"].get(k, {}).get("verdict") == HOLDS]
     if PAPER in holds:
@@ -345,33 +360,86 @@ def reading(row: dict, kinds: list[str]) -> str:
 
 
 def build_claims(records: list[MetricRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(wide CSV frame, Markdown display frame)."""
+    """(wide CSV frame: one row per claim, metric, size and dataset with every kind's value, interval, verdict
+    and detail; compact frame: one row per claim, :func:`compact_table`)."""
     kinds = kinds_of(records)
     rows = comparison_rows(records, kinds) + property_rows(records, kinds)
     fields = ("value", "lo", "hi", "seeds", "verdict", "detail")
-    wide, disp = [], []
+    wide = []
     for row in rows:
-        base = {k: row[k] for k in ("claim_id", "claim", "metric", "size", "dataset", "rule")}
-        base["reading"] = reading(row, kinds)
-        w, d = (
-            dict(base),
-            {"claim": row["claim"], "metric": row["metric"], "dataset": row["dataset"], "size": row["size"]},
-        )
+        w = {k: row[k] for k in ("claim_id", "claim", "metric", "size", "dataset", "rule")}
+        w["reading"] = reading(row, kinds)
         for kind in kinds:
             cell = row["cells"].get(kind) or {"verdict": NA}
             for f in fields:
                 w[f"{kind}_{f}"] = cell.get(f)
-            for f in ("diff", "diff_lo", "diff_hi"):
-                if row["claim_id"] in ("zeroshot", "retrieval"):
+            if row["claim_id"] in COMPARISONS:
+                for f in ("diff", "diff_lo", "diff_hi"):
                     w[f"{kind}_{f}"] = cell.get(f)
-            text = _fmt(cell.get("value"), cell.get("lo"), cell.get("hi"))
-            verdict = cell["verdict"]
-            extra = cell.get("detail", "") if verdict != HOLDS or "MERU−" in cell.get("detail", "") else ""
-            d[kind.upper()] = f"{text}: **{verdict}**" + (f" ({extra})" if extra and verdict != "—" else "")
-        d["reading"], d["rule"] = base["reading"], row["rule"]
         wide.append(w)
-        disp.append(d)
-    return pd.DataFrame(wide), pd.DataFrame(disp)
+    wide = pd.DataFrame(wide)
+    return wide, compact_table(wide, kinds)
+
+
+COMPARISONS = ("zeroshot", "retrieval")  # claims comparing MERU with each other kind (the rest: properties)
+SHORT = {  # the claims as the compact table names them
+    "zeroshot": "MERU ≥ other, zero-shot",
+    "retrieval": "MERU ≥ other, retrieval",
+    "text_nearer": "text nearer [ROOT] than images",
+    "generic_nearer": "generic captions nearer [ROOT]",
+    "image_farther": "image beyond its own caption",
+    "cones": "cones hold true pairs more",
+    "traversal_generic": "traversals grow more generic",
+    "traversal_true": "traversal captions true",
+}
+
+
+def _verdict_counts(verdicts: list[str]) -> str:
+    """'holds' when all rows agree, else e.g. '2 holds, 1 inconclusive' (most frequent first)."""
+    verdicts = [v for v in verdicts if isinstance(v, str) and v]
+    if not verdicts:
+        return NA
+    counts = sorted({v: verdicts.count(v) for v in verdicts}.items(), key=lambda kv: -kv[1])
+    return counts[0][0] if len(counts) == 1 else ", ".join(f"{n} {v}" for v, n in counts)
+
+
+def _short_value(m, lo=None, hi=None) -> str:
+    """'0.31 [0.2, 0.4]' with 3 significant digits ('' when absent)."""
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return ""
+    if lo is None or hi is None or any(isinstance(x, float) and math.isnan(x) for x in (lo, hi)):
+        return f"{m:.3g}"
+    return f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
+
+
+def compact_cell(group: pd.DataFrame, kind: str, comparison: bool) -> str:
+    """One kind's cell of one claim: the verdicts of its rows (counted when they differ) and, for a claim with
+    a single row, the value (property) or the difference MERU − kind (comparison) with its 95% interval."""
+    if comparison and set(group.get(f"{kind}_verdict", [])) == {"—"}:  # the side the others are compared with
+        return "(reference)"
+    verdict = _verdict_counts(list(group.get(f"{kind}_verdict", [])))
+    if len(group) != 1:
+        return verdict
+    r = group.iloc[0]
+    keys = ("diff", "diff_lo", "diff_hi") if comparison else ("value", "lo", "hi")
+    value = _short_value(*(r.get(f"{kind}_{k}") for k in keys))
+    return f"{verdict}: {'Δ ' if comparison else ''}{value}" if value else verdict
+
+
+def compact_table(wide: pd.DataFrame, kinds: list[str]) -> pd.DataFrame:
+    """One row per claim (terminals, GitHub): the claim, the number of (metric, size, dataset) rows behind it,
+    one short cell per kind (:func:`compact_cell`) and whose finding it is; the details are in claims.csv."""
+    out = []
+    for cid in CLAIMS:
+        g = wide[wide.claim_id == cid] if len(wide) else wide
+        if not len(g):
+            continue
+        row = {"claim": SHORT[cid], "rows": len(g)}
+        for kind in kinds:
+            row[kind_name(kind)] = compact_cell(g, kind, cid in COMPARISONS)
+        row["reading"] = _verdict_counts(list(g["reading"])) if cid not in COMPARISONS else ""
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def _fmt(m, lo=None, hi=None) -> str:
@@ -391,7 +459,7 @@ def summary(wide: pd.DataFrame) -> str:
         g = wide[wide.claim_id == cid]
         if not len(g):
             continue
-        if cid in ("zeroshot", "retrieval"):
+        if cid in COMPARISONS:
             verdicts = [v for k in wide.columns if k.endswith("_verdict") and k != "meru_verdict" for v in g[k] if v]
         else:
             verdicts = list(g["meru_verdict"])
@@ -401,16 +469,18 @@ def summary(wide: pd.DataFrame) -> str:
 
 
 def write_claims(metrics_dir, out_dir) -> tuple[pd.DataFrame, str]:
-    wide, disp = build_claims(load_metric_records(metrics_dir))
+    """``claims.csv`` (every row and field) and ``claims.md`` (summary line + the compact table)."""
+    wide, compact = build_claims(load_metric_records(metrics_dir))
     line = summary(wide)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "claims.csv", wide.to_csv(index=False))
-    md = disp.to_markdown(index=False) if len(disp) else "(no metric records)"
+    md = compact.to_markdown(index=False) if len(compact) else "(no metric records)"
     write_text(
         out / "claims.md",
-        '## claims\n\nVerdicts at 95% (rules: docs/METRICS.md, "Claims"; '
-        "'reading' says which kinds share a property).\n\n"
+        '## claims\n\nVerdicts at 95% (rules: docs/METRICS.md, "Claims"). One row per claim; "rows": its '
+        "(metric, size, dataset) rows in claims.csv, which holds every value, interval and detail; comparison "
+        "cells: MERU − that kind (Δ); 'reading' says which kinds share a property.\n\n"
         f"Summary: {line}\n\n{md}\n",
     )
     return wide, line

@@ -25,3 +25,8 @@ FINAL_TABLES = ("claims", "reproduction")
 # `meru plots` figures, each as PDF + PNG; `scaling` only when the run has two or more model sizes
 PLOTS = ("zeroshot_bars", "scaling", "root_distance_hist", "depth_vs_distance", "traversal", "training_curves")
 FIGURE_FORMATS = ("pdf", "png")
+# `meru report-pages`: RESULTS/report/workflow.rst (the report's landing page) + one HTML page per verdict file
+VERDICT_PAGES = ("claims", "reproduction", "prompt_sensitivity", "provenance")
+# `meru card`: RUNS/{label}/MODEL_CARD.md next to each trained model.pt, RESULTS/cards/{name}.DATASET_CARD.md
+# for each dataset directory the run uses; each also as .html (RESULTS/cards/) for the report's "Cards"
+MODEL_CARD, DATASET_CARD = "MODEL_CARD.md", "DATASET_CARD.md"

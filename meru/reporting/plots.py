@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from meru.config import load_yaml
+from meru.data.wds_eval import images_by_key
 from meru.io import save_figure
 from meru.records import MetricRecord, load_metric_records
 from meru.reporting import tables
@@ -78,8 +79,8 @@ def _save(fig, path: Path) -> list[Path]:
     return out
 
 
-def _empty(ax, what: str) -> None:
-    ax.text(0.5, 0.5, f"no {what} in the metrics", ha="center", va="center", transform=ax.transAxes)
+def _empty(ax, what: str, where: str = "in the metrics") -> None:
+    ax.text(0.5, 0.5, f"no {what} {where}", ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
 
 
@@ -93,53 +94,105 @@ def zeroshot_frame(records: list[MetricRecord], metric: str = "Top-1"):
     return df.reset_index(drop=True)
 
 
+def zoomed_limits(lo: float, hi: float, chance: float | None, full: float = 100.0) -> tuple[float, float]:
+    """y-limits of a zero-shot panel: the whole 0..``full`` axis when the values spread over half of it, else
+    zoomed on [lo, hi] (padded by 15% of the spread, >= 1 point), widened to show ``chance`` when that costs
+    at most doubling the span."""
+    if hi - lo > full / 2:
+        return 0.0, full
+    pad = max(0.15 * (hi - lo), 1.0)
+    a, b = max(0.0, lo - pad), min(full, hi + pad)
+    if chance is not None and chance < a and (b - chance) <= 2 * (b - a):
+        a = max(0.0, chance - pad)
+    return a, b
+
+
 def zeroshot_bars(records: list[MetricRecord], path: Path) -> list[Path]:
+    """One panel per dataset column, each with its own (zoomed) y-axis: seed mean (bar top), each seed with
+    its 95% interval, and the chance line 100 / n_classes; one compact legend below the panels."""
     df = zeroshot_frame(records)
-    groups = list(dict.fromkeys(zip(df["column"], df["size"]))) if len(df) else []
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(groups) + 2), 3.6))
-    if not groups:
+    columns = list(dict.fromkeys(df["column"])) if len(df) else []
+    if not columns:
+        fig, ax = plt.subplots(figsize=(4.5, 3.4))
         _empty(ax, "zero-shot results")
         return _save(fig, path)
-    kinds = kind_order(df.kind)
+    kinds, sizes = kind_order(df.kind), size_order(df["size"])
     colors = kind_colors(kinds)
-    style = _style([s for seeds in df.seeds for s in seeds])
-    width = 0.8 / len(kinds)
-    for g, (column, size) in enumerate(groups):
-        for i, kind in enumerate(kinds):
-            r = df[(df.column == column) & (df["size"] == size) & (df.kind == kind)]
-            if not len(r):
-                continue
-            r = r.iloc[0]
-            x = g - 0.4 + width * (i + 0.5)
-            ax.bar(
-                x,
-                r["mean"],
-                width * 0.9,
-                color=colors[kind],
-                alpha=0.35,
-                label=kind_name(kind) + " (seed mean)" if g == 0 else None,
-            )
-            offsets = np.linspace(-0.25, 0.25, len(r["seeds"])) * width if len(r["seeds"]) > 1 else [0.0]
-            for dx, seed, v, lo, hi in zip(offsets, r["seeds"], r["values"], r["seed_lo"], r["seed_hi"]):
-                err = None if lo is None else [[v - lo], [hi - v]]
-                ax.errorbar(
-                    x + dx,
-                    v,
-                    yerr=err,
-                    fmt=style[seed][0],
-                    color=colors[kind],
-                    ms=4,
-                    capsize=2,
-                    lw=0.8,
-                    label=f"{kind_name(kind)} seed {seed}" if g == 0 else None,
-                )
-    ax.set_xticks(range(len(groups)), [f"{c}\n{s}" for c, s in groups], fontsize=8)
-    ax.set_xlabel("dataset (SynthHier: taxonomy level) / model size")
-    ax.set_ylabel(f"zero-shot {df.block.iloc[0].lower()} accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title("Zero-shot accuracy: bars = mean over seeds, points = seeds (95% bootstrap intervals)", fontsize=9)
+    seeds = sorted({s for ss in df.seeds for s in ss})
+    style = _style(seeds)
+    chance = _chance_by_column(records, df)
+    slots = [(size, kind) for size in sizes for kind in kinds]
+    fig, axes = plt.subplots(
+        1, len(columns), figsize=(1.2 + (0.55 * len(slots) + 0.9) * len(columns), 3.4), squeeze=False
+    )
+    for ax, column in zip(axes[0], columns):
+        dc = df[df.column == column]
+        for x, (size, kind) in enumerate(slots):
+            r = dc[(dc["size"] == size) & (dc.kind == kind)]
+            if len(r):
+                _seed_points(ax, x, r.iloc[0], colors[kind], style)
+        lows = [lo if lo is not None else v for r in dc.itertuples() for v, lo in zip(r.values, r.seed_lo)]
+        highs = [hi if hi is not None else v for r in dc.itertuples() for v, hi in zip(r.values, r.seed_hi)]
+        ymin, ymax = zoomed_limits(min(lows), max(highs), chance.get(column))
+        ax.set_ylim(ymin, ymax)
+        if chance.get(column) is not None:
+            _chance_line(ax, chance[column], ymin)
+        labels = [kind_name(k) + (f"\n{s}" if len(sizes) > 1 else "") for s, k in slots]
+        ax.set_xticks(range(len(slots)), labels, fontsize=8)
+        ax.set_xlim(-0.6, len(slots) - 0.4)
+        ax.set_title(column + ("" if ymin == 0 else f"  (axis from {ymin:.0f}%)"), fontsize=9)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(axis="y", lw=0.4, alpha=0.5)
+    axes[0, 0].set_ylabel(f"zero-shot {df.block.iloc[0].lower()} accuracy (%)", fontsize=9)
+    size_note = f"model size {sizes[0]}; " if len(sizes) == 1 else ""
+    fig.suptitle(f"Zero-shot accuracy per dataset ({size_note}SynthHier: taxonomy level)", fontsize=10)
+    handles = [plt.Line2D([], [], color="0.3", marker="_", ms=14, mew=2.5, ls="none", label="mean over seeds")]
+    handles += [
+        plt.Line2D([], [], color="0.3", marker=style[s][0], ms=4, ls="none", label=f"seed {s} (95% CI)") for s in seeds
+    ]
+    handles.append(plt.Line2D([], [], color="0.4", ls="--", lw=1, label="chance (1 / classes)"))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     return _save(fig, path)
+
+
+def _chance_by_column(records: list[MetricRecord], df) -> dict[str, float]:
+    """Chance accuracy (%) 100 / n_classes per zero-shot table column (column = dataset name without the
+    ``synthhier-`` prefix, as :func:`zeroshot_frame` shows it)."""
+    out = {}
+    for r in records:
+        if r.task == "zeroshot" and r.details.get("n_classes"):
+            for column in set(df["column"]):
+                if r.dataset == column or r.dataset.endswith("-" + column):
+                    out[column] = 100.0 / r.details["n_classes"]
+    return out
+
+
+def _chance_line(ax, chance: float, ymin: float) -> None:
+    """Dashed chance line when it lies on the axis, else a note at the panel's bottom."""
+    if chance >= ymin:
+        ax.axhline(chance, color="0.4", ls="--", lw=1, gid="chance", zorder=0)
+    else:
+        ax.text(
+            0.5,
+            0.02,
+            f"chance {chance:.3g}% (below axis)",
+            transform=ax.transAxes,
+            ha="center",
+            fontsize=7,
+            color="0.35",
+            gid="chance",
+        )
+
+
+def _seed_points(ax, x: float, r, color: str, style: dict) -> None:
+    """Seed mean as a wide tick over a light bar from the axis bottom; seeds as points with 95% intervals."""
+    ax.bar(x, r["mean"], 0.7, color=color, alpha=0.18, zorder=1)
+    ax.plot([x - 0.35, x + 0.35], [r["mean"]] * 2, color=color, lw=2.5, zorder=2)
+    offsets = np.linspace(-0.18, 0.18, len(r["seeds"])) if len(r["seeds"]) > 1 else [0.0]
+    for dx, seed, v, lo, hi in zip(offsets, r["seeds"], r["values"], r["seed_lo"], r["seed_hi"]):
+        err = None if lo is None else [[v - lo], [hi - v]]
+        ax.errorbar(x + dx, v, yerr=err, fmt=style[seed][0], color=color, ms=4, capsize=2, lw=0.8, zorder=3)
 
 
 def scaling(records: list[MetricRecord], path: Path) -> list[Path]:
@@ -262,34 +315,70 @@ def depth_vs_distance(records: list[MetricRecord], path: Path, by: str = "specif
     return _save(fig, path)
 
 
-def traversal(records: list[MetricRecord], path: Path, n_images: int = 4) -> list[Path]:
-    """Captions listed along image -> [ROOT] for the first ``n_images`` images of each kind's first run."""
+def traversal_runs(records: list[MetricRecord]) -> dict[str, MetricRecord]:
+    """``{kind: traversal record}``: each kind's first run (smallest size, lowest seed), kinds in display order."""
     recs: dict[str, MetricRecord] = {}
-    for r in sorted((r for r in records if r.task == "traversal"), key=lambda r: (r.size, r.seed)):
+    sizes = size_order({r.size for r in records if r.task == "traversal"})
+    for r in sorted((r for r in records if r.task == "traversal"), key=lambda r: (sizes.index(r.size), r.seed)):
         recs.setdefault(r.kind, r)
-    kinds = kind_order(recs) or ["(none)"]
-    text = {}
-    for kind in kinds:
-        images = recs[kind].plot["paths"] if kind in recs else []
-        text[kind] = "\n\n".join(
-            textwrap.fill(
-                f"image {i}: " + " -> ".join(step["text"] for step in im["steps"]),
-                width=78,
-                subsequent_indent="    ",
-            )
-            for i, im in enumerate(images[:n_images])
-        )
-    lines = max([t.count("\n") + 1 for t in text.values() if t] or [4])
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 0.6 + 0.14 * lines), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
-        ax.set_axis_off()
-        r = recs.get(kind)
-        if not text[kind]:
-            _empty(ax, "traversals")
-            continue
-        ax.set_title(f"{kind_name(kind)} {r.size} seed {r.seed}: image -> [ROOT]", fontsize=9)
-        ax.text(0, 1, text[kind], va="top", ha="left", fontsize=7, family="monospace", transform=ax.transAxes)
+    return {k: recs[k] for k in kind_order(recs)}
+
+
+def traversal(records: list[MetricRecord], path: Path, images: dict | None = None, n_images: int = 4) -> list[Path]:
+    """As in the MERU paper: for each of the first ``n_images`` images (rows) its thumbnail (``images``:
+    ``{key: PIL image}``, from the evaluation set; a placeholder naming the key without it) and, per kind
+    (columns), the captions retrieved walking from the image to [ROOT], in step order; captions that are not
+    true of the image in red."""
+    recs = traversal_runs(records)
+    if not recs:
+        fig, ax = plt.subplots(figsize=(5, 2))
+        _empty(ax, "traversals")
+        return _save(fig, path)
+    keys = [im["key"] for im in next(iter(recs.values())).plot["paths"][:n_images]]
+    steps = {k: {im["key"]: im["steps"] for im in r.plot["paths"]} for k, r in recs.items()}
+    lines = max([len(steps[k].get(key, [])) for k in recs for key in keys] + [3])
+    row_h = 0.2 + 0.17 * lines
+    fig, axes = plt.subplots(
+        len(keys),
+        1 + len(recs),
+        figsize=(1.4 + 3.6 * len(recs), 0.5 + row_h * len(keys)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1.2] + [3.6] * len(recs)},
+    )
+    for k, r in recs.items():
+        axes[0, 1 + list(recs).index(k)].set_title(f"{kind_name(k)} {r.size} seed {r.seed}: image → [ROOT]", fontsize=9)
+    for row, key in zip(axes, keys):
+        _thumbnail(row[0], (images or {}).get(key), key)
+        for ax, k in zip(row[1:], recs):
+            _caption_list(ax, steps[k].get(key, []), lines)
+    fig.tight_layout(rect=(0, 0.03, 1, 1), h_pad=0.6, w_pad=0.4)
+    fig.text(0.5, 0.005, "captions in step order, image first; red: not true of the image", ha="center", fontsize=8)
     return _save(fig, path)
+
+
+def _thumbnail(ax, image, key: str) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if image is None:
+        ax.text(
+            0.5, 0.5, f"{key}\n(image not\navailable)", ha="center", va="center", fontsize=7, transform=ax.transAxes
+        )
+    else:
+        ax.imshow(np.asarray(image), interpolation="nearest")
+        ax.set_xlabel(key, fontsize=7)
+    ax.set_box_aspect(1)
+
+
+def _caption_list(ax, steps: list[dict], lines: int) -> None:
+    """The captions of one traversal, top (the image) to bottom ([ROOT]); false ones in red."""
+    ax.set_axis_off()
+    for i, step in enumerate(steps):
+        true = step.get("correct")
+        color = "0.45" if true is None else ("black" if true else "tab:red")
+        text = textwrap.shorten(step["text"], 60, placeholder="…")
+        ax.text(
+            0.0, 1 - (i + 0.5) / lines, f"{i + 1}. {text}", color=color, fontsize=8, va="center", transform=ax.transAxes
+        )
 
 
 def read_logs(runs_dir: str | os.PathLike) -> dict[str, list[dict]]:
@@ -319,43 +408,88 @@ def run_identity(run_dir: str | os.PathLike) -> dict:
         raise ValueError(f"{path}: no model.kind / model.size / runtime.seed ({err}); re-run `meru train`") from None
 
 
+# log.jsonl key -> panel title; each on its own axis (MERU's / EuCLIP's total loss adds the weighted entailment
+# term, so the comparable quantity across kinds is the contrastive loss)
 CURVES = {
-    "loss": "training loss",
+    "contrastive_loss": "contrastive loss",
+    "entailment_loss": "entailment loss (unweighted)",
+    "loss": "total loss (as optimised)",
     "curv": "curvature c",
     "visual_alpha": "image scale alpha",
     "textual_alpha": "text scale alpha",
 }
+SMOOTHING_SPAN = 8  # logged points per EMA time constant: weight w = 1 - 8 / n_points, within [0, 0.9]
+
+
+def smooth(values, weight: float | None = None) -> np.ndarray:
+    """Debiased exponential moving average: ``m_t = w m_{t-1} + (1 - w) v_t``, divided by ``1 - w^t``
+    (default ``w`` from :data:`SMOOTHING_SPAN`; ``w = 0`` returns the values)."""
+    if weight is None:
+        weight = float(np.clip(1 - SMOOTHING_SPAN / max(len(values), 1), 0.0, 0.9))
+    out, m = np.empty(len(values)), 0.0
+    for t, v in enumerate(values, 1):
+        m = weight * m + (1 - weight) * v
+        out[t - 1] = m / (1 - weight**t)
+    return out
+
+
+def _curve_points(rows: list[dict], key: str) -> tuple[list, list]:
+    pts = [(r["step"], r[key]) for r in rows if "step" in r and isinstance(r.get(key), (int, float))]
+    return tuple(zip(*pts)) if pts else ((), ())
 
 
 def training_curves(runs_dir, path: Path) -> list[Path]:
+    """One panel per logged quantity of :data:`CURVES` (2 x 3), smoothed (:func:`smooth`) over the raw
+    values; colour = kind, line style = seed; one legend of the runs below the panels."""
     logs = read_logs(runs_dir) if runs_dir and Path(runs_dir).is_dir() else {}
     runs = {name: run_identity(Path(runs_dir) / name) for name in logs}
     colors = kind_colors(r["kind"] for r in runs.values())
     style = _style([r["seed"] for r in runs.values()])
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
-    for ax, (key, label) in zip(axes, CURVES.items()):
+    n_sizes = len({r["size"] for r in runs.values()})
+    fig, axes = plt.subplots(2, 3, figsize=(11, 6.2))
+    handles = {}
+    for ax, (key, label) in zip(axes.ravel(), CURVES.items()):
         drawn = False
-        for name, rows in logs.items():
-            pts = [(r["step"], r[key]) for r in rows if "step" in r and isinstance(r.get(key), (int, float))]
-            if pts:
-                s, v = zip(*pts)
-                run = runs[name]
-                ax.plot(s, v, color=colors[run["kind"]], ls=style[run["seed"]][1], lw=1, label=name)
-                drawn = True
+        for name, rows in sorted(logs.items(), key=lambda kv: (runs[kv[0]]["kind"], runs[kv[0]]["seed"])):
+            steps, values = _curve_points(rows, key)
+            if not steps:
+                continue
+            run = runs[name]
+            color, ls = colors[run["kind"]], style[run["seed"]][1]
+            ax.plot(steps, values, color=color, lw=0.6, alpha=0.2)
+            run_label = f"{kind_name(run['kind'])}{' ' + run['size'] if n_sizes > 1 else ''} seed {run['seed']}"
+            handles[run_label] = ax.plot(steps, smooth(values), color=color, ls=ls, lw=1.3, label=run_label)[0]
+            drawn = True
         if drawn:
-            ax.set_title(label, fontsize=9)
-            ax.set_xlabel("step")
-            ax.set_ylabel(label)
-            ax.legend(fontsize=6)
+            ax.set_title(label, fontsize=10)
+            ax.set_xlabel("step", fontsize=9)
+            ax.tick_params(labelsize=8)
+            ax.grid(lw=0.4, alpha=0.5)
         else:
-            _empty(ax, f"'{key}' in training logs")
-    fig.tight_layout()
+            _empty(ax, f"'{key}'", "in the training logs")
+    fig.suptitle("Training: exponential moving averages (raw values faint)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    if handles:
+        fig.legend(
+            handles=list(handles.values()), loc="lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False
+        )
     return _save(fig, path)
 
 
-def write_plots(metrics_dir, runs_dir, out_dir, names: list[str] | None = None) -> list[Path]:
+def traversal_images(records: list[MetricRecord], images_dir, n_images: int = 4) -> dict:
+    """Thumbnails of the traversal figure: the first images' keys read from ``images_dir`` (a wds eval
+    folder, e.g. SynthHier's ``eval/zeroshot_shape``); ``{}`` without one."""
+    recs = traversal_runs(records)
+    if not images_dir or not recs:
+        return {}
+    keys = [im["key"] for im in next(iter(recs.values())).plot["paths"][:n_images]]
+    return images_by_key(images_dir, keys)
+
+
+def write_plots(metrics_dir, runs_dir, out_dir, names: list[str] | None = None, images_dir=None) -> list[Path]:
     """The figures ``names`` (default: :func:`plot_names` of the sizes in the records) as PDF + PNG; figures of
-    :data:`PLOTS` not asked for are removed from ``out_dir`` (e.g. a stale ``scaling`` of an earlier config)."""
+    :data:`PLOTS` not asked for are removed from ``out_dir`` (e.g. a stale ``scaling`` of an earlier config).
+    ``images_dir``: the wds eval folder the traversal thumbnails come from (optional)."""
     records = load_metric_records(metrics_dir) if Path(metrics_dir).is_dir() else []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -369,7 +503,7 @@ def write_plots(metrics_dir, runs_dir, out_dir, names: list[str] | None = None) 
         "scaling": lambda p: scaling(records, p),
         "root_distance_hist": lambda p: root_distance_hist(records, p),
         "depth_vs_distance": lambda p: depth_vs_distance(records, p),
-        "traversal": lambda p: traversal(records, p),
+        "traversal": lambda p: traversal(records, p, traversal_images(records, images_dir)),
         "training_curves": lambda p: training_curves(runs_dir, p),
     }
     written = []
@@ -390,6 +524,10 @@ def add_arguments(parser) -> None:
         "--figures",
         help="comma-separated figures to draw (default: all that apply; 'scaling' only with two or more model sizes)",
     )
+    parser.add_argument(
+        "--images",
+        help="wds evaluation folder holding the traversal images (thumbnails; e.g. data/synthhier/eval/zeroshot_shape)",
+    )
 
 
 def run(args) -> int:
@@ -399,6 +537,12 @@ def run(args) -> int:
     if names is not None and set(names) - set(PLOTS):
         print(f"meru plots: --figures {args.figures}: choose from {', '.join(PLOTS)}", file=sys.stderr)
         return 2
-    for p in write_plots(args.metrics, args.runs, args.out, names):
+    if args.images and not (Path(args.images) / "test" / "nshards.txt").is_file():
+        print(
+            f"meru plots: --images {args.images}: no test/nshards.txt there; give a wds evaluation folder",
+            file=sys.stderr,
+        )
+        return 2
+    for p in write_plots(args.metrics, args.runs, args.out, names, args.images):
         print(p)
     return 0

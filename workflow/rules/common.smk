@@ -174,6 +174,7 @@ _check_slurm_extra()
 
 from meru.reporting.outputs import FINAL_TABLES, PLOTS as ALL_PLOTS, TABLES  # names of the reporting outputs
 from meru.reporting.outputs import released_run, trained_run  # run labels
+from meru.reporting.outputs import DATASET_CARD, MODEL_CARD, VERDICT_PAGES  # report pages and cards
 
 TABLE_FILES = [f"{t}{s}" for t in TABLES for s in (".csv", ".md", ".tex", "_stats.csv")]
 
@@ -205,7 +206,7 @@ def all_targets():
     out += hierarcaps_files()
     if config["data"]["source"] == "synthhier":
         out += [f"{RESULTS}/data/contact_sheet.png"]
-    return out
+    return out + report_targets()
 
 
 
@@ -366,3 +367,19 @@ def released(label):
 
 
 _validate_train_sections()
+
+
+def traversal_images():
+    """The SynthHier folder whose leaf-level eval set holds the traversal figure's images (when evaluated)."""
+    return [evalset_source(leaf_set())[0]] if "traversal-synthhier" in synth_evals() else []
+
+
+def card_targets():
+    """Every card of the run: a model card per trained run, a dataset card per dataset directory it uses."""
+    out = [] if PRETRAINED else [f"{RUNS}/{label}/{MODEL_CARD}" for label in run_labels()]
+    return out + [f"{RESULTS}/cards/{os.path.basename(d)}.{DATASET_CARD}" for d in provenance_data()]
+
+
+def report_targets():
+    """The report's own pages and the cards."""
+    return [f"{RESULTS}/report/workflow.rst"] + [f"{RESULTS}/report/{p}.html" for p in VERDICT_PAGES] + card_targets()
