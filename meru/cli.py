@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("meru.data.synthhier", "generate the SynthHier dataset (train shards, eval sets, taxonomy)"),
     "contact-sheet": ("meru.data.contact_sheet", "render a PNG grid of samples with their captions"),
     "download": ("meru.data.download", "download RedCaps / CC3M / CC12M into webdataset shards"),
+    "fetch-checkpoint": (
+        "meru.data.fetch",
+        "download a released checkpoint (resumable; Hugging Face hub cache; sha256 verified or recorded)",
+    ),
     "evalsets": ("meru.data.evalsets", "list or prepare evaluation datasets (clip-benchmark)"),
     "train": ("meru.training.train", "train MERU or CLIP from a YAML config"),
     "embed": ("meru.evaluation.embed", "compute and cache embeddings of an evaluation set"),
