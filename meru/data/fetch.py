@@ -140,6 +140,9 @@ def hub_download(repo_id: str, filename: str, revision: str, part: Path) -> None
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    from meru.models.hub import offline_unless_reachable
+
+    offline_unless_reachable()  # an unreachable hub: the cache at once, not five retries with back-off
     try:
         cached = hf_hub_download(repo_id, filename, revision=revision)
     except LocalEntryNotFoundError:
