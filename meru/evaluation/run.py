@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         rec, cb_metrics = evaluate(args)
     except (FileNotFoundError, KeyError, ValueError, CheckpointError) as e:
-        print(f"meru evaluate: {e}", file=sys.stderr)
+        print(f"meru evaluate: error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
     cb = clip_benchmark_record(rec, cb_metrics)

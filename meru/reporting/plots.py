@@ -397,7 +397,7 @@ def run(args) -> int:
         return 2
     names = [n for n in args.figures.split(",") if n] if args.figures else None
     if names is not None and set(names) - set(PLOTS):
-        print(f"meru plots: --figures {args.figures}: choose from {', '.join(PLOTS)}", file=sys.stderr)
+        print(f"meru plots: error: --figures {args.figures}: choose from {', '.join(PLOTS)}", file=sys.stderr)
         return 2
     for p in write_plots(args.metrics, args.runs, args.out, names):
         print(p)

@@ -470,7 +470,7 @@ def run(args) -> int:
     try:
         _, line = reproduce(args.metrics, args.reference, args.out, args.training_data, args.published)
     except (ReferenceError, ValueError) as err:
-        print(f"meru reproduce: {err}", file=sys.stderr)
+        print(f"meru reproduce: error: {err}", file=sys.stderr)
         return 2
     print(f"{args.out}/reproduction.md: {line}")
     return 0
@@ -569,7 +569,10 @@ def run_reference(args) -> int:
     if args.action == "compare":
         for d in (args.source, args.dest):
             if not (Path(d) / "metrics").is_dir():
-                print(f"meru reference compare: {d}/metrics is not a directory; finish the run first", file=sys.stderr)
+                print(
+                    f"meru reference compare: error: {d}/metrics is not a directory; finish the run first",
+                    file=sys.stderr,
+                )
                 return 2
         result = compare_runs(args.source, args.dest, args.rel_tol)
         text = compare_text(result, args.source, args.dest, args.rel_tol)
@@ -584,7 +587,7 @@ def run_reference(args) -> int:
     try:
         copied = refresh(args.source, args.dest)
     except ReferenceError as err:
-        print(f"meru reference refresh: {err}", file=sys.stderr)
+        print(f"meru reference refresh: error: {err}", file=sys.stderr)
         return 2
     print(f"meru reference refresh: {args.dest} <- {args.source}: {', '.join(copied)}")
     return 0
