@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("meru.evaluation.run", "compute metrics from cached embeddings"),
     "imagenet-tree": ("meru.evaluation.wordnet_tree", "build the ImageNet-1k WordNet is-a tree"),
     "tables": ("meru.reporting.tables", "build CSV/Markdown/LaTeX tables from metric JSON"),
+    "track": ("meru.reporting.track", "log evaluation metrics to the experiment trackers of `tracking:`"),
     "plots": ("meru.reporting.plots", "draw the PDF/PNG figures from metric JSON and training logs"),
     "provenance": ("meru.reporting.provenance", "write PROVENANCE.md: commit, machine, versions, config, input hashes"),
     "reproduce": (
