@@ -74,6 +74,9 @@ def test_embed_with_open_clip_architecture_and_local_weights(tiny_openclip, caps
     assert cli(R, ["--task", "zeroshot", "--embeddings", str(d / "zs.pt"), "--out", str(out), "--n-boot", "10"]) == 0
     rec = read_json(out)
     assert rec["kind"] == "clip" and rec["n"] == 6 and 0 <= rec["metrics"]["top1"] <= 100
+    assert rec["label"] == "clip-openclip-meru-test-tiny-vit"  # no made-up training seed ("-s0")
+    cb = read_json(out.with_name("zs.clip_benchmark.json"))
+    assert (cb["model"], cb["pretrained"]) == ("clip-openclip-meru-test-tiny-vit", "weights.pt")
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,8 @@ def identity(
         "kind": cache.kind,
         "size": size,
         "seed": seed,
-        "label": label or f"{cache.kind}-{size}-s{seed}",
+        # no training seed known (an open_clip model): no made-up "-s0" in its label
+        "label": label or (f"{cache.kind}-{size}-s{seed}" if cache.seed is not None else f"{cache.kind}-{size}"),
         "dataset": cache.dataset,
         "task": task,
         "geometry": cache.space.geometry(),
@@ -101,7 +102,8 @@ def clip_benchmark_retrieval(cache: EmbeddingCache, ks=CB_RECALL_KS, batch_size:
 def clip_benchmark_record(rec: MetricRecord, cb_metrics: dict | None) -> dict | None:
     """A result file that ``clip_benchmark build`` reads: its keys (``dataset``, ``model``, ``pretrained``,
     ``task``, ``metrics``, ``language``). ``model`` is ``KIND-SIZE`` and ``pretrained`` the rest of the run
-    label (``s0``, ``released``), like clip-benchmark's architecture / weights pair.
+    label (``s0``, ``released``; an open_clip model, labelled ``KIND-SIZE`` without a seed: its weights file
+    name), like clip-benchmark's architecture / weights pair.
 
     Zero-shot and retrieval carry clip-benchmark's metric names, computed its way (``cb_metrics``). Our
     linear probe is a different method (scikit-learn logistic regression with a C search, not
@@ -120,6 +122,8 @@ def clip_benchmark_record(rec: MetricRecord, cb_metrics: dict | None) -> dict | 
     model = f"{rec.kind}-{rec.size}"
     label = rec.label
     pretrained = label[len(model) + 1 :] if label.startswith(model + "-") else label
+    if label == model and str(rec.provenance.checkpoint or "").startswith("openclip:"):  # its weights, as cb does
+        pretrained = Path(rec.provenance.checkpoint.split(":")[-1]).name
     return {
         "dataset": rec.dataset,
         "model": model,
