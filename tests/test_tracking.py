@@ -125,3 +125,26 @@ def test_training_rows_and_evaluation_metrics_reach_every_tracker(synthhier, tmp
     assert tensorboard_scalars(track_dir / "tensorboard" / "meru-tiny-s0")[tag] == {0: 41.5}
     assert mlflow_history(track_dir, "meru-tiny-s0")[tag] == {0: 41.5}
     assert [r[tag] for r in wandb_history(track_dir, "meru-tiny-s0") if tag in r] == [41.5]
+
+
+def test_meru_track_command_logs_a_metrics_directory(tmp_path):
+    rec = MetricRecord(
+        kind="clip",
+        size="tiny",
+        seed=1,
+        label="clip-tiny-s1",
+        dataset="cifar10",
+        task="retrieval",
+        geometry={},
+        metrics={"i2t_r1": 12.5, "t2i_r1": float("nan")},
+    )
+    rec.write(tmp_path / "metrics" / "clip-tiny-s1" / "retrieval-cifar10.json")
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text(yaml.safe_dump({"tracking": {"backends": ["tensorboard"], "dir": str(tmp_path / "tr")}}))
+    out = tmp_path / "tracking.tsv"
+    argv = ["--config", str(cfg), "--metrics", str(tmp_path / "metrics"), "--out", str(out)]
+    assert cli(TR, argv) == 0
+    assert out.read_text().splitlines() == ["label\ttag\tvalue", "clip-tiny-s1\teval/retrieval/cifar10/i2t_r1\t12.5"]
+    assert tensorboard_scalars(tmp_path / "tr" / "tensorboard" / "clip-tiny-s1") == {
+        "eval/retrieval/cifar10/i2t_r1": {0: 12.5}
+    }
