@@ -18,12 +18,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("meru.data.synthhier", "generate the SynthHier dataset (train shards, eval sets, taxonomy)"),
     "contact-sheet": ("meru.data.contact_sheet", "render a PNG grid of samples with their captions"),
     "download": ("meru.data.download", "download RedCaps / CC3M / CC12M into webdataset shards"),
+    "fetch-checkpoint": (
+        "meru.data.fetch",
+        "download a released checkpoint (resumable; Hugging Face hub cache; sha256 verified or recorded)",
+    ),
     "evalsets": ("meru.data.evalsets", "list or prepare evaluation datasets (clip-benchmark)"),
     "train": ("meru.training.train", "train MERU or CLIP from a YAML config"),
     "embed": ("meru.evaluation.embed", "compute and cache embeddings of an evaluation set"),
     "evaluate": ("meru.evaluation.run", "compute metrics from cached embeddings"),
     "imagenet-tree": ("meru.evaluation.wordnet_tree", "build the ImageNet-1k WordNet is-a tree"),
     "tables": ("meru.reporting.tables", "build CSV/Markdown/LaTeX tables from metric JSON"),
+    "track": ("meru.reporting.track", "log evaluation metrics to the experiment trackers of `tracking:`"),
     "plots": ("meru.reporting.plots", "draw the PDF/PNG figures from metric JSON and training logs"),
     "provenance": ("meru.reporting.provenance", "write PROVENANCE.md: commit, machine, versions, config, input hashes"),
     "reproduce": (

@@ -539,3 +539,27 @@ def check_workflow_config(config: dict, schema: dict, source: str = "workflow co
                 )
     if messages:
         raise ConfigError(f"{source}: " + "; ".join(messages))
+
+
+# ------------------------------------------------------------------------------------ tracking section
+TRACKING_SCHEMA: dict = _obj(
+    {
+        "backends": {"type": "array", "items": {"enum": ["tensorboard", "wandb", "mlflow"]}, "uniqueItems": True},
+        "dir": {"type": "string", "minLength": 1},
+        "project": {"type": "string", "minLength": 1},
+    }
+)
+
+
+def load_tracking_config(path: str | os.PathLike | None) -> dict | None:
+    """The workflow config's ``tracking:`` section (``meru.training.tracking``), validated, with ``dir``
+    defaulting to ``{runs_dir}/tracking`` and ``project`` to ``meru-bench``; None when absent or no path."""
+    raw = load_yaml(path) if path else None
+    section = raw.get("tracking") if isinstance(raw, dict) else None
+    if not section:
+        return None
+    errors = list(jsonschema.Draft202012Validator(TRACKING_SCHEMA).iter_errors(section))
+    if errors:
+        raise ConfigError(f"{path}: tracking: {'; '.join(_describe(e) for e in errors)}")
+    runs_dir = raw.get("runs_dir") or "runs"
+    return {"backends": [], "dir": f"{runs_dir}/tracking", "project": "meru-bench", **section}

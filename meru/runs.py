@@ -5,9 +5,10 @@ default ``--label``), reporting and the workflow (through :mod:`meru.reporting.o
 """
 
 
-def run_label(kind: str, size: str, seed: int) -> str:
-    """The label of a trained run: ``{kind}-{size}-s{seed}``."""
-    return f"{kind}-{size}-s{int(seed)}"
+def run_label(kind: str, size: str, seed: int | None) -> str:
+    """The label of a trained run: ``{kind}-{size}-s{seed}``; ``{kind}-{size}`` for a model with no training
+    seed known (an open_clip model: no made-up ``-s0``)."""
+    return f"{kind}-{size}" if seed is None else f"{kind}-{size}-s{int(seed)}"
 
 
 def trained_run(kind: str, size: str, seed: int) -> dict:

@@ -141,3 +141,17 @@ def test_sizes_file_adds_a_size_without_editing_the_package(tmp_path, monkeypatc
     (tmp_path / "bad.yaml").write_text("sizes:\n  x: {image_tower: nope, image_size: 16}\n")
     with pytest.raises(ValueError, match="bad.yaml"):
         registry.register_sizes_file(tmp_path / "bad.yaml")
+
+
+def test_one_error_style_everywhere(tmp_path):
+    """Errors printed by a command itself and by the dispatcher share `meru <cmd>: error: ...`."""
+    cases = [
+        ["evaluate", "--task", "zeroshot", "--embeddings", tmp_path / "missing.pt", "--out", tmp_path / "o.json"],
+        ["tables", "--metrics", tmp_path / "no-metrics", "--out", tmp_path / "t"],
+        ["tables", "--metrics", tmp_path, "--out", tmp_path / "t", "--n-boot", "0"],
+    ]
+    for argv in cases:
+        r = meru(*argv)
+        err = r.stderr.strip()
+        assert r.returncode == 2 and len(err.splitlines()) == 1, (argv, err)
+        assert err.startswith(f"meru {argv[0]}: error: "), (argv, err)

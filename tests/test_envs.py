@@ -19,6 +19,7 @@ DIST = {
     "sklearn": "scikit-learn",
     "open_clip": "open_clip_torch",
     "clip_benchmark": "clip-benchmark",
+    "mlflow": "mlflow-skinny",
     "snakemake_executor_plugin_slurm": "snakemake-executor-plugin-slurm",
 }
 # needed at run time without an import statement of ours

@@ -234,3 +234,35 @@ def test_prompt_sets_for_synthhier_names():
         sets = ev.prompt_sets(name)
         assert sets["meru"]["templates"] == ev.meru_prompts()["templates"]["imagenet"]
         assert sets["clip_benchmark"]["source"].startswith("clip_benchmark:imagenet1k")
+
+
+def _meru(*args, env_extra=None):
+    """The real `meru` command in a user's environment (no HF_HUB_OFFLINE)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parent.parent), **(env_extra or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "meru", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_prepare_unknown_dataset_suggests_close_names(tmp_path):
+    r = _meru("evalsets", "prepare", "--dataset", "cifar1000", "--root", tmp_path)
+    err = r.stderr.strip()
+    assert r.returncode == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith("meru evalsets prepare: error: --dataset 'cifar1000'") and "did you mean cifar100" in err
+
+
+def test_prepare_offline_names_the_url_and_the_manual_path(tmp_path):
+    """No network (every request goes to a closed loopback proxy port): one line with CIFAR-10's URL and the
+    file to place by hand."""
+    refused = {k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
+    r = _meru("evalsets", "prepare", "--dataset", "cifar10", "--root", tmp_path, env_extra={**refused, "no_proxy": ""})
+    err = r.stderr.strip()
+    assert r.returncode == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in err
+    assert f"put it at {tmp_path / 'cifar-10-python.tar.gz'}" in err

@@ -2,6 +2,7 @@
 evaluated with CLIP geometry; clear one-line errors for bad specs and an unreachable `hf-hub:` name."""
 
 import io
+from pathlib import Path
 import json
 import tarfile
 
@@ -73,6 +74,9 @@ def test_embed_with_open_clip_architecture_and_local_weights(tiny_openclip, caps
     assert cli(R, ["--task", "zeroshot", "--embeddings", str(d / "zs.pt"), "--out", str(out), "--n-boot", "10"]) == 0
     rec = read_json(out)
     assert rec["kind"] == "clip" and rec["n"] == 6 and 0 <= rec["metrics"]["top1"] <= 100
+    assert rec["label"] == "clip-openclip-meru-test-tiny-vit"  # no made-up training seed ("-s0")
+    cb = read_json(out.with_name("zs.clip_benchmark.json"))
+    assert (cb["model"], cb["pretrained"]) == ("clip-openclip-meru-test-tiny-vit", "weights.pt")
 
 
 @pytest.mark.parametrize(
@@ -96,3 +100,56 @@ def test_bad_open_clip_specs_are_one_line_errors(tiny_openclip, spec, message, t
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "x.pt").exists()
+
+
+def _meru(*args, env_extra=None):
+    """The real `meru` command in the environment a user has (no HF_HUB_OFFLINE)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parent.parent), **(env_extra or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "meru", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_architecture_that_does_not_fit_the_weights_is_one_line_naming_both(tiny_openclip, tmp_path):
+    d, _, _ = tiny_openclip
+    (tmp_path / "pool.jsonl").write_text('{"text": "a cat"}\n')
+    wider = dict(TINY, vision_cfg=dict(TINY["vision_cfg"], width=64, head_width=32))
+    (tmp_path / "tiny-wide.json").write_text(json.dumps(wider))
+    for arch in ("ViT-B-32", str(tmp_path / "tiny-wide.json")):  # open_clip: AssertionError, RuntimeError
+        spec = f"openclip:{arch}:{d / 'weights.pt'}"
+        r = _meru("embed", "--checkpoint", spec, "--text-pool", tmp_path / "pool.jsonl", "--out", tmp_path / "x.pt")
+        err = r.stderr.strip()
+        assert r.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert err.startswith("meru embed: error: ") and f"weights file {d / 'weights.pt'} does not fit" in err
+        assert f"architecture {Path(arch).stem!r}" in err
+
+
+def test_unreachable_hub_is_fast_quiet_and_one_line(tmp_path, monkeypatch):
+    """No HF_HUB_OFFLINE, hub endpoint unreachable (a closed loopback port): one line naming HF_HUB_OFFLINE and
+    openclip:local-dir, no retry warnings, and the hub part takes well under 5 s (it took ~23 s of back-off)."""
+    import time
+
+    import huggingface_hub.constants as C
+
+    from meru.models.openclip import ExternalModelError, load_openclip
+
+    (tmp_path / "pool.jsonl").write_text('{"text": "a cat"}\n')
+    closed = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    r = _meru("embed", "--checkpoint", "openclip:hf-hub:nobody/no-such-model", "--text-pool", tmp_path / "pool.jsonl",
+              "--out", tmp_path / "x.pt", env_extra=closed)  # fmt: skip
+    err = r.stderr.strip()
+    assert r.returncode == 2 and len(err.splitlines()) == 1 and "Retrying" not in err, err
+    assert "HF_HUB_OFFLINE" in err and "openclip:local-dir:DIR" in err and "hf-hub:nobody/no-such-model" in err
+    monkeypatch.setattr(C, "ENDPOINT", closed["HF_ENDPOINT"])
+    monkeypatch.setattr(C, "HF_HUB_OFFLINE", False)  # restored after the test (the probe switches it on)
+    monkeypatch.setattr(C, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    t0 = time.perf_counter()
+    with pytest.raises(ExternalModelError, match="HF_HUB_OFFLINE"):
+        load_openclip("openclip:hf-hub:nobody/no-such-model")
+    assert time.perf_counter() - t0 < 5

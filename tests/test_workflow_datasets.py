@@ -25,7 +25,6 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="the released_checkpoint rule needs curl")
 
 
 def write_mnist_raw(root: Path, n_test: int = 12, n_train: int = 4, seed: int = 0) -> np.ndarray:

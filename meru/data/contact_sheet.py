@@ -91,10 +91,10 @@ def run(args) -> int:
     try:
         samples = read_samples(args.data, args.n)
     except IncompleteDatasetError as e:
-        print(f"meru contact-sheet: {e}", file=sys.stderr)
+        print(f"meru contact-sheet: error: {e}", file=sys.stderr)
         return 2
     if not samples:
-        print(f"meru contact-sheet: {args.data}: no samples with an image", file=sys.stderr)
+        print(f"meru contact-sheet: error: {args.data}: no samples with an image", file=sys.stderr)
         return 2
     title = f"{args.data}: first {len(samples)} samples ([specificity] caption)"
     draw_contact_sheet(samples, args.out, columns=args.columns, title=title)

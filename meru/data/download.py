@@ -241,9 +241,6 @@ def download(
     subreddit_prefix_prob: float = 0.5,
 ) -> dict:
     """Fetch ``source`` into ``out`` and return the written manifest (see the module docstring)."""
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations phones home on import
-    import img2dataset
-
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; choose one of {SOURCES}")
     out = Path(out)
@@ -258,6 +255,35 @@ def download(
     # img2dataset's resume logic reads every *.json in the folder as "<shard>_stats.json"; the manifest
     # would break it, and while shards are being added the directory is not a finished dataset anyway.
     (out / "manifest.json").unlink(missing_ok=True)
+    _run_img2dataset(
+        urls,
+        out,
+        extra,
+        image_size=image_size,
+        processes=processes,
+        threads=threads,
+        shard_size=shard_size,
+        timeout=timeout,
+        retries=retries,
+    )
+    manifest, attempted = _write_download_manifest(
+        out, source, annotations, (n_in, dups, len(rows)), image_size, subreddit_prefix_prob
+    )
+    if attempted != len(rows):
+        raise RuntimeError(
+            f"{out}: img2dataset attempted {attempted} of {len(rows)} URLs (some shards failed); "
+            "the manifest is marked incomplete. Re-run the same command to resume."
+        )
+    return manifest
+
+
+def _run_img2dataset(urls: Path, out: Path, extra: list[str], **options) -> None:
+    """``img2dataset.download`` of the URL list into webdataset shards in ``out`` (incremental: shards with a
+    ``NNNNN_stats.json`` are kept, so a rerun resumes); ``options``: image_size, processes, threads,
+    shard_size, timeout, retries."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations phones home on import
+    import img2dataset
+
     img2dataset.download(
         url_list=str(urls),
         input_format="parquet",
@@ -266,22 +292,28 @@ def download(
         save_additional_columns=extra or None,
         output_format="webdataset",
         output_folder=str(out),
-        image_size=image_size,
+        image_size=options["image_size"],
         resize_mode="keep_ratio",
-        processes_count=processes,
-        thread_count=threads,
-        number_sample_per_shard=shard_size,
-        timeout=timeout,
-        retries=retries,
+        processes_count=options["processes"],
+        thread_count=options["threads"],
+        number_sample_per_shard=options["shard_size"],
+        timeout=options["timeout"],
+        retries=options["retries"],
         incremental_mode="incremental",
         enable_wandb=False,
         distributor="multiprocessing",
         compute_hash="sha256",
     )
 
+
+def _write_download_manifest(
+    out: Path, source: str, annotations: str, rows: tuple[int, int, int], image_size: int, subreddit_prefix_prob: float
+) -> tuple[dict, int]:
+    """``out/manifest.json`` from img2dataset's per-shard results; ``rows`` = (input rows, duplicate URLs
+    dropped, URLs listed); complete only when every listed URL was attempted. Returns (manifest, attempted)."""
+    n_in, dups, expected = rows
     shards, reasons, attempted = summarize(out)
     succeeded = sum(n for _, n in shards)
-    expected = len(rows)
     counts = {
         "input_rows": n_in,
         "duplicate_url": dups,
@@ -290,26 +322,20 @@ def download(
         "failed": attempted - succeeded,
         **{f"failed_{r}": reasons.get(r, 0) for r in FAILURE_REASONS},
     }
-    complete = attempted == expected
     manifest = write_manifest(
         out,
         name=source,
         source=source,
         shards=shards,
         counts=counts,
-        complete=complete,
+        complete=attempted == expected,
         failed_by_reason={r: reasons.get(r, 0) for r in FAILURE_REASONS},
         annotations=str(annotations),
         image_size=image_size,
         success_rate=(succeeded / attempted) if attempted else 0.0,
         subreddit_prefix_prob=subreddit_prefix_prob if source == "redcaps" else None,
     )
-    if not complete:
-        raise RuntimeError(
-            f"{out}: img2dataset attempted {attempted} of {expected} URLs (some shards failed); "
-            "the manifest is marked incomplete. Re-run the same command to resume."
-        )
-    return manifest
+    return manifest, attempted
 
 
 def format_summary(manifest: dict) -> str:

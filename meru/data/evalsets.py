@@ -540,6 +540,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _prepare_error(name: str, root: str, exc: BaseException) -> str:
+    """One line for a failed ``prepare``: an unknown name gets difflib's closest known names; a failed
+    download (offline) names the URL and where to put the file by hand (read from the failing download
+    call's ``url`` / ``fpath``, e.g. torchvision's ``download_url``)."""
+    import difflib
+
+    if isinstance(exc, ValueError) and str(exc).startswith("Unsupported dataset"):
+        from clip_benchmark.datasets.builder import dataset_collection
+
+        known = set(dataset_table()) | {n for names in dataset_collection.values() for n in names}
+        close = difflib.get_close_matches(name, sorted(known), n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        return f"--dataset {name!r}: not a dataset clip-benchmark knows; {hint}(`meru evalsets list` shows them)"
+    if not isinstance(exc, OSError) or isinstance(exc, EvalDatasetUnavailable):
+        return str(exc)
+    url = fpath = None
+    tb = exc.__traceback__
+    while tb is not None:
+        found = tb.tb_frame.f_locals
+        url = found["url"] if isinstance(found.get("url"), str) else url
+        fpath = found["fpath"] if isinstance(found.get("fpath"), str) else fpath
+        tb = tb.tb_next
+    where = f"put it at {fpath}" if fpath else f"put the files under {root} (names as in the URLs)"
+    return (
+        f"{name}: download of {url or 'its files'} failed ({exc}); offline? fetch it elsewhere and {where}, "
+        f"then rerun `meru evalsets prepare --dataset {name} --root {root}`"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         print(format_table(markdown=args.markdown))
@@ -562,8 +591,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         ds = build_eval_dataset(args.dataset, args.root, split=args.split, download=True)
-    except (EvalDatasetUnavailable, KeyError, ValueError) as e:
-        print(f"meru evalsets prepare: error: {e}", file=sys.stderr)
+    except (EvalDatasetUnavailable, KeyError, ValueError, OSError) as e:
+        print(f"meru evalsets prepare: error: {_prepare_error(args.dataset, args.root, e)}", file=sys.stderr)
         return 1
     n = len(ds) if hasattr(ds, "__len__") else "?"
     classes = getattr(ds, "classes", None)

@@ -547,7 +547,7 @@ def run(args) -> int:
     try:
         info = generate(args.out, args.train_size, args.test_size, args.image_size, args.seed, args.shard_size)
     except ValueError as e:
-        print(f"meru synth: {e}", file=sys.stderr)
+        print(f"meru synth: error: {e}", file=sys.stderr)
         return 2
     print(
         json.dumps(

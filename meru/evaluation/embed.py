@@ -165,11 +165,11 @@ def run(args: argparse.Namespace) -> int:
 
     sources = getattr(args, "sources", None) or []
     if not sources:
-        print("meru embed: give at least one --evalset DIR or --text-pool POOL.jsonl", file=sys.stderr)
+        print("meru embed: error: give at least one --evalset DIR or --text-pool POOL.jsonl", file=sys.stderr)
         return 2
     if len(sources) != len(args.out):
         print(
-            f"meru embed: {len(sources)} source(s) (--evalset/--text-pool) but {len(args.out)} --out file(s); "
+            f"meru embed: error: {len(sources)} source(s) (--evalset/--text-pool) but {len(args.out)} --out file(s); "
             f"give one --out per source, in the same order",
             file=sys.stderr,
         )
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     names = getattr(args, "name", None) or [None] * len(sources)
     if len(names) != len(sources):
         print(
-            f"meru embed: {len(sources)} source(s) (--evalset/--text-pool) but {len(names)} --name(s); "
+            f"meru embed: error: {len(sources)} source(s) (--evalset/--text-pool) but {len(names)} --name(s); "
             "give one --name per source, in the same order, or none",
             file=sys.stderr,
         )

@@ -36,7 +36,7 @@ def identity(
         "kind": cache.kind,
         "size": size,
         "seed": seed,
-        "label": label or run_label(cache.kind, size, seed),
+        "label": label or run_label(cache.kind, size, seed if cache.seed is not None else None),
         "dataset": cache.dataset,
         "task": task,
         "geometry": cache.space.geometry(),
@@ -53,6 +53,8 @@ def clip_benchmark_record(rec: MetricRecord, result: dict | None) -> dict | None
     model = f"{rec.kind}-{rec.size}"
     label = rec.label
     pretrained = label[len(model) + 1 :] if label.startswith(model + "-") else label
+    if label == model and str(rec.provenance.checkpoint or "").startswith("openclip:"):  # its weights, as cb does
+        pretrained = Path(rec.provenance.checkpoint.split(":")[-1]).name
     return {
         "dataset": rec.dataset,
         "model": model,
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         rec, cb_metrics = evaluate(args)
     except (FileNotFoundError, KeyError, ValueError, CheckpointError) as e:
-        print(f"meru evaluate: {e}", file=sys.stderr)
+        print(f"meru evaluate: error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
     cb = clip_benchmark_record(rec, cb_metrics)

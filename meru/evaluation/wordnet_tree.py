@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         edges = build_imagenet_edges(args.wordnet_dir)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"meru imagenet-tree: {exc}", file=sys.stderr)
+        print(f"meru imagenet-tree: error: {exc}", file=sys.stderr)
         return 1
     write_edges(edges, args.out)
     leaves = {c for _, c in edges} - {p for p, _ in edges}

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from meru.kinds import BASELINE
+from meru.models.hub import offline_unless_reachable
 
 PREFIX = "openclip:"
 
@@ -119,6 +120,31 @@ class OpenClipModel(nn.Module):
         return self.model.encode_text(tokens, normalize=project)
 
 
+def _first_lines(exc: BaseException, n: int = 1, limit: int = 200) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = " ".join(lines[:n]) if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _load_error(spec: str, name: str, weights: str | None, offline: bool, exc: BaseException) -> ExternalModelError:
+    """One line for a failed ``open_clip.create_model``: the hub unreachable (names HF_HUB_OFFLINE and the
+    manual path), weights that do not fit the architecture (names both), or open_clip's own first line."""
+    if name.startswith("hf-hub:"):
+        why = "the hub is unreachable and it is not in the Hugging Face cache" if offline else _first_lines(exc)
+        return ExternalModelError(
+            f"--checkpoint {spec!r}: cannot fetch {name} from the Hugging Face Hub ({why}; offline mode, "
+            f"HF_HUB_OFFLINE=1, uses the cache only): download the repo once where there is network and use "
+            "openclip:local-dir:DIR (open_clip_config.json + weights)"
+        )
+    if weights is not None and (isinstance(exc, AssertionError) or "state_dict" in str(exc)):
+        # the detail: the first mismatch, the line after "Error(s) in loading state_dict for CLIP:"
+        return ExternalModelError(
+            f"--checkpoint {spec!r}: weights file {weights} does not fit open_clip architecture {name!r} "
+            f"({_first_lines(exc, 2)}); give the architecture the weights were trained with"
+        )
+    return ExternalModelError(f"--checkpoint {spec!r}: open_clip cannot load it: {_first_lines(exc)}")
+
+
 def load_openclip(spec: str, map_location="cpu") -> OpenClipModel:
     """Build ``openclip:...`` (see module doc); errors for bad specs, missing files or no network are one line."""
     import open_clip
@@ -138,20 +164,12 @@ def load_openclip(spec: str, map_location="cpu") -> OpenClipModel:
                 f"--checkpoint {spec!r}: {name!r} is not an open_clip architecture (see "
                 "open_clip.list_models(), or give a model config .json)"
             )
+    offline = name.startswith("hf-hub:") and offline_unless_reachable()
     try:
         model = open_clip.create_model(name, pretrained=weights, device=map_location, weights_only=True)
         tokenizer = open_clip.get_tokenizer(name)
-    except (OSError, RuntimeError, ValueError) as e:
-        if name.startswith("hf-hub:"):
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ExternalModelError(
-                f"--checkpoint {spec!r}: cannot fetch {name} from the Hugging Face Hub "
-                f"(offline?): {first}; download it once and use openclip:local-dir:DIR"
-            ) from None
-        raise ExternalModelError(
-            f"--checkpoint {spec!r}: open_clip cannot load it: "
-            f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
-        ) from None
+    except (OSError, RuntimeError, ValueError, AssertionError) as e:
+        raise _load_error(spec, name, weights, offline, e) from None
     visual = model.visual
     size = visual.image_size if hasattr(visual, "image_size") else 224
     size = size[0] if isinstance(size, (tuple, list)) else size

@@ -497,7 +497,7 @@ def run(args) -> int:
     try:
         _, line = write_claims(args.metrics, args.out)
     except ValueError as err:
-        print(f"meru claims: {err}", file=sys.stderr)
+        print(f"meru claims: error: {err}", file=sys.stderr)
         return 2
     print(f"{args.out}/claims.md: {line}")
     return 0

@@ -535,7 +535,7 @@ def run(args) -> int:
         return 2
     names = [n for n in args.figures.split(",") if n] if args.figures else None
     if names is not None and set(names) - set(PLOTS):
-        print(f"meru plots: --figures {args.figures}: choose from {', '.join(PLOTS)}", file=sys.stderr)
+        print(f"meru plots: error: --figures {args.figures}: choose from {', '.join(PLOTS)}", file=sys.stderr)
         return 2
     if args.images and not (Path(args.images) / "test" / "nshards.txt").is_file():
         print(

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         df = write_table(args.metrics, args.out)
     except ValueError as e:
-        print(f"meru prompt-sensitivity: {e}", file=sys.stderr)
+        print(f"meru prompt-sensitivity: error: {e}", file=sys.stderr)
         return 2
     print(f"{args.out}/prompt_sensitivity.csv: {len(df)} rows")
     return 0

@@ -231,12 +231,12 @@ def run(args) -> int:
     try:
         config = json.loads(args.config_json) if args.config_json else None
     except json.JSONDecodeError as err:
-        print(f"meru provenance: --config-json is not valid JSON ({err})", file=sys.stderr)
+        print(f"meru provenance: error: --config-json is not valid JSON ({err})", file=sys.stderr)
         return 2
     try:
         files = input_files(args.data, [RESOURCES] if args.reference is None else args.reference, args.checkpoint)
     except FileNotFoundError as err:
-        print(f"meru provenance: {err}", file=sys.stderr)
+        print(f"meru provenance: error: {err}", file=sys.stderr)
         return 2
     path = write_provenance(args.out, config, files, exclude=args.outputs)
     print(f"meru provenance: {len(files)} input files hashed -> {path}")

@@ -28,7 +28,10 @@ def metrics_dir_missing(directory: str | os.PathLike, command: str) -> bool:
     """True (after printing the fix to stderr) when ``--metrics`` is not a directory; for the CLIs."""
     if Path(directory).is_dir():
         return False
-    print(f"meru {command}: --metrics {directory} is not a directory; run the evaluation rules first", file=sys.stderr)
+    print(
+        f"meru {command}: error: --metrics {directory} is not a directory; run the evaluation rules first",
+        file=sys.stderr,
+    )
     return True
 
 

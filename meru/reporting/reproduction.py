@@ -441,7 +441,7 @@ def run(args) -> int:
     try:
         _, line = reproduce(args.metrics, args.reference, args.out, args.training_data, args.published)
     except (ReferenceError, ValueError) as err:
-        print(f"meru reproduce: {err}", file=sys.stderr)
+        print(f"meru reproduce: error: {err}", file=sys.stderr)
         return 2
     print(f"{args.out}/reproduction.md: {line}")
     return 0

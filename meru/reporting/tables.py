@@ -745,12 +745,12 @@ def run(args) -> int:
     if metrics_dir_missing(args.metrics, "tables"):
         return 2
     if args.n_boot < 1:
-        print(f"meru tables: --n-boot must be >= 1, got {args.n_boot}", file=sys.stderr)
+        print(f"meru tables: error: --n-boot must be >= 1, got {args.n_boot}", file=sys.stderr)
         return 2
     try:
         frames = write_tables(args.metrics, args.out, args.n_boot)
     except ValueError as err:
-        print(f"meru tables: {err}", file=sys.stderr)
+        print(f"meru tables: error: {err}", file=sys.stderr)
         return 2
     for name, df in frames.items():
         print(f"{args.out}/{name}: {len(df)} statistics rows")

@@ -33,10 +33,12 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from meru.config import ConfigError, load_train_config
+from meru.config import ConfigError, load_tracking_config, load_train_config
 from meru.kinds import KINDS
 from meru.io import write_text
 from meru.models.checkpoints import save_torch
+from meru.training.tracking import log_train
+from meru.training.tracking import session as tracking_session
 
 NO_DECAY_NAMES = ("logit_scale", "curv", "visual_alpha", "textual_alpha")
 
@@ -657,6 +659,7 @@ class RunLog:
             run.history.append(row)
             with open(self.out / "log.jsonl", "a") as f:
                 f.write(json.dumps(row, allow_nan=False) + "\n")
+            log_train(row)  # experiment trackers of the `tracking:` config section (meru.training.tracking)
             if self.writer:
                 for k, v in row.items():
                     if isinstance(v, (int, float)) and k != "step":
@@ -762,6 +765,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.SUB=VALUE", help="override a config key")
     parser.add_argument(
+        "--tracking-config", help="YAML whose `tracking:` section names the experiment trackers (default: --config)"
+    )
+    parser.add_argument(
         "--resume",
         choices=["auto", "never"],
         default="auto",
@@ -800,7 +806,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_train_config(args.config, args.model, args.size, args.seed, args.set)
         preflight(cfg, str(args.config))
-        path = train(cfg, args.out, resume=args.resume, apply_config_changes=args.apply_config_changes)
+        trackers = load_tracking_config(args.tracking_config or args.config) if dist_env()[0] == 0 else None
+        with tracking_session(trackers, Path(args.out).name):  # one tracked run per model and seed
+            path = train(cfg, args.out, resume=args.resume, apply_config_changes=args.apply_config_changes)
     except (
         ConfigError,
         FloatingPointError,

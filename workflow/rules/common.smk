@@ -48,6 +48,8 @@ def _check_config():
 
 _check_config()
 
+# the workflow config file (the last --configfile); `meru train` / `meru track` read its `tracking:` section
+CONFIG_FILE = ([str(f) for f in workflow.overwrite_configfiles] or ["configs/default.yaml"])[-1]
 RESULTS = config.get("results_dir", "results")
 RUNS = config.get("runs_dir", "runs")
 DATA = config.get("data_dir", "data")
@@ -204,8 +206,10 @@ def all_targets():
     if prompt_files():
         out += [f"{RESULTS}/tables/prompt_sensitivity.{ext}" for ext in ("csv", "md")]
     out += hierarcaps_files()
-    if config["data"]["source"] == "synthhier":
-        out += [f"{RESULTS}/data/contact_sheet.png"]
+    if config["data"]["source"] == "synthhier" and (not PRETRAINED or EVAL.get("synthhier", False)):
+        out += [f"{RESULTS}/data/contact_sheet.png"]  # not for an evaluation-only run that needs no SynthHier
+    if (config.get("tracking") or {}).get("backends"):
+        out += [f"{RESULTS}/tracking.tsv"]
     return out + report_targets()
 
 

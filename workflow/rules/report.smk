@@ -152,3 +152,20 @@ rule dataset_card:
     shell:
         "meru card --dataset {input:q} --out {output.card:q} --html {output.html:q} > {log:q} 2>&1"
 
+
+rule track:
+    """Evaluation metrics to the experiment trackers of the config's `tracking:` section (one run per label; the
+    training rows reach the same runs from `meru train`). Planned only when `tracking.backends` is not empty."""
+    input:
+        metric_files(),
+    output:
+        f"{RESULTS}/tracking.tsv",
+    log:
+        f"{RESULTS}/logs/report/track.log",
+    conda:
+        "../../envs/report.yaml"
+    params:
+        config=CONFIG_FILE,
+        metrics=lambda w: f"{RESULTS}/metrics",
+    shell:
+        "meru track --config {params.config:q} --metrics {params.metrics:q} --out {output:q} > {log:q} 2>&1"

@@ -42,6 +42,7 @@ rule train:
         **slurm_res("train"),
     params:
         rundir=lambda w: f"{RUNS}/{w.model}-{w.size}-s{w.seed}",
+        tracking=CONFIG_FILE,  # its `tracking:` section (read at run time: changing trackers retrains nothing)
         launcher=lambda w, resources: (
             ["torchrun", "--standalone", "--nproc_per_node", str(resources.gpu), "-m", "meru"]
             if int(resources.gpu) > 1
@@ -49,4 +50,4 @@ rule train:
         ),
     shell:
         "{params.launcher:q} train --config {input.config:q} --model {wildcards.model:q} --size {wildcards.size:q} "
-        "--seed {wildcards.seed:q} --out {params.rundir:q} > {log:q} 2>&1"
+        "--seed {wildcards.seed:q} --out {params.rundir:q} --tracking-config {params.tracking:q} > {log:q} 2>&1"
