@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import Tensor
 
-from meru.io import read_json, remove_stale_temps, write_json
+from meru.io import read_json, remove_stale_temps, short_repr, write_json
 from meru.spaces import MIN_RADIUS, SPACES, Space, get_space
 
 # ----------------------------------------------------------------------------------------- embedding cache
@@ -37,6 +37,19 @@ CACHE_TASKS = ("classification", "retrieval", "text-pool", "hierarcaps")
 EMBEDDING_FIELDS = ("image_emb", "image_feats", "text_emb", "class_text_raw", "root_emb")
 _TENSOR_FIELDS = EMBEDDING_FIELDS + ("labels", "text_to_image", "specificity", "depth", "levels")
 _SPACE_BY_NAME = {cls.name: kind for kind, cls in SPACES.items()}
+_STR_FIELDS = ("task", "kind", "dataset", "size", "checkpoint")
+_LIST_FIELDS = (
+    "keys",
+    "meta",
+    "classnames",
+    "templates",
+    "class_nodes",
+    "texts",
+    "node",
+    "attributes",
+    "hierarchy_ids",
+)
+_STR_LIST_FIELDS = ("keys", "classnames", "templates", "texts", "hierarchy_ids")
 
 
 class CacheError(ValueError):
@@ -134,7 +147,75 @@ class EmbeddingCache:
                 raise CacheError(f"{self.name}: {name} is a {type(value).__name__}, not a tensor; re-run `meru embed`")
         if self.path is not None:
             self.path = Path(self.path)
+        self._check_scalars()
+        self._check_shapes()
         self._check_lengths()
+
+    def _check_scalars(self) -> None:
+        """Identity fields are str / int or None, list fields are lists (of str where they hold names or
+        captions), the towers' scales are finite numbers > 0."""
+        for name, types in (*((n, str) for n in _STR_FIELDS), *((n, int) for n in ("seed", "step"))):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+                raise CacheError(
+                    f"{self.name}: {name} = {short_repr(value)} is not a {types.__name__}; re-run `meru embed`"
+                )
+        for name in _LIST_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, list):
+                raise CacheError(f"{self.name}: {name} is a {type(value).__name__}, not a list; re-run `meru embed`")
+            if value is not None and name in _STR_LIST_FIELDS and not all(isinstance(v, str) for v in value):
+                raise CacheError(f"{self.name}: {name} holds non-strings; re-run `meru embed`")
+        for name in ("space.curv", "visual_alpha", "textual_alpha"):
+            value = self.space.curv if name == "space.curv" else getattr(self, name)
+            if value is not None and not _positive_number(value):
+                raise CacheError(f"{self.name}: {name} = {short_repr(value)} must be a number > 0; re-run `meru embed`")
+
+    def _check_shapes(self) -> None:
+        """Embeddings are float matrices of one width ``D >= 1`` (``image_emb``/``text_emb``/``root_emb``: [*, D],
+        ``class_text_raw``: [T, C, D]); index fields are 1-D integer tensors inside their range (``labels`` in
+        ``[0, C)``, ``text_to_image`` in ``[0, N)``); annotations are 1-D."""
+        raws = {"class_text_raw": self.class_text_raw}
+        raws.update({f"prompt_sets.{k}.class_text_raw": v.class_text_raw for k, v in (self.prompt_sets or {}).items()})
+        widths = set()
+        for name in ("image_emb", "image_feats", "text_emb", "root_emb", *raws):
+            value = raws[name] if name in raws else getattr(self, name)
+            if value is None:
+                continue
+            rank = 3 if name in raws else 2
+            if (
+                not isinstance(value, Tensor)
+                or value.ndim != rank
+                or not value.is_floating_point()
+                or value.shape[-1] < 1
+            ):
+                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise CacheError(
+                    f"{self.name}: {name} has shape {shape}, expected a float tensor of rank {rank} (last dimension = "
+                    "embedding width >= 1); re-run `meru embed`"
+                )
+            if name != "image_feats":
+                widths.add(int(value.shape[-1]))
+        if len(widths) > 1:
+            raise CacheError(f"{self.name}: embeddings of different widths {sorted(widths)}; re-run `meru embed`")
+        bounds = {"labels": len(self.classnames) if self.classnames is not None else None}
+        bounds["text_to_image"] = len(self.image_emb) if self.image_emb is not None else None
+        for name in ("labels", "text_to_image", "levels", "specificity", "depth"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            integral = name not in ("specificity", "depth")
+            if value.ndim != 1 or (integral and (value.is_floating_point() or value.is_complex())):
+                raise CacheError(
+                    f"{self.name}: {name} has shape {tuple(value.shape)} and dtype {value.dtype}, expected a 1-D "
+                    f"{'integer' if integral else 'number'} tensor; re-run `meru embed`"
+                )
+            top = bounds.get(name)
+            if integral and len(value) and (int(value.min()) < 0 or (top is not None and int(value.max()) >= top)):
+                raise CacheError(
+                    f"{self.name}: {name} holds {int(value.min())}..{int(value.max())}, outside [0, {top}); "
+                    "re-run `meru embed`"
+                )
 
     def _check_lengths(self) -> None:
         """Per-image fields have one row per image, per-caption fields one per caption, ``class_text_raw`` is
@@ -308,15 +389,32 @@ class EmbeddingCache:
         }
 
 
+def _positive_number(value) -> bool:
+    """A real number that is not ``<= 0`` (bools refused; a 0-d float tensor counts as its value). NaN and inf
+    pass: :meth:`EmbeddingCache.check_finite` refuses them as a diverged model's."""
+    if isinstance(value, Tensor) and value.numel() == 1 and value.is_floating_point():
+        value = float(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not value <= 0
+
+
 def space_from_record(record: dict, where: str = "embedding cache") -> Space:
-    """The space of a :meth:`meru.spaces.Space.record` dict (``name``, ``curv``, ``min_radius``)."""
+    """The space of a :meth:`meru.spaces.Space.record` dict (``name``, ``curv``, ``min_radius``). Domains:
+    the Lorentz curvature ``c`` (hyperboloid of curvature ``-c``) and ``min_radius`` are finite and ``> 0``."""
     name = record.get("name") if isinstance(record, dict) else None
     if name not in _SPACE_BY_NAME:
-        raise CacheError(f"{where}: space record {record!r} names no known space; re-run `meru embed`")
+        raise CacheError(f"{where}: space record {short_repr(record)} names no known space; re-run `meru embed`")
+    kind, curv, min_radius = _SPACE_BY_NAME[name], record.get("curv"), record.get("min_radius", MIN_RADIUS)
+    checks = (("curv", curv), ("min_radius", min_radius)) if curv is not None else (("min_radius", min_radius),)
+    for key, value in checks:
+        if not _positive_number(value):
+            raise CacheError(
+                f"{where}: space.{key} = {short_repr(value)} must be a number > 0 (the {name} space); "
+                "the cache is corrupt or hand-made: re-run `meru embed`"
+            )
     try:
-        return get_space(_SPACE_BY_NAME[name], record.get("curv"), record.get("min_radius", MIN_RADIUS))
+        return get_space(kind, curv, min_radius)
     except (TypeError, ValueError) as e:
-        raise CacheError(f"{where}: bad space record {record!r} ({e}); re-run `meru embed`") from None
+        raise CacheError(f"{where}: bad space record {short_repr(record)} ({e}); re-run `meru embed`") from None
 
 
 # ------------------------------------------------------------------------------------------- metric record
@@ -375,6 +473,40 @@ class Provenance:
 
 IDENTITY = ("kind", "size", "seed", "label", "dataset", "task", "geometry")
 MEASUREMENT = tuple(f.name for f in dataclasses.fields(Measurement))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _bad_record_field(data: dict) -> str | None:
+    """What is wrong with the fields of a metric record's dict (None: nothing). Domains: identity fields are
+    non-empty strings (``seed``: an int >= 0; ``geometry``: {str: str}); ``metrics`` maps names to finite numbers
+    or null; ``intervals`` to ``[lo, hi]`` (numbers or null); ``n`` is an int >= 0; ``per_item`` maps names to
+    lists; ``plot``, ``details`` and ``provenance`` are objects."""
+    for key in ("kind", "size", "label", "dataset", "task"):
+        if not isinstance(data[key], str) or not data[key]:
+            return f"{key} = {short_repr(data[key])} is not a non-empty string"
+    if not isinstance(data["seed"], int) or isinstance(data["seed"], bool) or data["seed"] < 0:
+        return f"seed = {short_repr(data['seed'])} is not an integer >= 0"
+    for key in ("geometry", "metrics", "intervals", "per_item", "plot", "details", "provenance"):
+        if not isinstance(data.get(key, {}), dict):
+            return f"{key} is a {type(data[key]).__name__}, not an object"
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in data["geometry"].items()):
+        return f"geometry = {short_repr(data['geometry'])} must map names to strings"
+    for name, value in data["metrics"].items():
+        if value is not None and not (_is_number(value) and math.isfinite(value)):
+            return f"metrics.{name} = {short_repr(value)} is not a finite number (null marks an undefined metric)"
+    for name, value in data.get("intervals", {}).items():
+        if not (isinstance(value, list) and len(value) == 2 and all(v is None or _is_number(v) for v in value)):
+            return f"intervals.{name} = {short_repr(value)} is not [lo, hi]"
+    n = data.get("n", 0)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        return f"n = {short_repr(n)} is not an integer >= 0"
+    for name, value in data.get("per_item", {}).items():
+        if not isinstance(value, list):
+            return f"per_item.{name} is a {type(value).__name__}, not a list"
+    return None
 
 
 @dataclass
@@ -436,6 +568,9 @@ class MetricRecord:
                 f"{path}: metric record with missing {missing} / unknown {unknown} fields; "
                 "re-run the `meru evaluate` rule that writes it"
             )
+        bad = _bad_record_field(data)
+        if bad:
+            raise RecordError(f"{path}: {bad}; delete it and re-run the `meru evaluate` rule that writes it")
         prov = data["provenance"]
         try:
             provenance = Provenance(**prov)
