@@ -86,7 +86,7 @@ CASES = [
     ("duplicate-key", "seeds: [0]\nseeds: [1]\n", ["duplicate key 'seeds'"]),
     # issue 22: wrong configs that used to plan without complaint (or with a traceback)
     ("batch-not-divisible-by-gpus", "resources: {train: {gpu: 3}}\n", ["train.data.batch_size = 128", "gpu = 3"]),
-    ("sizes-file-missing", "sizes_file: nope.yaml\n", ["nope.yaml", "not found"]),
+    ("sizes-file-missing", "sizes_file: nope.yaml\n", ["sizes_file = 'nope.yaml'", "no such file"]),
     ("reference-missing", "reference: results/reference/nope\n", ["reference = 'results/reference/nope'", "not a dir"]),
     ("model-twice", "models: [meru, clip, meru]\n", ["models: 'meru' is listed twice"]),
     ("name-missing", "NONAME", ["name: missing"]),
