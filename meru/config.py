@@ -395,7 +395,7 @@ def load_train_config(
         unknown = [k for k in overrides if k not in kinds]
         if unknown:
             raise ConfigError(
-                f"{source}: train_overrides.{_short(unknown[0])}{did_you_mean(unknown[0], kinds)} is not a model "
+                f"{source}: train_overrides.{str(unknown[0])[:80]}{did_you_mean(unknown[0], kinds)} is not a model "
                 f"kind ({', '.join(kinds)}); its settings would never be used"
             )
         over = overrides.get(kind) or {}
