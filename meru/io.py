@@ -195,5 +195,5 @@ def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
 def short_repr(value: Any, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters (``...`` marks the cut): how error messages echo user values,
     so that a 100k-character value gives a short line, not a 200 KB one."""
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line: a tensor's or a multi-line string's repr has newlines
     return text if len(text) <= limit else text[: limit - 3] + "..."

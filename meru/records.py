@@ -133,21 +133,21 @@ class EmbeddingCache:
     def __post_init__(self):
         if not isinstance(self.space, Space):
             raise CacheError(f"{self.name}: space must be a meru.spaces.Space, got {type(self.space).__name__}")
+        if self.path is not None:
+            self.path = Path(self.path)
+        self._check_scalars()
         if self.kind is None:
             self.kind = self.space.kind
         if self.kind != self.space.kind:
             raise CacheError(
-                f"{self.name}: model kind {self.kind!r} but the {self.space.name} space; re-run `meru embed`"
+                f"{self.name}: model kind {short_repr(self.kind)} but the {self.space.name} space; re-run `meru embed`"
             )
         if self.task not in CACHE_TASKS:
-            raise CacheError(f"{self.name}: unknown task {self.task!r} (one of {', '.join(CACHE_TASKS)})")
+            raise CacheError(f"{self.name}: unknown task {short_repr(self.task)} (one of {', '.join(CACHE_TASKS)})")
         for name in _TENSOR_FIELDS:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Tensor):
                 raise CacheError(f"{self.name}: {name} is a {type(value).__name__}, not a tensor; re-run `meru embed`")
-        if self.path is not None:
-            self.path = Path(self.path)
-        self._check_scalars()
         self._check_shapes()
         self._check_lengths()
 
@@ -291,12 +291,12 @@ class EmbeddingCache:
         if fmt != CACHE_FORMAT:
             if isinstance(fmt, str) and fmt.startswith("meru-bench/embeddings/"):
                 raise CacheError(
-                    f"{where}: embedding cache of format {fmt!r}, this meru-bench reads {CACHE_FORMAT!r}; "
+                    f"{where}: embedding cache of format {short_repr(fmt)}, this meru-bench reads {CACHE_FORMAT!r}; "
                     "re-run `meru embed` to rewrite it"
                 )
             raise CacheError(f"{where}: not an embedding cache (expected format {CACHE_FORMAT!r}); re-run `meru embed`")
         names = {f.name for f in dataclasses.fields(cls)} - {"path"}
-        unknown = sorted(set(data) - names - {"format"})
+        unknown = sorted(short_repr(k) for k in set(data) - names - {"format"})
         if unknown:
             raise CacheError(f"{where}: unknown embedding-cache field(s) {', '.join(unknown)}; re-run `meru embed`")
         for required in ("task", "space"):
@@ -401,7 +401,7 @@ def space_from_record(record: dict, where: str = "embedding cache") -> Space:
     """The space of a :meth:`meru.spaces.Space.record` dict (``name``, ``curv``, ``min_radius``). Domains:
     the Lorentz curvature ``c`` (hyperboloid of curvature ``-c``) and ``min_radius`` are finite and ``> 0``."""
     name = record.get("name") if isinstance(record, dict) else None
-    if name not in _SPACE_BY_NAME:
+    if not isinstance(name, str) or name not in _SPACE_BY_NAME:
         raise CacheError(f"{where}: space record {short_repr(record)} names no known space; re-run `meru embed`")
     kind, curv, min_radius = _SPACE_BY_NAME[name], record.get("curv"), record.get("min_radius", MIN_RADIUS)
     checks = (("curv", curv), ("min_radius", min_radius)) if curv is not None else (("min_radius", min_radius),)
@@ -557,7 +557,7 @@ class MetricRecord:
         if not isinstance(data, dict) or data.get("format") != METRIC_FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise RecordError(
-                f"{path}: not a metric record (format {found!r}, expected {METRIC_FORMAT!r}); "
+                f"{path}: not a metric record (format {short_repr(found)}, expected {METRIC_FORMAT!r}); "
                 "delete it and re-run the `meru evaluate` rule that writes it"
             )
         fields = {f.name for f in dataclasses.fields(cls)} - {"path"}
@@ -575,7 +575,9 @@ class MetricRecord:
         try:
             provenance = Provenance(**prov)
         except TypeError as err:
-            raise RecordError(f"{path}: bad provenance {prov!r} ({err}); re-run `meru evaluate`") from None
+            raise RecordError(
+                f"{path}: bad provenance {short_repr(prov)} ({short_repr(str(err))}); re-run `meru evaluate`"
+            ) from None
         return cls(**{**data, "provenance": provenance}, path=Path(path))
 
     @classmethod

@@ -112,7 +112,7 @@ CASES = [
     ("size-did-you-mean", "sizes: [cpu-conf]\n", ["'cpu-conf'", "did you mean 'cpu-conv'"]),
     ("dataset-did-you-mean", "evaluation: {zeroshot: [cifar100s]}\n", ["'cifar100s'", "did you mean 'cifar100'"]),
     ("kind-did-you-mean", "models: [mer]\n", ["'mer'", "did you mean 'meru'"]),
-    ("long-value", "name: " + "x" * 100_000 + "\nseeds: [" + "9" * 100_000 + "]\n", ["seeds"]),
+    ("long-value", "evaluation: {zeroshot: [" + "x" * 100_000 + "]}\n", ["evaluation.zeroshot = 'xxx", "..."]),
 ]
 
 

@@ -27,8 +27,9 @@ FORMAT = "meru-bench/shards/1"
 MANIFEST_NAME = "manifest.json"
 
 
-class IncompleteDatasetError(RuntimeError):
-    """A shard directory has no complete manifest (missing, unfinished, or corrupt)."""
+class IncompleteDatasetError(RuntimeError, ValueError):
+    """A shard directory has no complete manifest (missing, unfinished, or corrupt). A ``ValueError`` too: bad
+    input, which every ``meru`` command prints as one line (``meru.cli.user_error_types``)."""
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
