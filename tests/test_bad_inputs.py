@@ -180,3 +180,24 @@ def test_huge_config_value_is_echoed_short_in_a_real_process(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and len(r.stderr) < 600, len(r.stderr)
     assert "runtime.device = 'xxxx" in r.stderr and "..." in r.stderr
     assert not (tmp_path / "run" / "model.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("sizes: {a: [\n", "not valid YAML"),
+        (
+            "sizes: {a: {image_tower: t, image_size: x, text_layers: 1, text_width: 32, text_heads: 2, "
+            "context_length: 16, embed_dim: 32}}\n",
+            "image_size must be integers > 0",
+        ),
+        ("vit_variants: {v: {image_size: 32, patch: -8, width: 32, depth: 1, heads: 2}}\n", "must be integers > 0"),
+    ],
+)
+def test_bad_sizes_file_is_one_line(tmp_path, text, needle):
+    from meru.models.registry import register_sizes_file
+
+    (tmp_path / "sizes.yaml").write_text(text)
+    with pytest.raises(ValueError, match=needle) as e:
+        register_sizes_file(tmp_path / "sizes.yaml")
+    assert "sizes.yaml" in str(e.value) and "\n" not in str(e.value)
