@@ -296,7 +296,7 @@ class EmbeddingCache:
                 )
             raise CacheError(f"{where}: not an embedding cache (expected format {CACHE_FORMAT!r}); re-run `meru embed`")
         names = {f.name for f in dataclasses.fields(cls)} - {"path"}
-        unknown = sorted(short_repr(k) for k in set(data) - names - {"format"})
+        unknown = sorted(str(k)[:80] for k in set(data) - names - {"format"})
         if unknown:
             raise CacheError(f"{where}: unknown embedding-cache field(s) {', '.join(unknown)}; re-run `meru embed`")
         for required in ("task", "space"):
