@@ -184,7 +184,7 @@ def _nonfinite_numbers(obj, path: str = "") -> list[tuple[str, float]]:
     if isinstance(obj, float) and not math.isfinite(obj):
         return [(path, obj)]
     if isinstance(obj, dict):
-        return [x for k, v in obj.items() for x in _nonfinite_numbers(v, f"{path}.{k}" if path else str(k))]
+        return [x for k, v in obj.items() for x in _nonfinite_numbers(v, f"{path}.{_key(k)}" if path else _key(k))]
     if isinstance(obj, list):
         return [x for i, v in enumerate(obj) for x in _nonfinite_numbers(v, f"{path}[{i}]")]
     return []
@@ -271,6 +271,12 @@ def _short(value) -> str:
     return short_repr(value, 80)
 
 
+def _key(key) -> str:
+    """A config key as messages show it: as written when it is a plain word, else its repr (cut to 80)."""
+    text = str(key)
+    return text[:80] if text and text.isprintable() and not any(c.isspace() for c in text) else _short(text)
+
+
 def did_you_mean(word, choices) -> str:
     """``" (did you mean 'X'?)"`` for the closest of ``choices`` to ``word`` (difflib ratio >= 0.6), else ``""``."""
     if not isinstance(word, str):
@@ -281,13 +287,13 @@ def did_you_mean(word, choices) -> str:
 
 def _describe(err: jsonschema.ValidationError) -> str:
     """One clause for one schema error: the key, the value (cut short) and what is wrong, with a did-you-mean."""
-    key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    key = ".".join(_key(p) for p in err.absolute_path) or "<top level>"
     prefix = "" if key == "<top level>" else key + "."
     v = err.validator
     if v == "additionalProperties":
         allowed = err.schema.get("properties", {})
         extra = [k for k in err.instance if k not in allowed]
-        shown = ", ".join(f"{prefix}{k} = {_short(err.instance[k])}{did_you_mean(k, allowed)}" for k in extra)
+        shown = ", ".join(f"{prefix}{_key(k)} = {_short(err.instance[k])}{did_you_mean(k, allowed)}" for k in extra)
         return f"{shown}: unknown key (allowed under {key}: {', '.join(sorted(allowed))})"
     if v == "required":
         missing = [k for k in err.validator_value if not isinstance(err.instance, dict) or k not in err.instance]
@@ -537,7 +543,8 @@ def _path_values(config: dict) -> dict[str, str]:
         out.update({f"evaluation.{key}[{i}]": v for i, v in enumerate(ev.get(key) or [])})
     if (data.get("download") or {}).get("annotations"):
         out["data.download.annotations"] = data["download"]["annotations"]
-    train = (config.get("train") or {}).get("data") or {}
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    train = train.get("data") if isinstance(train.get("data"), dict) else {}
     if train.get("train"):
         out["train.data.train"] = train["train"]
     return {k: v for k, v in out.items() if isinstance(v, str)}
@@ -563,7 +570,9 @@ def _plan_messages(config: dict, pretrained: list) -> list[str]:
     if gpus > 1 and not pretrained:
         for kind in dict.fromkeys(config.get("models") or []):
             merged = merge_configs(DEFAULTS, _kind_train(config, kind))
-            batch, accum = merged["data"]["batch_size"], merged["optim"]["grad_accum"]
+            if not isinstance(merged["data"], dict) or not isinstance(merged["optim"], dict):
+                continue  # a malformed section: _train_messages names it
+            batch, accum = merged["data"].get("batch_size"), merged["optim"].get("grad_accum")
             if isinstance(batch, int) and isinstance(accum, int) and batch % (gpus * accum):
                 out.append(
                     f"train.data.batch_size = {batch} is not divisible by resources.train.gpu = {gpus} "
