@@ -201,3 +201,19 @@ def test_bad_sizes_file_is_one_line(tmp_path, text, needle):
     with pytest.raises(ValueError, match=needle) as e:
         register_sizes_file(tmp_path / "sizes.yaml")
     assert "sizes.yaml" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("field, value", [("step", "x"), ("step", -1), ("kind", 5), ("model_kwargs", [1])])
+def test_bad_checkpoint_metadata_is_one_line(tmp_path, capsys, field, value):
+    from meru.models import build_model
+    from meru.models.checkpoints import save_model
+
+    save_model(build_model("meru", "tiny"), tmp_path / "model.pt")
+    blob = torch.load(tmp_path / "model.pt", weights_only=True)
+    torch.save({**blob, field: value}, tmp_path / "model.pt")
+    (tmp_path / "pool.jsonl").write_text('{"text": "a cat"}\n')
+    out = tmp_path / "e.pt"
+    argv = ["embed", "--checkpoint", str(tmp_path / "model.pt"), "--text-pool", str(tmp_path / "pool.jsonl")]
+    rc = main([*argv, "--out", str(out)])
+    _one_line(capsys, rc, "model.pt", f"checkpoint field '{field}'")
+    assert not out.exists()
