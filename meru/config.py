@@ -14,6 +14,7 @@ fills defaults, validates, and returns a plain dict.
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import os
 from typing import Any
@@ -22,6 +23,7 @@ import jsonschema
 import yaml
 
 from meru.kinds import KINDS, OFFICIAL, PAPER
+from meru.io import short_repr
 
 _NUM = {"type": "number"}
 _INT = {"type": "integer"}
@@ -226,7 +228,7 @@ def _nonfinite_numbers(obj, path: str = "") -> list[tuple[str, float]]:
     if isinstance(obj, float) and not math.isfinite(obj):
         return [(path, obj)]
     if isinstance(obj, dict):
-        return [x for k, v in obj.items() for x in _nonfinite_numbers(v, f"{path}.{k}" if path else str(k))]
+        return [x for k, v in obj.items() for x in _nonfinite_numbers(v, f"{path}.{_key(k)}" if path else _key(k))]
     if isinstance(obj, list):
         return [x for i, v in enumerate(obj) for x in _nonfinite_numbers(v, f"{path}[{i}]")]
     return []
@@ -255,6 +257,10 @@ def model_sizes() -> dict:
         module = importlib.util.module_from_spec(spec)
         sys.modules["_meru_registry"] = module  # dataclasses looks the module up while building the class
         spec.loader.exec_module(module)
+    try:
+        module._load_env_sizes()  # $MERU_SIZES_FILE's sizes (the workflow sets it from the config's sizes_file)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"${module.SIZES_FILE_ENV}: {e}") from None
     return module.MODEL_SIZES
 
 
@@ -272,7 +278,26 @@ def _cross_field_errors(cfg: dict) -> list[str]:
     size = cfg["model"]["size"]
     MODEL_SIZES = model_sizes()
     if size not in MODEL_SIZES:
-        out.append(f"model.size = {size!r} is not a registered size (choose one of: {', '.join(MODEL_SIZES)})")
+        out.append(
+            f"model.size = {_short(size)} is not a registered size{did_you_mean(size, MODEL_SIZES)} (choose one of: "
+            f"{', '.join(MODEL_SIZES)}; a size from a YAML sizes file needs MERU_SIZES_FILE=FILE)"
+        )
+    if o["warmup_steps"] > o["total_steps"]:
+        out.append(
+            f"optim.warmup_steps = {o['warmup_steps']} exceeds optim.total_steps = {o['total_steps']} (the learning "
+            "rate would never finish warming up): lower warmup_steps"
+        )
+    stop = cfg["runtime"]["stop_after"]
+    if stop is not None and stop > o["total_steps"]:
+        out.append(
+            f"runtime.stop_after = {stop} exceeds optim.total_steps = {o['total_steps']} (training ends at "
+            "total_steps): lower stop_after or raise total_steps"
+        )
+    if cfg["data"]["batch_size"] // o["grad_accum"] < 2:
+        out.append(
+            f"data.batch_size = {cfg['data']['batch_size']} / optim.grad_accum = {o['grad_accum']} leaves fewer than 2 "
+            "pairs per step: the contrastive loss needs negatives (use a batch of at least 2 per step)"
+        )
     return out
 
 
@@ -285,27 +310,50 @@ def merge_configs(base: dict, over: dict) -> dict:
     return out
 
 
-def _short(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _short(value) -> str:
+    """How messages echo a config value: its repr, cut to 80 characters (:func:`meru.io.short_repr`)."""
+    return short_repr(value, 80)
+
+
+def _key(key) -> str:
+    """A config key as messages show it: as written when it is a plain word, else its repr (cut to 80)."""
+    text = str(key)
+    return text[:80] if text and text.isprintable() and not any(c.isspace() for c in text) else _short(text)
+
+
+def did_you_mean(word, choices) -> str:
+    """``" (did you mean 'X'?)"`` for the closest of ``choices`` to ``word`` (difflib ratio >= 0.6), else ``""``."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _describe(err: jsonschema.ValidationError) -> str:
-    key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    """One clause for one schema error: the key, the value (cut short) and what is wrong, with a did-you-mean."""
+    key = ".".join(_key(p) for p in err.absolute_path) or "<top level>"
+    prefix = "" if key == "<top level>" else key + "."
     v = err.validator
     if v == "additionalProperties":
         allowed = err.schema.get("properties", {})
         extra = [k for k in err.instance if k not in allowed]
-        prefix = "" if key == "<top level>" else key + "."
-        shown = ", ".join(f"{prefix}{k} = {_short(err.instance[k])}" for k in extra)
+        shown = ", ".join(f"{prefix}{_key(k)} = {_short(err.instance[k])}{did_you_mean(k, allowed)}" for k in extra)
         return f"{shown}: unknown key (allowed under {key}: {', '.join(sorted(allowed))})"
+    if v == "required":
+        missing = [k for k in err.validator_value if not isinstance(err.instance, dict) or k not in err.instance]
+        return f"{', '.join(prefix + k for k in missing)}: missing (required under {key})"
+    if v == "propertyNames":
+        return f"{key}: key {_short(err.instance)} is not allowed{did_you_mean(err.instance, err.validator_value.get('enum', []))}"
     if v == "type":
         want = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
         article = "an" if want[0] in "aeiou" else "a"
-        return f"{key} = {err.instance!r} is not {article} {want}"
+        return f"{key} = {_short(err.instance)} is not {article} {want}"
     if v == "enum":
-        return f"{key} = {err.instance!r} is not one of {err.validator_value}"
-    return f"{key} = {err.instance!r}: {err.message}"
+        return f"{key} = {_short(err.instance)} is not one of {err.validator_value}{did_you_mean(err.instance, err.validator_value)}"
+    message = err.message if len(err.message) <= 160 else err.message[:157] + "..."
+    if repr(err.instance) in message:
+        message = message.replace(repr(err.instance), _short(err.instance))
+    return f"{key} = {_short(err.instance)}: {message}"
 
 
 def validate_train_config(cfg: dict, source: str = "<config>") -> dict:
@@ -394,6 +442,13 @@ def load_train_config(
             raise ConfigError(
                 f"{source}: train_overrides = {overrides!r} must be a mapping of model kind -> train section"
             )
+        kinds = TRAIN_SCHEMA["properties"]["model"]["properties"]["kind"]["enum"]
+        unknown = [k for k in overrides if k not in kinds]
+        if unknown:
+            raise ConfigError(
+                f"{source}: train_overrides.{str(unknown[0])[:80]}{did_you_mean(unknown[0], kinds)} is not a model "
+                f"kind ({', '.join(kinds)}); its settings would never be used"
+            )
         over = overrides.get(kind) or {}
         validate_train_config(over, f"{source} (train_overrides.{kind})")
         cfg = merge_configs(cfg, over)
@@ -420,13 +475,18 @@ def load_train_config(
 TRAIN_SOURCES = ("synthhier", "redcaps", "cc3m", "cc12m")
 
 
-def _known_dataset(name: str, evalsets_root: str) -> bool:
-    """A MERU or clip-benchmark evaluation-set name (``X_train`` = the train split of X), or a local directory."""
+def _dataset_names() -> set[str]:
+    """Every MERU or clip-benchmark evaluation-set name, also with ``/`` as ``_`` and by its last part."""
     from meru.data.evalsets import dataset_table
 
     table = dataset_table()
     names = set(table) | {e["clip_benchmark"] for e in table.values() if e["clip_benchmark"]}
-    names |= {n.replace("/", "_") for n in names} | {n.split("/")[-1] for n in names}
+    return names | {n.replace("/", "_") for n in names} | {n.split("/")[-1] for n in names}
+
+
+def _known_dataset(name: str, evalsets_root: str) -> bool:
+    """A MERU or clip-benchmark evaluation-set name (``X_train`` = the train split of X), or a local directory."""
+    names = _dataset_names()
     base = name.removesuffix("_train")
     return name in names or base in names or os.path.isdir(os.path.join(evalsets_root, name))
 
@@ -447,98 +507,197 @@ def with_kinds(schema: dict) -> dict:
     return schema
 
 
-def check_workflow_config(config: dict, schema: dict, source: str = "workflow config") -> None:
-    """Plan-time check of a whole workflow config; raise :class:`ConfigError` in one line naming every bad key.
-
-    Types and ranges come from ``schema`` (``configs/schema.yaml``, kinds from :func:`with_kinds`); on top: sizes must be registered,
-    evaluation-set names known (or present under ``evaluation.evalsets_root``), the ``train:`` section valid
-    and complete for every model kind and size (``meru.config`` schema and cross-key checks), and
-    ``train.data.train`` must be the dataset the workflow builds, ``{data_dir}/{data.source}[/train]``.
-    """
-    MODEL_SIZES = model_sizes()
+def _schema_messages(config: dict, schema: dict) -> list[str]:
+    """Types and ranges (``configs/schema.yaml``) and finite numbers."""
     errors = sorted(
         jsonschema.Draft202012Validator(with_kinds(schema)).iter_errors(config),
         key=lambda e: [str(p) for p in e.absolute_path],
     )
-    messages = [_describe(e) for e in errors] + [
-        f"{k} = {v!r} is not a finite number" for k, v in _nonfinite_numbers(config)
+    return [_describe(e) for e in errors] + [
+        f"{k} = {_short(v)} is not a finite number" for k, v in _nonfinite_numbers(config)
     ]
-    if messages:
-        raise ConfigError(f"{source}: " + "; ".join(messages))
-    sizes = list(config.get("sizes") or [])
-    pretrained = (config.get("pretrained") or {}).get("checkpoints") or []
-    messages += [
-        f"sizes = {s!r} is not a registered size (choose from: {', '.join(MODEL_SIZES)})"
+
+
+def _size_messages(config: dict, pretrained: list) -> list[str]:
+    """Sizes registered (built-in or ``sizes_file``), models listed once, the run lists given."""
+    if config.get("sizes_file") and not os.path.isfile(config["sizes_file"]):
+        return [f"sizes_file = {_short(config['sizes_file'])}: no such file (a YAML file of extra model sizes)"]
+    try:
+        sizes_ok = model_sizes()
+    except ConfigError as e:
+        return [f"sizes_file: {e}"]
+    sizes, models = list(config.get("sizes") or []), list(config.get("models") or [])
+    out = [
+        f"sizes = {s!r} is not a registered size{did_you_mean(s, sizes_ok)} (choose from: {', '.join(sizes_ok)}"
+        f"{'' if config.get('sizes_file') else '; or define it in a YAML file named by sizes_file'})"
         for s in sizes
-        if s not in MODEL_SIZES
+        if s not in sizes_ok
     ]
-    messages += [
-        f"pretrained.checkpoints[{i}].size = {c['size']!r} is not a registered size "
-        f"(choose from: {', '.join(MODEL_SIZES)})"
+    out += [
+        f"pretrained.checkpoints[{i}].size = {c['size']!r} is not a registered size{did_you_mean(c['size'], sizes_ok)} "
+        f"(choose from: {', '.join(sizes_ok)})"
         for i, c in enumerate(pretrained)
-        if c["size"] not in MODEL_SIZES
+        if c["size"] not in sizes_ok
+    ]
+    out += [
+        f"models: {m!r} is listed twice (list each model kind once)" for m in sorted(set(models)) if models.count(m) > 1
+    ]
+    out += [
+        f"train_overrides.{k} is set but {k!r} is not in models = {models} (train it, or remove its overrides)"
+        for k, v in (config.get("train_overrides") or {}).items()
+        if v and k not in models and not pretrained
     ]
     if not pretrained and not sizes:
-        messages.append("sizes: missing or empty (list the model sizes to train, e.g. [small-cpu])")
+        out.append("sizes: missing or empty (list the model sizes to train, e.g. [small-cpu])")
     if not pretrained and not config.get("seeds"):
-        messages.append("seeds: missing or empty (list the training seeds, e.g. [0])")
-    ev = config.get("evaluation") or {}
+        out.append("seeds: missing or empty (list the training seeds, e.g. [0])")
+    return out
+
+
+def _dataset_messages(ev: dict) -> list[str]:
+    """Evaluation-set names known (MERU / clip-benchmark, under ``evalsets_root`` or in ``evaluation.datasets``);
+    entries given as paths (with a ``/``) and ``evaluation.datasets`` folders must be existing directories."""
     root = ev.get("evalsets_root", "data/evalsets")
     own = ev.get("datasets") or {}  # name -> folder of a dataset outside evalsets_root
+    out = [
+        f"evaluation.datasets.{name} = {_short(path)} is not a directory (give the folder of a clip-benchmark "
+        "wds-layout set: test/nshards.txt, classnames.txt, ...)"
+        for name, path in own.items()
+        if not os.path.isdir(path)
+    ]
 
-    def known(name: str) -> bool:
-        if os.sep in name:  # a folder given by path: the workflow checks that it exists (common.smk)
-            return True
-        return name in own or name.removesuffix("_train") in own or _known_dataset(name, root)
+    def problem(key: str, name: str) -> str | None:
+        if "/" in name or os.sep in name:  # a folder given by path
+            return None if os.path.isdir(name) else f"{key} = {_short(name)} is not a directory (a dataset folder)"
+        if name in own or name.removesuffix("_train") in own or _known_dataset(name, root):
+            return None
+        return (
+            f"{key} = {_short(name)} is not a known evaluation set{did_you_mean(name, _dataset_names())} (MERU / "
+            f"clip-benchmark name, a directory under evaluation.evalsets_root = {root!r}, or a name in "
+            "evaluation.datasets)"
+        )
 
-    for key in ("zeroshot", "retrieval"):
-        messages += [
-            f"evaluation.{key} = {n!r} is not a known evaluation set (MERU / clip-benchmark name, a "
-            f"directory under evaluation.evalsets_root = {root!r}, or a name in evaluation.datasets)"
-            for n in ev.get(key) or []
-            if not known(n)
-        ]
+    found = [problem(f"evaluation.{key}", n) for key in ("zeroshot", "retrieval") for n in ev.get(key) or []]
     probes = ev.get("linear_probe") or {}
     if isinstance(probes, list):  # names: each probe trains on the `train` split of its own folder
         probes = {name: {"test": name} for name in probes}
     for probe, entry in probes.items():
         entry = entry or {"test": probe}
-        messages += [
-            f"evaluation.linear_probe.{probe}.{part} = {entry[part]!r} is not a known evaluation set"
+        found += [
+            problem(f"evaluation.linear_probe.{probe}.{part}", entry[part])
             for part in ("train", "test")
-            if part in entry and not known(entry[part])
+            if part in entry
         ]
-    data = config.get("data") or {}
-    src = data.get("source")
-    if src in ("redcaps", "cc3m", "cc12m") and not pretrained and "download" not in data:
-        messages.append(f"data.source = {src!r} needs data.download.annotations (where the annotation files are)")
-    train = config.get("train") or {}
-    overrides = config.get("train_overrides") or {}
-    if not pretrained and not messages:
-        data_dir = config.get("data_dir", "data")
-        for kind in config["models"]:
-            merged = merge_configs(train, overrides.get(kind) or {})
-            where = f"train + train_overrides.{kind}"
-            try:
-                validate_train_config(merged, where)
-                for size in sizes:
-                    full = merge_configs(DEFAULTS, merged)
-                    full["model"]["kind"], full["model"]["size"] = kind, size
-                    validate_train_config(_integral_to_int(full, TRAIN_SCHEMA), where)
-            except ConfigError as e:
-                messages.append(str(e))
-                continue
-            path = (merged.get("data") or {}).get("train", DEFAULTS["data"]["train"])
-            paths = path if isinstance(path, list) else [path]
-            wanted = os.path.join(data_dir, src)
-            if not all(_same_path(p, wanted) or _same_path(p, os.path.join(wanted, "train")) for p in paths):
-                messages.append(
-                    f"{where}: train.data.train = {path!r} is not the dataset this workflow builds "
-                    f"(data_dir = {data_dir!r}, data.source = {src!r}): set it to {wanted}"
-                    f"{'/train' if src == 'synthhier' else ''}"
+    return out + [m for m in found if m]
+
+
+def _path_values(config: dict) -> dict[str, str]:
+    """Config keys that name files or folders (they become Snakemake input/output paths), key -> value."""
+    ev, data = config.get("evaluation") or {}, config.get("data") or {}
+    out = {k: config[k] for k in ("results_dir", "runs_dir", "data_dir", "sizes_file", "reference") if config.get(k)}
+    out.update({f"evaluation.{k}": ev[k] for k in ("evalsets_root", "wordnet_dir") if ev.get(k)})
+    out.update({f"evaluation.datasets.{k}": v for k, v in (ev.get("datasets") or {}).items()})
+    for key in ("zeroshot", "retrieval"):
+        out.update({f"evaluation.{key}[{i}]": v for i, v in enumerate(ev.get(key) or [])})
+    if (data.get("download") or {}).get("annotations"):
+        out["data.download.annotations"] = data["download"]["annotations"]
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    train = train.get("data") if isinstance(train.get("data"), dict) else {}
+    if train.get("train"):
+        out["train.data.train"] = train["train"]
+    return {k: v for k, v in out.items() if isinstance(v, str)}
+
+
+def _plan_messages(config: dict, pretrained: list) -> list[str]:
+    """What Snakemake would plan wrongly: paths with wildcard braces, a missing reference directory, an odd SynthHier image size, a batch that does not split over the GPUs."""
+    out = [
+        f"{key} = {_short(v)} contains '{{' or '}}', which Snakemake reads as a wildcard: rename the path"
+        for key, v in _path_values(config).items()
+        if "{" in v or "}" in v
+    ]
+    ref = config.get("reference")
+    if ref not in (None, "none", "published") and not os.path.isdir(ref):
+        out.append(
+            f"reference = {_short(ref)} is not a directory (a reference run such as results/reference/default, "
+            "made by `meru reference refresh`; or 'published' / 'none')"
+        )
+    image_size = ((config.get("data") or {}).get("synthhier") or {}).get("image_size")
+    if isinstance(image_size, int) and image_size % 2:
+        out.append(f"data.synthhier.image_size = {image_size} must be even (the renderer draws on a 2x2 grid)")
+    gpus = ((config.get("resources") or {}).get("train") or {}).get("gpu") or 0
+    if gpus > 1 and not pretrained:
+        for kind in dict.fromkeys(config.get("models") or []):
+            merged = merge_configs(DEFAULTS, _kind_train(config, kind))
+            if not isinstance(merged["data"], dict) or not isinstance(merged["optim"], dict):
+                continue  # a malformed section: _train_messages names it
+            batch, accum = merged["data"].get("batch_size"), merged["optim"].get("grad_accum")
+            if isinstance(batch, int) and isinstance(accum, int) and batch % (gpus * accum):
+                out.append(
+                    f"train.data.batch_size = {batch} is not divisible by resources.train.gpu = {gpus} "
+                    f"x optim.grad_accum = {accum} (each GPU takes an equal share)"
                 )
+    return out
+
+
+def _kind_train(config: dict, kind: str) -> dict:
+    """``train:`` with ``train_overrides[kind]`` merged in."""
+    return merge_configs(config.get("train") or {}, (config.get("train_overrides") or {}).get(kind) or {})
+
+
+def _train_messages(config: dict, sizes: list) -> list[str]:
+    """``train:`` valid (checked once), each kind's merged section valid and complete for every size, and
+    ``train.data.train`` the dataset the workflow builds, ``{data_dir}/{data.source}[/train]``."""
+    src, data_dir = (config.get("data") or {}).get("source"), config.get("data_dir", "data")
+    try:
+        validate_train_config(config.get("train") or {}, "train")
+    except ConfigError as e:
+        return [str(e)]
+    out = []
+    for kind in dict.fromkeys(config["models"]):
+        merged = _kind_train(config, kind)
+        # a kind without overrides is checked as `train` (one message for all such kinds, not one per kind)
+        where = f"train + train_overrides.{kind}" if (config.get("train_overrides") or {}).get(kind) else "train"
+        try:
+            validate_train_config(merged, where)
+            for size in sizes:
+                full = merge_configs(DEFAULTS, merged)
+                full["model"]["kind"], full["model"]["size"] = kind, size
+                validate_train_config(_integral_to_int(full, TRAIN_SCHEMA), where)
+        except ConfigError as e:
+            out.append(str(e))
+            continue
+        path = (merged.get("data") or {}).get("train", DEFAULTS["data"]["train"])
+        paths, wanted = (path if isinstance(path, list) else [path]), os.path.join(data_dir, src)
+        if not all(_same_path(p, wanted) or _same_path(p, os.path.join(wanted, "train")) for p in paths):
+            out.append(
+                f"{where}: train.data.train = {_short(path)} is not the dataset this workflow builds "
+                f"(data_dir = {data_dir!r}, data.source = {src!r}): set it to {wanted}"
+                f"{'/train' if src == 'synthhier' else ''}"
+            )
+    return out
+
+
+def check_workflow_config(config: dict, schema: dict, source: str = "workflow config") -> None:
+    """Plan-time check of a whole workflow config; raise :class:`ConfigError` in one line naming every bad key.
+
+    Types and ranges come from ``schema`` (``configs/schema.yaml``); on top: sizes registered, evaluation sets
+    known, paths Snakemake can plan (:func:`_plan_messages`), the ``train:`` section valid and complete for every
+    model kind and size, and ``train.data.train`` the dataset the workflow builds.
+    """
+    messages = _schema_messages(config, schema)
+    if not messages:
+        pretrained = (config.get("pretrained") or {}).get("checkpoints") or []
+        data = config.get("data") or {}
+        messages = _size_messages(config, pretrained) + _dataset_messages(config.get("evaluation") or {})
+        messages += _plan_messages(config, pretrained)
+        if data.get("source") in ("redcaps", "cc3m", "cc12m") and not pretrained and "download" not in data:
+            messages.append(
+                f"data.source = {data['source']!r} needs data.download.annotations (where the annotation files are)"
+            )
+        if not pretrained and not messages:
+            messages = _train_messages(config, list(config.get("sizes") or []))
     if messages:
-        raise ConfigError(f"{source}: " + "; ".join(messages))
+        raise ConfigError(f"{source}: " + "; ".join(dict.fromkeys(messages)))
 
 
 # ------------------------------------------------------------------------------------ tracking section

@@ -38,6 +38,7 @@ __all__ = [
     "remove_stale_temps",
     "fresh_temp_dir",
     "replace_dir",
+    "short_repr",
 ]
 
 
@@ -247,3 +248,10 @@ def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             old.unlink()
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (``...`` marks the cut): how error messages echo user values,
+    so that a 100k-character value gives a short line, not a 200 KB one."""
+    text = " ".join(repr(value).split())  # one line: a tensor's or a multi-line string's repr has newlines
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import Tensor
 
-from meru.io import read_json, remove_stale_temps, write_json
+from meru.io import read_json, remove_stale_temps, short_repr, write_json
 from meru.kinds import kind_of_space
 from meru.spaces import MIN_RADIUS, Space, get_space
 
@@ -37,6 +37,19 @@ CACHE_TASKS = ("classification", "retrieval", "text-pool", "hierarcaps")
 #: fields that hold embeddings (refused when non-finite); ``prompt_sets[*].class_text_raw`` too
 EMBEDDING_FIELDS = ("image_emb", "image_feats", "text_emb", "class_text_raw", "root_emb")
 _TENSOR_FIELDS = EMBEDDING_FIELDS + ("labels", "text_to_image", "specificity", "depth", "levels")
+_STR_FIELDS = ("task", "kind", "dataset", "size", "checkpoint")
+_LIST_FIELDS = (
+    "keys",
+    "meta",
+    "classnames",
+    "templates",
+    "class_nodes",
+    "texts",
+    "node",
+    "attributes",
+    "hierarchy_ids",
+)
+_STR_LIST_FIELDS = ("keys", "classnames", "templates", "texts", "hierarchy_ids")
 
 
 class CacheError(ValueError):
@@ -120,21 +133,89 @@ class EmbeddingCache:
     def __post_init__(self):
         if not isinstance(self.space, Space):
             raise CacheError(f"{self.name}: space must be a meru.spaces.Space, got {type(self.space).__name__}")
+        if self.path is not None:
+            self.path = Path(self.path)
+        self._check_scalars()
         if self.kind is None:
             self.kind = self.space.kind
         if self.kind != self.space.kind:
             raise CacheError(
-                f"{self.name}: model kind {self.kind!r} but the {self.space.name} space; re-run `meru embed`"
+                f"{self.name}: model kind {short_repr(self.kind)} but the {self.space.name} space; re-run `meru embed`"
             )
         if self.task not in CACHE_TASKS:
-            raise CacheError(f"{self.name}: unknown task {self.task!r} (one of {', '.join(CACHE_TASKS)})")
+            raise CacheError(f"{self.name}: unknown task {short_repr(self.task)} (one of {', '.join(CACHE_TASKS)})")
         for name in _TENSOR_FIELDS:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Tensor):
                 raise CacheError(f"{self.name}: {name} is a {type(value).__name__}, not a tensor; re-run `meru embed`")
-        if self.path is not None:
-            self.path = Path(self.path)
+        self._check_shapes()
         self._check_lengths()
+
+    def _check_scalars(self) -> None:
+        """Identity fields are str / int or None, list fields are lists (of str where they hold names or
+        captions), the towers' scales are finite numbers > 0."""
+        for name, types in (*((n, str) for n in _STR_FIELDS), *((n, int) for n in ("seed", "step"))):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+                raise CacheError(
+                    f"{self.name}: {name} = {short_repr(value)} is not a {types.__name__}; re-run `meru embed`"
+                )
+        for name in _LIST_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, list):
+                raise CacheError(f"{self.name}: {name} is a {type(value).__name__}, not a list; re-run `meru embed`")
+            if value is not None and name in _STR_LIST_FIELDS and not all(isinstance(v, str) for v in value):
+                raise CacheError(f"{self.name}: {name} holds non-strings; re-run `meru embed`")
+        for name in ("space.curv", "visual_alpha", "textual_alpha"):
+            value = self.space.curv if name == "space.curv" else getattr(self, name)
+            if value is not None and not _positive_number(value):
+                raise CacheError(f"{self.name}: {name} = {short_repr(value)} must be a number > 0; re-run `meru embed`")
+
+    def _check_shapes(self) -> None:
+        """Embeddings are float matrices of one width ``D >= 1`` (``image_emb``/``text_emb``/``root_emb``: [*, D],
+        ``class_text_raw``: [T, C, D]); index fields are 1-D integer tensors inside their range (``labels`` in
+        ``[0, C)``, ``text_to_image`` in ``[0, N)``); annotations are 1-D."""
+        raws = {"class_text_raw": self.class_text_raw}
+        raws.update({f"prompt_sets.{k}.class_text_raw": v.class_text_raw for k, v in (self.prompt_sets or {}).items()})
+        widths = set()
+        for name in ("image_emb", "image_feats", "text_emb", "root_emb", *raws):
+            value = raws[name] if name in raws else getattr(self, name)
+            if value is None:
+                continue
+            rank = 3 if name in raws else 2
+            if (
+                not isinstance(value, Tensor)
+                or value.ndim != rank
+                or not value.is_floating_point()
+                or value.shape[-1] < 1
+            ):
+                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise CacheError(
+                    f"{self.name}: {name} has shape {shape}, expected a float tensor of rank {rank} (last dimension = "
+                    "embedding width >= 1); re-run `meru embed`"
+                )
+            if name != "image_feats":
+                widths.add(int(value.shape[-1]))
+        if len(widths) > 1:
+            raise CacheError(f"{self.name}: embeddings of different widths {sorted(widths)}; re-run `meru embed`")
+        bounds = {"labels": len(self.classnames) if self.classnames is not None else None}
+        bounds["text_to_image"] = len(self.image_emb) if self.image_emb is not None else None
+        for name in ("labels", "text_to_image", "levels", "specificity", "depth"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            integral = name not in ("specificity", "depth")
+            if value.ndim != 1 or (integral and (value.is_floating_point() or value.is_complex())):
+                raise CacheError(
+                    f"{self.name}: {name} has shape {tuple(value.shape)} and dtype {value.dtype}, expected a 1-D "
+                    f"{'integer' if integral else 'number'} tensor; re-run `meru embed`"
+                )
+            top = bounds.get(name)
+            if integral and len(value) and (int(value.min()) < 0 or (top is not None and int(value.max()) >= top)):
+                raise CacheError(
+                    f"{self.name}: {name} holds {int(value.min())}..{int(value.max())}, outside [0, {top}); "
+                    "re-run `meru embed`"
+                )
 
     def _check_lengths(self) -> None:
         """Per-image fields have one row per image, per-caption fields one per caption, ``class_text_raw`` is
@@ -210,12 +291,12 @@ class EmbeddingCache:
         if fmt != CACHE_FORMAT:
             if isinstance(fmt, str) and fmt.startswith("meru-bench/embeddings/"):
                 raise CacheError(
-                    f"{where}: embedding cache of format {fmt!r}, this meru-bench reads {CACHE_FORMAT!r}; "
+                    f"{where}: embedding cache of format {short_repr(fmt)}, this meru-bench reads {CACHE_FORMAT!r}; "
                     "re-run `meru embed` to rewrite it"
                 )
             raise CacheError(f"{where}: not an embedding cache (expected format {CACHE_FORMAT!r}); re-run `meru embed`")
         names = {f.name for f in dataclasses.fields(cls)} - {"path"}
-        unknown = sorted(set(data) - names - {"format"})
+        unknown = sorted(str(k)[:80] for k in set(data) - names - {"format"})
         if unknown:
             raise CacheError(f"{where}: unknown embedding-cache field(s) {', '.join(unknown)}; re-run `meru embed`")
         for required in ("task", "space"):
@@ -308,15 +389,33 @@ class EmbeddingCache:
         }
 
 
+def _positive_number(value) -> bool:
+    """A real number that is not ``<= 0`` (bools refused; a 0-d float tensor counts as its value). NaN and inf
+    pass: :meth:`EmbeddingCache.check_finite` refuses them as a diverged model's."""
+    if isinstance(value, Tensor) and value.numel() == 1 and value.is_floating_point():
+        value = float(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not value <= 0
+
+
 def space_from_record(record: dict, where: str = "embedding cache") -> Space:
-    """The space of a :meth:`meru.spaces.Space.record` dict (``name``, ``curv``, ``min_radius``)."""
-    kind = kind_of_space(record.get("name")) if isinstance(record, dict) else None
+    """The space of a :meth:`meru.spaces.Space.record` dict (``name``, ``curv``, ``min_radius``). Domains:
+    the Lorentz curvature ``c`` (hyperboloid of curvature ``-c``) and ``min_radius`` are finite and ``> 0``."""
+    name = record.get("name") if isinstance(record, dict) else None
+    kind = kind_of_space(name) if isinstance(name, str) else None
     if kind is None:
-        raise CacheError(f"{where}: space record {record!r} names no known space; re-run `meru embed`")
+        raise CacheError(f"{where}: space record {short_repr(record)} names no known space; re-run `meru embed`")
+    curv, min_radius = record.get("curv"), record.get("min_radius", MIN_RADIUS)
+    checks = (("curv", curv), ("min_radius", min_radius)) if curv is not None else (("min_radius", min_radius),)
+    for key, value in checks:
+        if not _positive_number(value):
+            raise CacheError(
+                f"{where}: space.{key} = {short_repr(value)} must be a number > 0 (the {name} space); "
+                "the cache is corrupt or hand-made: re-run `meru embed`"
+            )
     try:
-        return get_space(kind, record.get("curv"), record.get("min_radius", MIN_RADIUS))
+        return get_space(kind, curv, min_radius)
     except (TypeError, ValueError) as e:
-        raise CacheError(f"{where}: bad space record {record!r} ({e}); re-run `meru embed`") from None
+        raise CacheError(f"{where}: bad space record {short_repr(record)} ({e}); re-run `meru embed`") from None
 
 
 # ------------------------------------------------------------------------------------------- metric record
@@ -377,6 +476,40 @@ IDENTITY = ("kind", "size", "seed", "label", "dataset", "task", "geometry")
 MEASUREMENT = tuple(f.name for f in dataclasses.fields(Measurement))
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _bad_record_field(data: dict) -> str | None:
+    """What is wrong with the fields of a metric record's dict (None: nothing). Domains: identity fields are
+    non-empty strings (``seed``: an int >= 0; ``geometry``: {str: str}); ``metrics`` maps names to finite numbers
+    or null; ``intervals`` to ``[lo, hi]`` (numbers or null); ``n`` is an int >= 0; ``per_item`` maps names to
+    lists; ``plot``, ``details`` and ``provenance`` are objects."""
+    for key in ("kind", "size", "label", "dataset", "task"):
+        if not isinstance(data[key], str) or not data[key]:
+            return f"{key} = {short_repr(data[key])} is not a non-empty string"
+    if not isinstance(data["seed"], int) or isinstance(data["seed"], bool) or data["seed"] < 0:
+        return f"seed = {short_repr(data['seed'])} is not an integer >= 0"
+    for key in ("geometry", "metrics", "intervals", "per_item", "plot", "details", "provenance"):
+        if not isinstance(data.get(key, {}), dict):
+            return f"{key} is a {type(data[key]).__name__}, not an object"
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in data["geometry"].items()):
+        return f"geometry = {short_repr(data['geometry'])} must map names to strings"
+    for name, value in data["metrics"].items():
+        if value is not None and not (_is_number(value) and math.isfinite(value)):
+            return f"metrics.{name} = {short_repr(value)} is not a finite number (null marks an undefined metric)"
+    for name, value in data.get("intervals", {}).items():
+        if not (isinstance(value, list) and len(value) == 2 and all(v is None or _is_number(v) for v in value)):
+            return f"intervals.{name} = {short_repr(value)} is not [lo, hi]"
+    n = data.get("n", 0)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        return f"n = {short_repr(n)} is not an integer >= 0"
+    for name, value in data.get("per_item", {}).items():
+        if not isinstance(value, list):
+            return f"per_item.{name} is a {type(value).__name__}, not a list"
+    return None
+
+
 @dataclass
 class MetricRecord:
     """One evaluation of one model on one dataset: the file ``meru evaluate --out M.json`` writes.
@@ -425,7 +558,7 @@ class MetricRecord:
         if not isinstance(data, dict) or data.get("format") != METRIC_FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise RecordError(
-                f"{path}: not a metric record (format {found!r}, expected {METRIC_FORMAT!r}); "
+                f"{path}: not a metric record (format {short_repr(found)}, expected {METRIC_FORMAT!r}); "
                 "delete it and re-run the `meru evaluate` rule that writes it"
             )
         fields = {f.name for f in dataclasses.fields(cls)} - {"path"}
@@ -436,11 +569,16 @@ class MetricRecord:
                 f"{path}: metric record with missing {missing} / unknown {unknown} fields; "
                 "re-run the `meru evaluate` rule that writes it"
             )
+        bad = _bad_record_field(data)
+        if bad:
+            raise RecordError(f"{path}: {bad}; delete it and re-run the `meru evaluate` rule that writes it")
         prov = data["provenance"]
         try:
             provenance = Provenance(**prov)
         except TypeError as err:
-            raise RecordError(f"{path}: bad provenance {prov!r} ({err}); re-run `meru evaluate`") from None
+            raise RecordError(
+                f"{path}: bad provenance {short_repr(prov)} ({short_repr(str(err))}); re-run `meru evaluate`"
+            ) from None
         return cls(**{**data, "provenance": provenance}, path=Path(path))
 
     @classmethod

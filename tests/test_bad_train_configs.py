@@ -89,6 +89,28 @@ CASES = [
     ("set-unknown-key", BASE, ["--set", "optim.lrr=1"], ["optim.lrr", "unknown key"]),
     ("set-no-section", BASE, ["--set", "lr=1"], ["--set", "'lr=1'"]),
     ("missing-file", None, [], ["config file not found"]),
+    # issue 22: accepted before, wrong; refused now
+    (
+        "warmup-over-total",
+        BASE.replace("warmup_steps: 1", "warmup_steps: 5"),
+        [],
+        ["warmup_steps = 5", "total_steps = 2"],
+    ),
+    ("stop-after-over-total", BASE, ["--set", "runtime.stop_after=5"], ["runtime.stop_after = 5", "total_steps = 2"]),
+    ("batch-one", BASE.replace("batch_size: 8", "batch_size: 1"), [], ["data.batch_size = 1", "negatives"]),
+    ("batch-one-per-step", BASE, ["--set", "optim.grad_accum=8"], ["data.batch_size = 8", "grad_accum = 8"]),
+    (
+        "override-unknown-kind",
+        "train: {}\ntrain_overrides: {mer: {optim: {lr: 1.0}}}\n",
+        [],
+        ["train_overrides.mer", "did you mean 'meru'", "never be used"],
+    ),
+    ("size-from-sizes-file", BASE.replace("size: tiny", "size: my-size"), ["--size", "my-size"], ["MERU_SIZES_FILE"]),
+    # issue 21: did you mean; a huge value is echoed short
+    ("unknown-key-did-you-mean", BASE.replace("lr: 1.0e-3", "lrr: 1.0e-3"), [], ["optim.lrr", "did you mean 'lr'"]),
+    ("kind-did-you-mean", BASE.replace("kind: meru", "kind: mreu"), [], ["'mreu'", "did you mean 'meru'"]),
+    ("size-did-you-mean", BASE, ["--size", "tinyy"], ["'tinyy'", "did you mean 'tiny'"]),
+    ("huge-value", BASE.replace("device: cpu", "device: " + "x" * 100_000), [], ["runtime.device = 'xxx", "..."]),
 ]
 
 
@@ -155,7 +177,7 @@ def test_bad_config_one_clear_line(dirs, capsys, case_id, text, extra, expect):
     err = capsys.readouterr().err
     lines = [x for x in err.splitlines() if x.strip()]
     assert rc == 2, err
-    assert 1 <= len(lines) <= 2, err
+    assert 1 <= len(lines) <= 2 and len(err) < 1500, err[:2000]
     assert "Traceback" not in err
     assert path.name in err or "--set" in err, err
     for s in expect:

@@ -24,7 +24,7 @@ def test_defaults_are_paper_recipe():
 def test_workflow_config_with_overrides_and_sets(tmp_path):
     p = _write(
         tmp_path,
-        "train:\n  optim: {lr: 1e-3, total_steps: 100}\n  data: {batch_size: 64}\n"
+        "train:\n  optim: {lr: 1e-3, warmup_steps: 10, total_steps: 100}\n  data: {batch_size: 64}\n"
         "train_overrides:\n  clip: {optim: {lr: 2e-3}}\n  meru: {model: {curv_init: 0.5}}\nother: 1\n",
     )
     clip = load_train_config(p, "clip", "tiny", 0)

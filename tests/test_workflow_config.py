@@ -84,6 +84,35 @@ CASES = [
     ("results-dir-empty", "results_dir: ''\n", ["results_dir", "''"]),
     ("name-number", "name: 5\n", ["name", "5"]),
     ("duplicate-key", "seeds: [0]\nseeds: [1]\n", ["duplicate key 'seeds'"]),
+    # issue 22: wrong configs that used to plan without complaint (or with a traceback)
+    ("batch-not-divisible-by-gpus", "resources: {train: {gpu: 3}}\n", ["train.data.batch_size = 128", "gpu = 3"]),
+    ("sizes-file-missing", "sizes_file: nope.yaml\n", ["sizes_file = 'nope.yaml'", "no such file"]),
+    ("reference-missing", "reference: results/reference/nope\n", ["reference = 'results/reference/nope'", "not a dir"]),
+    ("model-twice", "models: [meru, clip, meru]\n", ["models: 'meru' is listed twice"]),
+    ("name-missing", "NONAME", ["name: missing"]),
+    ("synth-image-odd", "data: {source: synthhier, synthhier: {image_size: 33}}\n", ["image_size = 33", "even"]),
+    ("dataset-dotdot", "evaluation: {zeroshot: ['../cifar10']}\n", ["evaluation.zeroshot = '../cifar10'", "directory"]),
+    ("path-braces", "results_dir: 'res{x}'\n", ["results_dir = 'res{x}'", "wildcard"]),
+    (
+        "override-untrained",
+        "train_overrides: {euclip: {optim: {lr: 1.0}}}\n",
+        ["train_overrides.euclip", "not in models"],
+    ),
+    (
+        "warmup-over-total",
+        "train: {optim: {warmup_steps: 10, total_steps: 5}}\n",
+        ["warmup_steps = 10", "total_steps = 5"],
+    ),
+    # issue 21: the missing key, not the whole config; an unknown train key once; did you mean
+    (
+        "missing-required",
+        "pretrained: {checkpoints: [{kind: meru, size: vit-s16}]}\n",
+        ["pretrained.checkpoints.0.url: missing"],
+    ),
+    ("size-did-you-mean", "sizes: [cpu-conf]\n", ["'cpu-conf'", "did you mean 'cpu-conv'"]),
+    ("dataset-did-you-mean", "evaluation: {zeroshot: [cifar100s]}\n", ["'cifar100s'", "did you mean 'cifar100'"]),
+    ("kind-did-you-mean", "models: [mer]\n", ["'mer'", "did you mean 'meru'"]),
+    ("long-value", "evaluation: {zeroshot: [" + "x" * 100_000 + "]}\n", ["evaluation.zeroshot = 'xxx", "..."]),
 ]
 
 
@@ -91,7 +120,15 @@ def _copy_workflow(dst: Path) -> Path:
     for name in ("Snakefile", "workflow", "configs", "envs"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst / name)
+    (dst / "results" / "reference" / "default").mkdir(parents=True)  # configs/default.yaml's reference run
     return dst
+
+
+def _named(text: str, name: str = "case") -> str:
+    """A config for ``--configfile``: every run names itself (``NONAME``: a config without ``name``)."""
+    if text.startswith("NONAME"):
+        return "seeds: [0]\n"
+    return text if text.startswith("name:") else f"name: {name}\n" + text
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +149,7 @@ def test_enough_distinct_cases():
 @pytest.mark.parametrize("case_id,text,expect", CASES, ids=[c[0] for c in CASES])
 def test_bad_workflow_config_one_line(wf, case_id, text, expect):
     cfg = wf / f"{case_id}.yaml"
-    cfg.write_text(text)
+    cfg.write_text(_named(text))
     r = subprocess.run(
         SNAKEMAKE + ["-n", "--configfile", cfg.name],
         cwd=wf,
@@ -127,6 +164,7 @@ def test_bad_workflow_config_one_line(wf, case_id, text, expect):
     assert r.returncode != 0, out
     assert len(lines) <= 2 and "Traceback" not in out, out
     error = next(x for x in lines if x.startswith("config error:"))
+    assert len(error) < 2000, len(error)  # echoed values are cut short
     assert cfg.name in error
     for s in expect:
         assert s in error, (s, error)
@@ -155,7 +193,7 @@ pretrained: {{checkpoints: [{{kind: meru, size: vit-s16, url: "https://x/{EVIL_N
 @pytest.mark.parametrize("name", sorted(EVIL_CONFIGS))
 def test_no_shell_injection_from_config_values(tmp_path, name):
     wf = _copy_workflow(tmp_path)
-    (wf / "evil.yaml").write_text(EVIL_CONFIGS[name])
+    (wf / "evil.yaml").write_text(_named(EVIL_CONFIGS[name], "evil"))
     r = subprocess.run(
         SNAKEMAKE + ["-n", "-p", "--forceall", "--configfile", "evil.yaml"],
         cwd=wf,

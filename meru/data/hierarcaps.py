@@ -60,6 +60,11 @@ def parse_csv(path: str | os.PathLike) -> list[dict]:
                 "with columns id,captions,image_url"
             )
         for line, r in enumerate(reader, start=2):
+            if None in r or None in r.values():  # csv.DictReader: extra fields under None, missing ones None
+                raise ValueError(
+                    f"{path}: line {line} has {'more' if None in r else 'fewer'} fields than the columns "
+                    f"{','.join(reader.fieldnames)}; quote fields holding commas, or re-download the CSV"
+                )
             caps = [c.strip() for c in r["captions"].split(SEPARATOR)]
             if len(caps) != LEVELS or not all(caps):
                 raise ValueError(

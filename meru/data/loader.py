@@ -104,7 +104,15 @@ def resolve_shards(
             shards.extend((str(path / e["path"]), int(e["num_samples"])) for e in manifest["shards"])
     if not shards:
         raise ValueError(f"{source}: no shards (the manifest lists none); regenerate the dataset")
+    if all(n == 0 for _, n in shards):
+        raise NoUsableSamplesError(
+            f"{source}: all {len(shards)} shard(s) are empty (their manifests promise 0 samples); regenerate the dataset"
+        )
     return shards
+
+
+class NoUsableSamplesError(ValueError):
+    """A training set that yields no sample: every shard empty, corrupt or unreadable."""
 
 
 def random_resized_crop_params(
@@ -457,7 +465,7 @@ class _StreamDataset(torch.utils.data.IterableDataset):
             st.skipped += errors[0]
             errors[0] = 0
             if start == 0 and valid == 0:
-                raise RuntimeError(
+                raise NoUsableSamplesError(
                     f"epoch {epoch} of stream {stream} (rank {s.rank}) produced no usable sample from "
                     f"{len(s.shards)} shard(s) starting {s.shards[0][0]}; check the shards (all corrupt or empty?)"
                 )

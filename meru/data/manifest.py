@@ -21,14 +21,15 @@ import os
 import sys
 from pathlib import Path
 
-from meru.io import write_text
+from meru.io import short_repr, write_text
 
 FORMAT = "meru-bench/shards/1"
 MANIFEST_NAME = "manifest.json"
 
 
-class IncompleteDatasetError(RuntimeError):
-    """A shard directory has no complete manifest (missing, unfinished, or corrupt)."""
+class IncompleteDatasetError(RuntimeError, ValueError):
+    """A shard directory has no complete manifest (missing, unfinished, or corrupt). A ``ValueError`` too: bad
+    input, which every ``meru`` command prints as one line (``meru.cli.user_error_types``)."""
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -78,6 +79,28 @@ def write_manifest(
     return manifest
 
 
+def _bad_shard_entries(directory: Path, shards) -> str | None:
+    """What is wrong with a manifest's ``shards`` list (None: nothing): each entry needs a relative ``path``
+    inside ``directory`` (no ``..``, no absolute path, no symlink out of it), ``num_samples`` an int >= 0,
+    ``size`` an int >= 0 and ``sha256`` 64 hex digits."""
+    if not isinstance(shards, list):
+        return f"shards = {short_repr(shards)} is not a list"
+    root = directory.resolve()
+    for i, e in enumerate(shards):
+        if not isinstance(e, dict) or not isinstance(e.get("path"), str) or not e["path"]:
+            return f"shards[{i}] = {short_repr(e)} has no 'path'"
+        if os.path.isabs(e["path"]) or not (directory / e["path"]).resolve().is_relative_to(root):
+            return f"shards[{i}].path = {short_repr(e['path'])} points outside {directory} (refused)"
+        for key in ("num_samples", "size"):
+            value = e.get(key, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                return f"shards[{i}].{key} = {short_repr(value)} is not an integer >= 0"
+        sha = e.get("sha256")
+        if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+            return f"shards[{i}].sha256 = {short_repr(sha)} is not 64 hex digits"
+    return None
+
+
 def read_manifest(directory: str | os.PathLike, verify: bool = False) -> dict:
     """Load and check a shard directory's manifest; raise :class:`IncompleteDatasetError` with the fix."""
     directory = Path(directory)
@@ -89,16 +112,20 @@ def read_manifest(directory: str | os.PathLike, verify: bool = False) -> dict:
         )
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (ValueError, OSError) as e:  # JSONDecodeError, bad UTF-8, unreadable
         raise IncompleteDatasetError(
-            f"{path}: not valid JSON ({e}). Delete it and re-run the command that creates it."
-        ) from e
-    if manifest.get("format") != FORMAT:
-        raise IncompleteDatasetError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}.")
-    if not manifest.get("complete", False):
+            f"{path}: not valid JSON ({str(e).splitlines()[0]}). Delete it and re-run the command that creates it."
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise IncompleteDatasetError(f"{path}: format {short_repr(found)}, expected {FORMAT!r}.")
+    if manifest.get("complete", False) is not True:
         raise IncompleteDatasetError(
             f"{path}: marked incomplete (the run that wrote it stopped early). Re-run it to finish the dataset."
         )
+    bad = _bad_shard_entries(directory, manifest.get("shards"))
+    if bad:
+        raise IncompleteDatasetError(f"{path}: {bad}. Delete the dataset directory and re-create it.")
     for entry in manifest["shards"]:
         shard = directory / entry["path"]
         if not shard.exists():

@@ -251,6 +251,22 @@ def load_official(
     return _load_strict(build_model(kind, size), convert_official_state_dict(sd), str(path))
 
 
+def _check_metadata(blob: dict, path: Path) -> None:
+    """Our checkpoint's metadata: ``kind``/``size`` strings, ``model_kwargs``/``state_dict`` mappings, ``step`` an
+    int >= 0 (or None), ``config`` a mapping (or None); else :class:`CheckpointError` naming the field."""
+    want = {"kind": str, "size": str, "model_kwargs": dict, "state_dict": dict, "step": int, "config": dict}
+    optional = ("model_kwargs", "step", "config")
+    for key, kind in want.items():
+        value = blob.get(key)
+        if (value is None and key in optional) or (isinstance(value, kind) and not isinstance(value, bool)):
+            if key != "step" or value is None or value >= 0:
+                continue
+        raise CheckpointError(
+            f"{path}: checkpoint field {key!r} is {type(value).__name__} {str(value)[:40]!r}, expected "
+            f"{'an int >= 0' if key == 'step' else kind.__name__}; the file is corrupt or not from `meru train`"
+        )
+
+
 def load_model(path: str | os.PathLike, map_location="cpu") -> CLIP:
     """Load our checkpoint or an official one (detected by format). Returns the model in eval mode."""
     path = Path(path)
@@ -258,6 +274,7 @@ def load_model(path: str | os.PathLike, map_location="cpu") -> CLIP:
         raise FileNotFoundError(f"{path}: checkpoint not found")
     blob = safe_load(path, map_location, "checkpoint")
     if isinstance(blob, dict) and blob.get("format") == FORMAT:
+        _check_metadata(blob, path)
         require_finite(blob["state_dict"], str(path))
         model = build_model(blob["kind"], blob["size"], **blob.get("model_kwargs", {}))
         model = _load_strict(model, blob["state_dict"], str(path))

@@ -109,13 +109,20 @@ def register_sizes_file(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"sizes file {path} not found (set by {SIZES_FILE_ENV} or the config's sizes_file)")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or type(e).__name__})") from None
     if not isinstance(data, dict) or set(data) - {"sizes", "vit_variants"}:
         raise ValueError(f"{path}: expected the keys 'sizes' (and optionally 'vit_variants')")
     for name, v in (data.get("vit_variants") or {}).items():
         if not isinstance(v, dict) or set(v) != set(VIT_FIELDS):
             raise ValueError(f"{path}: vit_variants.{name} needs exactly the fields {list(VIT_FIELDS)}")
-        spec = tuple(int(v[f]) for f in VIT_FIELDS)
+        if not all(isinstance(v[f], int) and not isinstance(v[f], bool) and v[f] > 0 for f in VIT_FIELDS):
+            raise ValueError(f"{path}: vit_variants.{name}: {list(VIT_FIELDS)} must be integers > 0")
+        spec = tuple(v[f] for f in VIT_FIELDS)
         if VIT_VARIANTS.get(name, spec) != spec:
             raise ValueError(f"{path}: ViT variant {name!r} is already registered with a different shape")
         VIT_VARIANTS[str(name)] = spec
@@ -129,6 +136,14 @@ def register_sizes_file(path: str | os.PathLike) -> list[str]:
             spec = ModelSize(**entry)
         except TypeError as e:
             raise ValueError(f"{path}: size {name!r}: {e}") from None
+        bad = [
+            f.name
+            for f in dataclasses.fields(ModelSize)
+            if f.type == "int" and not (isinstance(getattr(spec, f.name), int) and getattr(spec, f.name) > 0)
+        ]
+        if bad or not isinstance(spec.image_tower, str):
+            what = f"{', '.join(bad)} must be integers > 0" if bad else "image_tower must be a name"
+            raise ValueError(f"{path}: size {name!r}: {what}")
         if spec.image_tower not in VIT_VARIANTS and spec.image_tower not in CONV_VARIANTS:
             raise ValueError(
                 f"{path}: size {name!r}: unknown image_tower {spec.image_tower!r}; "

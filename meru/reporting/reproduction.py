@@ -193,9 +193,11 @@ def read_published(path: str | os.PathLike = PUBLISHED_CSV) -> pd.DataFrame:
         if not r["source"].strip():
             raise ReferenceError(f"{path}, row {i + 2}: no source; every published value must name where it was read")
         try:
-            float(r["value"])
+            finite = math.isfinite(float(r["value"]))
         except ValueError:
-            raise ReferenceError(f"{path}, row {i + 2}: value {r['value']!r} is not a number") from None
+            finite = False
+        if not finite:
+            raise ReferenceError(f"{path}, row {i + 2}: value {r['value'][:80]!r} is not a finite number") from None
     return df
 
 

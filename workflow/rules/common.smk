@@ -37,8 +37,10 @@ def _check_config():
 
     sources = [str(f) for f in workflow.overwrite_configfiles] or ["configs/default.yaml"]
     try:
-        for f in sources:
-            load_yaml(f)  # duplicate keys (plain YAML silently keeps the last one)
+        given = [load_yaml(f) for f in sources]  # duplicate keys (plain YAML silently keeps the last one)
+        if workflow.overwrite_configfiles and not any(isinstance(g, dict) and "name" in g for g in given):
+            # merged over configs/default.yaml, the run would silently take the default run's name
+            raise ConfigError(f"{' + '.join(sources)}: name: missing (every --configfile run needs its own name: X)")
         with open(os.path.join(workflow.basedir, "configs", "schema.yaml")) as f:
             check_workflow_config(config, yaml.safe_load(f), " + ".join(sources))
     except ConfigError as e:
