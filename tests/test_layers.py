@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
-    ("foundation", ("meru", "meru.io", "meru.stats", "meru.progress", "meru.resources")),
+    ("foundation", ("meru", "meru.io", "meru.stats", "meru.progress", "meru.resources", "meru.arguments")),
     ("geometry", ("meru.lorentz", "meru.spaces")),
     ("models", ("meru.models",)),
     ("losses", ("meru.losses",)),

@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from meru.arguments import add_evaluate_arguments as add_arguments  # noqa: F401  (light: fast --help)
 from meru.io import write_json
 from meru.records import EmbeddingCache, MetricRecord, Provenance
 
@@ -198,27 +199,6 @@ def evaluate(args: argparse.Namespace) -> tuple[MetricRecord, dict | None]:
     inputs.checkpoint = cache.checkpoint
     who = identity(cache, args.task, args.label, args.seed, args.size)
     return MetricRecord.of(res, inputs, **who), cb
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, choices=TASKS, help="which evaluation")
-    parser.add_argument("--embeddings", help="embedding cache of the test set (meru embed --out)")
-    parser.add_argument("--train-embeddings", help="linear-probe: embedding cache of the probe's training set")
-    parser.add_argument("--text-pool", help="structure/traversal: caption-pool cache (meru embed --text-pool)")
-    parser.add_argument("--tree", help="zeroshot: taxonomy edge file ('parent child' lines) for hierarchical metrics")
-    parser.add_argument("--tree-names", help="zeroshot: node id -> name JSON for the tree")
-    parser.add_argument("--out", required=True, help="metric JSON to write")
-    parser.add_argument("--label", help="run name (default: KIND-SIZE-sSEED)")
-    parser.add_argument("--seed", type=int, help="training seed (default: from the checkpoint config)")
-    parser.add_argument(
-        "--size",
-        help="model size of the record (default: from the checkpoint); released checkpoints trained on other "
-        "data than MERU's RedCaps ones get SIZE-DATA, e.g. vit-s16-grit",
-    )
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
-    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resampling")
-    parser.add_argument("--steps", type=int, default=50, help="traversal: points from image to [ROOT]")
-    parser.add_argument("--max-images", type=int, help="traversal: only the first N images")
 
 
 def run(args: argparse.Namespace) -> int:

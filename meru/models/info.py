@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from meru.arguments import add_info_arguments as add_arguments  # noqa: F401  (light: fast --help)
 from meru.models.registry import CONV_VARIANTS, MODEL_SIZES, VIT_VARIANTS, get_size
 
 OTHER = {"clip": 1, "meru": 4, "euclip": 1}
@@ -52,17 +53,6 @@ def parameter_counts(kind: str, size: str) -> dict[str, int]:
     text = spec.vocab_size * w + spec.context_length * w + spec.text_layers * _block(w) + 2 * w + w * spec.embed_dim
     other = OTHER[kind]
     return {"total": visual + text + other, "visual": visual, "text": text, "other": other}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument(
-        "--sizes",
-        nargs="*",
-        default=None,
-        metavar="SIZE",
-        help="only these sizes (default: all registered, including $MERU_SIZES_FILE's)",
-    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from meru.arguments import PUBLISHED_CSV, add_reference_arguments  # noqa: F401  (light: fast --help)
+from meru.arguments import add_reproduce_arguments as add_arguments  # noqa: F401  (light: fast --help)
 from meru.io import replace_dir, write_text
 from meru.records import MetricRecord, load_metric_records
 from meru.reporting.outputs import released_run, trained_run
@@ -41,7 +43,6 @@ from meru.reporting.tables import metric_scale
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 HEADLINE_CSV = RESOURCES / "headline_metrics.csv"
-PUBLISHED_CSV = RESOURCES / "reference_values.csv"
 PUBLISHED_COLUMNS = ["model", "size", "training_data", "task", "dataset", "metric", "value", "source", "notes"]
 COLUMNS = [
     "kind",
@@ -447,23 +448,6 @@ def refresh(source: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
 # --------------------------------------------------------------------------- CLIs
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--metrics", required=True, help="the run's metric directory (RESULTS/metrics)")
-    parser.add_argument(
-        "--reference",
-        default="none",
-        help="reference-run directory (e.g. results/reference/default), 'published' "
-        "(meru/resources/reference_values.csv) or 'none'",
-    )
-    parser.add_argument(
-        "--training-data",
-        default="",
-        help="the run's training data (config data.source; 'redcaps' for released checkpoints)",
-    )
-    parser.add_argument("--published", default=str(PUBLISHED_CSV), help="published values CSV (--reference published)")
-    parser.add_argument("--out", required=True, help="output directory for reproduction.{csv,md}")
-
-
 def run(args) -> int:
     if metrics_dir_missing(args.metrics, "reproduce"):
         return 2
@@ -537,32 +521,6 @@ def compare_text(result: dict, run, reference, rel_tol: float) -> str:
         lines += ["", "| record | field | this run | reference |", "|---|---|---|---|"]
         lines += [f"| {r} | {f} | {x} | {y} |" for r, f, x, y in result["differ"][:200]]
     return "\n".join(lines) + "\n"
-
-
-def add_reference_arguments(parser) -> None:
-    sub = parser.add_subparsers(
-        dest="action",
-        required=True,
-        help="refresh: replace the reference; check: is a run complete; compare: are its numbers the same",
-    )
-    p = sub.add_parser(
-        "refresh",
-        help="copy a finished run's metrics, tables, plots, provenance, logs and "
-        "per-job benchmarks into the committed reference",
-    )
-    p.add_argument("--from", dest="source", default="results", help="finished run's results directory")
-    p.add_argument("--to", dest="dest", default="results/reference/default", help="reference directory to replace")
-    p = sub.add_parser("check", help="say whether a results directory is complete enough to become the reference")
-    p.add_argument("--from", dest="source", default="results", help="finished run's results directory")
-    p = sub.add_parser(
-        "compare",
-        help="compare every number (metrics, intervals, per-item values) of a run with the reference: "
-        "did a change move any?",
-    )
-    p.add_argument("--from", dest="source", default="results", help="finished run's results directory")
-    p.add_argument("--to", dest="dest", default="results/reference/default", help="reference directory")
-    p.add_argument("--rel-tol", type=float, default=0.0, help="relative tolerance (default 0: exactly equal)")
-    p.add_argument("--out", help="also write the summary (Markdown) to this file")
 
 
 def run_reference(args) -> int:
