@@ -1,7 +1,7 @@
 """The package reads top-down: each module imports only from its own layer or the layers above it.
 
-Layers, top to bottom (docs/ARCHITECTURE.md): foundation (``meru.io``, ``meru.stats``, ``meru.progress``) ->
-geometry -> models -> losses -> data -> training -> records -> evaluation -> reporting. Every import counts,
+Layers, top to bottom (docs/ARCHITECTURE.md): foundation (``meru.io``, ``meru.stats``, ``meru.progress``,
+``meru.arguments``) -> geometry -> models -> losses -> data -> training -> records -> evaluation -> reporting. Every import counts,
 including those inside functions; ``meru.cli`` (the dispatcher that names every command) is outside the order.
 """
 
