@@ -1,8 +1,8 @@
 """Command-line entry `meru <command> ...` (also `python -m meru <command> ...`).
 
-Each command lives in the module that owns its concept; that module defines
-``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported lazily so
-``meru info`` does not pay for importing evaluation or workflow code.
+Each command's options live in :mod:`meru.arguments` (standard library only), its ``run(args) -> int`` in
+the module that owns its concept. The command line is parsed before that module is imported, so
+``meru --help``, ``meru <cmd> --help`` and argument errors import no torch, timm or open_clip.
 """
 
 from __future__ import annotations
@@ -57,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of ``meru NAME`` (options from :mod:`meru.arguments`; imports no command module)."""
+    from meru.arguments import COMMAND_ARGUMENTS
+
+    parser = argparse.ArgumentParser(prog=f"meru {name}", description=COMMANDS[name][1])
+    COMMAND_ARGUMENTS[name](parser)
+    return parser
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input (missing / unreadable / malformed files, bad values), not a bug:
     ``main`` prints them as one line and exits 2 (``MERU_DEBUG=1`` shows the traceback instead)."""
@@ -93,10 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if argv else 2
     name = argv[0]
+    args = command_parser(name).parse_args(argv[1:])  # --help and bad options exit here: nothing heavy imported
     module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"meru {name}", description=COMMANDS[name][1])
-    module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
     except user_error_types() as e:

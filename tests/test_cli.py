@@ -2,7 +2,6 @@
 a fast `meru info` that builds no model, and model sizes added from a YAML file."""
 
 import argparse
-import importlib
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from meru.cli import COMMANDS, main
+from meru.cli import COMMANDS, command_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,8 +37,7 @@ def test_version(capsys):
 
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_every_option_has_help(name):
-    parser = argparse.ArgumentParser()
-    importlib.import_module(COMMANDS[name][0]).add_arguments(parser)
+    parser = command_parser(name)
     missing = [
         a.option_strings or a.dest for a in parser._actions if not isinstance(a, argparse._HelpAction) and not a.help
     ]

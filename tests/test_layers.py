@@ -1,9 +1,10 @@
 """The package reads top-down: each module imports only from its own layer or the layers above it.
 
-Layers, top to bottom (docs/ARCHITECTURE.md): foundation (``meru.io``, ``meru.stats``, ``meru.progress``, the
-light kind registry ``meru.kinds``) -> geometry -> models -> losses -> kinds (``meru/kinds/<kind>.py``) -> data ->
-training -> records -> evaluation -> reporting. Every import counts, including those inside functions; ``meru.cli``
-(the dispatcher that names every command) is outside the order. A prefix ending in ``.`` names submodules only.
+Layers, top to bottom (docs/ARCHITECTURE.md): foundation (``meru.io``, ``meru.stats``, ``meru.progress``,
+``meru.runs``, ``meru.arguments``, the light kind registry ``meru.kinds``) -> geometry -> models -> losses -> kinds
+(``meru/kinds/<kind>.py``) -> data -> training -> records -> evaluation -> reporting. Every import counts,
+including those inside functions; ``meru.cli`` (the dispatcher that names every command) is outside the order. A
+prefix ending in ``.`` names submodules only.
 """
 
 import ast
@@ -13,7 +14,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
-    ("foundation", ("meru", "meru.io", "meru.stats", "meru.progress", "meru.resources", "meru.kinds", "meru.runs")),
+    (
+        "foundation",
+        (
+            "meru",
+            "meru.io",
+            "meru.stats",
+            "meru.progress",
+            "meru.resources",
+            "meru.kinds",
+            "meru.runs",
+            "meru.arguments",
+        ),
+    ),
     ("geometry", ("meru.lorentz", "meru.spaces")),
     ("models", ("meru.models",)),
     ("losses", ("meru.losses",)),

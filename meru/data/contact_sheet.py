@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from meru.arguments import add_contact_sheet_arguments as add_arguments  # noqa: F401  (light: fast --help)
 from meru.data.manifest import IncompleteDatasetError, shard_paths
 from meru.io import save_figure
 
@@ -78,13 +79,6 @@ def draw_contact_sheet(samples: list[dict], out: str | os.PathLike, columns: int
     fig.tight_layout()
     save_figure(fig, Path(out), dpi=110)
     plt.close(fig)
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--data", required=True, help="SynthHier output directory or any shard directory")
-    parser.add_argument("--out", required=True, help="output PNG path")
-    parser.add_argument("--n", type=int, default=24, help="number of samples (default 24)")
-    parser.add_argument("--columns", type=int, default=6, help="grid columns (default 6)")
 
 
 def run(args) -> int:

@@ -36,10 +36,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from meru.arguments import DOWNLOAD_SOURCES as SOURCES
+from meru.arguments import add_download_arguments as add_arguments  # noqa: F401  (light: fast --help)
 from meru.data.manifest import write_manifest
 from meru.io import atomic_path
 
-SOURCES = ("redcaps", "cc3m", "cc12m")
 HF_DATASETS = {
     "redcaps": ("kdexd/red_caps", "all"),
     "cc3m": ("google-research-datasets/conceptual_captions", "unlabeled"),
@@ -350,29 +351,6 @@ def format_summary(manifest: dict) -> str:
         if c.get(f"failed_{r}"):
             lines.append(f"  failed {r}: {c[f'failed_{r}']}")
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", required=True, choices=SOURCES, help="web dataset to download")
-    parser.add_argument(
-        "--annotations",
-        required=True,
-        help="RedCaps: annotations zip / extracted dir / json; CC3M/CC12M: the TSV; 'hf': the hub copy",
-    )
-    parser.add_argument("--out", required=True, help="output directory (shards + manifest.json); reruns resume")
-    parser.add_argument("--image-size", type=int, default=224, help="short side after resizing (default 224)")
-    parser.add_argument("--processes", type=int, default=1, help="img2dataset worker processes")
-    parser.add_argument("--threads", type=int, default=16, help="download threads per process")
-    parser.add_argument(
-        "--subreddit-prefix-prob",
-        type=float,
-        default=0.5,
-        help="recorded in the manifest; the prefix itself is applied at training time",
-    )
-    parser.add_argument("--max-samples", type=int, default=None, help="keep only the first N unique URLs")
-    parser.add_argument("--timeout", type=int, default=10, help="seconds per request")
-    parser.add_argument("--retries", type=int, default=0, help="retries per failed URL")
-    parser.add_argument("--shard-size", type=int, default=10000, help="URLs per shard")
 
 
 def run(args: argparse.Namespace) -> int:

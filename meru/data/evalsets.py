@@ -38,6 +38,7 @@ from importlib import resources
 from pathlib import Path
 
 from meru.data.wds_layout import dataset_type, is_wds_dir
+from meru.arguments import add_evalsets_arguments as add_arguments  # noqa: F401  (light: fast --help)
 
 PROMPT_CHOICES = ("clip_benchmark", "meru")
 
@@ -525,19 +526,6 @@ def format_table(markdown: bool = False) -> str:
     head = "  ".join(c.ljust(widths[c]) for c in widths) + "  note"
     body = ["  ".join(str(r[c]).ljust(widths[c]) for c in widths) + "  " + r["note"] for r in rows]
     return "\n".join([head, *body])
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "action", choices=("list", "prepare"), help="list: the dataset table; prepare: fetch one dataset"
-    )
-    parser.add_argument("--markdown", action="store_true", help="list: print a Markdown table")
-    parser.add_argument("--dataset", help="prepare: MERU or clip-benchmark name")
-    parser.add_argument("--root", help="prepare: directory that holds the dataset files")
-    parser.add_argument("--split", default="test", help="prepare: which split (default test)")
-    parser.add_argument(
-        "--coco-dir", help="prepare hierarcaps: local COCO val2014 image folder (skips those downloads)"
-    )
 
 
 def _prepare_error(name: str, root: str, exc: BaseException) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from meru.io import write_text
+from meru.arguments import add_fetch_checkpoint_arguments as add_arguments  # noqa: F401  (light: fast --help)
 
 CHUNK = 1 << 20
 HF_RESOLVE = re.compile(r"^https://huggingface\.co/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
@@ -214,20 +215,6 @@ def fetch_checkpoint(
         write_text(sha256_out, f"{digest}  {out.name}\n")
     os.replace(part, out)
     return digest
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", required=True, help="https:// (Hugging Face hub files via huggingface_hub), file://")
-    parser.add_argument("--out", required=True, help="where the verified file goes (OUT.part while downloading)")
-    parser.add_argument("--sha256", default=None, help="published sha256 to verify against")
-    parser.add_argument(
-        "--checksums",
-        default=None,
-        help="file of 'SHA256  URL' lines: verify against the recorded sum, or record it on first download",
-    )
-    parser.add_argument("--sha256-out", default=None, help="write 'SHA256  NAME' here (sha256sum -c format)")
-    parser.add_argument("--attempts", type=int, default=3, help="HTTP attempts, each resuming (default 3)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds without data before an attempt fails")
 
 
 def run(args: argparse.Namespace) -> int:

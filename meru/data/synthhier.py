@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from meru.arguments import add_synth_arguments as add_arguments  # noqa: F401  (light: fast --help)
 from meru.data.captions import (
     CAPTIONS_PER_SPECIFICITY,
     PREFIXES,
@@ -532,15 +533,6 @@ def _pool_index(meta: dict) -> int:
 
 # ---------------------------------------------------------------------------------------------------
 # CLI
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--out", required=True, help="output directory (replaced atomically when complete)")
-    parser.add_argument("--train-size", type=int, default=20000, help="training images (default 20000)")
-    parser.add_argument("--test-size", type=int, default=2000, help="test images for the eval sets (default 2000)")
-    parser.add_argument("--image-size", type=int, default=32, help="image side in pixels, even, >= 16 (default 32)")
-    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    parser.add_argument("--shard-size", type=int, default=5000, help="samples per shard (default 5000)")
 
 
 def run(args) -> int:

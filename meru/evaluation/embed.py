@@ -41,6 +41,7 @@ from meru.evaluation.encode import encode_evalset_images
 from meru.evaluation.task import EmbedOptions
 from meru.evaluation.tasks import tasks_embedding
 from meru.records import EmbeddingCache
+from meru.arguments import add_embed_arguments as add_arguments  # noqa: F401  (light: fast --help)
 
 
 def _device(name: str) -> torch.device:
@@ -90,68 +91,6 @@ def embed_text_pool(
 
 
 # ----------------------------------------------------------------------------- CLI
-
-
-class _AppendSource(argparse.Action):
-    """Collect ``--evalset`` / ``--text-pool`` values in command-line order as (kind, value) pairs."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        sources = list(getattr(namespace, "sources", None) or [])
-        sources.append((self.dest, values))
-        namespace.sources = sources
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        help="our model.pt, an official-format MERU/CLIP .pth (also MERU-family peers such as "
-        "HyCoCLIP), or an open_clip model: openclip:ARCH:WEIGHTS | openclip:hf-hub:ORG/REPO | "
-        "openclip:local-dir:DIR (CLIP geometry)",
-    )
-    parser.add_argument(
-        "--evalset",
-        action=_AppendSource,
-        help="clip-benchmark wds-layout directory, or a dataset name (with --root); repeatable",
-    )
-    parser.add_argument(
-        "--text-pool", action=_AppendSource, help="caption pool JSONL (SynthHier eval/captions.jsonl); repeatable"
-    )
-    parser.add_argument("--root", help="directory holding the named dataset's files")
-    parser.add_argument(
-        "--name",
-        action="append",
-        help="dataset name recorded in the cache (and the metric record), one per --evalset/--text-pool in "
-        "the same order (default: the directory or file name, or the dataset name as given)",
-    )
-    parser.add_argument(
-        "--out",
-        required=True,
-        action="append",
-        help="output embedding cache (.pt), one per --evalset/--text-pool, in the same order",
-    )
-    parser.add_argument("--split", default="test", help="split of the eval set (wds: a subfolder; default test)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images / texts per forward pass")
-    parser.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
-    parser.add_argument(
-        "--prompts",
-        choices=("auto", "meru", "clip_benchmark"),
-        default="auto",
-        help="prompt ensemble: MERU's (where it has one; 'auto') or clip-benchmark's",
-    )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument(
-        "--no-prompt-sets",
-        dest="prompt_sets",
-        action="store_false",
-        help="classification: skip the alternative template sets (prompt sensitivity)",
-    )
-    parser.add_argument(
-        "--amp",
-        choices=("auto", "bf16", "fp32"),
-        default="auto",
-        help="bf16 autocast for the towers (auto: on CUDA; heads always float32)",
-    )
 
 
 def run(args: argparse.Namespace) -> int:

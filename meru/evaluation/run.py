@@ -22,6 +22,7 @@ from meru.evaluation.tasks import TASKS
 from meru.io import write_json
 from meru.records import EmbeddingCache, MetricRecord, Provenance
 from meru.runs import run_label
+from meru.arguments import add_evaluate_arguments as add_arguments  # noqa: F401  (light: fast --help)
 
 
 def identity(
@@ -81,23 +82,6 @@ def evaluate(args: argparse.Namespace) -> tuple[MetricRecord, dict | None]:
     inputs.checkpoint = result.cache.checkpoint
     who = identity(result.cache, args.task, args.label, args.seed, args.size)
     return MetricRecord.of(result.measurement, inputs, **who), result.clip_benchmark
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, choices=tuple(TASKS), help="which evaluation")
-    parser.add_argument("--embeddings", help="embedding cache of the test set (meru embed --out)")
-    parser.add_argument("--out", required=True, help="metric JSON to write")
-    parser.add_argument("--label", help="run name (default: KIND-SIZE-sSEED)")
-    parser.add_argument("--seed", type=int, help="training seed (default: from the checkpoint config)")
-    parser.add_argument(
-        "--size",
-        help="model size of the record (default: from the checkpoint); released checkpoints trained on other "
-        "data than MERU's RedCaps ones get SIZE-DATA, e.g. vit-s16-grit",
-    )
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
-    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resampling")
-    for flag, options in task_arguments().items():
-        parser.add_argument(flag, **options)
 
 
 def task_arguments() -> dict[str, dict]:

@@ -31,6 +31,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from meru.arguments import add_imagenet_tree_arguments as add_arguments  # noqa: F401  (light: fast --help)
 from meru.io import write_text
 
 ROOT = "n00001930"
@@ -202,16 +203,6 @@ def build_imagenet_edges(
 def write_edges(edges: list[tuple[str, str]], out: str | Path) -> None:
     """Write ``parent child`` lines atomically (temp file + rename)."""
     write_text(out, "".join(f"{p} {c}\n" for p, c in edges))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output edge file (parent child per line)")
-    parser.add_argument(
-        "--wordnet-dir",
-        default=None,
-        help="directory with WordNet 3.0 data.noun (default: $WORDNET_DIR, /usr/share/wordnet, "
-        "then nltk's corpora/wordnet)",
-    )
 
 
 def run(args: argparse.Namespace) -> int:

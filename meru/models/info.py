@@ -25,6 +25,7 @@ import json
 
 from meru.kinds import KINDS, get_kind
 from meru.models.registry import CONV_VARIANTS, MODEL_SIZES, VIT_VARIANTS, get_size
+from meru.arguments import add_info_arguments as add_arguments  # noqa: F401  (light: fast --help)
 
 
 def _block(width: int) -> int:
@@ -52,17 +53,6 @@ def parameter_counts(kind: str, size: str) -> dict[str, int]:
     text = spec.vocab_size * w + spec.context_length * w + spec.text_layers * _block(w) + 2 * w + w * spec.embed_dim
     other = get_kind(kind).scalars
     return {"total": visual + text + other, "visual": visual, "text": text, "other": other}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument(
-        "--sizes",
-        nargs="*",
-        default=None,
-        metavar="SIZE",
-        help="only these sizes (default: all registered, including $MERU_SIZES_FILE's)",
-    )
 
 
 def run(args: argparse.Namespace) -> int:

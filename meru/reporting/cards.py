@@ -24,6 +24,7 @@ from meru.reporting.pages import markdown_page
 from meru.reporting.provenance import git_state
 from meru.reporting.records import kind_name
 from meru.reporting.reproduction import headline_metrics
+from meru.arguments import add_card_arguments as add_arguments  # noqa: F401  (light: fast --help)
 
 RECIPE_KEYS = {  # config section -> keys shown in the card's recipe table
     "model": ("kind", "size", "entail_weight", "curv_init", "learn_curv"),
@@ -138,16 +139,6 @@ def write_card(text: str, out: str | Path, html: str | Path | None = None) -> li
         write_text(html, markdown_page(text, Path(out).name))
         written.append(Path(html))
     return written
-
-
-def add_arguments(parser) -> None:
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--model", metavar="RUN_DIR", help="a trained run's directory (config.yaml, log.jsonl, model.pt)")
-    what.add_argument("--dataset", metavar="DIR", help="a SynthHier directory or a shard set with manifest.json")
-    parser.add_argument("--label", help="the run's label in the metric records (--model; default: RUN_DIR's name)")
-    parser.add_argument("--metrics", help="directory of metric JSON files (--model)")
-    parser.add_argument("--out", required=True, help="the card's path (MODEL_CARD.md / DATASET_CARD.md)")
-    parser.add_argument("--html", help="also write the card as an HTML page here (for the report)")
 
 
 def run(args) -> int:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
+from meru.arguments import add_claims_arguments as add_arguments  # noqa: F401  (light: fast --help)
 from meru import stats
 from meru.io import write_text
 from meru.kinds import PAPER
@@ -484,11 +485,6 @@ def write_claims(metrics_dir, out_dir) -> tuple[pd.DataFrame, str]:
         f"Summary: {line}\n\n{md}\n",
     )
     return wide, line
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--metrics", required=True, help="directory of metric JSON files (RESULTS/metrics)")
-    parser.add_argument("--out", required=True, help="output directory for claims.{csv,md}")
 
 
 def run(args) -> int:

@@ -21,6 +21,7 @@ import markdown
 
 from meru.io import write_text
 from meru.reporting.outputs import VERDICT_PAGES
+from meru.arguments import add_report_pages_arguments as add_arguments  # noqa: F401  (light: fast --help)
 
 # verdict page (meru.reporting.outputs.VERDICT_PAGES) -> its Markdown source, relative to RESULTS
 VERDICTS = dict(
@@ -143,13 +144,6 @@ def write_pages(results: str | Path, out: str | Path, config: dict, config_files
         text = src.read_text() if src.is_file() else f"# {name}\n\nNot produced in this run (`{src}` missing).\n"
         written.append(write_text(out / f"{name}.html", markdown_page(text, name)))
     return written
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--results", required=True, help="the run's results directory (RESULTS)")
-    parser.add_argument("--out", required=True, help="output directory for workflow.rst and the verdict pages")
-    parser.add_argument("--config-json", default="{}", help="the workflow config as JSON (the landing page's facts)")
-    parser.add_argument("--config-file", action="append", default=[], help="config file(s) the run used")
 
 
 def run(args) -> int:

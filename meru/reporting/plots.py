@@ -51,6 +51,7 @@ from meru.reporting.records import (
     root_distance_label,
     size_order,
 )
+from meru.arguments import add_plots_arguments as add_arguments  # noqa: F401  (light: fast --help)
 
 DPI = 200
 
@@ -514,20 +515,6 @@ def write_plots(metrics_dir, runs_dir, out_dir, names: list[str] | None = None, 
             for fmt in FORMATS:
                 (out / f"{name}.{fmt}").unlink(missing_ok=True)
     return written
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--metrics", required=True, help="directory of metric JSON files (searched recursively)")
-    parser.add_argument("--runs", required=True, help="directory of training runs (RUNS/*/log.jsonl)")
-    parser.add_argument("--out", required=True, help="output directory for the PDF and PNG files")
-    parser.add_argument(
-        "--figures",
-        help="comma-separated figures to draw (default: all that apply; 'scaling' only with two or more model sizes)",
-    )
-    parser.add_argument(
-        "--images",
-        help="wds evaluation folder holding the traversal images (thumbnails; e.g. data/synthhier/eval/zeroshot_shape)",
-    )
 
 
 def run(args) -> int:

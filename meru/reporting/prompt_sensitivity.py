@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from meru.arguments import add_prompt_sensitivity_arguments as add_arguments  # noqa: F401  (light: fast --help)
 from meru.io import write_text
 from meru.records import MetricRecord, load_metric_records
 from meru.reporting.records import metrics_dir_missing
@@ -110,11 +111,6 @@ def write_table(metrics_dir: str | os.PathLike, out_dir: str | os.PathLike) -> p
     write_text(out / "prompt_sensitivity.csv", df.to_csv(index=False))
     write_text(out / "prompt_sensitivity.md", to_markdown(df, sources))
     return df
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--metrics", required=True, help="directory of metric JSON files (searched recursively)")
-    parser.add_argument("--out", required=True, help="output directory (writes prompt_sensitivity.{csv,md})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from meru.arguments import add_provenance_arguments as add_arguments  # noqa: F401  (light: fast --help)
 from meru.data.manifest import sha256_file
 from meru.io import write_text
 
@@ -188,43 +189,6 @@ def render(config: dict | None, files: list[tuple[str, Path]], cwd: str | os.Pat
 
 def write_provenance(out: str | os.PathLike, config: dict | None, files: list[tuple[str, Path]], exclude=()) -> Path:
     return write_text(out, render(config, files, exclude=exclude))
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--out", required=True, help="Markdown file to write (e.g. results/PROVENANCE.md)")
-    parser.add_argument("--config-json", help="the workflow config as a JSON string")
-    parser.add_argument(
-        "--data",
-        nargs="*",
-        action="extend",
-        default=[],
-        metavar="DIR",
-        help="data directories whose manifest.json files to hash",
-    )
-    parser.add_argument(
-        "--reference",
-        nargs="*",
-        action="extend",
-        default=None,
-        metavar="PATH",
-        help="reference files or directories to hash (default: meru/resources)",
-    )
-    parser.add_argument(
-        "--checkpoint",
-        nargs="*",
-        action="extend",
-        default=[],
-        metavar="FILE",
-        help="checkpoint files to hash (e.g. runs/*/model.pt)",
-    )
-    parser.add_argument(
-        "--outputs",
-        nargs="*",
-        action="extend",
-        default=[],
-        metavar="DIR",
-        help="workflow output directories (results, runs, data) not counted as uncommitted changes",
-    )
 
 
 def run(args) -> int:

@@ -28,8 +28,10 @@ from pathlib import Path
 from meru.io import fresh_temp_dir, pid_alive, read_json, replace_dir, write_text
 from meru.records import CLIP_BENCHMARK_SUFFIX, MetricRecord, RecordError, load_metric_records
 from meru.reporting.reproduction import REFERENCE_CONTENT, ReferenceError, check_complete
+from meru.arguments import REFERENCE_MARKER
+from meru.arguments import add_reference_arguments as add_arguments  # noqa: F401  (light: fast --help)
 
-MARKER = ".meru-reference"
+MARKER = REFERENCE_MARKER
 MARKER_TEXT = "a reference run written by `meru reference refresh`; the next refresh replaces this directory whole\n"
 ABSENT = "(absent)"
 
@@ -264,35 +266,6 @@ def compare_text(result: dict, run, reference, rel_tol: float) -> str:
 
 
 # --------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser) -> None:
-    sub = parser.add_subparsers(
-        dest="action",
-        required=True,
-        help="refresh: replace the reference; check: is a run complete; compare: are its numbers the same",
-    )
-    p = sub.add_parser(
-        "refresh",
-        help="copy a finished run's metrics, tables, plots, provenance, logs and "
-        "per-job benchmarks into the committed reference",
-    )
-    p.add_argument("--from", dest="source", default="results", help="finished run's results directory")
-    p.add_argument("--to", dest="dest", default="results/reference/default", help="reference directory to replace")
-    p.add_argument(
-        "--force", action="store_true", help=f"replace a non-empty --to that is not a reference run (no {MARKER})"
-    )
-    p = sub.add_parser("check", help="say whether a results directory is complete enough to become the reference")
-    p.add_argument("--from", dest="source", default="results", help="finished run's results directory")
-    p = sub.add_parser(
-        "compare",
-        help="compare every number (metrics, intervals, per-item values, side files) of a run with the "
-        "reference: did a change move any?",
-    )
-    p.add_argument("--from", dest="source", default="results", help="finished run's results directory")
-    p.add_argument("--to", dest="dest", default="results/reference/default", help="reference directory")
-    p.add_argument("--rel-tol", type=float, default=0.0, help="relative tolerance (default 0: exactly equal)")
-    p.add_argument("--out", help="also write the summary (Markdown) to this file")
 
 
 def _compare(args) -> int:

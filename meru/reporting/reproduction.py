@@ -38,10 +38,11 @@ from meru.records import MetricRecord, load_metric_records
 from meru.reporting.outputs import released_run, trained_run
 from meru.reporting.records import metrics_dir_missing
 from meru.reporting.tables import metric_scale
+from meru.arguments import add_reproduce_arguments as add_arguments  # noqa: F401  (light: fast --help)
+from meru.arguments import PUBLISHED_CSV  # noqa: F401  (light: fast --help)
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 HEADLINE_CSV = RESOURCES / "headline_metrics.csv"
-PUBLISHED_CSV = RESOURCES / "reference_values.csv"
 PUBLISHED_COLUMNS = ["model", "size", "training_data", "task", "dataset", "metric", "value", "source", "notes"]
 COLUMNS = [
     "kind",
@@ -418,23 +419,6 @@ def check_complete(run: str | os.PathLike) -> list[str]:
 
 
 # --------------------------------------------------------------------------- CLIs
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--metrics", required=True, help="the run's metric directory (RESULTS/metrics)")
-    parser.add_argument(
-        "--reference",
-        default="none",
-        help="reference-run directory (e.g. results/reference/default), 'published' "
-        "(meru/resources/reference_values.csv) or 'none'",
-    )
-    parser.add_argument(
-        "--training-data",
-        default="",
-        help="the run's training data (config data.source; 'redcaps' for released checkpoints)",
-    )
-    parser.add_argument("--published", default=str(PUBLISHED_CSV), help="published values CSV (--reference published)")
-    parser.add_argument("--out", required=True, help="output directory for reproduction.{csv,md}")
 
 
 def run(args) -> int:

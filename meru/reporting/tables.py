@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from meru.arguments import DEFAULT_N_BOOT
+from meru.arguments import add_tables_arguments as add_arguments  # noqa: F401  (light: fast --help)
 from meru import stats
 from meru.io import read_json, write_text
 from meru.records import CLIP_BENCHMARK_SUFFIX, METRIC_FORMAT, MetricRecord, load_metric_records
@@ -51,7 +53,6 @@ from meru.reporting.records import (
     size_order,
 )
 
-DEFAULT_N_BOOT = 1000
 SYNTH_LEVELS = ("category", "family", "shape")
 
 METRIC_LABELS = {
@@ -728,17 +729,6 @@ def write_tables(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return {spec.name: write_table(records, spec, out, n_boot) for spec in SPECS}
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--metrics", required=True, help="directory of metric JSON files (searched recursively)")
-    parser.add_argument("--out", required=True, help="output directory for the tables")
-    parser.add_argument(
-        "--n-boot",
-        type=int,
-        default=DEFAULT_N_BOOT,
-        help="paired-bootstrap resamples for the difference rows (p is floored at 1/B)",
-    )
 
 
 def run(args) -> int:

@@ -14,6 +14,7 @@ from meru.io import write_text
 from meru.records import MetricRecord, load_metric_records
 from meru.reporting.records import metrics_dir_missing
 from meru.training.tracking import open_trackers
+from meru.arguments import add_track_arguments as add_arguments  # noqa: F401  (light: fast --help)
 
 
 def metric_scalars(rec: MetricRecord) -> dict[str, float]:
@@ -41,12 +42,6 @@ def track_metrics(section: dict | None, records: list[MetricRecord]) -> list[tup
         finally:
             trackers.close()
     return logged
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="workflow YAML with a `tracking:` section")
-    parser.add_argument("--metrics", required=True, help="directory of metric JSON files (searched recursively)")
-    parser.add_argument("--out", required=True, help="TSV of what was logged: label, tag, value")
 
 
 def run(args: argparse.Namespace) -> int:

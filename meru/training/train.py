@@ -34,11 +34,11 @@ import torch.distributed as dist
 import yaml
 
 from meru.config import ConfigError, load_tracking_config, load_train_config
-from meru.kinds import KINDS
 from meru.io import write_text
 from meru.models.checkpoints import save_torch
 from meru.training.tracking import log_train
 from meru.training.tracking import session as tracking_session
+from meru.arguments import add_train_arguments as add_arguments  # noqa: F401  (light: fast --help)
 
 NO_DECAY_NAMES = ("logit_scale", "curv", "visual_alpha", "textual_alpha")
 
@@ -757,30 +757,6 @@ def _train_locked(cfg: dict, out: Path, resume: str, loader, apply_config_change
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="train YAML or workflow YAML (train: + train_overrides:)")
-    parser.add_argument("--model", choices=list(KINDS), required=True, help="model kind")
-    parser.add_argument("--size", required=True, help="registered model size (see `meru info`)")
-    parser.add_argument("--seed", type=int, required=True, help="training seed")
-    parser.add_argument("--out", required=True, help="run directory")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY.SUB=VALUE", help="override a config key")
-    parser.add_argument(
-        "--tracking-config", help="YAML whose `tracking:` section names the experiment trackers (default: --config)"
-    )
-    parser.add_argument(
-        "--resume",
-        choices=["auto", "never"],
-        default="auto",
-        help="auto: continue from the run directory's last checkpoint; never: start fresh",
-    )
-    parser.add_argument(
-        "--apply-config-changes",
-        action="store_true",
-        help="on resume, apply changed optimiser/schedule/augmentation settings (recorded in log.jsonl) "
-        "instead of refusing them",
-    )
-
-
 def preflight(cfg: dict, source: str) -> None:
     """Checks that need the file system or the machine, before any model is built (one-line ConfigError)."""
     from meru.data.loader import resolve_shards
