@@ -160,3 +160,31 @@ def test_an_import_circle_is_found(tmp_path):
     graph = import_graph({"meru.x.a": a, "meru.x.b": b, "meru.x.c": c})
     assert graph == {"meru.x.a": {"meru.x.b"}, "meru.x.b": {"meru.x.a"}, "meru.x.c": {"meru.x.a"}}
     assert import_cycles(graph) == [["meru.x.a", "meru.x.b"]]
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(paths) -> list[str]:
+    """``path:line name (N lines)`` for every function or method longer than :data:`MAX_FUNCTION_LINES`."""
+    out = []
+    for path in paths:
+        for node in ast.walk(ast.parse(Path(path).read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    out.append(f"{path}:{node.lineno} {node.name} ({n} lines)")
+    return out
+
+
+def test_no_function_longer_than_80_lines():
+    """Setup, loops and evaluators are split into named steps (issue 19): none runs past 80 lines."""
+    assert not long_functions(sorted((ROOT / "meru").rglob("*.py"))), long_functions(
+        sorted((ROOT / "meru").rglob("*.py"))
+    )
+
+
+def test_a_long_function_is_found(tmp_path):
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "m.py").write_text(f"def short():\n    return 1\n\n\ndef long():\n{body}")
+    assert long_functions([tmp_path / "m.py"]) == [f"{tmp_path / 'm.py'}:5 long ({MAX_FUNCTION_LINES + 1} lines)"]
