@@ -118,6 +118,7 @@ BEFORE = {
             "set": ["a.b=1", "c=2"],
             "resume": "auto",
             "apply_config_changes": False,
+            "tracking_config": None,  # added with the tracking: section, after the move
         },
     ),
     "embed": (

@@ -187,6 +187,8 @@ NOT_KINDS = {
     "workflow/rules/train.smk": "the command run by each training job (`meru` / `python -m meru`)",
     "meru/data/evalsets.py": "MERU's prompt set (templates and class names of the official evaluation)",
     "meru/evaluation/embed.py": "MERU's prompt set (--prompts)",
+    "meru/arguments.py": "MERU's prompt set (meru embed --prompts)",
+    "benchmarks/bench_help.py": "the command's name (`python -m meru --help`)",
     "meru/reporting/prompt_sensitivity.py": "MERU's prompt set (a column of the prompt-sensitivity table)",
 }
 

@@ -72,9 +72,14 @@ class CountImages(Task):
 
 
 def test_a_registered_task_is_embedded_and_evaluated_without_other_changes(tmp_path, monkeypatch):
+    """A task is its object, its registry line and its name among the light `--task` choices (meru.arguments,
+    which keeps `meru evaluate --help` free of torch; tests/test_fast_help.py checks the two lists agree)."""
+    import meru.arguments
+
     paths, ck = tiny_sets_and_model(tmp_path)
     task = CountImages()
     monkeypatch.setitem(TASKS, task.name, task)
+    monkeypatch.setattr(meru.arguments, "EVALUATE_TASKS", (*meru.arguments.EVALUATE_TASKS, task.name))
     emb = tmp_path / "zs.pt"
     assert (
         cli(E, ["--checkpoint", ck, "--evalset", str(paths["zeroshot"]), "--out", str(emb), "--batch-size", "4"]) == 0

@@ -306,7 +306,7 @@ def test_bad_bases_are_one_line(tmp_path):
     (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
     (tmp_path / "d.yaml").write_text("base: [x]\n")
     (tmp_path / "e.yaml").write_text("base: f.yaml\ntrain: {optim: {lr: 0.1}}\n")
-    (tmp_path / "f.yaml").write_text("train: {optim: {lr: 0.2, total_steps: 7}}\n")
+    (tmp_path / "f.yaml").write_text("train: {optim: {lr: 0.2, total_steps: 7, warmup_steps: 1}}\n")
     for name, needle in (("a", "cycle"), ("c", "not found"), ("d", "must name")):
         with pytest.raises(ConfigError, match=needle) as err:
             load_config_file(tmp_path / f"{name}.yaml")
@@ -318,13 +318,13 @@ def test_bad_bases_are_one_line(tmp_path):
 def test_workflow_resolves_base_chains(tmp_path):
     """`snakemake --configfile X` with X -> configs/ablation.yaml -> configs/default.yaml plans X's runs."""
     cfg = tmp_path / "mine.yaml"
-    cfg.write_text(f"base: {ROOT / 'configs' / 'ablation.yaml'}\nseeds: [0]\n")
+    cfg.write_text(f"base: {ROOT / 'configs' / 'ablation.yaml'}\nname: mine\nseeds: [0]\n")  # each run its own name
     cmd = [sys.executable, "-m", "snakemake", "-n", "--nolock", "--configfile", str(cfg)]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr + r.stdout
     counts = dict(line.split() for line in r.stdout.splitlines() if line.split()[:1] in (["train"], ["total"]))
     assert counts["train"] == "3", r.stdout  # meru, clip, euclip x seed 0
-    cfg.write_text("base: nowhere.yaml\n")
+    cfg.write_text("base: nowhere.yaml\nname: mine\n")
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     errors = [x for x in r.stderr.splitlines() if x.startswith("config error:")]
     assert r.returncode == 1 and len(errors) == 1 and "nowhere.yaml" in errors[0], r.stderr

@@ -182,7 +182,10 @@ def test_missing_dataset_folder_is_a_clear_error(tmp_path):
         timeout=300,
     )
     assert r.returncode != 0
-    assert f"dataset 'Mine' points at {tmp_path}/nope/Mine, which is not a directory" in r.stdout + r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("config error:")]
+    assert len(errors) == 1 and f"evaluation.zeroshot = '{tmp_path}/nope/Mine' is not a directory" in errors[0], (
+        r.stderr
+    )
 
 
 def write_wds_retrieval(folder: Path, n: int = 6, seed: int = 2) -> None:

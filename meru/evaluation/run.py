@@ -37,11 +37,17 @@ def identity(
         "kind": cache.kind,
         "size": size,
         "seed": seed,
-        "label": label or run_label(cache.kind, size, seed if cache.seed is not None else None),
+        # an open_clip model has no training seed: no made-up "-s0" in its label
+        "label": label or run_label(cache.kind, size, None if _is_openclip(cache) else seed),
         "dataset": cache.dataset,
         "task": task,
         "geometry": cache.space.geometry(),
     }
+
+
+def _is_openclip(cache: EmbeddingCache) -> bool:
+    """Whether the cache embeds an open_clip model (``--checkpoint openclip:...``), which has no training seed."""
+    return str(cache.checkpoint or "").startswith("openclip:")
 
 
 def clip_benchmark_record(rec: MetricRecord, result: dict | None) -> dict | None:
