@@ -359,6 +359,13 @@ def add_track_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="TSV of what was logged: label, tag, value")
 
 
+def add_workflow_arguments(parser: argparse.ArgumentParser) -> None:
+    """No options of its own: every argument after ``meru workflow`` goes to snakemake (``args.passthrough``)."""
+    parser.usage = "meru workflow SNAKEMAKE_ARGS (e.g. --cores all --configfile configs/ablation.yaml)"
+    parser.epilog = "Every --configfile is read first, so a YAML error is one line naming the file and line."
+    parser.set_defaults(passthrough=[])
+
+
 COMMAND_ARGUMENTS = {
     "info": add_info_arguments,
     "synth": add_synth_arguments,
@@ -380,4 +387,5 @@ COMMAND_ARGUMENTS = {
     "prompt-sensitivity": add_prompt_sensitivity_arguments,
     "card": add_card_arguments,
     "report-pages": add_report_pages_arguments,
+    "workflow": add_workflow_arguments,
 }

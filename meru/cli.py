@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "card": ("meru.reporting.cards", "write a MODEL_CARD.md (trained run) or DATASET_CARD.md (dataset directory)"),
     "report-pages": ("meru.reporting.pages", "the report's landing description and Verdicts pages (HTML)"),
+    "workflow": ("meru.training.workflow", "run snakemake after reading every --configfile (YAML errors: one line)"),
 }
 
 
@@ -102,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if argv else 2
     name = argv[0]
-    args = command_parser(name).parse_args(argv[1:])  # --help and bad options exit here: nothing heavy imported
+    parser = command_parser(name)
+    if parser.get_default("passthrough") is not None:  # `meru workflow`: every other argument is Snakemake's, in order
+        args, rest = parser.parse_known_args(argv[1:])
+        args.passthrough = [a for a in rest if a != "--"]
+    else:
+        args = parser.parse_args(argv[1:])  # --help and bad options exit here: nothing heavy imported
     module = importlib.import_module(COMMANDS[name][0])
     try:
         return int(module.run(args) or 0)
