@@ -128,7 +128,14 @@ def read_manifest(directory: str | os.PathLike, verify: bool = False) -> dict:
         raise IncompleteDatasetError(f"{path}: {bad}. Delete the dataset directory and re-create it.")
     for entry in manifest["shards"]:
         shard = directory / entry["path"]
-        if not shard.exists():
+        try:
+            present = shard.is_file()
+        except OSError as e:  # e.g. a name longer than the file system allows
+            raise IncompleteDatasetError(
+                f"{path}: shard path {short_repr(entry['path'])} cannot be read ({e.strerror}). Delete the dataset "
+                "directory and re-create it."
+            ) from None
+        if not present:
             raise IncompleteDatasetError(f"{shard}: listed in {path} but missing. Re-run the command that creates it.")
         if verify and sha256_file(shard) != entry["sha256"]:
             raise IncompleteDatasetError(
