@@ -36,3 +36,24 @@ def tiny_sets_and_model(directory: Path, kind: str = "meru", run_seed: int | Non
     config = None if run_seed is None else {"runtime": {"seed": run_seed}}
     save_model(build_model(kind, "tiny"), directory / "model.pt", config=config)
     return paths, str(directory / "model.pt")
+
+
+def nan_loss_at(monkeypatch, bad_calls):
+    """Make the training loss NaN at the given loss calls (1-based), through ``meru.losses.build_loss``."""
+    import meru.losses
+
+    real, calls = meru.losses.build_loss, [0]
+
+    def build(*a, **k):
+        fn = real(*a, **k)
+
+        def loss(out):
+            logs = fn(out)
+            calls[0] += 1
+            if calls[0] in bad_calls:
+                logs["loss"] = logs["loss"] * float("nan")
+            return logs
+
+        return loss
+
+    monkeypatch.setattr(meru.losses, "build_loss", build)

@@ -11,6 +11,7 @@ import torch
 from meru.config import load_train_config
 from meru.models import build_model
 from meru.training.train import lr_multiplier, param_groups, train
+from cli_helpers import nan_loss_at
 
 
 @pytest.fixture(scope="module")
@@ -164,30 +165,9 @@ def test_tiny_model_learns(synth, tmp_path, kind):
             assert 0 < r["visual_alpha"] <= 1 and 0 < r["textual_alpha"] <= 1
 
 
-def _nan_at(monkeypatch, bad_calls):
-    import meru.losses
-
-    real = meru.losses.build_loss
-    calls = [0]
-
-    def build(*a, **k):
-        fn = real(*a, **k)
-
-        def loss(out):
-            logs = fn(out)
-            calls[0] += 1
-            if calls[0] in bad_calls:
-                logs["loss"] = logs["loss"] * float("nan")
-            return logs
-
-        return loss
-
-    monkeypatch.setattr(meru.losses, "build_loss", build)
-
-
 def test_nonfinite_stops_and_keeps_last_good_checkpoint(synth, tmp_path, monkeypatch):
     torch.set_num_threads(1)
-    _nan_at(monkeypatch, {7})
+    nan_loss_at(monkeypatch, {7})
     with pytest.raises(FloatingPointError, match="step 7"):
         train(_cfg(synth), tmp_path)
     assert torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)["step"] == 5
@@ -196,7 +176,7 @@ def test_nonfinite_stops_and_keeps_last_good_checkpoint(synth, tmp_path, monkeyp
 
 def test_nonfinite_skip_counts_and_leaves_params(synth, tmp_path, monkeypatch):
     torch.set_num_threads(1)
-    _nan_at(monkeypatch, {2, 4})
+    nan_loss_at(monkeypatch, {2, 4})
     train(_cfg(synth, steps=6, sets=["runtime.on_nonfinite=skip", "runtime.max_nonfinite_skips=2"]), tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["nonfinite_skips"] for r in rows] == [0, 1, 1, 2, 2, 2]

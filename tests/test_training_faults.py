@@ -19,6 +19,8 @@ import torch
 import yaml
 from PIL import Image
 
+from cli_helpers import nan_loss_at
+
 from meru.config import ConfigError, load_config_file, load_train_config
 from meru.data.shards import write_shards
 from meru.models import build_model
@@ -123,28 +125,10 @@ def test_save_model_and_load_model_refuse_exploded_weights(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ NaN stop
-def _nan_loss_at(monkeypatch, bad_calls):
-    import meru.losses
-
-    real, calls = meru.losses.build_loss, [0]
-
-    def build(*a, **k):
-        fn = real(*a, **k)
-
-        def loss(out):
-            logs = fn(out)
-            calls[0] += 1
-            if calls[0] in bad_calls:
-                logs["loss"] = logs["loss"] * float("nan")
-            return logs
-
-        return loss
-
-    monkeypatch.setattr(meru.losses, "build_loss", build)
 
 
 def test_nan_stop_names_the_existing_checkpoint_and_resume_from_it_works(data, tmp_path, monkeypatch):
-    _nan_loss_at(monkeypatch, {5})
+    nan_loss_at(monkeypatch, {5})
     with pytest.raises(FloatingPointError) as err:
         train(_cfg(data), tmp_path)
     msg = str(err.value)
@@ -158,12 +142,12 @@ def test_nan_stop_names_the_existing_checkpoint_and_resume_from_it_works(data, t
 
 
 def test_nan_before_any_checkpoint_names_none_and_skip_advice_is_not_repeated(data, tmp_path, monkeypatch):
-    _nan_loss_at(monkeypatch, {1})
+    nan_loss_at(monkeypatch, {1})
     with pytest.raises(FloatingPointError) as err:
         train(_cfg(data), tmp_path / "a")
     msg = str(err.value)
     assert "no good checkpoint" in msg and "last.pt" not in msg, msg
-    _nan_loss_at(monkeypatch, {2, 3})  # skip mode, one skip allowed: the advice is not "set skip"
+    nan_loss_at(monkeypatch, {2, 3})  # skip mode, one skip allowed: the advice is not "set skip"
     with pytest.raises(FloatingPointError) as err:
         train(_cfg(data, sets=["runtime.on_nonfinite=skip", "runtime.max_nonfinite_skips=1"]), tmp_path / "b")
     msg = str(err.value)
