@@ -4,7 +4,7 @@ Recipe (paper / official code): AdamW, no weight decay on 1-D parameters (norm g
 the scalars logit_scale, curv, visual_alpha, textual_alpha; linear warmup for ``w`` steps, then
 half-cosine decay, lr(t) = lr * cos^2(pi/2 * (t - w) / (T - w)) = lr * (1 + cos(pi (t-w)/(T-w))) / 2.
 The global batch is fixed: each of ``W`` ranks takes ``B / W`` samples per step, split into
-``grad_accum`` micro-batches. Exact resume: model, optimiser, scheduler, RNG states and the loader's
+``grad_accum`` micro-batches. Exact resume: model, optimiser, scheduler, GradScaler (fp16), RNG states and the loader's
 stream position are saved atomically to RUNDIR/ckpt/last.pt.
 
 Reads top to bottom: the pieces (schedule, parameter groups, RNG state, :func:`train_step`), the run directory
