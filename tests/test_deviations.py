@@ -319,3 +319,40 @@ def test_dataset_val_split_is_checked_at_plan_time(tmp_path, monkeypatch):
         check_workflow_config(_workflow_config(tmp_path, **{**ev, "synthhier": True}), schema)
     with pytest.raises(ConfigError, match="linear_probe_val"):
         check_workflow_config(_workflow_config(tmp_path, linear_probe_val="official"), schema)
+
+
+@pytest.mark.slow
+def test_workflow_plans_the_val_split_embedding_for_dataset_mode(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "mine"
+    for split in ("train", "val", "test"):
+        _wds_split(folder, split)
+    cfg = {
+        "name": "x",
+        "models": ["clip"],
+        "sizes": ["tiny"],
+        "seeds": [0],
+        "results_dir": str(tmp_path / "results"),
+        "runs_dir": str(tmp_path / "runs"),
+        "data_dir": str(tmp_path / "data"),
+        "data": {"source": "synthhier"},
+        "train": {"data": {"train": str(tmp_path / "data" / "synthhier" / "train")}},
+        "evaluation": {"synthhier": False, "linear_probe": [str(folder)], "linear_probe_val": "dataset"},
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-p", "--nolock", "--configfile", str(tmp_path / "cfg.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "embeddings/clip-tiny-s0/mine@val.pt" in r.stdout and "--split val" in r.stdout
+    probe = next(line for line in r.stdout.splitlines() if "--task linear-probe" in line)
+    assert "--val-embeddings" in probe and "mine@val.pt" in probe, probe
