@@ -174,6 +174,11 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, choices=EVALUATE_TASKS, help="which evaluation")
     parser.add_argument("--embeddings", help="embedding cache of the test set (meru embed --out)")
     parser.add_argument("--train-embeddings", help="linear-probe: embedding cache of the probe's training set")
+    parser.add_argument(
+        "--val-embeddings",
+        help="linear-probe: embedding cache of the dataset's val split, on which C is chosen "
+        "(default: a stratified 20%% slice of the training set)",
+    )
     parser.add_argument("--text-pool", help="structure/traversal: caption-pool cache (meru embed --text-pool)")
     parser.add_argument("--tree", help="zeroshot: taxonomy edge file ('parent child' lines) for hierarchical metrics")
     parser.add_argument("--tree-names", help="zeroshot: node id -> name JSON for the tree")

@@ -62,6 +62,7 @@ TRAIN_SCHEMA: dict = _obj(
                 "augment": _BOOL,
                 "sample_captions": _BOOL,
                 "subreddit_prefix_prob": {"type": "number", "minimum": 0, "maximum": 1},
+                "subreddit_segmenter": {"enum": ["wordlist", "wordsegment"]},  # wordsegment: the official code's
                 "scale": {"type": "array", "items": _NUM, "minItems": 2, "maxItems": 2},
                 "in_memory": _BOOL,
                 "decode_device": {"type": "string", "pattern": "^(auto|worker|cpu|cuda(:[0-9]+)?)$"},
@@ -86,7 +87,8 @@ TRAIN_SCHEMA: dict = _obj(
                 "grad_accum": {"type": "integer", "minimum": 1},
             }
         ),
-        "precision": _obj({"amp": {"enum": ["auto", "bf16", "fp32"]}}),
+        # fp16 (+ GradScaler) and head: autocast are the official code's (docs/DEVIATIONS.md)
+        "precision": _obj({"amp": {"enum": ["auto", "bf16", "fp16", "fp32"]}, "head": {"enum": ["fp32", "autocast"]}}),
         "runtime": _obj(
             {
                 "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
@@ -120,6 +122,7 @@ DEFAULTS: dict = {
         "augment": True,
         "sample_captions": True,
         "subreddit_prefix_prob": 0.0,
+        "subreddit_segmenter": "wordlist",
         "scale": [0.5, 1.0],
         "in_memory": False,
         "decode_device": "auto",
@@ -138,7 +141,7 @@ DEFAULTS: dict = {
         "grad_clip": None,
         "grad_accum": 1,
     },
-    "precision": {"amp": "auto"},
+    "precision": {"amp": "auto", "head": "fp32"},
     "runtime": {
         "seed": 0,
         "threads": None,
@@ -627,7 +630,34 @@ def _dataset_messages(ev: dict) -> list[str]:
             for part in ("train", "test")
             if part in entry
         ]
-    return out + [m for m in found if m]
+    return out + [m for m in found if m] + _probe_val_messages(ev)
+
+
+def _probe_val_messages(ev: dict) -> list[str]:
+    """``evaluation.linear_probe_val: dataset``: every linear probe's training folder has a ``val`` split in wds
+    layout (``FOLDER/val/nshards.txt``), and no SynthHier probe runs (its probe set has no val split)."""
+    if ev.get("linear_probe_val", "slice") != "dataset":
+        return []
+    out = []
+    if ev.get("synthhier"):
+        out.append(
+            "evaluation.linear_probe_val = dataset, but the SynthHier linear probe has no val split: use "
+            "linear_probe_val: slice, or evaluation.synthhier: false"
+        )
+    root, own = ev.get("evalsets_root", "data/evalsets"), ev.get("datasets") or {}
+    probes = ev.get("linear_probe") or {}
+    entries = {p: p for p in probes} if isinstance(probes, list) else {}
+    if isinstance(probes, dict):
+        entries = {p: (e or {}).get("train") or (e or {}).get("test") or p for p, e in probes.items()}
+    for probe, train in entries.items():
+        folder = train if ("/" in train or os.sep in train) else own.get(train, os.path.join(root, train))
+        if not os.path.isfile(os.path.join(folder, "val", "nshards.txt")):
+            out.append(
+                f"evaluation.linear_probe_val = dataset, but linear probe {_short(probe)} has no val split: "
+                f"{os.path.join(folder, 'val', 'nshards.txt')} not found (add the folder's val split in wds layout, "
+                "or use linear_probe_val: slice)"
+            )
+    return out
 
 
 def _path_values(config: dict) -> dict[str, str]:

@@ -470,6 +470,7 @@ class Provenance:
     text_pool: str | None = None
     tree: str | None = None
     train_embeddings: str | None = None
+    val_embeddings: str | None = None  # linear-probe: the val split's cache (evaluation.linear_probe_val: dataset)
 
 
 IDENTITY = ("kind", "size", "seed", "label", "dataset", "task", "geometry")

@@ -146,6 +146,7 @@ BEFORE = {
             "task": "zeroshot",
             "embeddings": "e.pt",
             "train_embeddings": None,
+            "val_embeddings": None,
             "text_pool": None,
             "tree": None,
             "tree_names": None,

@@ -302,6 +302,16 @@ def probe_sets(name):
     return train, test
 
 
+def probe_inputs(wildcards):
+    """Embedding caches of a linear probe: train and test, and with `evaluation.linear_probe_val: dataset` the
+    `val` split of the training set's folder (`NAME@val`; meru.config checks that the split exists)."""
+    train, test = probe_sets(wildcards.name)
+    out = {"train": emb(wildcards.label, train), "test": emb(wildcards.label, test)}
+    if EVAL.get("linear_probe_val", "slice") == "dataset":
+        out["val"] = emb(wildcards.label, split_evalset(train)[0] + "@val")
+    return out
+
+
 def synth_embedding_sets():
     """Names of every SynthHier embedding cache of a run (rule embed_synthhier writes them together)."""
     if not EVAL.get("synthhier", False):

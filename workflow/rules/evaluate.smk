@@ -112,8 +112,7 @@ rule evaluate_retrieval:
 
 rule evaluate_linear_probe:
     input:
-        train=lambda w: emb(w.label, probe_sets(w.name)[0]),
-        test=lambda w: emb(w.label, probe_sets(w.name)[1]),
+        unpack(probe_inputs),
     output:
         f"{RESULTS}/metrics/{{label}}/linear-probe-{{name}}.json",
     log:
@@ -126,9 +125,10 @@ rule evaluate_linear_probe:
     params:
         seed=lambda w: seed_of(w.label),
         size=lambda w: size_args(w.label),
+        val=lambda w, input: ["--val-embeddings", input.val] if "val" in input.keys() else [],
     shell:
         "meru evaluate --task linear-probe --train-embeddings {input.train:q} --embeddings {input.test:q} "
-        "--out {output:q} --label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
+        "{params.val:q} --out {output:q} --label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_structure:
