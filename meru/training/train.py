@@ -193,8 +193,9 @@ def train_step(
         finite = not bool(bad | ~torch.isfinite(gnorm))  # the one host sync of the step
         if finite:
             optimizer.step()
-    if finite:
-        base_model(model).after_optimizer_step()
+    after_step = getattr(base_model(model), "after_optimizer_step", None)  # e.g. EuCLIP's logit-scale floor
+    if finite and after_step is not None:
+        after_step()
     scheduler.step()
     return (sums if device_logs else read_logs(sums)), finite
 
