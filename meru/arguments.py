@@ -46,6 +46,12 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=32, help="image side in pixels, even, >= 16 (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--shard-size", type=int, default=5000, help="samples per shard (default 5000)")
+    parser.add_argument(
+        "--add-attribute-sets",
+        action="store_true",
+        help="only add the missing eval/zeroshot_{colour,count,size,texture} sets to the existing SynthHier "
+        "directory --out (made before they existed; the training data is not touched)",
+    )
 
 
 def add_contact_sheet_arguments(parser: argparse.ArgumentParser) -> None:

@@ -202,7 +202,15 @@ BEFORE = {
     ),
     "synth": (
         "--out d",
-        {"out": "d", "train_size": 20000, "test_size": 2000, "image_size": 32, "seed": 0, "shard_size": 5000},
+        {
+            "out": "d",
+            "train_size": 20000,
+            "test_size": 2000,
+            "image_size": 32,
+            "seed": 0,
+            "shard_size": 5000,
+            "add_attribute_sets": False,
+        },
     ),
 }
 

@@ -5,7 +5,9 @@ SynthHier captions name one taxonomy node (depth ``L``: 0 root .. 3 leaf) plus a
 attributes (count, size, colour, texture), e.g. ``"two small red triangles on stripes."``; specificity is
 ``L + |A|``. Without a count a caption is existential ("a red triangle"). Training samples store
 ``CAPTIONS_PER_SPECIFICITY`` captions per specificity with a random prefix (``PREFIXES``); zero-shot
-templates are ``prefix + "a {c}."`` (``TEMPLATES``), so prompts are in-distribution.
+templates are ``prefix + "a {c}."`` (``TEMPLATES``) for taxonomy nodes and ``prefix + "{c}."``
+(``ATTRIBUTE_TEMPLATES``) for attribute values, whose class names are root phrases ("two objects"), so prompts
+are in-distribution.
 
 RedCaps (MERU): with probability ``p`` the training caption becomes ``"<subreddit words> : <caption>"``; the
 words come from the project's wordlist (``segmenter="wordlist"``) or from the ``wordsegment`` package as in the
@@ -51,6 +53,8 @@ TEXTURE_PHRASES = {"plain": "on a plain background", "stripes": "on stripes", "d
 # Caption prefixes; zero-shot templates are prefix + "a {c}." (all class names start with a consonant).
 PREFIXES = ("", "a photo of ", "a picture of ", "an image of ", "a drawing of ", "a rendering of ")
 TEMPLATES = tuple(p + "a {c}." for p in PREFIXES)
+# Attribute zero-shot templates: the class name is a whole noun phrase ("two objects", "an object on dots").
+ATTRIBUTE_TEMPLATES = tuple(p + "{c}." for p in PREFIXES)
 CAPTIONS_PER_SPECIFICITY = 3
 
 

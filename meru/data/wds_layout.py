@@ -57,19 +57,26 @@ def shard_paths(directory: str | os.PathLike, split: str) -> list[Path]:
     return paths
 
 
-def json_members(directory: str | os.PathLike, split: str) -> Iterator[tuple[str, dict | None, Path]]:
-    """``(key, json member or None, shard)`` of every sample of ``DIR/split`` in file order; nothing but the json
-    member is decoded (no image, nothing unpickled)."""
+def raw_samples(directory: str | os.PathLike, split: str) -> Iterator[tuple[dict, Path]]:
+    """``(sample, shard)`` of every sample of ``DIR/split`` in file order; a sample is webdataset's raw dict
+    (``__key__`` and member suffix -> bytes): nothing is decoded."""
     import webdataset as wds
 
     for url in shard_paths(directory, split):
         for s in wds.tarfile_to_samples()(iter([{"url": str(url)}])):
-            raw = s.get("json")
-            try:
-                meta = json.loads(raw) if raw is not None else None
-            except ValueError as e:
-                raise ValueError(f"{url}: sample {s['__key__']!r}: invalid json ({e})") from None
-            yield s["__key__"], meta, url
+            yield s, url
+
+
+def json_members(directory: str | os.PathLike, split: str) -> Iterator[tuple[str, dict | None, Path]]:
+    """``(key, json member or None, shard)`` of every sample of ``DIR/split`` in file order; nothing but the json
+    member is decoded (no image, nothing unpickled)."""
+    for s, url in raw_samples(directory, split):
+        raw = s.get("json")
+        try:
+            meta = json.loads(raw) if raw is not None else None
+        except ValueError as e:
+            raise ValueError(f"{url}: sample {s['__key__']!r}: invalid json ({e})") from None
+        yield s["__key__"], meta, url
 
 
 def write_split(split_dir: str | os.PathLike, samples: Iterable[dict], shard_size: int, mtime: float) -> list:

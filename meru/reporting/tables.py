@@ -54,6 +54,7 @@ from meru.reporting.records import (
 )
 
 SYNTH_LEVELS = ("category", "family", "shape")
+SYNTH_ATTRIBUTES = ("colour", "count", "size", "texture")  # flat zero-shot tasks, columns after the levels
 
 METRIC_LABELS = {
     "top1": "Top-1",
@@ -98,16 +99,20 @@ def metric_label(metric: str) -> str:
 
 
 def dataset_label(dataset: str) -> str:
-    """``synthhier-shape`` -> ``shape`` (SynthHier level), ``synthhier-retrieval`` -> ``synthhier``; other names
-    unchanged."""
+    """``synthhier-shape`` -> ``shape`` (SynthHier level), ``synthhier-size`` -> ``size (attribute)`` (a SynthHier
+    attribute task; never a bare ``size``, the tables' model-size column), ``synthhier-retrieval`` -> ``synthhier``;
+    other names unchanged."""
     if dataset == "synthhier-retrieval":
         return "synthhier"
-    return dataset.removeprefix("synthhier-")
+    name = dataset.removeprefix("synthhier-")
+    return f"{name} (attribute)" if name != dataset and name in SYNTH_ATTRIBUTES else name
 
 
 def _dataset_key(dataset: str):
-    d = dataset_label(dataset)
-    return (SYNTH_LEVELS.index(d) if d in SYNTH_LEVELS else len(SYNTH_LEVELS), d)
+    """Column order: SynthHier levels coarse to leaf, then its attribute tasks, then other datasets by name."""
+    name = dataset.removeprefix("synthhier-") if dataset.startswith("synthhier-") else None
+    synth = SYNTH_LEVELS + SYNTH_ATTRIBUTES
+    return (synth.index(name), "") if name in synth else (len(synth), dataset_label(dataset))
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,26 @@ REFERENCE = config.get("reference") or "none"
 # the training data of this run's models ("redcaps" for released checkpoints without a `data:` entry)
 TRAINING_DATA = "redcaps" if PRETRAINED else config["data"]["source"]
 SYNTH_LEVELS = SYNTH.get("levels", ["category", "family", "shape"])  # zero-shot levels, coarse to leaf
+# zero-shot attribute tasks (eval/zeroshot_{attr}: colour, count, size, texture); none unless the config asks
+SYNTH_ATTRIBUTES = SYNTH.get("attributes", [])
+
+
+def _check_attribute_sets():
+    """An existing {DATA}/synthhier made before the attribute sets cannot serve `data.synthhier.attributes`:
+    one line naming the fix and exit 1, so no attribute column is ever silently missing."""
+    import sys
+
+    if not (SYNTH_ATTRIBUTES and EVAL.get("synthhier", False) and os.path.isdir(f"{DATA}/synthhier")):
+        return
+    from meru.data.synthhier import attribute_sets_error
+
+    message = attribute_sets_error(f"{DATA}/synthhier", SYNTH_ATTRIBUTES)
+    if message:
+        print(f"config error: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
+_check_attribute_sets()
 
 
 def _validate_train_sections():
@@ -115,7 +135,7 @@ def synth_evals():
     """(metric name, task) for every SynthHier evaluation."""
     if not EVAL.get("synthhier", False):
         return []
-    out = [f"zeroshot-synthhier-{lvl}" for lvl in SYNTH_LEVELS]
+    out = [f"zeroshot-synthhier-{name}" for name in SYNTH_LEVELS + SYNTH_ATTRIBUTES]
     out += ["retrieval-synthhier", "linear-probe-synthhier", "structure-synthhier", "traversal-synthhier"]
     return out
 
@@ -132,7 +152,8 @@ def metric_files():
 
 
 def zeroshot_datasets():
-    """Zero-shot metric names (`synthhier-{level}`, real dataset names) that get a prompt-sensitivity record."""
+    """Zero-shot metric names (`synthhier-{level}`, real dataset names) that get a prompt-sensitivity record
+    (not the attribute tasks: their class names are whole phrases, which the other template sets do not fit)."""
     out = [f"synthhier-{lvl}" for lvl in SYNTH_LEVELS] if EVAL.get("synthhier", False) else []
     return out + list(EVAL.get("zeroshot", []))
 
@@ -316,7 +337,8 @@ def synth_embedding_sets():
     """Names of every SynthHier embedding cache of a run (rule embed_synthhier writes them together)."""
     if not EVAL.get("synthhier", False):
         return []
-    return [f"synthhier-{lvl}" for lvl in SYNTH_LEVELS] + ["synthhier-retrieval", "synthhier-probe", "textpool-synthhier"]
+    out = [f"synthhier-{name}" for name in SYNTH_LEVELS + SYNTH_ATTRIBUTES]
+    return out + ["synthhier-retrieval", "synthhier-probe", "textpool-synthhier"]
 
 
 def synth_embedding_flag(name):
