@@ -176,7 +176,8 @@ def read_set(name: str, source: str | os.PathLike) -> list[ChoiceItem]:
     path = annotation_path(family, subset, Path(source))
     if not path.is_file():
         raise CaptionChoiceUnavailable(
-            f"{name}: {path} not found; put the released annotation file there ({SOURCES[family]}) and re-run"
+            f"{name}: {path} not found; put the released annotation file there ({SOURCES[family]}) or pass --source "
+            f"DIR (workflow: evaluation.caption_choice_sources.{family}), and re-run"
         )
     return read_sugar_crepe(path) if family == "sugar_crepe" else read_aro(path)
 
