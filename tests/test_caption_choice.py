@@ -81,6 +81,20 @@ def test_sugar_crepe_file_is_read_in_file_order(tmp_path):
     assert items[1] == D.ChoiceItem("3", "000000125211.jpg", "a zebra by a tree", ("a zebra by a bush",))
 
 
+def test_our_reader_agrees_with_clip_benchmarks_sugar_crepe(tmp_path):
+    """clip-benchmark's own SugarCrepe dataset, on the same fixture root, gives the same images and captions."""
+    from clip_benchmark.datasets.sugar_crepe import SugarCrepe
+
+    write_sugar_crepe(tmp_path, "replace_obj", SUGAR)
+    theirs = SugarCrepe(root=str(tmp_path / "val2017"), ann_file=str(tmp_path / "replace_obj.json"))
+    ours = D.read_set("sugar_crepe/replace_obj", tmp_path)
+    assert len(theirs) == len(ours)
+    for i, item in enumerate(ours):
+        image, captions = theirs[i]
+        assert captions == [item.true_caption, *item.false_captions]
+        assert image.filename == str(tmp_path / "val2017" / item.image)
+
+
 def test_aro_files_give_groups_and_boxes(tmp_path):
     write_aro(tmp_path, "vg_relation", [_aro_entry(0, relation_name="on"), _aro_entry(1, relation_name="under")])
     write_aro(tmp_path, "vg_attribution", [_aro_entry(2, attributes=["white", "wooden"])])
