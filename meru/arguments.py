@@ -16,7 +16,16 @@ PUBLISHED_CSV = Path(__file__).resolve().parent / "resources" / "reference_value
 REFERENCE_MARKER = ".meru-reference"  # the file that marks a reference run (meru.reporting.reference.MARKER)
 DOWNLOAD_SOURCES = ("redcaps", "cc3m", "cc12m")  # web datasets `meru download` knows (meru.data.download.SOURCES)
 # choices: tasks registry (the names of meru.evaluation.run.TASKS; tests/test_fast_help.py checks they agree)
-EVALUATE_TASKS = ("zeroshot", "retrieval", "linear-probe", "structure", "traversal", "prompts", "hierarcaps")
+EVALUATE_TASKS = (
+    "zeroshot",
+    "retrieval",
+    "linear-probe",
+    "structure",
+    "traversal",
+    "prompts",
+    "hierarcaps",
+    "caption-choice",
+)
 
 
 class _AppendSource(argparse.Action):
@@ -89,11 +98,22 @@ def add_evalsets_arguments(parser: argparse.ArgumentParser) -> None:
         "action", choices=("list", "prepare"), help="list: the dataset table; prepare: fetch one dataset"
     )
     parser.add_argument("--markdown", action="store_true", help="list: print a Markdown table")
-    parser.add_argument("--dataset", help="prepare: MERU or clip-benchmark name")
+    parser.add_argument(
+        "--dataset", help="prepare: MERU or clip-benchmark name, hierarcaps, sugar_crepe/SUBSET or aro/SUBSET"
+    )
     parser.add_argument("--root", help="prepare: directory that holds the dataset files")
     parser.add_argument("--split", default="test", help="prepare: which split (default test)")
     parser.add_argument(
         "--coco-dir", help="prepare hierarcaps: local COCO val2014 image folder (skips those downloads)"
+    )
+    parser.add_argument(
+        "--source",
+        help="prepare sugar_crepe/SUBSET, aro/SUBSET: folder with the released annotation file (SugarCrepe: "
+        "SUBSET.json, ARO: visual_genome_*.json; default --root)",
+    )
+    parser.add_argument(
+        "--images",
+        help="prepare sugar_crepe/aro: image folder (default SOURCE/val2017 for SugarCrepe, SOURCE/images for ARO)",
     )
 
 

@@ -198,7 +198,16 @@ BEFORE = {
     "info": ("--json --sizes tiny", {"json": True, "sizes": ["tiny"]}),
     "evalsets": (
         "prepare --dataset cifar10",
-        {"action": "prepare", "markdown": False, "dataset": "cifar10", "root": None, "split": "test", "coco_dir": None},
+        {
+            "action": "prepare",
+            "markdown": False,
+            "dataset": "cifar10",
+            "root": None,
+            "split": "test",
+            "coco_dir": None,
+            "source": None,
+            "images": None,
+        },
     ),
     "synth": (
         "--out d",

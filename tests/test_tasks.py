@@ -49,6 +49,7 @@ def test_cli_choices_are_the_registry():
             "traversal",
             "prompts",
             "hierarcaps",
+            "caption-choice",
         )
     )
 

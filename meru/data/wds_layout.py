@@ -5,13 +5,13 @@
     DIR/<split>/nshards.txt                      N, the number of shards
     DIR/<split>/{0..N-1}.tar                     webdataset shards (image + "cls" | "txt", "json")
     DIR/<split>/manifest.json                    optional (SynthHier): checksums and sample counts
-    DIR/dataset_type.txt                         classification (default) | retrieval | hierarcaps
+    DIR/dataset_type.txt                         classification (default) | retrieval | hierarcaps | caption-choice
     DIR/classnames.txt                           classification: one class name per line
     DIR/zeroshot_classification_templates.txt    classification: one prompt template per line
 
-Writers: SynthHier (:mod:`meru.data.synthhier`) and HierarCaps (:mod:`meru.data.hierarcaps`); readers: the
-image decoder (:mod:`meru.data.wds_eval`), clip-benchmark's builder (via :mod:`meru.data.evalsets`) and
-HierarCaps' hierarchy reader. No torch import here (the dataset table and config checks use it).
+Writers: SynthHier (:mod:`meru.data.synthhier`), HierarCaps (:mod:`meru.data.hierarcaps`) and the caption-choice
+sets (:mod:`meru.data.caption_choice`); readers: the image decoder (:mod:`meru.data.wds_eval`), clip-benchmark's
+builder (via :mod:`meru.data.evalsets`), HierarCaps' hierarchy reader and the caption-choice reader. No torch import here (the dataset table and config checks use it).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ NSHARDS = "nshards.txt"
 DATASET_TYPE = "dataset_type.txt"
 CLASSNAMES = "classnames.txt"
 TEMPLATES = "zeroshot_classification_templates.txt"
-DATASET_TYPES = ("classification", "retrieval", "hierarcaps")
+DATASET_TYPES = ("classification", "retrieval", "hierarcaps", "caption-choice")
 
 
 def is_wds_dir(path: str | os.PathLike, split: str = "test") -> bool:

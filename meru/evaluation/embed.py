@@ -12,7 +12,8 @@ class names, templates and the raw projected text features ``[T, C, D]`` of ever
 at evaluate time with ``space.ensemble``) and alternative template sets (``prompt_sets``,
 :mod:`meru.evaluation.prompt_sensitivity`); retrieval sets their captions ``[M, D]`` and ``text_to_image``;
 caption pools (no images) their captions with specificity, depth, node and attributes; HierarCaps
-(:mod:`meru.evaluation.hierarcaps`) its caption levels, hierarchy ids and the empty caption's embedding.
+(:mod:`meru.evaluation.hierarcaps`) its caption levels, hierarchy ids and the empty caption's embedding;
+caption-choice sets (:mod:`meru.evaluation.caption_choice`) every item's captions and which one is true.
 
 Reading is the data layer's: :func:`meru.data.evalsets.open_evalset` gives an ``EvalSet`` (name, task,
 class names, templates, class nodes, template sets, items) and :func:`meru.data.evalsets.open_text_pool` a

@@ -86,6 +86,8 @@ METRIC_LABELS = {
     "modality_gap": "Modality gap",
     "monotonic_frac": "Monotonic",
     "precision": "Precision",
+    "acc": "Accuracy",
+    "acc_macro": "Macro accuracy over groups",
 }
 _RECALL = re.compile(r"(i2t|t2i)_r(\d+)")
 _TOPK = re.compile(r"top(\d+)")
@@ -211,6 +213,16 @@ SPECS: tuple[TableSpec, ...] = (
         ("monotonic_frac", "precision"),
         False,
         3,
+    ),
+    TableSpec(
+        "caption_choice",
+        "Caption choice (SugarCrepe, ARO): the model's own similarity picks the true caption among hard negatives; "
+        "a tie earns 1/(tied captions)",
+        "accuracy, %",
+        "caption-choice",
+        ("acc", "acc_macro"),
+        True,
+        1,
     ),
 )
 TABLES = tuple(s.name for s in SPECS)

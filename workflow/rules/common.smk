@@ -144,7 +144,28 @@ def real_evals():
     out = [f"zeroshot-{_dataset_name(d)}" for d in EVAL.get("zeroshot", [])]
     out += [f"retrieval-{_dataset_name(d)}" for d in EVAL.get("retrieval", [])]
     out += [f"linear-probe-{d}" for d in linear_probe_names()]
+    out += [f"caption-choice-{d}" for d in caption_choice_names()]
     return out
+
+
+def caption_choice_names():
+    """Eval-set names of `evaluation.caption_choice` (`sugar_crepe/add_att` -> `sugar_crepe_add_att`: the folder
+    under evalsets_root and the records' dataset name; meru.data.caption_choice)."""
+    from meru.data.caption_choice import set_name
+
+    return [set_name(entry) for entry in EVAL.get("caption_choice") or []]
+
+
+def evalset_prepare_args(dataset):
+    """`meru evalsets prepare` flags of an eval set beyond --dataset/--root: a caption-choice set's released files
+    come from `evaluation.caption_choice_sources.{sugar_crepe,aro}` (`--source DIR`), where they lie as their
+    authors release them (meru.data.caption_choice)."""
+    from meru.data.caption_choice import is_caption_choice_set, split_set
+
+    if not is_caption_choice_set(dataset):
+        return []
+    source = (EVAL.get("caption_choice_sources") or {}).get(split_set(dataset)[0])
+    return ["--source", source] if source else []
 
 
 def metric_files():

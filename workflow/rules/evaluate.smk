@@ -208,3 +208,24 @@ rule evaluate_hierarcaps:
     shell:
         "meru evaluate --task hierarcaps --embeddings {input.emb:q} --out {output:q} "
         "--label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
+
+
+rule evaluate_caption_choice:
+    """Caption choice (SugarCrepe subsets, ARO VG-Relation / VG-Attribution): the model's own similarity picks
+    the true caption among hard negatives; accuracy per set with bootstrap intervals."""
+    input:
+        emb=lambda w: emb(w.label, w.name),
+    output:
+        f"{RESULTS}/metrics/{{label}}/caption-choice-{{name}}.json",
+    log:
+        f"{RESULTS}/logs/evaluate/{{label}}/caption-choice-{{name}}.log",
+    conda:
+        "../../envs/eval.yaml"
+    resources:
+        cpu_jobs=1,
+    params:
+        seed=lambda w: seed_of(w.label),
+        size=lambda w: size_args(w.label),
+    shell:
+        "meru evaluate --task caption-choice --embeddings {input.emb:q} --out {output:q} "
+        "--label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
