@@ -93,9 +93,9 @@ def add_evalsets_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="train YAML or workflow YAML (train: + train_overrides:)")
-    from meru.kinds import KINDS  # the one list of model kinds (light: no torch)
+    from meru.kinds import trainable_kinds  # the one list of model kinds (light: no torch)
 
-    parser.add_argument("--model", choices=list(KINDS), required=True, help="model kind")
+    parser.add_argument("--model", choices=trainable_kinds(), required=True, help="model kind")
     parser.add_argument("--size", required=True, help="registered model size (see `meru info`)")
     parser.add_argument("--seed", type=int, required=True, help="training seed")
     parser.add_argument("--out", required=True, help="run directory")

@@ -22,7 +22,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from meru.kinds import KINDS, OFFICIAL, PAPER
+from meru.kinds import KINDS, PAPER, trainable_kinds
 from meru.io import short_repr
 
 _NUM = {"type": "number"}
@@ -41,7 +41,7 @@ TRAIN_SCHEMA: dict = _obj(
     {
         "model": _obj(
             {
-                "kind": {"enum": list(KINDS)},
+                "kind": {"enum": trainable_kinds()},
                 "size": {"type": "string"},
                 "entail_weight": {"type": "number", "minimum": 0},
                 # each kind's model options (meru.kinds.Kind.options), e.g. MERU's curv_init, learn_curv
@@ -500,10 +500,12 @@ def with_kinds(schema: dict) -> dict:
     open, so it never lists kinds): ``models`` items, ``train_overrides`` keys, released checkpoints' kinds."""
     schema = copy.deepcopy(schema)
     props = schema["properties"]
-    props["models"]["items"] = {"enum": list(KINDS)}
-    props["train_overrides"].update(properties={k: {"type": "object"} for k in KINDS}, additionalProperties=False)
+    props["models"]["items"] = {"enum": trainable_kinds()}
+    props["train_overrides"].update(
+        properties={k: {"type": "object"} for k in trainable_kinds()}, additionalProperties=False
+    )
     released = props["pretrained"]["properties"]["checkpoints"]["items"]["properties"]
-    released["kind"] = {"enum": list(OFFICIAL)}
+    released["kind"] = {"enum": list(KINDS)}
     return schema
 
 

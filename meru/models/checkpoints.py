@@ -20,12 +20,9 @@ from pathlib import Path
 import torch
 
 from meru.io import atomic_path
-from meru.kinds import BASELINE, PAPER
 from meru.models.clip_meru import CLIP, build_model
 
 FORMAT = "meru-bench/checkpoint/1"
-OFFICIAL_VIT_WIDTH_TO_SIZE = {384: "vit-s16", 768: "vit-b16", 1024: "vit-l16"}
-OFFICIAL_FILE_NAME = re.compile(r"^(meru|clip)_vit_([sbl])\b")  # meru_vit_s.pth, clip_vit_l.pth, ...
 # Buffers our modules create that official files do not carry (recomputed at build time).
 _NON_OFFICIAL = ("pixel_mean", "pixel_std", "text.attn_mask")
 
@@ -200,7 +197,10 @@ def convert_official_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
-def _load_strict(model: CLIP, sd: dict[str, torch.Tensor], source: str) -> CLIP:
+def load_strict(model: CLIP, sd: dict[str, torch.Tensor], source: str, hint: str = "") -> CLIP:
+    """Load ``sd`` (our key names) into ``model``: the same keys and shapes as ``model``'s own (its non-persistent
+    buffers and the pixel buffers excluded), finite and not exploded; else :class:`CheckpointError` naming the
+    keys and ``hint`` (the fix; default: check the kind/size)."""
     own = {k: v for k, v in model.state_dict().items() if not k.endswith(_NON_OFFICIAL)}
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
@@ -209,7 +209,7 @@ def _load_strict(model: CLIP, sd: dict[str, torch.Tensor], source: str) -> CLIP:
             f"{source}: does not match {model.kind}/{model.size}: "
             f"missing keys {missing[:8]}{'...' if len(missing) > 8 else ''}, "
             f"unexpected keys {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}. "
-            "Check the model kind/size (MERU files have 'curv'; CLIP files do not)."
+            + (hint or "Check the model kind/size (MERU files have 'curv'; CLIP files do not).")
         )
     for k, v in own.items():
         if tuple(sd[k].shape) != tuple(v.shape):
@@ -225,30 +225,12 @@ def _load_strict(model: CLIP, sd: dict[str, torch.Tensor], source: str) -> CLIP:
 def load_official(
     path: str | os.PathLike, kind: str | None = None, size: str | None = None, map_location="cpu"
 ) -> CLIP:
-    """Load a released official checkpoint; ``kind``/``size`` are inferred from keys and shapes if not given."""
+    """Load a released official checkpoint; ``kind``/``size`` are inferred from keys and shapes if not given
+    (:func:`meru.models.adapters.load_released` with format ``official``)."""
+    from meru.models.adapters import load_released
+
     blob = safe_load(path, map_location, "checkpoint")
-    if not isinstance(blob, dict) or "model" not in blob:
-        raise CheckpointError(f"{path}: not an official MERU/CLIP checkpoint (no 'model' key)")
-    sd = blob["model"]
-    require_finite(sd, str(path))
-    inferred_kind = PAPER if "curv" in sd else BASELINE  # the official release: MERU files have 'curv'; CLIP not
-    ref = sd.get("visual.cls_token", sd.get("visual.pos_embed"))
-    if ref is None:
-        raise CheckpointError(f"{path}: no 'visual.cls_token' / 'visual.pos_embed' key: not an official ViT checkpoint")
-    width = ref.shape[-1]
-    if width not in OFFICIAL_VIT_WIDTH_TO_SIZE:
-        raise CheckpointError(f"{path}: ViT width {width} is not ViT-S/B/L (384/768/1024)")
-    inferred_size = OFFICIAL_VIT_WIDTH_TO_SIZE[width]
-    named = OFFICIAL_FILE_NAME.match(Path(path).name)
-    if named:  # the released names say what the file is; contents must agree
-        name_kind, name_size = named.group(1), f"vit-{named.group(2)}16"
-        if (name_kind, name_size) != (inferred_kind, inferred_size):
-            raise CheckpointError(
-                f"{path}: the file name says {name_kind}/{name_size} but its contents are {inferred_kind}/"
-                f"{inferred_size} (MERU files have a 'curv' key; ViT width {width}); rename or re-download it."
-            )
-    kind, size = kind or inferred_kind, size or inferred_size
-    return _load_strict(build_model(kind, size), convert_official_state_dict(sd), str(path))
+    return load_released(path, blob, {"format": "official", "kind": kind, "size": size})
 
 
 def _check_metadata(blob: dict, path: Path) -> None:
@@ -267,8 +249,10 @@ def _check_metadata(blob: dict, path: Path) -> None:
         )
 
 
-def load_model(path: str | os.PathLike, map_location="cpu") -> CLIP:
-    """Load our checkpoint or an official one (detected by format). Returns the model in eval mode."""
+def load_model(path: str | os.PathLike, map_location="cpu", entry: dict | None = None) -> CLIP:
+    """Load our checkpoint (detected by its ``format`` field) or a released one (:func:`meru.models.adapters.
+    load_released`; ``entry``: its ``pretrained.checkpoints`` entry, which names the format, kind, size and model
+    settings; default: an official MERU/CLIP file). Returns the model in eval mode."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found")
@@ -277,11 +261,10 @@ def load_model(path: str | os.PathLike, map_location="cpu") -> CLIP:
         _check_metadata(blob, path)
         require_finite(blob["state_dict"], str(path))
         model = build_model(blob["kind"], blob["size"], **blob.get("model_kwargs", {}))
-        model = _load_strict(model, blob["state_dict"], str(path))
+        model = load_strict(model, blob["state_dict"], str(path))
         model.checkpoint_info = {k: blob.get(k) for k in ("step", "config")}
-    elif isinstance(blob, dict) and "model" in blob:
-        model = load_official(path, map_location=map_location)
-        model.checkpoint_info = {"step": None, "config": {}}
     else:
-        raise CheckpointError(f"{path}: unknown checkpoint format (expected {FORMAT!r} or an official MERU file)")
+        from meru.models.adapters import load_released
+
+        model = load_released(path, blob, entry or {})
     return model.eval()

@@ -51,6 +51,7 @@ def parameter_counts(kind: str, size: str) -> dict[str, int]:
         visual += width * spec.embed_dim
     w = spec.text_width
     text = spec.vocab_size * w + spec.context_length * w + spec.text_layers * _block(w) + 2 * w + w * spec.embed_dim
+    text += get_kind(kind).text_heads * (w + 1)
     other = get_kind(kind).scalars
     return {"total": visual + text + other, "visual": visual, "text": text, "other": other}
 
