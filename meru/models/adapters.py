@@ -29,7 +29,7 @@ from meru.kinds import BASELINE, PAPER, get_kind
 from meru.kinds.uncha import EXTRA_LOGIT_SCALES
 from meru.models.checkpoints import CheckpointError, convert_official_state_dict, load_strict, require_finite
 from meru.models.clip_meru import CLIP, build_model
-from meru.models.formats import FORMATS, entry_problem, format_of_entry
+from meru.models.formats import DEFAULT_FORMAT, FORMATS, entry_problem, format_of_entry
 
 OFFICIAL_VIT_WIDTH_TO_SIZE = {384: "vit-s16", 768: "vit-b16", 1024: "vit-l16"}
 #: released file names (meru_vit_s.pth, clip_vit_l.pth, hycoclip_vit_b.pth, uncha_vit_s.pth, ...): kind, size letter
@@ -118,16 +118,16 @@ def _check_file_name(path, kind: str, size: str, fmt: str) -> None:
     if not named:
         return
     name_kind, name_size = named.group(1), f"vit-{named.group(2)}16"
-    name_format = format_of_entry({"kind": name_kind}) if name_kind != "atmg" else "atmg"
-    if name_size != size or (name_kind in (PAPER, BASELINE) and fmt == "official" and name_kind != kind):
-        raise CheckpointError(
-            f"{path}: the file name says {name_kind}/{name_size} but its contents are {kind}/{size} (MERU files "
-            "have a 'curv' key; ViT width 384/768/1024 = S/B/L); rename or re-download it"
-        )
-    if name_format != fmt and not (name_format == "official" and fmt in ("official", "atmg")):
+    name_format = name_kind if name_kind in FORMATS else DEFAULT_FORMAT
+    if name_format != fmt and not (name_format == DEFAULT_FORMAT and fmt == "atmg"):
         raise CheckpointError(
             f"{path}: the file name says a {name_kind} checkpoint but it is read as format {fmt!r}; set format: "
             f"{name_format} in its checkpoint entry (or rename the file)"
+        )
+    if name_size != size or (name_kind in (PAPER, BASELINE) and fmt == DEFAULT_FORMAT and name_kind != kind):
+        raise CheckpointError(
+            f"{path}: the file name says {name_kind}/{name_size} but its contents are {kind}/{size} (MERU files "
+            "have a 'curv' key; ViT width 384/768/1024 = S/B/L); rename or re-download it"
         )
 
 
