@@ -31,6 +31,8 @@ from meru.models.clip_meru import LOGIT_SCALE_MAX
 from meru.spaces import Lorentz
 
 SPACE = Lorentz
+#: the released-checkpoint format of its files (meru.kinds.formats)
+FORMAT = "uncha"
 
 #: UNCHA's extra logit scales and their initial temperatures
 EXTRA_LOGIT_SCALES = {"global_logit_scale": 0.07, "global_local_logit_scale": 0.06, "local_logit_scale": 0.05}

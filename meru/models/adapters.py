@@ -1,6 +1,6 @@
 """Released checkpoints of the MERU family: each file format read and mapped onto a kind and its space.
 
-The formats (:data:`meru.models.formats.FORMATS`; a ``pretrained.checkpoints`` entry names its own, docs/CHECKPOINTS.md
+The formats (:data:`meru.kinds.formats.FORMATS`; a ``pretrained.checkpoints`` entry names its own, docs/CHECKPOINTS.md
 has every layout):
 
 * ``official``, ``hycoclip``, ``uncha``, ``atmg``: the official MERU layout, ``{"model": state_dict, ...}`` (a
@@ -26,16 +26,17 @@ from pathlib import Path
 import torch
 
 from meru.kinds import BASELINE, PAPER, get_kind
-from meru.kinds.uncha import EXTRA_LOGIT_SCALES
+from meru.kinds import KINDS
+from meru.kinds import uncha as uncha_kind
 from meru.models.checkpoints import CheckpointError, convert_official_state_dict, load_strict, require_finite
 from meru.models.clip_meru import CLIP, build_model
-from meru.models.formats import DEFAULT_FORMAT, FORMATS, entry_problem, format_of_entry
+from meru.kinds.formats import DEFAULT_FORMAT, FORMATS, entry_problem, format_of_entry
 
 OFFICIAL_VIT_WIDTH_TO_SIZE = {384: "vit-s16", 768: "vit-b16", 1024: "vit-l16"}
 #: released file names (meru_vit_s.pth, clip_vit_l.pth, hycoclip_vit_b.pth, uncha_vit_s.pth, ...): kind, size letter
-RELEASED_FILE_NAME = re.compile(r"^(meru|clip|hycoclip|uncha|atmg)_vit_([sbl])\b")
+RELEASED_FILE_NAME = re.compile(rf"^({'|'.join(sorted({*KINDS, *FORMATS}))})_vit_([sbl])\b")
 #: the keys a UNCHA file has beyond a MERU file's (official key names)
-UNCHA_KEYS = (*EXTRA_LOGIT_SCALES, "textual.min_radius_head.0.weight", "textual.min_radius_head.0.bias")
+UNCHA_KEYS = (*uncha_kind.EXTRA_LOGIT_SCALES, "textual.min_radius_head.0.weight", "textual.min_radius_head.0.bias")
 #: MERU's learned scalars in the official layout (a file without them is CLIP)
 MERU_KEYS = ("curv", "visual_alpha", "textual_alpha")
 
@@ -139,8 +140,8 @@ def _model_kwargs(kind: str, fmt: str, entry: dict) -> dict:
 
 def _hint(sd: dict, fmt: str) -> str:
     """The fix for a key mismatch: a UNCHA file read as another format names ``format: uncha``."""
-    if fmt != "uncha" and any(k in sd for k in UNCHA_KEYS):
-        return "The unexpected keys are UNCHA's: set format: uncha (kind: uncha) in its checkpoint entry."
+    if fmt != uncha_kind.FORMAT and any(k in sd for k in UNCHA_KEYS):
+        return f"The unexpected keys are UNCHA's: set format: {uncha_kind.FORMAT} in its checkpoint entry."
     return f"Check the entry's format ({fmt}), kind and size (docs/CHECKPOINTS.md lists each format's keys)."
 
 

@@ -1,5 +1,6 @@
 """Released-checkpoint formats: the one table (:data:`FORMATS`). Light (no torch): config validation reads it;
-:mod:`meru.models.adapters` reads the files.
+:mod:`meru.models.adapters` reads the files. It lives with the kinds because it names them (a format's files hold
+given kinds; HyCoCLIP's and UNCHA's formats are named after their kinds).
 
 A ``pretrained.checkpoints`` entry (configs/pretrained.yaml, configs/leaderboard.yaml) names its file's format
 with ``format:``; each format says which kinds its files hold and the model settings its code base trains with
