@@ -121,9 +121,15 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="our model.pt, an official-format MERU/CLIP .pth (also MERU-family peers such as "
-        "HyCoCLIP), or an open_clip model: openclip:ARCH:WEIGHTS | openclip:hf-hub:ORG/REPO | "
+        help="our model.pt, a released .pth of the MERU family (official MERU/CLIP; HyCoCLIP, UNCHA, ATMG and "
+        "open_clip training checkpoints with --checkpoint-entry), or an open_clip model: openclip:ARCH:WEIGHTS | openclip:hf-hub:ORG/REPO | "
         "openclip:local-dir:DIR (CLIP geometry)",
+    )
+    parser.add_argument(
+        "--checkpoint-entry",
+        metavar="JSON",
+        help="a released checkpoint's pretrained.checkpoints entry as JSON (format, kind, size, curv_init, "
+        "learn_curv, arch; docs/CHECKPOINTS.md): how to read a file of the MERU family (default: an official file)",
     )
     parser.add_argument(
         "--evalset",

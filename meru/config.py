@@ -23,6 +23,7 @@ import jsonschema
 import yaml
 
 from meru.kinds import KINDS, PAPER, trainable_kinds
+from meru.kinds.formats import FORMATS, entry_problem
 from meru.io import short_repr
 
 _NUM = {"type": "number"}
@@ -506,6 +507,7 @@ def with_kinds(schema: dict) -> dict:
     )
     released = props["pretrained"]["properties"]["checkpoints"]["items"]["properties"]
     released["kind"] = {"enum": list(KINDS)}
+    released["format"] = {**released.get("format", {}), "enum": list(FORMATS)}
     return schema
 
 
@@ -692,6 +694,9 @@ def check_workflow_config(config: dict, schema: dict, source: str = "workflow co
         data = config.get("data") or {}
         messages = _size_messages(config, pretrained) + _dataset_messages(config.get("evaluation") or {})
         messages += _plan_messages(config, pretrained)
+        messages += [
+            f"pretrained.checkpoints[{i}]: {entry_problem(c)}" for i, c in enumerate(pretrained) if entry_problem(c)
+        ]
         if data.get("source") in ("redcaps", "cc3m", "cc12m") and not pretrained and "download" not in data:
             messages.append(
                 f"data.source = {data['source']!r} needs data.download.annotations (where the annotation files are)"

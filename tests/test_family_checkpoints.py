@@ -7,7 +7,9 @@ transformer written out, the file's pixel buffers, and each family's lift (``exp
 from __future__ import annotations
 
 import math
+import re
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -225,3 +227,52 @@ def test_openclip_training_checkpoint_errors_are_one_line(tmp_path):
         with pytest.raises(CheckpointError, match=pattern) as err:
             load_model(path, entry=entry)
         assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------ entries and the CLI
+def test_checkpoint_entries_are_checked_at_plan_time():
+    """A pretrained.checkpoints entry whose kind, format and arch do not fit together is one config line."""
+    import yaml
+
+    from meru.config import ConfigError, check_workflow_config
+
+    root = Path(__file__).parent.parent
+    schema = yaml.safe_load((root / "configs" / "schema.yaml").read_text())
+    config = yaml.safe_load((root / "configs" / "pretrained.yaml").read_text())
+    check_workflow_config(config, schema, "pretrained.yaml")
+    entries = config["pretrained"]["checkpoints"]
+    for change, pattern in [
+        ({"format": "uncha"}, r"pretrained\.checkpoints\[0\]: kind 'meru' with format 'uncha'"),
+        ({"format": "openclip-train"}, r"pretrained\.checkpoints\[0\]: format 'openclip-train' needs arch"),
+        ({"arch": "ViT-B-16"}, r"pretrained\.checkpoints\[0\]: arch is only read for format openclip-train"),
+        ({"format": "nope"}, r"pretrained\.checkpoints\.0\.format = 'nope' is not one of"),
+        ({"curv_init": 0}, r"pretrained\.checkpoints\.0\.curv_init"),
+    ]:
+        bad = {**config, "pretrained": {"checkpoints": [{**entries[0], **change}, *entries[1:]]}}
+        with pytest.raises(ConfigError, match=pattern) as err:
+            check_workflow_config(bad, schema, "pretrained.yaml")
+        assert "\n" not in str(err.value)
+    ok = {**entries[0], "kind": "uncha", "name": "uncha"}  # format from the kind
+    check_workflow_config({**config, "pretrained": {"checkpoints": [ok]}}, schema, "pretrained.yaml")
+
+
+def test_meru_embed_reads_the_entry_and_refuses_a_wrong_one_in_one_line(tmp_path, capsys):
+    from meru.cli import main
+
+    path = save_family(random_model("uncha"), tmp_path / "uncha-tiny.pth", "uncha")
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text('{"text": "a dog"}\n')
+    out = tmp_path / "pool.pt"
+    args = ["embed", "--checkpoint", str(path), "--text-pool", str(pool), "--out", str(out)]
+    for entry, pattern in [
+        ('{"size": "tiny"}', r"uncha-tiny\.pth: does not match meru/tiny.*format: uncha"),
+        ('{"size": "tiny"', r"--checkpoint-entry is not JSON"),
+    ]:
+        assert main([*args, "--checkpoint-entry", entry]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and re.search(pattern, err), err
+    assert main([*args, "--checkpoint-entry", '{"format": "uncha", "size": "tiny"}']) == 0
+    from meru.records import EmbeddingCache
+
+    cache = EmbeddingCache.load(out)
+    assert cache.kind == "uncha" and cache.space.name == "lorentz"
