@@ -87,8 +87,8 @@ KINDS: dict[str, Kind] = {
 PAPER = "meru"
 #: the baseline every other kind is compared with ("KIND - CLIP" rows)
 BASELINE = "clip"
-#: the kinds of the official release (facebookresearch/meru checkpoints, ``load_official``): a file with a
-#: ``curv`` key is the paper's kind, one without is the baseline
+#: the kinds of the official release (facebookresearch/meru checkpoints, format ``official`` of
+#: :mod:`meru.kinds.formats`): a file with a ``curv`` key is the paper's kind, one without is the baseline
 OFFICIAL = (PAPER, BASELINE)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from meru.kinds import OFFICIAL
+
 
 @dataclass(frozen=True)
 class Format:
@@ -29,7 +31,7 @@ class Format:
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("official", ("meru", "clip"), "facebookresearch/meru releases and HyCoCLIP's zoo MERU/CLIP files"),
+        Format("official", OFFICIAL, "facebookresearch/meru releases and HyCoCLIP's zoo MERU/CLIP files"),
         Format("hycoclip", ("hycoclip",), "PalAvik/hycoclip (hycoclip_vit_{s,b}.pth)"),
         Format("uncha", ("uncha",), "jeeit17/UNCHA (uncha_vit_{s,b}.pth)"),
         Format("atmg", ("meru",), "samgregoost/atmg (configs/train_atmg_vit_*.py)",
