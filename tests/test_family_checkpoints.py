@@ -1,4 +1,4 @@
-"""Released checkpoints of the MERU family (meru/models/adapters.py, docs/CHECKPOINTS.md): a random-weight file in
+"""Released checkpoints of the MERU family (meru.models.checkpoints.load_released, docs/CHECKPOINTS.md): a random-weight file in
 each family's format (tests/family_formats.py) loads as its kind and gives the embeddings the file's own
 architecture defines, computed here independently from the raw tensors: a timm ViT built directly, the MERU text
 transformer written out, the file's pixel buffers, and each family's lift (``exp_map0(alpha v, c)``, ``v / sqrt(D)``,

@@ -1,5 +1,5 @@
 """Released-checkpoint formats: the one table (:data:`FORMATS`). Light (no torch): config validation reads it;
-:mod:`meru.models.adapters` reads the files. It lives with the kinds because it names them (a format's files hold
+:func:`meru.models.checkpoints.load_released` reads the files. It lives with the kinds because it names them (a format's files hold
 given kinds; HyCoCLIP's and UNCHA's formats are named after their kinds).
 
 A ``pretrained.checkpoints`` entry (configs/pretrained.yaml, configs/leaderboard.yaml) names its file's format
@@ -18,13 +18,15 @@ from meru.kinds import OFFICIAL
 class Format:
     """``name``: the ``format:`` value; ``kinds``: the kinds its files can hold (first: the default);
     ``model_kwargs``: model settings of its code base (defaults for the entry's ``curv_init`` / ``learn_curv``);
-    ``needs_arch``: its entries name the open_clip architecture (``arch:``); ``source``: where it comes from."""
+    ``needs_arch``: its entries name the open_clip architecture (``arch:``); ``source``: where it comes from;
+    ``extra_keys``: keys only its files have (official key names), so a file read as another format names it."""
 
     name: str
     kinds: tuple[str, ...]
     source: str
     model_kwargs: dict = field(default_factory=dict)
     needs_arch: bool = False
+    extra_keys: tuple[str, ...] = ()
 
 
 #: every released-checkpoint format; ``official`` is the default
@@ -33,7 +35,9 @@ FORMATS: dict[str, Format] = {
     for f in (
         Format("official", OFFICIAL, "facebookresearch/meru releases and HyCoCLIP's zoo MERU/CLIP files"),
         Format("hycoclip", ("hycoclip",), "PalAvik/hycoclip (hycoclip_vit_{s,b}.pth)"),
-        Format("uncha", ("uncha",), "jeeit17/UNCHA (uncha_vit_{s,b}.pth)"),
+        Format("uncha", ("uncha",), "jeeit17/UNCHA (uncha_vit_{s,b}.pth)",
+               extra_keys=("global_logit_scale", "global_local_logit_scale", "local_logit_scale",
+                           "textual.min_radius_head.0.weight", "textual.min_radius_head.0.bias")),
         Format("atmg", ("meru",), "samgregoost/atmg (configs/train_atmg_vit_*.py)",
                {"curv_init": 0.1, "learn_curv": False}),
         Format("openclip-train", ("meru", "euclip", "clip"), "EIFY/open_clip branch euclip (training checkpoints)",

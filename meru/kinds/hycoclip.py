@@ -14,7 +14,7 @@ What differs from MERU, read from its code:
 * its file: the official MERU layout (``{"model": state_dict}``), but its constructor passes ``pixel_mean`` into
   MERU's ``use_boxes`` slot and ``pixel_std`` into ``pixel_mean``, so the saved ``pixel_mean`` buffer holds
   ImageNet's *std*, and the model normalises pixels with it. Loading uses the file's pixel buffers
-  (:mod:`meru.models.adapters`). The file cannot be told from a MERU file by its keys: the checkpoint entry
+  (:func:`meru.models.checkpoints.load_released`). The file cannot be told from a MERU file by its keys: the checkpoint entry
   names ``format: hycoclip``.
 
 A kind of its own so that records, tables and plots name it; its space is MERU's.

@@ -16,7 +16,7 @@ What differs from MERU, read from its code:
   entailment terms over box crops: evaluated from released checkpoints only.
 * its file: the official MERU layout plus the keys above (``textual.min_radius_head.0.{weight,bias}``); its
   constructor shifts the pixel arguments as HyCoCLIP's does (``pixel_mean`` buffer = ImageNet std), so loading
-  uses the file's pixel buffers (:mod:`meru.models.adapters`).
+  uses the file's pixel buffers (:func:`meru.models.checkpoints.load_released`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from meru.models.clip_meru import LOGIT_SCALE_MAX
 from meru.spaces import Lorentz
 
 SPACE = Lorentz
-#: the released-checkpoint format of its files (meru.kinds.formats)
-FORMAT = "uncha"
 
 #: UNCHA's extra logit scales and their initial temperatures
 EXTRA_LOGIT_SCALES = {"global_logit_scale": 0.07, "global_local_logit_scale": 0.06, "local_logit_scale": 0.05}

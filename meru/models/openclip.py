@@ -209,73 +209,20 @@ def _wrap(model: nn.Module, tokenizer, name: str, **kind) -> OpenClipModel:
     return OpenClipModel(model.eval(), tokenizer, f"openclip-{Path(name).name}", size, mean, std, **kind)
 
 
-#: the learned scalars of the EuCLIP branch's hyperbolic geometry (``--geometry hyperbolic*``: MERU)
-HYPERBOLIC_KEYS = ("alpha_img", "alpha_txt", "curvature")
-#: its curvature ``c = clamp(exp(curvature), 0.1, 10)`` (``CLIP.forward`` of the branch)
-CURVATURE_RANGE = (0.1, 10.0)
-
-
-def _train_kind(path, sd: dict, kind: str | None) -> str:
-    """The kind of an EuCLIP-branch state dict: MERU when it has :data:`HYPERBOLIC_KEYS`; EuCLIP and CLIP have
-    the same keys (the geometry flag is not saved), so the entry's ``kind`` says which."""
-    from meru.kinds import PAPER
-
-    from meru.models.checkpoints import CheckpointError
-
-    present = [k for k in HYPERBOLIC_KEYS if k in sd]
-    if present and len(present) < len(HYPERBOLIC_KEYS):
-        raise CheckpointError(f"{path}: has {present} but not all of {list(HYPERBOLIC_KEYS)}: a damaged checkpoint")
-    if present and kind not in (None, PAPER):
-        raise CheckpointError(
-            f"{path}: has {list(HYPERBOLIC_KEYS)} (--geometry hyperbolic: kind {PAPER}) but the entry says kind {kind!r}"
-        )
-    if not present and kind in (None, PAPER):
-        raise CheckpointError(
-            f"{path}: no {list(HYPERBOLIC_KEYS)} keys, so not hyperbolic; its keys cannot tell EuCLIP from CLIP "
-            "(--geometry euclidean* or clip): set kind: euclip or kind: clip in its checkpoint entry"
-        )
-    return PAPER if present else kind
-
-
-def _train_geometry(kind: str, sd: dict, embed_dim: int) -> dict:
-    """``space`` and ``alphas`` of the kind (the branch's ``CLIP.forward``): MERU ``exp(alpha_img/txt)`` and
-    ``Lorentz(clamp(exp(curvature), 0.1, 10))``; EuCLIP the fixed ``1/sqrt(D)`` in the Euclidean space; CLIP none."""
-    from meru.spaces import get_space
-
-    if kind == BASELINE:
-        return {"kind": kind}
-    if all(k in sd for k in HYPERBOLIC_KEYS):
-        curv = float(sd["curvature"].float().exp().clamp(*CURVATURE_RANGE))
-        alphas = (float(sd["alpha_img"].float().exp()), float(sd["alpha_txt"].float().exp()))
-        return {"kind": kind, "space": get_space(kind, curv), "alphas": alphas}
-    return {"kind": kind, "space": get_space(kind), "alphas": (embed_dim**-0.5, embed_dim**-0.5)}
-
-
-def load_openclip_train(path, blob, entry: dict) -> OpenClipModel:
-    """An open_clip training checkpoint (``{"epoch", "name", "state_dict", "optimizer", "scaler"?}``, keys maybe
-    ``module.``-prefixed) of the EuCLIP paper's branch (EIFY/open_clip@euclip) as ``entry``'s kind on the open_clip
-    architecture ``entry["arch"]`` (a name or a model config .json); the optimiser state is ignored."""
+def build_openclip(arch: str, state: dict, where: str, kind: str = BASELINE, space=None, alphas=(None, None)):
+    """The open_clip architecture ``arch`` (a name or a model config .json) with the tower weights ``state``
+    (strict), behind :class:`OpenClipModel` as ``kind`` (``space``, ``alphas``: its lift); one-line
+    :class:`ExternalModelError` naming ``where`` otherwise."""
     import open_clip
 
-    from meru.models.checkpoints import CheckpointError, require_finite
-
-    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
-        top = sorted(blob)[:6] if isinstance(blob, dict) else type(blob).__name__
-        raise CheckpointError(f"{path}: not an open_clip training checkpoint (no 'state_dict'; top-level {top})")
-    sd = {k.removeprefix("module."): v for k, v in blob["state_dict"].items()}
-    require_finite(sd, str(path))
-    kind = _train_kind(path, sd, entry.get("kind"))
-    name = _register_config(str(entry["arch"]), f"{path}: arch")
+    name = _register_config(arch, where)
     if name not in open_clip.list_models():
-        raise CheckpointError(f"{path}: arch {name!r} is not an open_clip architecture (open_clip.list_models())")
+        raise ExternalModelError(f"{where}: {name!r} is not an open_clip architecture (open_clip.list_models())")
     model = open_clip.create_model(name, pretrained=None, device="cpu")
-    towers = {k: v for k, v in sd.items() if k not in HYPERBOLIC_KEYS}
     try:
-        model.load_state_dict(towers, strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: does not fit open_clip architecture {name!r}: {_first_lines(e, 2)}") from None
-    embed_dim = int(model.text_projection.shape[-1])
-    out = _wrap(model, open_clip.get_tokenizer(name), name, **_train_geometry(kind, sd, embed_dim))
-    released = {"format": "openclip-train", "kind": kind, "arch": str(entry["arch"]), "epoch": blob.get("epoch")}
-    out.checkpoint_info = {"step": None, "config": {"released": released}}
-    return out.eval()
+        raise ExternalModelError(
+            f"{where}: does not fit open_clip architecture {name!r}: {_first_lines(e, 2)}"
+        ) from None
+    return _wrap(model, open_clip.get_tokenizer(name), name, kind=kind, space=space, alphas=alphas).eval()
