@@ -322,7 +322,7 @@ def official_layout_state(path, blob, fmt: str) -> dict:
             f"{path}: an open_clip training checkpoint ('state_dict' key), not the {fmt} layout ('model' key); set "
             "format: openclip-train and arch: (its open_clip architecture) in its checkpoint entry"
         )
-    keys = sorted(blob)[:6] if isinstance(blob, dict) else type(blob).__name__
+    keys = sorted(map(str, blob))[:6] if isinstance(blob, dict) else type(blob).__name__
     raise CheckpointError(
         f"{path}: unknown checkpoint format (top-level {keys}; expected ours ('format' key), the official MERU "
         "layout ('model' key) or an open_clip training checkpoint ('state_dict' key))"
@@ -466,7 +466,7 @@ def load_openclip_train(path, blob, entry: dict):
     from meru.models.openclip import ExternalModelError, build_openclip
 
     if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
-        top = sorted(blob)[:6] if isinstance(blob, dict) else type(blob).__name__
+        top = sorted(map(str, blob))[:6] if isinstance(blob, dict) else type(blob).__name__
         raise CheckpointError(f"{path}: not an open_clip training checkpoint (no 'state_dict'; top-level {top})")
     sd = {k.removeprefix("module."): v for k, v in blob["state_dict"].items()}
     require_finite(sd, str(path))

@@ -76,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'size':<10} {'kind':<6} {'total':>12} {'visual':>12} {'text':>12}  description")
+    print(f"{'size':<10} {'kind':<8} {'total':>12} {'visual':>12} {'text':>12}  description")
     for r in rows:
         print(
-            f"{r['size']:<10} {r['kind']:<6} {r['total']:>12,} {r['visual']:>12,} {r['text']:>12,}  {r['description']}"
+            f"{r['size']:<10} {r['kind']:<8} {r['total']:>12,} {r['visual']:>12,} {r['text']:>12,}  {r['description']}"
         )
     return 0
