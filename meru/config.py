@@ -23,7 +23,7 @@ import jsonschema
 import yaml
 
 from meru.kinds import KINDS, PAPER, trainable_kinds
-from meru.kinds.formats import FORMATS, entry_problem
+from meru.kinds.formats import FORMATS, entry_problem, format_of_entry
 from meru.io import short_repr
 
 _NUM = {"type": "number"}
@@ -541,7 +541,7 @@ def _size_messages(config: dict, pretrained: list) -> list[str]:
         f"pretrained.checkpoints[{i}].size = {c['size']!r} is not a registered size{did_you_mean(c['size'], sizes_ok)} "
         f"(choose from: {', '.join(sizes_ok)})"
         for i, c in enumerate(pretrained)
-        if c["size"] not in sizes_ok
+        if c["size"] not in sizes_ok and not _names_its_arch(c)
     ]
     out += [
         f"models: {m!r} is listed twice (list each model kind once)" for m in sorted(set(models)) if models.count(m) > 1
@@ -556,6 +556,13 @@ def _size_messages(config: dict, pretrained: list) -> list[str]:
     if not pretrained and not config.get("seeds"):
         out.append("seeds: missing or empty (list the training seeds, e.g. [0])")
     return out
+
+
+def _names_its_arch(entry: dict) -> bool:
+    """A released checkpoint whose format names its architecture (``arch:``, open_clip training checkpoints): its
+    ``size`` is a label (e.g. ``vit-b32``), not a registered size."""
+    fmt = FORMATS.get(format_of_entry(entry))
+    return bool(fmt and fmt.needs_arch)
 
 
 def _dataset_messages(ev: dict) -> list[str]:

@@ -254,6 +254,11 @@ def test_checkpoint_entries_are_checked_at_plan_time():
         assert "\n" not in str(err.value)
     ok = {**entries[0], "kind": "uncha", "name": "uncha"}  # format from the kind
     check_workflow_config({**config, "pretrained": {"checkpoints": [ok]}}, schema, "pretrained.yaml")
+    # an open_clip training checkpoint names its architecture: its size is a label, not a registered size
+    b32 = {**entries[0], "kind": "euclip", "size": "vit-b32", "format": "openclip-train", "arch": "ViT-B-32"}
+    check_workflow_config({**config, "pretrained": {"checkpoints": [b32]}}, schema, "pretrained.yaml")
+    with pytest.raises(ConfigError, match=r"size = 'vit-b32' is not a registered size"):
+        check_workflow_config({**config, "pretrained": {"checkpoints": [{**entries[0], "size": "vit-b32"}]}}, schema)
 
 
 def test_meru_embed_reads_the_entry_and_refuses_a_wrong_one_in_one_line(tmp_path, capsys):
