@@ -338,7 +338,7 @@ def _official_kind(path, sd: dict, fmt: str, entry: dict) -> str:
             f"{path}: the checkpoint entry says kind {entry['kind']!r} but this {fmt} file holds {kind} "
             f"({'a' if 'curv' in sd else 'no'} 'curv' key); correct the entry's kind or format"
         )
-    if get_kind(kind).space == "lorentz" and not has_meru:
+    if get_kind(kind).space == get_kind(PAPER).space and not has_meru:  # kinds in MERU's space have its scalars
         raise CheckpointError(
             f"{path}: a {fmt} file must have {', '.join(MERU_KEYS)} (a {kind} model); this one lacks "
             f"{[k for k in MERU_KEYS if k not in sd]}: a CLIP file? (kind: clip, format: official)"
@@ -363,8 +363,8 @@ def _check_file_name(path, kind: str, size: str, fmt: str) -> None:
     if not named:
         return
     name_kind, name_size = named.group(1), f"vit-{named.group(2)}16"
-    name_format = name_kind if name_kind in FORMATS else DEFAULT_FORMAT
-    if name_format != fmt and not (name_format == DEFAULT_FORMAT and fmt == "atmg"):
+    if name_kind != fmt and name_kind not in FORMATS[fmt].kinds:  # e.g. hycoclip_vit_s.pth read as official
+        name_format = name_kind if name_kind in FORMATS else next(f for f in FORMATS if name_kind in FORMATS[f].kinds)
         raise CheckpointError(
             f"{path}: the file name says a {name_kind} checkpoint but it is read as format {fmt!r}; set format: "
             f"{name_format} in its checkpoint entry (or rename the file)"
