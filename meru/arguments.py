@@ -119,9 +119,9 @@ def add_evalsets_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="train YAML or workflow YAML (train: + train_overrides:)")
-    from meru.kinds import KINDS  # the one list of model kinds (light: no torch)
+    from meru.kinds import trainable_kinds  # the one list of model kinds (light: no torch)
 
-    parser.add_argument("--model", choices=list(KINDS), required=True, help="model kind")
+    parser.add_argument("--model", choices=trainable_kinds(), required=True, help="model kind")
     parser.add_argument("--size", required=True, help="registered model size (see `meru info`)")
     parser.add_argument("--seed", type=int, required=True, help="training seed")
     parser.add_argument("--out", required=True, help="run directory")
@@ -147,9 +147,15 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="our model.pt, an official-format MERU/CLIP .pth (also MERU-family peers such as "
-        "HyCoCLIP), or an open_clip model: openclip:ARCH:WEIGHTS | openclip:hf-hub:ORG/REPO | "
+        help="our model.pt, a released .pth of the MERU family (official MERU/CLIP; HyCoCLIP, UNCHA, ATMG and "
+        "open_clip training checkpoints with --checkpoint-entry), or an open_clip model: openclip:ARCH:WEIGHTS | openclip:hf-hub:ORG/REPO | "
         "openclip:local-dir:DIR (CLIP geometry)",
+    )
+    parser.add_argument(
+        "--checkpoint-entry",
+        metavar="JSON",
+        help="a released checkpoint's pretrained.checkpoints entry as JSON (format, kind, size, curv_init, "
+        "learn_curv, arch; docs/CHECKPOINTS.md): how to read a file of the MERU family (default: an official file)",
     )
     parser.add_argument(
         "--evalset",

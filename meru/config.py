@@ -22,7 +22,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from meru.kinds import KINDS, OFFICIAL, PAPER
+from meru.kinds import KINDS, PAPER, trainable_kinds
+from meru.kinds.formats import FORMATS, entry_problem, format_of_entry
 from meru.io import short_repr
 
 _NUM = {"type": "number"}
@@ -43,7 +44,7 @@ TRAIN_SCHEMA: dict = _obj(
     {
         "model": _obj(
             {
-                "kind": {"enum": list(KINDS)},
+                "kind": {"enum": trainable_kinds()},
                 # the run's model name (a kind, or a name of the workflow config's `variants:`) and display name
                 "name": {"type": "string", "pattern": NAME_PATTERN},
                 "display": {"type": "string", "minLength": 1},
@@ -517,12 +518,13 @@ def with_kinds(schema: dict, variants: dict | None = None) -> dict:
     kind of each ``variants:`` entry. A model name is a kind or a name of the config's ``variants``."""
     schema = copy.deepcopy(schema)
     props = schema["properties"]
-    names = list(KINDS) + [v for v in (variants or {}) if v not in KINDS]
+    names = trainable_kinds() + [v for v in (variants or {}) if v not in KINDS]
     props["models"]["items"] = {"enum": names}
     props["train_overrides"].update(properties={k: {"type": "object"} for k in names}, additionalProperties=False)
-    props["variants"]["additionalProperties"]["properties"]["kind"] = {"enum": list(KINDS)}
+    props["variants"]["additionalProperties"]["properties"]["kind"] = {"enum": trainable_kinds()}
     released = props["pretrained"]["properties"]["checkpoints"]["items"]["properties"]
-    released["kind"] = {"enum": list(OFFICIAL)}
+    released["kind"] = {"enum": list(KINDS)}
+    released["format"] = {**released.get("format", {}), "enum": list(FORMATS)}
     return schema
 
 
@@ -576,7 +578,7 @@ def _size_messages(config: dict, pretrained: list) -> list[str]:
         f"pretrained.checkpoints[{i}].size = {c['size']!r} is not a registered size{did_you_mean(c['size'], sizes_ok)} "
         f"(choose from: {', '.join(sizes_ok)})"
         for i, c in enumerate(pretrained)
-        if c["size"] not in sizes_ok
+        if c["size"] not in sizes_ok and not _names_its_arch(c)
     ]
     out += [
         f"models: {m!r} is listed twice (list each model kind once)" for m in sorted(set(models)) if models.count(m) > 1
@@ -594,6 +596,13 @@ def _size_messages(config: dict, pretrained: list) -> list[str]:
     if not pretrained and not config.get("seeds"):
         out.append("seeds: missing or empty (list the training seeds, e.g. [0])")
     return out
+
+
+def _names_its_arch(entry: dict) -> bool:
+    """A released checkpoint whose format names its architecture (``arch:``, open_clip training checkpoints): its
+    ``size`` is a label (e.g. ``vit-b32``), not a registered size."""
+    fmt = FORMATS.get(format_of_entry(entry))
+    return bool(fmt and fmt.needs_arch)
 
 
 def _dataset_messages(ev: dict) -> list[str]:
@@ -759,6 +768,9 @@ def check_workflow_config(config: dict, schema: dict, source: str = "workflow co
         data = config.get("data") or {}
         messages = _size_messages(config, pretrained) + _dataset_messages(config.get("evaluation") or {})
         messages += _plan_messages(config, pretrained)
+        messages += [
+            f"pretrained.checkpoints[{i}]: {entry_problem(c)}" for i, c in enumerate(pretrained) if entry_problem(c)
+        ]
         if data.get("source") in ("redcaps", "cc3m", "cc12m") and not pretrained and "download" not in data:
             messages.append(
                 f"data.source = {data['source']!r} needs data.download.annotations (where the annotation files are)"

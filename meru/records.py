@@ -24,7 +24,7 @@ from typing import Any
 from torch import Tensor
 
 from meru.io import read_json, remove_stale_temps, short_repr, write_json
-from meru.kinds import kind_of_space
+from meru.kinds import KINDS, kind_of_space
 from meru.spaces import MIN_RADIUS, Space, get_space
 
 # ----------------------------------------------------------------------------------------- embedding cache
@@ -143,7 +143,7 @@ class EmbeddingCache:
         self._check_scalars()
         if self.kind is None:
             self.kind = self.space.kind
-        if self.kind != self.space.kind:
+        if self.kind not in KINDS or KINDS[self.kind].space != self.space.name:
             raise CacheError(
                 f"{self.name}: model kind {short_repr(self.kind)} but the {self.space.name} space; re-run `meru embed`"
             )

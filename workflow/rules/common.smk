@@ -229,6 +229,7 @@ _check_slurm_extra()
 
 from meru.reporting.outputs import FINAL_TABLES, PLOTS as ALL_PLOTS, TABLES  # names of the reporting outputs
 from meru.reporting.outputs import released_run, trained_run  # run labels
+from meru.kinds.formats import ENTRY_KEYS  # what a released checkpoint's entry says about its file
 from meru.reporting.outputs import DATASET_CARD, MODEL_CARD, VERDICT_PAGES  # report pages and cards
 
 TABLE_FILES = [f"{t}{s}" for t in TABLES for s in (".csv", ".md", ".tex", "_stats.csv")]
@@ -425,6 +426,16 @@ def reference_inputs():
     if REFERENCE == "published":
         return ["meru/resources/reference_values.csv"] if os.path.exists("meru/resources/reference_values.csv") else []
     return sorted(str(p) for p in Path(REFERENCE).glob("metrics/*/*.json"))
+
+
+def checkpoint_entry_args(label):
+    """`--checkpoint-entry JSON` for a released checkpoint: the keys of its entry that say how to read the file
+    (meru.kinds.formats.ENTRY_KEYS, kind, size; docs/CHECKPOINTS.md); nothing for trained runs."""
+    if not runs()[label]["released"]:
+        return []
+    entry = released(label)
+    keys = ("kind", "size", *ENTRY_KEYS)
+    return ["--checkpoint-entry", json.dumps({k: entry[k] for k in keys if entry.get(k) is not None}, sort_keys=True)]
 
 
 def released(label):

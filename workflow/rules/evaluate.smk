@@ -27,11 +27,12 @@ rule embed:
         bs=EVAL.get("batch_size", 256),
         workers=EVAL.get("num_workers", 0),
         prompt_sets=lambda w: "" if w.evalset in zeroshot_datasets() else "--no-prompt-sets",
+        entry=lambda w: checkpoint_entry_args(w.label),
     shell:
         # --evalset NAME picks the prompts (MERU's for its datasets); --root is the folder, a clip-benchmark
         # wds-layout copy or what `meru evalsets prepare` downloaded (torchvision layout); --name NAME is the
         # dataset name of the cache and the metric records (the config's name).
-        "meru embed --checkpoint {input.ckpt:q} --evalset {params.name:q} --name {params.name:q} "
+        "meru embed --checkpoint {input.ckpt:q} {params.entry:q} --evalset {params.name:q} --name {params.name:q} "
         "--root {input.data:q} --split {params.split:q} "
         "--out {output:q} --batch-size {params.bs:q} --num-workers {params.workers:q} {params.prompt_sets} > {log:q} 2>&1"
 
@@ -66,8 +67,9 @@ rule embed_synthhier:
         ],
         bs=EVAL.get("batch_size", 256),
         workers=EVAL.get("num_workers", 0),
+        entry=lambda w: checkpoint_entry_args(w.label),
     shell:
-        "meru embed --checkpoint {input.ckpt:q} {params.sources:q} "
+        "meru embed --checkpoint {input.ckpt:q} {params.entry:q} {params.sources:q} "
         "--batch-size {params.bs:q} --num-workers {params.workers:q} > {log:q} 2>&1"
 
 
