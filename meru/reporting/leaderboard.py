@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from meru.data.fetch import unavailable_reason
 from meru.io import write_text
 from meru.records import load_metric_records
 from meru.reporting.reproduction import PUBLISHED_KEY, ReferenceError, read_published, run_size
@@ -85,9 +86,8 @@ def checkpoints(config: dict, released_dir: str | Path) -> list[dict]:
     for c in (config.get("pretrained") or {}).get("checkpoints") or []:
         run = released_run(c)
         marker = Path(released_dir) / f"{run['label']}.unavailable"
-        reason = marker.read_text().strip().splitlines()[0] if marker.is_file() and marker.read_text().strip() else ""
         status = "unavailable" if marker.is_file() else "planned"
-        out.append(_entry(c, run, status, reason))
+        out.append(_entry(c, run, status, unavailable_reason(marker) or ""))
     for c in (config.get("leaderboard") or {}).get("pending") or []:
         out.append(_entry(c, released_run(c), "pending", c["needs"]))
     return out
