@@ -150,10 +150,15 @@ def test_leaderboard_puts_ours_beside_every_source(tmp_path):
     assert "- MERU-B/16 (meru-vit-b16-released): unavailable: u3: download failed after 3 attempt(s) (timeout)" in md
     assert "- UNCHA-S/16 (uncha-vit-s16-grit-released): pending: kind" in md
     assert "- caption_choice (sugar_crepe/add_att): pending evaluation: choice" in md
-    assert "| MERU-B/16 | meru-vit-b16-released | redcaps | 2048 | 1.2e+05 | unavailable |" in md
-    wide = pd.read_csv(tmp_path / "out" / "leaderboard.csv", keep_default_na=False)
+    assert "- MERU-B/16: u3 (sha256 not published; source not given)" in md
+    assert "| MERU-B/16 | meru-vit-b16-released | redcaps | 2048 | 120000 | unavailable |" in md
+    assert (
+        "| CLIP-S/16 (GRIT) | retrieval | coco | i2t_r5 | 72 | 79.1 ≠ | -7.1 | uncha | R@5 per UNCHA | zoo labels" in md
+    )
+    wide = pd.read_csv(tmp_path / "out" / "leaderboard.csv").set_index("label")  # numbers, for papers
     assert list(wide.checkpoint)[:3] == ["MERU-S/16 (GRIT)", "CLIP-S/16 (GRIT)", "MERU-B/16"]
-    assert wide.set_index("label").loc["clip-vit-s16-grit-released", "COCO i→t R@5"] == "72 ≠"
+    assert wide.loc["clip-vit-s16-grit-released", "COCO i→t R@5"] == 72.0 and wide["steps"].iloc[2] == 120000
+    assert wide.loc["clip-vit-s16-grit-released", "disagree"] == "COCO i→t R@5"
 
 
 def test_cli_one_line_for_a_bad_published_file(tmp_path):

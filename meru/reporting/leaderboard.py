@@ -103,6 +103,7 @@ def _entry(c: dict, run: dict, status: str, reason: str) -> dict:
         "batch": c.get("batch"),
         "steps": c.get("steps"),
         "url": c.get("url", ""),
+        "sha256": c.get("sha256") or "",
         "source": c.get("source", ""),
         "status": status,
         "reason": reason,
@@ -241,8 +242,17 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
     for _, title, *_ in COLUMNS:
         out[title] = [_fmt(v) + (" ≠" if title in d else "") for v, d in zip(table[title], table.disagree)]
     for col in ("batch", "steps"):
-        out[col] = [_fmt(v) if v is not None and not pd.isna(v) else "" for v in table[col]]
+        out[col] = [str(int(v)) if v is not None and not pd.isna(v) else "" for v in table[col]]
     return out
+
+
+def sources(cks: list[dict]) -> list[str]:
+    """One line per checkpoint with a URL: where it comes from, its published sha256 (if any) and the source."""
+    return [
+        f"{c['checkpoint']}: {c['url']} (sha256 {c['sha256'] or 'not published'}; {c['source'] or 'source not given'})"
+        for c in cks
+        if c["url"]
+    ]
 
 
 def markdown(table: pd.DataFrame, comp: pd.DataFrame, lines: list[str], title: str, line: str) -> str:
@@ -251,7 +261,7 @@ def markdown(table: pd.DataFrame, comp: pd.DataFrame, lines: list[str], title: s
     parts = [f"## {title}\n", f"Summary: {line}\n"]
     parts += ["Not evaluated:\n"] + [f"- {s}" for s in lines] + [""] if lines else []
     parts += [to_markdown(shown), "", "### Ours beside each published value\n"]
-    cols = ["checkpoint", "task", "dataset", "metric", "ours", "published", "diff", "source", "protocol"]
+    cols = ["checkpoint", "task", "dataset", "metric", "ours", "published", "diff", "source", "protocol", "conflict"]
     comp_shown = comp.assign(
         ours=[_fmt(v) for v in comp.ours],
         diff=[_fmt(v) for v in comp["diff"]],
@@ -259,6 +269,10 @@ def markdown(table: pd.DataFrame, comp: pd.DataFrame, lines: list[str], title: s
     )
     parts.append(to_markdown(comp_shown[cols]) if len(comp) else "No published value matches a checkpoint.")
     return "\n".join(parts) + "\n"
+
+
+def checkpoint_section(cks: list[dict]) -> str:
+    return "\n### Checkpoints\n\n" + "\n".join(f"- {s}" for s in sources(cks)) + "\n"
 
 
 SORT_SCRIPT = """
@@ -338,10 +352,10 @@ def write_leaderboard(metrics_dir, published_csv, released_dir, config: dict, ou
     line = summary(table, comp)
     title = (config.get("leaderboard") or {}).get("title") or f"{config.get('name', 'run')} leaderboard"
     out = Path(out_dir)
-    csv = display(table).assign(disagree=[";".join(d) for d in table.disagree])
-    write_text(out / "leaderboard.csv", csv.to_csv(index=False))
+    csv = table.assign(disagree=[";".join(d) for d in table.disagree], batch=display(table).batch)
+    write_text(out / "leaderboard.csv", csv.assign(steps=display(table).steps).to_csv(index=False, float_format="%.6g"))
     write_text(out / "leaderboard_comparison.csv", comp.to_csv(index=False))
-    write_text(out / "leaderboard.md", markdown(table, comp, lines, title, line))
+    write_text(out / "leaderboard.md", markdown(table, comp, lines, title, line) + checkpoint_section(cks))
     write_text(out / "leaderboard.html", html_page(table, comp, lines, title, line))
     return table, line
 
