@@ -60,6 +60,22 @@ def test_dry_run_plans_every_checkpoint_and_evaluation():
     assert sum(s.startswith("sugar_crepe/") for s in choice) == 7 and any(s.startswith("aro/") for s in choice)
 
 
+def test_an_unavailable_checkpoint_leaves_the_plan(tmp_path):
+    """`pretrained.unavailable: skip`: once a download recorded LABEL.unavailable, the plan has nine checkpoints
+    (nothing of the missing one is fetched, embedded or evaluated) and still ends in the leaderboard."""
+    released = tmp_path / "runs" / "released"
+    released.mkdir(parents=True)
+    (released / "meru-vit-l16-released.unavailable").write_text("https://example.org/x.pth: gone\n")
+    cfg = tmp_path / "lb.yaml"
+    cfg.write_text(f"base: {ROOT / 'configs' / 'leaderboard.yaml'}\nname: lb\nruns_dir: {tmp_path / 'runs'}\n")
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--forceall", "--configfile", str(cfg)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    counts = _counts(r.stdout)
+    assert counts["released_checkpoint"] == 9 and counts["evaluate_zeroshot"] == 9 * 20 and counts["leaderboard"] == 1
+    assert "meru-vit-l16-released" not in r.stdout
+
+
 def test_published_disagreements_must_be_said(tmp_path):
     csv = tmp_path / "pub.csv"
     csv.write_text(
