@@ -194,8 +194,10 @@ def status_of(c: dict, ours: dict) -> str:
 
 def wide(cks: list[dict], ours: dict, comp: pd.DataFrame) -> pd.DataFrame:
     """One row per checkpoint: its facts, status and our value of every :data:`COLUMNS` metric (None if none);
-    ``disagree`` holds the column titles whose published sources disagree for that checkpoint."""
+    ``disagree`` holds the column titles whose published sources disagree for that checkpoint (a ``*`` column:
+    on any of its datasets)."""
     flagged = {(r.label, r.task, r.dataset, r.metric) for r in comp.itertuples() if r.sources_disagree}
+    flagged |= {(label, task, "*", metric) for label, task, _, metric in flagged}
     rows = []
     for c in cks:
         row = {
