@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from meru.data import fetch as F
+from meru.runs import unavailable_reason
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -179,7 +180,7 @@ def test_unavailable_checkpoint_writes_one_line_and_a_later_fetch_clears_it(tmp_
     p = subprocess.run(argv + ["--url", missing], capture_output=True, text=True, timeout=120)
     assert p.returncode == 3 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert marker.read_text().splitlines() == [f"{missing}: {tmp_path / 'nope.pth'} not found"]
-    assert F.unavailable_reason(marker) == f"{missing}: {tmp_path / 'nope.pth'} not found"
+    assert unavailable_reason(marker) == f"{missing}: {tmp_path / 'nope.pth'} not found"  # what the leaderboard reads
     assert not out.exists() and not out.with_name("x.pth.part").exists()
     (tmp_path / "nope.pth").write_bytes(PAYLOAD)
     p = subprocess.run(argv + ["--url", missing, "--sha256", SHA], capture_output=True, text=True, timeout=120)

@@ -223,12 +223,6 @@ def fetch_checkpoint(
     return digest
 
 
-def unavailable_reason(path: str | os.PathLike) -> str | None:
-    """The one line a failed download wrote to ``--unavailable-out`` (``URL: why``), or None when there is none."""
-    p = Path(path)
-    return p.read_text().strip().splitlines()[0] if p.is_file() and p.read_text().strip() else None
-
-
 def run(args: argparse.Namespace) -> int:
     if args.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.sha256):
         print(f"meru fetch-checkpoint: error: --sha256 {args.sha256!r} is not 64 hex digits", file=sys.stderr)

@@ -33,12 +33,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from meru.data.fetch import unavailable_reason
 from meru.io import write_text
 from meru.records import load_metric_records
 from meru.reporting.reproduction import PUBLISHED_KEY, ReferenceError, read_published, run_size
 from meru.reporting.tables import to_markdown
-from meru.runs import released_run
+from meru.runs import released_run, unavailable_reason
 from meru.arguments import add_leaderboard_arguments as add_arguments  # noqa: F401  (light: fast --help)
 
 # (group, column, task, dataset ("*": mean over the run's datasets of that task), metric, higher is better)
