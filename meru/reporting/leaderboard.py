@@ -315,8 +315,8 @@ def html_page(table: pd.DataFrame, comp: pd.DataFrame, lines: list[str], title: 
     titles = info + [t + ("" if hi else " ↓") for _, t, *_, hi in COLUMNS]
     head += '<tr class="columns">' + "".join(f"<th>{e(t)}</th>" for t in titles) + "</tr>"
     body = []
-    for _, r in table.iterrows():
-        tds = [f"<td>{e(str(r[c]) if r[c] is not None and not pd.isna(r[c]) else '')}</td>" for c in info]
+    for (_, r), (_, shown) in zip(table.iterrows(), display(table).iterrows()):
+        tds = [f"<td>{e(str(shown[c]) if shown[c] is not None and not pd.isna(shown[c]) else '')}</td>" for c in info]
         for _, t, task, dataset, metric, _ in COLUMNS:
             v, mark = r[t], t in r["disagree"]
             pub = comp[(comp.label == r["label"]) & (comp.task == task) & (comp.metric == metric)]
