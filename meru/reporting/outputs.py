@@ -31,3 +31,6 @@ VERDICT_PAGES = ("claims", "reproduction", "prompt_sensitivity", "provenance")
 # `meru card`: RUNS/{label}/MODEL_CARD.md next to each trained model.pt, RESULTS/cards/{name}.DATASET_CARD.md
 # for each dataset directory the run uses; each also as .html (RESULTS/cards/) for the report's "Cards"
 MODEL_CARD, DATASET_CARD = "MODEL_CARD.md", "DATASET_CARD.md"
+# `meru leaderboard` (configs with a `leaderboard:` section): one row per checkpoint (md, csv, sortable html) and
+# the long comparison (checkpoint x metric x source: ours, published, difference, protocol note)
+LEADERBOARD_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "leaderboard_comparison.csv")
