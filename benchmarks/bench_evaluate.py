@@ -3,7 +3,7 @@
     python benchmarks/bench_evaluate.py --code before=/tmp/old-checkout after=. \\
         --embeddings results/embeddings/meru-cpu-conv-s0 --data data/synthhier --repeats 2 --out OUT.json
 
-Each run is one `python -m meru evaluate ...` in a fresh interpreter with ``PYTHONPATH`` = the checkout and one
+Each run is one `python -m meru evaluate ...` in a fresh interpreter, in the checkout with ``PYTHONPATH`` = it, one
 thread (``OMP_NUM_THREADS=1``, as the workflow runs it); its user + system CPU-seconds and peak resident set
 come from ``os.wait4``'s resource usage of that child alone. CPU-seconds, unlike wall time, hardly depend on what
 else loads the machine; runs alternate between checkouts so drifts in load hit both alike.
@@ -39,12 +39,18 @@ def run_once(code: Path, args: list[str], out: Path) -> dict:
     proc = subprocess.Popen(
         [sys.executable, "-m", "meru", "evaluate", *args, "--out", str(out)],
         env=env,
+        cwd=code,  # `python -m` puts the working directory first on sys.path
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     err = proc.stderr.read().decode()
+    loaded = subprocess.run(  # which checkout answered (guards against another meru on sys.path)
+        [sys.executable, "-c", "import meru; print(meru.__file__)"], env=env, cwd=code, capture_output=True, text=True
+    ).stdout.strip()
+    if not loaded.startswith(str(code.resolve())):
+        raise SystemExit(f"bench_evaluate: {code} runs the meru of {loaded}")
     if status != 0:
         raise SystemExit(f"bench_evaluate: {' '.join(args)} failed under {code}:\n{err[-2000:]}")
     return {

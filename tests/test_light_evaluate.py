@@ -1,5 +1,5 @@
 """Evaluation jobs stay light: `meru evaluate` reads caches and builds spaces without importing timm or open_clip
-(the model code), which cost 4-5 of a zero-shot job's 9-11 CPU-seconds (results/benchmarks/evaluate-imports.json)."""
+(the model code), which cost 4-5 of a zero-shot job's 9-11 CPU-seconds (results/benchmarks/evaluate.json)."""
 
 import json
 import os
