@@ -236,7 +236,7 @@ def cluster_bootstrap_ci(
     Davison & Hinkley 1997, sec. 3.8). With singleton clusters this is :func:`bootstrap_ci` (same draws).
     Two factors: each factor is resampled independently (seeds ``seed``, ``seed + 1``) and item i weighs
     ``w_{a(i)} u_{b(i)}`` (Owen 2007, the pigeonhole bootstrap; slightly conservative). Replicates in which no
-    item has weight are left out. Counts are built :data:`BLOCK` replicates at a time: memory
+    item has weight are left out; a NaN item makes the interval NaN (as ``np.mean`` in :func:`bootstrap_ci`). Counts are built :data:`BLOCK` replicates at a time: memory
     ``O(BLOCK * C + N)``, never an ``[n_boot, N]`` index matrix.
     """
     arr = _as_items(values)
@@ -250,6 +250,8 @@ def cluster_bootstrap_ci(
     if not 1 <= len(factors) <= 2:
         raise ValueError(f"cluster_bootstrap_ci: one or two cluster factors, got {len(factors)}")
     coded = [cluster_labels(f, arr.shape[0], f"clusters[{k}]") for k, f in enumerate(factors)]
+    if not np.isfinite(arr).all():
+        return float("nan"), float("nan")
     reps = _cluster_replicates(arr, [c for c, _ in coded], [m for _, m in coded], int(n_boot), seed)
     reps = reps[np.isfinite(reps)]
     if reps.size == 0:

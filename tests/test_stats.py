@@ -98,6 +98,7 @@ def test_cluster_bootstrap_draws_and_degenerate_cases():
     lo, hi = cluster_bootstrap_ci(y, np.repeat([7, -3], 50), n_boot=500)
     assert lo == 0.0 and hi == 1.0
     assert cluster_bootstrap_ci(np.full(20, 0.25), (np.arange(20) % 4, np.arange(20) % 5)) == (0.25, 0.25)
+    assert all(math.isnan(v) for v in cluster_bootstrap_ci(np.r_[x[:-1], np.nan], np.arange(300) % 7))
     with pytest.raises(ValueError, match="one cluster label per item"):
         cluster_bootstrap_ci(x, np.arange(10))
     with pytest.raises(ValueError, match="one or two"):

@@ -107,6 +107,28 @@ def check_same_space(cache: EmbeddingCache, pool: EmbeddingCache) -> Space:
     return cache.space
 
 
+def pair_metrics(space: Space, x, t, rx: np.ndarray, rt: np.ndarray, mask: np.ndarray, n_boot: int, seed: int):
+    """Metrics, intervals and interval units over (caption, image) pairs (module doc): images ``x [N, D]`` at root
+    distance ``rx [N]``, captions ``t [M, D]`` at ``rt [M]``, true pairs ``mask [M, N]``."""
+    ti, ii = np.nonzero(mask)
+    clusters, unit = pair_clusters(ti, ii)
+    farther = (rx[ii] > rt[ti]).astype(np.float64)
+    metrics = {"image_farther_frac": farther.mean()}
+    intervals = {"image_farther_frac": list(cluster_bootstrap_ci(farther, clusters, n_boot=n_boot, seed=seed))}
+    units = {"image_farther_frac": unit}
+    if space.has_cones:
+        v = space.cone_violation_matrix(t, x).numpy()
+        inside = v <= 0
+        true_inside = inside[ti, ii].astype(np.float64)  # the same pairs, in the same order as inside[mask]
+        metrics["cone_true_frac"] = inside[mask].mean()
+        intervals["cone_true_frac"] = list(cluster_bootstrap_ci(true_inside, clusters, n_boot=n_boot, seed=seed))
+        units["cone_true_frac"] = unit
+        if (~mask).any():
+            metrics["cone_false_frac"] = inside[~mask].mean()
+            metrics["cone_auc"] = auroc(-v, mask)
+    return metrics, intervals, units
+
+
 def evaluate_structure(
     cache: EmbeddingCache, pool: EmbeddingCache, n_boot: int = 1000, seed: int = 0, bins: int = HIST_BINS
 ) -> Measurement:
@@ -114,7 +136,7 @@ def evaluate_structure(
 
     Plot data: ``histogram`` (``edges``, ``image_counts``, ``text_counts``), ``text_root_by_{specificity,depth}``
     (:func:`root_distance_by_level`). Details: ``n_texts`` (pool size), ``root``, ``{spearman,kendall}_*_p``,
-    ``pair_source``, ``n_true_pairs``, ``n_false_pairs``."""
+    ``pair_source``, ``n_true_pairs``, ``n_false_pairs``, ``interval_units`` (what each interval resamples)."""
     space = check_same_space(cache, pool)
     x, t = cache.image_emb.float(), pool.text_emb.float()
     root = space.root(t)
@@ -157,25 +179,10 @@ def evaluate_structure(
         mask[np.arange(len(t2i)), t2i] = True
         source = "paired_captions"
     if mask is not None and mask.any():
-        ti, ii = np.nonzero(mask)
-        clusters, unit = pair_clusters(ti, ii)
-        farther = (rx[ii] > pair_rt[ti]).astype(np.float64)
-        metrics["image_farther_frac"] = farther.mean()
-        intervals["image_farther_frac"] = list(cluster_bootstrap_ci(farther, clusters, n_boot=n_boot, seed=seed))
-        units["image_farther_frac"] = unit
-        if space.has_cones:
-            v = space.cone_violation_matrix(pair_text, x).numpy()
-            inside = v <= 0
-            true_inside = inside[ti, ii].astype(np.float64)  # the same pairs, in the same order as inside[mask]
-            metrics["cone_true_frac"] = inside[mask].mean()
-            intervals["cone_true_frac"] = list(cluster_bootstrap_ci(true_inside, clusters, n_boot=n_boot, seed=seed))
-            units["cone_true_frac"] = unit
-            if (~mask).any():
-                metrics["cone_false_frac"] = inside[~mask].mean()
-                metrics["cone_auc"] = auroc(-v, mask)
-        extra["pair_source"] = source
-        extra["n_true_pairs"] = int(mask.sum())
-        extra["n_false_pairs"] = int((~mask).sum())
+        pairs = pair_metrics(space, x, pair_text, rx, pair_rt, mask, n_boot, seed)
+        for part, values in zip((metrics, intervals, units), pairs):
+            part.update(values)
+        extra.update(pair_source=source, n_true_pairs=int(mask.sum()), n_false_pairs=int((~mask).sum()))
     plot = {"histogram": histogram, **{k: extra.pop(k) for k in list(extra) if k.startswith("text_root_by_")}}
     return Measurement(
         metrics,
