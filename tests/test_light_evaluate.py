@@ -33,7 +33,7 @@ def in_fresh_interpreter(code: str, *args: str) -> str:
 
 def caches(tmp_path: Path, kind: str) -> tuple[Path, Path]:
     """A 4-image classification cache with true captions and a 6-caption pool of ``kind``, written to disk."""
-    space = get_space(kind, 1.0 if kind == "meru" else None)
+    space = get_space(kind, 1.0 if KINDS[kind].space == "lorentz" else None)
     gen = torch.Generator().manual_seed(0)
     pool = EmbeddingCache(
         task="text-pool",
