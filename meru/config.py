@@ -28,6 +28,8 @@ from meru.io import short_repr
 _NUM = {"type": "number"}
 _INT = {"type": "integer"}
 _BOOL = {"type": "boolean"}
+#: a model name (a kind or a variant of the workflow config's ``variants:``): lower-case words joined by ``-``
+NAME_PATTERN = "^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 
 
 def _obj(props: dict, required: tuple = ()) -> dict:
@@ -42,6 +44,9 @@ TRAIN_SCHEMA: dict = _obj(
         "model": _obj(
             {
                 "kind": {"enum": list(KINDS)},
+                # the run's model name (a kind, or a name of the workflow config's `variants:`) and display name
+                "name": {"type": "string", "pattern": NAME_PATTERN},
+                "display": {"type": "string", "minLength": 1},
                 "size": {"type": "string"},
                 "entail_weight": {"type": "number", "minimum": 0},
                 # each kind's model options (meru.kinds.Kind.options), e.g. MERU's curv_init, learn_curv
@@ -73,6 +78,7 @@ TRAIN_SCHEMA: dict = _obj(
                     "maxItems": 2,
                 },
                 "weight_decay": {"type": "number", "minimum": 0},
+                "decay_gains_biases": _BOOL,
                 "eps": {"type": "number", "exclusiveMinimum": 0},
                 "warmup_steps": {"type": "integer", "minimum": 0},
                 "total_steps": {"type": "integer", "minimum": 1},
@@ -123,6 +129,9 @@ DEFAULTS: dict = {
         "lr": 5.0e-4,
         "betas": [0.9, 0.98],
         "weight_decay": 0.2,
+        # false: no decay on norm gains and biases (what the official config says); true: what the official code
+        # does (docs/DEVIATIONS.md)
+        "decay_gains_biases": False,
         "eps": 1.0e-8,
         "warmup_steps": 4000,
         "total_steps": 120000,
@@ -462,6 +471,10 @@ def load_train_config(
             node = node[k]
         node[keys[-1]] = value
     cfg["model"]["kind"] = kind
+    cfg["model"].setdefault("name", kind)
+    cfg["model"].setdefault(
+        "display", KINDS[kind].display_name if cfg["model"]["name"] == kind else cfg["model"]["name"]
+    )
     if size is not None:
         cfg["model"]["size"] = size
     if seed is not None:
@@ -495,22 +508,45 @@ def _same_path(a: str, b: str) -> bool:
     return os.path.normpath(a) == os.path.normpath(b)
 
 
-def with_kinds(schema: dict) -> dict:
+def with_kinds(schema: dict, variants: dict | None = None) -> dict:
     """``configs/schema.yaml`` with the model kinds filled in from :data:`meru.kinds.KINDS` (the file leaves them
-    open, so it never lists kinds): ``models`` items, ``train_overrides`` keys, released checkpoints' kinds."""
+    open, so it never lists kinds): ``models`` items, ``train_overrides`` keys, released checkpoints' kinds, the
+    kind of each ``variants:`` entry. A model name is a kind or a name of the config's ``variants``."""
     schema = copy.deepcopy(schema)
     props = schema["properties"]
-    props["models"]["items"] = {"enum": list(KINDS)}
-    props["train_overrides"].update(properties={k: {"type": "object"} for k in KINDS}, additionalProperties=False)
+    names = list(KINDS) + [v for v in (variants or {}) if v not in KINDS]
+    props["models"]["items"] = {"enum": names}
+    props["train_overrides"].update(properties={k: {"type": "object"} for k in names}, additionalProperties=False)
+    props["variants"]["additionalProperties"]["properties"]["kind"] = {"enum": list(KINDS)}
     released = props["pretrained"]["properties"]["checkpoints"]["items"]["properties"]
     released["kind"] = {"enum": list(OFFICIAL)}
     return schema
 
 
+def _variants(config: dict) -> dict:
+    """The config's ``variants:`` (model name -> ``{kind, display}``); ``{}`` when absent or malformed (the schema
+    then names the fault)."""
+    variants = config.get("variants")
+    return variants if isinstance(variants, dict) else {}
+
+
+def model_kind(config: dict, name: str) -> str:
+    """The kind of model ``name`` of a workflow config: ``name`` itself, or its ``variants.NAME.kind``."""
+    return name if name in KINDS else _variants(config)[name]["kind"]
+
+
+def variant_train_section(config: dict, name: str) -> dict:
+    """``model:`` keys that name a run of model ``name`` in its train config: ``kind``, ``name``, ``display``
+    (the variant's, or the kind's display name)."""
+    kind = model_kind(config, name)
+    display = (_variants(config).get(name) or {}).get("display") or KINDS[kind].display_name
+    return {"model": {"kind": kind, "name": name, "display": display}}
+
+
 def _schema_messages(config: dict, schema: dict) -> list[str]:
     """Types and ranges (``configs/schema.yaml``) and finite numbers."""
     errors = sorted(
-        jsonschema.Draft202012Validator(with_kinds(schema)).iter_errors(config),
+        jsonschema.Draft202012Validator(with_kinds(schema, _variants(config))).iter_errors(config),
         key=lambda e: [str(p) for p in e.absolute_path],
     )
     return [_describe(e) for e in errors] + [
@@ -541,6 +577,9 @@ def _size_messages(config: dict, pretrained: list) -> list[str]:
     ]
     out += [
         f"models: {m!r} is listed twice (list each model kind once)" for m in sorted(set(models)) if models.count(m) > 1
+    ]
+    out += [
+        f"variants.{v} is a model kind's name (give the variant its own name)" for v in _variants(config) if v in KINDS
     ]
     out += [
         f"train_overrides.{k} is set but {k!r} is not in models = {models} (train it, or remove its overrides)"
@@ -661,7 +700,7 @@ def _train_messages(config: dict, sizes: list) -> list[str]:
             validate_train_config(merged, where)
             for size in sizes:
                 full = merge_configs(DEFAULTS, merged)
-                full["model"]["kind"], full["model"]["size"] = kind, size
+                full["model"]["kind"], full["model"]["size"] = model_kind(config, kind), size
                 validate_train_config(_integral_to_int(full, TRAIN_SCHEMA), where)
         except ConfigError as e:
             out.append(str(e))

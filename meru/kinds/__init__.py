@@ -63,9 +63,13 @@ KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
         Kind("meru", "MERU", "tab:red", "lorentz", {"curv_init": {**_POSITIVE, "default": 1.0},
-                                                    "learn_curv": {"type": "boolean", "default": True}}, scalars=4),
+                                                    "learn_curv": {"type": "boolean", "default": True},
+                                                    "learn_alpha": {"type": "boolean", "default": True}}, scalars=4),
         Kind("clip", "CLIP", "tab:blue", "sphere"),
-        Kind("euclip", "EuCLIP", "tab:green", "euclidean"),
+        # logit_scale_floor: the lower clamp of log s after every optimiser step (the reference euclip branch of
+        # EIFY/open_clip clamps log s to [0, ln 100]); null: no lower clamp (this project before 2026-12-07)
+        Kind("euclip", "EuCLIP", "tab:green", "euclidean",
+             {"logit_scale_floor": {"type": ["number", "null"], "default": 0.0}}),
     )
 }  # fmt: skip
 

@@ -5,7 +5,8 @@ branch of EIFY/open_clip): CLIP with unnormalised Euclidean embeddings and Eucli
   ``asin(K / ||x||)`` (Ganea et al. 2018).
 * lift: projected features scaled by the fixed ``1/sqrt(D)`` (EuCLIP's ``dim_scale``, not learned), not normalised.
 * scalars: ``logit_scale`` only, initialised at -1 (the paper's choice with the entailment loss), clamped to
-  ``<= log 100`` like CLIP's.
+  ``<= log 100`` like CLIP's and, after every optimiser step, to ``>= logit_scale_floor`` (default 0, the
+  reference training loop's ``clamp_(0, ln 100)``).
 * loss: contrastive over ``-exp(logit_scale) ||x_i - y_j||^2`` + ``entail_weight`` * the cone loss
   (:class:`~meru.losses.ConeLoss`).
 """
@@ -28,11 +29,24 @@ class EuCLIP(CLIP):
     kind = "euclip"
     LOGIT_SCALE_INIT = -1.0
 
-    def __init__(self, size: str = "tiny"):
+    def __init__(self, size: str = "tiny", logit_scale_floor: float | None = 0.0):
         super().__init__(size)
         self.embed_scale = self.embed_dim**-0.5  # fixed (EuCLIP's dim_scale), not learned
+        self.logit_scale_floor = None if logit_scale_floor is None else float(logit_scale_floor)
         with torch.no_grad():
             self.logit_scale.fill_(self.LOGIT_SCALE_INIT)
+
+    def model_kwargs(self) -> dict:
+        return {"logit_scale_floor": self.logit_scale_floor}
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """``log s <- max(log s, floor)`` after every optimiser step, as the reference training loop does (it
+        clamps log s to ``[0, ln 100]``; the upper clamp is CLIP's, at every forward). So the first step runs at
+        the init ``s = e^-1`` and every later one at ``s >= 1``. Without the floor (``None``), the squared-distance
+        logits start so flat that the cone loss collapses every embedding onto one ray within ~25 steps."""
+        if self.logit_scale_floor is not None:
+            self.logit_scale.clamp_(min=self.logit_scale_floor)
 
     def _scale(self, raw: Tensor) -> Tensor:
         """``raw / sqrt(D)`` through the space, in float32 with autocast and TF32 off. ``[B, D] -> [B, D]``."""

@@ -32,16 +32,17 @@ class MERU(CLIP):
 
     kind = "meru"
 
-    def __init__(self, size: str = "tiny", curv_init: float = 1.0, learn_curv: bool = True):
+    def __init__(self, size: str = "tiny", curv_init: float = 1.0, learn_curv: bool = True, learn_alpha: bool = True):
         super().__init__(size)
-        self.curv_init, self.learn_curv = float(curv_init), bool(learn_curv)
+        self.curv_init, self.learn_curv, self.learn_alpha = float(curv_init), bool(learn_curv), bool(learn_alpha)
         self.curv = nn.Parameter(torch.tensor(curv_init).log(), requires_grad=learn_curv)
         self.curv_min, self.curv_max = math.log(curv_init / 10), math.log(curv_init * 10)
-        self.visual_alpha = nn.Parameter(torch.tensor(self.embed_dim**-0.5).log())
-        self.textual_alpha = nn.Parameter(torch.tensor(self.embed_dim**-0.5).log())
+        # learn_alpha=False freezes both scales at their init 1/sqrt(D) (the ablation "frozen alpha")
+        self.visual_alpha = nn.Parameter(torch.tensor(self.embed_dim**-0.5).log(), requires_grad=learn_alpha)
+        self.textual_alpha = nn.Parameter(torch.tensor(self.embed_dim**-0.5).log(), requires_grad=learn_alpha)
 
     def model_kwargs(self) -> dict:
-        return {"curv_init": self.curv_init, "learn_curv": self.learn_curv}
+        return {"curv_init": self.curv_init, "learn_curv": self.learn_curv, "learn_alpha": self.learn_alpha}
 
     @torch.no_grad()
     def clamp_parameters(self) -> None:

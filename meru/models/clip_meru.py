@@ -146,6 +146,9 @@ class CLIP(nn.Module):
         """Apply the parameter clamps (called at every forward, as the official code does)."""
         self.logit_scale.clamp_(max=LOGIT_SCALE_MAX)
 
+    def after_optimizer_step(self) -> None:
+        """Parameter updates due after each optimiser step (none for CLIP; EuCLIP's logit-scale floor)."""
+
     def space(self):
         return EuclideanSphere()
 

@@ -35,6 +35,7 @@ import yaml
 
 from meru.config import ConfigError, load_tracking_config, load_train_config
 from meru.io import write_text
+from meru.kinds import model_options
 from meru.models.checkpoints import save_torch
 from meru.training.tracking import log_train
 from meru.training.tracking import session as tracking_session
@@ -53,13 +54,17 @@ def lr_multiplier(step: int, warmup: int, total: int) -> float:
     return math.cos(0.5 * math.pi * (step - warmup) / max(1, total - warmup)) ** 2
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: decay for >=2-D weights, none for 1-D params and the MERU/CLIP scalars."""
+def param_groups(model: torch.nn.Module, weight_decay: float, decay_gains_biases: bool = False) -> list[dict]:
+    """Two AdamW groups: decay for >=2-D weights, none for 1-D params and the MERU/CLIP scalars.
+
+    ``decay_gains_biases=True``: the official code's behaviour (docs/DEVIATIONS.md): its optimizer factory reads
+    ``gain_bias_decay or weight_decay`` and the configured 0.0 is falsy, so every tensor but the scalars decays."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or name.split(".")[-1] in NO_DECAY_NAMES else decay).append(p)
+        scalar = name.split(".")[-1] in NO_DECAY_NAMES
+        (no_decay if scalar or (p.ndim < 2 and not decay_gains_biases) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -125,6 +130,13 @@ def _decode_device(setting: str, device: torch.device) -> str:
     return setting
 
 
+def base_model(model):
+    """The model under ``torch.compile`` and DDP wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
 def train_step(
     model,
     loss_fn,
@@ -165,6 +177,7 @@ def train_step(
     sums["grad_norm"] = gnorm.detach().float()
     if finite:
         optimizer.step()
+        base_model(model).after_optimizer_step()
     scheduler.step()
     return (sums if device_logs else read_logs(sums)), finite
 
@@ -184,7 +197,7 @@ TRAJECTORY_KEYS = ("runtime.seed",)
 # ... except where images are decoded: same samples, crops and order, pixels within a few grey levels
 # (docs/PERFORMANCE.md); a resume may move between a GPU and a CPU host, and older checkpoints lack it;
 # and the skipped-sample budget, which only decides whether the run stops.
-NOT_TRAJECTORY = ("data.decode_device", "data.max_skipped_fraction")
+NOT_TRAJECTORY = ("data.decode_device", "data.max_skipped_fraction", "model.name", "model.display")
 # ... and those of them that a resume can apply (``--apply-config-changes``); the rest need a new run.
 APPLICABLE_ON_RESUME = (
     "optim.lr",
@@ -421,7 +434,7 @@ def build_training_model(cfg: dict, device: torch.device):
     np.random.seed(seed)
     torch.manual_seed(seed)
     # build_model passes each kind only the keyword arguments it takes (MERU: curvature)
-    model = build_model(mc["kind"], mc["size"], curv_init=mc["curv_init"], learn_curv=mc["learn_curv"]).to(device)
+    model = build_model(mc["kind"], mc["size"], **model_options(mc["kind"], mc)).to(device)
     if cfg["runtime"]["grad_checkpointing"]:
         for tower in (getattr(model, "visual", None), getattr(model, "text", None)):
             if hasattr(tower, "set_grad_checkpointing"):
@@ -429,7 +442,11 @@ def build_training_model(cfg: dict, device: torch.device):
     # fused AdamW: one kernel over all tensors (on CPU ~20x faster than the per-tensor loop, which
     # matters because the 49408-row token embedding dominates the tiny models' parameter count)
     optimizer = torch.optim.AdamW(
-        param_groups(model, oc["weight_decay"]), lr=oc["lr"], betas=tuple(oc["betas"]), eps=oc["eps"], fused=True
+        param_groups(model, oc["weight_decay"], oc["decay_gains_biases"]),
+        lr=oc["lr"],
+        betas=tuple(oc["betas"]),
+        eps=oc["eps"],
+        fused=True,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(s, oc["warmup_steps"], oc["total_steps"])

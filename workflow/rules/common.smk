@@ -71,15 +71,24 @@ def _validate_train_sections():
         from meru.config import validate_train_config
     except ImportError:
         return
-    for kind in config["models"]:
-        validate_train_config(merged_train_config(kind), f"workflow config train + train_overrides.{kind}")
+    for name in config["models"]:
+        validate_train_config(merged_train_config(name), f"workflow config train + train_overrides.{name}")
 
 
-def merged_train_config(kind):
-    """`train:` with `train_overrides[kind]` applied (what `meru train --model kind` sees)."""
-    from meru.config import merge_configs
+def merged_train_config(name):
+    """`train:` with `train_overrides[name]` applied and the model's kind, name and display name set (what
+    `meru train --model KIND` sees for model `name`: a kind, or a name of `variants:`)."""
+    from meru.config import merge_configs, variant_train_section
 
-    return merge_configs(config.get("train", {}), (config.get("train_overrides") or {}).get(kind, {}))
+    merged = merge_configs(config.get("train", {}), (config.get("train_overrides") or {}).get(name, {}))
+    return merge_configs(merged, variant_train_section(config, name))
+
+
+def kind_of(name):
+    """The kind of model `name` (a kind, or a name of `variants:`)."""
+    from meru.config import model_kind
+
+    return model_kind(config, name)
 
 
 def runs():

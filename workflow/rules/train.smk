@@ -6,7 +6,8 @@ localrules:
 
 
 rule train_config:
-    """The validated `train:` section with this kind's `train_overrides` applied, as a file for `meru train`."""
+    """The validated `train:` section with this model's `train_overrides` applied (and, for a variant, its kind,
+    name and display name), as a file for `meru train`."""
     output:
         f"{RUNS}/config/train-{{model}}.yaml",
     log:
@@ -42,12 +43,15 @@ rule train:
         **slurm_res("train"),
     params:
         rundir=lambda w: f"{RUNS}/{w.model}-{w.size}-s{w.seed}",
-        tracking=CONFIG_FILE,  # its `tracking:` section (read at run time: changing trackers retrains nothing)
+        kind=lambda w: kind_of(w.model),  # the model's kind (a variant trains as its kind, with its own config)
+        # the workflow config file, for its `tracking:` section (read at run time: changing trackers retrains
+        # nothing); only when it has one, so that study configs sharing a runs directory plan identical jobs
+        tracking=["--tracking-config", CONFIG_FILE] if config.get("tracking") else [],
         launcher=lambda w, resources: (
             ["torchrun", "--standalone", "--nproc_per_node", str(resources.gpu), "-m", "meru"]
             if int(resources.gpu) > 1
             else ["meru"]
         ),
     shell:
-        "{params.launcher:q} train --config {input.config:q} --model {wildcards.model:q} --size {wildcards.size:q} "
-        "--seed {wildcards.seed:q} --out {params.rundir:q} --tracking-config {params.tracking:q} > {log:q} 2>&1"
+        "{params.launcher:q} train --config {input.config:q} --model {params.kind:q} --size {wildcards.size:q} "
+        "--seed {wildcards.seed:q} --out {params.rundir:q} {params.tracking:q} > {log:q} 2>&1"
