@@ -36,6 +36,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/reproduction.smk"
+include: "workflow/rules/study.smk"  # a study config's tables and figure (`study:`)
 
 
 # the report's landing page: written by `rule report_pages` (what ran, config, time, verdicts); a placeholder
@@ -46,6 +47,7 @@ report: f"{RESULTS}/report/workflow.rst" if os.path.exists(f"{RESULTS}/report/wo
 rule all:
     input:
         all_targets(),
+        study_targets(),
     default_target: True
 
 

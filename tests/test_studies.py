@@ -238,3 +238,25 @@ def test_tables_group_by_model_name_and_show_display_names():
     assert list(df.model) == ["CLIP", "MERU", "MERU, fixed curvature", "MERU − CLIP", "MERU, fixed curvature − CLIP"]
     assert list(df.kind) == ["clip", "meru", "meru-fixc", "meru-clip", "meru-fixc-clip"]
     assert df[df.kind == "meru-fixc-clip"]["mean"].iloc[0] == pytest.approx(-5.0)
+
+
+@pytest.mark.parametrize("cfg,study", [("sizes", "sizes"), ("ablations", "ablation"), ("batch", "batch")])
+def test_study_configs_plan_their_study_outputs(cfg, study):
+    """`snakemake -n` of each study config plans one `study` job writing RESULTS/study/ (table, stats, figure)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from meru.config import load_config_file
+    from meru.reporting.outputs import study_outputs
+
+    root = Path(__file__).resolve().parent.parent
+    results = load_config_file(root / "configs" / f"{cfg}.yaml")["results_dir"]
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--forceall", "--configfile", f"configs/{cfg}.yaml"],
+        cwd=root, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    block = r.stdout.split("rule study:")[1].split("\n\n")[0]
+    for name in study_outputs(study):
+        assert f"{results}/study/{name}" in block, name

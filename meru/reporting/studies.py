@@ -12,9 +12,9 @@ shown by their display names. Every file is written atomically under ``--out``:
 The studies:
 
 - ``sizes``: rows size x model, with parameters (:func:`meru.models.info.parameter_counts`) and training
-  FLOPs (:func:`meru.training.flops.run_train_flops`: one step counted by ``torch.utils.flop_counter``, x batch
-  x steps of the run's config); after each size one paired row ``MODEL − CLIP`` per other kind. Trend
-  verdict per accuracy column: the OLS slope of MODEL − CLIP over log10(parameters), with a bootstrap
+  FLOPs (:func:`meru.training.flops.model_train_flops`: one step counted by ``torch.utils.flop_counter``, x
+  batch x steps of the run's config); after each size one paired row ``MODEL − CLIP`` per other kind. Trend
+  verdict per column: the OLS slope of MODEL − CLIP over log10(non-embedding parameters), with a bootstrap
   interval (:func:`gap_slope`: seeds and items resampled).
 - ``batch``: the same with the batch size (samples per optimiser step, from each run's ``config.yaml``) in
   place of the size; models of one kind are paired with the baseline kind at the same batch size. The
@@ -294,12 +294,12 @@ def _first_config(records: list[MetricRecord], runs_dir) -> dict | None:
 
 
 def size_parameters(size: str) -> int | None:
-    """Total parameters of the baseline kind at ``size`` (the towers; kinds differ by a few scalars): a size's
-    position on the sizes study's axis. None for a size this install does not know."""
+    """Non-embedding parameters (all but the token embedding) of the baseline kind at ``size`` (kinds differ by
+    a few scalars): a size's position on the sizes study's axis. None for a size this install does not know."""
     from meru.models.info import parameter_counts
 
     try:
-        return parameter_counts(BASELINE, size)["total"]
+        return parameter_counts(BASELINE, size)["non_embedding"]
     except (KeyError, ValueError):  # released / open_clip sizes
         return None
 
@@ -312,13 +312,15 @@ def run_facts(records: list[MetricRecord], runs_dir, study: str) -> dict:
 
     r0 = records[0]
     try:
-        params = parameter_counts(r0.kind, r0.size)["total"] if r0.kind in KINDS else None
+        counts = parameter_counts(r0.kind, r0.size) if r0.kind in KINDS else {}
     except (KeyError, ValueError):  # a size this install does not know (released / open_clip sizes)
-        params = None
+        counts = {}
+    params, non_embedding = counts.get("total"), counts.get("non_embedding")
     cfg = _first_config(records, runs_dir)
     batch = samples_per_step(cfg) if cfg else None
     steps = int(cfg["optim"]["total_steps"]) if cfg else None
-    out = {"params": params, "batch": batch, "steps": steps, "samples": batch * steps if cfg else None}
+    out = {"params": params, "non_embedding": non_embedding, "batch": batch, "steps": steps}
+    out["samples"] = batch * steps if cfg else None
     out["train_flops"] = None
     if study == "sizes" and cfg and params is not None:
         from meru.training.flops import model_train_flops
@@ -457,7 +459,9 @@ def build_study(
 def scan_trends(result: StudyResult, n_boot: int) -> list[dict]:
     """Per (other kind's model family, column): :func:`gap_slope` of A − B over log10 parameters (sizes) or
     log2 samples per step (batch), with its sentence (:func:`trend_sentence`); columns with < 2 points skipped."""
-    log, per = (np.log10, "10x parameters") if result.study == "sizes" else (np.log2, "doubling of the batch")
+    log, per = (
+        (np.log10, "10x non-embedding parameters") if result.study == "sizes" else (np.log2, "doubling of the batch")
+    )
     out = []
     by_kind: dict = {}
     for a, b in result.pairs:
@@ -550,7 +554,11 @@ def _facts_columns(study: str, row: Row | None, text: bool) -> dict:
     f = row.facts if row is not None else {}
     show = _sci if text else (lambda x: x)
     if study == "sizes":
-        return {"params": show(f.get("params")), "train FLOPs": show(f.get("train_flops"))}
+        return {
+            "params": show(f.get("params")),
+            "non-embedding params": show(f.get("non_embedding")),
+            "train FLOPs": show(f.get("train_flops")),
+        }
     if study == "batch":
         return {"steps": f.get("steps"), "samples seen": show(f.get("samples"))}
     return {}
@@ -609,7 +617,7 @@ def stats_frame(result: StudyResult) -> pd.DataFrame:
                          "dataset": col.dataset, "metric": col.metric, "n_seeds": st["n_seeds"],
                          "seeds": _join(st["seeds"]), "mean": st["mean"], "sd": st["sd"], "min": st["min"],
                          "max": st["max"], "values": _join(st["values"]), "floors": floors_text(row.failures, row.enforced),
-                         **{k: row.facts.get(k) for k in ("params", "train_flops", "batch", "steps", "samples")}})  # fmt: skip
+                         **{k: row.facts.get(k) for k in ("params", "non_embedding", "train_flops", "batch", "steps", "samples")}})  # fmt: skip
     for a, b in result.pairs:
         for col in result.columns:
             cmp = result.diffs.get((a.model, b.model, a.point, col.key))
@@ -697,7 +705,8 @@ def notes(result: StudyResult, n_boot: int) -> list[str]:
     ]
     if result.study == "sizes":
         out.append(
-            "params: total parameters (meru info); train FLOPs: FLOPs per sample of the towers, counted by "
+            "params: total parameters (meru info); non-embedding params: all but the token embedding, the axis of "
+            "the trend; train FLOPs: FLOPs per sample of the towers, counted by "
             "torch.utils.flop_counter on one step (text at full context), x batch x steps of the run's config. "
             "The smallest size's floors are measured and stated, not enforced."
         )

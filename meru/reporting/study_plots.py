@@ -25,7 +25,7 @@ from meru.reporting.plots import _empty, _save, _style
 from meru.reporting.records import SEED_MARKERS
 from meru.reporting.studies import ZERO_SHOT_LEVELS, StudyResult, clear, tables
 
-AXIS_LABELS = {"sizes": "parameters (log scale)", "batch": "samples per optimiser step (log scale)"}
+AXIS_LABELS = {"sizes": "non-embedding parameters (log scale)", "batch": "samples per optimiser step (log scale)"}
 
 
 def draw(result: StudyResult, out: Path) -> list[Path]:
