@@ -260,3 +260,36 @@ def test_study_configs_plan_their_study_outputs(cfg, study):
     block = r.stdout.split("rule study:")[1].split("\n\n")[0]
     for name in study_outputs(study):
         assert f"{results}/study/{name}" in block, name
+
+
+def test_embedding_cache_and_record_carry_the_training_configs_model_name(tmp_path):
+    """`meru embed` reads model.name / model.display from the checkpoint's config; `meru evaluate` copies them
+    into the record and builds its default label from the name; without them both are the kind's."""
+    from meru.evaluation.run import identity
+    from meru.models import build_model
+    from meru.records import EmbeddingCache
+
+    model = build_model("meru", "tiny")
+    named = {"kind": "meru", "name": "meru-noentail", "display": "MERU, no entailment"}
+    model.checkpoint_info = {"step": 5, "config": {"model": named, "runtime": {"seed": 1}}}
+    cache = EmbeddingCache.from_dict({**EmbeddingCache.model_fields(model, "m.pt"), "task": "classification"})
+    assert (cache.kind, cache.model_name, cache.model_display) == ("meru", "meru-noentail", "MERU, no entailment")
+    who = identity(cache, "zeroshot")
+    assert (who["model_name"], who["model_display"], who["label"]) == (
+        "meru-noentail", "MERU, no entailment", "meru-noentail-tiny-s1",
+    )  # fmt: skip
+    back = EmbeddingCache.from_dict(cache.to_dict())
+    assert back.model_name == "meru-noentail" and back.model_display == "MERU, no entailment"
+    model.checkpoint_info = {"step": 5, "config": {"model": {"kind": "meru"}}}
+    plain = EmbeddingCache.from_dict({**EmbeddingCache.model_fields(model, "m.pt"), "task": "classification"})
+    assert (plain.model_name, plain.model_display) == ("meru", "MERU")
+
+
+def test_training_curves_name_runs_by_their_config_model_name(tmp_path):
+    from meru.reporting.plots import run_identity
+
+    _run_config(tmp_path, "meru-noentail-tiny-s0", "meru", "tiny", 8, 10, name="meru-noentail")
+    run = run_identity(tmp_path / "meru-noentail-tiny-s0")
+    assert (run["kind"], run["model"], run["display"]) == ("meru", "meru-noentail", "meru-noentail")
+    _run_config(tmp_path, "clip-tiny-s0", "clip", "tiny", 8, 10)
+    assert run_identity(tmp_path / "clip-tiny-s0")["display"] == "CLIP"

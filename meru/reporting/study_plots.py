@@ -93,7 +93,8 @@ def _gap_panel(ax, result: StudyResult, col, prs, style) -> None:
         intercept = float(np.mean(trend["gaps"])) - trend["slope"] * float(np.mean(log(np.asarray(xs))))
         ax.plot(sorted(xs), intercept + trend["slope"] * lx, "--", color="tab:purple", lw=1, zorder=1)
         lo, hi = trend["ci"]
-        title += f"\nslope {trend['slope']:+.2f} [{lo:+.2f}, {hi:+.2f}] per {trend['per']}"
+        short = "10× params" if result.study == "sizes" else "2× batch"
+        title += f"\nslope {trend['slope']:+.2f} [{lo:+.2f}, {hi:+.2f}] per {short}"
     ax.set_xscale("log")
     ax.set_xticks(sorted(set(xs)), [_tick(result, x) for x in sorted(set(xs))], fontsize=8)
     ax.minorticks_off()
