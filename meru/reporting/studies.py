@@ -147,7 +147,8 @@ def cell_entries(records: list[MetricRecord], col: Column, key) -> dict:
 def paired_difference(a: list[dict], b: list[dict], n_boot: int) -> dict | None:
     """``A − B`` over the seeds both have (:func:`meru.reporting.tables.compare`: the paired bootstrap over
     items x seeds where per-item data exist); without per-item data a Student-t interval over the seeds'
-    paired differences (``method`` "t"; none with one seed). None when no seed is shared."""
+    paired differences (``method`` "t"; none with one seed); ``clear``: :func:`clear`. None when no seed is
+    shared."""
     cmp = tables.compare(a, b, n_boot=n_boot)
     if cmp is None:
         return None
@@ -156,6 +157,7 @@ def paired_difference(a: list[dict], b: list[dict], n_boot: int) -> dict | None:
         sa, sb = {e["seed"]: e["value"] for e in a}, {e["seed"]: e["value"] for e in b}
         agg = stats.aggregate_seeds([sa[s] - sb[s] for s in cmp["seeds"]])
         cmp.update(ci=agg["ci"], method="t")
+    cmp["clear"] = clear(cmp)
     return cmp
 
 

@@ -1,5 +1,6 @@
 """The studies' figures (written by ``meru study``, beside its tables), in the style of :mod:`meru.reporting.plots`:
-PDF + 200-dpi PNG each, atomically, labelled axes with units.
+PDF + 200-dpi PNG each, atomically, labelled axes with units. Each draws a ``result``, the
+:class:`meru.reporting.studies.StudyResult` that calls it (not imported here: no import circle).
 
 - ``sizes_gap`` / ``batch_gap``: MERU − CLIP (each other kind − the baseline kind) against parameters or
   samples per step (log axis), one panel per headline accuracy column (zero-shot leaf level, R@1 both ways):
@@ -20,29 +21,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from meru.reporting import tables
 from meru.reporting.outputs import STUDY_FIGURES
 from meru.reporting.plots import _empty, _save, _style
 from meru.reporting.records import SEED_MARKERS
-from meru.reporting.studies import ZERO_SHOT_LEVELS, StudyResult, clear, tables
 
 AXIS_LABELS = {"sizes": "non-embedding parameters (log scale)", "batch": "samples per optimiser step (log scale)"}
 
 
-def draw(result: StudyResult, out: Path) -> list[Path]:
+def draw(result, out: Path) -> list[Path]:
     """The study's figure (:data:`meru.reporting.outputs.STUDY_FIGURES`) under ``out``."""
     path = Path(out) / STUDY_FIGURES[result.study]
     return ablation_hierarchy(result, path) if result.study == "ablation" else scan_gap(result, path)
 
 
-def headline_columns(result: StudyResult) -> list:
+def headline_columns(result) -> list:
     """Zero-shot at the leaf level and R@1 both ways (those present; else the first accuracy columns)."""
     leaf = [c for c in result.columns if c.metric == "top1" and c.task == "zeroshot"]
-    leaf = [c for c in leaf if tables.dataset_label(c.dataset) == ZERO_SHOT_LEVELS[-1]] or leaf[:1]
+    leaf = [c for c in leaf if tables.dataset_label(c.dataset) == tables.SYNTH_LEVELS[-1]] or leaf[:1]
     r1 = [c for c in result.columns if c.task == "retrieval" and c.metric.endswith("_r1")]
     return (leaf + r1)[:4]
 
 
-def scan_gap(result: StudyResult, path: Path) -> list[Path]:
+def scan_gap(result, path: Path) -> list[Path]:
     columns = headline_columns(result)
     prs = [(a, b) for a, b in result.pairs if a.x]
     if not columns or not prs:
@@ -68,7 +69,7 @@ def scan_gap(result: StudyResult, path: Path) -> list[Path]:
     return _save(fig, path)
 
 
-def _gap_panel(ax, result: StudyResult, col, prs, style) -> None:
+def _gap_panel(ax, result, col, prs, style) -> None:
     """One column: seed differences, paired difference with interval, zero line, trend line."""
     xs = []
     for a, b in prs:
@@ -103,14 +104,14 @@ def _gap_panel(ax, result: StudyResult, col, prs, style) -> None:
     ax.grid(lw=0.4, alpha=0.5)
 
 
-def _tick(result: StudyResult, x: float) -> str:
+def _tick(result, x: float) -> str:
     if result.study == "batch":
         return f"{int(x)}"
     size = next((r.size for r in result.rows if r.x == x), "")
     return f"{x / 1e6:.2g}M\n{size}"
 
 
-def ablation_hierarchy(result: StudyResult, path: Path) -> list[Path]:
+def ablation_hierarchy(result, path: Path) -> list[Path]:
     columns = [c for c in result.columns if c.group == "hierarchy"]
     rows = result.rows
     if not columns or not rows:
@@ -134,7 +135,7 @@ def ablation_hierarchy(result: StudyResult, path: Path) -> list[Path]:
             for j, v in enumerate(values):
                 ax.plot(x, v, SEED_MARKERS[j % len(SEED_MARKERS)], color="0.15", ms=2.5)
             b = paired.get(row.model)
-            if b is not None and clear(result.diffs.get((row.model, b.model, row.point, col.key))):
+            if b is not None and (result.diffs.get((row.model, b.model, row.point, col.key)) or {}).get("clear"):
                 ax.text(x, max(values) + 0.02, "*", ha="center", fontsize=10)
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xticks(range(len(columns)), [c.label for c in columns], fontsize=9)
