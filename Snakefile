@@ -47,7 +47,6 @@ report: f"{RESULTS}/report/workflow.rst" if os.path.exists(f"{RESULTS}/report/wo
 rule all:
     input:
         all_targets(),
-        study_targets(),
     default_target: True
 
 

@@ -76,6 +76,7 @@ REFERENCE_CONTENT = (
     "logs",
     "benchmarks/train",
     "benchmarks/embed",
+    "study",  # a study config's tables and figure (meru study); absent in other runs
 )
 REQUIRED_TABLES = ("zeroshot.csv", "claims.csv", "reproduction.csv")
 _PERCENT = ("top1", "top5", "mean_per_class", "acc1", "acc5", "accuracy", "acc")

@@ -209,6 +209,16 @@ def provenance_data():
     return out
 
 
+STUDY = config.get("study") or {}  # a study config's `study: {type, baseline}` (workflow/rules/study.smk)
+
+
+def study_targets():
+    """RESULTS/study/ files of the config's study (none without `study:`)."""
+    from meru.reporting.outputs import study_outputs
+
+    return [f"{RESULTS}/study/{f}" for f in study_outputs(STUDY["type"])] if STUDY else []
+
+
 def all_targets():
     out = [f"{RESULTS}/tables/{f}" for f in TABLE_FILES] + [f"{RESULTS}/tables/{t}.html" for t in TABLES]
     out += [f"{RESULTS}/plots/{p}.{ext}" for p in PLOTS for ext in ("pdf", "png")]
@@ -221,7 +231,7 @@ def all_targets():
         out += [f"{RESULTS}/data/contact_sheet.png"]  # not for an evaluation-only run that needs no SynthHier
     if (config.get("tracking") or {}).get("backends"):
         out += [f"{RESULTS}/tracking.tsv"]
-    return out + report_targets()
+    return out + report_targets() + study_targets()
 
 
 

@@ -3,15 +3,7 @@ over the run's metric records and its runs' config.yaml files, written to RESULT
 
 from meru.reporting.outputs import study_outputs
 
-STUDY = config.get("study") or {}
-
-
-def study_targets():
-    """RESULTS/study/ files of the config's study (none without `study:`)."""
-    return [f"{RESULTS}/study/{f}" for f in study_outputs(STUDY["type"])] if STUDY else []
-
-
-if STUDY:
+if STUDY:  # common.smk: the config's `study:` section
 
     rule study:
         input:
