@@ -25,7 +25,8 @@ validate(config, "configs/schema.yaml")
 
 wildcard_constraints:
     label=r"[a-z]+-[a-z0-9-]+-(s\d+|released)",
-    model="|".join(sorted(set(KINDS) | set(config.get("variants") or {}), key=len, reverse=True)),  # kinds, variants
+    # a model name: a kind or a name of the config's `variants:` (longest first)
+    model="|".join(sorted(set(KINDS) | set(config.get("variants") or {}), key=len, reverse=True)),
     size=r"[a-z0-9-]+",
     seed=r"\d+",
     name=r"[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*",

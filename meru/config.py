@@ -374,7 +374,7 @@ def validate_train_config(cfg: dict, source: str = "<config>") -> dict:
     )
     messages = [_describe(e) for e in errors]
     messages += [f"{k} = {v!r} is not a finite number" for k, v in _nonfinite_numbers(cfg)]
-    if not messages and all(isinstance(cfg.get(k), dict) and set(cfg[k]) == set(DEFAULTS[k]) for k in DEFAULTS):
+    if not messages and all(isinstance(cfg.get(k), dict) and set(DEFAULTS[k]) <= set(cfg[k]) for k in DEFAULTS):
         messages = _cross_field_errors(cfg)  # complete config: check keys against each other
     if messages:  # one line, every bad key
         raise ConfigError(f"{source}: " + "; ".join(m if m.startswith("<top") else f"train.{m}" for m in messages))

@@ -36,7 +36,7 @@ def snakefile_model_constraint(kinds: dict) -> str:
     assert "from meru.kinds import KINDS" in text
     block = text.split("wildcard_constraints:", 1)[1].split("\n\n", 1)[0]
     expr = re.search(r"^\s+model=(.+),$", block, re.M).group(1)
-    return eval(expr, {"KINDS": kinds})  # the Snakefile's own expression
+    return eval(expr, {"KINDS": kinds, "config": {}})  # the Snakefile's own expression (no variants)
 
 
 def train_model_choices() -> list[str]:
@@ -112,7 +112,9 @@ def test_space_model_and_loss_come_from_the_kind_module(name):
     # the constructor's keyword arguments are exactly the kind's config options
     params = list(inspect.signature(kind.model_class.__init__).parameters)[2:]
     assert params == list(kind.options)
-    assert model.model_kwargs() == {k: v for k, v in {"curv_init": 0.5, "learn_curv": False}.items() if k in params}
+    given = {"curv_init": 0.5, "learn_curv": False}
+    defaults = {k: spec["default"] for k, spec in kind.options.items()}
+    assert model.model_kwargs() == {**defaults, **{k: v for k, v in given.items() if k in params}}
     # meru info's scalars: the learned parameters outside the towers
     scalars = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("visual.", "text.")))
     assert scalars == kind.scalars
