@@ -681,7 +681,15 @@ def published_context(path: str | os.PathLike = PUBLISHED_CSV) -> tuple[pd.DataF
                      "CLIP": clip, "MERU − CLIP": None if meru is None or clip is None else round(meru - clip, 4)})  # fmt: skip
     if not rows:
         return pd.DataFrame(), f"published context: no ImageNet zero-shot / TIE rows for MERU or CLIP in {path}"
-    return pd.DataFrame(rows), f"published context from {Path(path).name} (values as reported; '—': not in the file)"
+    out = pd.DataFrame(rows)
+    note = f"Published context from {Path(path).name} (values as reported; '—': not in the file)."
+    one_sided = sorted({str(r["training data"]) for r in rows if r["MERU"] is None or r["CLIP"] is None})
+    if one_sided:
+        note += (
+            f" No MERU − CLIP where the file gives one side only ({', '.join(one_sided)}): a source's claim about "
+            "the gap (e.g. the MERU paper's, at batch 2048) is not computed here."
+        )
+    return out, note
 
 
 # ----------------------------------------------------------------------------------------- files
