@@ -222,7 +222,9 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", required=True, help="directory of metric JSON files (searched recursively)")
     parser.add_argument("--runs", help="directory of training runs (RUNS/LABEL/config.yaml: batch size, steps)")
     parser.add_argument("--out", required=True, help="output directory (RESULTS/study)")
-    parser.add_argument("--baseline", default="meru", help="ablation: the model name every row is paired with")
+    parser.add_argument(
+        "--baseline", help="ablation: the model name every row is paired with (default: the paper's kind, MERU)"
+    )
     parser.add_argument(
         "--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples (paired rows and trend slopes)"
     )

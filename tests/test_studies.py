@@ -193,7 +193,7 @@ def test_ablation_pairs_every_row_with_full_meru_and_reads_it(tmp_path):
     assert cli(studies, ["--type", "ablation", "--metrics", str(metrics), "--out", str(out), "--n-boot", "300"]) == 0
     wide = pd.read_csv(out / "ablation.csv")
     assert list(wide.model) == ["MERU", "CLIP", "MERU, no entailment", "CLIP − MERU", "MERU, no entailment − MERU"]
-    for col in ("zero-shot shape", "R@1 t→i", "Spearman specificity", "image farther", "cone AUC"):
+    for col in ("zero-shot shape", "R@1 t→i", "Spearman specificity", "image farther than caption", "cone AUC"):
         assert col in wide.columns, col
     row = wide[wide.model == "MERU, no entailment − MERU"].iloc[0]
     assert row["zero-shot shape"] == pytest.approx(6.0) and row["cone AUC"] == pytest.approx(-0.29)

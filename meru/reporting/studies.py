@@ -63,8 +63,8 @@ ZERO_SHOT_LEVELS = tables.SYNTH_LEVELS
 
 @dataclass(frozen=True)
 class Column:
-    """One study column: ``metric`` of ``task`` on ``dataset``; ``group`` "accuracy" or "hierarchy"; ``lower``:
-    lower is better (TIE); ``scale``: points per unit shown (1; the % metrics are already in points)."""
+    """One study column: ``metric`` of ``task`` on ``dataset``, shown as ``label`` with ``digits`` decimals;
+    ``group`` "accuracy" or "hierarchy"; ``lower``: lower is better (TIE)."""
 
     task: str
     dataset: str
@@ -99,25 +99,36 @@ def study_columns(records: list[MetricRecord], study: str) -> list[Column]:
     ]
     for d in sorted(present.get("retrieval", ())):
         for k in (1, 5) if full else (1,):
-            out += [Column("retrieval", d, f"{w}_r{k}", f"R@{k} {a}", 1, "accuracy") for w, a in _DIRECTIONS]
+            out += [
+                Column("retrieval", d, f"{w}_r{k}", f"R@{k} {a}{_on(present, 'retrieval', d)}", 1, "accuracy")
+                for w, a in _DIRECTIONS
+            ]
     if full:
         out += [
-            Column("linear-probe", d, "top1", "linear probe", 1, "accuracy")
+            Column("linear-probe", d, "top1", f"linear probe{_on(present, 'linear-probe', d)}", 1, "accuracy")
             for d in sorted(present.get("linear-probe", ()))
         ]
         leaf = [d for d in present.get("zeroshot", ()) if tables.dataset_label(d) == ZERO_SHOT_LEVELS[-1]]
         out += [Column("zeroshot", d, "tie", "TIE", 2, "hierarchy", lower=True) for d in leaf]
     for task, metric, label in _HIERARCHY:
-        out += [Column(task, d, metric, label, 3, "hierarchy") for d in sorted(present.get(task, ()))]
+        out += [
+            Column(task, d, metric, label + _on(present, task, d), 3, "hierarchy")
+            for d in sorted(present.get(task, ()))
+        ]
     return [
         c for c in out if any(r.task == c.task and r.dataset == c.dataset and c.metric in r.metrics for r in records)
     ]
 
 
+def _on(present: dict, task: str, dataset: str) -> str:
+    """`` (DATASET)`` when ``task`` was evaluated on more than one dataset (column labels stay unique)."""
+    return f" ({tables.dataset_label(dataset)})" if len(present.get(task, ())) > 1 else ""
+
+
 _DIRECTIONS = (("i2t", "i→t"), ("t2i", "t→i"))
 _HIERARCHY = (
     ("structure", "spearman_specificity", "Spearman specificity"),
-    ("structure", "image_farther_frac", "image farther"),
+    ("structure", "image_farther_frac", "image farther than caption"),
     ("structure", "cone_auc", "cone AUC"),
     ("traversal", "precision", "traversal precision"),
 )
@@ -380,14 +391,14 @@ def _row_records(records: list[MetricRecord], row: Row, runs_dir, study: str) ->
 
 def pairs(rows: list[Row], study: str, baseline: str | None) -> list[tuple[Row, Row]]:
     """(A, B) row pairs of the paired rows: in an ablation every model against ``baseline`` (same size); in a
-    scan study every model of another kind against the model of the baseline kind at the same point."""
+    scan study every model of another kind against the model of the baseline kind at the same point and size."""
     out = []
     for a in rows:
         if study == "ablation":
             b = next((r for r in rows if r.model == baseline and r.size == a.size), None)
             ok = b is not None and a.model != baseline
         else:
-            base = [r for r in rows if r.point == a.point and r.kind == BASELINE]
+            base = [r for r in rows if (r.point, r.size) == (a.point, a.size) and r.kind == BASELINE]
             b = base[0] if len(base) == 1 else None
             ok = b is not None and a.kind != BASELINE
         if ok:
@@ -439,7 +450,7 @@ def build_study(
         from meru.reporting.reproduction import floors
 
         floor_list = floors()
-    baseline = baseline or "meru"
+    baseline = baseline or PAPER
     columns = study_columns(records, study)
     rows = study_rows(records, study, runs_dir, floor_list, baseline if study == "ablation" else None)
     cells = _cells(records, rows, columns, runs_dir, study)

@@ -22,10 +22,10 @@ if STUDY:  # common.smk: the config's `study:` section
             "../../envs/report.yaml"
         params:
             type=STUDY["type"],
-            baseline=STUDY.get("baseline") or "meru",
+            baseline=lambda w: ["--baseline", STUDY["baseline"]] if STUDY.get("baseline") else [],
             metrics=lambda w: f"{RESULTS}/metrics",
             runs=lambda w: RUNS,
             out=lambda w, output: os.path.dirname(output[0]),
         shell:
-            "meru study --type {params.type:q} --baseline {params.baseline:q} --metrics {params.metrics:q} "
+            "meru study --type {params.type:q} {params.baseline:q} --metrics {params.metrics:q} "
             "--runs {params.runs:q} --out {params.out:q} > {log:q} 2>&1"
