@@ -16,7 +16,16 @@ PUBLISHED_CSV = Path(__file__).resolve().parent / "resources" / "reference_value
 REFERENCE_MARKER = ".meru-reference"  # the file that marks a reference run (meru.reporting.reference.MARKER)
 DOWNLOAD_SOURCES = ("redcaps", "cc3m", "cc12m")  # web datasets `meru download` knows (meru.data.download.SOURCES)
 # choices: tasks registry (the names of meru.evaluation.run.TASKS; tests/test_fast_help.py checks they agree)
-EVALUATE_TASKS = ("zeroshot", "retrieval", "linear-probe", "structure", "traversal", "prompts", "hierarcaps")
+EVALUATE_TASKS = (
+    "zeroshot",
+    "retrieval",
+    "linear-probe",
+    "structure",
+    "traversal",
+    "prompts",
+    "hierarcaps",
+    "caption-choice",
+)
 
 
 class _AppendSource(argparse.Action):
@@ -46,6 +55,12 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=32, help="image side in pixels, even, >= 16 (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--shard-size", type=int, default=5000, help="samples per shard (default 5000)")
+    parser.add_argument(
+        "--add-attribute-sets",
+        action="store_true",
+        help="only add the missing eval/zeroshot_{colour,count,size,texture} sets to the existing SynthHier "
+        "directory --out (made before they existed; the training data is not touched)",
+    )
 
 
 def add_contact_sheet_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,19 +98,30 @@ def add_evalsets_arguments(parser: argparse.ArgumentParser) -> None:
         "action", choices=("list", "prepare"), help="list: the dataset table; prepare: fetch one dataset"
     )
     parser.add_argument("--markdown", action="store_true", help="list: print a Markdown table")
-    parser.add_argument("--dataset", help="prepare: MERU or clip-benchmark name")
+    parser.add_argument(
+        "--dataset", help="prepare: MERU or clip-benchmark name, hierarcaps, sugar_crepe/SUBSET or aro/SUBSET"
+    )
     parser.add_argument("--root", help="prepare: directory that holds the dataset files")
     parser.add_argument("--split", default="test", help="prepare: which split (default test)")
     parser.add_argument(
         "--coco-dir", help="prepare hierarcaps: local COCO val2014 image folder (skips those downloads)"
     )
+    parser.add_argument(
+        "--source",
+        help="prepare sugar_crepe/SUBSET, aro/SUBSET: folder with the released annotation file (SugarCrepe: "
+        "SUBSET.json, ARO: visual_genome_*.json; default --root)",
+    )
+    parser.add_argument(
+        "--images",
+        help="prepare sugar_crepe/aro: image folder (default SOURCE/val2017 for SugarCrepe, SOURCE/images for ARO)",
+    )
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="train YAML or workflow YAML (train: + train_overrides:)")
-    from meru.kinds import KINDS  # the one list of model kinds (light: no torch)
+    from meru.kinds import trainable_kinds  # the one list of model kinds (light: no torch)
 
-    parser.add_argument("--model", choices=list(KINDS), required=True, help="model kind")
+    parser.add_argument("--model", choices=trainable_kinds(), required=True, help="model kind")
     parser.add_argument("--size", required=True, help="registered model size (see `meru info`)")
     parser.add_argument("--seed", type=int, required=True, help="training seed")
     parser.add_argument("--out", required=True, help="run directory")
@@ -121,9 +147,15 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="our model.pt, an official-format MERU/CLIP .pth (also MERU-family peers such as "
-        "HyCoCLIP), or an open_clip model: openclip:ARCH:WEIGHTS | openclip:hf-hub:ORG/REPO | "
+        help="our model.pt, a released .pth of the MERU family (official MERU/CLIP; HyCoCLIP, UNCHA, ATMG and "
+        "open_clip training checkpoints with --checkpoint-entry), or an open_clip model: openclip:ARCH:WEIGHTS | openclip:hf-hub:ORG/REPO | "
         "openclip:local-dir:DIR (CLIP geometry)",
+    )
+    parser.add_argument(
+        "--checkpoint-entry",
+        metavar="JSON",
+        help="a released checkpoint's pretrained.checkpoints entry as JSON (format, kind, size, curv_init, "
+        "learn_curv, arch; docs/CHECKPOINTS.md): how to read a file of the MERU family (default: an official file)",
     )
     parser.add_argument(
         "--evalset",
@@ -174,6 +206,11 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, choices=EVALUATE_TASKS, help="which evaluation")
     parser.add_argument("--embeddings", help="embedding cache of the test set (meru embed --out)")
     parser.add_argument("--train-embeddings", help="linear-probe: embedding cache of the probe's training set")
+    parser.add_argument(
+        "--val-embeddings",
+        help="linear-probe: embedding cache of the dataset's val split, on which C is chosen "
+        "(default: a stratified 20%% slice of the training set)",
+    )
     parser.add_argument("--text-pool", help="structure/traversal: caption-pool cache (meru embed --text-pool)")
     parser.add_argument("--tree", help="zeroshot: taxonomy edge file ('parent child' lines) for hierarchical metrics")
     parser.add_argument("--tree-names", help="zeroshot: node id -> name JSON for the tree")

@@ -22,7 +22,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from meru.kinds import KINDS, OFFICIAL, PAPER
+from meru.kinds import KINDS, PAPER, trainable_kinds
+from meru.kinds.formats import FORMATS, entry_problem, format_of_entry
 from meru.io import short_repr
 
 _NUM = {"type": "number"}
@@ -43,7 +44,7 @@ TRAIN_SCHEMA: dict = _obj(
     {
         "model": _obj(
             {
-                "kind": {"enum": list(KINDS)},
+                "kind": {"enum": trainable_kinds()},
                 # the run's model name (a kind, or a name of the workflow config's `variants:`) and display name
                 "name": {"type": "string", "pattern": NAME_PATTERN},
                 "display": {"type": "string", "minLength": 1},
@@ -62,6 +63,7 @@ TRAIN_SCHEMA: dict = _obj(
                 "augment": _BOOL,
                 "sample_captions": _BOOL,
                 "subreddit_prefix_prob": {"type": "number", "minimum": 0, "maximum": 1},
+                "subreddit_segmenter": {"enum": ["wordlist", "wordsegment"]},  # wordsegment: the official code's
                 "scale": {"type": "array", "items": _NUM, "minItems": 2, "maxItems": 2},
                 "in_memory": _BOOL,
                 "decode_device": {"type": "string", "pattern": "^(auto|worker|cpu|cuda(:[0-9]+)?)$"},
@@ -86,7 +88,8 @@ TRAIN_SCHEMA: dict = _obj(
                 "grad_accum": {"type": "integer", "minimum": 1},
             }
         ),
-        "precision": _obj({"amp": {"enum": ["auto", "bf16", "fp32"]}}),
+        # fp16 (+ GradScaler) and head: autocast are the official code's (docs/DEVIATIONS.md)
+        "precision": _obj({"amp": {"enum": ["auto", "bf16", "fp16", "fp32"]}, "head": {"enum": ["fp32", "autocast"]}}),
         "runtime": _obj(
             {
                 "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
@@ -120,6 +123,7 @@ DEFAULTS: dict = {
         "augment": True,
         "sample_captions": True,
         "subreddit_prefix_prob": 0.0,
+        "subreddit_segmenter": "wordlist",
         "scale": [0.5, 1.0],
         "in_memory": False,
         "decode_device": "auto",
@@ -138,7 +142,7 @@ DEFAULTS: dict = {
         "grad_clip": None,
         "grad_accum": 1,
     },
-    "precision": {"amp": "auto"},
+    "precision": {"amp": "auto", "head": "fp32"},
     "runtime": {
         "seed": 0,
         "threads": None,
@@ -514,12 +518,13 @@ def with_kinds(schema: dict, variants: dict | None = None) -> dict:
     kind of each ``variants:`` entry. A model name is a kind or a name of the config's ``variants``."""
     schema = copy.deepcopy(schema)
     props = schema["properties"]
-    names = list(KINDS) + [v for v in (variants or {}) if v not in KINDS]
+    names = trainable_kinds() + [v for v in (variants or {}) if v not in KINDS]
     props["models"]["items"] = {"enum": names}
     props["train_overrides"].update(properties={k: {"type": "object"} for k in names}, additionalProperties=False)
-    props["variants"]["additionalProperties"]["properties"]["kind"] = {"enum": list(KINDS)}
+    props["variants"]["additionalProperties"]["properties"]["kind"] = {"enum": trainable_kinds()}
     released = props["pretrained"]["properties"]["checkpoints"]["items"]["properties"]
-    released["kind"] = {"enum": list(OFFICIAL)}
+    released["kind"] = {"enum": list(KINDS)}
+    released["format"] = {**released.get("format", {}), "enum": list(FORMATS)}
     return schema
 
 
@@ -573,7 +578,7 @@ def _size_messages(config: dict, pretrained: list) -> list[str]:
         f"pretrained.checkpoints[{i}].size = {c['size']!r} is not a registered size{did_you_mean(c['size'], sizes_ok)} "
         f"(choose from: {', '.join(sizes_ok)})"
         for i, c in enumerate(pretrained)
-        if c["size"] not in sizes_ok
+        if c["size"] not in sizes_ok and not _names_its_arch(c)
     ]
     out += [
         f"models: {m!r} is listed twice (list each model kind once)" for m in sorted(set(models)) if models.count(m) > 1
@@ -591,6 +596,13 @@ def _size_messages(config: dict, pretrained: list) -> list[str]:
     if not pretrained and not config.get("seeds"):
         out.append("seeds: missing or empty (list the training seeds, e.g. [0])")
     return out
+
+
+def _names_its_arch(entry: dict) -> bool:
+    """A released checkpoint whose format names its architecture (``arch:``, open_clip training checkpoints): its
+    ``size`` is a label (e.g. ``vit-b32``), not a registered size."""
+    fmt = FORMATS.get(format_of_entry(entry))
+    return bool(fmt and fmt.needs_arch)
 
 
 def _dataset_messages(ev: dict) -> list[str]:
@@ -627,7 +639,34 @@ def _dataset_messages(ev: dict) -> list[str]:
             for part in ("train", "test")
             if part in entry
         ]
-    return out + [m for m in found if m]
+    return out + [m for m in found if m] + _probe_val_messages(ev)
+
+
+def _probe_val_messages(ev: dict) -> list[str]:
+    """``evaluation.linear_probe_val: dataset``: every linear probe's training folder has a ``val`` split in wds
+    layout (``FOLDER/val/nshards.txt``), and no SynthHier probe runs (its probe set has no val split)."""
+    if ev.get("linear_probe_val", "slice") != "dataset":
+        return []
+    out = []
+    if ev.get("synthhier"):
+        out.append(
+            "evaluation.linear_probe_val = dataset, but the SynthHier linear probe has no val split: use "
+            "linear_probe_val: slice, or evaluation.synthhier: false"
+        )
+    root, own = ev.get("evalsets_root", "data/evalsets"), ev.get("datasets") or {}
+    probes = ev.get("linear_probe") or {}
+    entries = {p: p for p in probes} if isinstance(probes, list) else {}
+    if isinstance(probes, dict):
+        entries = {p: (e or {}).get("train") or (e or {}).get("test") or p for p, e in probes.items()}
+    for probe, train in entries.items():
+        folder = train if ("/" in train or os.sep in train) else own.get(train, os.path.join(root, train))
+        if not os.path.isfile(os.path.join(folder, "val", "nshards.txt")):
+            out.append(
+                f"evaluation.linear_probe_val = dataset, but linear probe {_short(probe)} has no val split: "
+                f"{os.path.join(folder, 'val', 'nshards.txt')} not found (add the folder's val split in wds layout, "
+                "or use linear_probe_val: slice)"
+            )
+    return out
 
 
 def _path_values(config: dict) -> dict[str, str]:
@@ -729,6 +768,9 @@ def check_workflow_config(config: dict, schema: dict, source: str = "workflow co
         data = config.get("data") or {}
         messages = _size_messages(config, pretrained) + _dataset_messages(config.get("evaluation") or {})
         messages += _plan_messages(config, pretrained)
+        messages += [
+            f"pretrained.checkpoints[{i}]: {entry_problem(c)}" for i, c in enumerate(pretrained) if entry_problem(c)
+        ]
         if data.get("source") in ("redcaps", "cc3m", "cc12m") and not pretrained and "download" not in data:
             messages.append(
                 f"data.source = {data['source']!r} needs data.download.annotations (where the annotation files are)"

@@ -33,6 +33,8 @@ from meru.spaces import MIN_RADIUS, EuclideanSphere, Space
 class ClipLoss:
     """CLIP's symmetric contrastive loss; subclasses change the space and add terms / diagnostics."""
 
+    head_precision = "fp32"  # fp32_head's precision ("autocast": the official code's, precision.head)
+
     def __init__(self, rank: int = 0, world_size: int = 1):
         self.rank, self.world_size = rank, world_size
 
@@ -70,7 +72,7 @@ class ClipLoss:
     def __call__(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
         image, text, scale = out["image"], out["text"], out["logit_scale"]
         logs: dict[str, Tensor] = {}
-        with fp32_head(image.device.type):
+        with fp32_head(image.device.type, self.head_precision):
             image, text, scale = image.float(), text.float(), scale.float()
             space = self.space(out)
             all_image, all_text = self._gather(image, text)

@@ -32,11 +32,12 @@ from meru.spaces import MIN_RADIUS, Space, get_space
 
 #: on-disk format of an embedding cache (2: the space record replaces the bare ``curv``; every field is stored)
 CACHE_FORMAT = "meru-bench/embeddings/2"
-#: what a cache holds: an image set with class prompts, an image set with captions, a caption pool, HierarCaps
-CACHE_TASKS = ("classification", "retrieval", "text-pool", "hierarcaps")
+#: what a cache holds: an image set with class prompts, an image set with captions, a caption pool, HierarCaps,
+#: images each with a true caption and hard negatives (caption choice)
+CACHE_TASKS = ("classification", "retrieval", "text-pool", "hierarcaps", "caption-choice")
 #: fields that hold embeddings (refused when non-finite); ``prompt_sets[*].class_text_raw`` too
 EMBEDDING_FIELDS = ("image_emb", "image_feats", "text_emb", "class_text_raw", "root_emb")
-_TENSOR_FIELDS = EMBEDDING_FIELDS + ("labels", "text_to_image", "specificity", "depth", "levels")
+_TENSOR_FIELDS = EMBEDDING_FIELDS + ("labels", "text_to_image", "specificity", "depth", "levels", "caption_truth")
 _STR_FIELDS = ("task", "kind", "model_name", "model_display", "dataset", "size", "checkpoint")
 _LIST_FIELDS = (
     "keys",
@@ -131,6 +132,10 @@ class EmbeddingCache:
     hierarchy_ids: list[str] | None = None
     root_emb: Tensor | None = None
 
+    # caption choice (SugarCrepe, ARO): per caption [M] long, 1 for its image's true caption, 0 for a hard negative
+    # (captions: ``texts``, ``text_emb``, ``text_to_image``; the images are the items)
+    caption_truth: Tensor | None = None
+
     # where the cache was loaded from (not saved)
     path: Path | None = None
 
@@ -146,7 +151,7 @@ class EmbeddingCache:
             self.model_name = self.kind
         if self.model_display is None:
             self.model_display = display_name(self.model_name, self.kind)
-        if self.kind != self.space.kind:
+        if self.kind not in KINDS or KINDS[self.kind].space != self.space.name:
             raise CacheError(
                 f"{self.name}: model kind {short_repr(self.kind)} but the {self.space.name} space; re-run `meru embed`"
             )
@@ -208,7 +213,8 @@ class EmbeddingCache:
             raise CacheError(f"{self.name}: embeddings of different widths {sorted(widths)}; re-run `meru embed`")
         bounds = {"labels": len(self.classnames) if self.classnames is not None else None}
         bounds["text_to_image"] = len(self.image_emb) if self.image_emb is not None else None
-        for name in ("labels", "text_to_image", "levels", "specificity", "depth"):
+        bounds["caption_truth"] = 2
+        for name in ("labels", "text_to_image", "levels", "specificity", "depth", "caption_truth"):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -230,7 +236,16 @@ class EmbeddingCache:
         ``[len(templates), len(classnames), D]`` (each check where both sides are present)."""
         groups = {
             "image_emb": ("image_feats", "labels", "keys", "meta"),
-            "text_emb": ("texts", "text_to_image", "specificity", "depth", "node", "attributes", "levels"),
+            "text_emb": (
+                "texts",
+                "text_to_image",
+                "specificity",
+                "depth",
+                "node",
+                "attributes",
+                "levels",
+                "caption_truth",
+            ),
         }
         for anchor, others in groups.items():
             ref = getattr(self, anchor)
@@ -491,6 +506,7 @@ class Provenance:
     text_pool: str | None = None
     tree: str | None = None
     train_embeddings: str | None = None
+    val_embeddings: str | None = None  # linear-probe: the val split's cache (evaluation.linear_probe_val: dataset)
 
 
 IDENTITY = ("kind", "model_name", "model_display", "size", "seed", "label", "dataset", "task", "geometry")

@@ -18,12 +18,13 @@ def trained_run(kind: str, size: str, seed: int) -> dict:
 
 def released_run(entry: dict) -> dict:
     """A released checkpoint of ``pretrained.checkpoints`` (``kind``, ``size``, ``data``: default ``redcaps``,
-    MERU's own training data): label ``{kind}-{size}-released``, or ``{kind}-{size}-{data}-released`` with
-    record size ``{size}-{data}`` for checkpoints trained on other data (e.g. HyCoCLIP's GRIT ones); seed 0."""
+    MERU's own training data; ``name``: default the kind): label ``{name}-{size}-released``, or
+    ``{name}-{size}-{data}-released`` with record size ``{size}-{data}`` for checkpoints trained on other data
+    (e.g. HyCoCLIP's GRIT ones); seed 0."""
     data = entry.get("data", "redcaps")
     size = entry["size"] if data == "redcaps" else f"{entry['size']}-{data}"
     return {
-        "label": f"{entry['kind']}-{size}-released",
+        "label": f"{entry.get('name') or entry['kind']}-{size}-released",
         "kind": entry["kind"],
         "size": size,
         "seed": 0,

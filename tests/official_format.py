@@ -39,7 +39,7 @@ def official_state_dict(model) -> dict[str, torch.Tensor]:
             elif rest.startswith("transformer.resblocks."):
                 rest = rest[len("transformer.") :]
             new = "textual." + rest
-        elif key in ("logit_scale", "curv", "visual_alpha", "textual_alpha"):
+        elif "." not in key:  # learned scalars keep their names (logit_scale, curv, visual_alpha, textual_alpha)
             new = key
         else:
             raise KeyError(f"no official name for our key {key!r}")

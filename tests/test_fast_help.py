@@ -146,6 +146,7 @@ BEFORE = {
             "task": "zeroshot",
             "embeddings": "e.pt",
             "train_embeddings": None,
+            "val_embeddings": None,
             "text_pool": None,
             "tree": None,
             "tree_names": None,
@@ -197,11 +198,28 @@ BEFORE = {
     "info": ("--json --sizes tiny", {"json": True, "sizes": ["tiny"]}),
     "evalsets": (
         "prepare --dataset cifar10",
-        {"action": "prepare", "markdown": False, "dataset": "cifar10", "root": None, "split": "test", "coco_dir": None},
+        {
+            "action": "prepare",
+            "markdown": False,
+            "dataset": "cifar10",
+            "root": None,
+            "split": "test",
+            "coco_dir": None,
+            "source": None,
+            "images": None,
+        },
     ),
     "synth": (
         "--out d",
-        {"out": "d", "train_size": 20000, "test_size": 2000, "image_size": 32, "seed": 0, "shard_size": 5000},
+        {
+            "out": "d",
+            "train_size": 20000,
+            "test_size": 2000,
+            "image_size": 32,
+            "seed": 0,
+            "shard_size": 5000,
+            "add_attribute_sets": False,
+        },
     ),
 }
 

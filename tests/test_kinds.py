@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meru.kinds import KINDS, get_kind, kind_of_space
+from meru.kinds import KINDS, get_kind, kind_of_space, trainable_kinds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,10 +48,13 @@ def train_model_choices() -> list[str]:
 
 
 def test_registry_records():
-    assert list(KINDS) == ["meru", "clip", "euclip"]
+    assert list(KINDS) == ["meru", "clip", "euclip", "hycoclip", "uncha"]
+    assert trainable_kinds() == ["meru", "clip", "euclip"]  # HyCoCLIP, UNCHA: released checkpoints only
     for name, kind in KINDS.items():
-        assert kind.name == name and get_kind(name) is kind and kind_of_space(kind.space) == name
-    assert len({k.space for k in KINDS.values()}) == len(KINDS)  # a space belongs to one kind
+        assert kind.name == name and get_kind(name) is kind and KINDS[kind_of_space(kind.space)].space == kind.space
+    trained = [KINDS[k] for k in trainable_kinds()]
+    assert len({k.space for k in trained}) == len(trained)  # a space is defined by one trainable kind
+    assert {k.space for k in KINDS.values()} == {k.space for k in trained}  # the others embed in those spaces
     with pytest.raises(ValueError, match="unknown model kind 'resnet'; choose one of 'meru', 'clip', 'euclip'"):
         get_kind("resnet")
 
@@ -65,13 +68,15 @@ def test_the_registry_imports_without_torch():
 def test_config_schemas_list_exactly_the_kinds():
     from meru.config import DEFAULTS, TRAIN_SCHEMA, ConfigError, check_workflow_config, with_kinds
 
-    assert TRAIN_SCHEMA["properties"]["model"]["properties"]["kind"]["enum"] == list(KINDS)
+    assert TRAIN_SCHEMA["properties"]["model"]["properties"]["kind"]["enum"] == trainable_kinds()
     options = {key for k in KINDS.values() for key in k.options}
     assert options <= set(TRAIN_SCHEMA["properties"]["model"]["properties"]) and options <= set(DEFAULTS["model"])
     raw = yaml.safe_load((ROOT / "configs" / "schema.yaml").read_text())
     schema = with_kinds(raw)
-    assert schema["properties"]["models"]["items"]["enum"] == list(KINDS)
-    assert list(schema["properties"]["train_overrides"]["properties"]) == list(KINDS)
+    assert schema["properties"]["models"]["items"]["enum"] == trainable_kinds()
+    assert list(schema["properties"]["train_overrides"]["properties"]) == trainable_kinds()
+    released = schema["properties"]["pretrained"]["properties"]["checkpoints"]["items"]["properties"]
+    assert released["kind"]["enum"] == list(KINDS)  # a released checkpoint may be any kind
     # the file itself names no kind: the registry is the only list
     assert not re.search(r"\b(" + "|".join(KINDS) + r")\b\s*[,:\]]", (ROOT / "configs" / "schema.yaml").read_text())
     with pytest.raises(ConfigError, match="models.0 = 'resnet' is not one of"):
@@ -81,12 +86,12 @@ def test_config_schemas_list_exactly_the_kinds():
 def test_cli_snakefile_and_reporting_list_exactly_the_kinds():
     from meru.reporting.records import KIND_COLORS, KIND_NAMES, kind_colors, kind_name
 
-    assert list(train_model_choices()) == list(KINDS)
+    assert list(train_model_choices()) == trainable_kinds()
     pattern = snakefile_model_constraint(KINDS)
     assert [k for k in [*KINDS, "resnet", "merux"] if re.fullmatch(pattern, k)] == list(KINDS)
     assert KIND_NAMES == {k.name: k.display_name for k in KINDS.values()}
     assert KIND_COLORS == {k.name: k.color for k in KINDS.values()} == kind_colors(KINDS)
-    assert [kind_name(k) for k in KINDS] == ["MERU", "CLIP", "EuCLIP"]
+    assert [kind_name(k) for k in KINDS] == ["MERU", "CLIP", "EuCLIP", "HyCoCLIP", "UNCHA"]
 
 
 def test_meru_info_lists_exactly_the_kinds(capsys):
@@ -105,10 +110,14 @@ def test_space_model_and_loss_come_from_the_kind_module(name):
     kind = KINDS[name]
     assert kind.module.__name__ == f"meru.kinds.{name}"
     space = get_space(name, 1.0)
-    assert type(space) is kind.space_class and space.name == kind.space and space.kind == name
+    assert type(space) is kind.space_class and space.name == kind.space and space.kind == kind_of_space(kind.space)
     model = build_model(name, "tiny", curv_init=0.5, learn_curv=False)
     assert type(model) is kind.model_class and model.kind == name and isinstance(model.space(), kind.space_class)
-    assert type(build_loss(name)) is kind.loss_class
+    if kind.trainable:
+        assert type(build_loss(name)) is kind.loss_class
+    else:  # a released-checkpoint kind: training it is refused, saying why
+        with pytest.raises(ValueError, match=rf"kind {name!r} is evaluated from released checkpoints only \(.*box"):
+            build_loss(name)
     # the constructor's keyword arguments are exactly the kind's config options
     params = list(inspect.signature(kind.model_class.__init__).parameters)[2:]
     assert params == list(kind.options)
@@ -175,8 +184,8 @@ print(json.dumps(out))
     res = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    every = [*KINDS, "toy"]
-    assert out["schema"] == out["workflow"] == out["cli"] == out["info"] == every
+    assert out["schema"] == out["workflow"] == out["cli"] == [*trainable_kinds(), "toy"]
+    assert out["info"] == [*KINDS, "toy"]
     assert out["snakefile"] and out["names"] == "Toy" and out["colors"] == "tab:purple"
     assert out["option_default"] == 2.0 and out["model"] == ["Toy", 3.0, "ClipLoss"] and out["space"] == "toy"
 

@@ -1,7 +1,7 @@
 """The package reads top-down: each module imports only from its own layer or the layers above it.
 
 Layers, top to bottom (docs/ARCHITECTURE.md): foundation (``meru.io``, ``meru.stats``, ``meru.progress``,
-``meru.runs``, ``meru.arguments``, the light kind registry ``meru.kinds``) -> geometry -> models -> losses -> kinds
+``meru.runs``, ``meru.arguments``, the light kind registry ``meru.kinds`` and its format table ``meru.kinds.formats``) -> geometry -> models -> losses -> kinds
 (``meru/kinds/<kind>.py``) -> data -> training -> records -> evaluation -> reporting. Every import counts,
 including those inside functions; ``meru.cli`` (the dispatcher that names every command) is outside the order. A
 prefix ending in ``.`` names submodules only.
@@ -23,6 +23,7 @@ LAYERS = [
             "meru.progress",
             "meru.resources",
             "meru.kinds",
+            "meru.kinds.formats",
             "meru.runs",
             "meru.arguments",
         ),

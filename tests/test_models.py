@@ -120,13 +120,15 @@ def test_sizes_registry_and_info_cli(capsys):
     assert main(["info", "--json", "--sizes", "tiny", "small-cpu"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {(r["size"], r["kind"]) for r in rows} == {
-        (s, k) for s in ("tiny", "small-cpu") for k in ("clip", "meru", "euclip")
+        (s, k) for s in ("tiny", "small-cpu") for k in ("clip", "meru", "euclip", "hycoclip", "uncha")
     }
     for r in rows:
         model = build_model(r["kind"], r["size"])
         assert r["total"] == sum(p.numel() for p in model.parameters())
+        assert r["text"] == sum(p.numel() for p in model.text.parameters())  # UNCHA's min-radius head included
         assert r["visual"] + r["text"] + r["other"] == r["total"]
-        assert r["other"] == (4 if r["kind"] == "meru" else 1)  # logit_scale (+ MERU: curv, 2 alphas)
+        # logit_scale (+ MERU, HyCoCLIP: curv, 2 alphas; + UNCHA: 3 more logit scales)
+        assert r["other"] == {"meru": 4, "hycoclip": 4, "uncha": 7}.get(r["kind"], 1)
 
 
 def test_small_cpu_architecture_and_forward():

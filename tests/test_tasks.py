@@ -49,6 +49,7 @@ def test_cli_choices_are_the_registry():
             "traversal",
             "prompts",
             "hierarcaps",
+            "caption-choice",
         )
     )
 
@@ -96,7 +97,15 @@ def test_a_registered_task_is_embedded_and_evaluated_without_other_changes(tmp_p
 
 def test_each_task_brings_its_own_flags_once(monkeypatch):
     flags = R.task_arguments()
-    assert list(flags) == ["--tree", "--tree-names", "--train-embeddings", "--text-pool", "--steps", "--max-images"]
+    assert list(flags) == [
+        "--tree",
+        "--tree-names",
+        "--train-embeddings",
+        "--val-embeddings",
+        "--text-pool",
+        "--steps",
+        "--max-images",
+    ]
     assert flags["--steps"] == {"type": int, "default": 50, "help": "traversal: points from image to [ROOT]"}
 
     class Clash(Task):

@@ -64,8 +64,8 @@ def test_dry_run_trains_variant_as_its_kind_with_its_overrides(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
-    line = next(x for x in r.stdout.splitlines() if "--out runs-studies/meru-noentail-cpu-conv-s1" in x)
-    assert "--model meru " in line and "--config runs-studies/config/train-meru-noentail.yaml" in line
+    line = next(x for x in r.stdout.splitlines() if "--out runs/meru-noentail-cpu-conv-s1" in x)
+    assert "--model meru " in line and "--config runs/config/train-meru-noentail.yaml" in line
 
 
 def test_train_config_records_name_and_display(tmp_path):

@@ -5,9 +5,13 @@ SynthHier captions name one taxonomy node (depth ``L``: 0 root .. 3 leaf) plus a
 attributes (count, size, colour, texture), e.g. ``"two small red triangles on stripes."``; specificity is
 ``L + |A|``. Without a count a caption is existential ("a red triangle"). Training samples store
 ``CAPTIONS_PER_SPECIFICITY`` captions per specificity with a random prefix (``PREFIXES``); zero-shot
-templates are ``prefix + "a {c}."`` (``TEMPLATES``), so prompts are in-distribution.
+templates are ``prefix + "a {c}."`` (``TEMPLATES``) for taxonomy nodes and ``prefix + "{c}."``
+(``ATTRIBUTE_TEMPLATES``) for attribute values, whose class names are root phrases ("two objects"), so prompts
+are in-distribution.
 
-RedCaps (MERU): with probability ``p`` the training caption becomes ``"<subreddit words> : <caption>"``.
+RedCaps (MERU): with probability ``p`` the training caption becomes ``"<subreddit words> : <caption>"``; the
+words come from the project's wordlist (``segmenter="wordlist"``) or from the ``wordsegment`` package as in the
+official code (``"wordsegment"``, ``data.subreddit_segmenter``; docs/DEVIATIONS.md).
 
 Caption choice per training draw of sample ``key`` in ``epoch`` with loader seed ``seed``
 (:meth:`CaptionPolicy.caption`):
@@ -49,6 +53,8 @@ TEXTURE_PHRASES = {"plain": "on a plain background", "stripes": "on stripes", "d
 # Caption prefixes; zero-shot templates are prefix + "a {c}." (all class names start with a consonant).
 PREFIXES = ("", "a photo of ", "a picture of ", "an image of ", "a drawing of ", "a rendering of ")
 TEMPLATES = tuple(p + "a {c}." for p in PREFIXES)
+# Attribute zero-shot templates: the class name is a whole noun phrase ("two objects", "an object on dots").
+ATTRIBUTE_TEMPLATES = tuple(p + "{c}." for p in PREFIXES)
 CAPTIONS_PER_SPECIFICITY = 3
 
 
@@ -169,8 +175,36 @@ def segment_subreddit(name: str, words: set[str] | None = None) -> str:
     return " ".join(out)
 
 
-def apply_subreddit_prefix(caption: str, subreddit: str | None, rng: random.Random, prob: float = 0.5) -> str:
-    """MERU's RedCaps caption: with probability ``prob`` return ``"<subreddit words> : <caption>"``.
+@lru_cache(maxsize=None)
+def segment_subreddit_wordsegment(name: str) -> str:
+    """The official code's split (``meru/data/redcaps.py``, ``RedCapsTarMapper``): ``wordsegment``'s unigram /
+    bigram model over ``clean(name)`` (lower-cased, non-alphanumerics dropped), words joined by spaces.
+
+    >>> segment_subreddit_wordsegment("thriftstorehauls")
+    'thrift store hauls'
+    """
+    import wordsegment
+
+    if not wordsegment.UNIGRAMS:  # the corpus counts, read once per process
+        wordsegment.load()
+    return " ".join(wordsegment.segment(wordsegment.clean(name)))
+
+
+SEGMENTERS = {"wordlist": segment_subreddit, "wordsegment": segment_subreddit_wordsegment}
+
+
+def subreddit_words(name: str, segmenter: str = "wordlist") -> str:
+    """A subreddit name as words, by ``segmenter`` (a key of :data:`SEGMENTERS`)."""
+    if segmenter not in SEGMENTERS:
+        raise ValueError(f"subreddit segmenter {segmenter!r}: choose one of {', '.join(SEGMENTERS)}")
+    return SEGMENTERS[segmenter](name)
+
+
+def apply_subreddit_prefix(
+    caption: str, subreddit: str | None, rng: random.Random, prob: float = 0.5, segmenter: str = "wordlist"
+) -> str:
+    """MERU's RedCaps caption: with probability ``prob`` return ``"<subreddit words> : <caption>"``, the words
+    by ``segmenter`` (:func:`subreddit_words`).
 
     One ``rng.random()`` draw per call (so a seeded ``random.Random`` makes it deterministic).
     No subreddit (CC3M/CC12M) -> the caption unchanged, and still one draw, so streams stay aligned.
@@ -178,7 +212,7 @@ def apply_subreddit_prefix(caption: str, subreddit: str | None, rng: random.Rand
     draw = rng.random()
     if not subreddit or draw >= prob:
         return caption
-    return f"{segment_subreddit(subreddit)} : {caption}"
+    return f"{subreddit_words(subreddit, segmenter)} : {caption}"
 
 
 # ----------------------------------------------------------------------------- training-time choice
@@ -193,24 +227,32 @@ class CaptionPolicy:
     """Which caption a training sample gets per draw (module doc).
 
     sample_json_captions: draw one of ``json["captions"]`` per draw (SynthHier); else use ``txt``.
-    subreddit_prefix_prob: RedCaps prefix probability ``p`` in [0, 1] (0: never)."""
+    subreddit_prefix_prob: RedCaps prefix probability ``p`` in [0, 1] (0: never).
+    subreddit_segmenter: how the prefix splits the name (:data:`SEGMENTERS`)."""
 
     sample_json_captions: bool = True
     subreddit_prefix_prob: float = 0.0
+    subreddit_segmenter: str = "wordlist"
 
     def __post_init__(self):
         p = float(self.subreddit_prefix_prob)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"subreddit_prefix_prob must be in [0, 1], got {self.subreddit_prefix_prob!r}")
+        if self.subreddit_segmenter not in SEGMENTERS:
+            raise ValueError(
+                f"subreddit_segmenter = {self.subreddit_segmenter!r}: choose one of {', '.join(SEGMENTERS)}"
+            )
         object.__setattr__(self, "sample_json_captions", bool(self.sample_json_captions))
         object.__setattr__(self, "subreddit_prefix_prob", p)
 
     @classmethod
     def from_config(cls, data_config: dict) -> CaptionPolicy:
-        """From the training config's ``data`` section (``sample_captions``, ``subreddit_prefix_prob``)."""
+        """From the training config's ``data`` section (``sample_captions``, ``subreddit_prefix_prob``,
+        ``subreddit_segmenter``)."""
         return cls(
             sample_json_captions=data_config.get("sample_captions", True),
             subreddit_prefix_prob=data_config.get("subreddit_prefix_prob", 0.0) or 0.0,
+            subreddit_segmenter=data_config.get("subreddit_segmenter", "wordlist"),
         )
 
     def caption(self, sample: dict, key: str, epoch: int, seed: int) -> str:
@@ -232,7 +274,7 @@ class CaptionPolicy:
         if self.subreddit_prefix_prob > 0 and "json" in sample:
             subreddit = (meta if meta is not None else _json(sample, key)).get("subreddit")
             rng = random.Random(derive_seed(seed, "prefix", epoch, key))
-            text = apply_subreddit_prefix(text, subreddit, rng, self.subreddit_prefix_prob)
+            text = apply_subreddit_prefix(text, subreddit, rng, self.subreddit_prefix_prob, self.subreddit_segmenter)
         return text
 
 

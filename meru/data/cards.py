@@ -54,6 +54,17 @@ def _taxonomy_lines(tax_names: dict, edges: list[tuple[str, str]], root: str) ->
     return lines
 
 
+def _attribute_sets_text(info: dict) -> str:
+    """The attribute zero-shot sets of a SynthHier ``info.json`` (generator version >= 2), as card text."""
+    attrs = info.get("attribute_sets") or []
+    if not attrs:
+        return ""
+    return (
+        f", `eval/zeroshot_{{{','.join(attrs)}}}` (the same test images labelled by one attribute; class names "
+        'such as "a red object", "two objects", prompts `<prefix>{c}.`)'
+    )
+
+
 def synthhier_card(directory: str | Path, name: str | None = None) -> str:
     """The card of a SynthHier directory, from its ``info.json``, ``taxonomy.txt`` and ``taxonomy_names.json``
     (``name``: the directory's name in the title; default its own)."""
@@ -111,8 +122,8 @@ Each image shows 1–3 copies of one shape in distinct cells of a 2 × 2 grid, w
 
 ## Evaluation sets
 
-`eval/zeroshot_{{category,family,shape}}` and `eval/retrieval` in the clip-benchmark wds layout, the caption
-pool, `taxonomy.txt` (parent child per line) and `taxonomy_names.json`.
+`eval/zeroshot_{{category,family,shape}}`{_attribute_sets_text(info)} and `eval/retrieval` in the clip-benchmark wds
+layout, the caption pool, `taxonomy.txt` (parent child per line) and `taxonomy_names.json`.
 
 ## Known shortcuts
 

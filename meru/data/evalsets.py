@@ -209,7 +209,7 @@ def _apply_meru_prompts(ds, meru: str | None, name: str) -> None:
 
 # ----------------------------------------------------------------------------- evaluation sets
 
-TASKS = ("classification", "retrieval", "hierarcaps")
+TASKS = ("classification", "retrieval", "hierarcaps", "caption-choice")
 SINGLE_TEMPLATE = "a photo of a {}."
 PROMPT_SET_NAMES = ("single", "meru", "clip_benchmark")
 
@@ -219,11 +219,12 @@ class EvalSet:
     """One evaluation set, opened by :func:`open_evalset`: what it is and an iterator over its items.
 
     ``name``: the dataset name that travels into the embedding cache and the metric record.
-    ``task``: ``classification`` | ``retrieval`` | ``hierarcaps``. ``classnames [C]``, ``templates [T]``,
+    ``task``: ``classification`` | ``retrieval`` | ``hierarcaps`` | ``caption-choice``. ``classnames [C]``, ``templates [T]``,
     ``class_nodes [C]`` (taxonomy ids or None), ``prompt_source`` and ``prompt_sets`` (alternative template
     sets ``{name: {"templates", "source"}}``, :func:`prompt_sets`) for classification, else None.
     ``num_items``: images in the split when known (progress lines), else None. ``hierarchies``: HierarCaps'
-    caption hierarchies (:class:`meru.data.hierarcaps.CaptionHierarchies`), else None.
+    caption hierarchies (:class:`meru.data.hierarcaps.CaptionHierarchies`), else None. ``choices``: a caption-choice
+    set's items (:class:`meru.data.caption_choice.CaptionChoices`), else None.
 
     :meth:`batches` yields lists of item dicts ``{"order": (shard, position), "key", "image" [3, S, S] in
     [0, 1], "meta": json dict or None, "label": int | "captions": [str]}``; with several workers the lists
@@ -241,6 +242,7 @@ class EvalSet:
     prompt_sets: dict[str, dict] | None = None
     num_items: int | None = None
     hierarchies: object | None = None
+    choices: object | None = None
     _batches: Callable[[int, int], Iterator[list[dict]]] | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -285,6 +287,8 @@ def open_evalset(
     ident = Path(evalset).name if Path(evalset).is_dir() else evalset  # what the dataset is (prompt lookup)
     if local is not None and dataset_type(local) == "hierarcaps":
         return open_hierarcaps(local, split, image_size, name or "hierarcaps")
+    if local is not None and dataset_type(local) == "caption-choice":
+        return open_caption_choice(local, split, image_size, name or ident)
     prompts = _resolve_prompts(evalset, prompts)
     if local is not None:
         task = "retrieval" if dataset_type(local) == "retrieval" else "classification"
@@ -356,6 +360,27 @@ def open_hierarcaps(
         source=str(directory),
         num_items=len(hierarchies.keys),
         hierarchies=hierarchies,
+        _batches=lambda batch_size, num_workers: iter_batches(data, batch_size, num_workers),
+    )
+
+
+def open_caption_choice(directory: str | os.PathLike, split: str, image_size: int, name: str) -> EvalSet:
+    """:class:`EvalSet` (task ``caption-choice``) of a packed caption-choice set (:mod:`meru.data.caption_choice`):
+    images resized + centre cropped (CLIP's preprocessing, which clip-benchmark and ARO use), ``choices``
+    (:func:`meru.data.caption_choice.read_choices`) read up front."""
+    from meru.data.caption_choice import read_choices
+    from meru.data.wds_eval import WdsShards, iter_batches
+
+    directory = Path(directory)
+    choices = read_choices(directory, split)
+    data = WdsShards(directory, split, "retrieval", image_transform(image_size, "classification"))
+    return EvalSet(
+        name=name,
+        task="caption-choice",
+        split=split,
+        source=str(directory),
+        num_items=len(choices.keys),
+        choices=choices,
         _batches=lambda batch_size, num_workers: iter_batches(data, batch_size, num_workers),
     )
 
@@ -557,6 +582,21 @@ def _prepare_error(name: str, root: str, exc: BaseException) -> str:
     )
 
 
+def _prepare_caption_choice(args: argparse.Namespace) -> int:
+    """``meru evalsets prepare --dataset sugar_crepe/SUBSET | aro/SUBSET --root OUT [--source DIR] [--images DIR]``."""
+    from meru.data.caption_choice import CaptionChoiceUnavailable, prepare_caption_choice
+
+    try:
+        info = prepare_caption_choice(
+            args.dataset, args.root, getattr(args, "source", None), getattr(args, "images", None)
+        )
+    except (CaptionChoiceUnavailable, ValueError) as e:
+        print(f"meru evalsets prepare: error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.dataset}: ready under {args.root} ({info['items']} items, {info['images']} images)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         print(format_table(markdown=args.markdown))
@@ -564,6 +604,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.dataset or not args.root:
         print("meru evalsets prepare: error: --dataset and --root are required", file=sys.stderr)
         return 2
+    from meru.data.caption_choice import is_caption_choice_set
+
+    if is_caption_choice_set(args.dataset):  # SugarCrepe / ARO from their released files: meru.data.caption_choice
+        return _prepare_caption_choice(args)
     if args.dataset == "hierarcaps":  # not a clip-benchmark set: meru.data.hierarcaps
         from meru.data.hierarcaps import HierarCapsUnavailable, prepare_hierarcaps
 

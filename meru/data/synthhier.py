@@ -17,6 +17,9 @@ Output layout (``docs/CONTRACTS.md``)::
 
     DIR/train/                 webdataset shards + manifest.json (png, txt, json)
     DIR/eval/zeroshot_{level}/ clip-benchmark wds layout, level in category/family/shape (cls, png, json)
+    DIR/eval/zeroshot_{attr}/  the same test images labelled by an attribute, attr in colour/count/size/texture;
+                               class names are root phrases ("a red object", "two objects"), class_values.json
+                               the attribute values in label order (generator version >= 2)
     DIR/eval/retrieval/        clip-benchmark wds layout (png, txt, json): test images with a unique
                                most-specific caption (first occurrence in the test set)
     DIR/eval/captions.jsonl    caption pool: every node x attribute assignment, unique texts
@@ -44,6 +47,7 @@ from PIL import Image, ImageDraw
 
 from meru.arguments import add_synth_arguments as add_arguments  # noqa: F401  (light: fast --help)
 from meru.data.captions import (
+    ATTRIBUTE_TEMPLATES,
     CAPTIONS_PER_SPECIFICITY,
     PREFIXES,
     SYNTH_ATTRIBUTES,
@@ -58,10 +62,10 @@ from meru.data import wds_layout
 from meru.data.cards import CARD_NAME, synthhier_card
 from meru.data.manifest import write_manifest
 from meru.data.shards import FIXED_MTIME, write_shards
-from meru.io import fresh_temp_dir, replace_dir, write_text
+from meru.io import fresh_temp_dir, read_json, replace_dir, write_text
 
 GENERATOR = "meru-bench/synthhier"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: eval/zeroshot_{attr} attribute sets (1: taxonomy levels only; train data unchanged)
 SUPERSAMPLE = 4  # shapes are drawn at 4x resolution and box-filtered down (anti-aliasing)
 
 ROOT = "object"
@@ -86,6 +90,7 @@ TEXTURES = ("plain", "stripes", "dots")
 ATTRIBUTES = SYNTH_ATTRIBUTES  # caption rules (word order, plurals, prefixes): meru.data.captions
 ATTRIBUTE_VALUES = {"count": COUNTS, "size": SIZES, "colour": tuple(COLOURS), "texture": TEXTURES}
 CELL_NAMES = ("top left", "top right", "bottom left", "bottom right")
+ATTRIBUTE_SETS = tuple(sorted(ATTRIBUTES))  # zero-shot attribute tasks eval/zeroshot_{attr}, in table order
 
 MAX_SPECIFICITY = len(LEVELS) + len(ATTRIBUTES)  # 7
 
@@ -147,6 +152,18 @@ def phrase(node: str, attrs: dict) -> str:
     'a white object'
     """
     return synth_phrase(taxonomy()["names"][node], attrs)
+
+
+def attribute_classnames(attr: str) -> list[str]:
+    """Class names of the zero-shot set of attribute ``attr``: the root's phrase with each value, in the order of
+    ``ATTRIBUTE_VALUES[attr]`` (= label order); with ``ATTRIBUTE_TEMPLATES`` they give the training captions.
+
+    >>> attribute_classnames("count")
+    ['one object', 'two objects', 'three objects']
+    >>> attribute_classnames("texture")[0]
+    'an object on a plain background'
+    """
+    return [phrase(ROOT, {attr: value}) for value in ATTRIBUTE_VALUES[attr]]
 
 
 def _subsets() -> list[tuple[str, ...]]:
@@ -402,25 +419,50 @@ def _write_wds_eval(
     dataset_type: str,
     classnames: list[str] | None = None,
     templates: tuple[str, ...] | None = None,
+    name: str | None = None,
 ) -> None:
-    """One eval set in clip-benchmark's wds layout (:mod:`meru.data.wds_layout`), with a manifest of ``test/``."""
+    """One eval set in clip-benchmark's wds layout (:mod:`meru.data.wds_layout`), with a manifest of ``test/``
+    named ``name`` (default the directory's name)."""
     test = directory / "test"
     shards = wds_layout.write_split(test, samples, shard_size, mtime=FIXED_MTIME)
-    write_manifest(test, name=directory.name, source="synthhier", shards=shards)
+    write_manifest(test, name=name or directory.name, source="synthhier", shards=shards)
     wds_layout.write_set_files(directory, dataset_type, classnames, templates)
+
+
+def _write_classification_set(
+    zdir: Path,
+    items: list[dict],
+    labels: list[int],
+    classnames: list[str],
+    templates: tuple[str, ...],
+    shard_size: int,
+    name: str | None = None,
+) -> None:
+    """One zero-shot set: the test ``items`` (key, png, meta) with class index ``labels[i]``."""
+    samples = [
+        {"__key__": it["key"], "png": it["png"], "cls": label, "json": it["meta"]} for it, label in zip(items, labels)
+    ]
+    _write_wds_eval(zdir, samples, shard_size, "classification", classnames, templates, name)
 
 
 def _write_zeroshot_sets(ev: Path, items: list[dict], tax: dict, shard_size: int) -> None:
     """``eval/zeroshot_{level}``: the test images labelled with their ancestor at each taxonomy level."""
     for level in LEVELS:
         nodes = tax["levels"][level]
-        samples = [
-            {"__key__": it["key"], "png": it["png"], "cls": it["meta"]["labels"][level], "json": it["meta"]}
-            for it in items
-        ]
         zdir = ev / f"zeroshot_{level}"
-        _write_wds_eval(zdir, samples, shard_size, "classification", [tax["names"][n] for n in nodes], TEMPLATES)
+        labels = [it["meta"]["labels"][level] for it in items]
+        _write_classification_set(zdir, items, labels, [tax["names"][n] for n in nodes], TEMPLATES, shard_size)
         write_text(zdir / "class_nodes.json", json.dumps(nodes) + "\n")
+
+
+def _write_attribute_set(zdir: Path, items: list[dict], attr: str, shard_size: int) -> None:
+    """``eval/zeroshot_{attr}``: the test images labelled with the index of their ``attr`` value in
+    ``ATTRIBUTE_VALUES[attr]``; ``class_values.json`` lists those values."""
+    values = ATTRIBUTE_VALUES[attr]
+    labels = [values.index(it["meta"]["attributes"][attr]) for it in items]
+    classnames = attribute_classnames(attr)
+    _write_classification_set(zdir, items, labels, classnames, ATTRIBUTE_TEMPLATES, shard_size, f"zeroshot_{attr}")
+    write_text(zdir / "class_values.json", json.dumps(list(values)) + "\n")
 
 
 def _write_retrieval_set(ev: Path, items: list[dict], shard_size: int) -> list[dict]:
@@ -472,6 +514,7 @@ def _info(tax: dict, seed, image_size, train_size, test_size, retrieval_size, sh
         "shard_size": shard_size,
         "root": ROOT,
         "levels": list(LEVELS),
+        "attribute_sets": list(ATTRIBUTE_SETS),
         "class_counts": {lvl: len(tax["levels"][lvl]) for lvl in LEVELS},
         "attributes": {a: list(v) for a, v in ATTRIBUTE_VALUES.items()},
         "max_specificity": MAX_SPECIFICITY,
@@ -512,6 +555,8 @@ def generate(
         )
         items = _test_items(test_size, seed, image_size)
         _write_zeroshot_sets(tmp / "eval", items, tax, shard_size)
+        for attr in ATTRIBUTE_SETS:
+            _write_attribute_set(tmp / "eval" / f"zeroshot_{attr}", items, attr, shard_size)
         retrieval = _write_retrieval_set(tmp / "eval", items, shard_size)
         pool_size = _write_caption_pool(tmp / "eval", retrieval)
         _write_taxonomy(tmp, tax)
@@ -525,6 +570,68 @@ def generate(
     return {**info, "seconds": round(time.time() - t0, 2)}
 
 
+def missing_attribute_sets(directory: str | os.PathLike, attributes=ATTRIBUTE_SETS) -> list[str]:
+    """The attributes among ``attributes`` without a finished ``DIR/eval/zeroshot_{attr}`` (a directory made by
+    generator version 1 has none)."""
+    ev = Path(directory) / "eval"
+    return [
+        a
+        for a in attributes
+        if not (wds_layout.is_wds_dir(ev / f"zeroshot_{a}") and (ev / f"zeroshot_{a}" / "class_values.json").is_file())
+    ]
+
+
+def attribute_sets_error(directory: str | os.PathLike, attributes) -> str | None:
+    """One line saying that the existing SynthHier ``directory`` lacks some of the attribute sets ``attributes``
+    and how to add them; None when it has them all."""
+    missing = missing_attribute_sets(directory, attributes)
+    if not missing:
+        return None
+    sets = ", ".join(f"eval/zeroshot_{a}" for a in missing)
+    return (
+        f"{directory} has no {sets} (made by an older `meru synth`) but data.synthhier.attributes asks for them; "
+        f"add them with `meru synth --add-attribute-sets --out {directory}` (training data untouched, no retraining)"
+    )
+
+
+def add_attribute_sets(directory: str | os.PathLike) -> list[str]:
+    """Add the missing ``eval/zeroshot_{attr}`` sets to an existing SynthHier directory (generator version 1)
+    from its leaf set's images and metadata, each set written aside and renamed into place; ``info.json`` (and
+    the card) then say version 2. The training data is not touched; the result equals a fresh ``meru synth``
+    with the same arguments. Returns the attributes added."""
+    d = Path(directory)
+    if not (d / "info.json").is_file():
+        raise FileNotFoundError(f"{d}/info.json is missing: not a SynthHier directory (`meru synth --out {d}`)")
+    info = read_json(d / "info.json")
+    if info.get("generator") != GENERATOR:
+        raise ValueError(f"{d}/info.json: generator {info.get('generator')!r} is not {GENERATOR!r}")
+    missing = missing_attribute_sets(d)
+    if missing:
+        leaf = d / "eval" / f"zeroshot_{LEVELS[-1]}"
+        items = [
+            {"key": s["__key__"], "png": s["png"], "meta": json.loads(s["json"])}
+            for s, _ in wds_layout.raw_samples(leaf, "test")
+        ]
+        for attr in missing:
+            final = d / "eval" / f"zeroshot_{attr}"
+            tmp = fresh_temp_dir(final)
+            try:
+                _write_attribute_set(tmp, items, attr, int(info["shard_size"]))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            replace_dir(tmp, final)
+    upgraded = {}
+    for key, value in info.items():  # the key order of a fresh info.json
+        upgraded[key] = GENERATOR_VERSION if key == "version" else value
+        if key == "levels":
+            upgraded["attribute_sets"] = list(ATTRIBUTE_SETS)
+    write_text(d / "info.json", json.dumps(upgraded, indent=1) + "\n")
+    if (d / CARD_NAME).is_file():
+        write_text(d / CARD_NAME, synthhier_card(d))
+    return missing
+
+
 def _pool_index(meta: dict) -> int:
     _, index = caption_pool()
     attrs = {a: meta["attributes"][a] for a in ATTRIBUTES}
@@ -536,6 +643,9 @@ def _pool_index(meta: dict) -> int:
 
 
 def run(args) -> int:
+    if getattr(args, "add_attribute_sets", False):  # errors: one line from meru.cli (user_error_types)
+        print(json.dumps({"out": str(args.out), "added": add_attribute_sets(args.out)}))
+        return 0
     try:
         info = generate(args.out, args.train_size, args.test_size, args.image_size, args.seed, args.shard_size)
     except ValueError as e:

@@ -5,13 +5,13 @@
     DIR/<split>/nshards.txt                      N, the number of shards
     DIR/<split>/{0..N-1}.tar                     webdataset shards (image + "cls" | "txt", "json")
     DIR/<split>/manifest.json                    optional (SynthHier): checksums and sample counts
-    DIR/dataset_type.txt                         classification (default) | retrieval | hierarcaps
+    DIR/dataset_type.txt                         classification (default) | retrieval | hierarcaps | caption-choice
     DIR/classnames.txt                           classification: one class name per line
     DIR/zeroshot_classification_templates.txt    classification: one prompt template per line
 
-Writers: SynthHier (:mod:`meru.data.synthhier`) and HierarCaps (:mod:`meru.data.hierarcaps`); readers: the
-image decoder (:mod:`meru.data.wds_eval`), clip-benchmark's builder (via :mod:`meru.data.evalsets`) and
-HierarCaps' hierarchy reader. No torch import here (the dataset table and config checks use it).
+Writers: SynthHier (:mod:`meru.data.synthhier`), HierarCaps (:mod:`meru.data.hierarcaps`) and the caption-choice
+sets (:mod:`meru.data.caption_choice`); readers: the image decoder (:mod:`meru.data.wds_eval`), clip-benchmark's
+builder (via :mod:`meru.data.evalsets`), HierarCaps' hierarchy reader and the caption-choice reader. No torch import here (the dataset table and config checks use it).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ NSHARDS = "nshards.txt"
 DATASET_TYPE = "dataset_type.txt"
 CLASSNAMES = "classnames.txt"
 TEMPLATES = "zeroshot_classification_templates.txt"
-DATASET_TYPES = ("classification", "retrieval", "hierarcaps")
+DATASET_TYPES = ("classification", "retrieval", "hierarcaps", "caption-choice")
 
 
 def is_wds_dir(path: str | os.PathLike, split: str = "test") -> bool:
@@ -57,19 +57,26 @@ def shard_paths(directory: str | os.PathLike, split: str) -> list[Path]:
     return paths
 
 
-def json_members(directory: str | os.PathLike, split: str) -> Iterator[tuple[str, dict | None, Path]]:
-    """``(key, json member or None, shard)`` of every sample of ``DIR/split`` in file order; nothing but the json
-    member is decoded (no image, nothing unpickled)."""
+def raw_samples(directory: str | os.PathLike, split: str) -> Iterator[tuple[dict, Path]]:
+    """``(sample, shard)`` of every sample of ``DIR/split`` in file order; a sample is webdataset's raw dict
+    (``__key__`` and member suffix -> bytes): nothing is decoded."""
     import webdataset as wds
 
     for url in shard_paths(directory, split):
         for s in wds.tarfile_to_samples()(iter([{"url": str(url)}])):
-            raw = s.get("json")
-            try:
-                meta = json.loads(raw) if raw is not None else None
-            except ValueError as e:
-                raise ValueError(f"{url}: sample {s['__key__']!r}: invalid json ({e})") from None
-            yield s["__key__"], meta, url
+            yield s, url
+
+
+def json_members(directory: str | os.PathLike, split: str) -> Iterator[tuple[str, dict | None, Path]]:
+    """``(key, json member or None, shard)`` of every sample of ``DIR/split`` in file order; nothing but the json
+    member is decoded (no image, nothing unpickled)."""
+    for s, url in raw_samples(directory, split):
+        raw = s.get("json")
+        try:
+            meta = json.loads(raw) if raw is not None else None
+        except ValueError as e:
+            raise ValueError(f"{url}: sample {s['__key__']!r}: invalid json ({e})") from None
+        yield s["__key__"], meta, url
 
 
 def write_split(split_dir: str | os.PathLike, samples: Iterable[dict], shard_size: int, mtime: float) -> list:

@@ -13,7 +13,8 @@ class names, templates and the raw projected text features ``[T, C, D]`` of ever
 at evaluate time with ``space.ensemble``) and alternative template sets (``prompt_sets``,
 :mod:`meru.evaluation.prompt_sensitivity`); retrieval sets their captions ``[M, D]`` and ``text_to_image``;
 caption pools (no images) their captions with specificity, depth, node and attributes; HierarCaps
-(:mod:`meru.evaluation.hierarcaps`) its caption levels, hierarchy ids and the empty caption's embedding.
+(:mod:`meru.evaluation.hierarcaps`) its caption levels, hierarchy ids and the empty caption's embedding;
+caption-choice sets (:mod:`meru.evaluation.caption_choice`) every item's captions and which one is true.
 
 Reading is the data layer's: :func:`meru.data.evalsets.open_evalset` gives an ``EvalSet`` (name, task,
 class names, templates, class nodes, template sets, items) and :func:`meru.data.evalsets.open_text_pool` a
@@ -34,6 +35,7 @@ output as full-context padding. Progress goes to stderr as plain lines (count, r
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import torch
@@ -94,6 +96,20 @@ def embed_text_pool(
 # ----------------------------------------------------------------------------- CLI
 
 
+def checkpoint_entry(text: str | None) -> dict:
+    """``--checkpoint-entry JSON``: a JSON object (a ``pretrained.checkpoints`` entry), ``{}`` when not given;
+    ``ValueError`` in one line otherwise."""
+    if not text:
+        return {}
+    try:
+        entry = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--checkpoint-entry is not JSON ({e.msg} at column {e.colno}): {text[:80]!r}") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"--checkpoint-entry must be a JSON object (a checkpoint entry), got {text[:80]!r}")
+    return entry
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the model once, then embed each source into its ``--out`` (one process for many caches).
 
@@ -125,8 +141,11 @@ def run(args: argparse.Namespace) -> int:
     from meru.data.evalsets import open_evalset, open_text_pool
 
     try:
-        loader = load_openclip if is_openclip_spec(args.checkpoint) else load_model
-        model = loader(args.checkpoint).to(_device(args.device))
+        if is_openclip_spec(args.checkpoint):
+            model = load_openclip(args.checkpoint)
+        else:
+            model = load_model(args.checkpoint, entry=checkpoint_entry(getattr(args, "checkpoint_entry", None)))
+        model = model.to(_device(args.device))
         amp = getattr(args, "amp", "auto")
         for (kind, source), name, out in zip(sources, names, args.out):
             if kind == "text_pool":

@@ -2,13 +2,15 @@
 
 A multinomial logistic regression (``sklearn.linear_model.LogisticRegression(C, max_iter=1000,
 random_state=0)``) is trained on the train-set features. The inverse regularisation ``C`` is chosen
-on a validation split carved from the train embeddings (``val_fraction``, stratified, seed 0) as in the
-official MERU evaluator (after CLIP): first pass over ``C in {1e-6, 1e-4, 1e-2, 1, 1e2, 1e4, 1e6}``;
+on a validation split: by default carved from the train embeddings (``val_fraction``, stratified, seed 0);
+given a validation cache (``--val-embeddings``: the dataset's own ``val`` split, as the official MERU evaluator
+does where the dataset has one; ``evaluation.linear_probe_val: dataset``, docs/DEVIATIONS.md), the probe fits on
+all of train and is scored on it. The search follows the official evaluator (after CLIP): first pass over ``C in {1e-6, 1e-4, 1e-2, 1, 1e2, 1e4, 1e6}``;
 then 4 refinement steps that try ``C_best / delta`` and ``C_best * delta`` with ``delta = 10, 10^(1/2),
 10^(1/4), 10^(1/8)`` (binary search in log space). Selection criterion: validation mean per-class
 accuracy (torchmetrics' macro ``MulticlassAccuracy``, what the official code uses); strict improvement
-is needed to move. The final classifier is refit on train + validation with the chosen C and scored
-on the test embeddings: ``top1`` and ``mean_per_class`` (in %).
+is needed to move. The final classifier is refit on train + validation (with a carved slice: all of
+train) with the chosen C and scored on the test embeddings: ``top1`` and ``mean_per_class`` (in %).
 
 The fits run with BLAS/OpenMP limited to one thread (threadpoolctl): on these small problems
 (thousands x hundreds) a multi-threaded BLAS only adds synchronisation; on the 2-vCPU developers' machine
@@ -80,6 +82,23 @@ def search_cost(x_tr, y_tr, x_val, y_val, max_iter: int = 1000) -> tuple[float, 
     return float(best_c), float(best), history
 
 
+def _features(cache: EmbeddingCache) -> tuple[np.ndarray, np.ndarray]:
+    """``(image_feats [N, W] float32, labels [N] int64)`` of a classification cache."""
+    return cache.image_feats.float().numpy(), cache.labels.long().numpy()
+
+
+def _check_val_cache(train_cache: EmbeddingCache, val_cache: EmbeddingCache, width: int) -> None:
+    """A validation cache must be of the train set's classes (same names, same order) and feature width."""
+    val_cache.require("image_feats", "labels", what="a classification embedding cache")
+    if val_cache.image_feats.shape[1] != width:
+        raise ValueError(f"validation features have width {val_cache.image_feats.shape[1]} but train features {width}")
+    if val_cache.classnames != train_cache.classnames:
+        raise ValueError(
+            f"the validation cache ({val_cache.dataset}) has other class names than the train cache "
+            f"({train_cache.dataset}): embed the val split of the probe's own dataset"
+        )
+
+
 def evaluate_linear_probe(
     train_cache: EmbeddingCache,
     test_cache: EmbeddingCache,
@@ -87,20 +106,28 @@ def evaluate_linear_probe(
     n_boot: int = 1000,
     seed: int = 0,
     max_iter: int = 1000,
+    val_cache: EmbeddingCache | None = None,
 ) -> Measurement:
-    """Fit the probe on ``train_cache`` (with C search) and score it on ``test_cache``. Per item: ``correct``,
-    ``pred``, ``label``; details: ``n_train``, ``cost`` (chosen C), ``val_mean_per_class`` (%), ``cost_search``."""
+    """Fit the probe on ``train_cache`` (with C search on a ``val_fraction`` slice of it, or on ``val_cache``
+    when given) and score it on ``test_cache``. Per item: ``correct``, ``pred``, ``label``; details: ``n_train``,
+    ``validation`` (``slice`` / ``dataset``), ``n_val``, ``cost`` (chosen C), ``val_mean_per_class`` (%),
+    ``cost_search``."""
     for c in (train_cache, test_cache):
         c.require("image_feats", "labels", what="a classification embedding cache")
-    x = train_cache.image_feats.float().numpy()
-    y = train_cache.labels.long().numpy()
-    xt = test_cache.image_feats.float().numpy()
-    yt = test_cache.labels.long().numpy()
+    x, y = _features(train_cache)
+    xt, yt = _features(test_cache)
     if x.shape[1] != xt.shape[1]:
         raise ValueError(f"train features have width {x.shape[1]} but test features {xt.shape[1]}: different models?")
-    tr, va = split_train_val(y, val_fraction)
-    best_c, best_val, history = search_cost(x[tr], y[tr], x[va], y[va], max_iter)
-    clf = _fit(x, y, best_c, max_iter)
+    if val_cache is None:
+        tr, va = split_train_val(y, val_fraction)
+        x_tr, y_tr, x_val, y_val = x[tr], y[tr], x[va], y[va]
+        x_fit, y_fit = x, y
+    else:
+        _check_val_cache(train_cache, val_cache, x.shape[1])
+        (x_tr, y_tr), (x_val, y_val) = (x, y), _features(val_cache)
+        x_fit, y_fit = np.concatenate([x, x_val]), np.concatenate([y, y_val])
+    best_c, best_val, history = search_cost(x_tr, y_tr, x_val, y_val, max_iter)
+    clf = _fit(x_fit, y_fit, best_c, max_iter)
     pred = clf.predict(xt)
     correct = (pred == yt).astype(np.int64)
     metrics = {"top1": 100.0 * correct.mean(), "mean_per_class": 100.0 * mean_per_class(correct, yt)}
@@ -117,6 +144,8 @@ def evaluate_linear_probe(
         per_item={"correct": correct.tolist(), "pred": pred.tolist(), "label": yt.tolist()},
         details={
             "n_train": int(len(y)),
+            "validation": "slice" if val_cache is None else "dataset",
+            "n_val": int(len(y_val)),
             "cost": best_c,
             "val_mean_per_class": 100.0 * best_val,
             "cost_search": [{"C": c, "val_mean_per_class": 100.0 * s} for c, s in history],
@@ -132,7 +161,16 @@ class LinearProbeTask(Task):
 
     name = "linear-probe"
     tables = ("linear_probe",)
-    arguments = (("--train-embeddings", {"help": "linear-probe: embedding cache of the probe's training set"}),)
+    arguments = (
+        ("--train-embeddings", {"help": "linear-probe: embedding cache of the probe's training set"}),
+        (
+            "--val-embeddings",
+            {
+                "help": "linear-probe: embedding cache of the dataset's val split, on which C is chosen "
+                "(default: a stratified 20%% slice of the training set)"
+            },
+        ),
+    )
 
     def evaluate(self, args, inputs) -> Evaluation:
         if args.train_embeddings is None:
@@ -141,8 +179,12 @@ class LinearProbeTask(Task):
             )
         train = EmbeddingCache.load(args.train_embeddings, "classification")
         cache = load_test_cache(args, "classification")
-        res = evaluate_linear_probe(train, cache, **bootstrap_options(args))
+        val_path = getattr(args, "val_embeddings", None)
+        val = EmbeddingCache.load(val_path, "classification") if val_path else None
+        res = evaluate_linear_probe(train, cache, val_cache=val, **bootstrap_options(args))
         inputs.train_embeddings = str(args.train_embeddings)
+        if val_path:
+            inputs.val_embeddings = str(val_path)
         m = res.metrics
         cb = {"logreg_acc1": m["top1"] / 100, "logreg_mean_per_class_recall": m["mean_per_class"] / 100}
         return Evaluation(res, cache, {"task": "linear_probe_logreg", "metrics": cb})

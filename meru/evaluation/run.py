@@ -1,9 +1,10 @@
 """`meru evaluate`: metrics from cached embeddings (see ``meru.evaluation.embed``) -> a metric record.
 
 Tasks: the registry :data:`meru.evaluation.tasks.TASKS` (``zeroshot``, ``retrieval``, ``linear-probe``,
-``structure``, ``traversal``, ``prompts``, ``hierarcaps``); ``--task T`` runs ``TASKS[T].evaluate``, which reads
-its caches and returns a :class:`meru.records.Measurement` (:class:`meru.evaluation.task.Evaluation`); this module
-adds the identity (:func:`identity`: ``kind``, ``model_name``, ``model_display``, ``size``, ``seed``, ``label``, ``dataset``, ``task``,
+``structure``, ``traversal``, ``prompts``, ``hierarcaps``, ``caption-choice``); ``--task T`` runs
+``TASKS[T].evaluate``, which reads its caches and returns a :class:`meru.records.Measurement`
+(:class:`meru.evaluation.task.Evaluation`); this module adds the identity (:func:`identity`: ``kind``,
+``model_name``, ``model_display``, ``size``, ``seed``, ``label``, ``dataset``, ``task``,
 ``geometry`` from :meth:`meru.spaces.Space.geometry`, so reporting labels axes without knowing model kinds)
 and the input files (``provenance``) and writes the :class:`meru.records.MetricRecord` to ``--out M.json``
 (atomically, strict JSON). Tasks that clip-benchmark also has (zero-shot, retrieval, linear-probe) also write

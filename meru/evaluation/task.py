@@ -7,7 +7,7 @@ declares
 * ``tables``: the names of the tables that show its records (``meru.reporting.tables.SPECS``, which select
   records by this name; reporting reads metric records only, so it never imports a task);
 * ``embeds`` and :meth:`Task.embed`: the kind of evaluation set (``classification``, ``retrieval``,
-  ``hierarcaps`` or ``text-pool``) whose embedding cache it adds fields to at ``meru embed`` time, and those
+  ``hierarcaps``, ``caption-choice`` or ``text-pool``) whose embedding cache it adds fields to at ``meru embed`` time, and those
   fields (``meru embed`` encodes the images once, :class:`meru.evaluation.encode.ImagePass`, then asks every
   task that embeds that kind);
 * ``arguments``: the ``meru evaluate`` flags only this task reads (``--tree``, ``--steps`` ...);

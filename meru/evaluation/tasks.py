@@ -6,6 +6,7 @@ Adding a task: a :class:`meru.evaluation.task.Task` subclass in its module, one 
 
 from __future__ import annotations
 
+from meru.evaluation.caption_choice import CaptionChoiceTask
 from meru.evaluation.hierarcaps import HierarCapsTask
 from meru.evaluation.linear_probe import LinearProbeTask
 from meru.evaluation.prompt_sensitivity import PromptSensitivityTask
@@ -26,11 +27,12 @@ TASKS: dict[str, Task] = {
         TraversalTask(),
         PromptSensitivityTask(),
         HierarCapsTask(),
+        CaptionChoiceTask(),
     )
 }
 
 
 def tasks_embedding(kind: str) -> list[Task]:
     """The tasks that add fields to caches of ``kind`` (``classification``, ``retrieval``, ``hierarcaps``,
-    ``text-pool``), in registry order."""
+    ``caption-choice``, ``text-pool``), in registry order."""
     return [t for t in TASKS.values() if t.embeds == kind]

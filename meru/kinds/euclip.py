@@ -50,7 +50,7 @@ class EuCLIP(CLIP):
 
     def _scale(self, raw: Tensor) -> Tensor:
         """``raw / sqrt(D)`` through the space, in float32 with autocast and TF32 off. ``[B, D] -> [B, D]``."""
-        with fp32_head(self.device.type):
+        with fp32_head(self.device.type, self.head_precision):
             return SPACE().lift(raw, self.embed_scale)
 
     def project_image(self, raw: Tensor) -> Tensor:

@@ -53,7 +53,7 @@ class MERU(CLIP):
 
     def lift(self, raw: Tensor, log_alpha: Tensor) -> Tensor:
         """``exp_map0(alpha * v, c)`` through the space, in float32 with autocast and TF32 off. ``[B, D] -> [B, D]``."""
-        with fp32_head(self.device.type):
+        with fp32_head(self.device.type, self.head_precision):
             return SPACE(self.curv.float().exp()).lift(raw, log_alpha.float().exp())
 
     def project_image(self, raw: Tensor) -> Tensor:

@@ -8,8 +8,10 @@ Every model exposes the same projection API: ``project_image(raw)`` / ``project_
 features -> embeddings of its space), ``projection_scales()`` (the ``alpha`` of each tower, or None) and
 ``space()`` (its :mod:`meru.spaces` space).
 
-The hyperbolic head (alpha scaling, exp map, distances, losses) always runs in float32 with TF32 off,
-whatever autocast is active (:func:`fp32_head`), because reduced precision destroys small Lorentz distances.
+The hyperbolic head (alpha scaling, exp map, distances, losses) runs in float32 with TF32 off, whatever
+autocast is active (:func:`fp32_head`), because reduced precision destroys small Lorentz distances. Training may
+leave it under the surrounding autocast instead (``precision.head: autocast``, the official code's; the model's
+and the loss's ``head_precision``; docs/DEVIATIONS.md).
 """
 
 from __future__ import annotations
@@ -31,9 +33,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 LOGIT_SCALE_MAX = math.log(100.0)
 
 
+HEAD_PRECISIONS = ("fp32", "autocast")
+
+
 @contextlib.contextmanager
-def fp32_head(device_type: str = "cpu"):
-    """Disable autocast (any device) and TF32 inside the block; callers cast inputs with ``.float()``."""
+def fp32_head(device_type: str = "cpu", precision: str = "fp32"):
+    """Disable autocast (any device) and TF32 inside the block; callers cast inputs with ``.float()``.
+    ``precision="autocast"``: change nothing, so the block runs under the surrounding autocast (its matrix
+    products in fp16/bf16, autocast's float32 ops such as exp, acosh, norms and cross-entropy in float32)."""
+    if precision not in HEAD_PRECISIONS:
+        raise ValueError(f"head precision {precision!r}: choose one of {', '.join(HEAD_PRECISIONS)}")
+    if precision == "autocast":
+        yield
+        return
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -55,6 +67,7 @@ class CLIP(nn.Module):
     """CLIP baseline. ``images``: ``[B, 3, H, W]`` in ``[0, 1]``; ``tokens``: ``[B, L]`` token ids."""
 
     kind = BASELINE
+    head_precision = "fp32"  # fp32_head's precision for the lift (training may set "autocast")
 
     def __init__(self, size: str = "tiny"):
         super().__init__()

@@ -52,6 +52,7 @@ def parameter_counts(kind: str, size: str) -> dict[str, int]:
         visual += width * spec.embed_dim
     w = spec.text_width
     text = spec.vocab_size * w + spec.context_length * w + spec.text_layers * _block(w) + 2 * w + w * spec.embed_dim
+    text += get_kind(kind).text_heads * (w + 1)
     other = get_kind(kind).scalars
     total = visual + text + other
     return {
@@ -83,9 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'size':<10} {'kind':<6} {'total':>12} {'visual':>12} {'text':>12}  description")
+    print(f"{'size':<10} {'kind':<8} {'total':>12} {'visual':>12} {'text':>12}  description")
     for r in rows:
         print(
-            f"{r['size']:<10} {r['kind']:<6} {r['total']:>12,} {r['visual']:>12,} {r['text']:>12,}  {r['description']}"
+            f"{r['size']:<10} {r['kind']:<8} {r['total']:>12,} {r['visual']:>12,} {r['text']:>12,}  {r['description']}"
         )
     return 0

@@ -53,13 +53,15 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 
 class OpenClipModel(nn.Module):
-    """An open_clip model behind the CLIP interface of :mod:`meru.models.clip_meru` (the baseline's kind)."""
+    """An open_clip model behind the CLIP interface of :mod:`meru.models.clip_meru`: the baseline's kind, or
+    (``kind``, ``space``, ``alphas``) another kind's lift ``space.lift(raw, alpha)`` of the projected features
+    (EuCLIP: ``raw / sqrt(D)``; MERU: ``exp_map0(alpha * raw, c)``)."""
 
-    kind = BASELINE
-
-    def __init__(self, model: nn.Module, tokenizer, name: str, image_size: int, mean, std):
+    def __init__(self, model: nn.Module, tokenizer, name: str, image_size: int, mean, std, kind: str = BASELINE,
+                 space=None, alphas: tuple[float | None, float | None] = (None, None)):  # fmt: skip
         super().__init__()
         self.model, self._tokenizer = model, tokenizer
+        self.kind, self._space, self._alphas = kind, space, alphas
         self.size, self.image_size = name, int(image_size)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -76,19 +78,23 @@ class OpenClipModel(nn.Module):
         return self._tokenizer(texts)
 
     def space(self):
-        """CLIP geometry: the unit sphere (cosine scores)."""
+        """The kind's space; CLIP geometry by default: the unit sphere (cosine scores)."""
         from meru.spaces import EuclideanSphere
 
-        return EuclideanSphere()
+        return EuclideanSphere() if self._space is None else self._space
 
     def project_image(self, raw: Tensor) -> Tensor:
-        return torch.nn.functional.normalize(raw, dim=-1)
+        if self._space is None:
+            return torch.nn.functional.normalize(raw, dim=-1)
+        return self._space.lift(raw, self._alphas[0])
 
     def project_text(self, raw: Tensor) -> Tensor:
-        return torch.nn.functional.normalize(raw, dim=-1)
+        if self._space is None:
+            return torch.nn.functional.normalize(raw, dim=-1)
+        return self._space.lift(raw, self._alphas[1])
 
     def projection_scales(self) -> dict:
-        return {"visual_alpha": None, "textual_alpha": None}
+        return {"visual_alpha": self._alphas[0], "textual_alpha": self._alphas[1]}
 
     def _normalise(self, images: Tensor) -> Tensor:
         return (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
@@ -112,12 +118,18 @@ class OpenClipModel(nn.Module):
             return self.model.encode_image(self._normalise(images), normalize=False)
 
     def encode_image(self, images: Tensor, project: bool = True) -> Tensor:
-        """``[B, 3, S, S]`` in [0, 1] -> ``[B, D]`` (unit vectors if ``project``)."""
-        return self.model.encode_image(self._normalise(images), normalize=project)
+        """``[B, 3, S, S]`` in [0, 1] -> ``[B, D]`` (the kind's embeddings if ``project``, e.g. unit vectors)."""
+        if self._space is None:
+            return self.model.encode_image(self._normalise(images), normalize=project)
+        raw = self.model.encode_image(self._normalise(images), normalize=False)
+        return self.project_image(raw) if project else raw
 
     def encode_text(self, tokens: Tensor, project: bool = True) -> Tensor:
-        """``[B, L]`` tokens -> ``[B, D]`` (unit vectors if ``project``; raw projected features otherwise)."""
-        return self.model.encode_text(tokens, normalize=project)
+        """``[B, L]`` tokens -> ``[B, D]`` (the kind's embeddings if ``project``; raw projected features otherwise)."""
+        if self._space is None:
+            return self.model.encode_text(tokens, normalize=project)
+        raw = self.model.encode_text(tokens, normalize=False)
+        return self.project_text(raw) if project else raw
 
 
 def _first_lines(exc: BaseException, n: int = 1, limit: int = 200) -> str:
@@ -150,12 +162,7 @@ def load_openclip(spec: str, map_location="cpu") -> OpenClipModel:
     import open_clip
 
     name, weights = parse_spec(spec)
-    if name.endswith(".json"):
-        cfg = Path(name)
-        if not cfg.is_file():
-            raise ExternalModelError(f"--checkpoint {spec!r}: model config {cfg} not found")
-        open_clip.add_model_config(cfg)
-        name = cfg.stem
+    name = _register_config(name, f"--checkpoint {spec!r}")
     if weights is not None:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"--checkpoint {spec!r}: weights file {weights} not found")
@@ -170,12 +177,52 @@ def load_openclip(spec: str, map_location="cpu") -> OpenClipModel:
         tokenizer = open_clip.get_tokenizer(name)
     except (OSError, RuntimeError, ValueError, AssertionError) as e:
         raise _load_error(spec, name, weights, offline, e) from None
+    out = _wrap(model, tokenizer, name)
+    out.checkpoint_info = {"step": None, "config": {"openclip": {"model": name, "weights": weights}}}
+    return out.eval()
+
+
+def _register_config(name: str, where: str) -> str:
+    """An open_clip model name; a model config ``.json`` is registered with open_clip and its stem returned."""
+    import open_clip
+
+    if not name.endswith(".json"):
+        return name
+    cfg = Path(name)
+    if not cfg.is_file():
+        raise ExternalModelError(f"{where}: model config {cfg} not found")
+    open_clip.add_model_config(cfg)
+    return cfg.stem
+
+
+def _wrap(model: nn.Module, tokenizer, name: str, **kind) -> OpenClipModel:
+    """``model`` behind :class:`OpenClipModel`, with its own image size and pixel mean/std (``kind``: its
+    ``kind`` / ``space`` / ``alphas``)."""
+    import open_clip
+
     visual = model.visual
     size = visual.image_size if hasattr(visual, "image_size") else 224
     size = size[0] if isinstance(size, (tuple, list)) else size
     pp = getattr(visual, "preprocess_cfg", None) or {}
     mean = pp.get("mean", getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
     std = pp.get("std", getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
-    out = OpenClipModel(model.eval(), tokenizer, f"openclip-{Path(name).name}", size, mean, std)
-    out.checkpoint_info = {"step": None, "config": {"openclip": {"model": name, "weights": weights}}}
-    return out.eval()
+    return OpenClipModel(model.eval(), tokenizer, f"openclip-{Path(name).name}", size, mean, std, **kind)
+
+
+def build_openclip(arch: str, state: dict, where: str, kind: str = BASELINE, space=None, alphas=(None, None)):
+    """The open_clip architecture ``arch`` (a name or a model config .json) with the tower weights ``state``
+    (strict), behind :class:`OpenClipModel` as ``kind`` (``space``, ``alphas``: its lift); one-line
+    :class:`ExternalModelError` naming ``where`` otherwise."""
+    import open_clip
+
+    name = _register_config(arch, where)
+    if name not in open_clip.list_models():
+        raise ExternalModelError(f"{where}: {name!r} is not an open_clip architecture (open_clip.list_models())")
+    model = open_clip.create_model(name, pretrained=None, device="cpu")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ExternalModelError(
+            f"{where}: does not fit open_clip architecture {name!r}: {_first_lines(e, 2)}"
+        ) from None
+    return _wrap(model, open_clip.get_tokenizer(name), name, kind=kind, space=space, alphas=alphas).eval()

@@ -38,7 +38,8 @@ VIT_VARIANTS: dict[str, tuple[int, int, int, int, int]] = {
 CONV_VARIANTS: dict[str, tuple[int, int, tuple[tuple[int, int], ...]]] = {
     "meru_convnet_tiny_32": (32, 8, ((8, 2), (16, 2))),
     "meru_convnet_cpu_32": (32, 32, ((32, 2), (64, 2), (128, 2))),
-    # the sizes study (configs/sizes.yaml): the cpu-conv trunk at 1/2 and 2x its channel widths
+    # the sizes study (configs/sizes.yaml): the cpu-conv trunk at 1/4, 1/2 and 2x its channel widths
+    "meru_convnet_cpuxxs_32": (32, 8, ((8, 2), (16, 2), (32, 2))),
     "meru_convnet_cpuxs_32": (32, 16, ((16, 2), (32, 2), (64, 2))),
     "meru_convnet_cpul_32": (32, 64, ((64, 2), (128, 2), (256, 2))),
 }
@@ -73,7 +74,10 @@ MODEL_SIZES: dict[str, ModelSize] = {
         description="default workflow on 2 CPU cores (SynthHier, 32 px): conv image tower",
     ),
     # the sizes study (configs/sizes.yaml): cpu-conv with both towers scaled together (image trunk channels and
-    # text width 1/2 and 2x; embedding width scaled alike), spanning ~16x non-embedding parameters
+    # text width 1/4, 1/2 and 2x; embedding width scaled alike)
+    "cpu-conv-xxs": ModelSize(
+        "meru_convnet_cpuxxs_32", 32, 2, 16, 2, 16, 16, description="sizes study: cpu-conv at quarter width"
+    ),
     "cpu-conv-xs": ModelSize(
         "meru_convnet_cpuxs_32", 32, 2, 32, 2, 16, 32, description="sizes study: cpu-conv at half width"
     ),

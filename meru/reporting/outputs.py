@@ -18,6 +18,7 @@ TABLES = (
     "structure_pairs",
     "root_distance",
     "traversal",
+    "caption_choice",
 )
 TABLE_SUFFIXES = (".csv", ".md", ".tex", ".html", "_stats.csv")
 # `meru claims` / `meru reproduce` / `meru prompt-sensitivity`: csv + md each

@@ -149,7 +149,8 @@ def zeroshot_bars(records: list[MetricRecord], path: Path) -> list[Path]:
         ax.grid(axis="y", lw=0.4, alpha=0.5)
     axes[0, 0].set_ylabel(f"zero-shot {df.block.iloc[0].lower()} accuracy (%)", fontsize=9)
     size_note = f"model size {sizes[0]}; " if len(sizes) == 1 else ""
-    fig.suptitle(f"Zero-shot accuracy per dataset ({size_note}SynthHier: taxonomy level)", fontsize=10)
+    synth = "taxonomy level or attribute" if any(c.endswith(" (attribute)") for c in columns) else "taxonomy level"
+    fig.suptitle(f"Zero-shot accuracy per dataset ({size_note}SynthHier: {synth})", fontsize=10)
     handles = [plt.Line2D([], [], color="0.3", marker="_", ms=14, mew=2.5, ls="none", label="mean over seeds")]
     handles += [
         plt.Line2D([], [], color="0.3", marker=style[s][0], ms=4, ls="none", label=f"seed {s} (95% CI)") for s in seeds
@@ -161,14 +162,13 @@ def zeroshot_bars(records: list[MetricRecord], path: Path) -> list[Path]:
 
 
 def _chance_by_column(records: list[MetricRecord], df) -> dict[str, float]:
-    """Chance accuracy (%) 100 / n_classes per zero-shot table column (column = dataset name without the
-    ``synthhier-`` prefix, as :func:`zeroshot_frame` shows it)."""
+    """Chance accuracy (%) 100 / n_classes per zero-shot table column (column = the dataset's table label,
+    :func:`meru.reporting.tables.dataset_label`, as :func:`zeroshot_frame` shows it)."""
     out = {}
+    columns = set(df["column"])
     for r in records:
-        if r.task == "zeroshot" and r.details.get("n_classes"):
-            for column in set(df["column"]):
-                if r.dataset == column or r.dataset.endswith("-" + column):
-                    out[column] = 100.0 / r.details["n_classes"]
+        if r.task == "zeroshot" and r.details.get("n_classes") and tables.dataset_label(r.dataset) in columns:
+            out[tables.dataset_label(r.dataset)] = 100.0 / r.details["n_classes"]
     return out
 
 

@@ -53,6 +53,7 @@ from meru.reporting.records import (
 )
 
 SYNTH_LEVELS = ("category", "family", "shape")
+SYNTH_ATTRIBUTES = ("colour", "count", "size", "texture")  # flat zero-shot tasks, columns after the levels
 
 METRIC_LABELS = {
     "top1": "Top-1",
@@ -84,6 +85,8 @@ METRIC_LABELS = {
     "modality_gap": "Modality gap",
     "monotonic_frac": "Monotonic",
     "precision": "Precision",
+    "acc": "Accuracy",
+    "acc_macro": "Macro accuracy over groups",
 }
 _RECALL = re.compile(r"(i2t|t2i)_r(\d+)")
 _TOPK = re.compile(r"top(\d+)")
@@ -97,16 +100,20 @@ def metric_label(metric: str) -> str:
 
 
 def dataset_label(dataset: str) -> str:
-    """``synthhier-shape`` -> ``shape`` (SynthHier level), ``synthhier-retrieval`` -> ``synthhier``; other names
-    unchanged."""
+    """``synthhier-shape`` -> ``shape`` (SynthHier level), ``synthhier-size`` -> ``size (attribute)`` (a SynthHier
+    attribute task; never a bare ``size``, the tables' model-size column), ``synthhier-retrieval`` -> ``synthhier``;
+    other names unchanged."""
     if dataset == "synthhier-retrieval":
         return "synthhier"
-    return dataset.removeprefix("synthhier-")
+    name = dataset.removeprefix("synthhier-")
+    return f"{name} (attribute)" if name != dataset and name in SYNTH_ATTRIBUTES else name
 
 
 def _dataset_key(dataset: str):
-    d = dataset_label(dataset)
-    return (SYNTH_LEVELS.index(d) if d in SYNTH_LEVELS else len(SYNTH_LEVELS), d)
+    """Column order: SynthHier levels coarse to leaf, then its attribute tasks, then other datasets by name."""
+    name = dataset.removeprefix("synthhier-") if dataset.startswith("synthhier-") else None
+    synth = SYNTH_LEVELS + SYNTH_ATTRIBUTES
+    return (synth.index(name), "") if name in synth else (len(synth), dataset_label(dataset))
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,16 @@ SPECS: tuple[TableSpec, ...] = (
         ("monotonic_frac", "precision"),
         False,
         3,
+    ),
+    TableSpec(
+        "caption_choice",
+        "Caption choice (SugarCrepe, ARO): the model's own similarity picks the true caption among hard negatives; "
+        "a tie earns 1/(tied captions)",
+        "accuracy, %",
+        "caption-choice",
+        ("acc", "acc_macro"),
+        True,
+        1,
     ),
 )
 TABLES = tuple(s.name for s in SPECS)

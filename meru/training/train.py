@@ -4,7 +4,7 @@ Recipe (paper / official code): AdamW, no weight decay on 1-D parameters (norm g
 the scalars logit_scale, curv, visual_alpha, textual_alpha; linear warmup for ``w`` steps, then
 half-cosine decay, lr(t) = lr * cos^2(pi/2 * (t - w) / (T - w)) = lr * (1 + cos(pi (t-w)/(T-w))) / 2.
 The global batch is fixed: each of ``W`` ranks takes ``B / W`` samples per step, split into
-``grad_accum`` micro-batches. Exact resume: model, optimiser, scheduler, RNG states and the loader's
+``grad_accum`` micro-batches. Exact resume: model, optimiser, scheduler, GradScaler (fp16), RNG states and the loader's
 stream position are saved atomically to RUNDIR/ckpt/last.pt.
 
 Reads top to bottom: the pieces (schedule, parameter groups, RNG state, :func:`train_step`), the run directory
@@ -18,6 +18,7 @@ record is emitted) and the loop itself (:func:`_train_locked`). One rank's failu
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -146,6 +147,7 @@ def train_step(
     grad_clip=None,
     amp_dtype=None,
     device_logs=False,
+    scaler=None,
 ):
     """One optimiser step over ``micro_batches`` (list of (images, tokens)); returns (logs, finite).
 
@@ -153,6 +155,11 @@ def train_step(
     values are summed on the device; the step's only host sync is the finite check before the
     optimiser step. ``device_logs=True`` returns them as 0-dim device tensors (read them with
     :func:`read_logs` when logging), else as floats.
+
+    ``scaler`` (a ``torch.amp.GradScaler``, ``precision.amp = fp16``): the backward pass runs on
+    ``scale * loss``; gradients are unscaled before clipping; a step whose gradients overflow is skipped
+    by the scaler, which halves ``scale`` (logged as ``amp_scale``). That is fp16's normal working, not a
+    failure: ``finite`` then speaks of the loss alone.
     """
     optimizer.zero_grad(set_to_none=True)
     n = len(micro_batches)
@@ -167,17 +174,28 @@ def train_step(
             logs = loss_fn(out)
             nonfinite = ~torch.isfinite(logs["loss"].detach())
             bad = nonfinite if bad is None else bad | nonfinite
-            (logs["loss"] / n).backward()
+            (logs["loss"] / n if scaler is None else scaler.scale(logs["loss"] / n)).backward()
         for k, v in logs.items():
             v = _detached(v) / n
             sums[k] = sums[k] + v if k in sums else v
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     params = [p for p in model.parameters() if p.grad is not None]
     gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else float("inf"))
-    finite = not bool(bad | ~torch.isfinite(gnorm))  # the one host sync of the step
     sums["grad_norm"] = gnorm.detach().float()
-    if finite:
-        optimizer.step()
-        base_model(model).after_optimizer_step()
+    if scaler is not None:
+        finite = not bool(bad)  # the one host sync of the step
+        if finite:
+            scaler.step(optimizer)  # skipped by the scaler when a gradient overflowed
+        scaler.update()
+        sums["amp_scale"] = scaler.get_scale()
+    else:
+        finite = not bool(bad | ~torch.isfinite(gnorm))  # the one host sync of the step
+        if finite:
+            optimizer.step()
+    after_step = getattr(base_model(model), "after_optimizer_step", None)  # e.g. EuCLIP's logit-scale floor
+    if finite and after_step is not None:
+        after_step()
     scheduler.step()
     return (sums if device_logs else read_logs(sums)), finite
 
@@ -209,11 +227,21 @@ APPLICABLE_ON_RESUME = (
     "optim.grad_clip",
     "model.entail_weight",
     "precision.amp",
+    "precision.head",
     "data.augment",
     "data.sample_captions",
     "data.subreddit_prefix_prob",
+    "data.subreddit_segmenter",
     "data.scale",
 )
+# Keys added after checkpoints were written: a checkpoint without one ran with this value (its old behaviour).
+ADDED_KEYS = {
+    "precision.head": "fp32",
+    "data.subreddit_segmenter": "wordlist",
+    "optim.decay_gains_biases": False,
+    "model.learn_alpha": True,
+    "model.logit_scale_floor": 0.0,  # an EuCLIP run saved before the floor existed resumes with it (the fix)
+}
 
 
 def _flatten(cfg: dict, prefix: str = "") -> dict:
@@ -230,6 +258,7 @@ def _flatten(cfg: dict, prefix: str = "") -> dict:
 def trajectory_changes(saved: dict, cfg: dict) -> dict[str, tuple]:
     """``{key: (checkpoint value, new value)}`` for every trajectory key that differs."""
     a, b = _flatten(saved), _flatten(cfg)
+    a.update({k: v for k, v in ADDED_KEYS.items() if k not in a and k in b})
     keys = sorted(
         k
         for k in set(a) | set(b)
@@ -421,8 +450,16 @@ def micro_batch_size(cfg: dict, world: int) -> int:
 
 
 def autocast_dtype(amp: str, device: torch.device):
-    """bf16 for ``precision.amp = bf16`` (or ``auto`` on a GPU), else None (fp32)."""
+    """bf16 for ``precision.amp = bf16`` (or ``auto`` on a GPU), fp16 for ``fp16`` (the official code's), else
+    None (fp32)."""
+    if amp == "fp16":
+        return torch.float16
     return torch.bfloat16 if (amp == "bf16" or (amp == "auto" and device.type == "cuda")) else None
+
+
+def grad_scaler(amp_dtype, device: torch.device):
+    """A ``torch.amp.GradScaler`` for fp16 autocast (as the official code), else None (bf16 and fp32 need none)."""
+    return torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
 
 def build_training_model(cfg: dict, device: torch.device):
@@ -505,10 +542,10 @@ class Checkpointer:
     step, log history, config) and ``RUNDIR/model.pt``. Rank 0 writes, atomically, and only weights that are
     finite and not exploded (:func:`meru.models.checkpoints.require_sane` against the initial scales)."""
 
-    def __init__(self, out: Path, cfg: dict, model, optimizer, scheduler, loader, rank: int, world: int):
+    def __init__(self, out: Path, cfg: dict, model, optimizer, scheduler, loader, rank: int, world: int, scaler=None):
         from meru.models.checkpoints import tensor_scales
 
-        self.out, self.cfg, self.rank, self.world = out, cfg, rank, world
+        self.out, self.cfg, self.rank, self.world, self.scaler = out, cfg, rank, world, scaler
         self.model, self.optimizer, self.scheduler, self.loader = model, optimizer, scheduler, loader
         self.path = out / "ckpt" / "last.pt"
         self.initial = tensor_scales(model.state_dict())  # before any resume: the initial scales
@@ -527,6 +564,8 @@ class Checkpointer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):  # fp16: the loss scale and its growth counter
+            self.scaler.load_state_dict(state["scaler"])
         own = lambda v: v[self.rank] if isinstance(v, list) else v  # noqa: E731 (per-rank lists; old: one dict)
         self.loader.load_state_dict(own(state["loader"]))
         set_rng_state(own(state["rng"]))
@@ -558,6 +597,8 @@ class Checkpointer:
                 "config": self.cfg,
                 "history": run.history,
             }
+            if self.scaler is not None:
+                state["scaler"] = self.scaler.state_dict()
             save_torch(self.path, state)
         self.saved_step = run.step
 
@@ -732,15 +773,18 @@ def _train_locked(cfg: dict, out: Path, resume: str, loader, apply_config_change
     init_distributed(rank, world, device)
     micro = micro_batch_size(cfg, world)
     amp_dtype = autocast_dtype(cfg["precision"]["amp"], device)
+    scaler = grad_scaler(amp_dtype, device)
     model, optimizer, scheduler = build_training_model(cfg, device)
+    model.head_precision = cfg["precision"]["head"]  # fp32, or the surrounding autocast (official code)
     loader = loader if loader is not None else build_loader(cfg, model, device, micro, rank, world)
-    ckpt = Checkpointer(out, cfg, model, optimizer, scheduler, loader, rank, world)
+    ckpt = Checkpointer(out, cfg, model, optimizer, scheduler, loader, rank, world, scaler)
     run = ckpt.resume(apply_config_changes) if resume == "auto" else RunState()
     if rank == 0:  # log.jsonl = the checkpoint's history (drops rows after it; restores a deleted log)
         write_log(out / "log.jsonl", run.history)
         write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))  # the validated, merged config
     fwd_model = wrap_model(model, rt, world, device)
     loss_fn = build_loss(mc["kind"], entail_weight=mc["entail_weight"], rank=rank, world_size=world)
+    loss_fn.head_precision = model.head_precision
     log = RunLog(out, cfg, device, amp_dtype, run, rank, world, lock)
     batches = iter(loader)
     while run.step < oc["total_steps"]:
@@ -753,7 +797,15 @@ def _train_locked(cfg: dict, out: Path, resume: str, loader, apply_config_change
         log.count(micro_batches)
         on_device = [to_device(b, device) for b in micro_batches]
         logs, finite = train_step(
-            fwd_model, loss_fn, on_device, optimizer, scheduler, oc["grad_clip"], amp_dtype, device_logs=True
+            fwd_model,
+            loss_fn,
+            on_device,
+            optimizer,
+            scheduler,
+            oc["grad_clip"],
+            amp_dtype,
+            device_logs=True,
+            scaler=scaler,
         )
         run.step += 1
         if not finite:
@@ -784,6 +836,11 @@ def preflight(cfg: dict, source: str) -> None:
         resolve_shards(train_data)
     except (IncompleteDatasetError, FileNotFoundError, ValueError) as e:
         raise ConfigError(f"{source}: data.train = {train_data!r}: {e}") from None
+    if cfg["data"]["subreddit_segmenter"] == "wordsegment" and importlib.util.find_spec("wordsegment") is None:
+        raise ConfigError(
+            f"{source}: data.subreddit_segmenter = wordsegment needs the wordsegment package: pip install "
+            "wordsegment==1.3.1 (or the [train] extra), or use wordlist"
+        )
     dev = cfg["runtime"]["device"]
     if dev.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"{source}: runtime.device = {dev!r} but no CUDA device is available; use auto or cpu")

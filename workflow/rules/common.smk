@@ -63,6 +63,26 @@ REFERENCE = config.get("reference") or "none"
 # the training data of this run's models ("redcaps" for released checkpoints without a `data:` entry)
 TRAINING_DATA = "redcaps" if PRETRAINED else config["data"]["source"]
 SYNTH_LEVELS = SYNTH.get("levels", ["category", "family", "shape"])  # zero-shot levels, coarse to leaf
+# zero-shot attribute tasks (eval/zeroshot_{attr}: colour, count, size, texture); none unless the config asks
+SYNTH_ATTRIBUTES = SYNTH.get("attributes", [])
+
+
+def _check_attribute_sets():
+    """An existing {DATA}/synthhier made before the attribute sets cannot serve `data.synthhier.attributes`:
+    one line naming the fix and exit 1, so no attribute column is ever silently missing."""
+    import sys
+
+    if not (SYNTH_ATTRIBUTES and EVAL.get("synthhier", False) and os.path.isdir(f"{DATA}/synthhier")):
+        return
+    from meru.data.synthhier import attribute_sets_error
+
+    message = attribute_sets_error(f"{DATA}/synthhier", SYNTH_ATTRIBUTES)
+    if message:
+        print(f"config error: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
+_check_attribute_sets()
 
 
 def _validate_train_sections():
@@ -115,7 +135,7 @@ def synth_evals():
     """(metric name, task) for every SynthHier evaluation."""
     if not EVAL.get("synthhier", False):
         return []
-    out = [f"zeroshot-synthhier-{lvl}" for lvl in SYNTH_LEVELS]
+    out = [f"zeroshot-synthhier-{name}" for name in SYNTH_LEVELS + SYNTH_ATTRIBUTES]
     out += ["retrieval-synthhier", "linear-probe-synthhier", "structure-synthhier", "traversal-synthhier"]
     return out
 
@@ -124,7 +144,28 @@ def real_evals():
     out = [f"zeroshot-{_dataset_name(d)}" for d in EVAL.get("zeroshot", [])]
     out += [f"retrieval-{_dataset_name(d)}" for d in EVAL.get("retrieval", [])]
     out += [f"linear-probe-{d}" for d in linear_probe_names()]
+    out += [f"caption-choice-{d}" for d in caption_choice_names()]
     return out
+
+
+def caption_choice_names():
+    """Eval-set names of `evaluation.caption_choice` (`sugar_crepe/add_att` -> `sugar_crepe_add_att`: the folder
+    under evalsets_root and the records' dataset name; meru.data.caption_choice)."""
+    from meru.data.caption_choice import set_name
+
+    return [set_name(entry) for entry in EVAL.get("caption_choice") or []]
+
+
+def evalset_prepare_args(dataset):
+    """`meru evalsets prepare` flags of an eval set beyond --dataset/--root: a caption-choice set's released files
+    come from `evaluation.caption_choice_sources.{sugar_crepe,aro}` (`--source DIR`), where they lie as their
+    authors release them (meru.data.caption_choice)."""
+    from meru.data.caption_choice import is_caption_choice_set, split_set
+
+    if not is_caption_choice_set(dataset):
+        return []
+    source = (EVAL.get("caption_choice_sources") or {}).get(split_set(dataset)[0])
+    return ["--source", source] if source else []
 
 
 def metric_files():
@@ -132,7 +173,8 @@ def metric_files():
 
 
 def zeroshot_datasets():
-    """Zero-shot metric names (`synthhier-{level}`, real dataset names) that get a prompt-sensitivity record."""
+    """Zero-shot metric names (`synthhier-{level}`, real dataset names) that get a prompt-sensitivity record
+    (not the attribute tasks: their class names are whole phrases, which the other template sets do not fit)."""
     out = [f"synthhier-{lvl}" for lvl in SYNTH_LEVELS] if EVAL.get("synthhier", False) else []
     return out + list(EVAL.get("zeroshot", []))
 
@@ -187,6 +229,7 @@ _check_slurm_extra()
 
 from meru.reporting.outputs import FINAL_TABLES, PLOTS as ALL_PLOTS, TABLES  # names of the reporting outputs
 from meru.reporting.outputs import released_run, trained_run  # run labels
+from meru.kinds.formats import ENTRY_KEYS  # what a released checkpoint's entry says about its file
 from meru.reporting.outputs import DATASET_CARD, MODEL_CARD, VERDICT_PAGES  # report pages and cards
 
 TABLE_FILES = [f"{t}{s}" for t in TABLES for s in (".csv", ".md", ".tex", "_stats.csv")]
@@ -312,11 +355,22 @@ def probe_sets(name):
     return train, test
 
 
+def probe_inputs(wildcards):
+    """Embedding caches of a linear probe: train and test, and with `evaluation.linear_probe_val: dataset` the
+    `val` split of the training set's folder (`NAME@val`; meru.config checks that the split exists)."""
+    train, test = probe_sets(wildcards.name)
+    out = {"train": emb(wildcards.label, train), "test": emb(wildcards.label, test)}
+    if EVAL.get("linear_probe_val", "slice") == "dataset":
+        out["val"] = emb(wildcards.label, split_evalset(train)[0] + "@val")
+    return out
+
+
 def synth_embedding_sets():
     """Names of every SynthHier embedding cache of a run (rule embed_synthhier writes them together)."""
     if not EVAL.get("synthhier", False):
         return []
-    return [f"synthhier-{lvl}" for lvl in SYNTH_LEVELS] + ["synthhier-retrieval", "synthhier-probe", "textpool-synthhier"]
+    out = [f"synthhier-{name}" for name in SYNTH_LEVELS + SYNTH_ATTRIBUTES]
+    return out + ["synthhier-retrieval", "synthhier-probe", "textpool-synthhier"]
 
 
 def synth_embedding_flag(name):
@@ -382,6 +436,16 @@ def reference_inputs():
     if REFERENCE == "published":
         return ["meru/resources/reference_values.csv"] if os.path.exists("meru/resources/reference_values.csv") else []
     return sorted(str(p) for p in Path(REFERENCE).glob("metrics/*/*.json"))
+
+
+def checkpoint_entry_args(label):
+    """`--checkpoint-entry JSON` for a released checkpoint: the keys of its entry that say how to read the file
+    (meru.kinds.formats.ENTRY_KEYS, kind, size; docs/CHECKPOINTS.md); nothing for trained runs."""
+    if not runs()[label]["released"]:
+        return []
+    entry = released(label)
+    keys = ("kind", "size", *ENTRY_KEYS)
+    return ["--checkpoint-entry", json.dumps({k: entry[k] for k in keys if entry.get(k) is not None}, sort_keys=True)]
 
 
 def released(label):

@@ -73,8 +73,10 @@ rule evalset:
         dataset=r"[a-z0-9_]+",
     conda:
         "../../envs/data.yaml"
+    params:
+        extra=lambda w: evalset_prepare_args(w.dataset),
     shell:
-        "meru evalsets prepare --dataset {wildcards.dataset:q} --root {output:q} > {log:q} 2>&1"
+        "meru evalsets prepare --dataset {wildcards.dataset:q} --root {output:q} {params.extra:q} > {log:q} 2>&1"
 
 
 rule imagenet_tree:

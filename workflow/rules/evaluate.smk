@@ -27,11 +27,12 @@ rule embed:
         bs=EVAL.get("batch_size", 256),
         workers=EVAL.get("num_workers", 0),
         prompt_sets=lambda w: "" if w.evalset in zeroshot_datasets() else "--no-prompt-sets",
+        entry=lambda w: checkpoint_entry_args(w.label),
     shell:
         # --evalset NAME picks the prompts (MERU's for its datasets); --root is the folder, a clip-benchmark
         # wds-layout copy or what `meru evalsets prepare` downloaded (torchvision layout); --name NAME is the
         # dataset name of the cache and the metric records (the config's name).
-        "meru embed --checkpoint {input.ckpt:q} --evalset {params.name:q} --name {params.name:q} "
+        "meru embed --checkpoint {input.ckpt:q} {params.entry:q} --evalset {params.name:q} --name {params.name:q} "
         "--root {input.data:q} --split {params.split:q} "
         "--out {output:q} --batch-size {params.bs:q} --num-workers {params.workers:q} {params.prompt_sets} > {log:q} 2>&1"
 
@@ -66,8 +67,9 @@ rule embed_synthhier:
         ],
         bs=EVAL.get("batch_size", 256),
         workers=EVAL.get("num_workers", 0),
+        entry=lambda w: checkpoint_entry_args(w.label),
     shell:
-        "meru embed --checkpoint {input.ckpt:q} {params.sources:q} "
+        "meru embed --checkpoint {input.ckpt:q} {params.entry:q} {params.sources:q} "
         "--batch-size {params.bs:q} --num-workers {params.workers:q} > {log:q} 2>&1"
 
 
@@ -112,8 +114,7 @@ rule evaluate_retrieval:
 
 rule evaluate_linear_probe:
     input:
-        train=lambda w: emb(w.label, probe_sets(w.name)[0]),
-        test=lambda w: emb(w.label, probe_sets(w.name)[1]),
+        unpack(probe_inputs),
     output:
         f"{RESULTS}/metrics/{{label}}/linear-probe-{{name}}.json",
     log:
@@ -126,9 +127,10 @@ rule evaluate_linear_probe:
     params:
         seed=lambda w: seed_of(w.label),
         size=lambda w: size_args(w.label),
+        val=lambda w, input: ["--val-embeddings", input.val] if "val" in input.keys() else [],
     shell:
         "meru evaluate --task linear-probe --train-embeddings {input.train:q} --embeddings {input.test:q} "
-        "--out {output:q} --label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
+        "{params.val:q} --out {output:q} --label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule evaluate_structure:
@@ -207,4 +209,25 @@ rule evaluate_hierarcaps:
         size=lambda w: size_args(w.label),
     shell:
         "meru evaluate --task hierarcaps --embeddings {input.emb:q} --out {output:q} "
+        "--label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
+
+
+rule evaluate_caption_choice:
+    """Caption choice (SugarCrepe subsets, ARO VG-Relation / VG-Attribution): the model's own similarity picks
+    the true caption among hard negatives; accuracy per set with bootstrap intervals."""
+    input:
+        emb=lambda w: emb(w.label, w.name),
+    output:
+        f"{RESULTS}/metrics/{{label}}/caption-choice-{{name}}.json",
+    log:
+        f"{RESULTS}/logs/evaluate/{{label}}/caption-choice-{{name}}.log",
+    conda:
+        "../../envs/eval.yaml"
+    resources:
+        cpu_jobs=1,
+    params:
+        seed=lambda w: seed_of(w.label),
+        size=lambda w: size_args(w.label),
+    shell:
+        "meru evaluate --task caption-choice --embeddings {input.emb:q} --out {output:q} "
         "--label {wildcards.label:q} {params.size:q} --seed {params.seed:q} > {log:q} 2>&1"
