@@ -79,12 +79,6 @@ class Column:
         return f"{self.task}/{self.dataset}/{self.metric}"
 
 
-def _zeroshot_key(dataset: str) -> tuple:
-    """SynthHier taxonomy levels first (coarse to leaf), then the other zero-shot sets by name (attributes)."""
-    level = tables.dataset_label(dataset)
-    return (ZERO_SHOT_LEVELS.index(level) if level in ZERO_SHOT_LEVELS else len(ZERO_SHOT_LEVELS), level)
-
-
 def study_columns(records: list[MetricRecord], study: str) -> list[Column]:
     """The columns present in ``records``: zero-shot top-1 per level (+ attribute sets), retrieval R@1 (and for
     sizes / batch R@5), linear probe (sizes / batch), then the hierarchy metrics: TIE of the leaf level (sizes /
@@ -95,7 +89,7 @@ def study_columns(records: list[MetricRecord], study: str) -> list[Column]:
     full = study != "ablation"
     out = [
         Column("zeroshot", d, "top1", f"zero-shot {tables.dataset_label(d)}", 1, "accuracy")
-        for d in sorted(present.get("zeroshot", ()), key=_zeroshot_key)
+        for d in sorted(present.get("zeroshot", ()), key=tables._dataset_key)  # the tables' column order
     ]
     for d in sorted(present.get("retrieval", ())):
         for k in (1, 5) if full else (1,):
