@@ -293,3 +293,14 @@ def test_training_curves_name_runs_by_their_config_model_name(tmp_path):
     assert (run["kind"], run["model"], run["display"]) == ("meru", "meru-noentail", "meru-noentail")
     _run_config(tmp_path, "clip-tiny-s0", "clip", "tiny", 8, 10)
     assert run_identity(tmp_path / "clip-tiny-s0")["display"] == "CLIP"
+
+
+def test_study_columns_follow_the_tables_order_with_attribute_tasks():
+    recs = [record("meru", 0, "zeroshot", f"synthhier-{d}", metrics={"top1": 50.0}) for d in ("colour", "shape")]
+    recs += [record("meru", 0, "zeroshot", f"synthhier-{d}", metrics={"top1": 50.0}) for d in ("category", "size")]
+    recs.append(record("meru", 0, "retrieval", "synthhier-retrieval", metrics={"i2t_r1": 1.0, "t2i_r1": 1.0}))
+    labels = [c.label for c in studies.study_columns(recs, "ablation")]
+    assert labels == [
+        "zero-shot category", "zero-shot shape", "zero-shot colour (attribute)", "zero-shot size (attribute)",
+        "R@1 i→t", "R@1 t→i",
+    ]  # fmt: skip
