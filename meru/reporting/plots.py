@@ -141,7 +141,7 @@ def zeroshot_bars(records: list[MetricRecord], path: Path) -> list[Path]:
         ax.set_ylim(ymin, ymax)
         if chance.get(column) is not None:
             _chance_line(ax, chance[column], ymin)
-        labels = [names[k] + (f"\n{s}" if len(sizes) > 1 else "") for s, k in slots]
+        labels = [names[k].replace(", ", ",\n") + (f"\n{s}" if len(sizes) > 1 else "") for s, k in slots]
         ax.set_xticks(range(len(slots)), labels, fontsize=8)
         ax.set_xlim(-0.6, len(slots) - 0.4)
         ax.set_title(column + ("" if ymin == 0 else f"  (axis from {ymin:.0f}%)"), fontsize=9)
