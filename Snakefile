@@ -53,7 +53,7 @@ rule all:
 
 onsuccess:
     # never silent: the reproduction verdict (and the claims summary) close every successful run
-    for _table in ("reproduction", "claims"):
+    for _table in ("reproduction", "claims", "leaderboard"):
         _md = os.path.join(RESULTS, "tables", f"{_table}.md")
         if os.path.exists(_md):
             for _line in open(_md).read().splitlines():

@@ -377,6 +377,18 @@ def add_prompt_sensitivity_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (writes prompt_sensitivity.{csv,md})")
 
 
+def add_leaderboard_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics", required=True, help="the run's metric directory (RESULTS/metrics)")
+    parser.add_argument("--published", default=str(PUBLISHED_CSV), help="published values CSV")
+    parser.add_argument(
+        "--released", required=True, help="released-checkpoint folder (RUNS/released: LABEL.unavailable files)"
+    )
+    parser.add_argument(
+        "--config-json", required=True, help="the workflow config as JSON (pretrained.checkpoints, leaderboard)"
+    )
+    parser.add_argument("--out", required=True, help="output directory (leaderboard.{md,csv,html}, comparison CSV)")
+
+
 # command name (meru.cli.COMMANDS) -> the function that adds its options
 def add_fetch_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", required=True, help="https:// (Hugging Face hub files via huggingface_hub), file://")
@@ -390,6 +402,12 @@ def add_fetch_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sha256-out", default=None, help="write 'SHA256  NAME' here (sha256sum -c format)")
     parser.add_argument("--attempts", type=int, default=3, help="HTTP attempts, each resuming (default 3)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds without data before an attempt fails")
+    parser.add_argument(
+        "--unavailable-out",
+        default=None,
+        help="when the file cannot be fetched, write one line (URL: why) here and exit 3 (the workflow's "
+        "`pretrained.unavailable: skip`: later plans leave the checkpoint out)",
+    )
 
 
 def add_card_arguments(parser) -> None:
@@ -439,6 +457,7 @@ COMMAND_ARGUMENTS = {
     "study": add_study_arguments,
     "provenance": add_provenance_arguments,
     "reproduce": add_reproduce_arguments,
+    "leaderboard": add_leaderboard_arguments,
     "reference": add_reference_arguments,
     "claims": add_claims_arguments,
     "prompt-sensitivity": add_prompt_sensitivity_arguments,

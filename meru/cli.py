@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "meru.reporting.reproduction",
         "compare a run's headline metrics with its reference (run or published)",
     ),
+    "leaderboard": (
+        "meru.reporting.leaderboard",
+        "the family leaderboard: every released checkpoint, ours beside each published value (md, csv, html)",
+    ),
     "reference": ("meru.reporting.reference", "refresh (or check) the committed reference run"),
     "claims": ("meru.reporting.claims", "the MERU paper's qualitative claims, computed with verdicts"),
     "prompt-sensitivity": (

@@ -7,9 +7,9 @@ and the fix when it is wrong. The dataset name and the run label travel as field
 parses them back from file names.
 
 Layer: below training, above evaluation and reporting (``tests/test_layers.py``). It imports :mod:`meru.io`
-and :mod:`meru.spaces`; the cache's ``load``/``save`` import :mod:`meru.models.checkpoints` (``safe_load``,
-``save_torch``, ``require_finite``) when called, so reporting, which never opens embedding caches, does not
-load the models.
+and :mod:`meru.spaces`; the cache's ``load``/``save`` import :mod:`meru.models.tensor_files` (``safe_load``,
+``save_torch``, ``require_finite``; torch only, no timm or open_clip) when called, so reporting, which never
+opens embedding caches, does not load torch, and ``meru evaluate`` does not load the models.
 """
 
 from __future__ import annotations
@@ -343,7 +343,7 @@ class EmbeddingCache:
     def check_finite(self, source: str | None = None) -> None:
         """Refuse (``NonFiniteWeightsError``, one line) NaN/inf embeddings, curvature or alphas: a diverged model
         must never be scored (NaN distances make every ranking a tie, which reads as perfect recall)."""
-        from meru.models.checkpoints import NonFiniteWeightsError, require_finite
+        from meru.models.tensor_files import NonFiniteWeightsError, require_finite
 
         source = source or self.name
         tensors = {k: getattr(self, k) for k in EMBEDDING_FIELDS if getattr(self, k) is not None}
@@ -361,9 +361,9 @@ class EmbeddingCache:
                 )
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`to_dict` to ``path`` atomically (:func:`meru.models.checkpoints.save_torch`), after removing
+        """Write :meth:`to_dict` to ``path`` atomically (:func:`meru.models.tensor_files.save_torch`), after removing
         temporaries of killed writes; refuses non-finite embeddings (nothing is written)."""
-        from meru.models.checkpoints import save_torch
+        from meru.models.tensor_files import save_torch
 
         path = Path(path)
         self.check_finite(f"{path} (not written)")
@@ -375,7 +375,7 @@ class EmbeddingCache:
         """Read a cache written by :meth:`save` (``weights_only=True``: nothing in the file can run code) and
         check its format, content, finiteness and (given ``task``: one task or a tuple of allowed ones) its task.
         Every refusal is one line naming the file and the fix."""
-        from meru.models.checkpoints import safe_load
+        from meru.models.tensor_files import safe_load
 
         path = Path(path)
         if not path.is_file():

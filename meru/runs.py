@@ -30,3 +30,14 @@ def released_run(entry: dict) -> dict:
         "seed": 0,
         "released": True,
     }
+
+
+def unavailable_reason(marker) -> str | None:
+    """The one line (``URL: why``) a released checkpoint's failed download wrote to its ``LABEL.unavailable``
+    marker (``meru fetch-checkpoint --unavailable-out``), or None when there is no marker or it is empty."""
+    try:
+        with open(marker) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return None
+    return text.splitlines()[0] if text else None

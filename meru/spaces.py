@@ -316,9 +316,16 @@ class Euclidean(Space):
         return torch.acos(torch.clamp(cos, min=-1 + self.eps, max=1 - self.eps))
 
 
+#: the spaces defined here by :attr:`Space.name`; a kind whose registry entry names one of them (``Kind.space``) gets
+#: it without importing ``meru/kinds/<kind>.py``, which imports its model and loss (timm, open_clip)
+SPACES: dict[str, type[Space]] = {cls.name: cls for cls in (EuclideanSphere, Lorentz, Euclidean)}
+
+
 def get_space(kind: str, curv: float | None = None, min_radius: float = MIN_RADIUS) -> Space:
-    """The space of model ``kind`` (``SPACE`` of ``meru/kinds/<kind>.py``), e.g. MERU's ``Lorentz(curv)``."""
-    return get_kind(kind).space_class.build(curv, min_radius)
+    """The space of model ``kind`` (``SPACE`` of ``meru/kinds/<kind>.py``, read from :data:`SPACES` by the kind's
+    ``space`` name when it is one of these), e.g. MERU's ``Lorentz(curv)``."""
+    entry = get_kind(kind)
+    return (SPACES.get(entry.space) or entry.space_class).build(curv, min_radius)
 
 
-__all__ = ["MIN_RADIUS", "Euclidean", "EuclideanSphere", "Lorentz", "Space", "get_space"]
+__all__ = ["MIN_RADIUS", "SPACES", "Euclidean", "EuclideanSphere", "Lorentz", "Space", "get_space"]

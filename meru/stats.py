@@ -13,6 +13,9 @@ straight into strict metric JSON. Definitions are stated in docs/METRICS.md.
 * :func:`mcnemar` — McNemar's test on paired 0/1 correctness (exact binomial for few
   discordant pairs, continuity-corrected chi-square otherwise).
 * :func:`aggregate_seeds` — mean, sample std and Student-t interval across training seeds.
+* :func:`cluster_bootstrap_ci` — percentile bootstrap of a pooled mean whose items come in clusters (pairs
+  sharing an image, captions sharing an image): whole clusters are resampled (one-way), or the clusters of two
+  crossed factors independently (two-way, Owen's pigeonhole bootstrap), through per-cluster resample counts.
 """
 
 from __future__ import annotations
@@ -162,6 +165,99 @@ def paired_bootstrap(
     p = 2.0 * min(np.mean(reps <= 0), np.mean(reps >= 0))
     p = float(min(1.0, max(p, 1.0 / n_boot)))
     return {"diff": _finite_or_none(diff), "ci": [_finite_or_none(lo), _finite_or_none(hi)], "p_value": p}
+
+
+def cluster_labels(labels, n: int | None = None, name: str = "clusters") -> tuple[np.ndarray, int]:
+    """``[N]`` cluster labels (any hashable ints) -> ``([N]`` codes in ``0..C-1``, ``C)``; ``n``: the expected N."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or (n is not None and arr.shape[0] != n):
+        raise ValueError(f"{name}: expected one cluster label per item ({n} items), got shape {arr.shape}")
+    uniq, codes = np.unique(arr, return_inverse=True)
+    return codes.reshape(-1).astype(np.int64), int(uniq.size)
+
+
+def cluster_count_blocks(n_clusters: int, n_boot: int, seed: int, block: int):
+    """Yield ``[b, C]`` resample counts, ``block`` replicates at a time (``sum b = n_boot``): row r counts how
+    often each of the C clusters is drawn in replicate r of :func:`bootstrap_indices` ``(C, n_boot, seed)``
+    (the same draws, never held as one ``[n_boot, C]`` index matrix; each row sums to C)."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_boot, block):
+        rows = min(block, n_boot - start)
+        idx = rng.integers(0, n_clusters, size=(rows, n_clusters))
+        flat = (idx + n_clusters * np.arange(rows)[:, None]).ravel()
+        yield np.bincount(flat, minlength=rows * n_clusters).reshape(rows, n_clusters)
+
+
+#: replicates whose cluster counts are held at once (memory ~ BLOCK * (C_a + C_b) * 8 bytes)
+BLOCK = 64
+
+
+def _cluster_replicates(values: np.ndarray, codes: list[np.ndarray], sizes: list[int], n_boot: int, seed: int):
+    """``[B]`` replicate pooled means ``sum_i w_i y_i / sum_i w_i``. One factor: ``w_i`` = the count ``w_c`` of
+    item i's cluster, computed as ``w @ S / w @ n`` from per-cluster sums ``S [C]`` and sizes ``n [C]``. Two
+    factors (a, b): ``w_i = w_a(i) u_b(i)`` (second factor drawn with ``seed + 1``), computed as
+    ``sum_a w_a (Y u)_a`` with ``Y [C_a, C_b]`` the sparse item sums per (a, b) cell."""
+    from scipy import sparse
+
+    if len(codes) == 1:
+        y_sum = np.bincount(codes[0], weights=values, minlength=sizes[0])
+        y_len = np.bincount(codes[0], minlength=sizes[0]).astype(np.float64)
+    else:
+        cells = (codes[0], codes[1])
+        y_sum = sparse.csr_matrix((values, cells), shape=tuple(sizes))
+        y_len = sparse.csr_matrix((np.ones_like(values), cells), shape=tuple(sizes))
+    reps = np.empty(n_boot)
+    blocks = zip(*(cluster_count_blocks(c, n_boot, seed + f, BLOCK) for f, c in enumerate(sizes)))
+    for start, counts in zip(range(0, n_boot, BLOCK), blocks):
+        w = counts[0].astype(np.float64)  # [b, C_a]
+        if len(codes) == 1:
+            num, den = w @ y_sum, w @ y_len
+        else:
+            u = counts[1].T.astype(np.float64)  # [C_b, b]
+            num, den = np.einsum("ba,ab->b", w, y_sum @ u), np.einsum("ba,ab->b", w, y_len @ u)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reps[start : start + len(num)] = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return reps
+
+
+def cluster_bootstrap_ci(
+    values,
+    clusters,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile cluster-bootstrap ``(1 - alpha)`` interval of the pooled mean of ``values [N]``.
+
+    clusters: ``[N]`` labels (one factor, e.g. the image of each caption-image pair) or a tuple of two such
+    arrays (two crossed factors, e.g. ``(image, caption)``). One factor: each replicate draws C clusters with
+    replacement (the draws of :func:`bootstrap_indices` ``(C, n_boot, seed)``), so cluster c gets count
+    ``w_c`` and the replicate is ``sum_c w_c S_c / sum_c w_c n_c`` (S_c, n_c: the cluster's sum and size;
+    Davison & Hinkley 1997, sec. 3.8). With singleton clusters this is :func:`bootstrap_ci` (same draws).
+    Two factors: each factor is resampled independently (seeds ``seed``, ``seed + 1``) and item i weighs
+    ``w_{a(i)} u_{b(i)}`` (Owen 2007, the pigeonhole bootstrap; slightly conservative). Replicates in which no
+    item has weight are left out; a NaN item makes the interval NaN (as ``np.mean`` in :func:`bootstrap_ci`). Counts are built :data:`BLOCK` replicates at a time: memory
+    ``O(BLOCK * C + N)``, never an ``[n_boot, N]`` index matrix.
+    """
+    arr = _as_items(values)
+    if arr.ndim != 1:
+        raise ValueError(f"cluster_bootstrap_ci: expected a 1-D per-item array, got shape {arr.shape}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    factors = list(clusters) if isinstance(clusters, tuple) else [clusters]
+    if not 1 <= len(factors) <= 2:
+        raise ValueError(f"cluster_bootstrap_ci: one or two cluster factors, got {len(factors)}")
+    coded = [cluster_labels(f, arr.shape[0], f"clusters[{k}]") for k, f in enumerate(factors)]
+    if not np.isfinite(arr).all():
+        return float("nan"), float("nan")
+    reps = _cluster_replicates(arr, [c for c, _ in coded], [m for _, m in coded], int(n_boot), seed)
+    reps = reps[np.isfinite(reps)]
+    if reps.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
 
 
 def mcnemar(correct_a, correct_b, exact: bool | None = None) -> dict:

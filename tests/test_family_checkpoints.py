@@ -134,7 +134,7 @@ def test_atmg_takes_its_curvature_init_and_the_clamp_range_follows(tmp_path):
     model = load_model(path, entry={"format": "atmg", "size": "tiny"})
     assert (model.kind, model.curv_init, model.learn_curv) == ("meru", 0.1, False)
     assert (model.curv_min, model.curv_max) == pytest.approx((math.log(0.01), math.log(1.0)))
-    assert model.model_kwargs() == {"curv_init": 0.1, "learn_curv": False}
+    assert model.model_kwargs() == {"curv_init": 0.1, "learn_curv": False, "learn_alpha": True}
     assert model.checkpoint_info["config"]["released"] == {
         "format": "atmg", "kind": "meru", "size": "tiny", "curv_init": 0.1, "learn_curv": False
     }  # fmt: skip

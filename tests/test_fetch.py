@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from meru.data import fetch as F
+from meru.runs import unavailable_reason
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -168,3 +169,46 @@ def test_cli_mismatch_is_one_line(tmp_path):
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert p.stderr.startswith("meru fetch-checkpoint: error: ") and "sha256 mismatch" in p.stderr
     assert not (tmp_path / "o.pth").exists() and not (tmp_path / "o.pth.part").exists()
+
+
+def test_unavailable_checkpoint_writes_one_line_and_a_later_fetch_clears_it(tmp_path):
+    """`--unavailable-out` (the workflow's `pretrained.unavailable: skip`): a file that cannot be fetched gives
+    exit 3, one stderr line and the marker (URL: why); no partial checkpoint; a later good fetch removes it."""
+    marker, out = tmp_path / "r" / "x.unavailable", tmp_path / "r" / "x.pth"
+    argv = [sys.executable, "-m", "meru", "fetch-checkpoint", "--out", str(out), "--unavailable-out", str(marker)]
+    missing = (tmp_path / "nope.pth").as_uri()
+    p = subprocess.run(argv + ["--url", missing], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert marker.read_text().splitlines() == [f"{missing}: {tmp_path / 'nope.pth'} not found"]
+    assert unavailable_reason(marker) == f"{missing}: {tmp_path / 'nope.pth'} not found"  # what the leaderboard reads
+    assert not out.exists() and not out.with_name("x.pth.part").exists()
+    (tmp_path / "nope.pth").write_bytes(PAYLOAD)
+    p = subprocess.run(argv + ["--url", missing, "--sha256", SHA], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and out.read_bytes() == PAYLOAD and not marker.exists(), p.stderr
+
+
+def test_an_html_page_is_not_a_checkpoint(tmp_path):
+    """A folder or landing page (e.g. a Google Drive folder link) is refused at once, not saved as the file."""
+
+    class Page(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            body = b"<html><body>a folder</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/drive/folders/x"
+        with pytest.raises(F.FetchError, match="sent an HTML page, not a file"):
+            F.fetch_checkpoint(url, tmp_path / "o.pth", attempts=3)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert not (tmp_path / "o.pth").exists()

@@ -19,6 +19,7 @@ from scipy.stats import kendalltau
 from meru.evaluation import hierarcaps as H
 from meru.records import EmbeddingCache
 from meru.spaces import get_space
+from meru.stats import cluster_bootstrap_ci
 
 LEVELS = 4
 
@@ -92,6 +93,16 @@ def test_depth_tau_perfect_reversed_tied_and_scipy():
     for r, g in zip(rows, got):
         want = kendalltau(r, np.arange(LEVELS)).statistic
         assert (math.isnan(g) and math.isnan(want)) or g == pytest.approx(want)
+
+
+def test_depth_tau_interval_resamples_images_with_their_hierarchies():
+    radii = torch.tensor([[1, 2, 3, 4], [4, 3, 2, 1], [5, 5, 5, 5], [1, 1, 2, 2.0], [2, 1, 3, 4]]).reshape(-1)
+    images = np.array([0, 0, 1, 1, 2])  # image 0 has two hierarchies; hierarchy 2 is undefined (all tied)
+    metrics, intervals, ties, tau = H._depth_part(radii, images, n_boot=200, seed=1)
+    defined = ~np.isnan(tau)
+    assert ties["undefined_hierarchies"] == 1 and metrics["depth_tau"] == pytest.approx(tau[defined].mean())
+    want = cluster_bootstrap_ci(tau[defined], images[defined], n_boot=200, seed=1)
+    assert intervals["depth_tau"] == pytest.approx(list(want))
 
 
 # ----------------------------------------------------------------------------- full evaluation, known answers

@@ -200,6 +200,7 @@ NOT_KINDS = {
     "meru/evaluation/embed.py": "MERU's prompt set (--prompts)",
     "meru/arguments.py": "MERU's prompt set (meru embed --prompts)",
     "benchmarks/bench_help.py": "the command's name (`python -m meru --help`)",
+    "benchmarks/bench_evaluate.py": "the command's name (`python -m meru evaluate`)",
     "meru/reporting/prompt_sensitivity.py": "MERU's prompt set (a column of the prompt-sensitivity table)",
 }
 

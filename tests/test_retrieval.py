@@ -1,9 +1,11 @@
 """Retrieval recall with known ranks, including images with several captions."""
 
+import numpy as np
 import pytest
 import torch
 
 from meru.evaluation.retrieval import best_positive_ranks, evaluate_retrieval
+from meru.stats import bootstrap_ci, cluster_bootstrap_ci
 from meru.records import EmbeddingCache
 from meru.spaces import get_space
 
@@ -42,6 +44,11 @@ def test_recall_clip_multi_caption():
     assert m["i2t_r1"] == pytest.approx(200 / 3) and m["i2t_r5"] == 100.0
     assert m["t2i_r1"] == pytest.approx(50.0) and m["t2i_r10"] == 100.0
     assert res.n == 3 and res.details["n_texts"] == 4
+    # t2i intervals resample images with their captions (img0's two captions together), i2t the image queries
+    hits = np.array([0.0, 1.0, 0.0, 1.0])
+    assert res.intervals["t2i_r1"] == pytest.approx([100 * v for v in cluster_bootstrap_ci(hits, [0, 0, 1, 2], 20)])
+    assert res.intervals["i2t_r1"] == pytest.approx([100 * v for v in bootstrap_ci([1.0, 0.0, 1.0], n_boot=20)])
+    assert res.details["interval_units"]["t2i_r1"].startswith("images (cluster")
 
 
 def test_meru_uses_lorentzian_inner_product():

@@ -10,6 +10,9 @@ from meru.stats import (
     aggregate_seeds,
     bootstrap_ci,
     bootstrap_ci_multi,
+    bootstrap_indices,
+    cluster_bootstrap_ci,
+    cluster_count_blocks,
     mcnemar,
     paired_bootstrap,
 )
@@ -28,6 +31,78 @@ def test_bootstrap_width_matches_normal_theory():
     lo, hi = bootstrap_ci(x, n_boot=2000)
     assert lo < x.mean() < hi
     assert (hi - lo) / 2 == pytest.approx(1.96 * x.std() / math.sqrt(n), rel=0.12)
+
+
+def _coverage(draw, intervals, trials: int = 300) -> dict[str, float]:
+    """Share of ``trials`` simulated data sets (``draw(rng)`` -> data with true mean 0) whose interval covers 0."""
+    rng = np.random.default_rng(12345)
+    hits: dict[str, int] = {}
+    for trial in range(trials):
+        data = draw(rng)
+        for name, (lo, hi) in intervals(data, trial).items():
+            hits[name] = hits.get(name, 0) + int(lo <= 0 <= hi)
+    return {name: h / trials for name, h in hits.items()}
+
+
+def test_cluster_bootstrap_covers_where_the_item_bootstrap_does_not():
+    # 40 images x 8 pairs, y = u_image + e (ICC 0.5, design effect 4.5): the pair-level bootstrap is sqrt(4.5) x too
+    # narrow; resampling images gives ~95% (percentile bootstrap with 40 clusters: a little under)
+    clusters = np.repeat(np.arange(40), 8)
+
+    def draw(rng):
+        return np.repeat(rng.normal(size=40), 8) + rng.normal(size=320)
+
+    def intervals(y, trial):
+        return {
+            "items": bootstrap_ci(y, n_boot=200, seed=trial),
+            "clusters": cluster_bootstrap_ci(y, clusters, n_boot=200, seed=trial),
+        }
+
+    cover = _coverage(draw, intervals)
+    assert cover["items"] < 0.75
+    assert 0.90 <= cover["clusters"] <= 0.98
+
+
+def test_two_way_cluster_bootstrap_covers_crossed_pairs():
+    # (image, caption) pairs sharing both: y = a_image + b_caption + e over 30 images x 6 of 30 captions each;
+    # resampling pairs or images only is too narrow, resampling both factors (pigeonhole bootstrap) is not
+    def draw(rng):
+        img = np.repeat(np.arange(30), 6)
+        cap = np.concatenate([rng.choice(30, 6, replace=False) for _ in range(30)])
+        y = rng.normal(size=30)[img] + rng.normal(size=30)[cap] + rng.normal(size=img.size)
+        return y, img, cap
+
+    def intervals(data, trial):
+        y, img, cap = data
+        return {
+            "items": bootstrap_ci(y, n_boot=200, seed=trial),
+            "images": cluster_bootstrap_ci(y, img, n_boot=200, seed=trial),
+            "both": cluster_bootstrap_ci(y, (img, cap), n_boot=200, seed=trial),
+        }
+
+    cover = _coverage(draw, intervals)
+    assert cover["items"] < 0.75 and cover["images"] < 0.88
+    assert 0.92 <= cover["both"] <= 0.99
+
+
+def test_cluster_bootstrap_draws_and_degenerate_cases():
+    # the counts are those of bootstrap_indices over clusters, built a block at a time
+    counts = np.concatenate(list(cluster_count_blocks(13, 50, seed=4, block=7)))
+    expected = np.stack([np.bincount(row, minlength=13) for row in bootstrap_indices(13, 50, seed=4)])
+    np.testing.assert_array_equal(counts, expected)
+    # singleton clusters: the item bootstrap (same draws; sums in another order)
+    x = np.random.default_rng(6).random(300)
+    assert cluster_bootstrap_ci(x, np.arange(300), seed=2) == pytest.approx(bootstrap_ci(x, seed=2), rel=1e-12)
+    # labels are any ints; a constant within clusters gives the spread of cluster means
+    y = np.repeat([0.0, 1.0], 50)
+    lo, hi = cluster_bootstrap_ci(y, np.repeat([7, -3], 50), n_boot=500)
+    assert lo == 0.0 and hi == 1.0
+    assert cluster_bootstrap_ci(np.full(20, 0.25), (np.arange(20) % 4, np.arange(20) % 5)) == (0.25, 0.25)
+    assert all(math.isnan(v) for v in cluster_bootstrap_ci(np.r_[x[:-1], np.nan], np.arange(300) % 7))
+    with pytest.raises(ValueError, match="one cluster label per item"):
+        cluster_bootstrap_ci(x, np.arange(10))
+    with pytest.raises(ValueError, match="one or two"):
+        cluster_bootstrap_ci(x, (np.arange(300),) * 3)
 
 
 def test_bootstrap_custom_statistic_and_multi():

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from meru.evaluation.structure import evaluate_structure
+from meru.evaluation.structure import evaluate_structure, pair_clusters
 from meru.records import EmbeddingCache
 from meru.spaces import get_space
+from meru.stats import cluster_bootstrap_ci
 
 E1, E2 = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
 POOL_NORMS = [(E1, 0.5, 1), (E1, 1.0, 3), (E1, 2.0, 5), (E2, 0.6, 2), (E2, 1.5, 4)]
@@ -49,6 +50,28 @@ def test_meru_structure_hand_computed():
     h = res.plot["histogram"]
     assert sum(h["image_counts"]) == 2 and sum(h["text_counts"]) == 5 and len(h["edges"]) == 31
     assert res.details["n_true_pairs"] == 5 and res.details["n_false_pairs"] == 5
+
+
+def test_pair_intervals_resample_images_and_captions():
+    cache, pool = meru_inputs()
+    cache.image_emb = torch.stack([3.0 * E1, 1.2 * E2])  # image 1 nearer the root than caption 4 (1.5 E2)
+    res = evaluate_structure(cache, pool, n_boot=50, seed=3)
+    farther = np.array([1.0, 1.0, 1.0, 1.0, 0.0])  # true pairs in np.nonzero order: (0,0) (1,0) (2,0) (3,1) (4,1)
+    assert res.metrics["image_farther_frac"] == pytest.approx(0.8)
+    # every caption is true of one image: the images are the clusters
+    assert pair_clusters(np.arange(5), np.array([0, 0, 0, 1, 1]))[1].startswith("images (cluster")
+    one_way = cluster_bootstrap_ci(farther, [0, 0, 0, 1, 1], n_boot=50, seed=3)
+    assert res.intervals["image_farther_frac"] == pytest.approx(list(one_way))
+    assert res.details["interval_units"]["image_root_mean"] == "images"
+    # caption 0 also true of image 1: captions are shared, so images and captions are resampled (two-way)
+    cache.meta = [{"true_captions": [0, 1, 2]}, {"true_captions": [0, 3, 4]}]
+    res = evaluate_structure(cache, pool, n_boot=50, seed=3)
+    text_idx, image_idx = np.array([0, 0, 1, 2, 3, 4]), np.array([0, 1, 0, 0, 1, 1])
+    clusters, unit = pair_clusters(text_idx, image_idx)
+    assert unit.startswith("images x captions") and res.details["interval_units"]["cone_true_frac"] == unit
+    farther = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0])  # image 1 (asinh 1.2) is farther than caption 0 (asinh 0.5)
+    two_way = cluster_bootstrap_ci(farther, clusters, n_boot=50, seed=3)
+    assert res.intervals["image_farther_frac"] == pytest.approx(list(two_way))
 
 
 def test_reversed_depth_gives_negative_correlation_and_images_inside():

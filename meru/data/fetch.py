@@ -105,6 +105,10 @@ def _http_attempt(url: str, part: Path, timeout: float) -> None:
             return
         raise
     with resp:
+        if (resp.headers.get("Content-Type") or "").startswith("text/html"):
+            raise FetchError(
+                f"{url}: the server sent an HTML page, not a file (a landing or folder page? give a direct file URL)"
+            )
         resumed = have > 0 and resp.status == 206
         length = resp.headers.get("Content-Length")
         total = (have if resumed else 0) + int(length) if length is not None else None
@@ -125,6 +129,8 @@ def http_download(url: str, part: Path, attempts: int = 3, timeout: float = 60.0
     for attempt in range(1, attempts + 1):
         try:
             return _http_attempt(url, part, timeout)
+        except FetchError:
+            raise
         except OSError as e:
             if attempt == attempts:
                 have = part.stat().st_size if part.exists() else 0
@@ -221,8 +227,25 @@ def run(args: argparse.Namespace) -> int:
     if args.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.sha256):
         print(f"meru fetch-checkpoint: error: --sha256 {args.sha256!r} is not 64 hex digits", file=sys.stderr)
         return 2
-    digest = fetch_checkpoint(
-        args.url, args.out, args.sha256, args.checksums, args.sha256_out, attempts=args.attempts, timeout=args.timeout
-    )
+    try:
+        digest = fetch_checkpoint(
+            args.url,
+            args.out,
+            args.sha256,
+            args.checksums,
+            args.sha256_out,
+            attempts=args.attempts,
+            timeout=args.timeout,
+        )
+    except (FetchError, ValueError) as err:
+        if not args.unavailable_out:
+            raise
+        # the checkpoint is reported unavailable (one line) and left out of later plans; the download still fails
+        reason = " ".join(str(err).split())
+        write_text(args.unavailable_out, reason + "\n")
+        print(f"meru fetch-checkpoint: unavailable: {reason} (recorded in {args.unavailable_out})", file=sys.stderr)
+        return 3
+    if args.unavailable_out:  # fetched now: an old marker no longer holds
+        Path(args.unavailable_out).unlink(missing_ok=True)
     print(f"{digest}  {args.out}")
     return 0

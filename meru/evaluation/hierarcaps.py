@@ -27,8 +27,9 @@ Lorentzian inner product; CLIP: cosine).
   score among all pairs, share of positive-negative pairs tied, and AP when ties are broken in favour of
   positives (optimistic) or of negatives (pessimistic).
 
-Intervals: percentile bootstrap (:func:`meru.stats.bootstrap_ci`) over hierarchies (tau), images
-(retrieval) or scored pairs (AP/AUROC; at most 200 resamples).
+Intervals: percentile bootstrap (:func:`meru.stats.bootstrap_ci`) over images: for tau the hierarchies of one
+image are resampled together (:func:`meru.stats.cluster_bootstrap_ci`), for retrieval the images; AP/AUROC over
+scored pairs (at most 200 resamples).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ import itertools
 import numpy as np
 import torch
 
+from meru.evaluation.ranking import auroc
 from meru.evaluation.task import EmbedOptions, Evaluation, Task, bootstrap_options, load_test_cache
 from meru.records import EmbeddingCache, Measurement
-from meru.stats import bootstrap_ci
+from meru.stats import bootstrap_ci, cluster_bootstrap_ci
 
 LEVELS = 4
 
@@ -143,18 +145,6 @@ def _ap_ordered(scores: np.ndarray, labels: np.ndarray, positives_first: bool) -
     return float(np.sum((hits / np.arange(1, len(y) + 1))[y]) / max(1, y.sum()))
 
 
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """P(score_pos > score_neg) + 1/2 P(equal), from average ranks (Mann-Whitney U / (P N))."""
-    from scipy.stats import rankdata
-
-    y = np.asarray(labels).astype(bool)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(np.asarray(scores, dtype=np.float64))
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def tie_diagnostics(scores: np.ndarray, labels: np.ndarray) -> dict:
     """``n_distinct``, ``modal_share`` (share of pairs with the most frequent score), ``tied_pos_neg_share``
     (share of positive-negative pairs with equal scores), ``ap_optimistic``, ``ap_pessimistic``."""
@@ -233,18 +223,22 @@ def _hierarchies_of(cache: EmbeddingCache) -> tuple[list[str], np.ndarray, list[
     return texts, t2i, hierarchies
 
 
-def _depth_part(radii: torch.Tensor, n_h: int, n_boot: int, seed: int) -> tuple[dict, dict, dict, np.ndarray]:
-    """``depth_tau`` (metric, interval), its tie diagnostics and the per-hierarchy taus."""
+def _depth_part(radii: torch.Tensor, images: np.ndarray, n_boot: int, seed: int) -> tuple[dict, dict, dict, np.ndarray]:
+    """``depth_tau`` (metric, interval over images: hierarchies ``[H]`` of image ``images[h]`` resampled together),
+    its tie diagnostics and the per-hierarchy taus."""
+    n_h = len(images)
     r2 = radii.double().numpy().reshape(n_h, LEVELS)
     tau = depth_tau(r2)
-    defined = tau[~np.isnan(tau)]
+    ok = ~np.isnan(tau)
+    defined = tau[ok]
     ties = {
         "undefined_hierarchies": int(np.isnan(tau).sum()),
         "tied_hierarchies_share": float(np.mean([len(np.unique(r)) < LEVELS for r in r2])),
         "n_distinct_radii": len(np.unique(r2)),
     }
     metrics = {"depth_tau": float(defined.mean()) if len(defined) else None}
-    intervals = {"depth_tau": list(bootstrap_ci(defined, n_boot=n_boot, seed=seed))} if len(defined) else {}
+    ci = cluster_bootstrap_ci(defined, images[ok], n_boot=n_boot, seed=seed) if len(defined) else None
+    intervals = {"depth_tau": list(ci)} if ci else {}
     return metrics, intervals, ties, tau
 
 
@@ -295,7 +289,7 @@ def evaluate_hierarcaps(
     root = cache.root_emb
     radii = space.root_distance(text, root=None if root is None else root.float().reshape(-1))
 
-    metrics, intervals, depth_ties, tau = _depth_part(radii, n_h, n_boot, seed)
+    metrics, intervals, depth_ties, tau = _depth_part(radii, t2i[::LEVELS], n_boot, seed)
     scores = torch.cat([space.similarity(image[s : s + 1024], text) for s in range(0, n_img, 1024)])  # [M, K]
     m, i, ret = _retrieval_part(scores, radii, texts, hierarchies, steps, n_boot, seed)
     metrics.update(m)

@@ -8,6 +8,7 @@ NaN, infinite, or a constant 0 (the sphere's normalisation divides by an infinit
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -41,3 +42,19 @@ def require_finite_scores(scores: torch.Tensor, source: str, what: str) -> None:
             f"{source}: {bad} of {scores.numel()} {what} scores are not finite (NaN/inf: the embeddings are too "
             "large or broken); retrain the model with a lower optim.lr, then re-run `meru embed`"
         )
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC ``= P(s_pos > s_neg) + 1/2 P(s_pos = s_neg)`` (Mann-Whitney U / (P N); equals the trapezoidal
+    area of the ROC curve, sklearn's ``roc_auc_score``). scores ``[K]``, labels ``[K]`` (truthy = positive);
+    NaN when a class is empty or a score is NaN. Exact: the negatives are sorted once and each positive counts the negatives
+    below (``lt``) and not above (``le``) it; ``U = sum (lt + le) / 2`` in integers, divided once."""
+    y = np.asarray(labels).astype(bool).ravel()
+    s = np.asarray(scores).ravel()
+    n_pos, n_neg = int(y.sum()), int(y.size - y.sum())
+    if n_pos == 0 or n_neg == 0 or np.isnan(s).any():
+        return float("nan")
+    neg = np.sort(s[~y])
+    pos = s[y]
+    twice_u = int(np.searchsorted(neg, pos, "left").sum()) + int(np.searchsorted(neg, pos, "right").sum())
+    return twice_u / (2 * n_pos * n_neg)

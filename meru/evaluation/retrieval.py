@@ -8,6 +8,10 @@ last rank, ``#{g not in P(q)}``; embeddings too large to score and non-finite sc
 :mod:`meru.evaluation.ranking`). Recall@K (in %) = ``100 * mean_q 1[rank(q) < K]``: a query is
 correct if any paired item is in its top K (official MERU ``_compute_recall``).
 
+Intervals: 95% percentile bootstrap over images (``details.interval_units``): i2t resamples the image queries;
+t2i resamples images with all their captions (a cluster bootstrap, :func:`meru.stats.cluster_bootstrap_ci`),
+since the captions of one image are not independent queries.
+
 Directions: ``i2t`` = image queries over all captions (positives: the image's captions);
 ``t2i`` = caption queries over all images (positive: its image). clip-benchmark calls t2i
 "image_retrieval" and i2t "text_retrieval".
@@ -21,7 +25,7 @@ import torch
 from meru.evaluation.ranking import nan_as_worst, require_finite_scores, require_scorable
 from meru.evaluation.task import EmbedOptions, Evaluation, Task, bootstrap_options, load_test_cache
 from meru.records import EmbeddingCache, Measurement
-from meru.stats import bootstrap_ci
+from meru.stats import bootstrap_ci, cluster_bootstrap_ci
 
 KS = (1, 5, 10)
 
@@ -66,8 +70,9 @@ def retrieval_ranks(
 
 
 def evaluate_retrieval(cache: EmbeddingCache, ks=KS, n_boot: int = 1000, seed: int = 0) -> Measurement:
-    """Recall@K both directions with bootstrap intervals over queries; per item the ranks ``i2t_rank [N]``
-    (image queries) and ``t2i_rank [M]`` (caption queries); details ``n_texts`` = M."""
+    """Recall@K both directions with bootstrap intervals over images (module doc); per item the ranks
+    ``i2t_rank [N]`` (image queries) and ``t2i_rank [M]`` (caption queries); details ``n_texts`` = M and
+    ``interval_units``."""
     cache.require("image_emb", "text_emb", "text_to_image", what="a retrieval embedding cache")
     require_scorable(cache.name, image_emb=cache.image_emb, text_emb=cache.text_emb)
     ranks = retrieval_ranks(cache.space, cache.image_emb, cache.text_emb, cache.text_to_image, source=cache.name)
@@ -76,13 +81,21 @@ def evaluate_retrieval(cache: EmbeddingCache, ks=KS, n_boot: int = 1000, seed: i
         for k in ks:
             hit = (ranks[d] < k).astype(np.float64)
             metrics[f"{d}_r{k}"] = 100.0 * hit.mean()
-            intervals[f"{d}_r{k}"] = [100.0 * v for v in bootstrap_ci(hit, n_boot=n_boot, seed=seed)]
+            if d == "i2t":
+                ci = bootstrap_ci(hit, n_boot=n_boot, seed=seed)
+            else:
+                ci = cluster_bootstrap_ci(hit, cache.text_to_image.long().numpy(), n_boot=n_boot, seed=seed)
+            intervals[f"{d}_r{k}"] = [100.0 * v for v in ci]
+    units = {"i2t": "images (queries)", "t2i": "images (cluster bootstrap over their captions)"}
     return Measurement(
         metrics,
         intervals,
         n=int(len(ranks["i2t"])),
         per_item={"i2t_rank": ranks["i2t"].tolist(), "t2i_rank": ranks["t2i"].tolist()},
-        details={"n_texts": int(len(ranks["t2i"]))},
+        details={
+            "n_texts": int(len(ranks["t2i"])),
+            "interval_units": {f"{d}_r{k}": units[d] for d in units for k in ks},
+        },
     )
 
 

@@ -105,7 +105,7 @@ def task_arguments() -> dict[str, dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from meru.models.checkpoints import CheckpointError
+    from meru.models.tensor_files import CheckpointError
     from meru.records import CLIP_BENCHMARK_SUFFIX
 
     if args.out.endswith(CLIP_BENCHMARK_SUFFIX):  # every reader would skip it as a clip-benchmark side file

@@ -17,6 +17,11 @@ Definitions (``x`` image embeddings ``[N, D]``, ``t`` pool caption embeddings ``
   space's exterior angle and half-aperture; ``<= 0``: image i lies in caption j's cone). ``cone_true_frac`` /
   ``cone_false_frac`` = fraction of true / false pairs inside the cone; ``cone_auc`` = ROC AUC of ``-v``
   separating true from false pairs (1 = perfect).
+* intervals (95% percentile bootstrap, ``details.interval_units`` names each one's unit): ``image_root_mean`` over
+  images, ``text_root_mean`` over pool captions; the pair fractions ``image_farther_frac`` / ``cone_true_frac``
+  over the clusters the pairs share (:func:`pair_clusters`): a pool caption is true of many images and an image
+  has many true captions, so images and captions are resampled independently (two-way cluster bootstrap,
+  :func:`meru.stats.cluster_bootstrap_ci`); paired captions (one image each) resample images.
 * ``modality_gap`` (``space.modality_gap``): distance between the image and caption centroids — CLIP and
   EuCLIP: ``||mean x - mean t||`` (Liang et al., NeurIPS 2022); MERU: the same in the tangent space at the
   origin, ``||mean log_0(x) - mean log_0(t)||`` (the centroid of hyperboloid points is not on the hyperboloid).
@@ -26,10 +31,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from meru.evaluation.ranking import auroc
 from meru.evaluation.task import EmbedOptions, Evaluation, Task, bootstrap_options, load_test_cache
 from meru.records import EmbeddingCache, Measurement
 from meru.spaces import Space
-from meru.stats import bootstrap_ci
+from meru.stats import bootstrap_ci, cluster_bootstrap_ci
 
 HIST_BINS = 30
 
@@ -50,6 +56,14 @@ def true_pair_mask(cache: EmbeddingCache, n_pool: int) -> tuple[np.ndarray | Non
             )
         mask[idx, i] = True
     return mask, "pool_true_captions"
+
+
+def pair_clusters(text_idx: np.ndarray, image_idx: np.ndarray) -> tuple[object, str]:
+    """Cluster labels of true pairs ``(text_idx[p], image_idx[p])`` for :func:`meru.stats.cluster_bootstrap_ci` and
+    their unit: ``(image, caption)`` when some caption is in several pairs (crossed), else the image."""
+    if np.unique(text_idx).size < text_idx.size:
+        return (image_idx, text_idx), "images x captions (two-way cluster bootstrap)"
+    return image_idx, "images (cluster bootstrap)"
 
 
 def _rank_corr(a: np.ndarray, b: np.ndarray) -> dict:
@@ -93,6 +107,28 @@ def check_same_space(cache: EmbeddingCache, pool: EmbeddingCache) -> Space:
     return cache.space
 
 
+def pair_metrics(space: Space, x, t, rx: np.ndarray, rt: np.ndarray, mask: np.ndarray, n_boot: int, seed: int):
+    """Metrics, intervals and interval units over (caption, image) pairs (module doc): images ``x [N, D]`` at root
+    distance ``rx [N]``, captions ``t [M, D]`` at ``rt [M]``, true pairs ``mask [M, N]``."""
+    ti, ii = np.nonzero(mask)
+    clusters, unit = pair_clusters(ti, ii)
+    farther = (rx[ii] > rt[ti]).astype(np.float64)
+    metrics = {"image_farther_frac": farther.mean()}
+    intervals = {"image_farther_frac": list(cluster_bootstrap_ci(farther, clusters, n_boot=n_boot, seed=seed))}
+    units = {"image_farther_frac": unit}
+    if space.has_cones:
+        v = space.cone_violation_matrix(t, x).numpy()
+        inside = v <= 0
+        true_inside = inside[ti, ii].astype(np.float64)  # the same pairs, in the same order as inside[mask]
+        metrics["cone_true_frac"] = inside[mask].mean()
+        intervals["cone_true_frac"] = list(cluster_bootstrap_ci(true_inside, clusters, n_boot=n_boot, seed=seed))
+        units["cone_true_frac"] = unit
+        if (~mask).any():
+            metrics["cone_false_frac"] = inside[~mask].mean()
+            metrics["cone_auc"] = auroc(-v, mask)
+    return metrics, intervals, units
+
+
 def evaluate_structure(
     cache: EmbeddingCache, pool: EmbeddingCache, n_boot: int = 1000, seed: int = 0, bins: int = HIST_BINS
 ) -> Measurement:
@@ -100,7 +136,7 @@ def evaluate_structure(
 
     Plot data: ``histogram`` (``edges``, ``image_counts``, ``text_counts``), ``text_root_by_{specificity,depth}``
     (:func:`root_distance_by_level`). Details: ``n_texts`` (pool size), ``root``, ``{spearman,kendall}_*_p``,
-    ``pair_source``, ``n_true_pairs``, ``n_false_pairs``."""
+    ``pair_source``, ``n_true_pairs``, ``n_false_pairs``, ``interval_units`` (what each interval resamples)."""
     space = check_same_space(cache, pool)
     x, t = cache.image_emb.float(), pool.text_emb.float()
     root = space.root(t)
@@ -116,7 +152,8 @@ def evaluate_structure(
         "image_root_mean": list(bootstrap_ci(rx, n_boot=n_boot, seed=seed)),
         "text_root_mean": list(bootstrap_ci(rt, n_boot=n_boot, seed=seed)),
     }
-    extra: dict = {}
+    units = {"image_root_mean": "images", "text_root_mean": "pool captions"}
+    extra: dict = {"interval_units": units}
     for name, levels in (("specificity", pool.specificity), ("depth", pool.depth)):
         if levels is not None:
             c = _rank_corr(levels.double().numpy(), rt.astype(np.float64))
@@ -142,23 +179,10 @@ def evaluate_structure(
         mask[np.arange(len(t2i)), t2i] = True
         source = "paired_captions"
     if mask is not None and mask.any():
-        ti, ii = np.nonzero(mask)
-        farther = (rx[ii] > pair_rt[ti]).astype(np.float64)
-        metrics["image_farther_frac"] = farther.mean()
-        intervals["image_farther_frac"] = list(bootstrap_ci(farther, n_boot=n_boot, seed=seed))
-        if space.has_cones:
-            v = space.cone_violation_matrix(pair_text, x).numpy()
-            inside = v <= 0
-            metrics["cone_true_frac"] = inside[mask].mean()
-            intervals["cone_true_frac"] = list(bootstrap_ci(inside[mask].astype(np.float64), n_boot=n_boot, seed=seed))
-            if (~mask).any():
-                from sklearn.metrics import roc_auc_score
-
-                metrics["cone_false_frac"] = inside[~mask].mean()
-                metrics["cone_auc"] = float(roc_auc_score(mask.ravel(), -v.ravel()))
-        extra["pair_source"] = source
-        extra["n_true_pairs"] = int(mask.sum())
-        extra["n_false_pairs"] = int((~mask).sum())
+        pairs = pair_metrics(space, x, pair_text, rx, pair_rt, mask, n_boot, seed)
+        for part, values in zip((metrics, intervals, units), pairs):
+            part.update(values)
+        extra.update(pair_source=source, n_true_pairs=int(mask.sum()), n_false_pairs=int((~mask).sum()))
     plot = {"histogram": histogram, **{k: extra.pop(k) for k in list(extra) if k.startswith("text_root_by_")}}
     return Measurement(
         metrics,

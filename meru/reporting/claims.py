@@ -243,7 +243,7 @@ def farther_share(r: MetricRecord):
 
 
 def cone_gap(r: MetricRecord):
-    """cone_true_frac − cone_false_frac; interval from the true pairs' bootstrap."""
+    """cone_true_frac − cone_false_frac; interval from the true pairs' bootstrap (over images × captions)."""
     m = r.metrics
     if "cone_true_frac" not in m or "cone_false_frac" not in m:
         return None
@@ -286,11 +286,18 @@ STRUCTURE_CLAIMS = (  # (claim id, metric, rule, statistic, threshold, N/A detai
         0.0,
         "",
     ),
-    ("image_farther", "image_farther_frac", "> 0.5 in every seed (bootstrap over pairs)", farther_share, 0.5, ""),
+    (
+        "image_farther",
+        "image_farther_frac",
+        "> 0.5 in every seed (bootstrap over images × captions)",
+        farther_share,
+        0.5,
+        "",
+    ),
     (
         "cones",
         "cone_true_frac − cone_false_frac",
-        "> 0 in every seed (bootstrap over true pairs)",
+        "> 0 in every seed (bootstrap of true pairs over images × captions)",
         cone_gap,
         0.0,
         "no entailment cones",

@@ -41,3 +41,8 @@ def study_outputs(study: str) -> list[str]:
     """Every file `meru study --type STUDY` writes, relative to its --out."""
     tables = [f"{study}{suffix}" for suffix in (".csv", ".md", "_stats.csv")]
     return tables + [f"{STUDY_FIGURES[study]}.{ext}" for ext in FIGURE_FORMATS]
+
+
+# `meru leaderboard` (configs with a `leaderboard:` section): one row per checkpoint (md, csv, sortable html) and
+# the long comparison (checkpoint x metric x source: ours, published, difference, protocol note)
+LEADERBOARD_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "leaderboard_comparison.csv")

@@ -44,6 +44,9 @@ from meru.arguments import PUBLISHED_CSV  # noqa: F401  (light: fast --help)
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 HEADLINE_CSV = RESOURCES / "headline_metrics.csv"
 PUBLISHED_COLUMNS = ["model", "size", "training_data", "task", "dataset", "metric", "value", "source", "notes"]
+# one published number's identity; optional columns: protocol (what the source measured differently from us),
+# conflict (how its value disagrees with another source's for the same checkpoint: required where values differ)
+PUBLISHED_KEY = ("model", "size", "training_data", "task", "dataset", "metric")
 COLUMNS = [
     "kind",
     "size",
@@ -200,7 +203,30 @@ def read_published(path: str | os.PathLike = PUBLISHED_CSV) -> pd.DataFrame:
             finite = False
         if not finite:
             raise ReferenceError(f"{path}, row {i + 2}: value {r['value'][:80]!r} is not a finite number") from None
+    _check_disagreements(df, path)
     return df
+
+
+def _check_disagreements(df: pd.DataFrame, path) -> None:
+    """One row per (key, source); rows of one key whose values differ each say so in ``conflict``."""
+    seen: dict = {}
+    for i, r in df.iterrows():
+        key = tuple(r[c] for c in PUBLISHED_KEY)
+        if (key, r["source"]) in seen:
+            raise ReferenceError(
+                f"{path}, rows {seen[(key, r['source'])] + 2} and {i + 2}: the same value key from the same source "
+                "twice; keep one"
+            )
+        seen[(key, r["source"])] = i
+    conflict = df["conflict"] if "conflict" in df.columns else pd.Series("", index=df.index)
+    values = df.groupby(list(PUBLISHED_KEY))["value"].transform(lambda v: v.astype(float).nunique())
+    unsaid = df.index[(values > 1) & (conflict.str.strip() == "")]
+    if len(unsaid):
+        r = df.loc[unsaid[0]]
+        raise ReferenceError(
+            f"{path}, row {unsaid[0] + 2}: {r['model']} {r['size']} {r['dataset']} {r['metric']} = {r['value']} "
+            "disagrees with another source's row; say so in its conflict column"
+        )
 
 
 def run_size(size: str, training_data: str, run_training_data: str) -> str:

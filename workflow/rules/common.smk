@@ -116,9 +116,20 @@ def runs():
     runs `{kind}-{size}-s{seed}`, released checkpoints `{kind}-{size}[-{data}]-released`)."""
     if PRETRAINED:
         out = [released_run(c) for c in PRETRAINED["checkpoints"]]
+        out = [r for r in out if not unavailable(r["label"])]
     else:
         out = [trained_run(k, s, n) for s in config["sizes"] for k in config["models"] for n in config["seeds"]]
     return {r["label"]: r for r in out}
+
+
+def unavailable_marker(label):
+    """Written by a download that failed under `pretrained.unavailable: skip` (one line: URL and why)."""
+    return f"{RUNS}/released/{label}.unavailable"
+
+
+def unavailable(label):
+    """A released checkpoint left out of the plan: `pretrained.unavailable: skip` and its download failed."""
+    return PRETRAINED.get("unavailable") == "skip" and os.path.exists(unavailable_marker(label))
 
 
 def run_labels():
@@ -231,6 +242,7 @@ from meru.reporting.outputs import FINAL_TABLES, PLOTS as ALL_PLOTS, TABLES  # n
 from meru.reporting.outputs import released_run, trained_run  # run labels
 from meru.kinds.formats import ENTRY_KEYS  # what a released checkpoint's entry says about its file
 from meru.reporting.outputs import DATASET_CARD, MODEL_CARD, VERDICT_PAGES  # report pages and cards
+from meru.reporting.outputs import LEADERBOARD_FILES  # `meru leaderboard` (configs with a `leaderboard:` section)
 
 TABLE_FILES = [f"{t}{s}" for t in TABLES for s in (".csv", ".md", ".tex", "_stats.csv")]
 
@@ -274,6 +286,8 @@ def all_targets():
         out += [f"{RESULTS}/data/contact_sheet.png"]  # not for an evaluation-only run that needs no SynthHier
     if (config.get("tracking") or {}).get("backends"):
         out += [f"{RESULTS}/tracking.tsv"]
+    if "leaderboard" in config:
+        out += [f"{RESULTS}/tables/{f}" for f in LEADERBOARD_FILES]
     return out + report_targets() + study_targets()
 
 

@@ -106,9 +106,11 @@ rule released_checkpoint:
         url=lambda w: released(w.label)["url"],
         sha=lambda w: ["--sha256", released(w.label)["sha256"]] if released(w.label).get("sha256") else [],
         checksums=f"{RUNS}/released/checksums.txt",
+        # `pretrained.unavailable: skip`: a failed download writes LABEL.unavailable (common.smk `unavailable`)
+        skip=lambda w: ["--unavailable-out", unavailable_marker(w.label)] if PRETRAINED.get("unavailable") == "skip" else [],
     shell:
         "meru fetch-checkpoint --url {params.url:q} --out {output.ckpt:q} --sha256-out {output.sha:q} "
-        "--checksums {params.checksums:q} {params.sha:q} > {log:q} 2>&1"
+        "--checksums {params.checksums:q} {params.sha:q} {params.skip:q} > {log:q} 2>&1"
 
 
 rule contact_sheet:

@@ -41,3 +41,28 @@ rule reproduction:
     shell:
         "meru reproduce --metrics {params.metrics:q} --reference {params.reference:q} --training-data {params.data:q} "
         "--out {params.out:q} > {log:q} 2>&1"
+
+
+rule leaderboard:
+    """The family leaderboard (configs with a `leaderboard:` section): one row per checkpoint with every
+    evaluation, each published value beside ours; unavailable and pending checkpoints listed, one line each."""
+    input:
+        metrics=metric_files(),
+        prompts=prompt_files(),
+        hierarcaps=hierarcaps_files(),  # CHOICE: the caption-choice records join here when that task merges
+        published="meru/resources/reference_values.csv",
+    output:
+        [f"{RESULTS}/tables/{f}" for f in LEADERBOARD_FILES if f != "leaderboard.html"],
+        report(f"{RESULTS}/tables/leaderboard.html", caption="../report/leaderboard.rst", category="Leaderboard"),
+    log:
+        f"{RESULTS}/logs/report/leaderboard.log",
+    conda:
+        "../../envs/report.yaml"
+    params:
+        metrics=lambda w: f"{RESULTS}/metrics",
+        released=lambda w: f"{RUNS}/released",
+        cfg=lambda w: json.dumps(config, sort_keys=True),
+        out=lambda w, output: os.path.dirname(output[0]),
+    shell:
+        "meru leaderboard --metrics {params.metrics:q} --published {input.published:q} --released {params.released:q} "
+        "--config-json {params.cfg:q} --out {params.out:q} > {log:q} 2>&1"
