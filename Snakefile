@@ -37,6 +37,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/reproduction.smk"
+include: "workflow/rules/study.smk"  # a study config's tables and figure (`study:`)
 
 
 # the report's landing page: written by `rule report_pages` (what ran, config, time, verdicts); a placeholder

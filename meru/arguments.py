@@ -249,6 +249,25 @@ def add_tables_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--type",
+        required=True,
+        choices=("sizes", "ablation", "batch"),  # meru.reporting.outputs.STUDY_TYPES
+        help="the study (the config's study.type): sizes, ablation or batch",
+    )
+    parser.add_argument("--metrics", required=True, help="directory of metric JSON files (searched recursively)")
+    parser.add_argument("--runs", help="directory of training runs (RUNS/LABEL/config.yaml: batch size, steps)")
+    parser.add_argument("--out", required=True, help="output directory (RESULTS/study)")
+    parser.add_argument(
+        "--baseline", help="ablation: the model name every row is paired with (default: the paper's kind, MERU)"
+    )
+    parser.add_argument(
+        "--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples (paired rows and trend slopes)"
+    )
+    parser.add_argument("--published", default=str(PUBLISHED_CSV), help="published values CSV (batch context)")
+
+
 def add_plots_arguments(parser) -> None:
     parser.add_argument("--metrics", required=True, help="directory of metric JSON files (searched recursively)")
     parser.add_argument("--runs", required=True, help="directory of training runs (RUNS/*/log.jsonl)")
@@ -435,6 +454,7 @@ COMMAND_ARGUMENTS = {
     "tables": add_tables_arguments,
     "track": add_track_arguments,
     "plots": add_plots_arguments,
+    "study": add_study_arguments,
     "provenance": add_provenance_arguments,
     "reproduce": add_reproduce_arguments,
     "leaderboard": add_leaderboard_arguments,

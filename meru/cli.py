@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tables": ("meru.reporting.tables", "build CSV/Markdown/LaTeX tables from metric JSON"),
     "track": ("meru.reporting.track", "log evaluation metrics to the experiment trackers of `tracking:`"),
     "plots": ("meru.reporting.plots", "draw the PDF/PNG figures from metric JSON and training logs"),
+    "study": ("meru.reporting.studies", "a study's table, verdicts and figure (sizes, ablation, batch)"),
     "provenance": ("meru.reporting.provenance", "write PROVENANCE.md: commit, machine, versions, config, input hashes"),
     "reproduce": (
         "meru.reporting.reproduction",

@@ -38,7 +38,7 @@ CACHE_TASKS = ("classification", "retrieval", "text-pool", "hierarcaps", "captio
 #: fields that hold embeddings (refused when non-finite); ``prompt_sets[*].class_text_raw`` too
 EMBEDDING_FIELDS = ("image_emb", "image_feats", "text_emb", "class_text_raw", "root_emb")
 _TENSOR_FIELDS = EMBEDDING_FIELDS + ("labels", "text_to_image", "specificity", "depth", "levels", "caption_truth")
-_STR_FIELDS = ("task", "kind", "dataset", "size", "checkpoint")
+_STR_FIELDS = ("task", "kind", "model_name", "model_display", "dataset", "size", "checkpoint")
 _LIST_FIELDS = (
     "keys",
     "meta",
@@ -75,10 +75,14 @@ class EmbeddingCache:
     ``N`` images, ``D`` embedding width, ``W`` pre-projection image width, ``C`` classes, ``T`` templates,
     ``M`` captions, ``H`` HierarCaps hierarchies (``M = 4H``)."""
 
-    # identity: model kind (a name in meru.kinds.KINDS; None: the space's), task (CACHE_TASKS), eval-set name,
-    # model size, training seed and step, the checkpoint (path or openclip spec) the embeddings came from
+    # identity: model kind (a name in meru.kinds.KINDS; None: the space's), model name (the config's model name:
+    # the kind, or a variant of it such as "meru-noentail"; None: the kind) and its display name (None: the kind's),
+    # task (CACHE_TASKS), eval-set name, model size, training seed and step, the checkpoint (path or openclip spec)
+    # the embeddings came from
     task: str
     kind: str | None = None
+    model_name: str | None = None
+    model_display: str | None = None
     dataset: str | None = None
     size: str | None = None
     seed: int | None = None
@@ -143,6 +147,10 @@ class EmbeddingCache:
         self._check_scalars()
         if self.kind is None:
             self.kind = self.space.kind
+        if self.model_name is None:
+            self.model_name = self.kind
+        if self.model_display is None:
+            self.model_display = display_name(self.model_name, self.kind)
         if self.kind not in KINDS or KINDS[self.kind].space != self.space.name:
             raise CacheError(
                 f"{self.name}: model kind {short_repr(self.kind)} but the {self.space.name} space; re-run `meru embed`"
@@ -388,13 +396,18 @@ class EmbeddingCache:
     # ------------------------------------------------------------------ from a model
     @staticmethod
     def model_fields(model, checkpoint: str | os.PathLike | None = None) -> dict:
-        """Identity and space fields of a loaded model (plain dict for :meth:`from_dict`): ``kind``, ``size``,
+        """Identity and space fields of a loaded model (plain dict for :meth:`from_dict`): ``kind``, ``model_name`` and
+        ``model_display`` (the training config's ``model.name`` / ``model.display``; None: the kind's), ``size``,
         ``checkpoint``, ``seed`` (training config), ``step``, ``space`` (record), ``visual_alpha``, ``textual_alpha``."""
         info = getattr(model, "checkpoint_info", None) or {}
         config = info.get("config") or {}
         seed = (config.get("runtime") or {}).get("seed") if isinstance(config, dict) else None
+        model_config = (config.get("model") or {}) if isinstance(config, dict) else {}
+        model_config = model_config if isinstance(model_config, dict) else {}
         return {
             "kind": model.kind,
+            "model_name": model_config.get("name"),
+            "model_display": model_config.get("display"),
             "size": getattr(model, "size", None),
             "checkpoint": str(checkpoint) if checkpoint is not None else None,
             "seed": None if seed is None else int(seed),
@@ -402,6 +415,14 @@ class EmbeddingCache:
             "space": model.space().record(),
             **model.projection_scales(),
         }
+
+
+def display_name(model: str, kind: str) -> str:
+    """How reporting shows a model without a recorded display name: its kind's display name when the model is
+    the plain kind (``meru`` -> ``MERU``), else the model name itself."""
+    if model != kind:
+        return model
+    return KINDS[kind].display_name if kind in KINDS else kind.upper()
 
 
 def _positive_number(value) -> bool:
@@ -488,7 +509,9 @@ class Provenance:
     val_embeddings: str | None = None  # linear-probe: the val split's cache (evaluation.linear_probe_val: dataset)
 
 
-IDENTITY = ("kind", "size", "seed", "label", "dataset", "task", "geometry")
+IDENTITY = ("kind", "model_name", "model_display", "size", "seed", "label", "dataset", "task", "geometry")
+#: identity fields a record file may lack (files written before model names: read as the kind)
+OPTIONAL_IDENTITY = ("model_name", "model_display")
 MEASUREMENT = tuple(f.name for f in dataclasses.fields(Measurement))
 
 
@@ -501,7 +524,7 @@ def _bad_record_field(data: dict) -> str | None:
     non-empty strings (``seed``: an int >= 0; ``geometry``: {str: str}); ``metrics`` maps names to finite numbers
     or null; ``intervals`` to ``[lo, hi]`` (numbers or null); ``n`` is an int >= 0; ``per_item`` maps names to
     lists; ``plot``, ``details`` and ``provenance`` are objects."""
-    for key in ("kind", "size", "label", "dataset", "task"):
+    for key in ("kind", "size", "label", "dataset", "task", *(k for k in OPTIONAL_IDENTITY if k in data)):
         if not isinstance(data[key], str) or not data[key]:
             return f"{key} = {short_repr(data[key])} is not a non-empty string"
     if not isinstance(data["seed"], int) or isinstance(data["seed"], bool) or data["seed"] < 0:
@@ -530,7 +553,10 @@ def _bad_record_field(data: dict) -> str | None:
 class MetricRecord:
     """One evaluation of one model on one dataset: the file ``meru evaluate --out M.json`` writes.
 
-    Identity: ``kind`` (meru, clip, euclip, ...), ``size``, ``seed`` (training seed; 0 for released
+    Identity: ``kind`` (meru, clip, euclip, ...), ``model_name`` (the model name: the kind, or a config variant
+    of it such as ``meru-noentail``; reporting groups by it; absent in older files: the kind), ``model_display``
+    (how reporting shows it, e.g. ``MERU, no entailment``; absent: the kind's display name), ``size``, ``seed``
+    (training seed; 0 for released
     checkpoints), ``label`` (the run name, e.g. ``meru-cpu-conv-s0``), ``dataset`` (the embedding cache's
     dataset name, e.g. ``synthhier-shape``), ``task`` (``meru evaluate --task``), ``geometry``
     (``{"space", "root_distance"}``: what distances from [ROOT] measure, with unit); the :class:`Measurement`
@@ -545,6 +571,8 @@ class MetricRecord:
     task: str
     geometry: dict[str, str]
     metrics: dict[str, float | None]
+    model_name: str | None = None
+    model_display: str | None = None
     intervals: dict[str, list] = field(default_factory=dict)
     n: int = 0
     per_item: dict[str, list] = field(default_factory=dict)
@@ -553,6 +581,12 @@ class MetricRecord:
     provenance: Provenance = field(default_factory=Provenance)
     format: str = METRIC_FORMAT
     path: Path | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.model_name is None:
+            self.model_name = self.kind
+        if self.model_display is None:
+            self.model_display = display_name(self.model_name, self.kind)
 
     @classmethod
     def of(cls, measurement: Measurement, provenance: Provenance | None = None, **identity) -> MetricRecord:
@@ -578,7 +612,7 @@ class MetricRecord:
                 "delete it and re-run the `meru evaluate` rule that writes it"
             )
         fields = {f.name for f in dataclasses.fields(cls)} - {"path"}
-        missing = sorted(set(IDENTITY) - set(data) | ({"metrics", "provenance"} - set(data)))
+        missing = sorted(set(IDENTITY) - set(OPTIONAL_IDENTITY) - set(data) | ({"metrics", "provenance"} - set(data)))
         unknown = sorted(set(data) - fields)
         if missing or unknown:
             raise RecordError(

@@ -128,13 +128,16 @@ def test_every_task_writes_the_same_record_shape(evaluated):
         assert list(raw) == keys, task  # same fields, same order, for every task
         rec = MetricRecord.load(path)
         assert rec.task == task and rec.kind == "meru" and rec.size == "tiny" and rec.seed == 2
+        assert (rec.model_name, rec.model_display) == ("meru", "MERU")  # no model.name in its config: the kind
         assert rec.label == "meru-tiny-s2" and rec.geometry["space"] and rec.geometry["root_distance"]
         assert isinstance(rec.n, int) and rec.n > 0 and rec.metrics
         assert all(v is None or (isinstance(v, float) and math.isfinite(v)) for v in rec.metrics.values()), task
         assert all(len(iv) == 2 for iv in rec.intervals.values())
         assert all(isinstance(v, list) for v in rec.per_item.values())
         assert rec.provenance.checkpoint == str(d / "model.pt") and rec.provenance.embeddings.endswith(".pt")
-    assert list(keys) == ["format", "kind", "size", "seed", "label", "dataset", "task", "geometry"] + [
+    assert list(keys) == ["format", "kind", "model_name", "model_display", "size", "seed", "label", "dataset"] + [
+        "task",
+        "geometry",
         "metrics",
         "intervals",
         "n",

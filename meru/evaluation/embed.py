@@ -6,7 +6,8 @@ The cache is a :class:`meru.records.EmbeddingCache` (typed fields, one per item 
 gives the shapes), written with :meth:`~meru.records.EmbeddingCache.save` (atomic; refuses NaN/inf) as a plain
 dict that loads with ``torch.load(weights_only=True)`` (format ``meru-bench/embeddings/2``) and read with
 :meth:`~meru.records.EmbeddingCache.load`. All tensors are float32 on CPU. It holds the model's identity
-(kind, size, seed, step, checkpoint), its space (:mod:`meru.spaces`, MERU with its curvature) and the towers'
+(kind, model name and display name from the training config, size, seed, step, checkpoint), its space
+(:mod:`meru.spaces`, MERU with its curvature) and the towers'
 alphas, the image embeddings ``[N, D]`` and pre-projection features ``[N, W]``; classification sets add labels,
 class names, templates and the raw projected text features ``[T, C, D]`` of every template x class (ensembled
 at evaluate time with ``space.ensemble``) and alternative template sets (``prompt_sets``,

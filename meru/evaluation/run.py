@@ -3,7 +3,8 @@
 Tasks: the registry :data:`meru.evaluation.tasks.TASKS` (``zeroshot``, ``retrieval``, ``linear-probe``,
 ``structure``, ``traversal``, ``prompts``, ``hierarcaps``, ``caption-choice``); ``--task T`` runs
 ``TASKS[T].evaluate``, which reads its caches and returns a :class:`meru.records.Measurement`
-(:class:`meru.evaluation.task.Evaluation`); this module adds the identity (:func:`identity`: ``kind``, ``size``, ``seed``, ``label``, ``dataset``, ``task``,
+(:class:`meru.evaluation.task.Evaluation`); this module adds the identity (:func:`identity`: ``kind``,
+``model_name``, ``model_display``, ``size``, ``seed``, ``label``, ``dataset``, ``task``,
 ``geometry`` from :meth:`meru.spaces.Space.geometry`, so reporting labels axes without knowing model kinds)
 and the input files (``provenance``) and writes the :class:`meru.records.MetricRecord` to ``--out M.json``
 (atomically, strict JSON). Tasks that clip-benchmark also has (zero-shot, retrieval, linear-probe) also write
@@ -35,10 +36,12 @@ def identity(
     seed = int(seed) if seed is not None else 0
     return {
         "kind": cache.kind,
+        "model_name": cache.model_name,
+        "model_display": cache.model_display,
         "size": size,
         "seed": seed,
         # an open_clip model has no training seed: no made-up "-s0" in its label
-        "label": label or run_label(cache.kind, size, None if _is_openclip(cache) else seed),
+        "label": label or run_label(cache.model_name, size, None if _is_openclip(cache) else seed),
         "dataset": cache.dataset,
         "task": task,
         "geometry": cache.space.geometry(),
@@ -53,11 +56,11 @@ def _is_openclip(cache: EmbeddingCache) -> bool:
 def clip_benchmark_record(rec: MetricRecord, result: dict | None) -> dict | None:
     """A result file that ``clip_benchmark build`` reads: its keys (``dataset``, ``model``, ``pretrained``,
     ``task``, ``metrics``, ``language``), from the task's ``{"task", "metrics"}`` (None: the task has none).
-    ``model`` is ``KIND-SIZE`` and ``pretrained`` the rest of the run label (``s0``, ``released``), like
+    ``model`` is ``NAME-SIZE`` (the model name: its kind unless a variant) and ``pretrained`` the rest of the run label (``s0``, ``released``), like
     clip-benchmark's architecture / weights pair."""
     if result is None:
         return None
-    model = f"{rec.kind}-{rec.size}"
+    model = f"{rec.model_name}-{rec.size}"
     label = rec.label
     pretrained = label[len(model) + 1 :] if label.startswith(model + "-") else label
     if label == model and str(rec.provenance.checkpoint or "").startswith("openclip:"):  # its weights, as cb does

@@ -33,7 +33,8 @@ def _block(width: int) -> int:
 
 
 def parameter_counts(kind: str, size: str) -> dict[str, int]:
-    """Parameter counts of ``build_model(kind, size)``: total, visual and text (each incl. projection), other."""
+    """Parameter counts of ``build_model(kind, size)``: total, visual and text (each incl. projection), other, and
+    ``non_embedding`` = total - ``V w`` (the token embedding; Kaplan et al. 2020's count, the sizes study's axis)."""
     spec = get_size(size)
     if spec.image_tower in CONV_VARIANTS:
         _, stem, stages = CONV_VARIANTS[spec.image_tower]
@@ -53,7 +54,14 @@ def parameter_counts(kind: str, size: str) -> dict[str, int]:
     text = spec.vocab_size * w + spec.context_length * w + spec.text_layers * _block(w) + 2 * w + w * spec.embed_dim
     text += get_kind(kind).text_heads * (w + 1)
     other = get_kind(kind).scalars
-    return {"total": visual + text + other, "visual": visual, "text": text, "other": other}
+    total = visual + text + other
+    return {
+        "total": total,
+        "visual": visual,
+        "text": text,
+        "other": other,
+        "non_embedding": total - spec.vocab_size * w,
+    }
 
 
 def run(args: argparse.Namespace) -> int:

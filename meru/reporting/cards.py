@@ -93,7 +93,7 @@ def model_card(run_dir: str | Path, label: str, records: list[MetricRecord]) -> 
     git = git_state()
     return f"""# Model card: {label}
 
-**Model.** {kind_name(kind)} (`model.kind: {kind}`), size `{cfg["model"]["size"]}`, seed {cfg["runtime"]["seed"]};
+**Model.** {cfg["model"].get("display") or kind_name(kind)} (`model.kind: {kind}`), size `{cfg["model"]["size"]}`, seed {cfg["runtime"]["seed"]};
 trained by `meru train` (meru-bench). Intended use: the benchmark's comparisons of MERU, CLIP and EuCLIP; a
 research checkpoint, not a product.
 

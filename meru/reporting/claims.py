@@ -33,7 +33,7 @@ from meru.io import write_text
 from meru.kinds import PAPER
 from meru.records import MetricRecord, load_metric_records
 from meru.reporting.reproduction import kinds_of
-from meru.reporting.records import kind_name, metrics_dir_missing
+from meru.reporting.records import metrics_dir_missing, model_displays
 
 HOLDS, FAILS, UNSURE, NA = "holds", "does not hold", "inconclusive", "n/a"
 
@@ -118,7 +118,7 @@ def comparison_cell(meru: dict, other: dict, metric: str, outcomes) -> dict:
 
 
 def _kind(recs: dict) -> str:
-    return next(iter(recs.values())).kind.upper()
+    return next(iter(recs.values())).model_name.upper()
 
 
 def _interval(rec: MetricRecord, metric: str):
@@ -161,11 +161,11 @@ def _true_share(items: np.ndarray) -> float:
 
 
 def _group(records: list[MetricRecord], task: str) -> dict:
-    """{(size, dataset): {kind: {seed: record}}} for one task."""
+    """{(size, dataset): {model name: {seed: record}}} for one task."""
     out: dict = {}
     for r in records:
         if r.task == task:
-            out.setdefault((r.size, r.dataset), {}).setdefault(r.kind, {})[r.seed] = r
+            out.setdefault((r.size, r.dataset), {}).setdefault(r.model_name, {})[r.seed] = r
     return out
 
 
@@ -386,7 +386,7 @@ def build_claims(records: list[MetricRecord]) -> tuple[pd.DataFrame, pd.DataFram
                     w[f"{kind}_{f}"] = cell.get(f)
         wide.append(w)
     wide = pd.DataFrame(wide)
-    return wide, compact_table(wide, kinds)
+    return wide, compact_table(wide, kinds, model_displays(records))
 
 
 COMPARISONS = ("zeroshot", "retrieval")  # claims comparing MERU with each other kind (the rest: properties)
@@ -434,9 +434,10 @@ def compact_cell(group: pd.DataFrame, kind: str, comparison: bool) -> str:
     return f"{verdict}: {'Δ ' if comparison else ''}{value}" if value else verdict
 
 
-def compact_table(wide: pd.DataFrame, kinds: list[str]) -> pd.DataFrame:
+def compact_table(wide: pd.DataFrame, kinds: list[str], names: dict[str, str]) -> pd.DataFrame:
     """One row per claim (terminals, GitHub): the claim, the number of (metric, size, dataset) rows behind it,
-    one short cell per kind (:func:`compact_cell`) and whose finding it is; the details are in claims.csv."""
+    one short cell per model (:func:`compact_cell`; column: ``names[model]``, its display name) and whose
+    finding it is; the details are in claims.csv."""
     out = []
     for cid in CLAIMS:
         g = wide[wide.claim_id == cid] if len(wide) else wide
@@ -444,7 +445,7 @@ def compact_table(wide: pd.DataFrame, kinds: list[str]) -> pd.DataFrame:
             continue
         row = {"claim": SHORT[cid], "rows": len(g)}
         for kind in kinds:
-            row[kind_name(kind)] = compact_cell(g, kind, cid in COMPARISONS)
+            row[names.get(kind, kind)] = compact_cell(g, kind, cid in COMPARISONS)
         row["reading"] = _verdict_counts(list(g["reading"])) if cid not in COMPARISONS else ""
         out.append(row)
     return pd.DataFrame(out)

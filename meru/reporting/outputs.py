@@ -31,6 +31,18 @@ VERDICT_PAGES = ("claims", "reproduction", "prompt_sensitivity", "provenance")
 # `meru card`: RUNS/{label}/MODEL_CARD.md next to each trained model.pt, RESULTS/cards/{name}.DATASET_CARD.md
 # for each dataset directory the run uses; each also as .html (RESULTS/cards/) for the report's "Cards"
 MODEL_CARD, DATASET_CARD = "MODEL_CARD.md", "DATASET_CARD.md"
+# `meru study --type T` (meru.reporting.studies; a config with `study: {type: T}`): RESULTS/study/ holds T.csv,
+# T.md, T_stats.csv and the study's figure (PDF + PNG)
+STUDY_TYPES = ("sizes", "ablation", "batch")
+STUDY_FIGURES = {"sizes": "sizes_gap", "ablation": "ablation_hierarchy", "batch": "batch_gap"}
+
+
+def study_outputs(study: str) -> list[str]:
+    """Every file `meru study --type STUDY` writes, relative to its --out."""
+    tables = [f"{study}{suffix}" for suffix in (".csv", ".md", "_stats.csv")]
+    return tables + [f"{STUDY_FIGURES[study]}.{ext}" for ext in FIGURE_FORMATS]
+
+
 # `meru leaderboard` (configs with a `leaderboard:` section): one row per checkpoint (md, csv, sortable html) and
 # the long comparison (checkpoint x metric x source: ours, published, difference, protocol note)
 LEADERBOARD_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "leaderboard_comparison.csv")

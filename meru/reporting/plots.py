@@ -2,8 +2,9 @@
 
 Each figure is written as ``NAME.pdf`` and ``NAME.png`` (200 dpi), atomically. Everything comes from the
 metric records' fields (``plot`` holds what a figure needs; no embedding cache is opened) and the training
-runs' ``RUNS/*/log.jsonl`` with their ``config.yaml``. Model kinds are those in the records; colour = kind
-(fixed palette, fallback colours for others), marker / line style = seed.
+runs' ``RUNS/*/log.jsonl`` with their ``config.yaml``. Models are the model names in the records (a kind, or a
+config variant of it), shown by their display names; colour = kind (fixed palette, fallback colours for
+others), marker / line style = seed.
 
 - ``zeroshot_bars``: zero-shot top-1 per dataset (SynthHier: taxonomy level) and size: bar = seed mean,
   points = seeds with their 95% bootstrap intervals over test items;
@@ -13,9 +14,10 @@ runs' ``RUNS/*/log.jsonl`` with their ``config.yaml``. Model kinds are those in 
 - ``depth_vs_distance``: mean ± sd distance from [ROOT] of pool captions per specificity level (structure
   record ``plot["text_root_by_specificity"]``), one panel per geometry;
 - ``traversal``: the captions met walking from the first images toward [ROOT] (traversal record
-  ``plot["paths"]``), one panel per kind;
-- ``training_curves``: loss, curvature and alpha scales vs step; kind, size and seed of each run from its
-  ``config.yaml`` (``model.kind``, ``model.size``, ``runtime.seed``), never from the directory name.
+  ``plot["paths"]``), one panel per model;
+- ``training_curves``: loss, curvature and alpha scales vs step; model, size and seed of each run from its
+  ``config.yaml`` (``model.kind``, ``model.name``, ``model.display``, ``model.size``, ``runtime.seed``), never
+  from the directory name.
 
 Figures whose data are absent say so in their body, so the declared outputs exist for every config.
 """
@@ -37,7 +39,7 @@ import numpy as np
 from meru.config import load_yaml
 from meru.data.wds_eval import images_by_key
 from meru.io import save_figure
-from meru.records import MetricRecord, load_metric_records
+from meru.records import MetricRecord, display_name, load_metric_records
 from meru.reporting import tables
 from meru.reporting.outputs import FIGURE_FORMATS as FORMATS
 from meru.reporting.outputs import PLOTS
@@ -45,9 +47,10 @@ from meru.reporting.records import (
     SEED_LINESTYLES,
     SEED_MARKERS,
     kind_colors,
-    kind_name,
-    kind_order,
     metrics_dir_missing,
+    model_colors,
+    model_displays,
+    model_order,
     root_distance_label,
     size_order,
 )
@@ -117,8 +120,8 @@ def zeroshot_bars(records: list[MetricRecord], path: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(4.5, 3.4))
         _empty(ax, "zero-shot results")
         return _save(fig, path)
-    kinds, sizes = kind_order(df.kind), size_order(df["size"])
-    colors = kind_colors(kinds)
+    kinds, sizes = model_order(df.kind), size_order(df["size"])
+    colors, names = model_colors(records), model_displays(records)
     seeds = sorted({s for ss in df.seeds for s in ss})
     style = _style(seeds)
     chance = _chance_by_column(records, df)
@@ -138,7 +141,7 @@ def zeroshot_bars(records: list[MetricRecord], path: Path) -> list[Path]:
         ax.set_ylim(ymin, ymax)
         if chance.get(column) is not None:
             _chance_line(ax, chance[column], ymin)
-        labels = [kind_name(k) + (f"\n{s}" if len(sizes) > 1 else "") for s, k in slots]
+        labels = [names[k].replace(", ", ",\n") + (f"\n{s}" if len(sizes) > 1 else "") for s, k in slots]
         ax.set_xticks(range(len(slots)), labels, fontsize=8)
         ax.set_xlim(-0.6, len(slots) - 0.4)
         ax.set_title(column + ("" if ymin == 0 else f"  (axis from {ymin:.0f}%)"), fontsize=9)
@@ -197,15 +200,15 @@ def _seed_points(ax, x: float, r, color: str, style: dict) -> None:
 
 
 def scaling(records: list[MetricRecord], path: Path) -> list[Path]:
-    """Mean top-1 over the datasets present for every size, per kind and seed (>= 2 sizes)."""
+    """Mean top-1 over the datasets present for every size, per model and seed (>= 2 sizes)."""
     df = zeroshot_frame(records)
     sizes = size_order(df["size"]) if len(df) else []
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
     if len(sizes) < 2:
         _empty(ax, "two or more model sizes")
         return _save(fig, path)
-    kinds = kind_order(df.kind)
-    colors = kind_colors(kinds)
+    kinds = model_order(df.kind)
+    colors, names = model_colors(records), model_displays(records)
     style = _style([s for seeds in df.seeds for s in seeds])
     for kind in kinds:
         dk = df[df.kind == kind]
@@ -221,7 +224,7 @@ def scaling(records: list[MetricRecord], path: Path) -> list[Path]:
                 marker=style[seed][0],
                 ls=style[seed][1],
                 color=colors[kind],
-                label=f"{kind_name(kind)} seed {seed}",
+                label=f"{names[kind]} seed {seed}",
             )
     ax.set_xticks(range(len(sizes)), sizes)
     ax.set_xlabel("model size")
@@ -232,8 +235,8 @@ def scaling(records: list[MetricRecord], path: Path) -> list[Path]:
 
 def _structure(records: list[MetricRecord]) -> list[MetricRecord]:
     recs = [r for r in records if r.task == "structure"]
-    kinds, sizes = kind_order({r.kind for r in recs}), size_order({r.size for r in recs})
-    return sorted(recs, key=lambda r: (kinds.index(r.kind), sizes.index(r.size), r.seed))
+    models, sizes = model_order({r.model_name for r in recs}), size_order({r.size for r in recs})
+    return sorted(recs, key=lambda r: (models.index(r.model_name), sizes.index(r.size), r.seed))
 
 
 def _by_geometry(recs: list[MetricRecord]) -> dict[str, list[MetricRecord]]:
@@ -244,7 +247,7 @@ def _by_geometry(recs: list[MetricRecord]) -> dict[str, list[MetricRecord]]:
 
 
 def _run_name(rec: MetricRecord, n_sizes: int) -> str:
-    return f"{kind_name(rec.kind)}{' ' + rec.size if n_sizes > 1 else ''} seed {rec.seed}"
+    return f"{rec.model_display}{' ' + rec.size if n_sizes > 1 else ''} seed {rec.seed}"
 
 
 def root_distance_hist(records: list[MetricRecord], path: Path) -> list[Path]:
@@ -256,7 +259,7 @@ def root_distance_hist(records: list[MetricRecord], path: Path) -> list[Path]:
         for ax in axes.ravel():
             _empty(ax, "distance histograms (structure results)")
         return _save(fig, path)
-    colors = kind_colors(r.kind for r in recs)
+    colors = model_colors(recs)
     style = _style([r.seed for r in recs])
     n_sizes = len({r.size for r in recs})
     for col, (label, grp) in enumerate(groups.items()):
@@ -267,7 +270,7 @@ def root_distance_hist(records: list[MetricRecord], path: Path) -> list[Path]:
                 ax.stairs(
                     h[f"{what}_counts"],
                     h["edges"],
-                    color=colors[r.kind],
+                    color=colors[r.model_name],
                     ls=style[r.seed][1],
                     lw=1.2,
                     label=_run_name(r, n_sizes),
@@ -289,7 +292,7 @@ def depth_vs_distance(records: list[MetricRecord], path: Path, by: str = "specif
     if not groups:
         _empty(axes[0, 0], f"per-{by} caption distances ('{key}' in structure results)")
         return _save(fig, path)
-    colors = kind_colors(r.kind for r in recs)
+    colors = model_colors(recs)
     style = _style([r.seed for r in recs])
     n_sizes = len({r.size for r in recs})
     for ax, (label, grp) in zip(axes[0], groups.items()):
@@ -305,7 +308,7 @@ def depth_vs_distance(records: list[MetricRecord], path: Path, by: str = "specif
                 ms=3,
                 capsize=2,
                 lw=1,
-                color=colors[r.kind],
+                color=colors[r.model_name],
                 label=_run_name(r, n_sizes),
             )
         ax.set_xlabel(f"caption {by} (0 = most generic)")
@@ -317,17 +320,17 @@ def depth_vs_distance(records: list[MetricRecord], path: Path, by: str = "specif
 
 
 def traversal_runs(records: list[MetricRecord]) -> dict[str, MetricRecord]:
-    """``{kind: traversal record}``: each kind's first run (smallest size, lowest seed), kinds in display order."""
+    """``{model name: traversal record}``: each model's first run (smallest size, lowest seed), in display order."""
     recs: dict[str, MetricRecord] = {}
     sizes = size_order({r.size for r in records if r.task == "traversal"})
     for r in sorted((r for r in records if r.task == "traversal"), key=lambda r: (sizes.index(r.size), r.seed)):
-        recs.setdefault(r.kind, r)
-    return {k: recs[k] for k in kind_order(recs)}
+        recs.setdefault(r.model_name, r)
+    return {k: recs[k] for k in model_order(recs)}
 
 
 def traversal(records: list[MetricRecord], path: Path, images: dict | None = None, n_images: int = 4) -> list[Path]:
     """As in the MERU paper: for each of the first ``n_images`` images (rows) its thumbnail (``images``:
-    ``{key: PIL image}``, from the evaluation set; a placeholder naming the key without it) and, per kind
+    ``{key: PIL image}``, from the evaluation set; a placeholder naming the key without it) and, per model
     (columns), the captions retrieved walking from the image to [ROOT], in step order; captions that are not
     true of the image in red."""
     recs = traversal_runs(records)
@@ -347,7 +350,9 @@ def traversal(records: list[MetricRecord], path: Path, images: dict | None = Non
         gridspec_kw={"width_ratios": [1.2] + [3.6] * len(recs)},
     )
     for k, r in recs.items():
-        axes[0, 1 + list(recs).index(k)].set_title(f"{kind_name(k)} {r.size} seed {r.seed}: image → [ROOT]", fontsize=9)
+        axes[0, 1 + list(recs).index(k)].set_title(
+            f"{r.model_display} {r.size} seed {r.seed}: image → [ROOT]", fontsize=9
+        )
     for row, key in zip(axes, keys):
         _thumbnail(row[0], (images or {}).get(key), key)
         for ax, k in zip(row[1:], recs):
@@ -398,14 +403,23 @@ def read_logs(runs_dir: str | os.PathLike) -> dict[str, list[dict]]:
 
 
 def run_identity(run_dir: str | os.PathLike) -> dict:
-    """``{"kind", "size", "seed"}`` of a training run, from the ``config.yaml`` that ``meru train`` writes."""
+    """``{"kind", "model", "display", "size", "seed"}`` of a training run, from the ``config.yaml`` that
+    ``meru train`` writes (``model.name`` / ``model.display`` absent: the kind's)."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ValueError(f"{path} missing: the training run did not start; re-run its `meru train` rule")
     cfg = load_yaml(path)
     try:
-        return {"kind": cfg["model"]["kind"], "size": cfg["model"]["size"], "seed": int(cfg["runtime"]["seed"])}
-    except (KeyError, TypeError, ValueError) as err:
+        kind, model = cfg["model"]["kind"], cfg["model"].get("name") or cfg["model"]["kind"]
+        display = cfg["model"].get("display") or display_name(model, kind)
+        return {
+            "kind": kind,
+            "model": model,
+            "display": display,
+            "size": cfg["model"]["size"],
+            "seed": int(cfg["runtime"]["seed"]),
+        }
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: no model.kind / model.size / runtime.seed ({err}); re-run `meru train`") from None
 
 
@@ -451,14 +465,14 @@ def training_curves(runs_dir, path: Path) -> list[Path]:
     handles = {}
     for ax, (key, label) in zip(axes.ravel(), CURVES.items()):
         drawn = False
-        for name, rows in sorted(logs.items(), key=lambda kv: (runs[kv[0]]["kind"], runs[kv[0]]["seed"])):
+        for name, rows in sorted(logs.items(), key=lambda kv: (runs[kv[0]]["model"], runs[kv[0]]["seed"])):
             steps, values = _curve_points(rows, key)
             if not steps:
                 continue
             run = runs[name]
             color, ls = colors[run["kind"]], style[run["seed"]][1]
             ax.plot(steps, values, color=color, lw=0.6, alpha=0.2)
-            run_label = f"{kind_name(run['kind'])}{' ' + run['size'] if n_sizes > 1 else ''} seed {run['seed']}"
+            run_label = f"{run['display']}{' ' + run['size'] if n_sizes > 1 else ''} seed {run['seed']}"
             handles[run_label] = ax.plot(steps, smooth(values), color=color, ls=ls, lw=1.3, label=run_label)[0]
             drawn = True
         if drawn:

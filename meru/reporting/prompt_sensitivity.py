@@ -5,8 +5,8 @@ prompts``; one per run and zero-shot dataset: metrics ``top1_<set>``, details ``
 ``{set: {"n_templates", "source"}}``) and writes
 ``prompt_sensitivity.csv`` and ``prompt_sensitivity.md`` (atomically).
 
-Rows: model (``{kind}-{size}``, seeds averaged) x template set (``evalset`` = the eval set's own
-templates, ``single``, ``meru``, ``clip_benchmark``; see :mod:`meru.evaluation.prompt_sensitivity`);
+Rows: model (``{name}-{size}``: model name and size, seeds averaged) x template set (``evalset`` = the eval
+set's own templates, ``single``, ``meru``, ``clip_benchmark``; see :mod:`meru.evaluation.prompt_sensitivity`);
 columns: datasets, each the zero-shot top-1 accuracy (%) averaged over the model's seeds. For every
 model one more row, ``spread (max - min)``, gives per dataset max − min over its template sets; its
 ``spread`` column is the largest of these (the model's largest prompt-induced swing over all datasets;
@@ -42,7 +42,7 @@ def build_table(records: list[MetricRecord]) -> tuple[pd.DataFrame, dict]:
     values = defaultdict(list)  # (model, set, dataset) -> [top1 per seed]
     sources, models, datasets = {}, [], []
     for rec in records:
-        model = f"{rec.kind}-{rec.size}"
+        model = f"{rec.model_name}-{rec.size}"
         dataset = rec.dataset
         if model not in models:
             models.append(model)

@@ -2,13 +2,15 @@
 
 Reporting reads only the metric records that ``meru evaluate`` writes (:class:`meru.records.MetricRecord`,
 loaded with :func:`meru.records.load_metric_records`; the clip-benchmark side files are skipped) and reads
-their fields exactly. Model kinds are whatever the records say (``meru.kinds.KINDS`` and others); what a kind's
-distances from [ROOT] measure comes from each record's ``geometry``.
+their fields exactly. A model is identified by its name (``MetricRecord.model_name``: the kind, or a config variant
+such as ``meru-noentail``) and shown by its display name (``MetricRecord.model_display``); colours come from its kind
+(``meru.kinds.KINDS`` and others); what its distances from [ROOT] measure comes from each record's ``geometry``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -43,6 +45,35 @@ def kind_order(kinds) -> list[str]:
     """The baseline (CLIP) first, then the other kinds alphabetically."""
     kinds = set(kinds)
     return ([BASELINE] if BASELINE in kinds else []) + sorted(kinds - {BASELINE})
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders the numbers inside a name by value (``meru-b64`` before ``meru-b128``)."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t)
+
+
+def model_order(models) -> list[str]:
+    """Model names in display order: the baseline (CLIP) first, then the others in natural order
+    (:func:`natural_key`); for plain kinds the order of :func:`kind_order`."""
+    models = set(models)
+    return ([BASELINE] if BASELINE in models else []) + sorted(models - {BASELINE}, key=natural_key)
+
+
+def model_displays(records) -> dict[str, str]:
+    """``{model name: display name}`` of the records (the first record of each name decides)."""
+    out: dict[str, str] = {}
+    for r in records:
+        out.setdefault(r.model_name, r.model_display)
+    return out
+
+
+def model_colors(records) -> dict[str, str]:
+    """``{model name: colour}``: the colour of each model's kind (:func:`kind_colors`)."""
+    kinds = {}
+    for r in records:
+        kinds.setdefault(r.model_name, r.kind)
+    colors = kind_colors(kinds.values())
+    return {m: colors[k] for m, k in kinds.items()}
 
 
 def size_order(sizes) -> list[str]:

@@ -79,6 +79,7 @@ REFERENCE_CONTENT = (
     "logs",
     "benchmarks/train",
     "benchmarks/embed",
+    "study",  # a study config's tables and figure (meru study); absent in other runs
 )
 REQUIRED_TABLES = ("zeroshot.csv", "claims.csv", "reproduction.csv")
 _PERCENT = ("top1", "top5", "mean_per_class", "acc1", "acc5", "accuracy", "acc")
@@ -92,9 +93,9 @@ class ReferenceError(ValueError):
 
 
 def kinds_of(records: list[MetricRecord]) -> list[str]:
-    """Model kinds present, MERU first, CLIP second, any others alphabetically. Kinds are not filtered:
-    whatever kinds the run has are compared."""
-    present = {r.kind for r in records}
+    """Model names present (``MetricRecord.model_name``: a kind or a config variant of one), MERU first, CLIP second,
+    any others alphabetically. Models are not filtered: whatever the run has is compared."""
+    present = {r.model_name for r in records}
     order = [k for k in (PAPER, BASELINE) if k in present]
     return order + sorted(present - set(order))
 
@@ -126,7 +127,7 @@ def floors(path: str | os.PathLike = HEADLINE_CSV) -> list[dict]:
 
 
 def seed_values(records: list[MetricRecord], keys: set[tuple[str, str, str]] | None = None) -> dict:
-    """``{(kind, size, task, dataset, metric): [(seed, value, lo, hi), ...]}`` for numeric metrics.
+    """``{(model name, size, task, dataset, metric): [(seed, value, lo, hi), ...]}`` for numeric metrics.
 
     keys: ``{(task, dataset, metric)}`` to keep (None = all). ``lo``/``hi`` are the record's bootstrap
     interval (None when it has none). A repeated (key, seed) raises naming both files.
@@ -139,7 +140,7 @@ def seed_values(records: list[MetricRecord], keys: set[tuple[str, str, str]] | N
                 continue
             if keys is not None and (rec.task, rec.dataset, metric) not in keys:
                 continue
-            key = (rec.kind, rec.size, rec.task, rec.dataset, metric)
+            key = (rec.model_name, rec.size, rec.task, rec.dataset, metric)
             seed = rec.seed
             if (key, seed) in seen:
                 raise ValueError(

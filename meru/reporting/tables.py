@@ -1,9 +1,9 @@
 """Paper-layout tables from metric records (``meru tables --metrics DIR --out DIR [--n-boot B]``).
 
-Every table in :data:`SPECS` has one unit. Rows are models x sizes (CLIP first), followed by one
-comparison row ``KIND - CLIP`` per other kind present; columns are datasets (SynthHier: taxonomy levels)
-or, for the per-dataset metric groups, metrics; blocks (``\\midrule`` in LaTeX) separate metrics or datasets.
-For each table ``T`` it writes, atomically:
+Every table in :data:`SPECS` has one unit. Rows are models x sizes (CLIP first; a model is a model name:
+its kind, or a config variant of it), followed by one comparison row ``NAME - CLIP`` per other model present;
+columns are datasets (SynthHier: taxonomy levels) or, for the per-dataset metric groups, metrics; blocks
+(``\\midrule`` in LaTeX) separate metrics or datasets. For each table ``T`` it writes, atomically:
 
 - ``T.csv``: the wide table with the central numbers (seed mean; difference for comparison rows);
 - ``T.md``: the wide table with the statistics below, its notes, and a per-seed section;
@@ -46,9 +46,8 @@ from meru.records import CLIP_BENCHMARK_SUFFIX, METRIC_FORMAT, MetricRecord, loa
 from meru.reporting import outputs
 from meru.reporting.records import (
     BASELINE,
-    kind_name,
-    kind_order,
     metrics_dir_missing,
+    model_order,
     root_distance_label,
     size_order,
 )
@@ -324,7 +323,7 @@ def misnamed_records(metrics_dir: str | os.PathLike) -> list[Path]:
 
 
 def collect(records: list[MetricRecord], spec: TableSpec) -> dict:
-    """``{(block, column, kind, size): [seed entries]}`` for one table, in display order.
+    """``{(block, column, model name, size): [seed entries]}`` for one table, in display order.
 
     A seed entry: ``{"seed", "value", "lo", "hi", "rec", "metric"}``. Trivial cells are dropped (for every
     model, when any record of the cell is trivial); duplicate seeds and unusable values
@@ -355,17 +354,17 @@ def collect(records: list[MetricRecord], spec: TableSpec) -> dict:
                 else (spec.metrics.index(metric), _dataset_key(rec.dataset)),
             )
             lo, hi = rec.intervals.get(metric, [None, None])  # not every metric has an interval
-            entries = cells.setdefault((block, column, rec.kind, rec.size), [])
+            entries = cells.setdefault((block, column, rec.model_name, rec.size), [])
             same = [e for e in entries if e["seed"] == rec.seed]
             if same:
                 raise ValueError(
-                    f"two metric files for {rec.kind} {rec.size} seed {rec.seed}: "
+                    f"two metric files for {rec.model_name} {rec.size} seed {rec.seed}: "
                     f"{same[0]['rec'].path} and {rec.path}; remove the stale one"
                 )
             entries.append({"seed": rec.seed, "value": float(value), "lo": lo, "hi": hi, "rec": rec, "metric": metric})
     blocks = sorted(order_b, key=order_b.get)
     columns = sorted(order_c, key=order_c.get)
-    kinds = kind_order(k for (_, _, k, _) in cells)
+    kinds = model_order(k for (_, _, k, _) in cells)
     sizes = size_order(s for (_, _, _, s) in cells)
     out = {}
     for b in blocks:
@@ -422,7 +421,8 @@ def compare(a: list[dict], b: list[dict], n_boot: int = DEFAULT_N_BOOT, seed: in
 
 
 def build(records: list[MetricRecord], spec: TableSpec, n_boot: int = DEFAULT_N_BOOT) -> pd.DataFrame:
-    """Tidy statistics of one table: one row per (block, column, row), ``row_type`` "model" or "comparison"."""
+    """Tidy statistics of one table: one row per (block, column, row), ``row_type`` "model" or "comparison";
+    ``model`` is the display name, ``kind`` the model name (``NAME-clip`` for a comparison)."""
     cells = collect(records, spec)
     rows = []
     by_bcs: dict = {}
@@ -436,7 +436,7 @@ def build(records: list[MetricRecord], spec: TableSpec, n_boot: int = DEFAULT_N_
                     "block": b,
                     "column": c,
                     "row_type": "model",
-                    "model": kind_name(k),
+                    "model": entries[0]["rec"].model_display,
                     "kind": k,
                     "size": s,
                     "unit": root_distance_label(entries[0]["rec"]) if not spec.comparable else spec.unit,
@@ -445,7 +445,7 @@ def build(records: list[MetricRecord], spec: TableSpec, n_boot: int = DEFAULT_N_
             )
         if not spec.comparable or BASELINE not in kinds:
             continue
-        for k in kind_order(kinds):
+        for k in model_order(kinds):
             if k == BASELINE:
                 continue
             cmp = compare(kinds[k], kinds[BASELINE], n_boot=n_boot)
@@ -457,7 +457,7 @@ def build(records: list[MetricRecord], spec: TableSpec, n_boot: int = DEFAULT_N_
                     "block": b,
                     "column": c,
                     "row_type": "comparison",
-                    "model": f"{kind_name(k)} − {kind_name(BASELINE)}",
+                    "model": f"{kinds[k][0]['rec'].model_display} − {kinds[BASELINE][0]['rec'].model_display}",
                     "kind": f"{k}-{BASELINE}",
                     "size": s,
                     "unit": spec.unit,

@@ -128,6 +128,26 @@ def measured_train_flops(model: torch.nn.Module, images: torch.Tensor, tokens: t
     return int(counter.get_total_flops())
 
 
+def model_train_flops(size: str, text_tokens: int | None = None) -> int:
+    """Training FLOPs per image-caption pair of the towers of ``size``: one forward + backward of two samples
+    through the baseline kind's model built on the meta device (no memory, no compute;
+    :func:`measured_train_flops`), halved. The towers are the same for every kind; the kinds' heads and losses
+    are left out (< 1%), as in :func:`train_flops_per_sample`. Text at ``text_tokens`` (default: the context
+    length, an upper bound on a run's tokens); attention through the math SDPA kernel, so that it is counted."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from meru.kinds import BASELINE
+    from meru.models import build_model, get_size
+
+    spec = get_size(size)
+    with torch.device("meta"):
+        model = build_model(BASELINE, size)
+        images = torch.empty(2, 3, spec.image_size, spec.image_size)
+        tokens = torch.ones(2, text_tokens or spec.context_length, dtype=torch.long)
+    with sdpa_kernel(SDPBackend.MATH):
+        return measured_train_flops(model, images, tokens) // 2
+
+
 def peak_flops(device: torch.device | str, amp_dtype: torch.dtype | None) -> float | None:
     """Peak FLOP/s of ``device`` at the training precision, or None when unknown (CPU, unlisted GPU)."""
     device = torch.device(device)

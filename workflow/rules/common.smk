@@ -264,6 +264,16 @@ def provenance_data():
     return out
 
 
+STUDY = config.get("study") or {}  # a study config's `study: {type, baseline}` (workflow/rules/study.smk)
+
+
+def study_targets():
+    """RESULTS/study/ files of the config's study (none without `study:`)."""
+    from meru.reporting.outputs import study_outputs
+
+    return [f"{RESULTS}/study/{f}" for f in study_outputs(STUDY["type"])] if STUDY else []
+
+
 def all_targets():
     out = [f"{RESULTS}/tables/{f}" for f in TABLE_FILES] + [f"{RESULTS}/tables/{t}.html" for t in TABLES]
     out += [f"{RESULTS}/plots/{p}.{ext}" for p in PLOTS for ext in ("pdf", "png")]
@@ -278,7 +288,7 @@ def all_targets():
         out += [f"{RESULTS}/tracking.tsv"]
     if "leaderboard" in config:
         out += [f"{RESULTS}/tables/{f}" for f in LEADERBOARD_FILES]
-    return out + report_targets()
+    return out + report_targets() + study_targets()
 
 
 
