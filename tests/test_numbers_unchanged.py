@@ -108,12 +108,17 @@ def test_smoke_pipeline_metrics_equal_the_recorded_ones(synthhier, tmp_path):
             f"no golden metrics recorded on {machine}: run `python tests/test_numbers_unchanged.py --write` "
             "on the commit before a refactor and commit the file"
         )
-    golden = json.loads(path.read_text())["metrics"]
+    recorded = json.loads(path.read_text())
+    golden = recorded["metrics"]
+    # kinds whose numbers a deliberate change moved after this file was recorded on a CPU not available to
+    # re-record it ({"euclip": "why"}): their records must still exist, their values are not compared
+    stale = recorded.get("stale_kinds", {})
     got = run_pipeline(tmp_path, synthhier(256, 96, shard_size=128), synthhier(1, 96, seed=1000, shard_size=128))
     assert sorted(got) == sorted(golden)
     diffs = [
         f"{rec}.{m}: {got[rec].get(m)} != recorded {v}"
         for rec, metrics in golden.items()
+        if rec.split("/")[0] not in stale
         for m, v in metrics.items()
         if not _same(got[rec].get(m), v)
     ]
