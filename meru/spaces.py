@@ -8,7 +8,7 @@ Three spaces; each model kind names its own (``SPACE`` in ``meru/kinds/<kind>.py
 * :class:`Lorentz` (MERU): space components on the hyperboloid of curvature ``-c``; score = Lorentzian
   inner product (official zero-shot/retrieval score), training logit = ``-d_L``; [ROOT] = the origin;
   cones of half-aperture ``asin(2K / (sqrt(c) ||x||))`` (Le et al. 2019; MERU Eq. 7-8).
-* :class:`Euclidean` (EuCLIP, Hong et al. 2024, arXiv 2409.13079): unnormalised vectors; score = training
+* :class:`Euclidean` (EuCLIP, Chou & Alam 2024, arXiv 2409.13079): unnormalised vectors; score = training
   logit = ``-||x - y||^2``; [ROOT] = the origin; Euclidean cones (Ganea et al. 2018) of half-aperture
   ``asin(K / ||x||)``, exterior angle ``acos(<y - x, x> / (||y - x|| ||x||))``.
 

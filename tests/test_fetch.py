@@ -212,3 +212,26 @@ def test_an_html_page_is_not_a_checkpoint(tmp_path):
         httpd.shutdown()
         httpd.server_close()
     assert not (tmp_path / "o.pth").exists()
+
+
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        (
+            "hf://nahidalam/CLIP_Embedding_Geometries",
+            "names a hub repository, not a file; give the file: hf://ORG/REPO/PATH",
+        ),
+        (
+            "https://drive.google.com/drive/folders/1n54yl6IPZRexw2wE0dqUbQWI7IrpsMvB",
+            "a Google Drive folder link, not a file",
+        ),
+    ],
+)
+def test_links_that_name_no_file_are_unavailable_without_a_request(tmp_path, url, says):
+    """The URLs configs/pretrained.yaml has for the EuCLIP paper's and ATMG's checkpoints (their file names are not
+    published as links): one line in the marker saying what url: must name, before any network access."""
+    marker, out = tmp_path / "x.unavailable", tmp_path / "x.pth"
+    argv = [sys.executable, "-m", "meru", "fetch-checkpoint", "--url", url, "--out", str(out)]
+    p = subprocess.run(argv + ["--unavailable-out", str(marker)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert unavailable_reason(marker).startswith(f"{url}: {says}") and not out.exists()

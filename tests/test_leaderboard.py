@@ -32,8 +32,8 @@ def _counts(stdout):
 
 
 def test_dry_run_plans_every_checkpoint_and_evaluation():
-    """No data present: every loadable checkpoint is fetched, embedded and evaluated on everything; the
-    leaderboard names every family (pending entries wait for their adapters, one row each)."""
+    """No data present: every checkpoint of the family is fetched, embedded and evaluated on everything, the
+    compositional tests included; each names its source, training data and sha256 (null where none is published)."""
     r = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--forceall", "--configfile", "configs/leaderboard.yaml"],
         cwd=ROOT,
@@ -45,23 +45,31 @@ def test_dry_run_plans_every_checkpoint_and_evaluation():
     counts = _counts(r.stdout)
     cfg = load_config_file(ROOT / "configs" / "leaderboard.yaml")
     n, ev = len(cfg["pretrained"]["checkpoints"]), cfg["evaluation"]
-    assert n == 10 and counts["released_checkpoint"] == n and counts["leaderboard"] == 1
+    assert n == 19 and counts["released_checkpoint"] == n and counts["leaderboard"] == 1 and "train" not in counts
     assert counts["evaluate_zeroshot"] == counts["evaluate_prompts"] == n * len(ev["zeroshot"]) == n * 20
     assert counts["evaluate_retrieval"] == n * 2 and counts["evaluate_hierarcaps"] == n  # COCO + Flickr; HierarCaps
     assert counts["evaluate_linear_probe"] == n and ev["imagenet_hierarchy"]  # WordNet metrics in zeroshot-imagenet
-    names = {c["name"] for c in cfg["pretrained"]["checkpoints"] + cfg["leaderboard"]["pending"]}
+    choice = ev["caption_choice"]  # SugarCrepe's seven subsets and ARO's two sets, for every checkpoint
+    assert sum(s.startswith("sugar_crepe/") for s in choice) == 7 and sum(s.startswith("aro/") for s in choice) == 2
+    assert counts["evaluate_caption_choice"] == n * 9
+    names = {c["display"] for c in cfg["pretrained"]["checkpoints"]}
     for family in ("MERU", "CLIP", "HyCoCLIP", "UNCHA", "ATMG", "EuCLIP"):
         for size in ("S", "B") if family != "EuCLIP" else ("B",):
             assert any(name.startswith(f"{family}-{size}/16") for name in names), (family, size)
     assert {"MERU-L/16", "CLIP-L/16", "MERU-B/16 (DataComp)", "CLIP-B/16 (DataComp)"} <= names
-    for c in cfg["pretrained"]["checkpoints"] + cfg["leaderboard"]["pending"]:
+    for c in cfg["pretrained"]["checkpoints"]:
         assert c["url"] and c["source"] and c.get("data", "redcaps") and "sha256" in c, c
-    choice = cfg["leaderboard"]["pending_evaluations"][0]["sets"]
-    assert sum(s.startswith("sugar_crepe/") for s in choice) == 7 and any(s.startswith("aro/") for s in choice)
+    kinds = {
+        c["display"].split("-")[0]: (c["kind"], c.get("format", c["kind"])) for c in cfg["pretrained"]["checkpoints"]
+    }
+    assert kinds["HyCoCLIP"] == ("hycoclip", "hycoclip") and kinds["UNCHA"] == ("uncha", "uncha")
+    assert kinds["ATMG"] == ("meru", "atmg") and kinds["EuCLIP"] == ("euclip", "openclip-train")
+    atmg = [c for c in cfg["pretrained"]["checkpoints"] if c["display"].startswith("ATMG")]
+    assert all(c["name"] == "atmg" and c["curv_init"] == 0.1 and c["learn_curv"] is False for c in atmg)
 
 
 def test_an_unavailable_checkpoint_leaves_the_plan(tmp_path):
-    """`pretrained.unavailable: skip`: once a download recorded LABEL.unavailable, the plan has nine checkpoints
+    """`pretrained.unavailable: skip`: once a download recorded LABEL.unavailable, the plan has one checkpoint fewer
     (nothing of the missing one is fetched, embedded or evaluated) and still ends in the leaderboard."""
     released = tmp_path / "runs" / "released"
     released.mkdir(parents=True)
@@ -72,7 +80,7 @@ def test_an_unavailable_checkpoint_leaves_the_plan(tmp_path):
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     counts = _counts(r.stdout)
-    assert counts["released_checkpoint"] == 9 and counts["evaluate_zeroshot"] == 9 * 20 and counts["leaderboard"] == 1
+    assert counts["released_checkpoint"] == 18 and counts["evaluate_zeroshot"] == 18 * 20 and counts["leaderboard"] == 1
     assert "meru-vit-l16-released" not in r.stdout
 
 
@@ -96,18 +104,27 @@ def test_published_disagreements_must_be_said(tmp_path):
 
 
 def _fixture(tmp_path):
-    """Records of two checkpoints, one unavailable, one pending; published values for two of them."""
+    """Records of three checkpoints (ATMG read as MERU under its own model name), one unavailable, one pending;
+    published values for three of them."""
     cfg = {
         "name": "lb",
         "pretrained": {
             "checkpoints": [
-                {"name": "MERU-S/16 (GRIT)", "kind": "meru", "size": "vit-s16", "data": "grit", "url": "u1"},
-                {"name": "CLIP-S/16 (GRIT)", "kind": "clip", "size": "vit-s16", "data": "grit", "url": "u2"},
-                {"name": "MERU-B/16", "kind": "meru", "size": "vit-b16", "url": "u3", "batch": 2048, "steps": 120000},
+                {"display": "MERU-S/16 (GRIT)", "kind": "meru", "size": "vit-s16", "data": "grit", "url": "u1"},
+                {"display": "CLIP-S/16 (GRIT)", "kind": "clip", "size": "vit-s16", "data": "grit", "url": "u2"},
+                {
+                    "display": "MERU-B/16",
+                    "kind": "meru",
+                    "size": "vit-b16",
+                    "url": "u3",
+                    "batch": 2048,
+                    "steps": 120000,
+                },
+                {"display": "ATMG-S/16", "name": "atmg", "kind": "meru", "size": "vit-s16", "url": "u4"},
             ]
         },
         "leaderboard": {
-            "pending": [{"name": "UNCHA-S/16", "kind": "uncha", "size": "vit-s16", "data": "grit", "needs": "kind"}],
+            "pending": [{"display": "UNCHA-S/16", "kind": "uncha", "size": "vit-s16", "data": "grit", "needs": "kind"}],
             "pending_evaluations": [{"name": "caption_choice", "sets": ["sugar_crepe/add_att"], "needs": "choice"}],
         },
     }
@@ -119,6 +136,12 @@ def _fixture(tmp_path):
         write(m, record(kind, dataset="food101", metrics={"mean_per_class": mpc - 10}, **common))
         write(m, record(kind, task="retrieval", dataset="coco", metrics={"i2t_r5": r5, "t2i_r5": r5 - 5}, **common))
         write(m, record(kind, task="prompts", dataset="imagenet", metrics={"top1_spread": 2.0}, **common))
+        for subset, acc in (("add_att", 80.0), ("swap_obj", 60.0)):
+            write(
+                m, record(kind, task="caption-choice", dataset=f"sugar_crepe_{subset}", metrics={"acc": acc}, **common)
+            )
+    atmg = dict(model_name="atmg", size="vit-s16", label="atmg-vit-s16-released")
+    write(m, record("meru", dataset="imagenet", metrics={"mean_per_class": 33.0}, **atmg))
     released = tmp_path / "released"
     released.mkdir()
     (released / "meru-vit-b16-released.unavailable").write_text("u3: download failed after 3 attempt(s) (timeout)\n")
@@ -130,6 +153,7 @@ def _fixture(tmp_path):
         "clip,vit-s16,grit,retrieval,coco,i2t_r5,79.1,uncha,n,R@5 per UNCHA,zoo labels it R@10\n"
         "uncha,vit-s16,grit,zeroshot,imagenet,mean_per_class,43.9,uncha,n,,\n"
         "atmg,vit-s16,grit,zeroshot,imagenet,mean_per_class,34.1,uncha,n,,\n"
+        "atmg,vit-s16,redcaps,zeroshot,imagenet,mean_per_class,34.0,atmg,n,,\n"
     )
     return cfg, m, released, pub
 
@@ -150,18 +174,24 @@ def test_leaderboard_puts_ours_beside_every_source(tmp_path):
         "meru-vit-s16-grit-released": "evaluated",
         "clip-vit-s16-grit-released": "evaluated",
         "meru-vit-b16-released": "unavailable",
+        "atmg-vit-s16-released": "evaluated",
         "uncha-vit-s16-grit-released": "pending",
         "atmg-vit-s16-grit": "published only",
     }
     meru = table.set_index("label").loc["meru-vit-s16-grit-released"]
     assert meru["ImageNet"] == 40.0 and meru["mean over datasets"] == pytest.approx(35.0) and meru["TIE"] == 3.5
     assert meru["COCO i→t R@5"] == 70.0 and meru["top-1 spread"] == 2.0 and pd.isna(meru["Flickr i→t R@5"])
+    assert meru["SugarCrepe (mean of 7)"] == 70.0 and pd.isna(meru["ARO VG-Relation"])  # the subsets it has
+    # ATMG's published value goes to the ATMG checkpoint (model name atmg), not to MERU-S/16 of the same kind and size
+    atmg = comp[comp.label == "atmg-vit-s16-released"]
+    assert len(atmg) == 1 and float(atmg.ours.iloc[0]) == 33.0 and float(atmg.published.iloc[0]) == 34.0
+    assert set(comp[comp.source == "atmg"].label) == {"atmg-vit-s16-released"}
     assert table.set_index("label").loc["clip-vit-s16-grit-released", "disagree"] == [
         "mean over datasets",  # Caltech-101's sources disagree
         "COCO i→t R@5",
     ]
     assert line == (
-        "2 of 5 checkpoints evaluated; 1 unavailable; 1 pending; 1 published only; "
+        "3 of 6 checkpoints evaluated; 1 unavailable; 1 pending; 1 published only; "
         "2 checkpoint metrics whose published sources disagree (marked ≠)"
     )
     md = (tmp_path / "out" / "leaderboard.md").read_text()
@@ -219,13 +249,13 @@ def test_page_renders_every_row_and_sorts_in_chromium(tmp_path):
     # a real click on the ImageNet header (column 5 after checkpoint, data, batch, steps, status), twice
     col = 5
     click = f"<script>document.querySelectorAll('#leaderboard thead tr.columns th')[{col}].click();</script>"
-    ascending = ["clip-vit-s16-grit-released", "meru-vit-s16-grit-released"]  # ImageNet 38.5 < 40.0
+    ascending = ["atmg-vit-s16-released", "clip-vit-s16-grit-released", "meru-vit-s16-grit-released"]  # 33 < 38.5 < 40
     for times, expected, sort in ((1, ascending, "ascending"), (2, ascending[::-1], "descending")):
         clicked = tmp_path / f"clicked{times}.html"
         clicked.write_text(page.read_text().replace("</body>", click * times + "</body>"))
         dom = _dom(clicked)
         rows = _rows(dom)
-        assert sorted(rows) == sorted(table.label) and rows[:2] == expected  # cells without a value sort last
+        assert sorted(rows) == sorted(table.label) and rows[:3] == expected  # cells without a value sort last
         assert f'aria-sort="{sort}"' in dom
 
 
@@ -236,6 +266,7 @@ def test_leaderboard_runs_end_to_end_on_fixtures(tmp_path):
     datasets: the first run fetches, embeds and evaluates what it can (--keep-going) and records the missing
     checkpoint; the second plans without it and writes the tables and the leaderboard, which says it is missing."""
     from official_format import save_official
+    from test_caption_choice import SUGAR, write_sugar_crepe
     from test_workflow_datasets import env, write_mnist_raw, write_wds_retrieval
 
     from meru.models import build_model
@@ -250,18 +281,20 @@ def test_leaderboard_runs_end_to_end_on_fixtures(tmp_path):
     evalsets = tmp_path / "evalsets"
     write_mnist_raw(evalsets / "mnist")
     write_wds_retrieval(evalsets / "coco")
+    write_sugar_crepe(tmp_path / "sugar_crepe", "add_att", SUGAR)  # as released; the workflow prepares it
     cfg.update(results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"), data_dir=str(tmp_path / "data"))
     cfg["pretrained"]["checkpoints"] = [
-        {"name": "MERU-S/16 (GRIT)", "kind": "meru", "size": "vit-s16", "data": "grit", "batch": 768,
+        {"display": "MERU-S/16 (GRIT)", "kind": "meru", "size": "vit-s16", "data": "grit", "batch": 768,
          "steps": 500000, "url": (tmp_path / "meru_vit_s.pth").as_uri(), "sha256": None, "source": "fixture"},
-        {"name": "CLIP-tiny", "kind": "clip", "size": "tiny", "url": (tmp_path / "clip.pt").as_uri(), "sha256": None},
-        {"name": "CLIP-B/16 (GRIT)", "kind": "clip", "size": "vit-b16", "data": "grit",
+        {"display": "CLIP-tiny", "kind": "clip", "size": "tiny", "url": (tmp_path / "clip.pt").as_uri(), "sha256": None},
+        {"display": "CLIP-B/16 (GRIT)", "kind": "clip", "size": "vit-b16", "data": "grit",
          "url": (tmp_path / "gone.pth").as_uri(), "sha256": None},
     ]  # fmt: skip
     cfg["evaluation"].update(
         evalsets_root=str(evalsets), zeroshot=["mnist"], retrieval=["coco"], linear_probe=[], imagenet_hierarchy=False
     )
-    cfg["evaluation"].update(hierarcaps=False, batch_size=8, num_workers=0)
+    cfg["evaluation"].update(hierarcaps=False, batch_size=8, num_workers=0, caption_choice=["sugar_crepe/add_att"])
+    cfg["evaluation"]["caption_choice_sources"] = {"sugar_crepe": str(tmp_path / "sugar_crepe")}
     cfg["resources"]["embed"].update(threads=1, gpu=0, mem_mb=2000)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True))
     res = tmp_path / "results"
@@ -282,7 +315,12 @@ def test_leaderboard_runs_end_to_end_on_fixtures(tmp_path):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:] + logs[-6000:]
     md = tables[1].read_text()
     assert f"- CLIP-B/16 (GRIT) (clip-vit-b16-grit-released): unavailable: {(tmp_path / 'gone.pth').as_uri()}" in md
-    assert "Summary: 2 of " in md and "HyCoCLIP-S/16 (GRIT) (hycoclip-vit-s16-grit-released): pending" in md
+    assert re.search(r"Summary: 2 of \d+ checkpoints evaluated;( \d+ published only;)? 1 unavailable;", md), md[:600]
+    board = pd.read_csv(res / "tables" / "leaderboard.csv").set_index("label")
+    choice = json.loads(
+        (res / "metrics" / "meru-vit-s16-grit-released" / "caption-choice-sugar_crepe_add_att.json").read_text()
+    )
+    assert board.loc["meru-vit-s16-grit-released", "SugarCrepe (mean of 7)"] == pytest.approx(choice["metrics"]["acc"])
     comp = pd.read_csv(res / "tables" / "leaderboard_comparison.csv", keep_default_na=False)
     coco = comp[(comp.label == "meru-vit-s16-grit-released") & (comp.metric == "i2t_r10") & (comp.dataset == "coco")]
     ours = json.loads((res / "metrics" / "meru-vit-s16-grit-released" / "retrieval-coco.json").read_text())

@@ -42,7 +42,7 @@ def test_dry_run_plans(cfg):
     assert counts["reproduction"] == 1 and counts["claims"] == 1
     assert counts["prompt_sensitivity"] == 1
     if cfg in ("paper", "pretrained"):
-        models = 6 if cfg == "paper" else 10  # paper: 3 sizes x 2 kinds; pretrained: 6 RedCaps + 4 GRIT checkpoints
+        models = 6 if cfg == "paper" else 19  # paper: 3 sizes x 2 kinds; pretrained: the family's checkpoints
         assert counts["evaluate_hierarcaps"] == models and counts["evaluate_prompts"] == models * 20  # x 20 datasets
     if cfg == "default":
         assert (
@@ -60,7 +60,8 @@ def test_dry_run_plans(cfg):
     if cfg in ("ablations", "sizes", "batch"):  # the study configs (issue 23): 27, 18 and 18 runs
         assert counts["train"] == _default_runs(cfg) == {"ablations": 27, "sizes": 18, "batch": 18}[cfg]
     if cfg == "pretrained":
-        assert "train" not in counts and counts["released_checkpoint"] == 10  # 6 RedCaps (MERU) + 4 GRIT (HyCoCLIP zoo)
+        # 6 official (RedCaps), 6 HyCoCLIP zoo (GRIT), 2 UNCHA (GRIT), 2 ATMG, 3 EuCLIP paper (DataComp)
+        assert "train" not in counts and counts["released_checkpoint"] == 19
 
 
 def test_fresh_checkout_plans_training(tmp_path):

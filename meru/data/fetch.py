@@ -33,6 +33,8 @@ from meru.arguments import add_fetch_checkpoint_arguments as add_arguments  # no
 
 CHUNK = 1 << 20
 HF_RESOLVE = re.compile(r"^https://huggingface\.co/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+#: a Google Drive folder (a page listing files, not a file): ATMG links its checkpoints this way
+FOLDER_LINK = re.compile(r"^https://drive\.google\.com/drive/(u/\d+/)?folders/")
 
 
 class FetchError(OSError):
@@ -172,6 +174,13 @@ def fetch_to_part(url: str, part: Path, attempts: int = 3, timeout: float = 60.0
     hub = hub_location(url)
     if hub:
         return hub_download(*hub, part)
+    if url.startswith("hf://"):
+        raise FetchError(f"{url}: names a hub repository, not a file; give the file: hf://ORG/REPO/PATH")
+    if FOLDER_LINK.match(url):
+        raise FetchError(
+            f"{url}: a Google Drive folder link, not a file; download the checkpoint by hand and give its path as "
+            "url: file:///..."
+        )
     scheme = urlparse(url).scheme
     if scheme in ("http", "https"):
         return http_download(url, part, attempts=attempts, timeout=timeout)

@@ -1,4 +1,4 @@
-"""EuCLIP (Hong et al., ECCV 2024 workshop, arXiv 2409.13079; ``--geometry euclidean-squared`` of the ``euclip``
+"""EuCLIP (Chou & Alam, ECCV 2024 workshop, arXiv 2409.13079; ``--geometry euclidean-squared`` of the ``euclip``
 branch of EIFY/open_clip): CLIP with unnormalised Euclidean embeddings and Euclidean entailment cones.
 
 * space: :class:`~meru.spaces.Euclidean`; training logit and score ``-||x - y||^2``; cones of half-aperture

@@ -201,7 +201,7 @@ def load_released(path: str | os.PathLike, blob, entry: dict) -> CLIP:
         raise CheckpointError(f"{path}: checkpoint entry: {problem}")
     fmt = format_of_entry(entry)
     if FORMATS[fmt].needs_arch:
-        return load_openclip_train(path, blob, entry)
+        return _named(load_openclip_train(path, blob, entry), entry)
     sd = official_layout_state(path, blob, fmt)
     kind, size = _official_kind(path, sd, fmt, entry), entry.get("size") or _official_size(path, sd)
     _check_file_name(path, kind, size, fmt)
@@ -214,7 +214,16 @@ def load_released(path: str | os.PathLike, blob, entry: dict) -> CLIP:
         "step": None,
         "config": {"released": {"format": fmt, "kind": kind, "size": size, **kwargs}},
     }
-    return model.eval()
+    return _named(model, entry).eval()
+
+
+def _named(model: CLIP, entry: dict) -> CLIP:
+    """The entry's model ``name`` (ATMG read as MERU: ``atmg``) and ``display`` name on the loaded model, where its
+    records read them (``MetricRecord.model_fields``: ``config.model.name`` / ``display``)."""
+    named = {k: entry[k] for k in ("name", "display") if entry.get(k)}
+    if named:
+        model.checkpoint_info["config"]["model"] = named
+    return model
 
 
 def official_layout_state(path, blob, fmt: str) -> dict:

@@ -3,7 +3,7 @@ row per checkpoint and a column per metric group, each published value beside ou
 
 Inputs: the run's metric records (``RESULTS/metrics``), the published values
 (``meru/resources/reference_values.csv``, :func:`meru.reporting.reproduction.read_published`), the workflow
-config (``pretrained.checkpoints`` with name / source / batch / steps, ``leaderboard.pending``) and the
+config (``pretrained.checkpoints`` with display / source / batch / steps, ``leaderboard.pending``) and the
 released-checkpoint folder, whose ``LABEL.unavailable`` files (written by ``meru fetch-checkpoint
 --unavailable-out``) name the checkpoints that could not be fetched.
 
@@ -18,8 +18,8 @@ Outputs (``--out``):
   ours − published, the protocol detail that may explain it (the CSV's ``protocol`` column), and whether the
   sources disagree (the same key with different values, or a ``conflict`` note such as R@5 vs R@10 labels).
 
-A published row belongs to a checkpoint when its model is the checkpoint's kind and its (size, training data)
-gives the checkpoint's record size (:func:`meru.reporting.reproduction.run_size`).
+A published row belongs to a checkpoint when its model is the checkpoint's model name (its entry's ``name``, e.g.
+``atmg``, else its kind) and its (size, training data) gives the checkpoint's record size (:func:`meru.reporting.reproduction.run_size`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import html
 import json
 import math
 import sys
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +55,10 @@ COLUMNS = (
     ("HierarCaps", "depth τ", "hierarcaps", "*", "depth_tau", True),
     ("HierarCaps", "order recall", "hierarcaps", "*", "order_recall", True),
     ("Prompt sensitivity", "top-1 spread", "prompts", "*", "top1_spread", False),
-    # CHOICE: the caption-choice task's records (task and metric names as that branch writes them)
-    ("Compositional", "caption choice", "caption-choice", "*", "accuracy", True),
+    # caption choice (meru/evaluation/caption_choice.py): SugarCrepe's seven subsets averaged, ARO's two sets
+    ("Compositional", "SugarCrepe (mean of 7)", "caption-choice", "sugar_crepe_*", "acc", True),
+    ("Compositional", "ARO VG-Relation", "caption-choice", "aro_vg_relation", "acc_macro", True),
+    ("Compositional", "ARO VG-Attribution", "caption-choice", "aro_vg_attribution", "acc_macro", True),
 )
 INFO = ("checkpoint", "label", "data", "batch", "steps", "status")
 COMPARISON = (
@@ -80,7 +83,7 @@ COMPARISON = (
 
 def checkpoints(config: dict, released_dir: str | Path) -> list[dict]:
     """Every checkpoint the config names: ``{label, kind, size, checkpoint, data, batch, steps, url, source,
-    status, reason}``; status ``planned`` (``unavailable`` when its ``LABEL.unavailable`` exists) or ``pending``."""
+    status, reason, model}``; status ``planned`` (``unavailable`` when its ``LABEL.unavailable`` exists) or ``pending``."""
     out = []
     for c in (config.get("pretrained") or {}).get("checkpoints") or []:
         run = released_run(c)
@@ -96,6 +99,7 @@ def _entry(c: dict, run: dict, status: str, reason: str) -> dict:
     return {
         "label": run["label"],
         "kind": run["kind"],
+        "model": c.get("name") or run["kind"],
         "size": run["size"],
         "checkpoint": c.get("display") or run["label"],
         "data": c.get("data", "redcaps"),
@@ -111,7 +115,7 @@ def _entry(c: dict, run: dict, status: str, reason: str) -> dict:
 
 def published_only(cks: list[dict], published: pd.DataFrame) -> list[dict]:
     """Rows for (model, size, training data) the sources publish numbers for but the config has no checkpoint of."""
-    have = {(c["kind"], c["size"]) for c in cks}
+    have = {(c["model"], c["size"]) for c in cks}
     out, seen = [], set()
     for r in published.itertuples(index=False):
         size = run_size(r.size, r.training_data, "redcaps")
@@ -119,7 +123,7 @@ def published_only(cks: list[dict], published: pd.DataFrame) -> list[dict]:
             continue
         seen.add((r.model, size))
         label = f"{r.model}-{size}"
-        entry = {"name": f"{r.model} {r.size} ({r.training_data})", "data": r.training_data}
+        entry = {"display": f"{r.model} {r.size} ({r.training_data})", "data": r.training_data}
         run = {"label": label, "kind": r.model, "size": size}
         out.append(_entry(entry, run, "published only", "no released checkpoint of it is planned"))
     return out
@@ -141,17 +145,18 @@ def our_values(metrics_dir: str | Path | None) -> dict:
 
 
 def cell(ours: dict, label: str, task: str, dataset: str, metric: str) -> tuple[float | None, int]:
-    """(value, number of datasets) of one leaderboard cell; ``dataset == "*"`` averages over the run's datasets."""
-    if dataset != "*":
+    """(value, number of datasets) of one leaderboard cell; a ``dataset`` with ``*`` (``"*"``, ``"sugar_crepe_*"``)
+    averages over the run's datasets it matches."""
+    if "*" not in dataset:
         v = ours.get((label, task, dataset, metric))
         return v, int(v is not None)
-    vals = [v for (lb, t, _, m), v in ours.items() if (lb, t, m) == (label, task, metric)]
+    vals = [v for (lb, t, d, m), v in ours.items() if (lb, t, m) == (label, task, metric) and fnmatchcase(d, dataset)]
     return (float(np.mean(vals)) if vals else None), len(vals)
 
 
 def comparison(cks: list[dict], ours: dict, published: pd.DataFrame) -> pd.DataFrame:
     """One row per (checkpoint, published value): ours, published, diff, protocol, disagreement."""
-    by_key = {(c["kind"], c["size"]): c for c in cks}
+    by_key = {(c["model"], c["size"]): c for c in cks}
     pub = published.assign(
         record_size=[run_size(s, d, "redcaps") for s, d in zip(published["size"], published.training_data)]
     )
@@ -196,7 +201,6 @@ def wide(cks: list[dict], ours: dict, comp: pd.DataFrame) -> pd.DataFrame:
     ``disagree`` holds the column titles whose published sources disagree for that checkpoint (a ``*`` column:
     on any of its datasets)."""
     flagged = {(r.label, r.task, r.dataset, r.metric) for r in comp.itertuples() if r.sources_disagree}
-    flagged |= {(label, task, "*", metric) for label, task, _, metric in flagged}
     rows = []
     for c in cks:
         row = {
@@ -210,7 +214,7 @@ def wide(cks: list[dict], ours: dict, comp: pd.DataFrame) -> pd.DataFrame:
         row["disagree"] = []
         for _, title, task, dataset, metric, _ in COLUMNS:
             row[title] = cell(ours, c["label"], task, dataset, metric)[0]
-            if (c["label"], task, dataset, metric) in flagged:
+            if any((lb, t, m) == (c["label"], task, metric) and fnmatchcase(d, dataset) for lb, t, d, m in flagged):
                 row["disagree"].append(title)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -320,7 +324,7 @@ def html_page(table: pd.DataFrame, comp: pd.DataFrame, lines: list[str], title: 
         for _, t, task, dataset, metric, _ in COLUMNS:
             v, mark = r[t], t in r["disagree"]
             pub = comp[(comp.label == r["label"]) & (comp.task == task) & (comp.metric == metric)]
-            pub = pub[pub.dataset == dataset] if dataset != "*" else pub.iloc[0:0]
+            pub = pub[pub.dataset == dataset] if "*" not in dataset else pub.iloc[0:0]
             tip = "; ".join(f"{s}: {_fmt(p)}" for s, p in zip(pub.source, pub.published))
             attrs = f' data-v="{_fmt(v)}"' + (f' title="published: {e(tip)}"' if tip else "")
             attrs += ' class="disagree"' if mark else ""

@@ -454,11 +454,12 @@ def reference_inputs():
 
 def checkpoint_entry_args(label):
     """`--checkpoint-entry JSON` for a released checkpoint: the keys of its entry that say how to read the file
-    (meru.kinds.formats.ENTRY_KEYS, kind, size; docs/CHECKPOINTS.md); nothing for trained runs."""
+    (meru.kinds.formats.ENTRY_KEYS, kind, size; docs/CHECKPOINTS.md) and its model name and display name (on its
+    records); nothing for trained runs."""
     if not runs()[label]["released"]:
         return []
     entry = released(label)
-    keys = ("kind", "size", *ENTRY_KEYS)
+    keys = ("kind", "size", *ENTRY_KEYS, "name", "display")
     return ["--checkpoint-entry", json.dumps({k: entry[k] for k in keys if entry.get(k) is not None}, sort_keys=True)]
 
 

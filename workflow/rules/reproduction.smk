@@ -49,7 +49,7 @@ rule leaderboard:
     input:
         metrics=metric_files(),
         prompts=prompt_files(),
-        hierarcaps=hierarcaps_files(),  # CHOICE: the caption-choice records join here when that task merges
+        hierarcaps=hierarcaps_files(),
         published="meru/resources/reference_values.csv",
     output:
         [f"{RESULTS}/tables/{f}" for f in LEADERBOARD_FILES if f != "leaderboard.html"],
