@@ -139,6 +139,13 @@ def test_atmg_takes_its_curvature_init_and_the_clamp_range_follows(tmp_path):
         "format": "atmg", "kind": "meru", "size": "tiny", "curv_init": 0.1, "learn_curv": False
     }  # fmt: skip
     _check_official_layout(model, sd, lorentz=True)
+    # its entry's model name and display name reach its records (the leaderboard matches ATMG's published rows by it)
+    from meru.records import EmbeddingCache
+
+    named = load_model(path, entry={"format": "atmg", "size": "tiny", "name": "atmg", "display": "ATMG-tiny"})
+    fields = EmbeddingCache.model_fields(named)
+    assert (fields["kind"], fields["model_name"], fields["model_display"]) == ("meru", "atmg", "ATMG-tiny")
+    assert EmbeddingCache.model_fields(model)["model_name"] is None  # no name: the record's model is its kind
     # an entry's own curv_init wins; a file read with the wrong one is refused in one line naming the fix
     assert load_model(path, entry={"format": "official", "size": "tiny", "curv_init": 0.1}).curv_init == 0.1
     with pytest.raises(
