@@ -1,0 +1,97 @@
+"""The committed study references (results/reference/<study>/, issue 23, docs/STUDIES.md): each study config that
+names one compares against it; the reference is complete, carries its provenance and timing, and its study table
+has the paper's layout, every seed's floors checked (a row below a floor is flagged in the table, never averaged
+away) and a computed verdict per column.
+
+Studies whose reference is not committed yet say `reference: none` in their config (docs/STUDIES.md lists them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from meru.config import load_config_file
+from meru.records import load_metric_records
+from meru.reporting.reference import MARKER
+from meru.reporting.reproduction import check_complete
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDIES = ("sizes", "ablations", "batch")
+# the default run's floors (meru/resources/headline_metrics.csv), every MERU/CLIP seed at every enforced row
+FLOORS = {("zeroshot", "synthhier-category", "top1"): 90.0, ("zeroshot", "synthhier-shape", "top1"): 60.0}
+
+
+def _reference(study: str) -> Path | None:
+    ref = load_config_file(ROOT / "configs" / f"{study}.yaml").get("reference")
+    return None if ref in (None, "none") else ROOT / ref
+
+
+def _committed() -> list[str]:
+    return [s for s in STUDIES if _reference(s) is not None]
+
+
+def test_a_study_names_a_committed_reference_or_none():
+    for study in STUDIES:
+        ref = _reference(study)
+        if ref is not None:
+            assert (ref / MARKER).is_file(), f"configs/{study}.yaml names {ref}, which is not a committed reference"
+    assert "sizes" in _committed()  # measured and committed (README "What the studies show")
+
+
+@pytest.mark.parametrize("study", _committed())
+def test_committed_study_reference_is_complete_with_provenance(study):
+    ref = _reference(study)
+    problems = [p for p in check_complete(ref) if "reproduction." not in p]  # a refresh leaves that table out
+    assert problems == [], problems
+    prov = (ref / "PROVENANCE.md").read_text()
+    assert "git commit:" in prov and "CPU:" in prov
+    kind = load_config_file(ROOT / "configs" / f"{study}.yaml")["study"]["type"]
+    for name in (f"{kind}.csv", f"{kind}.md", f"{kind}_stats.csv"):
+        assert (ref / "study" / name).stat().st_size > 0, name
+    assert list((ref / "study").glob("*.png")) and list((ref / "study").glob("*.pdf"))
+    timing = ROOT / "results" / "benchmarks" / f"study-{study}.json"
+    assert timing.is_file(), f"{timing}: the study's measured wall time (benchmarks/study_time.py)"
+
+
+@pytest.mark.parametrize("study", _committed())
+def test_committed_study_floors_are_checked_per_seed(study):
+    """Every MERU/CLIP seed at an enforced row meets the default floors, or its row is flagged in the table."""
+    ref = _reference(study)
+    kind = load_config_file(ROOT / "configs" / f"{study}.yaml")["study"]["type"]
+    wide = pd.read_csv(ref / "study" / f"{kind}.csv", keep_default_na=False)
+    md = (ref / "study" / f"{kind}.md").read_text()
+    flagged = set(wide.loc[wide["floors"].astype(str).str.startswith("BELOW"), "model"])
+    smallest = None if kind != "sizes" else wide["size"].iloc[0]
+    below = []
+    for rec in load_metric_records(ref / "metrics"):
+        if rec.model_name not in ("meru", "clip") or rec.size == smallest:
+            continue
+        for (task, dataset, metric), floor in FLOORS.items():
+            if (rec.task, rec.dataset) == (task, dataset) and rec.metrics.get(metric) is not None:
+                if rec.metrics[metric] < floor:
+                    below.append((rec.label, dataset, rec.metrics[metric]))
+    if below:
+        assert flagged and "below a floor" in md.lower(), below
+    assert "BELOW FLOOR" not in md or flagged
+
+
+def test_sizes_reference_has_the_papers_layout_and_a_trend_verdict():
+    ref = _reference("sizes")
+    wide = pd.read_csv(ref / "study" / "sizes.csv")
+    sizes = list(dict.fromkeys(wide["size"]))
+    assert len(sizes) == 3 and list(wide["model"])[:3] == ["CLIP", "MERU", "MERU − CLIP"]
+    # non-embedding parameters (the towers; the trend's axis) span >= 8x; with the 49,408-token embedding, 4.4x
+    params = wide[wide.model == "MERU"]["non-embedding params"].astype(float)
+    assert params.is_monotonic_increasing and params.iloc[-1] >= 8 * params.iloc[0]
+    for col in ("train FLOPs", "zero-shot category", "zero-shot family", "zero-shot shape", "R@1 i→t", "R@5 i→t"):
+        assert col in wide.columns, col
+    assert sum(c.startswith("zero-shot ") for c in wide.columns) >= 7  # 3 levels + colour, count, size, texture
+    st = pd.read_csv(ref / "study" / "sizes_stats.csv")
+    trend = st[(st.row_type == "trend") & (st.column == "zero-shot shape")]
+    assert len(trend) == 1 and trend.diff_lo.iloc[0] <= trend["mean"].iloc[0] <= trend.diff_hi.iloc[0]
+    md = (ref / "study" / "sizes.md").read_text()
+    assert "zero-shot shape: MERU − CLIP changes by" in md
+    labels = {r.label for r in load_metric_records(ref / "metrics")}
+    assert labels == {f"{m}-{s}-s{seed}" for m in ("meru", "clip") for s in sizes for seed in (0, 1, 2)}
