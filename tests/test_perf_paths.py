@@ -35,7 +35,8 @@ def test_text_tower_at_batch_length_equals_full_context_padding():
     g_full = torch.autograd.grad(out_full.square().sum(), list(tower.parameters()), allow_unused=True)
     out_trim = tower(trimmed)
     g_trim = torch.autograd.grad(out_trim.square().sum(), list(tower.parameters()), allow_unused=True)
-    torch.testing.assert_close(out_trim, out_full, atol=1e-6, rtol=0)
+    # float32 sums in another order: AVX-512 kernels (AMD EPYC, 2026-12-07) differ by up to 1.1e-6 on outputs ~0.35
+    torch.testing.assert_close(out_trim, out_full, atol=4e-6, rtol=0)
     for a, b in zip(g_trim, g_full):
         if a is None:
             assert b is None
