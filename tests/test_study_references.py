@@ -95,3 +95,29 @@ def test_sizes_reference_has_the_papers_layout_and_a_trend_verdict():
     assert "zero-shot shape: MERU − CLIP changes by" in md
     labels = {r.label for r in load_metric_records(ref / "metrics")}
     assert labels == {f"{m}-{s}-s{seed}" for m in ("meru", "clip") for s in sizes for seed in (0, 1, 2)}
+
+
+@pytest.mark.skipif("batch" not in _committed(), reason="configs/batch.yaml names no committed reference yet")
+def test_batch_reference_has_equal_samples_seen_and_the_published_context():
+    ref = _reference("batch")
+    wide = pd.read_csv(ref / "study" / "batch.csv")
+    batches = sorted({int(b) for b in wide["batch"]})
+    assert len(batches) >= 3 and batches[-1] >= 8 * batches[0]  # >= 3 batch sizes spanning >= 8x
+    assert len(set(wide[~wide.model.str.contains("−")]["samples seen"])) == 1  # equal samples seen
+    assert wide.model.str.contains("−").sum() == len(batches)  # MERU − CLIP at every batch size
+    md = (ref / "study" / "batch.md").read_text()
+    assert "per doubling of the batch" in md and "### Published context" in md
+    assert "| PalAvik/hycoclip model-zoo.md | vit-s16 | grit | 768 |" in md  # GRIT batch 768 beside ours
+
+
+@pytest.mark.skipif("ablations" not in _committed(), reason="configs/ablations.yaml names no committed reference yet")
+def test_ablation_reference_pairs_every_row_with_full_meru():
+    ref = _reference("ablations")
+    cfg = load_config_file(ROOT / "configs" / "ablations.yaml")
+    wide = pd.read_csv(ref / "study" / "ablation.csv", keep_default_na=False)
+    paired = wide[wide.model.str.contains("−")]
+    assert len(paired) == len(cfg["models"]) - 1 and paired.model.str.endswith("− MERU").all()
+    for col in ("zero-shot shape", "R@1 i→t", "Spearman specificity", "image farther than caption", "cone AUC"):
+        assert col in wide.columns, col
+    assert (paired["reading"].str.len() > 0).all()  # a computed one-line reading per component
+    assert (ref / "study" / "ablation_hierarchy.png").stat().st_size > 0
