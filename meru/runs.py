@@ -20,12 +20,14 @@ def released_run(entry: dict) -> dict:
     """A released checkpoint of ``pretrained.checkpoints`` (``kind``, ``size``, ``data``: default ``redcaps``,
     MERU's own training data; ``name``: default the kind): label ``{name}-{size}-released``, or
     ``{name}-{size}-{data}-released`` with record size ``{size}-{data}`` for checkpoints trained on other data
-    (e.g. HyCoCLIP's GRIT ones); seed 0."""
+    (e.g. HyCoCLIP's GRIT ones); ``model``: the model name (``name`` or the kind) its records carry; seed 0."""
     data = entry.get("data", "redcaps")
     size = entry["size"] if data == "redcaps" else f"{entry['size']}-{data}"
+    model = entry.get("name") or entry["kind"]
     return {
-        "label": f"{entry.get('name') or entry['kind']}-{size}-released",
+        "label": f"{model}-{size}-released",
         "kind": entry["kind"],
+        "model": model,
         "size": size,
         "seed": 0,
         "released": True,

@@ -120,9 +120,7 @@ def test_published_values_file_is_complete_and_planned():
     assert board == cfg["pretrained"]["checkpoints"]  # the leaderboard plans the pretrained run's checkpoints
 
     def sizes(entries):  # (model name, record size): ATMG's entries are kind meru, name atmg
-        return {
-            (c.get("name") or c["kind"], rp.run_size(c["size"], c.get("data", "redcaps"), "redcaps")) for c in entries
-        }
+        return {(released_run(c)["model"], released_run(c)["size"]) for c in entries}
 
     planned = sizes(cfg["pretrained"]["checkpoints"])
     evals = {("zeroshot", d) for d in cfg["evaluation"]["zeroshot"]} | {

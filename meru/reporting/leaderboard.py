@@ -99,7 +99,7 @@ def _entry(c: dict, run: dict, status: str, reason: str) -> dict:
     return {
         "label": run["label"],
         "kind": run["kind"],
-        "model": c.get("name") or run["kind"],
+        "model": run["model"],
         "size": run["size"],
         "checkpoint": c.get("display") or run["label"],
         "data": c.get("data", "redcaps"),
@@ -124,7 +124,7 @@ def published_only(cks: list[dict], published: pd.DataFrame) -> list[dict]:
         seen.add((r.model, size))
         label = f"{r.model}-{size}"
         entry = {"display": f"{r.model} {r.size} ({r.training_data})", "data": r.training_data}
-        run = {"label": label, "kind": r.model, "size": size}
+        run = {"label": label, "kind": r.model, "model": r.model, "size": size}
         out.append(_entry(entry, run, "published only", "no released checkpoint of it is planned"))
     return out
 
