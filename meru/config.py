@@ -95,6 +95,7 @@ TRAIN_SCHEMA: dict = _obj(
                 "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
                 "threads": {"type": ["integer", "null"], "minimum": 1},
                 "compile": _BOOL,
+                "compact_vocab": _BOOL,
                 "grad_checkpointing": _BOOL,
                 "checkpoint_every": {"type": "integer", "minimum": 1},
                 "log_every": {"type": "integer", "minimum": 1},
@@ -147,6 +148,8 @@ DEFAULTS: dict = {
         "seed": 0,
         "threads": None,
         "compile": False,
+        # train on the token-embedding rows the data uses (meru.training.vocab; in-memory data, no subreddit prefix)
+        "compact_vocab": False,
         "grad_checkpointing": False,
         "checkpoint_every": 1000,
         "log_every": 50,

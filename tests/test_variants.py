@@ -134,6 +134,20 @@ def test_euclip_logit_scale_floor_after_each_step():
     assert old.logit_scale.item() < 0.0
 
 
+def test_euclip_logit_scale_init_is_a_config_option_saved_with_the_model(tmp_path):
+    """``model.logit_scale_init`` (the reference's --init-logit-scale) sets log s at step 0, travels in the
+    checkpoint's model kwargs, and a config without it keeps the reference's -1."""
+    from meru.config import load_train_config
+    from meru.kinds import model_options
+
+    cfg = load_train_config(None, "euclip", "tiny", 0, ["model.logit_scale_init=2.0"])
+    model = build_model("euclip", "tiny", **model_options("euclip", cfg["model"]))
+    assert model.logit_scale.item() == pytest.approx(2.0)
+    assert model.model_kwargs()["logit_scale_init"] == 2.0
+    assert load_train_config(None, "euclip", "tiny", 0, [])["model"]["logit_scale_init"] == -1.0
+    assert build_model("euclip", "tiny", **model.model_kwargs()).logit_scale.item() == pytest.approx(2.0)
+
+
 def test_decay_gains_biases_official_decays_all_but_the_scalars():
     model = build_model("meru", "tiny")
     named = dict(model.named_parameters())

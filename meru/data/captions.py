@@ -277,6 +277,18 @@ class CaptionPolicy:
             text = apply_subreddit_prefix(text, subreddit, rng, self.subreddit_prefix_prob, self.subreddit_segmenter)
         return text
 
+    def candidates(self, sample: dict, key: str) -> list[str]:
+        """Every caption :meth:`caption` can give ``sample`` in any draw (the json captions, or the ``txt``);
+        ``ValueError`` with a subreddit prefix (its words are not enumerated here)."""
+        if self.subreddit_prefix_prob > 0:
+            raise ValueError("the captions of a subreddit-prefixed draw are not enumerable (subreddit_prefix_prob > 0)")
+        if self.sample_json_captions and "json" in sample:
+            captions = _json(sample, key).get("captions")
+            if captions:
+                return [c["text"] for c in captions if c.get("text")]
+        text = sample["txt"].decode("utf-8", errors="replace").strip() if "txt" in sample else ""
+        return [text] if text else []
+
 
 def _json(sample: dict, key: str) -> dict:
     try:

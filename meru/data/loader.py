@@ -736,6 +736,20 @@ class TrainLoader:
         counts = [n for _, n in self.spec.shards]
         return None if any(n is None for n in counts) else int(sum(counts))
 
+    def caption_texts(self) -> set[str]:
+        """Every caption a draw can give (:meth:`CaptionPolicy.candidates` over all samples of an in-memory loader;
+        ``ValueError`` for a streaming one, whose shards would need a pass of their own)."""
+        if self.decoded is None:
+            raise ValueError("the caption set is known only for an in-memory loader (data.in_memory: true)")
+        texts: set[str] = set()
+        for shard in self.decoded.samples:
+            for sample in shard:
+                try:
+                    texts.update(self.spec.captions.candidates(sample, sample.get("__key__", "?")))
+                except CaptionError:  # a sample training skips as corrupt
+                    continue
+        return texts
+
     @property
     def skipped_total(self) -> int:
         """Corrupt samples skipped so far, summed over this rank's streams (as of the last yielded batch)."""

@@ -83,7 +83,10 @@ KINDS: dict[str, Kind] = {
         # logit_scale_floor: the lower clamp of log s after every optimiser step (the reference euclip branch of
         # EIFY/open_clip clamps log s to [0, ln 100]); null: no lower clamp (this project before 2026-12-07)
         Kind("euclip", "EuCLIP", "tab:green", "euclidean",
-             {"logit_scale_floor": {"type": ["number", "null"], "default": 0.0}}),
+             {"logit_scale_floor": {"type": ["number", "null"], "default": 0.0},
+              # log s at initialisation: the reference's --init-logit-scale (-1 for its models with the entailment
+              # loss, 0 for those without)
+              "logit_scale_init": {"type": "number", "default": -1.0}}),
         # released checkpoints of MERU's successors, evaluated in MERU's space (meru/kinds/<kind>.py says why a kind)
         Kind("hycoclip", "HyCoCLIP", "tab:purple", "lorentz", _MERU_OPTIONS, scalars=4, trainable=False),
         Kind("uncha", "UNCHA", "tab:orange", "lorentz", _MERU_OPTIONS, scalars=7, text_heads=1, trainable=False),

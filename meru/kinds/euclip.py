@@ -4,7 +4,8 @@ branch of EIFY/open_clip): CLIP with unnormalised Euclidean embeddings and Eucli
 * space: :class:`~meru.spaces.Euclidean`; training logit and score ``-||x - y||^2``; cones of half-aperture
   ``asin(K / ||x||)`` (Ganea et al. 2018).
 * lift: projected features scaled by the fixed ``1/sqrt(D)`` (EuCLIP's ``dim_scale``, not learned), not normalised.
-* scalars: ``logit_scale`` only, initialised at -1 (the paper's choice with the entailment loss), clamped to
+* scalars: ``logit_scale`` only, initialised at ``logit_scale_init`` (default -1, the paper's choice with the
+  entailment loss; the reference's ``--init-logit-scale``), clamped to
   ``<= log 100`` like CLIP's and, after every optimiser step, to ``>= logit_scale_floor`` (default 0, the
   reference training loop's ``clamp_(0, ln 100)``).
 * loss: contrastive over ``-exp(logit_scale) ||x_i - y_j||^2`` + ``entail_weight`` * the cone loss
@@ -27,17 +28,17 @@ class EuCLIP(CLIP):
     """EuCLIP: CLIP with unnormalised Euclidean embeddings ``x = raw / sqrt(D)`` and squared-distance logits."""
 
     kind = "euclip"
-    LOGIT_SCALE_INIT = -1.0
 
-    def __init__(self, size: str = "tiny", logit_scale_floor: float | None = 0.0):
+    def __init__(self, size: str = "tiny", logit_scale_floor: float | None = 0.0, logit_scale_init: float = -1.0):
         super().__init__(size)
         self.embed_scale = self.embed_dim**-0.5  # fixed (EuCLIP's dim_scale), not learned
         self.logit_scale_floor = None if logit_scale_floor is None else float(logit_scale_floor)
+        self.logit_scale_init = float(logit_scale_init)
         with torch.no_grad():
-            self.logit_scale.fill_(self.LOGIT_SCALE_INIT)
+            self.logit_scale.fill_(self.logit_scale_init)
 
     def model_kwargs(self) -> dict:
-        return {"logit_scale_floor": self.logit_scale_floor}
+        return {"logit_scale_floor": self.logit_scale_floor, "logit_scale_init": self.logit_scale_init}
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:

@@ -211,7 +211,7 @@ class ResumeConfigMismatch(ConfigError):
 
 # Keys whose change alters the trajectory (model, data, batch, optimiser, schedule, seed) ...
 TRAJECTORY_SECTIONS = ("model", "data", "optim", "precision")
-TRAJECTORY_KEYS = ("runtime.seed",)
+TRAJECTORY_KEYS = ("runtime.seed", "runtime.compact_vocab")  # compact_vocab: the optimiser state's shape
 # ... except where images are decoded: same samples, crops and order, pixels within a few grey levels
 # (docs/PERFORMANCE.md); a resume may move between a GPU and a CPU host, and older checkpoints lack it;
 # and the skipped-sample budget, which only decides whether the run stops.
@@ -241,6 +241,8 @@ ADDED_KEYS = {
     "optim.decay_gains_biases": False,
     "model.learn_alpha": True,
     "model.logit_scale_floor": 0.0,  # an EuCLIP run saved before the floor existed resumes with it (the fix)
+    "runtime.compact_vocab": False,
+    "model.logit_scale_init": -1.0,
 }
 
 
@@ -476,6 +478,11 @@ def build_training_model(cfg: dict, device: torch.device):
         for tower in (getattr(model, "visual", None), getattr(model, "text", None)):
             if hasattr(tower, "set_grad_checkpointing"):
                 tower.set_grad_checkpointing(True)
+    return (model, *build_optimizer(model, oc))
+
+
+def build_optimizer(model, oc: dict):
+    """(AdamW, schedule) over ``model``'s parameters for the ``optim`` section ``oc``."""
     # fused AdamW: one kernel over all tensors (on CPU ~20x faster than the per-tensor loop, which
     # matters because the 49408-row token embedding dominates the tiny models' parameter count)
     optimizer = torch.optim.AdamW(
@@ -488,7 +495,26 @@ def build_training_model(cfg: dict, device: torch.device):
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(s, oc["warmup_steps"], oc["total_steps"])
     )
-    return model, optimizer, scheduler
+    return optimizer, scheduler
+
+
+def compact_vocabulary(cfg: dict, model, loader, source: str = "runtime.compact_vocab"):
+    """The :class:`meru.training.vocab.CompactVocab` of the captions ``loader`` can draw, applied to ``model``;
+    a one-line ``ConfigError`` when the loader cannot list them (streaming data, subreddit prefixes)."""
+    from meru.training.vocab import CompactVocab
+
+    if cfg["precision"]["amp"] == "fp16":  # the GradScaler may skip a step: the rows' decay would be miscounted
+        raise ConfigError(f"{source}: not with precision.amp: fp16; use bf16 or fp32, or runtime.compact_vocab: false")
+    try:
+        texts = loader.caption_texts()
+        vocab = CompactVocab.from_texts(texts, model.tokenize, model.text.token_embedding.num_embeddings)
+    except (AttributeError, ValueError) as e:
+        raise ConfigError(
+            f"{source}: needs a caption set it can list ({e}); set data.in_memory: true and "
+            "data.subreddit_prefix_prob: 0, or runtime.compact_vocab: false"
+        ) from None
+    vocab.compact(model)
+    return vocab
 
 
 def build_loader(cfg: dict, model, device: torch.device, micro: int, rank: int, world: int):
@@ -542,10 +568,13 @@ class Checkpointer:
     step, log history, config) and ``RUNDIR/model.pt``. Rank 0 writes, atomically, and only weights that are
     finite and not exploded (:func:`meru.models.checkpoints.require_sane` against the initial scales)."""
 
-    def __init__(self, out: Path, cfg: dict, model, optimizer, scheduler, loader, rank: int, world: int, scaler=None):
+    def __init__(
+        self, out: Path, cfg: dict, model, optimizer, scheduler, loader, rank: int, world: int, scaler=None, vocab=None
+    ):
         from meru.models.checkpoints import tensor_scales
 
         self.out, self.cfg, self.rank, self.world, self.scaler = out, cfg, rank, world, scaler
+        self.vocab = vocab  # a CompactVocab: the model trains on part of its token table; files hold all of it
         self.model, self.optimizer, self.scheduler, self.loader = model, optimizer, scheduler, loader
         self.path = out / "ckpt" / "last.pt"
         self.initial = tensor_scales(model.state_dict())  # before any resume: the initial scales
@@ -561,7 +590,7 @@ class Checkpointer:
         state = safe_load(self.path, "cpu", "training checkpoint")
         require_sane(state["model"], self.initial, str(self.path))
         changes = check_resume_config(state.get("config") or {}, self.cfg, self.path, apply_changes)
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(self.vocab.compact_state(state["model"]) if self.vocab else state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):  # fp16: the loss scale and its growth counter
@@ -586,8 +615,9 @@ class Checkpointer:
             dist.all_gather_object(gathered, local)
         if self.rank == 0:
             self.check_weights(run.step, self.path)
+            model_state = self.model.state_dict()
             state = {
-                "model": self.model.state_dict(),
+                "model": self.vocab.full_state(model_state) if self.vocab else model_state,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "step": run.step,
@@ -609,6 +639,9 @@ class Checkpointer:
         final = self.out / "model.pt"
         if self.rank == 0:
             self.check_weights(run.step, final)
+            if self.vocab is not None:  # training is over: the full table goes back into the model
+                self.vocab.restore(self.model)
+                self.vocab = None
             save_model(self.model, final, step=run.step, config=self.cfg, initial=self.initial)
         if self.world > 1:
             dist.barrier()
@@ -777,7 +810,11 @@ def _train_locked(cfg: dict, out: Path, resume: str, loader, apply_config_change
     model, optimizer, scheduler = build_training_model(cfg, device)
     model.head_precision = cfg["precision"]["head"]  # fp32, or the surrounding autocast (official code)
     loader = loader if loader is not None else build_loader(cfg, model, device, micro, rank, world)
-    ckpt = Checkpointer(out, cfg, model, optimizer, scheduler, loader, rank, world, scaler)
+    vocab = None
+    if rt["compact_vocab"]:  # before the optimiser: it must hold the compact table
+        vocab = compact_vocabulary(cfg, model, loader)
+        optimizer, scheduler = build_optimizer(model, oc)
+    ckpt = Checkpointer(out, cfg, model, optimizer, scheduler, loader, rank, world, scaler, vocab)
     run = ckpt.resume(apply_config_changes) if resume == "auto" else RunState()
     if rank == 0:  # log.jsonl = the checkpoint's history (drops rows after it; restores a deleted log)
         write_log(out / "log.jsonl", run.history)
@@ -795,7 +832,10 @@ def _train_locked(cfg: dict, out: Path, resume: str, loader, apply_config_change
             return None
         micro_batches = [next(batches) for _ in range(oc["grad_accum"])]
         log.count(micro_batches)
+        if vocab is not None:
+            micro_batches = [{**b, "tokens": vocab.remap(b["tokens"])} for b in micro_batches]
         on_device = [to_device(b, device) for b in micro_batches]
+        decay_lr = optimizer.param_groups[0]["lr"]  # this step's lr of the weight-decay group
         logs, finite = train_step(
             fwd_model,
             loss_fn,
@@ -808,6 +848,8 @@ def _train_locked(cfg: dict, out: Path, resume: str, loader, apply_config_change
             scaler=scaler,
         )
         run.step += 1
+        if vocab is not None and finite:  # the rows outside the compact table: AdamW's decay only
+            vocab.step(decay_lr, optimizer.param_groups[0]["weight_decay"])
         if not finite:
             run.nonfinite_skips += 1
             if rt["on_nonfinite"] == "stop" or run.nonfinite_skips > rt["max_nonfinite_skips"]:
@@ -852,6 +894,7 @@ def run(args: argparse.Namespace) -> int:
     from meru.data.manifest import IncompleteDatasetError
     from meru.models.checkpoints import CheckpointError
     from meru.training.ddp import announce_failure, end_failed_rank
+    from meru.training.vocab import TokenOutsideVocab
 
     try:
         cfg = load_train_config(args.config, args.model, args.size, args.seed, args.set)
@@ -866,6 +909,7 @@ def run(args: argparse.Namespace) -> int:
         CheckpointError,
         IncompleteDatasetError,
         TooManySkipped,
+        TokenOutsideVocab,
     ) as e:
         print(f"meru train: error: {announce_failure(str(e))[0]}", file=sys.stderr)
         end_failed_rank()  # under DDP: exit now (no collective cleanup with peers that are stopping)
