@@ -196,6 +196,25 @@ def test_no_cuda_device_is_one_line(dirs, capsys):
     assert len(err.strip().splitlines()) == 1 and "runtime.device = 'cuda'" in err and path.name in err
 
 
+def test_compile_without_a_cpu_compiler_is_one_line(dirs, capsys, monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.setenv("PATH", str(dirs / "no-compilers-here"))
+    monkeypatch.delenv("CXX", raising=False)
+    argv, path = _args(dirs, "compile", BASE.replace("device: cpu", "device: cpu, compile: true"), [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "C++ compiler" in err and "runtime.compile: false" in err, err
+
+
+def test_compact_vocab_on_streaming_data_is_one_line(dirs, capsys):
+    argv, path = _args(dirs, "compact", BASE.replace("device: cpu", "device: cpu, compact_vocab: true"), [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "data.in_memory: true" in err, err
+    assert not (dirs / "runs" / "compact" / "model.pt").exists()
+
+
 @pytest.mark.parametrize("case_id", ["duplicate-section"])
 def test_real_process_prints_one_line(dirs, case_id):
     text, extra = next((c[1], c[2]) for c in CASES if c[0] == case_id)

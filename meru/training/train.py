@@ -884,6 +884,15 @@ def preflight(cfg: dict, source: str) -> None:
             "wordsegment==1.3.1 (or the [train] extra), or use wordlist"
         )
     dev = cfg["runtime"]["device"]
+    if cfg["runtime"]["compile"] and not dev.startswith("cuda") and not torch.cuda.is_available():
+        import shutil
+
+        compiler = os.environ.get("CXX") or next((c for c in ("c++", "g++", "clang++") if shutil.which(c)), None)
+        if compiler is None or shutil.which(compiler) is None:
+            raise ConfigError(
+                f"{source}: runtime.compile = true on the CPU needs a C++ compiler (torch inductor builds kernels): "
+                "install g++ (apt-get install -y g++) or set runtime.compile: false"
+            )
     if dev.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"{source}: runtime.device = {dev!r} but no CUDA device is available; use auto or cpu")
     if dev.startswith("cuda:") and int(dev[5:]) >= torch.cuda.device_count():
