@@ -255,20 +255,21 @@ class CaptionPolicy:
             subreddit_segmenter=data_config.get("subreddit_segmenter", "wordlist"),
         )
 
+    def _json_captions(self, sample: dict, key: str) -> tuple[dict | None, list]:
+        """(the sample's parsed json or None, its ``captions`` when the policy draws from them, else [])."""
+        if not (self.sample_json_captions and "json" in sample):
+            return None, []
+        meta = _json(sample, key)
+        return meta, meta.get("captions") or []
+
     def caption(self, sample: dict, key: str, epoch: int, seed: int) -> str:
         """The caption of raw sample ``sample`` (members as bytes) for this draw; raises :class:`CaptionError`."""
-        meta = None
-        text = None
-        if self.sample_json_captions and "json" in sample:
-            meta = _json(sample, key)
-            captions = meta.get("captions")
-            if captions:
-                rng = random.Random(derive_seed(seed, "caption", epoch, key))
-                text = captions[rng.randrange(len(captions))]["text"]
-        if text is None:
-            if "txt" not in sample:
-                raise CaptionError(f"{key}: no caption (.txt or json captions)")
-            text = sample["txt"].decode("utf-8", errors="replace").strip()
+        meta, captions = self._json_captions(sample, key)
+        if captions:
+            rng = random.Random(derive_seed(seed, "caption", epoch, key))
+            text = captions[rng.randrange(len(captions))]["text"]
+        else:
+            text = _txt(sample, key)
         if not text:
             raise CaptionError(f"{key}: empty caption")
         if self.subreddit_prefix_prob > 0 and "json" in sample:
@@ -282,12 +283,15 @@ class CaptionPolicy:
         ``ValueError`` with a subreddit prefix (its words are not enumerated here)."""
         if self.subreddit_prefix_prob > 0:
             raise ValueError("the captions of a subreddit-prefixed draw are not enumerable (subreddit_prefix_prob > 0)")
-        if self.sample_json_captions and "json" in sample:
-            captions = _json(sample, key).get("captions")
-            if captions:
-                return [c["text"] for c in captions if c.get("text")]
-        text = sample["txt"].decode("utf-8", errors="replace").strip() if "txt" in sample else ""
-        return [text] if text else []
+        _, captions = self._json_captions(sample, key)
+        texts = [c["text"] for c in captions] if captions else [_txt(sample, key)]
+        return [t for t in texts if t]
+
+
+def _txt(sample: dict, key: str) -> str:
+    if "txt" not in sample:
+        raise CaptionError(f"{key}: no caption (.txt or json captions)")
+    return sample["txt"].decode("utf-8", errors="replace").strip()
 
 
 def _json(sample: dict, key: str) -> dict:

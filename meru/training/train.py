@@ -498,19 +498,21 @@ def build_optimizer(model, oc: dict):
     return optimizer, scheduler
 
 
-def compact_vocabulary(cfg: dict, model, loader, source: str = "runtime.compact_vocab"):
+def compact_vocabulary(cfg: dict, model, loader):
     """The :class:`meru.training.vocab.CompactVocab` of the captions ``loader`` can draw, applied to ``model``;
     a one-line ``ConfigError`` when the loader cannot list them (streaming data, subreddit prefixes)."""
     from meru.training.vocab import CompactVocab
 
     if cfg["precision"]["amp"] == "fp16":  # the GradScaler may skip a step: the rows' decay would be miscounted
-        raise ConfigError(f"{source}: not with precision.amp: fp16; use bf16 or fp32, or runtime.compact_vocab: false")
+        raise ConfigError(
+            "runtime.compact_vocab: not with precision.amp: fp16; use bf16 or fp32, or runtime.compact_vocab: false"
+        )
     try:
         texts = loader.caption_texts()
         vocab = CompactVocab.from_texts(texts, model.tokenize, model.text.token_embedding.num_embeddings)
     except (AttributeError, ValueError) as e:
         raise ConfigError(
-            f"{source}: needs a caption set it can list ({e}); set data.in_memory: true and "
+            f"runtime.compact_vocab: needs a caption set it can list ({e}); set data.in_memory: true and "
             "data.subreddit_prefix_prob: 0, or runtime.compact_vocab: false"
         ) from None
     vocab.compact(model)
