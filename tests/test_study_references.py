@@ -18,7 +18,7 @@ from meru.reporting.reference import MARKER
 from meru.reporting.reproduction import check_complete
 
 ROOT = Path(__file__).resolve().parent.parent
-STUDIES = ("sizes", "ablations", "batch")
+STUDIES = ("sizes", "ablations", "ablations-short", "batch")
 # the default run's floors (meru/resources/headline_metrics.csv), every MERU/CLIP seed at every enforced row
 FLOORS = {("zeroshot", "synthhier-category", "top1"): 90.0, ("zeroshot", "synthhier-shape", "top1"): 60.0}
 
@@ -116,10 +116,10 @@ def test_batch_reference_has_equal_samples_seen_and_the_published_context():
     assert "| PalAvik/hycoclip model-zoo.md | vit-s16 | grit | 768 |" in md  # GRIT batch 768 beside ours
 
 
-@pytest.mark.skipif("ablations" not in _committed(), reason="configs/ablations.yaml names no committed reference yet")
-def test_ablation_reference_pairs_every_row_with_full_meru():
-    ref = _reference("ablations")
-    cfg = load_config_file(ROOT / "configs" / "ablations.yaml")
+@pytest.mark.parametrize("study", [s for s in _committed() if s.startswith("ablations")])
+def test_ablation_reference_pairs_every_row_with_full_meru(study):
+    ref = _reference(study)
+    cfg = load_config_file(ROOT / "configs" / f"{study}.yaml")
     wide = pd.read_csv(ref / "study" / "ablation.csv", keep_default_na=False)
     paired = wide[wide.model.str.contains("−")]
     assert len(paired) == len(cfg["models"]) - 1 and paired.model.str.endswith("− MERU").all()

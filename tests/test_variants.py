@@ -51,10 +51,27 @@ def test_bad_variants_are_one_line(change, message):
 
 
 def test_study_configs_check_clean():
-    for name in ("ablations", "sizes", "batch"):
+    for name in ("ablations", "ablations-short", "sizes", "batch"):
         cfg = load_config_file(ROOT / "configs" / f"{name}.yaml")
         cfg.pop("base", None)
         check_workflow_config(cfg, SCHEMA, name)
+
+
+def test_short_ablation_study_is_the_ablation_study_on_a_shorter_schedule():
+    """configs/ablations-short.yaml (the 45-minute version) changes only the schedule (10% warmup), drops the
+    attribute zero-shot tasks and writes elsewhere: same models, variants, overrides, seeds and pairing."""
+    full, short = _ablations(), load_config_file(ROOT / "configs" / "ablations-short.yaml")
+    short.pop("base", None)
+    optim = short["train"]["optim"]
+    assert optim["total_steps"] < full["train"]["optim"]["total_steps"]
+    assert optim["warmup_steps"] == optim["total_steps"] // 10
+    assert short["data"]["synthhier"]["attributes"] == [] and full["data"]["synthhier"]["attributes"]
+    for key in ("results_dir", "runs_dir", "name"):  # its own runs: full MERU and CLIP are not the default's here
+        assert short[key] != full.get(key, "runs"), key
+    same = merge_configs(short, {"train": {"optim": full["train"]["optim"]}, "data": full["data"]})
+    for key in ("results_dir", "runs_dir", "name", "reference"):
+        same.pop(key), full.pop(key, None)
+    assert same == {k: v for k, v in full.items() if k not in ("runs_dir",)}
 
 
 def test_dry_run_trains_variant_as_its_kind_with_its_overrides(tmp_path):

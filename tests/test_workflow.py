@@ -33,7 +33,7 @@ def _default_runs(name: str = "default") -> int:
     return len(cfg["models"]) * len(cfg["sizes"]) * len(cfg["seeds"])
 
 
-@pytest.mark.parametrize("cfg", ["default", "smoke", "paper", "pretrained", "ablation", "ablations", "sizes", "batch"])
+@pytest.mark.parametrize("cfg", ["default", "smoke", "paper", "pretrained", "ablation", "ablations", "ablations-short", "sizes", "batch"])
 def test_dry_run_plans(cfg):
     r = _run("-n", "--forceall", "--configfile", f"configs/{cfg}.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -57,8 +57,11 @@ def test_dry_run_plans(cfg):
         assert counts["train"] == _default_runs("ablation") == 9  # 3 models (meru, clip, euclip) x 3 seeds
     if cfg == "smoke":
         assert counts["train"] == 3  # meru, clip, euclip x 1 seed
-    if cfg in ("ablations", "sizes", "batch"):  # the study configs (issue 23): 27, 18 and 18 runs
-        assert counts["train"] == _default_runs(cfg) == {"ablations": 27, "sizes": 18, "batch": 18}[cfg]
+    if cfg in ("ablations", "ablations-short", "sizes", "batch"):  # the study configs (issue 23)
+        runs = {"ablations": 27, "ablations-short": 27, "sizes": 18, "batch": 18}[cfg]
+        assert counts["train"] == _default_runs(cfg) == runs
+    if cfg == "ablations-short":  # the three taxonomy levels only: no attribute zero-shot tasks
+        assert counts["evaluate_zeroshot"] == 27 * 3
     if cfg == "pretrained":
         # 6 official (RedCaps), 6 HyCoCLIP zoo (GRIT), 2 UNCHA (GRIT), 2 ATMG, 3 EuCLIP paper (DataComp)
         assert "train" not in counts and counts["released_checkpoint"] == 19
