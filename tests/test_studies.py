@@ -240,7 +240,9 @@ def test_tables_group_by_model_name_and_show_display_names():
     assert df[df.kind == "meru-fixc-clip"]["mean"].iloc[0] == pytest.approx(-5.0)
 
 
-@pytest.mark.parametrize("cfg,study", [("sizes", "sizes"), ("ablations", "ablation"), ("ablations-short", "ablation"), ("batch", "batch")])
+@pytest.mark.parametrize(
+    "cfg,study", [("sizes", "sizes"), ("ablations", "ablation"), ("ablations-short", "ablation"), ("batch", "batch")]
+)
 def test_study_configs_plan_their_study_outputs(cfg, study):
     """`snakemake -n` of each study config plans one `study` job writing RESULTS/study/ (table, stats, figure)."""
     import subprocess

@@ -33,7 +33,9 @@ def _default_runs(name: str = "default") -> int:
     return len(cfg["models"]) * len(cfg["sizes"]) * len(cfg["seeds"])
 
 
-@pytest.mark.parametrize("cfg", ["default", "smoke", "paper", "pretrained", "ablation", "ablations", "ablations-short", "sizes", "batch"])
+@pytest.mark.parametrize(
+    "cfg", ["default", "smoke", "paper", "pretrained", "ablation", "ablations", "ablations-short", "sizes", "batch"]
+)
 def test_dry_run_plans(cfg):
     r = _run("-n", "--forceall", "--configfile", f"configs/{cfg}.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
